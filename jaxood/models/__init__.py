@@ -1,0 +1,1 @@
+"""CLIP towers, Hugging Face weight conversion and the tokenizer."""

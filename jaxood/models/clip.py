@@ -1,0 +1,412 @@
+"""OpenAI CLIP in Flax linen, parameter-for-parameter equal to Hugging Face `CLIPModel`.
+
+Modules are named after the Hugging Face state dict (`vision_model.encoder.
+layers_3.self_attn.q_proj` <- `vision_model.encoder.layers.3.self_attn.q_proj`),
+so conversion (`jaxood.models.convert`) is a rename-and-transpose table.
+
+Use:
+    model, params = clip.load("path/to/hf_dir")
+    feats = model.apply({"params": params}, images, method="encode_image")
+
+Images are NHWC float32, already CLIP-normalised. Parameters are float32;
+`dtype` is the compute dtype (bfloat16 on accelerators). Every public method
+returns float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+LN_EPS = 1e-5
+EOT_BUCKET = 8  # text batches are truncated to a multiple of this many tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class TowerConfig:
+    """One transformer tower."""
+
+    width: int
+    layers: int
+    heads: int
+    mlp_dim: int
+    act: str = "quick_gelu"
+    eps: float = LN_EPS
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+    """Architecture of a CLIP model, read from a Hugging Face `config.json`."""
+
+    vision: TowerConfig
+    text: TowerConfig
+    image_size: int
+    patch_size: int
+    vocab_size: int = 49408
+    context_length: int = 77
+    projection_dim: int = 512
+    logit_scale_init: float = math.log(1 / 0.07)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> CLIPConfig:
+        """From the dict of a Hugging Face CLIP `config.json` (missing fields take HF defaults)."""
+        v, t = hf.get("vision_config", {}), hf.get("text_config", {})
+        vision = TowerConfig(
+            width=v.get("hidden_size", 768),
+            layers=v.get("num_hidden_layers", 12),
+            heads=v.get("num_attention_heads", 12),
+            mlp_dim=v.get("intermediate_size", 3072),
+            act=v.get("hidden_act", "quick_gelu"),
+            eps=v.get("layer_norm_eps", LN_EPS),
+        )
+        text = TowerConfig(
+            width=t.get("hidden_size", 512),
+            layers=t.get("num_hidden_layers", 12),
+            heads=t.get("num_attention_heads", 8),
+            mlp_dim=t.get("intermediate_size", 2048),
+            act=t.get("hidden_act", "quick_gelu"),
+            eps=t.get("layer_norm_eps", LN_EPS),
+        )
+        for name, c in (("vision", vision), ("text", text)):
+            if c.act not in _ACTIVATIONS:
+                raise ValueError(f"{name} hidden_act {c.act!r} is not supported; expected one of {sorted(_ACTIVATIONS)}")
+        return cls(
+            vision=vision,
+            text=text,
+            image_size=_scalar(v.get("image_size", 224)),
+            patch_size=_scalar(v.get("patch_size", 32)),
+            vocab_size=t.get("vocab_size", 49408),
+            context_length=t.get("max_position_embeddings", 77),
+            projection_dim=hf.get("projection_dim", 512),
+            logit_scale_init=hf.get("logit_scale_init_value", 2.6592),
+        )
+
+    @classmethod
+    def from_json(cls, path: str) -> CLIPConfig:
+        with open(path) as f:
+            return cls.from_hf(json.load(f))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CLIPConfig:
+        d = dict(d)
+        return cls(vision=TowerConfig(**d.pop("vision")), text=TowerConfig(**d.pop("text")), **d)
+
+
+def _scalar(x):
+    if isinstance(x, (list, tuple)):
+        if len(set(x)) != 1:
+            raise ValueError(f"non-square sizes are not supported: {x}")
+        return int(x[0])
+    return int(x)
+
+
+def quick_gelu(x: Array) -> Array:
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+_ACTIVATIONS = {
+    "quick_gelu": quick_gelu,
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+}
+
+
+def _attend(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
+    """Softmax attention over (B, L, H, Dh) tensors; softmax in float32."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    logits = logits / math.sqrt(q.shape[-1])
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with HF's q/k/v/out projections.
+
+    With `value_value=True` it also returns the value-value stream
+    `out_proj(softmax(v v^T / sqrt(dh)) v)` computed from the same projections.
+    """
+
+    heads: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h: Array, mask: Array | None = None, value_value: bool = False):
+        width = h.shape[-1]
+        dense = functools.partial(nn.Dense, width, dtype=self.dtype, param_dtype=jnp.float32)
+        split = lambda y: y.reshape(*y.shape[:-1], self.heads, width // self.heads)  # noqa: E731
+        q, k, v = (split(dense(name=n)(h)) for n in ("q_proj", "k_proj", "v_proj"))
+        out_proj = dense(name="out_proj")
+        merge = lambda y: y.reshape(*y.shape[:-2], width)  # noqa: E731
+        out = out_proj(merge(_attend(q, k, v, mask)))
+        if not value_value:
+            return out, None
+        return out, out_proj(merge(_attend(v, v, v, None)))
+
+
+class MLP(nn.Module):
+    mlp_dim: int
+    act: str = "quick_gelu"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        width = x.shape[-1]
+        x = nn.Dense(self.mlp_dim, dtype=self.dtype, param_dtype=jnp.float32, name="fc1")(x)
+        x = _ACTIVATIONS[self.act](x)
+        return nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32, name="fc2")(x)
+
+
+def _layer_norm(eps: float, dtype, name: str | None = None) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN residual block. Optionally carries the V-V stream alongside.
+
+    The V-V stream `x_vv` accumulates the value-value attention output of this
+    block (computed from the ordinary stream's `layer_norm1(x)`), with no MLP;
+    with `vv_add_ori` it also receives the ordinary attention output.
+    """
+
+    cfg: TowerConfig
+    dtype: Any = jnp.float32
+    vv_add_ori: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, x_vv: Array | None = None, mask: Array | None = None):
+        h = _layer_norm(self.cfg.eps, self.dtype, "layer_norm1")(x)
+        attn, attn_vv = SelfAttention(self.cfg.heads, self.dtype, name="self_attn")(h, mask, x_vv is not None)
+        if x_vv is not None:
+            x_vv = x_vv + attn_vv + (attn if self.vv_add_ori else 0)
+        x = x + attn
+        x = x + MLP(self.cfg.mlp_dim, self.cfg.act, self.dtype, name="mlp")(
+            _layer_norm(self.cfg.eps, self.dtype, "layer_norm2")(x)
+        )
+        return x, x_vv
+
+
+class Encoder(nn.Module):
+    cfg: TowerConfig
+    dtype: Any = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None = None, value_value: bool = False, vv_layer0_ori: bool = False):
+        layer_cls = nn.remat(EncoderLayer) if self.remat else EncoderLayer
+        x_vv = x if value_value else None
+        for i in range(self.cfg.layers):
+            layer = layer_cls(self.cfg, self.dtype, vv_add_ori=vv_layer0_ori and i == 0, name=f"layers_{i}")
+            x, x_vv = layer(x, x_vv, mask)
+        return x, x_vv
+
+
+class VisionEmbeddings(nn.Module):
+    width: int
+    patch_size: int
+    num_patches: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: Array) -> Array:
+        b, h, w, c = images.shape
+        p = self.patch_size
+        kernel = self.param("patch_embedding", nn.initializers.lecun_normal(), (p, p, c, self.width))
+        cls = self.param("class_embedding", nn.initializers.normal(0.02), (self.width,))
+        pos = nn.Embed(self.num_patches + 1, self.width, name="position_embedding").embedding
+        if (h // p) * (w // p) != self.num_patches:
+            raise ValueError(f"images of {h}x{w} give {(h // p) * (w // p)} patches, the model has {self.num_patches}")
+        # Non-overlapping conv == matmul over flattened (ph, pw, c) patches.
+        patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(b, self.num_patches, p * p * c).astype(self.dtype)
+        x = patches @ kernel.reshape(p * p * c, self.width).astype(self.dtype)
+        x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, self.width)), x], axis=1)
+        return x + pos.astype(self.dtype)
+
+
+class VisionTransformer(nn.Module):
+    cfg: CLIPConfig
+    dtype: Any = jnp.float32
+    remat: bool = False
+
+    def setup(self):
+        c = self.cfg
+        self.embeddings = VisionEmbeddings(c.vision.width, c.patch_size, c.num_patches, self.dtype)
+        self.pre_layrnorm = _layer_norm(c.vision.eps, self.dtype)
+        self.encoder = Encoder(c.vision, self.dtype, self.remat)
+        self.post_layernorm = _layer_norm(c.vision.eps, self.dtype)
+
+    def __call__(self, images: Array, value_value: bool = False, vv_layer0_ori: bool = False):
+        """Returns `(pooled (B, W), vv_patches (B, N, W) or None)`, both after `post_layernorm`."""
+        x = self.pre_layrnorm(self.embeddings(images))
+        x, x_vv = self.encoder(x, None, value_value, vv_layer0_ori)
+        pooled = self.post_layernorm(x[:, 0])
+        return pooled, (self.post_layernorm(x_vv[:, 1:]) if value_value else None)
+
+
+class TextEmbeddings(nn.Module):
+    vocab_size: int
+    context_length: int
+    width: int
+
+    def setup(self):
+        self.token_embedding = nn.Embed(self.vocab_size, self.width)
+        self.position_embedding = nn.Embed(self.context_length, self.width)
+
+
+class TextTransformer(nn.Module):
+    cfg: CLIPConfig
+    dtype: Any = jnp.float32
+    remat: bool = False
+
+    def setup(self):
+        c = self.cfg
+        self.embeddings = TextEmbeddings(c.vocab_size, c.context_length, c.text.width)
+        self.encoder = Encoder(c.text, self.dtype, self.remat)
+        self.final_layer_norm = _layer_norm(c.text.eps, self.dtype)
+
+    def embed_tokens(self, ids: Array) -> Array:
+        return self.embeddings.token_embedding(ids)
+
+    def __call__(self, token_embeddings: Array, eot_index: Array) -> Array:
+        """Pooled output at `eot_index` of `(B, L, W)` token embeddings, any L <= context."""
+        length = token_embeddings.shape[1]
+        if length > self.cfg.context_length:
+            raise ValueError(f"text length {length} exceeds the context length {self.cfg.context_length}")
+        x = (token_embeddings + self.embeddings.position_embedding.embedding[:length]).astype(self.dtype)
+        mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
+        x, _ = self.encoder(x, mask)
+        pooled = jnp.take_along_axis(x, eot_index[:, None, None].astype(jnp.int32), axis=1)[:, 0]
+        return self.final_layer_norm(pooled)
+
+
+def eot_length(max_eot_index: int, context_length: int = 77, bucket: int = EOT_BUCKET) -> int:
+    """Tokens to keep for a batch whose last EOT sits at `max_eot_index`, rounded up to `bucket`."""
+    return min(context_length, -(-(int(max_eot_index) + 1) // bucket) * bucket)
+
+
+def truncate_at_eot(ids: np.ndarray, bucket: int = EOT_BUCKET) -> np.ndarray:
+    """Cut a host batch of ids to its longest EOT position + 1 (bucketed).
+
+    The text tower is causal, so tokens after the EOT never reach the pooled
+    output: the features are identical, and `jit` sees few distinct shapes.
+    """
+    ids = np.asarray(ids)
+    return ids[:, : eot_length(ids.argmax(-1).max(), ids.shape[1], bucket)]
+
+
+class CLIP(nn.Module):
+    """CLIP image and text towers with their projections and `logit_scale`."""
+
+    cfg: CLIPConfig
+    dtype: Any = jnp.float32
+    remat: bool = False
+
+    def setup(self):
+        c = self.cfg
+        self.vision_model = VisionTransformer(c, self.dtype, self.remat)
+        self.text_model = TextTransformer(c, self.dtype, self.remat)
+        proj = functools.partial(nn.Dense, c.projection_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
+        self.visual_projection = proj()
+        self.text_projection = proj()
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(c.logit_scale_init), ())
+
+    def __call__(self, images: Array, ids: Array):
+        """Both embeddings (for `init`); see the `encode_*` methods."""
+        return self.encode_image(images), self.encode_text(ids)
+
+    def encode_image(self, images: Array) -> Array:
+        """Projected image embedding `(B, D)`, not normalised (= HF `get_image_features`)."""
+        pooled, _ = self.vision_model(images)
+        return self.visual_projection(pooled).astype(jnp.float32)
+
+    def encode_image_dense(
+        self, images: Array, local_proj: Array | None = None, vv_layer0_ori: bool = False
+    ) -> tuple[Array, Array]:
+        """Global `(B, D)` and V-V local patch features `(B, N, D)`, not normalised.
+
+        Local features: the value-value stream over all layers (shared weights),
+        `post_layernorm`, then `local_proj` (a `(W, W)` matrix, identity when
+        None), then the visual projection. `vv_layer0_ori=True` reproduces the
+        released SOT-GLP code, where layer 0's ordinary attention output also
+        enters the V-V stream.
+        """
+        pooled, local = self.vision_model(images, value_value=True, vv_layer0_ori=vv_layer0_ori)
+        if local_proj is not None:
+            local = local @ local_proj.astype(local.dtype)
+        return (
+            self.visual_projection(pooled).astype(jnp.float32),
+            self.visual_projection(local).astype(jnp.float32),
+        )
+
+    def embed_tokens(self, ids: Array) -> Array:
+        """Token embeddings `(B, L, W)` of ids (for splicing learned context vectors)."""
+        return self.text_model.embed_tokens(ids)
+
+    def encode_text(self, ids: Array) -> Array:
+        """Projected text embedding `(B, D)` pooled at the EOT (argmax id) (= HF `get_text_features`).
+
+        A host (NumPy) batch is first cut at its longest EOT (`truncate_at_eot`);
+        traced ids are used at the length given.
+        """
+        if isinstance(ids, (np.ndarray, list)):
+            ids = truncate_at_eot(np.asarray(ids))
+        return self.encode_text_embeddings(self.embed_tokens(ids), jnp.argmax(ids, axis=-1))
+
+    def encode_text_embeddings(self, token_embeddings: Array, eot_index: Array) -> Array:
+        """Projected text embedding of token embeddings `(B, L, W)` pooled at `eot_index` `(B,)`."""
+        return self.text_projection(self.text_model(token_embeddings, eot_index)).astype(jnp.float32)
+
+    def get_logit_scale(self) -> Array:
+        """The learned `logit_scale` (a log; `exp` of it multiplies cosines)."""
+        return self.logit_scale
+
+
+def init_params(model: CLIP, rng: Array | int = 0) -> dict:
+    """Random float32 parameters for `model` (for tests and pretraining from scratch)."""
+    if isinstance(rng, int):
+        rng = jax.random.PRNGKey(rng)
+    c = model.cfg
+    images = jnp.zeros((1, c.image_size, c.image_size, 3), jnp.float32)
+    ids = jnp.zeros((1, c.context_length), jnp.int32)
+    return jax.jit(model.init)(rng, images, ids)["params"]
+
+
+def param_shapes(model: CLIP) -> dict:
+    """The parameter tree of `model` as `jax.ShapeDtypeStruct`s, without computing anything."""
+    c = model.cfg
+    images = jax.ShapeDtypeStruct((1, c.image_size, c.image_size, 3), jnp.float32)
+    ids = jax.ShapeDtypeStruct((1, c.context_length), jnp.int32)
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0), images, ids)["params"]
+
+
+def load(name_or_dir: str | os.PathLike, dtype=jnp.float32, remat: bool = False) -> tuple[CLIP, dict]:
+    """Load a CLIP as `(model, params)`.
+
+    `name_or_dir`: a jaxood checkpoint directory (`jaxood.models.convert.save`),
+    a local Hugging Face directory (`config.json` + `model.safetensors` or
+    `pytorch_model.bin`), or a hub id such as `openai/clip-vit-base-patch16`
+    (downloaded through huggingface_hub when the network allows).
+    """
+    from jaxood.models import convert
+
+    cfg, params = convert.load_params(name_or_dir)
+    return CLIP(cfg, dtype=dtype, remat=remat), params

@@ -1,0 +1,240 @@
+"""Hugging Face CLIP weights -> jaxood Flax params, by a strict rename/transpose table.
+
+Every tensor of the checkpoint must map to a parameter of the model and every
+parameter must be filled, with matching shapes; anything missing, left over or
+misshaped is an error that names it. The only tensors skipped are the
+`position_ids` index buffers older checkpoints carry (they hold no weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+import flax
+import flax.serialization
+import jax
+import ml_dtypes
+import numpy as np
+
+from jaxood.models.clip import CLIP, CLIPConfig, param_shapes
+
+JAXOOD_CONFIG = "jaxood_clip.json"
+JAXOOD_PARAMS = "params.msgpack"
+_SKIPPED = re.compile(r".*\.position_ids$")
+
+
+class CheckpointMismatch(ValueError):
+    """Raised when a checkpoint's tensors do not match the model's parameters."""
+
+
+def _flax_key(hf_key: str) -> tuple[tuple[str, ...], Callable[[np.ndarray], np.ndarray]]:
+    """Flax path and array transform for one Hugging Face state-dict key."""
+    parts = re.sub(r"\.layers\.(\d+)\.", r".layers_\1.", hf_key).split(".")
+    *module, leaf = parts
+    owner = module[-1] if module else ""
+    same = lambda a: a  # noqa: E731
+    if leaf in ("class_embedding", "logit_scale"):
+        return (*module, leaf), same
+    if owner == "patch_embedding":  # Conv2d (D, C, p, p) -> (p, p, C, D)
+        return tuple(module), lambda a: a.transpose(2, 3, 1, 0)
+    if owner in ("token_embedding", "position_embedding"):
+        return (*module, "embedding"), same
+    if "norm" in owner or "layrnorm" in owner:
+        return (*module, {"weight": "scale", "bias": "bias"}[leaf]), same
+    if leaf == "weight":  # Linear (out, in) -> (in, out)
+        return (*module, "kernel"), lambda a: a.T
+    return (*module, leaf), same
+
+
+def _flatten(tree: Mapping) -> dict[tuple[str, ...], object]:
+    return {tuple(k): v for k, v in flax.traverse_util.flatten_dict(flax.core.unfreeze(tree)).items()}
+
+
+def check_tree(expected: Mapping, actual: Mapping, what: str = "checkpoint") -> None:
+    """Raise `CheckpointMismatch` naming every missing, unexpected or misshaped leaf."""
+    exp, act = _flatten(expected), _flatten(actual)
+    missing = sorted("/".join(k) for k in exp.keys() - act.keys())
+    unexpected = sorted("/".join(k) for k in act.keys() - exp.keys())
+    misshaped = sorted(
+        f"{'/'.join(k)}: {what} {tuple(np.shape(act[k]))} vs model {tuple(exp[k].shape)}"
+        for k in exp.keys() & act.keys()
+        if tuple(np.shape(act[k])) != tuple(exp[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        lines = [f"the {what} does not match the model:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+            if items:
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+        raise CheckpointMismatch("\n".join(lines))
+
+
+def convert_state_dict(state: Mapping[str, np.ndarray], cfg: CLIPConfig) -> dict:
+    """Flax params for `CLIP(cfg)` from a Hugging Face `CLIPModel` state dict (NumPy arrays)."""
+    expected = _flatten(param_shapes(CLIP(cfg)))
+    flat, unexpected, misshaped, misshaped_paths = {}, [], [], set()
+    for hf_key, array in state.items():
+        if _SKIPPED.match(hf_key):
+            continue
+        path, transform = _flax_key(hf_key)
+        if path not in expected:
+            unexpected.append(hf_key)
+            continue
+        value = np.asarray(transform(np.asarray(array)), np.float32)
+        if value.shape != tuple(expected[path].shape):
+            misshaped.append(f"{hf_key}: checkpoint {tuple(np.shape(array))} vs model {tuple(expected[path].shape)}")
+            misshaped_paths.add(path)
+            continue
+        flat[path] = value
+    missing = ["/".join(p) for p in expected if p not in flat and p not in misshaped_paths]
+    if unexpected or missing or misshaped:
+        lines = ["the Hugging Face checkpoint does not match the CLIP architecture of its config.json:"]
+        for title, items in (("unexpected tensors", unexpected), ("missing parameters", missing), ("wrong shape", misshaped)):
+            if items:
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(sorted(items)))
+        raise CheckpointMismatch("\n".join(lines))
+    return flax.traverse_util.unflatten_dict(flat)
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return dict(load_file(path))
+
+
+_TORCH_DTYPES = {
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": ml_dtypes.bfloat16,
+    "DoubleStorage": np.float64,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "BoolStorage": np.bool_,
+}
+
+
+def read_torch_bin(path: str) -> dict[str, np.ndarray]:
+    """Read a `torch.save` zip checkpoint into NumPy arrays without importing torch."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is a legacy (pre-1.6) torch checkpoint; re-save it with a recent torch or as safetensors")
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        prefix = names[0].split("/")[0]
+        storages: dict[str, np.ndarray] = {}
+
+        def storage(key: str, dtype) -> np.ndarray:
+            if key not in storages:
+                storages[key] = np.frombuffer(zf.read(f"{prefix}/data/{key}"), dtype=dtype)
+            return storages[key]
+
+        def rebuild(store, offset, size, stride, *unused):
+            itemsize = store.dtype.itemsize
+            return np.lib.stride_tricks.as_strided(
+                store[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+            ).copy()
+
+        class _Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if module == "torch._utils" and name == "_rebuild_tensor_v2":
+                    return rebuild
+                if module == "torch" and name in _TORCH_DTYPES:
+                    return _TORCH_DTYPES[name]
+                if module == "collections" and name == "OrderedDict":
+                    return OrderedDict
+                raise pickle.UnpicklingError(f"{path}: unsupported object {module}.{name} in a torch checkpoint")
+
+            def persistent_load(self, pid):
+                _, dtype, key, _location, _numel = pid
+                return storage(key, dtype)
+
+        with zf.open(f"{prefix}/data.pkl") as f:
+            return dict(_Unpickler(f).load())
+
+
+def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
+    """Config and state dict of a local Hugging Face CLIP directory."""
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{directory} has no config.json: it is not a Hugging Face CLIP directory")
+    cfg = CLIPConfig.from_json(config_path)
+    index = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.exists(os.path.join(directory, "model.safetensors")):
+        state = read_safetensors(os.path.join(directory, "model.safetensors"))
+    elif os.path.exists(index):
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        state = {k: v for s in shards for k, v in read_safetensors(os.path.join(directory, s)).items()}
+    elif os.path.exists(os.path.join(directory, "pytorch_model.bin")):
+        state = read_torch_bin(os.path.join(directory, "pytorch_model.bin"))
+    else:
+        raise FileNotFoundError(
+            f"{directory} has config.json but no weights: expected model.safetensors, "
+            "model.safetensors.index.json with its shards, or pytorch_model.bin"
+        )
+    # A bare CLIPModel state dict; tolerate the "clip." / "model." prefixes of wrappers.
+    if state and all(k.startswith(("clip.", "model.")) for k in state):
+        state = {k.split(".", 1)[1]: v for k, v in state.items()}
+    return cfg, state
+
+
+def download(repo_id: str) -> str:
+    """Fetch a hub checkpoint (config and weights only) and return its local directory."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json"])
+    except Exception as err:  # offline, unknown id, gated repo ...
+        raise OSError(
+            f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
+            f"Without network: on a machine with access run `hf download {repo_id} --local-dir DIR` "
+            "(or `huggingface-cli download ...`), copy DIR here and pass DIR instead of the hub id; "
+            "DIR needs config.json and model.safetensors (or pytorch_model.bin)."
+        ) from err
+
+
+# ------------------------------------------------------------ jaxood checkpoints
+
+
+def save(directory: str, cfg: CLIPConfig, params: Mapping) -> str:
+    """Save converted params as a jaxood checkpoint, so later loads skip conversion."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, JAXOOD_CONFIG), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=1)
+    host = jax.tree.map(lambda a: np.asarray(a, np.float32), flax.core.unfreeze(params))
+    with open(os.path.join(directory, JAXOOD_PARAMS), "wb") as f:
+        f.write(flax.serialization.msgpack_serialize(host))
+    return directory
+
+
+def load_jaxood(directory: str) -> tuple[CLIPConfig, dict]:
+    with open(os.path.join(directory, JAXOOD_CONFIG)) as f:
+        cfg = CLIPConfig.from_dict(json.load(f))
+    with open(os.path.join(directory, JAXOOD_PARAMS), "rb") as f:
+        params = flax.serialization.msgpack_restore(f.read())
+    check_tree(param_shapes(CLIP(cfg)), params, what=f"jaxood checkpoint {directory}")
+    return cfg, jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+
+
+def load_params(name_or_dir: str | os.PathLike) -> tuple[CLIPConfig, dict]:
+    """`(config, params)` from a jaxood checkpoint, a local HF directory, or a hub id."""
+    name = os.fspath(name_or_dir)
+    if os.path.isdir(name):
+        if os.path.exists(os.path.join(name, JAXOOD_CONFIG)):
+            return load_jaxood(name)
+        cfg, state = read_hf_dir(name)
+        return cfg, convert_state_dict(state, cfg)
+    if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise FileNotFoundError(
+            f"{name!r} is neither a directory nor a Hugging Face hub id (owner/name): pass a local "
+            "Hugging Face CLIP directory (config.json + model.safetensors) or a jaxood checkpoint directory"
+        )
+    cfg, state = read_hf_dir(download(name))
+    return cfg, convert_state_dict(state, cfg)

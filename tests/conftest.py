@@ -1,0 +1,52 @@
+"""Shared fixtures: randomly initialised Hugging Face CLIPs saved with `save_pretrained`."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+TINY = dict(
+    text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
+    vision_config=dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    ),
+    projection_dim=32,
+)
+# ViT-B/16 as in openai/clip-vit-base-patch16's config.json.
+VIT_B16 = dict(
+    text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+    vision_config=dict(
+        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16
+    ),
+    projection_dim=512,
+)
+
+
+def make_hf_clip(directory, config_kwargs, seed=0):
+    """A random HF `CLIPModel`, saved to `directory`; returns the torch model."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(**config_kwargs)).eval()
+    # HF initialises logit_scale to log(1/0.07); make it distinct to test it is carried over.
+    with torch.no_grad():
+        model.logit_scale.fill_(4.2)
+    model.save_pretrained(directory)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    """(directory, torch model) of a tiny random HF CLIP."""
+    d = tmp_path_factory.mktemp("tiny_clip")
+    return str(d), make_hf_clip(d, TINY)
+
+
+@pytest.fixture(scope="session")
+def b16_hf(tmp_path_factory):
+    """(directory, torch model) of a random HF CLIP with the full ViT-B/16 shapes."""
+    d = tmp_path_factory.mktemp("b16_clip")
+    return str(d), make_hf_clip(d, VIT_B16)

@@ -1,0 +1,284 @@
+"""Flax CLIP against Hugging Face PyTorch CLIP, and the V-V stream against NumPy."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxood.models import clip, convert
+from jaxood.models.tokenizer import tokenize
+
+TEXTS = [
+    "a photo of a dog.",
+    "a photo of a golden retriever, a kind of dog, sitting in the grass",
+    "x",
+    "the nice sea lion",
+]
+
+
+def _images(n, size, seed=0):
+    return np.random.RandomState(seed).randn(n, size, size, 3).astype(np.float32)
+
+
+def _hf_features(model, images, ids):
+    with torch.no_grad():
+        img = model.get_image_features(pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2)))
+        txt = model.get_text_features(input_ids=torch.from_numpy(ids.astype(np.int64)))
+    return img.pooler_output.numpy(), txt.pooler_output.numpy()
+
+
+def _check_parity(directory, hf_model, n_images):
+    model, params = clip.load(directory)
+    images = _images(n_images, model.cfg.image_size)
+    ids = tokenize(TEXTS)
+    want_img, want_txt = _hf_features(hf_model, images, ids)
+    got_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))(params, images)
+    got_txt = model.apply({"params": params}, ids, method="encode_text")
+    chex.assert_shape(got_img, (n_images, model.cfg.projection_dim))
+    np.testing.assert_allclose(got_img, want_img, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got_txt, want_txt, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(params["logit_scale"], 4.2, rtol=1e-6)
+    return model, params
+
+
+def test_parity_tiny(tiny_hf):
+    _check_parity(*tiny_hf, n_images=3)
+
+
+@pytest.mark.slow
+def test_parity_vit_b16(b16_hf):
+    model, _ = _check_parity(*b16_hf, n_images=2)
+    assert model.cfg.num_patches == 196 and model.cfg.vision.width == 768
+
+
+def test_config_read_from_checkpoint(tiny_hf):
+    model, params = clip.load(tiny_hf[0])
+    c = model.cfg
+    assert (c.vision.width, c.vision.layers, c.patch_size, c.image_size, c.projection_dim) == (64, 2, 8, 32, 32)
+    chex.assert_shape(params["vision_model"]["embeddings"]["patch_embedding"], (8, 8, 3, 64))
+
+
+# ------------------------------------------------------------------ V-V stream
+
+
+def _np_layer_norm(x, w, b, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+def _np_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _np_dense_reference(sd, cfg, images, layer0_ori):
+    """NumPy vision tower from the HF state dict: ordinary stream and V-V stream.
+
+    Written from methods.md section 1, independently of jaxood's modules.
+    """
+    g = lambda k: sd[k].numpy().astype(np.float64)  # noqa: E731
+    p, heads = cfg["patch_size"], cfg["num_attention_heads"]
+    b, h, w, _ = images.shape
+    x = images.astype(np.float64).transpose(0, 3, 1, 2)  # NCHW as the conv expects
+    patches = x.reshape(b, 3, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5).reshape(b, -1, 3 * p * p)
+    conv = g("vision_model.embeddings.patch_embedding.weight").reshape(-1, 3 * p * p)
+    tokens = patches @ conv.T
+    cls = np.broadcast_to(g("vision_model.embeddings.class_embedding"), (b, 1, tokens.shape[-1]))
+    x = np.concatenate([cls, tokens], 1) + g("vision_model.embeddings.position_embedding.weight")
+    x = _np_layer_norm(x, g("vision_model.pre_layrnorm.weight"), g("vision_model.pre_layrnorm.bias"))
+    x_vv = x.copy()
+    dh = x.shape[-1] // heads
+    for i in range(cfg["num_hidden_layers"]):
+        pre = f"vision_model.encoder.layers.{i}."
+        lin = lambda y, n: y @ g(pre + n + ".weight").T + g(pre + n + ".bias")  # noqa: E731
+        hh = _np_layer_norm(x, g(pre + "layer_norm1.weight"), g(pre + "layer_norm1.bias"))
+        q, k, v = (lin(hh, f"self_attn.{n}_proj").reshape(b, -1, heads, dh).transpose(0, 2, 1, 3) for n in "qkv")
+
+        def attn(a, c, d):
+            o = _np_softmax(a @ c.transpose(0, 1, 3, 2) / np.sqrt(dh)) @ d
+            return lin(o.transpose(0, 2, 1, 3).reshape(b, -1, heads * dh), "self_attn.out_proj")
+
+        out, out_vv = attn(q, k, v), attn(v, v, v)
+        x_vv = x_vv + out_vv + (out if (layer0_ori and i == 0) else 0)
+        x = x + out
+        h2 = _np_layer_norm(x, g(pre + "layer_norm2.weight"), g(pre + "layer_norm2.bias"))
+        m = lin(h2, "mlp.fc1")
+        x = x + lin(m / (1 + np.exp(-1.702 * m)), "mlp.fc2")
+    post = lambda y: _np_layer_norm(y, g("vision_model.post_layernorm.weight"), g("vision_model.post_layernorm.bias"))  # noqa: E731
+    return post(x[:, 0]), post(x_vv[:, 1:])
+
+
+@pytest.mark.parametrize("layer0_ori", [False, True])
+def test_value_value_stream_against_numpy(tiny_hf, layer0_ori):
+    directory, hf_model = tiny_hf
+    with open(os.path.join(directory, "config.json")) as f:
+        vcfg = json.load(f)["vision_config"]
+    sd = hf_model.state_dict()
+    model, params = clip.load(directory)
+    images = _images(2, 32, seed=1)
+    local_proj = np.random.RandomState(2).randn(64, 64).astype(np.float32) * 0.1 + np.eye(64, dtype=np.float32)
+
+    pooled, vv = _np_dense_reference(sd, vcfg, images, layer0_ori)
+    vproj = sd["visual_projection.weight"].numpy().astype(np.float64).T
+    want_global = pooled @ vproj
+    want_local = vv @ local_proj.astype(np.float64) @ vproj
+
+    got_global, got_local = model.apply(
+        {"params": params}, images, local_proj, layer0_ori, method="encode_image_dense"
+    )
+    chex.assert_shape(got_local, (2, 16, 32))
+    np.testing.assert_allclose(got_global, want_global, atol=1e-4)
+    np.testing.assert_allclose(got_local, want_local, atol=1e-4)
+    # No local projection == identity; the global output is the ordinary encode_image.
+    _, got_identity = model.apply({"params": params}, images, None, layer0_ori, method="encode_image_dense")
+    np.testing.assert_allclose(got_identity, vv @ vproj, atol=1e-4)
+    np.testing.assert_allclose(got_global, model.apply({"params": params}, images, method="encode_image"), atol=1e-6)
+
+
+def test_value_value_variants_differ(tiny_hf):
+    model, params = clip.load(tiny_hf[0])
+    images = _images(1, 32)
+    _, a = model.apply({"params": params}, images, None, False, method="encode_image_dense")
+    _, b = model.apply({"params": params}, images, None, True, method="encode_image_dense")
+    assert np.abs(a - b).max() > 1e-3
+
+
+# ------------------------------------------------------------- text: EOT, prompts
+
+
+def test_eot_truncation_gives_identical_features(tiny_hf):
+    model, params = clip.load(tiny_hf[0])
+    ids = tokenize(TEXTS)
+    last_eot = int(np.max(np.argmax(ids, -1)))
+    cut_ids = clip.truncate_at_eot(ids)
+    assert cut_ids.shape[1] % 8 == 0 and last_eot < cut_ids.shape[1] <= last_eot + 8
+    np.testing.assert_array_equal(cut_ids, ids[:, : cut_ids.shape[1]])
+    full = jax.jit(lambda p, i: model.apply({"params": p}, i, method="encode_text"))(params, ids)  # traced: 77 tokens
+    cut = model.apply({"params": params}, ids, method="encode_text")  # host ids: truncated
+    chex.assert_shape(full, (4, 32))
+    np.testing.assert_allclose(cut, full, atol=1e-6, rtol=0)
+
+
+def test_eot_length_buckets():
+    assert clip.eot_length(6) == 8
+    assert clip.eot_length(7) == 8
+    assert clip.eot_length(8) == 16
+    assert clip.eot_length(76) == 77
+
+
+def test_encode_text_embeddings_with_spliced_context(tiny_hf):
+    """Context vectors spliced after SOT shift the EOT by M; with the embeddings of
+    "a photo of a" as context, "[SOT] ctx {class}." equals the tokenised prompt."""
+    model, params = clip.load(tiny_hf[0])
+    bound = model.bind({"params": params})
+    prefix = tokenize(["a photo of a"])[0, 1:5]
+    ctx = bound.embed_tokens(prefix)  # (4, W)
+    names = tokenize(["dog.", "sea lion."])
+    emb = bound.embed_tokens(names)
+    spliced = jnp.concatenate([emb[:, :1], jnp.broadcast_to(ctx, (2, 4, ctx.shape[-1])), emb[:, 1:-4]], axis=1)
+    got = bound.encode_text_embeddings(spliced, jnp.argmax(names, -1) + 4)
+    want = bound.encode_text(tokenize(["a photo of a dog.", "a photo of a sea lion."]))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# ------------------------------------------------------------- dtype and remat
+
+
+def test_bfloat16_compute_and_remat(tiny_hf):
+    model, params = clip.load(tiny_hf[0])
+    images = _images(2, 32)
+    ref = model.apply({"params": params}, images, method="encode_image")
+    bf16, _ = clip.load(tiny_hf[0], dtype=jnp.bfloat16)
+    got = bf16.apply({"params": params}, images, method="encode_image")
+    assert got.dtype == jnp.float32
+    cos = np.sum(np.asarray(got) * ref, -1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(ref, axis=-1)
+    assert cos.min() > 0.99, cos
+    remat, _ = clip.load(tiny_hf[0], remat=True)
+    loss = lambda m: lambda p: jnp.sum(m.apply({"params": p}, images, method="encode_image") ** 2)  # noqa: E731
+    chex.assert_trees_all_close(jax.grad(loss(remat))(params), jax.grad(loss(model))(params), atol=1e-5)
+
+
+# ------------------------------------------------------------- strict conversion
+
+
+def _copy_with_state(src, dst, edit):
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(src, dst)
+    state = load_file(os.path.join(src, "model.safetensors"))
+    edit(state)
+    save_file(state, os.path.join(dst, "model.safetensors"))
+    return dst
+
+
+def test_conversion_rejects_missing_tensor(tiny_hf, tmp_path):
+    d = _copy_with_state(tiny_hf[0], tmp_path / "m", lambda s: s.pop("text_model.encoder.layers.1.mlp.fc2.bias"))
+    with pytest.raises(convert.CheckpointMismatch, match=r"missing parameters \(1\): text_model/encoder/layers_1/mlp/fc2/bias"):
+        clip.load(d)
+
+
+def test_conversion_rejects_extra_tensor(tiny_hf, tmp_path):
+    def add(s):
+        s["vision_model.encoder.layers.2.mlp.fc1.weight"] = np.zeros((128, 64), np.float32)
+
+    d = _copy_with_state(tiny_hf[0], tmp_path / "m", add)
+    with pytest.raises(convert.CheckpointMismatch, match=r"unexpected tensors \(1\): vision_model.encoder.layers.2.mlp.fc1.weight"):
+        clip.load(d)
+
+
+def test_conversion_rejects_misshaped_tensor(tiny_hf, tmp_path):
+    def reshape(s):
+        s["visual_projection.weight"] = np.zeros((16, 64), np.float32)
+
+    d = _copy_with_state(tiny_hf[0], tmp_path / "m", reshape)
+    with pytest.raises(convert.CheckpointMismatch, match=r"visual_projection.weight: checkpoint \(16, 64\) vs model \(64, 32\)"):
+        clip.load(d)
+
+
+def test_pytorch_model_bin_without_torch_import(tiny_hf, tmp_path):
+    directory, hf_model = tiny_hf
+    d = tmp_path / "bin"
+    d.mkdir()
+    shutil.copy(os.path.join(directory, "config.json"), d)
+    torch.save(hf_model.state_dict(), d / "pytorch_model.bin")
+    ref_model, ref_params = clip.load(directory)
+    _, params = clip.load(str(d))
+    chex.assert_trees_all_equal(params, ref_params)
+
+
+def test_jaxood_checkpoint_roundtrip_and_mismatch(tiny_hf, tmp_path):
+    model, params = clip.load(tiny_hf[0])
+    convert.save(str(tmp_path / "ck"), model.cfg, params)
+    model2, params2 = clip.load(str(tmp_path / "ck"))
+    assert model2.cfg == model.cfg
+    chex.assert_trees_all_equal(params2, params)
+    params["text_projection"]["kernel"] = np.zeros((64, 7), np.float32)
+    del params["vision_model"]["post_layernorm"]["bias"]
+    convert.save(str(tmp_path / "bad"), model.cfg, params)
+    with pytest.raises(convert.CheckpointMismatch) as err:
+        clip.load(str(tmp_path / "bad"))
+    assert "vision_model/post_layernorm/bias" in str(err.value)
+    assert "text_projection/kernel: jaxood checkpoint" in str(err.value)
+
+
+def test_hub_id_offline_gives_clear_error():
+    code = "from jaxood.models import clip; clip.load('openai/clip-vit-base-patch16')"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME="/nonexistent-jaxood-test")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode != 0
+    assert "could not fetch 'openai/clip-vit-base-patch16'" in out.stderr
+    assert "--local-dir" in out.stderr
+
+
+def test_not_a_directory_nor_hub_id(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a directory nor a Hugging Face hub id"):
+        clip.load(str(tmp_path / "nope"))
