@@ -1,3 +1,12 @@
 """jaxood: CLIP-based out-of-distribution detection in JAX/Flax."""
 
+import os
+
 __version__ = "0.1.0"
+
+# XLA:CPU runs dots through XNNPACK with this flag: measured ~10% faster CLIP
+# towers on a 2-core CPU (README "Performance"). It affects only the CPU
+# backend and only if set before jax starts its backends; a user's own
+# `--xla_cpu_use_xnnpack=...` in XLA_FLAGS wins.
+if "xla_cpu_use_xnnpack" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_xnnpack=true").strip()

@@ -129,13 +129,17 @@ _ACTIVATIONS = {
 
 
 def _attend(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
-    """Softmax attention over (B, L, H, Dh) tensors; softmax in float32."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    logits = logits / math.sqrt(q.shape[-1])
+    """Softmax attention over head-major (B, H, L, Dh) tensors; exponentials in float32.
+
+    Normalising after the product with `v` (one pass less over the L x L
+    weights) and batch-leading layouts made this 8x faster on XLA:CPU than an
+    einsum over (B, L, H, Dh); see README "Performance".
+    """
+    logits = jnp.matmul(q * (1 / math.sqrt(q.shape[-1])), k.swapaxes(-1, -2), preferred_element_type=jnp.float32)
     if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        logits = jnp.where(mask, logits, -jnp.inf)
+    e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+    return jnp.matmul(e.astype(v.dtype), v) / e.sum(-1, keepdims=True).astype(v.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -152,10 +156,11 @@ class SelfAttention(nn.Module):
     def __call__(self, h: Array, mask: Array | None = None, value_value: bool = False):
         width = h.shape[-1]
         dense = functools.partial(nn.Dense, width, dtype=self.dtype, param_dtype=jnp.float32)
-        split = lambda y: y.reshape(*y.shape[:-1], self.heads, width // self.heads)  # noqa: E731
+        b, length, _ = h.shape
+        split = lambda y: y.reshape(b, length, self.heads, width // self.heads).transpose(0, 2, 1, 3)  # noqa: E731
         q, k, v = (split(dense(name=n)(h)) for n in ("q_proj", "k_proj", "v_proj"))
         out_proj = dense(name="out_proj")
-        merge = lambda y: y.reshape(*y.shape[:-2], width)  # noqa: E731
+        merge = lambda y: y.transpose(0, 2, 1, 3).reshape(b, length, width)  # noqa: E731
         out = out_proj(merge(_attend(q, k, v, mask)))
         if not value_value:
             return out, None

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m jaxood.bench.<name>`."""
