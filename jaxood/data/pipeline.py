@@ -1,0 +1,183 @@
+"""Sharded, prefetched input pipelines feeding jitted steps.
+
+The batch of a training step is a pure function of `(seed, step)`: epoch `e`
+is a seeded permutation of the example indices, step `s` takes the next
+`global_batch` of them, and augmentation draws from a generator keyed by
+(seed, epoch, example). So every host computes the same global batch, reads
+only its own slice of it, and a resumed run sees exactly the batches an
+uninterrupted run would. No TensorFlow: sources + PIL/NumPy ops in a thread
+pool (PIL releases the GIL while decoding and resizing).
+
+Batches are dicts of global `jax.Array`s sharded over the mesh's data axis:
+`image` (B, S, S, 3) float32, `label` (B,) int32, `mask` (B,) bool (False for
+evaluation padding and for undecodable images) and `index` (B,) int32 (the
+source index, -1 for padding).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import queue
+import threading
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxood.data.preprocess import Compose, Undecodable, decode
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all devices with the data axis."""
+    devices = np.asarray(devices if devices is not None else jax.devices())
+    return Mesh(devices.reshape(-1), (DATA_AXIS,))
+
+
+class Loader:
+    """Batches of one source (restricted to `indices`) for training or evaluation."""
+
+    def __init__(
+        self,
+        source,
+        transform: Compose,
+        global_batch: int,
+        indices: np.ndarray | None = None,
+        seed: int = 0,
+        mesh: Mesh | None = None,
+        num_threads: int | None = None,
+        prefetch: int = 2,
+        process_index: int | None = None,
+        process_count: int | None = None,
+    ):
+        self.source, self.transform, self.seed = source, transform, seed
+        self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
+        self.mesh = mesh if mesh is not None else data_mesh()
+        self.process_index = jax.process_index() if process_index is None else process_index
+        self.process_count = jax.process_count() if process_count is None else process_count
+        n_devices = self.mesh.devices.size
+        if global_batch % n_devices:
+            raise ValueError(f"global batch {global_batch} is not divisible by the {n_devices} devices of the mesh")
+        self.global_batch = global_batch
+        self.local_batch = global_batch // self.process_count
+        self.sharding = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
+        self.prefetch = prefetch
+        self._pool = concurrent.futures.ThreadPoolExecutor(num_threads or min(16, 2 * (os.cpu_count() or 1)))
+        self._lock = threading.Lock()
+        self.unreadable: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ host
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training steps per epoch (the remainder of each permutation is dropped)."""
+        return len(self.indices) // self.global_batch
+
+    def step_indices(self, step: int) -> tuple[np.ndarray, int]:
+        """Global source indices of training step `step`, and its epoch."""
+        spe = self.steps_per_epoch
+        if spe == 0:
+            raise ValueError(f"{len(self.indices)} examples are fewer than one global batch of {self.global_batch}")
+        epoch, pos = divmod(step, spe)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
+        return self.indices[perm[pos * self.global_batch : (pos + 1) * self.global_batch]], epoch
+
+    def _example(self, index: int, epoch: int) -> tuple[np.ndarray, int, bool]:
+        raw, label = self.source.read(int(index))
+        try:
+            img = decode(raw)
+        except Undecodable as err:
+            with self._lock:
+                self.unreadable[int(index)] = str(err)
+            size = self.transform.size
+            return np.zeros((size, size, 3), np.float32), label, False
+        rng = np.random.default_rng([self.seed, epoch, int(index)])
+        return np.asarray(self.transform(img, rng), np.float32), label, True
+
+    def host_batch(self, global_indices: np.ndarray, epoch: int = 0) -> dict[str, np.ndarray]:
+        """This process's slice of a global batch (-1 = padding), as NumPy arrays."""
+        mine = global_indices[self.process_index * self.local_batch : (self.process_index + 1) * self.local_batch]
+        real = [int(i) for i in mine if i >= 0]
+        loaded = dict(zip(real, self._pool.map(lambda i: self._example(i, epoch), real)))
+        size = self.transform.size
+        image = np.zeros((len(mine), size, size, 3), np.float32)
+        label = np.full((len(mine),), -1, np.int32)
+        mask = np.zeros((len(mine),), bool)
+        for row, i in enumerate(mine):
+            if i >= 0:
+                image[row], label[row], mask[row] = loaded[int(i)]
+        return {"image": image, "label": label, "mask": mask, "index": np.asarray(mine, np.int32)}
+
+    def to_global(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return {k: jax.make_array_from_process_local_data(self.sharding, v) for k, v in batch.items()}
+
+    # ------------------------------------------------------------- iterators
+
+    def _prefetched(self, make, count: int) -> Iterator[dict[str, jax.Array]]:
+        """`count` global batches `make(i)`, produced `prefetch` ahead on a thread."""
+        q: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
+        stop = threading.Event()
+
+        def produce():
+            try:
+                for i in range(count):
+                    if stop.is_set():
+                        return
+                    q.put(("ok", self.to_global(make(i))))
+                q.put(("done", None))
+            except BaseException as err:  # surfaced in the consumer
+                q.put(("error", err))
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, item = q.get()
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
+
+    def train(self, start_step: int = 0, num_steps: int | None = None) -> Iterator[dict[str, jax.Array]]:
+        """Training batches for steps `start_step, start_step + 1, ...` (forever unless `num_steps`)."""
+        count = num_steps if num_steps is not None else 2**62
+
+        def make(i):
+            idx, epoch = self.step_indices(start_step + i)
+            return self.host_batch(idx, epoch)
+
+        return self._prefetched(make, count)
+
+    @property
+    def eval_steps(self) -> int:
+        return -(-len(self.indices) // self.global_batch)
+
+    def evaluate(self) -> Iterator[dict[str, jax.Array]]:
+        """Every example of `indices` once, in order; the last batch padded (mask False)."""
+        padded = np.full(self.eval_steps * self.global_batch, -1, np.int64)
+        padded[: len(self.indices)] = self.indices
+
+        def make(i):
+            return self.host_batch(padded[i * self.global_batch : (i + 1) * self.global_batch])
+
+        return self._prefetched(make, self.eval_steps)
+
+    def report(self) -> str:
+        """One line on undecodable images (empty when there were none)."""
+        if not self.unreadable:
+            return ""
+        items = sorted(self.unreadable.items())
+        shown = "; ".join(f"#{i} {msg}" for i, msg in items[:5])
+        more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
+        return f"{len(items)} undecodable image(s) skipped (masked out): {shown}{more}"

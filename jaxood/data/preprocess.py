@@ -1,0 +1,142 @@
+"""Small composable preprocessing ops on host (NumPy/PIL); the output feeds CLIP.
+
+Each op maps `(PIL.Image, np.random.Generator) -> PIL.Image` or, last,
+`-> float32 HWC array`. `Compose` chains them; `clip_eval(size)` and
+`clip_train(size, scale, flip)` build the standard pipelines (224 px for CLIP,
+`size=32` for CIFAR, `size=448` for the fine-grained benchmarks). Randomness comes from a generator seeded by the
+pipeline per (seed, epoch, example), so augmentation is reproducible and
+independent of thread scheduling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+BICUBIC = Image.BICUBIC
+
+
+class Undecodable(ValueError):
+    """An image file or record that PIL cannot decode."""
+
+
+def decode(raw) -> Image.Image:
+    """A path, encoded bytes or uint8 array -> RGB PIL image; raises `Undecodable`."""
+    if isinstance(raw, np.ndarray):
+        return Image.fromarray(raw).convert("RGB")
+    try:
+        img = Image.open(raw if isinstance(raw, str) else io.BytesIO(raw))
+        img.load()
+        return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise Undecodable(f"{raw if isinstance(raw, str) else 'record'}: {err}") from err
+
+
+Op = Callable[[Image.Image, np.random.Generator], object]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResizeShorter:
+    size: int
+
+    def __call__(self, img: Image.Image, rng=None) -> Image.Image:
+        w, h = img.size
+        s = self.size / min(w, h)
+        return img.resize((max(self.size, round(w * s)), max(self.size, round(h * s))), BICUBIC)
+
+
+@dataclasses.dataclass(frozen=True)
+class CenterCrop:
+    size: int
+
+    def __call__(self, img: Image.Image, rng=None) -> Image.Image:
+        w, h = img.size
+        left, top = int(round((w - self.size) / 2)), int(round((h - self.size) / 2))
+        return img.crop((left, top, left + self.size, top + self.size))
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomResizedCrop:
+    """torchvision's RandomResizedCrop: area fraction in `scale`, log-uniform aspect `ratio`, 10 tries."""
+
+    size: int
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        w, h = img.size
+        area = w * h
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < cw <= w and 0 < ch <= h:
+                left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+                return img.resize((self.size, self.size), BICUBIC, box=(left, top, left + cw, top + ch))
+        # Fallback: the largest centred crop within the ratio range.
+        in_ratio = w / h
+        if in_ratio < self.ratio[0]:
+            cw, ch = w, int(round(w / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            cw, ch = int(round(h * self.ratio[1])), h
+        else:
+            cw, ch = w, h
+        left, top = (w - cw) // 2, (h - ch) // 2
+        return img.resize((self.size, self.size), BICUBIC, box=(left, top, left + cw, top + ch))
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomFlip:
+    p: float = 0.5
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.uniform() < self.p else img
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalize:
+    """uint8 RGB -> float32 `(x / 255 - mean) / std`."""
+
+    mean: tuple[float, ...] = tuple(CLIP_MEAN)
+    std: tuple[float, ...] = tuple(CLIP_STD)
+
+    def __call__(self, img: Image.Image, rng=None) -> np.ndarray:
+        x = np.asarray(img, np.float32) / 255.0
+        return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Compose:
+    ops: Sequence[Op]
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> np.ndarray:
+        for op in self.ops:
+            img = op(img, rng)
+        return img
+
+    @property
+    def size(self) -> int:
+        """Output side length (the last op with a `size`)."""
+        return [op.size for op in self.ops if hasattr(op, "size")][-1]
+
+
+def clip_eval(size: int = 224) -> Compose:
+    """CLIP's evaluation transform: shorter side to `size` (bicubic), centre crop, CLIP mean/std."""
+    return Compose((ResizeShorter(size), CenterCrop(size), Normalize()))
+
+
+def clip_train(size: int = 224, scale: tuple[float, float] = (0.08, 1.0), flip: bool = True) -> Compose:
+    """RandomResizedCrop(size, scale, bicubic), optional horizontal flip, CLIP mean/std."""
+    ops: list[Op] = [RandomResizedCrop(size, tuple(scale))]
+    if flip:
+        ops.append(RandomFlip())
+    return Compose((*ops, Normalize()))
+

@@ -1,0 +1,42 @@
+"""Few-shot subsets and ID/OOD class splits, deterministic by seed (same on every host)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of exactly `shots` examples per class (all examples when `shots` is None).
+
+    For each class (label >= 0), a seeded permutation of its examples is cut
+    at `shots`; the result is sorted. A class with fewer than `shots` examples
+    is an error naming it.
+    """
+    labels = np.asarray(labels)
+    if shots is None:
+        return np.flatnonzero(labels >= 0)
+    rng = np.random.RandomState(seed)
+    order = np.argsort(labels, kind="stable")
+    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    keep = classes >= 0
+    short = classes[keep & (counts < shots)]
+    if short.size:
+        raise ValueError(f"{shots}-shot sampling: classes {short.tolist()[:10]} have fewer than {shots} examples")
+    picked = [order[s + rng.permutation(c)[:shots]] for cls, s, c in zip(classes, starts, counts) if cls >= 0]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros((0,), np.int64)
+
+
+def class_split(n_id: int, n_ood: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fine-grained ID/OOD classes: ID = `RandomState(seed).choice(n_id + n_ood, n_id, replace=False)`.
+
+    As in ASCOOD's code (methods.md §4): Cars 150/46, Aircraft 90/10. Both sorted.
+    """
+    ids = np.sort(np.random.RandomState(seed).choice(n_id + n_ood, n_id, replace=False))
+    return ids, np.setdiff1d(np.arange(n_id + n_ood), ids)
+
+
+def relabel(labels: np.ndarray, id_classes: np.ndarray) -> np.ndarray:
+    """Map original labels to 0..len(id_classes)-1, and every other class to -1 (OOD)."""
+    table = np.full(int(max(np.max(labels), np.max(id_classes))) + 1, -1, np.int32)
+    table[np.asarray(id_classes)] = np.arange(len(id_classes), dtype=np.int32)
+    return np.where(np.asarray(labels) >= 0, table[np.maximum(labels, 0)], -1)

@@ -1,0 +1,198 @@
+"""Random-access image sources behind one small interface.
+
+A source has `class_names`, `__len__`, `labels()` (every label, without
+decoding an image) and `read(i) -> (raw, label)`, where `raw` is a file path,
+encoded bytes or a uint8 array; `jaxood.data.preprocess.decode` turns any of
+them into pixels (an undecodable one is counted by the pipeline, not fatal).
+
+- `FolderSource`: one sub-folder per class (ImageNet train/val, MOS OOD sets).
+- `ImageListSource`: OpenOOD-style `relative/path label` lines.
+- `TfdsSource`: a TFDS dataset prepared in `array_record` format, read through
+  `as_data_source` (no TensorFlow needed to read).
+- `jaxood.data.toy_world.ToyWorld`: the embedded benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+
+from jaxood.data.classnames import imagenet_classnames
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".jfif")
+
+
+class DatasetMissing(FileNotFoundError):
+    """A dataset is not where jaxood was told to look; the message says what to get and where to put it."""
+
+
+class Source(Protocol):
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int: ...
+
+    def labels(self) -> np.ndarray: ...
+
+    def read(self, index: int) -> tuple[object, int]: ...
+
+
+def clean_name(name: str) -> str:
+    return name.replace("_", " ").strip()
+
+
+def _is_wnid(name: str) -> bool:
+    return len(name) == 9 and name[0] == "n" and name[1:].isdigit()
+
+
+class FolderSource:
+    """Images in `root/<class>/...` (recursively), classes sorted by folder name.
+
+    Folders named by WordNet ids (`n01440764`, ...) for all 1000 ImageNet
+    classes get the CLIP-style ImageNet names. Labels follow the sorted folder
+    order unless `class_names` is given explicitly.
+    """
+
+    def __init__(self, root: str, class_names: tuple[str, ...] | None = None, what: str = "image folder"):
+        if not os.path.isdir(root):
+            raise DatasetMissing(
+                f"{what} not found at {root}: expected one sub-folder per class with the images inside "
+                "(see README, 'Datasets', for where each OOD set comes from)"
+            )
+        folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        if not folders:
+            raise DatasetMissing(f"{what} at {root} has no class sub-folders")
+        self.paths: list[str] = []
+        labels: list[int] = []
+        for label, folder in enumerate(folders):
+            files = sorted(
+                os.path.join(dirpath, f)
+                for dirpath, _, names in os.walk(os.path.join(root, folder))
+                for f in names
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            if not files:
+                raise DatasetMissing(f"class folder {os.path.join(root, folder)} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            self.paths += files
+            labels += [label] * len(files)
+        self._labels = np.asarray(labels, np.int32)
+        if class_names is not None:
+            if len(class_names) != len(folders):
+                raise ValueError(f"{root} has {len(folders)} class folders but {len(class_names)} class names were given")
+            self.class_names = tuple(class_names)
+        elif len(folders) == 1000 and all(map(_is_wnid, folders)):
+            self.class_names = imagenet_classnames()
+        else:
+            self.class_names = tuple(clean_name(f) for f in folders)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def read(self, index: int) -> tuple[str, int]:
+        return self.paths[index], int(self._labels[index])
+
+
+class ImageListSource:
+    """OpenOOD-style list: each line `relative/path label` (label optional, -1 if absent)."""
+
+    def __init__(self, root: str, list_file: str, class_names: tuple[str, ...] = ()):
+        if not os.path.exists(list_file):
+            raise DatasetMissing(f"image list {list_file} not found (OpenOOD v1.5 ships these lists in benchmark_imglist/)")
+        self.paths, labels, missing = [], [], []
+        with open(list_file) as f:
+            for lineno, line in enumerate(f, 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                path = os.path.join(root, parts[0])
+                if not os.path.exists(path):
+                    missing.append(f"{list_file}:{lineno}: {path}")
+                self.paths.append(path)
+                labels.append(int(parts[1]) if len(parts) > 1 else -1)
+        if missing:
+            raise DatasetMissing(
+                f"{len(missing)} file(s) named in {list_file} do not exist under {root}, e.g.\n  "
+                + "\n  ".join(missing[:5])
+                + "\nCheck the image root (the list's paths are relative to it)."
+            )
+        if not self.paths:
+            raise DatasetMissing(f"image list {list_file} is empty")
+        self._labels = np.asarray(labels, np.int32)
+        self.class_names = tuple(class_names)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def read(self, index: int) -> tuple[str, int]:
+        return self.paths[index], int(self._labels[index])
+
+
+_MANUAL = {
+    "imagenet2012": "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org into {manual}, "
+    "then run `python -m jaxood.data.prepare --dataset=imagenet2012 --data_dir={data_dir}`",
+}
+
+
+class TfdsSource:
+    """A TFDS split prepared in `array_record` format under `data_dir`.
+
+    jaxood never downloads implicitly: a dataset that is not prepared raises
+    `DatasetMissing` at once, naming the command that prepares it.
+    """
+
+    def __init__(self, name: str, split: str, data_dir: str | None = None):
+        import tensorflow_datasets as tfds
+
+        data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except Exception as err:
+            raise DatasetMissing(f"TFDS does not know the dataset {name!r} ({err})") from err
+        if not builder.is_prepared():
+            hint = _MANUAL.get(name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`")
+            manual = os.path.join(data_dir, "downloads", "manual")
+            raise DatasetMissing(
+                f"TFDS dataset {name!r} is not prepared in {data_dir}: "
+                + hint.format(name=name, data_dir=data_dir, manual=manual)
+                + " (needs network and `pip install tensorflow-cpu` once; set --data_dir or TFDS_DATA_DIR to where it lives)"
+            )
+        try:
+            self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+        except NotImplementedError as err:
+            raise DatasetMissing(
+                f"TFDS dataset {name!r} in {data_dir} is prepared as {builder.info.file_format}, not array_record; "
+                f"re-run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
+            ) from err
+        self.name, self.split = name, split
+        self._cache_key = f"{builder.info.full_name}-{split}".replace("/", "_").replace(":", "_")
+        self._data_dir = data_dir
+        label = builder.info.features["label"]
+        if name.startswith("imagenet2012"):
+            self.class_names = imagenet_classnames()
+        else:
+            self.class_names = tuple(clean_name(n) for n in label.names)
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def labels(self) -> np.ndarray:
+        """Every label; read once (records only, images stay encoded) and cached next to the data."""
+        path = os.path.join(self._data_dir, "jaxood_labels", self._cache_key + ".npy")
+        if os.path.exists(path):
+            return np.load(path)
+        labels = np.asarray([int(self._ds[i]["label"]) for i in range(len(self._ds))], np.int32)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(path, labels)
+        return labels
+
+    def read(self, index: int) -> tuple[bytes, int]:
+        record = self._ds[index]
+        return record["image"], int(record["label"])
+

@@ -1,0 +1,305 @@
+"""Sources, preprocessing, few-shot sampling, sharded loading and the toy world."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxood.data import preprocess, sampling, toy_world
+from jaxood.data.pipeline import Loader
+from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
+
+
+def _write_image(path, seed, size=(40, 30), fmt=None):
+    rng = np.random.RandomState(seed)
+    Image.fromarray(rng.randint(0, 255, (size[1], size[0], 3), np.uint8)).save(path, format=fmt)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """3 classes x 4 images, JPEG and PNG, one planted undecodable file."""
+    root = tmp_path / "folder"
+    for c, name in enumerate(["golden_retriever", "sea_lion", "tench"]):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            ext = "jpg" if i % 2 else "png"
+            _write_image(root / name / f"{i}.{ext}", seed=10 * c + i)
+    (root / "sea_lion" / "9_broken.jpg").write_bytes(b"this is not a jpeg")
+    return str(root)
+
+
+# ----------------------------------------------------------------- sources
+
+
+def test_folder_source(folder):
+    src = FolderSource(folder)
+    assert src.class_names == ("golden retriever", "sea lion", "tench")
+    assert len(src) == 13
+    assert np.bincount(src.labels()).tolist() == [4, 5, 4]
+    path, label = src.read(0)
+    assert path.endswith(os.path.join("golden_retriever", "0.png")) and label == 0
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(DatasetMissing, match="not found at"):
+        FolderSource(str(tmp_path / "nowhere"))
+    (tmp_path / "d" / "cat").mkdir(parents=True)
+    (tmp_path / "d" / "empty_class").mkdir()
+    _write_image(tmp_path / "d" / "cat" / "a.png", 0)
+    with pytest.raises(DatasetMissing, match=r"empty_class holds no images"):
+        FolderSource(str(tmp_path / "d"))
+
+
+def test_image_list_source(folder, tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text("tench/0.png 2\nsea_lion/1.jpg 1\n\ngolden_retriever/3.jpg\n")
+    src = ImageListSource(folder, str(lst), class_names=("a", "b", "c"))
+    assert len(src) == 3 and src.labels().tolist() == [2, 1, -1]
+    assert src.read(1)[0] == os.path.join(folder, "sea_lion/1.jpg")
+    lst.write_text("tench/0.png 2\ntench/missing.png 2\n")
+    with pytest.raises(DatasetMissing, match=r"list.txt:2: .*tench/missing.png"):
+        ImageListSource(folder, str(lst))
+
+
+def test_tfds_source_reads_array_record_without_tensorflow(tmp_path):
+    import tensorflow_datasets as tfds
+
+    class TinyShapes(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {"image": tfds.features.Image(shape=(None, None, 3)), "label": tfds.features.ClassLabel(names=["red_box", "blue_ball"])}
+                ),
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(6)}
+
+        def _generate_examples(self, n):
+            for i in range(n):
+                yield i, {"image": Image.fromarray(np.full((12, 10, 3), 20 * i, np.uint8)), "label": i % 2}
+
+    TinyShapes(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    src = TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))
+    assert "tensorflow" not in sys.modules
+    assert src.class_names == ("red box", "blue ball")
+    assert len(src) == 6 and sorted(src.labels().tolist()) == [0, 0, 0, 1, 1, 1]
+    # Labels are cached next to the data, and images decode through the same path as files.
+    assert os.listdir(tmp_path / "jaxood_labels")
+    raw, label = src.read(3)
+    img = np.asarray(preprocess.decode(raw))
+    assert img.shape == (12, 10, 3) and img[0, 0, 0] in {20 * i for i in range(6) if i % 2 == label}
+
+
+def test_tfds_missing_dataset_fails_fast(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DatasetMissing, match=r"'cifar10' is not prepared .*jaxood.data.prepare --dataset=cifar10"):
+        TfdsSource("cifar10", "train", data_dir=str(tmp_path))
+    with pytest.raises(DatasetMissing, match=r"ILSVRC2012_img_train.tar .*downloads/manual"):
+        TfdsSource("imagenet2012", "validation", data_dir=str(tmp_path))
+    assert time.monotonic() - start < 20
+
+
+# ------------------------------------------------------------- preprocessing
+
+
+def test_clip_eval_matches_hf_image_processor(tmp_path):
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    _write_image(tmp_path / "a.jpg", 1, size=(300, 257))
+    img = preprocess.decode(str(tmp_path / "a.jpg"))
+    want = CLIPImageProcessorPil()(images=[img], return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
+    got = preprocess.clip_eval(224)(img)
+    assert got.shape == (224, 224, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=2e-2)  # one uint8 rounding step / std
+    assert np.mean(np.abs(got - want)) < 1e-3
+
+
+def test_train_augmentation_deterministic_and_varied(tmp_path):
+    _write_image(tmp_path / "a.png", 2, size=(120, 90))
+    img = preprocess.decode(str(tmp_path / "a.png"))
+    tf = preprocess.clip_train(32, scale=(0.5, 1.0))
+    a = tf(img, np.random.default_rng(0))
+    b = tf(img, np.random.default_rng(0))
+    c = tf(img, np.random.default_rng(1))
+    assert a.shape == (32, 32, 3)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0.1
+
+
+def test_random_resized_crop_area_in_scale_range():
+    """A constant image with one marked pixel column tells nothing; use coordinates instead:
+    crop an image whose pixel values encode their position and check the crop's extent."""
+    h, w = 100, 200
+    yy, xx = np.mgrid[0:h, 0:w]
+    coords = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), np.zeros_like(xx)], -1).astype(np.uint8)
+    img = Image.fromarray(coords)
+    op = preprocess.RandomResizedCrop(50, scale=(0.25, 0.5))
+    for seed in range(20):
+        out = np.asarray(op(img, np.random.default_rng(seed)), np.float32)
+        width = (out[:, :, 0].max() - out[:, :, 0].min()) / 255 * (w - 1)
+        height = (out[:, :, 1].max() - out[:, :, 1].min()) / 255 * (h - 1)
+        area = (width + 1) * (height + 1) / (h * w)
+        assert 0.2 < area < 0.56, (seed, area)
+
+
+def test_undecodable_bytes():
+    with pytest.raises(preprocess.Undecodable):
+        preprocess.decode(b"\x89PNG but not really")
+
+
+# ------------------------------------------------------------------ sampling
+
+
+def test_few_shot_exact_and_deterministic():
+    labels = np.repeat(np.arange(10), 30)
+    np.random.RandomState(5).shuffle(labels)
+    labels[:7] = -1  # unlabelled / OOD examples are never picked
+    for k in (1, 2, 4, 8, 16):
+        a = sampling.few_shot_indices(labels, k, seed=3)
+        assert np.bincount(labels[a], minlength=10).tolist() == [k] * 10
+        np.testing.assert_array_equal(a, sampling.few_shot_indices(labels, k, seed=3))
+    assert not np.array_equal(sampling.few_shot_indices(labels, 4, 0), sampling.few_shot_indices(labels, 4, 1))
+    assert len(sampling.few_shot_indices(labels, None)) == 300 - 7
+    with pytest.raises(ValueError, match="fewer than 40"):
+        sampling.few_shot_indices(labels, 40)
+
+
+def test_class_split_and_relabel():
+    ids, ood = sampling.class_split(150, 46)
+    assert len(ids) == 150 and len(ood) == 46 and not set(ids) & set(ood)
+    assert sorted(set(ids) | set(ood)) == list(range(196))
+    np.testing.assert_array_equal(ids, sampling.class_split(150, 46)[0])
+    np.testing.assert_array_equal(sampling.relabel(np.array([5, 2, 7, -1]), np.array([2, 7])), [-1, 0, 1, -1])
+
+
+# ------------------------------------------------------------------ loading
+
+
+def test_eval_counts_every_example_once_and_reports_undecodable(folder):
+    src = FolderSource(folder)
+    loader = Loader(src, preprocess.clip_eval(16), global_batch=4)
+    seen, masked = [], 0
+    for batch in loader.evaluate():
+        mask = np.asarray(batch["mask"])
+        idx = np.asarray(batch["index"])
+        seen += idx[idx >= 0].tolist()
+        masked += int((~mask & (idx >= 0)).sum())
+        assert np.all(np.asarray(batch["label"])[idx < 0] == -1)
+    assert sorted(seen) == list(range(len(src)))  # 13 examples in 4 batches, 3 padding rows
+    assert masked == 1
+    report = loader.report()
+    assert report.startswith("1 undecodable image(s)") and "9_broken.jpg" in report
+
+
+def test_train_batches_resume_and_shard_slices(folder):
+    src = FolderSource(folder)
+    tf = preprocess.clip_train(16)
+    full = Loader(src, tf, global_batch=4, seed=7)
+    assert full.steps_per_epoch == 3
+    run = [np.asarray(b["image"]) for b in full.train(0, num_steps=5)]
+    resumed = [np.asarray(b["image"]) for b in full.train(3, num_steps=2)]
+    np.testing.assert_array_equal(run[3], resumed[0])
+    np.testing.assert_array_equal(run[4], resumed[1])
+    # Two processes each build their half; together they are the single-process batch.
+    idx, epoch = full.step_indices(4)
+    halves = [
+        Loader(src, tf, global_batch=4, seed=7, process_index=p, process_count=2).host_batch(idx, epoch)
+        for p in range(2)
+    ]
+    np.testing.assert_array_equal(np.concatenate([h["image"] for h in halves]), run[4])
+    # Every epoch is a permutation: 3 steps cover 12 distinct examples of 13.
+    ep = np.concatenate([full.step_indices(s)[0] for s in range(3)])
+    assert len(set(ep.tolist())) == 12
+
+
+def test_multi_device_loader_equals_single_device(folder):
+    """4 simulated CPU devices: the global arrays equal the 1-device run, sharded 4 ways."""
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, jax
+        from jaxood.data import preprocess
+        from jaxood.data.pipeline import Loader
+        from jaxood.data.sources import FolderSource
+        assert jax.device_count() == 4
+        src = FolderSource({folder!r})
+        out = {{}}
+        for k, b in enumerate(Loader(src, preprocess.clip_train(16), global_batch=4, seed=7).train(0, num_steps=2)):
+            assert len(b["image"].addressable_shards) == 4
+            out[f"train{{k}}"] = np.asarray(b["image"])
+        ev = list(Loader(src, preprocess.clip_eval(16), global_batch=8).evaluate())
+        out["eval_index"] = np.concatenate([np.asarray(b["index"]) for b in ev])
+        out["eval_mask"] = np.concatenate([np.asarray(b["mask"]) for b in ev])
+        try:
+            Loader(src, preprocess.clip_eval(16), global_batch=6)
+            raise SystemExit("an indivisible global batch was accepted")
+        except ValueError as err:
+            assert "not divisible by the 4 devices" in str(err)
+        np.savez({folder!r} + "/../multi.npz", **out)
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+    multi = np.load(os.path.join(folder, "..", "multi.npz"))
+    src = FolderSource(folder)
+    single = [np.asarray(b["image"]) for b in Loader(src, preprocess.clip_train(16), global_batch=4, seed=7).train(0, num_steps=2)]
+    np.testing.assert_array_equal(multi["train0"], single[0])
+    np.testing.assert_array_equal(multi["train1"], single[1])
+    idx, mask = multi["eval_index"], multi["eval_mask"]
+    assert sorted(idx[idx >= 0].tolist()) == list(range(13)) and mask.sum() == 12  # one undecodable
+
+
+# ------------------------------------------------------------------ toy world
+
+
+def test_toy_world_splits():
+    assert len(set(toy_world.ALL_OBJECTS)) == len(toy_world.ALL_OBJECTS) >= 20
+    assert not set(toy_world.ID_CLASSES) & set(toy_world.NEAR_OOD_CLASSES)
+    train = toy_world.ToyWorld("train", per_class=3)
+    assert len(train) == 36 and train.class_names == toy_world.ID_CLASSES
+    np.testing.assert_array_equal(np.bincount(train.labels()), [3] * 12)
+    for split in ("near_ood", "far_ood", "spurious_ood", "fine_grained_ood"):
+        w = toy_world.ToyWorld(split, per_class=2)
+        assert (w.labels() == -1).all() and len(w) > 0
+    fg = toy_world.fine_grained_id_classes()
+    assert len(fg) == 9 and set(fg) < set(toy_world.FINE_GRAINED_CLASSES)
+    ood = toy_world.ToyWorld("fine_grained_ood", per_class=1)
+    assert {ood.example(i).caption.split(" on ")[0].split(" ", 4)[-1] for i in range(len(ood))}.isdisjoint(fg)
+
+
+def test_toy_world_examples_and_determinism():
+    w = toy_world.ToyWorld("train", per_class=4, size=48, seed=1)
+    ex = w.example(5)
+    assert ex.image.shape == (48, 48, 3) and ex.image.dtype == np.uint8
+    assert w.class_names[ex.label] in ex.caption and ex.caption.startswith("a photo of a")
+    np.testing.assert_array_equal(ex.image, toy_world.ToyWorld("train", per_class=4, size=48, seed=1).example(5).image)
+    assert np.abs(ex.image.astype(int) - toy_world.ToyWorld("train", per_class=4, size=48, seed=2).example(5).image).max() > 0
+    assert all(w.example(i).label == lab for i, lab in enumerate(w.labels()))
+    far = toy_world.ToyWorld("far_ood", per_class=1).example(0)
+    assert far.caption in {f"a photo of {v}" for v in toy_world.BACKGROUND_WORDS.values()}
+
+
+def test_toy_world_spurious_correlation():
+    train = toy_world.ToyWorld("train", per_class=40, spurious_p=0.8)
+    test = toy_world.ToyWorld("test", per_class=40)
+
+    def agreement(w):
+        hits = [toy_world.BACKGROUND_WORDS[toy_world.SPURIOUS_BACKGROUND[w.class_names[e.label]]] in e.caption
+                for e in map(w.example, range(0, len(w), 3))]
+        return np.mean(hits)
+
+    assert agreement(train) > 0.7 and agreement(test) < 0.45
+
+
+def test_toy_world_through_loader():
+    w = toy_world.ToyWorld("test", per_class=2, size=32)
+    batches = list(Loader(w, preprocess.clip_eval(32), global_batch=8).evaluate())
+    assert sum(int(np.asarray(b["mask"]).sum()) for b in batches) == 24
