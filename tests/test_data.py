@@ -303,3 +303,20 @@ def test_toy_world_through_loader():
     w = toy_world.ToyWorld("test", per_class=2, size=32)
     batches = list(Loader(w, preprocess.clip_eval(32), global_batch=8).evaluate())
     assert sum(int(np.asarray(b["mask"]).sum()) for b in batches) == 24
+
+
+def test_dataset_descriptions(folder, tmp_path):
+    from jaxood.data.datasets import make_source, ood_benchmark
+
+    assert len(make_source({"kind": "folder", "root": folder})) == 13
+    assert make_source({"kind": "toy", "split": "far_ood", "per_class": 1}).split == "far_ood"
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['sise'\]"):
+        make_source({"kind": "toy", "split": "test", "sise": 3})
+    with pytest.raises(ValueError, match="dataset kind 'hdf5'"):
+        make_source({"kind": "hdf5"})
+    mos = ood_benchmark("mos", str(tmp_path))
+    assert list(mos) == ["iNaturalist", "SUN", "Places", "Textures"]
+    with pytest.raises(DatasetMissing, match=r"iNaturalist"):
+        make_source(mos["iNaturalist"])
+    toy = ood_benchmark("toy", toy={"per_class": 2, "size": 32})
+    assert {k: len(make_source(v)) for k, v in toy.items()} == {"near": 16, "far": 24, "spurious": 32}

@@ -1,0 +1,71 @@
+"""Datasets by description: one entry point from configs to sources.
+
+A dataset is a dict (or ConfigDict) with a `kind`:
+
+- `{"kind": "tfds", "name": "cifar10", "split": "test", "data_dir": ...}`
+- `{"kind": "folder", "root": ".../iNaturalist"}`
+- `{"kind": "list", "root": ".../images_largescale", "list_file": ".../test_ninco.txt"}`
+- `{"kind": "toy", "split": "near_ood", "per_class": 50, "size": 64, "seed": 0}`
+
+`ood_benchmark(name, root)` gives the standard OOD sets of the papers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from jaxood.data.sources import FolderSource, ImageListSource, TfdsSource
+from jaxood.data.toy_world import ToyWorld
+
+_KEYS = {
+    "tfds": {"name", "split", "data_dir"},
+    "folder": {"root", "class_names"},
+    "list": {"root", "list_file", "class_names"},
+    "toy": {"split", "per_class", "size", "seed", "spurious_p"},
+}
+
+
+def make_source(spec: Mapping):
+    """The source a dataset description names; unknown kinds or keys are errors."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind not in _KEYS:
+        raise ValueError(f"dataset kind {kind!r} is not one of {sorted(_KEYS)} (in {spec})")
+    unknown = set(spec) - _KEYS[kind]
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(_KEYS[kind])}")
+    if kind == "tfds":
+        return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"))
+    if kind == "folder":
+        names = spec.get("class_names")
+        return FolderSource(spec["root"], tuple(names) if names else None)
+    if kind == "list":
+        return ImageListSource(spec["root"], spec["list_file"], tuple(spec.get("class_names") or ()))
+    return ToyWorld(**spec)
+
+
+def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict[str, dict]:
+    """OOD sets of a benchmark as dataset descriptions, keyed by the papers' names.
+
+    - `mos`: iNaturalist, SUN, Places, Textures (the MOS subsets) as folders
+      `root/{iNaturalist,SUN,Places,dtd/images}`.
+    - `openood_v15`: near SSB-hard and NINCO, far iNaturalist, Textures and
+      OpenImage-O, as OpenOOD image lists `root/benchmark_imglist/imagenet/
+      test_<set>.txt` over `root/images_largescale`.
+    - `toy`: the toy world's near, far and spurious OOD splits.
+    """
+    if name == "mos":
+        sub = {"iNaturalist": "iNaturalist", "SUN": "SUN", "Places": "Places", "Textures": os.path.join("dtd", "images")}
+        return {k: {"kind": "folder", "root": os.path.join(root, v)} for k, v in sub.items()}
+    if name == "openood_v15":
+        lists = os.path.join(root, "benchmark_imglist", "imagenet")
+        images = os.path.join(root, "images_largescale")
+        sets = {"SSB-hard": "ssb_hard", "NINCO": "ninco", "iNaturalist": "inaturalist", "Textures": "textures",
+                "OpenImage-O": "openimage_o"}  # fmt: skip
+        return {k: {"kind": "list", "root": images, "list_file": os.path.join(lists, f"test_{v}.txt")} for k, v in sets.items()}
+    if name == "toy":
+        toy = dict(toy or {})
+        return {k: {"kind": "toy", "split": s, **toy} for k, s in
+                (("near", "near_ood"), ("far", "far_ood"), ("spurious", "spurious_ood"))}  # fmt: skip
+    raise ValueError(f"unknown OOD benchmark {name!r}; choose mos, openood_v15 or toy")
