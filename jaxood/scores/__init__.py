@@ -1,0 +1,1 @@
+"""OOD scores and metrics."""

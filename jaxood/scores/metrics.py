@@ -1,0 +1,70 @@
+"""OOD metrics on host (NumPy). ID is the positive class; a higher score means more ID.
+
+- `auroc`: area under the ROC curve with ties counted half (= sklearn's `roc_auc_score`).
+- `aupr_in` / `aupr_out`: average precision with ID / OOD as the positive class
+  (OOD scored by `-score`) (= sklearn's `average_precision_score`).
+- `fpr95`: the threshold is the largest score that keeps at least 95% of the ID
+  samples at or above it (the `floor(0.05 n)`-th smallest ID score); FPR95 is
+  the fraction of OOD samples at or above that threshold (ties count as false
+  positives).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auroc(id_scores, ood_scores) -> float:
+    """Mann-Whitney U with average ranks for ties."""
+    pos, neg = np.asarray(id_scores, np.float64), np.asarray(ood_scores, np.float64)
+    both = np.concatenate([pos, neg])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(len(both))
+    sorted_vals = both[order]
+    # average rank over runs of equal values
+    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
+    ends = np.r_[starts[1:], len(both)]
+    avg = (starts + ends + 1) / 2.0  # 1-based average rank of each run
+    ranks[order] = np.repeat(avg, ends - starts)
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
+
+
+def average_precision(pos_scores, neg_scores) -> float:
+    """Sum over distinct thresholds of (recall step) x precision, positives = `pos_scores`."""
+    s = np.concatenate([pos_scores, neg_scores]).astype(np.float64)
+    y = np.r_[np.ones(len(pos_scores)), np.zeros(len(neg_scores))]
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[s[1:] != s[:-1], True]  # last index of each run of equal scores
+    tp = np.cumsum(y)[last]
+    fp = np.cumsum(1 - y)[last]
+    recall = tp / len(pos_scores)
+    precision = tp / (tp + fp)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def fpr_at_95_tpr(id_scores, ood_scores) -> float:
+    ids = np.sort(np.asarray(id_scores, np.float64))
+    threshold = ids[int(np.floor(0.05 * len(ids)))]
+    return float(np.mean(np.asarray(ood_scores) >= threshold))
+
+
+def ood_metrics(id_scores, ood_scores) -> dict[str, float]:
+    id_scores, ood_scores = np.asarray(id_scores, np.float64), np.asarray(ood_scores, np.float64)
+    if id_scores.size == 0 or ood_scores.size == 0:
+        raise ValueError(f"need ID and OOD scores, got {id_scores.size} and {ood_scores.size}")
+    return {
+        "fpr95": fpr_at_95_tpr(id_scores, ood_scores),
+        "auroc": auroc(id_scores, ood_scores),
+        "aupr_in": average_precision(id_scores, ood_scores),
+        "aupr_out": average_precision(-ood_scores, -id_scores),
+    }
+
+
+def accuracy(logits_or_pred, labels) -> float:
+    """Top-1 accuracy from logits (N, C) or predictions (N,)."""
+    pred = np.asarray(logits_or_pred)
+    if pred.ndim == 2:
+        pred = pred.argmax(-1)
+    return float(np.mean(pred == np.asarray(labels)))

@@ -1,0 +1,102 @@
+"""The WordNet 3.0 label pool for NegLabel and CSP, shipped with jaxood.
+
+`load_pool()` reads `assets/wordnet30_pool.tsv.gz`: one row per (lemma, part of
+speech, lexname) with underscores turned into spaces. Order: nouns then
+adjectives; inside each, by lexname, then lemma (case-insensitive); a lemma is
+kept once per part of speech, under the first lexname in that order (a word with
+senses in several lexicographer files keeps the alphabetically first).
+
+The file is built from the WordNet 3.0 database files (`data.noun`,
+`data.adj`; Debian's `wordnet-base` installs them in /usr/share/wordnet) by
+
+    python -m jaxood.scores.wordnet --wordnet_dir=/usr/share/wordnet
+
+The 45 lexicographer file names are WordNet's fixed list (`lexnames(5)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import gzip
+import os
+import re
+
+POOL_PATH = os.path.join(os.path.dirname(__file__), "assets", "wordnet30_pool.tsv.gz")
+
+LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
+    "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
+    "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant",
+    "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state",
+    "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition", "verb.communication",
+    "verb.competition", "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+)  # fmt: skip
+_ADJ_MARKER = re.compile(r"\((a|p|ip)\)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    words: tuple[str, ...]
+    pos: tuple[str, ...]  # "n" or "a"
+    lexnames: tuple[str, ...]
+
+    def select(self, pos: str, exclude_lexnames: tuple[str, ...] = ()) -> list[str]:
+        """Words of one part of speech, in pool order, without the excluded lexicographer files."""
+        return [w for w, p, f in zip(self.words, self.pos, self.lexnames) if p == pos and f not in exclude_lexnames]
+
+
+def _parse(path: str) -> list[tuple[str, str]]:
+    """(lemma, lexname) for every word of every synset of a `data.*` file."""
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("  "):  # licence header
+                continue
+            fields = line.split(" ")
+            lexname = LEXNAMES[int(fields[1])]
+            n_words = int(fields[3], 16)
+            for k in range(n_words):
+                word = _ADJ_MARKER.sub("", fields[4 + 2 * k])
+                out.append((word.replace("_", " "), lexname))
+    return out
+
+
+def build_pool(wordnet_dir: str) -> Pool:
+    rows = []
+    for pos, fname in (("n", "data.noun"), ("a", "data.adj")):
+        seen = set()
+        for word, lexname in sorted(_parse(os.path.join(wordnet_dir, fname)), key=lambda r: (r[1], r[0].lower(), r[0])):
+            if word.lower() not in seen:
+                seen.add(word.lower())
+                rows.append((word, pos, lexname))
+    return Pool(*map(tuple, zip(*rows)))
+
+
+def write_pool(pool: Pool, path: str = POOL_PATH) -> None:
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as f:
+        for row in zip(pool.words, pool.pos, pool.lexnames):
+            f.write("\t".join(row) + "\n")
+
+
+@functools.lru_cache(maxsize=1)
+def load_pool() -> Pool:
+    with gzip.open(POOL_PATH, "rt", encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    return Pool(*map(tuple, zip(*rows)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--wordnet_dir", default="/usr/share/wordnet")
+    ap.add_argument("--out", default=POOL_PATH)
+    args = ap.parse_args(argv)
+    pool = build_pool(args.wordnet_dir)
+    write_pool(pool, args.out)
+    print(f"{args.out}: {pool.pos.count('n')} nouns, {pool.pos.count('a')} adjectives")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Metrics against sklearn and hand cases; every score on small hand-worked cases."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from jaxood.scores import logits as logit_scores
+from jaxood.scores import mcm, metrics, neglabel, odin
+from jaxood.scores.wordnet import Pool, load_pool
+
+# ------------------------------------------------------------------- metrics
+
+
+def test_auroc_check_value_from_spec():
+    id_s = [0.9, 0.8, 0.7, 0.6, 0.55, 0.5, 0.3, 0.2]
+    ood_s = [0.65, 0.4, 0.35, 0.3, 0.1, 0.05]
+    assert metrics.auroc(id_s, ood_s) == pytest.approx(0.78125, abs=1e-12)
+
+
+def _sk_fpr95(id_s, ood_s):
+    y = np.r_[np.ones(len(id_s)), np.zeros(len(ood_s))]
+    fpr, tpr, _ = roc_curve(y, np.r_[id_s, ood_s], drop_intermediate=False)
+    return fpr[np.argmax(tpr >= 0.95)]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_metrics_match_sklearn(seed, ties):
+    rng = np.random.RandomState(seed)
+    id_s, ood_s = rng.normal(1, 1, 300 + seed), rng.normal(0, 1, 200)
+    if ties:  # heavy ties: few distinct values shared by both sets
+        id_s, ood_s = np.round(id_s), np.round(ood_s)
+    y = np.r_[np.ones(len(id_s)), np.zeros(len(ood_s))]
+    s = np.r_[id_s, ood_s]
+    m = metrics.ood_metrics(id_s, ood_s)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-6)
+    assert m["aupr_in"] == pytest.approx(average_precision_score(y, s), abs=1e-6)
+    assert m["aupr_out"] == pytest.approx(average_precision_score(1 - y, -s), abs=1e-6)
+    assert m["fpr95"] == pytest.approx(_sk_fpr95(id_s, ood_s), abs=1e-12)
+
+
+def test_fpr95_hand_cases():
+    ids = np.arange(1, 21, dtype=float)  # floor(0.05 * 20) = 1 -> threshold is the 2nd smallest, 2
+    assert metrics.fpr_at_95_tpr(ids, [1, 2, 3, 0.5]) == 0.5
+    assert metrics.fpr_at_95_tpr([5.0] * 10, [5.0, 4.0]) == 0.5  # ties at the threshold are false positives
+    assert metrics.fpr_at_95_tpr([0.1, 0.5, 0.9], [0.05, 0.1, 0.2]) == pytest.approx(2 / 3)  # n=3: smallest ID score
+    assert metrics.fpr_at_95_tpr([0.7], [0.7, 0.69]) == 0.5
+    assert metrics.fpr_at_95_tpr(np.arange(100.0), np.arange(100.0) - 10) == pytest.approx(0.85)  # threshold 5 -> 85 above
+
+
+def test_accuracy_and_errors():
+    assert metrics.accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), [1, 1]) == 0.5
+    with pytest.raises(ValueError):
+        metrics.ood_metrics([], [1.0])
+
+
+# ------------------------------------------------------------- logit scores
+
+
+def test_logit_scores_by_hand():
+    z = jnp.array([[1.0, 2.0, 3.0]])
+    e = np.exp([1.0, 2.0, 3.0])
+    assert float(logit_scores.msp(z)[0]) == pytest.approx(e[2] / e.sum(), rel=1e-6)
+    assert float(logit_scores.max_logit(z)[0]) == 3.0
+    assert float(logit_scores.energy(z)[0]) == pytest.approx(math.log(e.sum()), rel=1e-6)
+    assert float(logit_scores.energy(z, 2.0)[0]) == pytest.approx(2 * math.log(np.exp(np.array([1, 2, 3]) / 2).sum()), rel=1e-6)
+
+
+def test_mcm_and_gl_mcm_by_hand():
+    text = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    image = jnp.array([[3.0, 0.0], [1.0, 1.0]])  # cosines (1, 0) and (0.7071, 0.7071)
+    got = mcm.mcm(image, text)
+    assert float(got[0]) == pytest.approx(math.e / (math.e + 1), rel=1e-6)
+    assert float(got[1]) == pytest.approx(0.5, rel=1e-6)
+    assert float(mcm.mcm(image, text, temperature=0.5)[0]) == pytest.approx(math.e**2 / (math.e**2 + 1), rel=1e-6)
+    local = jnp.array([[[0.0, 2.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]]])  # image 0 has a patch on class 1
+    gl = mcm.gl_mcm(image, local, text, lambda_local=0.5)
+    assert float(gl[0]) == pytest.approx(math.e / (math.e + 1) * 1.5, rel=1e-6)
+    assert float(gl[1]) == pytest.approx(0.5 + 0.5 * 0.5, rel=1e-6)
+
+
+# ---------------------------------------------------------------- NegLabel
+
+
+def test_neglabel_score_by_hand():
+    image = jnp.array([[1.0, 0.0]])
+    pos = jnp.array([[1.0, 0.0]])
+    neg = np.array([[0.0, 1.0], [0.6, 0.8]])  # cosines 0 and 0.6
+    s1 = neglabel.neglabel_score(image, pos, jnp.asarray(neglabel.group_negatives(neg, 1)), temperature=1.0)
+    assert float(s1[0]) == pytest.approx(math.e / (math.e + 1 + math.exp(0.6)), rel=1e-6)
+    groups = neglabel.group_negatives(neg, 2, seed=0)
+    s2 = neglabel.neglabel_score(image, pos, jnp.asarray(groups), temperature=1.0)
+    want = 0.5 * (math.e / (math.e + 1) + math.e / (math.e + math.exp(0.6)))
+    assert float(s2[0]) == pytest.approx(want, rel=1e-6)
+    # temperature scales the cosines: T = 0.5 is the same as doubling them at T = 1
+    s3 = neglabel.neglabel_score(image, pos, jnp.asarray(neg[None]), temperature=0.5)
+    assert float(s3[0]) == pytest.approx(math.e**2 / (math.e**2 + 1 + math.exp(1.2)), rel=1e-6)
+
+
+def test_group_negatives_drops_remainder_with_fixed_permutation():
+    neg = np.arange(7 * 2, dtype=float).reshape(7, 2)
+    g = neglabel.group_negatives(neg, 3, seed=1)
+    assert g.shape == (3, 2, 2)
+    perm = np.random.RandomState(1).permutation(7)[:6]
+    np.testing.assert_array_equal(g.reshape(6, 2), neg[perm])
+    np.testing.assert_array_equal(g, neglabel.group_negatives(neg, 3, seed=1))
+
+
+def _unit(deg):
+    return np.array([math.cos(math.radians(deg)), math.sin(math.radians(deg))])
+
+
+def test_mining_keeps_lowest_quantile_per_word_type():
+    """ID classes at 0 and 10 degrees. With C = 2 the 0.95-quantile of a candidate's two
+    cosines is min + 0.95 (max - min); the order follows the angle to the nearest class."""
+    id_feats = np.stack([_unit(0), _unit(10)])
+    # nouns at 20, 90, 50, 170, 130 degrees; adjectives at 100, 15, 60, 80
+    angles = [20, 90, 50, 170, 130, 100, 15, 60, 80]
+    types = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    cand = np.stack([_unit(a) for a in angles])
+    sims = cand @ id_feats.T
+    d = sims.min(1) + 0.95 * (sims.max(1) - sims.min(1))
+    # by hand: nouns sorted by d ascending -> 130 (idx 4) and 170 (idx 3) are the least similar
+    assert np.argsort(d[:5])[:2].tolist() == [4, 3] or np.argsort(d[:5])[:2].tolist() == [3, 4]
+    kept = neglabel.mine(cand, types, id_feats, percent=0.4)  # int(0.4 * 5) = 2 nouns, int(0.4 * 4) = 1 adj
+    assert kept.tolist() == [3, 4, 5]  # cos at 170 (-0.97..) < cos at 130; adjective at 100 degrees
+    # CSP's near-duplicate exclusion first drops the noun at 20 degrees (cos 10 deg = 0.985 to
+    # class 10) and the adjective at 15 (cos 5 deg = 0.996); all others are below cos 40 deg.
+    kept = neglabel.mine(cand, types, id_feats, percent=1.0, max_id_similarity=0.95)
+    assert sorted(kept.tolist()) == [1, 2, 3, 4, 5, 7, 8]
+
+
+def test_candidate_pools():
+    pool = Pool(
+        words=("dog", "Gaul", "metre", "cake", "team", "red", "lunar"),
+        pos=("n", "n", "n", "n", "n", "a", "a"),
+        lexnames=("noun.animal", "noun.person", "noun.quantity", "noun.food", "noun.group", "adj.all", "adj.pert"),
+    )
+    neg = neglabel.neglabel_candidates(pool)
+    assert neg.words == ("Gaul", "metre", "team", "red", "lunar")  # no noun.animal / noun.food, as the seed code
+    assert neg.templates[0] == ("the nice {}",) and neg.templates[-1] == ("This is a {} photo",)
+    assert neg.word_type.tolist() == [0, 0, 0, 1, 1]
+    csp = neglabel.csp_candidates(pool, seed=3)
+    sup = neglabel.CSP_SUPERCLASSES[np.random.RandomState(3).randint(14, size=1)[0]]
+    assert csp.words == (f"red {sup}",) and csp.templates[0] == neglabel.CSP_ADJ_TEMPLATES
+
+
+def test_shipped_wordnet_pool():
+    pool = load_pool()
+    assert pool.pos.count("n") == 117798 and pool.pos.count("a") == 21479  # WordNet 3.0 unique lemmas
+    nouns = pool.select("n")
+    assert "golden retriever" in nouns and not any("_" in w for w in nouns[:1000])
+    assert len(pool.select("n", neglabel.NEGLABEL_EXCLUDE)) < len(nouns)
+    assert "noun.animal" in pool.lexnames and "adj.pert" in pool.lexnames
+
+
+# -------------------------------------------------------------------- ODIN
+
+
+def _linear_model(w):
+    return lambda x: x.reshape(x.shape[0], -1) @ w
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_odin_and_iodin_by_hand():
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(2, 2, 2, 3)).astype(np.float32)
+    w = rng.normal(size=(12, 4)).astype(np.float32)
+    std = np.array([0.5, 1.0, 2.0], np.float32)
+    t, eps = 10.0, 0.01
+    # Analytic gradient of log max softmax(xW / T): (W[:, y] - W p) / T
+    z = x.reshape(2, -1) @ w
+    p = _softmax(z / t)
+    y = z.argmax(-1)
+    g = np.stack([(w[:, y[b]] - w @ p[b]) / t for b in range(2)])  # (2, 12)
+    std_flat = np.tile(std, 4)
+    x_odin = x.reshape(2, -1) + eps * np.sign(g) / std_flat
+    want_odin = _softmax(x_odin @ w / t).max(-1)
+    got = odin.odin(_linear_model(jnp.asarray(w)), jnp.asarray(x), temperature=t, eps=eps, std=std)
+    np.testing.assert_allclose(got, want_odin, rtol=1e-5)
+    top = np.abs(g).argmax(-1)
+    x_i = x.reshape(2, -1).copy()
+    for b in range(2):
+        x_i[b, top[b]] += eps * np.sign(g[b, top[b]]) / std_flat[top[b]]
+    want_i = _softmax(x_i @ w / t).max(-1)
+    got_i = odin.iodin(_linear_model(jnp.asarray(w)), jnp.asarray(x), temperature=t, eps=eps, std=std)
+    np.testing.assert_allclose(got_i, want_i, rtol=1e-5)
+    assert not np.allclose(want_i, want_odin)
