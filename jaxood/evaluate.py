@@ -1,0 +1,201 @@
+"""Evaluate OOD detection: `python -m jaxood.evaluate --config=configs/zeroshot.py:toy --workdir=DIR`.
+
+Scores the ID test set and every configured OOD set with every configured
+score, then writes to the workdir:
+
+- `results.json`: per score and OOD set fpr95, auroc, aupr_in, aupr_out and
+  their mean; id_accuracy; example counts; undecodable images; the config;
+  package versions.
+- `results.md`: tables laid out like the papers' (rows = method / score,
+  columns = OOD sets and their average).
+- `hist_<score>.png` (ID vs each OOD set, with the 95% TPR threshold) and
+  `roc_<score>.png`.
+
+Evaluation runs sharded over all devices, and counts every example once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxood import report
+from jaxood.data.datasets import make_source
+from jaxood.data.pipeline import Loader, data_mesh
+from jaxood.data.preprocess import clip_eval
+from jaxood.models import clip
+from jaxood.progress import Progress
+from jaxood.scores import mcm as mcm_lib
+from jaxood.scores import metrics, neglabel
+from jaxood.scores.wordnet import load_pool
+from jaxood.text_features import DEFAULT_CACHE, templated_features
+
+ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "neglabel", "csp")
+SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "neglabel": "NegLabel", "csp": "CSP"}
+
+
+@dataclasses.dataclass
+class Scorer:
+    """What evaluation runs on each batch.
+
+    `fn(images) -> {"pred": (B,), <row name>: (B,) score, ...}` is jitted with
+    the model's params closed over as arguments; `rows` names the score rows in
+    table order (e.g. "zero-shot / MCM").
+    """
+
+    fn: Callable[[jax.Array], dict[str, jax.Array]]
+    rows: tuple[str, ...]
+
+
+def _subsample(cands: neglabel.Candidates, limit: int) -> neglabel.Candidates:
+    """An evenly spaced, deterministic subset of at most `limit` candidates per word type (tests, demos)."""
+    if not limit:
+        return cands
+    keep = np.concatenate([
+        idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(int)]
+        for idx in (np.flatnonzero(cands.word_type == t) for t in np.unique(cands.word_type))
+    ])
+    return neglabel.Candidates(
+        tuple(cands.words[i] for i in keep), tuple(cands.templates[i] for i in keep), cands.word_type[keep]
+    )
+
+
+def negative_groups(model, params, class_names, c: ml_collections.ConfigDict, kind: str, cache_dir: str):
+    """(ID text features, grouped negative features) for NegLabel (`kind="neglabel"`) or CSP."""
+    pool = load_pool()
+    if kind == "csp":
+        cands = neglabel.csp_candidates(pool, seed=c.seed)
+        id_templates, max_sim = neglabel.CSP_TEMPLATES, c.max_id_similarity
+    else:
+        cands = neglabel.neglabel_candidates(pool)
+        id_templates, max_sim = neglabel.ID_TEMPLATES, None
+    cands = _subsample(cands, c.max_candidates)
+    pos = templated_features(model, params, class_names, id_templates, cache_dir, label=f"{kind} ID prompts")
+    feats = templated_features(model, params, cands.words, cands.templates, cache_dir, label=f"{kind} candidates")
+    kept = neglabel.mine(feats, cands.word_type, pos, c.percent, c.eta, max_sim)
+    print(f"[{kind}] kept {len(kept)} negative labels of {len(cands.words)} candidates "
+          f"({int((cands.word_type[kept] == 0).sum())} nouns), {c.n_groups} group(s)", flush=True)
+    return pos, neglabel.group_negatives(feats[kept], c.n_groups, c.seed)
+
+
+def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str = "zero-shot") -> Scorer:
+    """MCM, GL-MCM, NegLabel and CSP of a CLIP as it is (no training)."""
+    names = tuple(s for s in config.scores.split(",") if s)
+    unknown = set(names) - set(ZERO_SHOT_SCORES)
+    if unknown:
+        raise ValueError(f"unknown score(s) {sorted(unknown)}; zero-shot scores are {ZERO_SHOT_SCORES}")
+    cache_dir = os.path.expanduser(config.cache_dir or DEFAULT_CACHE)
+    aux = {"text": templated_features(model, params, class_names, [config.mcm_template], cache_dir, "class prompts")}
+    for kind in ("neglabel", "csp"):
+        if kind in names:
+            aux[kind + "_pos"], aux[kind + "_neg"] = negative_groups(model, params, class_names, config[kind], kind, cache_dir)
+    dense = "gl_mcm" in names
+
+    def fn(params, aux, images):
+        if dense:
+            g, local = model.apply({"params": params}, images, method="encode_image_dense")
+        else:
+            g = model.apply({"params": params}, images, method="encode_image")
+        g = mcm_lib.normalize(g)
+        out = {"pred": jnp.argmax(g @ aux["text"].T, axis=-1)}
+        for s in names:
+            row = f"{prefix} / {SCORE_TITLES[s]}"
+            if s == "mcm":
+                out[row] = mcm_lib.mcm(g, aux["text"], config.mcm.temperature)
+            elif s == "gl_mcm":
+                out[row] = mcm_lib.gl_mcm(g, local, aux["text"], config.gl_mcm.lambda_local, config.gl_mcm.temperature)
+            else:
+                out[row] = neglabel.neglabel_score(g, aux[s + "_pos"], aux[s + "_neg"], config[s].temperature)
+        return out
+
+    jitted = jax.jit(fn)
+    aux = jax.tree.map(jnp.asarray, aux)
+    return Scorer(lambda images: jitted(params, aux, images), tuple(f"{prefix} / {SCORE_TITLES[s]}" for s in names))
+
+
+def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int, mesh) -> dict:
+    """Scores of every example of `source` once: {row: (N,) array, "pred", "label", "unreadable"}."""
+    loader = Loader(source, transform, batch_size, mesh=mesh)
+    progress = Progress(label, len(source), "images")
+    chunks: dict[str, list[np.ndarray]] = {}
+    for batch in loader.evaluate():
+        out = scorer.fn(batch["image"])
+        out.update(label=batch["label"], mask=batch["mask"])
+        host = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
+        keep = np.asarray(host.pop("mask"))
+        for k, v in host.items():
+            chunks.setdefault(k, []).append(np.asarray(v)[keep])
+        progress.update(int((np.asarray(batch["index"]) >= 0).sum()) if jax.process_count() == 1 else batch_size)
+    result = {k: np.concatenate(v) for k, v in chunks.items()}
+    result["unreadable"] = len(loader.unreadable)
+    if loader.unreadable:
+        print(f"[{label}] {loader.report()}", flush=True)
+    return result
+
+
+def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> dict:
+    ood_sets = list(ood_outs)
+    table = {}
+    for row in scorer.rows:
+        per_set = {name: metrics.ood_metrics(id_out[row], out[row]) for name, out in ood_outs.items()}
+        per_set["mean"] = {m: float(np.mean([per_set[s][m] for s in ood_sets])) for m in per_set[ood_sets[0]]}
+        table[row] = per_set
+    id_labels = id_out["label"]
+    labelled = id_labels >= 0
+    return {
+        "id_accuracy": metrics.accuracy(id_out["pred"][labelled], id_labels[labelled]) if labelled.any() else None,
+        "ood": table,
+        "counts": {"id": int(len(id_labels)), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
+        "unreadable": {"id": id_out["unreadable"], **{k: v["unreadable"] for k, v in ood_outs.items()}},
+    }
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, model=None, params=None, scorer: Scorer | None = None) -> dict:
+    """Run the evaluation of `config` and write the report into `workdir`."""
+    id_source = make_source(config.id_dataset)  # fails here, before any work, when data is missing
+    ood_sources = {name: make_source(spec) for name, spec in config.ood_datasets.items()}
+    if model is None:
+        model, params = clip.load(config.model, dtype=jnp.dtype(config.dtype))
+    mesh = data_mesh()
+    if scorer is None:
+        scorer = zero_shot_scorer(config, model, params, id_source.class_names)
+    transform = clip_eval(model.cfg.image_size)
+    id_out = score_dataset("ID", id_source, scorer, transform, config.batch_size, mesh)
+    ood_outs = {name: score_dataset(name, src, scorer, transform, config.batch_size, mesh) for name, src in ood_sources.items()}
+    results = compute_results(scorer, id_out, ood_outs)
+    results["config"] = config.to_dict()
+    results["versions"] = report.versions()
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        md = report.markdown(results)
+        with open(os.path.join(workdir, "results.md"), "w") as f:
+            f.write(md)
+        if config.plots:
+            report.plots(workdir, scorer.rows, id_out, ood_outs)
+        print(md, flush=True)
+    return results
+
+
+def main(argv):
+    del argv
+    from jaxood.cli import CONFIG, WORKDIR
+
+    evaluate(CONFIG.value, WORKDIR.value)
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    from jaxood import cli  # noqa: F401  (defines --config and --workdir)
+
+    app.run(main)

@@ -1,0 +1,32 @@
+"""Progress lines with rate and ETA for long loops (printed at most every `every` seconds)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+    def __init__(self, label: str, total: int, unit: str = "it", every: float = 10.0, stream=None):
+        self.label, self.total, self.unit, self.every = label, total, unit, every
+        self.stream = stream or sys.stdout
+        self.start = self.last = time.monotonic()
+        self.done = 0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every or self.done >= self.total:
+            self.last = now
+            elapsed = now - self.start
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - self.done) / rate if rate > 0 else 0.0
+            print(f"[{self.label}] {self.done}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, "
+                  f"elapsed {_fmt(elapsed)}, ETA {_fmt(eta)})", file=self.stream, flush=True)

@@ -1,0 +1,111 @@
+"""Results tables (Markdown, laid out like the papers') and plots (score histograms, ROC curves)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+
+import numpy as np
+
+PACKAGES = ("jaxood", "jax", "jaxlib", "flax", "optax", "ott-jax", "numpy", "transformers")
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def markdown(results: dict) -> str:
+    """FPR95 / AUROC per OOD set and their average, one row per method / score; then AUPR."""
+    table = results["ood"]
+    rows = list(table)
+    sets = [s for s in table[rows[0]] if s != "mean"]
+    acc = results.get("id_accuracy")
+    lines = [
+        f"ID accuracy: {_pct(acc)}%" if acc is not None else "ID accuracy: n/a (unlabelled ID set)",
+        f"ID examples: {results['counts']['id']}; OOD: "
+        + ", ".join(f"{s} {results['counts'][s]}" for s in sets),
+        "",
+        "FPR95 (%) lower is better / AUROC (%) higher is better",
+        "",
+        "| Method / score | " + " | ".join(f"{s} FPR95 | {s} AUROC" for s in sets) + " | Avg FPR95 | Avg AUROC |",
+        "|---|" + "---|---|" * (len(sets) + 1),
+    ]
+    for r in rows:
+        cells = [f"{_pct(table[r][s]['fpr95'])} | {_pct(table[r][s]['auroc'])}" for s in [*sets, "mean"]]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    lines += ["", "AUPR-In / AUPR-Out (%)", "", "| Method / score | " + " | ".join(sets) + " | Avg |",
+              "|---|" + "---|" * (len(sets) + 1)]
+    for r in rows:
+        cells = [f"{_pct(table[r][s]['aupr_in'])} / {_pct(table[r][s]['aupr_out'])}" for s in [*sets, "mean"]]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    bad = {k: v for k, v in results.get("unreadable", {}).items() if v}
+    if bad:
+        lines += ["", "Undecodable images skipped (masked out): " + ", ".join(f"{k} {v}" for k, v in bad.items())]
+    return "\n".join(lines) + "\n"
+
+
+def slug(row: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", row.lower()).strip("_")
+
+
+def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
+    """Per score row: histograms of ID vs each OOD set with the 95% TPR threshold, and ROC curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jaxood.scores import metrics
+
+    written = []
+    for row in rows:
+        ids = id_out[row]
+        threshold = np.sort(ids)[int(np.floor(0.05 * len(ids)))]
+        fig, axes = plt.subplots(1, len(ood_outs), figsize=(4.2 * len(ood_outs), 3.4), squeeze=False)
+        for ax, (name, out) in zip(axes[0], ood_outs.items()):
+            bins = np.histogram_bin_edges(np.r_[ids, out[row]], bins=40)
+            ax.hist(ids, bins=bins, alpha=0.55, density=True, label=f"ID ({len(ids)})")
+            ax.hist(out[row], bins=bins, alpha=0.55, density=True, label=f"{name} ({len(out[row])})")
+            ax.axvline(threshold, color="k", ls="--", lw=1, label="95% TPR threshold")
+            m = metrics.ood_metrics(ids, out[row])
+            ax.set_title(f"{name}: FPR95 {100 * m['fpr95']:.1f}, AUROC {100 * m['auroc']:.1f}", fontsize=9)
+            ax.set_xlabel("score (higher = more ID)")
+            ax.legend(fontsize=7)
+        fig.suptitle(row, fontsize=10)
+        fig.tight_layout()
+        path = os.path.join(workdir, f"hist_{slug(row)}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        for name, out in ood_outs.items():
+            s = np.r_[ids, out[row]]
+            y = np.r_[np.ones(len(ids)), np.zeros(len(out[row]))]
+            order = np.argsort(-s, kind="mergesort")
+            tpr = np.r_[0, np.cumsum(y[order]) / len(ids)]
+            fpr = np.r_[0, np.cumsum(1 - y[order]) / len(out[row])]
+            ax.plot(fpr, tpr, label=f"{name} (AUROC {100 * metrics.auroc(ids, out[row]):.1f})")
+        ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
+        ax.axhline(0.95, color="k", lw=0.8, ls="--")
+        ax.set_xlabel("FPR (OOD accepted)")
+        ax.set_ylabel("TPR (ID accepted)")
+        ax.set_title(row, fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        path = os.path.join(workdir, f"roc_{slug(row)}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written

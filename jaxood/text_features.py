@@ -1,0 +1,89 @@
+"""L2-normalised CLIP text features of prompts, in batches, cached on disk.
+
+The cache key is a hash of the text tower's parameters and of the exact
+prompts, so a second evaluation with the same model and templates reads the
+~70k WordNet candidates' features instead of encoding them again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from jaxood.models import clip
+from jaxood.models.tokenizer import tokenize
+from jaxood.progress import Progress
+
+DEFAULT_CACHE = os.path.expanduser(os.environ.get("JAXOOD_CACHE", "~/.cache/jaxood"))
+
+
+def model_fingerprint(params) -> str:
+    """A hash of the parameters that shape text features."""
+    h = hashlib.sha1()
+    text_leaves = {k: params[k] for k in ("text_model", "text_projection") if k in params}
+    for leaf in jax.tree.leaves(text_leaves):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=8)
+def _encoder(model: clip.CLIP):
+    return jax.jit(lambda p, ids: model.apply({"params": p}, ids, method="encode_text"))
+
+
+def encode_texts(model: clip.CLIP, params, texts: Sequence[str], batch_size: int = 256,
+                 label: str = "text features", normalize: bool = True) -> np.ndarray:
+    """Features (N, D) of `texts` (L2-normalised unless `normalize=False`), EOT-truncated batch by batch."""
+    enc = _encoder(model)
+    progress = Progress(label, len(texts), "prompts") if len(texts) > 4 * batch_size else None
+    out = []
+    # Sorting by length groups short prompts, so most batches truncate to few tokens.
+    ids = tokenize(texts)
+    order = np.argsort(ids.argmax(-1), kind="stable")
+    for i in range(0, len(texts), batch_size):
+        chunk = ids[order[i : i + batch_size]]
+        n = len(chunk)
+        if n < batch_size:  # pad so every batch has the same leading shape
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, 0)])
+        out.append(np.asarray(enc(params, clip.truncate_at_eot(chunk)))[:n])
+        if progress:
+            progress.update(n)
+    feats = np.empty((len(texts), out[0].shape[-1]), np.float32)
+    feats[order] = np.concatenate(out)
+    return feats / np.linalg.norm(feats, axis=-1, keepdims=True) if normalize else feats
+
+
+def templated_features(model: clip.CLIP, params, words: Sequence[str], templates: Sequence[str] | Sequence[Sequence[str]],
+                       cache_dir: str | None = DEFAULT_CACHE, label: str = "text features") -> np.ndarray:
+    """Per word, the mean of its templates' raw features, then normalised.
+
+    `templates` is one tuple of templates for all words, or one tuple per word
+    (words with the same tuple are encoded together). One template is plain
+    prompting.
+    """
+    per_word = templates if templates and not isinstance(templates[0], str) else [tuple(templates)] * len(words)
+    key = hashlib.sha1(model_fingerprint(params).encode())
+    for w, t in zip(words, per_word):
+        key.update(("\x00".join(t) + "\x01" + w + "\x02").encode())
+    path = os.path.join(cache_dir, "text_features", key.hexdigest() + ".npy") if cache_dir else None
+    if path and os.path.exists(path):
+        print(f"[{label}] {len(words)} cached text features from {path}", flush=True)
+        return np.load(path)
+    feats = np.zeros((len(words), model.cfg.projection_dim), np.float32)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, t in enumerate(per_word):
+        groups.setdefault(tuple(t), []).append(i)
+    for tmpl, idx in groups.items():
+        prompts = [t.format(words[i]) for t in tmpl for i in idx]
+        enc = encode_texts(model, params, prompts, label=label, normalize=False).reshape(len(tmpl), len(idx), -1)
+        raw = enc.mean(0)  # the raw (unnormalised) features averaged over templates, then normalised
+        feats[idx] = raw / np.linalg.norm(raw, axis=-1, keepdims=True)
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(path, feats)
+    return feats

@@ -1,0 +1,77 @@
+"""`python -m jaxood.evaluate` end to end on the toy world with a small random CLIP."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxood.scores import metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _evaluate(workdir, model_dir, cache, *extra):
+    cmd = [
+        sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={workdir}",
+        f"--config.model={model_dir}", f"--config.cache_dir={cache}", "--config.neglabel.max_candidates=300",
+        "--config.csp.max_candidates=150", "--config.id_dataset.per_class=4", "--config.ood_datasets.near.per_class=3",
+        "--config.ood_datasets.far.per_class=2", "--config.ood_datasets.spurious.per_class=2", "--config.batch_size=16",
+        *extra,
+    ]  # fmt: skip
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
+    cache = tmp_path / "cache"
+    first = _evaluate(tmp_path / "run1", tiny_hf[0], cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    files = sorted(os.listdir(tmp_path / "run1"))
+    for score in ("mcm", "gl_mcm", "neglabel", "csp"):
+        assert f"hist_zero_shot_{score}.png" in files and f"roc_zero_shot_{score}.png" in files
+    res = json.loads((tmp_path / "run1" / "results.json").read_text())
+    assert res["counts"] == {"id": 48, "far": 24, "near": 24, "spurious": 32}
+    rows = res["ood"]
+    assert list(rows) == ["zero-shot / MCM", "zero-shot / GL-MCM", "zero-shot / NegLabel", "zero-shot / CSP"]
+    for row in rows.values():
+        for name in ("near", "far", "spurious"):
+            assert set(row[name]) == {"fpr95", "auroc", "aupr_in", "aupr_out"}
+        assert row["mean"]["auroc"] == pytest.approx(np.mean([row[s]["auroc"] for s in ("near", "far", "spurious")]))
+    assert 0.0 <= res["id_accuracy"] <= 1.0 and res["versions"]["jax"]
+    md = (tmp_path / "run1" / "results.md").read_text()
+    assert "| zero-shot / GL-MCM |" in md and "Avg FPR95" in md
+    assert "cached text features" not in first.stdout
+    # The second run reads every text feature (classes and WordNet candidates) from the cache.
+    second = _evaluate(tmp_path / "run2", tiny_hf[0], cache)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("cached text features") == 5  # class prompts, neglabel ID + candidates, csp ID + candidates
+    res2 = json.loads((tmp_path / "run2" / "results.json").read_text())
+    assert res2["ood"] == res["ood"]
+
+
+def test_evaluate_rejects_unknown_config_key(tiny_hf, tmp_path):
+    out = _evaluate(tmp_path / "run", tiny_hf[0], tmp_path / "c", "--config.neglabel.temprature=0.1")
+    assert out.returncode != 0 and "temprature" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
+    cmd = [sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py", f"--workdir={tmp_path / 'run'}",
+           f"--config.model={tiny_hf[0]}", f"--config.id_dataset.data_dir={tmp_path}", f"--config.ood_root={tmp_path}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "'imagenet2012' is not prepared" in out.stderr and "ILSVRC2012_img_train.tar" in out.stderr
+
+
+def test_compute_results_uses_masked_scores_only():
+    from jaxood.evaluate import Scorer, compute_results
+
+    scorer = Scorer(fn=None, rows=("m / s",))
+    id_out = {"m / s": np.array([0.9, 0.8, 0.7]), "pred": np.array([0, 1, 1]), "label": np.array([0, 1, 0]), "unreadable": 0}
+    ood = {"a": {"m / s": np.array([0.1, 0.75]), "label": np.array([-1, -1]), "unreadable": 1}}
+    res = compute_results(scorer, id_out, ood)
+    assert res["id_accuracy"] == pytest.approx(2 / 3)
+    assert res["ood"]["m / s"]["a"] == metrics.ood_metrics([0.9, 0.8, 0.7], [0.1, 0.75])
+    assert res["unreadable"] == {"id": 0, "a": 1}
