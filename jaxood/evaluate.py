@@ -46,13 +46,23 @@ SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "neglabel": "NegLabel", "csp":
 class Scorer:
     """What evaluation runs on each batch.
 
-    `fn(images) -> {"pred": (B,), <row name>: (B,) score, ...}` is jitted with
-    the model's params closed over as arguments; `rows` names the score rows in
-    table order (e.g. "zero-shot / MCM").
+    `fn(images) -> {"pred/<method>": (B,) class, "<method> / <score>": (B,) score, ...}`;
+    `rows` names the score rows in table order (e.g. "zero-shot / MCM").
     """
 
     fn: Callable[[jax.Array], dict[str, jax.Array]]
     rows: tuple[str, ...]
+
+
+def combine(*scorers: Scorer) -> Scorer:
+    """One scorer running several (e.g. the zero-shot baseline next to a trained method)."""
+    def fn(images):
+        out = {}
+        for s in scorers:
+            out.update(s.fn(images))
+        return out
+
+    return Scorer(fn, tuple(r for s in scorers for r in s.rows))
 
 
 def _subsample(cands: neglabel.Candidates, limit: int) -> neglabel.Candidates:
@@ -105,7 +115,7 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
         else:
             g = model.apply({"params": params}, images, method="encode_image")
         g = mcm_lib.normalize(g)
-        out = {"pred": jnp.argmax(g @ aux["text"].T, axis=-1)}
+        out = {f"pred/{prefix}": jnp.argmax(g @ aux["text"].T, axis=-1)}
         for s in names:
             row = f"{prefix} / {SCORE_TITLES[s]}"
             if s == "mcm":
@@ -151,11 +161,21 @@ def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> 
     id_labels = id_out["label"]
     labelled = id_labels >= 0
     return {
-        "id_accuracy": metrics.accuracy(id_out["pred"][labelled], id_labels[labelled]) if labelled.any() else None,
+        "id_accuracy": {
+            k.split("/", 1)[1]: metrics.accuracy(v[labelled], id_labels[labelled]) if labelled.any() else None
+            for k, v in id_out.items() if k.startswith("pred/")
+        },
         "ood": table,
         "counts": {"id": int(len(id_labels)), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
         "unreadable": {"id": id_out["unreadable"], **{k: v["unreadable"] for k, v in ood_outs.items()}},
     }
+
+
+def check_datasets(config: ml_collections.ConfigDict) -> None:
+    """Open every evaluation dataset once, so a missing one fails before any work."""
+    make_source(config.id_dataset)
+    for spec in config.ood_datasets.values():
+        make_source(spec)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, model=None, params=None, scorer: Scorer | None = None) -> dict:
@@ -168,8 +188,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, model=None, params
     if scorer is None:
         scorer = zero_shot_scorer(config, model, params, id_source.class_names)
     transform = clip_eval(model.cfg.image_size)
-    id_out = score_dataset("ID", id_source, scorer, transform, config.batch_size, mesh)
-    ood_outs = {name: score_dataset(name, src, scorer, transform, config.batch_size, mesh) for name, src in ood_sources.items()}
+    id_out = score_dataset("ID", id_source, scorer, transform, config.eval_batch_size, mesh)
+    ood_outs = {name: score_dataset(name, src, scorer, transform, config.eval_batch_size, mesh) for name, src in ood_sources.items()}
     results = compute_results(scorer, id_out, ood_outs)
     results["config"] = config.to_dict()
     results["versions"] = report.versions()
@@ -188,7 +208,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, model=None, params
 
 def main(argv):
     del argv
+    from absl import logging
+
     from jaxood.cli import CONFIG, WORKDIR
+
+    logging.set_verbosity(logging.WARNING)
 
     evaluate(CONFIG.value, WORKDIR.value)
 

@@ -30,20 +30,20 @@ def markdown(results: dict) -> str:
     table = results["ood"]
     rows = list(table)
     sets = [s for s in table[rows[0]] if s != "mean"]
-    acc = results.get("id_accuracy")
+    acc = results.get("id_accuracy") or {}
+    acc_cell = lambda r: _pct(acc[r.split(" / ")[0]]) if acc.get(r.split(" / ")[0]) is not None else "n/a"  # noqa: E731
     lines = [
-        f"ID accuracy: {_pct(acc)}%" if acc is not None else "ID accuracy: n/a (unlabelled ID set)",
         f"ID examples: {results['counts']['id']}; OOD: "
         + ", ".join(f"{s} {results['counts'][s]}" for s in sets),
         "",
         "FPR95 (%) lower is better / AUROC (%) higher is better",
         "",
-        "| Method / score | " + " | ".join(f"{s} FPR95 | {s} AUROC" for s in sets) + " | Avg FPR95 | Avg AUROC |",
-        "|---|" + "---|---|" * (len(sets) + 1),
+        "| Method / score | ID acc | " + " | ".join(f"{s} FPR95 | {s} AUROC" for s in sets) + " | Avg FPR95 | Avg AUROC |",
+        "|---|---|" + "---|---|" * (len(sets) + 1),
     ]
     for r in rows:
         cells = [f"{_pct(table[r][s]['fpr95'])} | {_pct(table[r][s]['auroc'])}" for s in [*sets, "mean"]]
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r} | {acc_cell(r)} | " + " | ".join(cells) + " |")
     lines += ["", "AUPR-In / AUPR-Out (%)", "", "| Method / score | " + " | ".join(sets) + " | Avg |",
               "|---|" + "---|" * (len(sets) + 1)]
     for r in rows:

@@ -18,7 +18,7 @@ def _evaluate(workdir, model_dir, cache, *extra):
         sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={workdir}",
         f"--config.model={model_dir}", f"--config.cache_dir={cache}", "--config.neglabel.max_candidates=300",
         "--config.csp.max_candidates=150", "--config.id_dataset.per_class=4", "--config.ood_datasets.near.per_class=3",
-        "--config.ood_datasets.far.per_class=2", "--config.ood_datasets.spurious.per_class=2", "--config.batch_size=16",
+        "--config.ood_datasets.far.per_class=2", "--config.ood_datasets.spurious.per_class=2", "--config.eval_batch_size=16",
         *extra,
     ]  # fmt: skip
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -39,7 +39,8 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
         for name in ("near", "far", "spurious"):
             assert set(row[name]) == {"fpr95", "auroc", "aupr_in", "aupr_out"}
         assert row["mean"]["auroc"] == pytest.approx(np.mean([row[s]["auroc"] for s in ("near", "far", "spurious")]))
-    assert 0.0 <= res["id_accuracy"] <= 1.0 and res["versions"]["jax"]
+    assert set(res["id_accuracy"]) == {"zero-shot"} and 0.0 <= res["id_accuracy"]["zero-shot"] <= 1.0
+    assert res["versions"]["jax"]
     md = (tmp_path / "run1" / "results.md").read_text()
     assert "| zero-shot / GL-MCM |" in md and "Avg FPR95" in md
     assert "cached text features" not in first.stdout
@@ -69,9 +70,9 @@ def test_compute_results_uses_masked_scores_only():
     from jaxood.evaluate import Scorer, compute_results
 
     scorer = Scorer(fn=None, rows=("m / s",))
-    id_out = {"m / s": np.array([0.9, 0.8, 0.7]), "pred": np.array([0, 1, 1]), "label": np.array([0, 1, 0]), "unreadable": 0}
+    id_out = {"m / s": np.array([0.9, 0.8, 0.7]), "pred/m": np.array([0, 1, 1]), "label": np.array([0, 1, 0]), "unreadable": 0}
     ood = {"a": {"m / s": np.array([0.1, 0.75]), "label": np.array([-1, -1]), "unreadable": 1}}
     res = compute_results(scorer, id_out, ood)
-    assert res["id_accuracy"] == pytest.approx(2 / 3)
+    assert res["id_accuracy"] == {"m": pytest.approx(2 / 3)}
     assert res["ood"]["m / s"]["a"] == metrics.ood_metrics([0.9, 0.8, 0.7], [0.1, 0.75])
     assert res["unreadable"] == {"id": 0, "a": 1}

@@ -1,0 +1,28 @@
+"""OOD methods. Each module `jaxood.methods.<name>` has `build(config, model, clip_params, class_names, mesh) -> Method`.
+
+The trainer imports the module named by `config.method` and needs nothing else:
+
+- `params`: the full initial parameter tree (frozen and trainable leaves).
+- `trainable`: ordered `(regex, group)` rules over '/'-joined parameter paths;
+  the first match decides, group `"frozen"` freezes, every other group name
+  selects an optimiser group in `config.optim.groups`. Every leaf must match.
+- `loss(params, state, batch, rng) -> (loss, (metrics, state))`: `state` holds
+  mutable collections (e.g. BatchNorm statistics; `{}` when none); `batch` has
+  `image`, `label`, `mask`. Input gradients (`jax.grad` w.r.t. images) may be
+  taken inside.
+- `scorer(params) -> jaxood.evaluate.Scorer`: predictions and OOD scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+
+@dataclasses.dataclass
+class Method:
+    params: dict
+    trainable: tuple[tuple[str, str], ...]
+    loss: Callable
+    scorer: Callable
+    state: dict = dataclasses.field(default_factory=dict)

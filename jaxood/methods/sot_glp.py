@@ -1,0 +1,179 @@
+"""SOT-GLP: global + class-specific local prompts on a frozen CLIP, local patches matched by sparse OT.
+
+methods.md §1. Learned: G global prompts (M context vectors each, initialised
+from "a photo of a"), P local prompts per class (Xavier-uniform, near zero),
+and the local projection W (identity init; frozen for `noproj`).
+
+- Global logit `s_g[b,c] = mean_m cos(z_b, T_g[c,m]) / tau`; in training each
+  image uses `max(G - int(0.75 G), 1)` random prompts (prompt dropout).
+- Local score `phi[b,c]` (`local_score`): V-V patch features vs the class's
+  local prompts, top-K patches by mean similarity, balanced entropic OT
+  (stop-gradient plan), `sum T * sim` (`reference`: divided by P).
+- Loss `CE(s_g) + lambda CE(phi / tau)`; prediction `s_g + lambda phi / tau`
+  (`reference`: `mean_G cos + phi`); OOD score GL-MCM of the global prompts and
+  the local patch features at temperature T.
+
+Every step encodes the C * (G + P) prompts through the text tower with
+gradients; that batch is sharded over the mesh's data axis and cut at its
+longest EOT.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxood import ot
+from jaxood.data.pipeline import DATA_AXIS
+from jaxood.evaluate import Scorer
+from jaxood.methods import Method
+from jaxood.models import clip
+from jaxood.models.tokenizer import tokenize
+from jaxood.scores.mcm import normalize
+
+NAME = "SOT-GLP"
+
+
+def local_score(local: jax.Array, local_text: jax.Array, top_k: int = 10, epsilon: float = 0.1,
+                iterations: int = 100, reduction: str = "sum") -> jax.Array:
+    """SOT-GLP's local score `phi (B, C)`.
+
+    Args:
+      local: L2-normalised V-V patch features `(B, N, D)`.
+      local_text: L2-normalised local prompt features `(C, P, D)`.
+      top_k: patches kept per (image, class), ranked by mean similarity to the
+        class's prompts (indices carry no gradient; the gathered similarities do).
+      epsilon, iterations: entropic regularisation and fixed Sinkhorn iterations;
+        uniform marginals 1/K and 1/P, cost `1 - sim`, the plan under stop-gradient.
+      reduction: "sum" (paper: `sum_{u,v} T sim`) or "mean" (released code:
+        `mean_v sum_u`, i.e. a further 1/P).
+    """
+    sim = jnp.einsum("bnd,cpd->bcnp", local, local_text)  # (B, C, N, P)
+    saliency = jax.lax.stop_gradient(sim.mean(-1))  # (B, C, N)
+    _, idx = jax.lax.top_k(saliency, top_k)  # (B, C, K)
+    support = jnp.take_along_axis(sim, idx[..., None], axis=2)  # (B, C, K, P)
+    plan = ot.sinkhorn_plan(1.0 - support, epsilon, iterations, grad="stop")
+    phi = jnp.sum(plan * support, axis=(-2, -1))
+    if reduction == "mean":
+        return phi / local_text.shape[1]
+    if reduction != "sum":
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    return phi
+
+
+def _masked_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0]
+    w = mask.astype(logits.dtype)
+    return jnp.sum(nll * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+class Prompts:
+    """Host-side constants of the prompt batch: class-name token embeddings and EOT positions."""
+
+    def __init__(self, model: clip.CLIP, clip_params, class_names, n_ctx: int):
+        ids = tokenize([" ".join(["X"] * n_ctx) + f" {name}." for name in class_names])
+        self.eot = ids.argmax(-1).astype(np.int32)  # after splicing, the context sits where the X's were
+        ids = ids[:, : clip.eot_length(self.eot.max(), ids.shape[1])]
+        self.name_embeddings = np.asarray(model.apply({"params": clip_params}, ids, method="embed_tokens"))
+        self.n_ctx = n_ctx
+
+    def token_embeddings(self, ctx: jax.Array, class_index: np.ndarray) -> jax.Array:
+        """`(n, L, W)`: SOT, the n context blocks `ctx (n, M, W)`, then class `class_index[i]`'s name tokens."""
+        names = jnp.asarray(self.name_embeddings)[class_index]
+        return jnp.concatenate([names[:, :1], ctx.astype(names.dtype), names[:, 1 + self.n_ctx :]], axis=1)
+
+
+def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, class_names, mesh) -> Method:
+    c = config.sot_glp
+    n_classes, n_global, n_local = len(class_names), c.n_global, c.n_local
+    init_ids = tokenize([c.init_text])
+    n_ctx = int(init_ids.argmax(-1)[0]) - 1
+    prompts = Prompts(model, clip_params, class_names, n_ctx)
+    width = model.cfg.text.width
+    init_ctx = np.asarray(model.apply({"params": clip_params}, init_ids[:, 1 : 1 + n_ctx], method="embed_tokens"))[0]
+    rng = np.random.RandomState(config.seed)
+    bound = math.sqrt(6.0 / ((n_classes + n_local) * n_ctx * width))
+    params = {
+        "clip": clip_params,
+        "global_ctx": np.broadcast_to(init_ctx, (n_global, n_ctx, width)).astype(np.float32).copy(),
+        "local_ctx": rng.uniform(-bound, bound, (n_classes, n_local, n_ctx, width)).astype(np.float32),
+        "local_proj": np.eye(model.cfg.vision.width, dtype=np.float32),
+    }
+    trainable = (
+        (r"^(global_ctx|local_ctx)$", "prompts"),
+        (r"^local_proj$", "prompts" if c.learn_proj else "frozen"),
+        (r"^clip/", "frozen"),
+    )
+
+    # The C * (G + P) prompt batch: G global blocks per class, then P local blocks per class.
+    cls_global = np.tile(np.arange(n_classes), n_global)
+    cls_local = np.repeat(np.arange(n_classes), n_local)
+    class_index = np.concatenate([cls_global, cls_local])
+    eot = jnp.asarray(prompts.eot[class_index])
+    n_devices = mesh.devices.size
+    pad = (-len(class_index)) % n_devices
+    prompt_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+    def text_features(params):
+        glob = jnp.broadcast_to(params["global_ctx"][:, None], (n_global, n_classes, n_ctx, width))
+        ctx = jnp.concatenate([glob.reshape(-1, n_ctx, width), params["local_ctx"].reshape(-1, n_ctx, width)])
+        tokens = prompts.token_embeddings(ctx, class_index)
+        eots = eot
+        if pad:
+            tokens = jnp.concatenate([tokens, jnp.repeat(tokens[:1], pad, 0)])
+            eots = jnp.concatenate([eot, jnp.repeat(eot[:1], pad)])
+        tokens = jax.lax.with_sharding_constraint(tokens, prompt_sharding)
+        feats = model.apply({"params": params["clip"]}, tokens, eots, method="encode_text_embeddings")
+        feats = normalize(feats[: len(class_index)])
+        return feats[: n_global * n_classes].reshape(n_global, n_classes, -1), feats[n_global * n_classes :].reshape(
+            n_classes, n_local, -1
+        )
+
+    def image_features(params, images):
+        g, local = model.apply(
+            {"params": params["clip"]}, images, params["local_proj"], c.vv_layer0_ori, method="encode_image_dense"
+        )
+        return normalize(g), normalize(local)
+
+    local = functools.partial(
+        local_score, top_k=c.top_k, epsilon=c.ot_epsilon, iterations=c.ot_iterations, reduction=c.local_reduction
+    )
+
+    def loss(params, state, batch, rng):
+        global_t, local_t = text_features(params)
+        z, patches = image_features(params, batch["image"])
+        cos = jnp.einsum("bd,gcd->bgc", z, global_t)  # (B, G, C)
+        keep = max(n_global - int(0.75 * n_global), 1)
+        noise = jax.random.uniform(rng, (z.shape[0], n_global))
+        chosen = (jnp.argsort(jnp.argsort(noise, axis=1), axis=1) < keep).astype(cos.dtype)  # `keep` per image
+        s_global = jnp.einsum("bgc,bg->bc", cos, chosen) / keep / c.tau
+        phi = local(patches, local_t)
+        l_global = _masked_ce(s_global, batch["label"], batch["mask"])
+        l_local = _masked_ce(phi / c.tau, batch["label"], batch["mask"])
+        total = l_global + c.lam * l_local
+        acc = jnp.sum((jnp.argmax(s_global, -1) == batch["label"]) * batch["mask"]) / jnp.maximum(jnp.sum(batch["mask"]), 1)
+        return total, ({"loss": total, "loss_global": l_global, "loss_local": l_local, "train_acc": acc}, state)
+
+    def predict_and_score(params, global_t, local_t, images):
+        z, patches = image_features(params, images)
+        mean_cos = jnp.einsum("bd,gcd->bc", z, global_t) / n_global
+        phi = local(patches, local_t)
+        logits = (mean_cos + phi) if c.prediction == "reference" else (mean_cos / c.tau + c.lam * phi / c.tau)
+        local_sim = jnp.einsum("bnd,cpd->bnc", patches, local_t) / n_local  # mean over local prompts
+        t = c.ood_temperature
+        gl = jnp.max(jax.nn.softmax(mean_cos / t, -1), -1) + jnp.max(jax.nn.softmax(local_sim / t, -1), axis=(-2, -1))
+        return {f"pred/{NAME}": jnp.argmax(logits, -1), f"{NAME} / GL-MCM": gl}
+
+    def scorer(params) -> Scorer:
+        global_t, local_t = jax.jit(text_features)(params)
+        jitted = jax.jit(predict_and_score)
+        return Scorer(lambda images: jitted(params, global_t, local_t, images), (f"{NAME} / GL-MCM",))
+
+    return Method(params=params, trainable=trainable, loss=loss, scorer=scorer)

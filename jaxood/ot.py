@@ -1,0 +1,53 @@
+"""Entropic optimal transport: the one entry to ott-jax in jaxood.
+
+`sinkhorn_plan(cost, epsilon, iterations, grad=...)` solves balanced entropic
+OT with uniform marginals (or given ones) for a batch of cost matrices under
+`vmap`, with a fixed number of iterations (`min_iterations == max_iterations`,
+a scan: no ragged stopping under `jit`). Gradient modes:
+
+- `"stop"`: the plan carries no gradient (SOT-GLP; the callers' similarities
+  still do).
+- `"unrolled"`: backpropagate through the iterations (DOT-OOD). ott-jax 0.6.0's
+  default implicit differentiation returns NaN in float32 under `jit`, so it is
+  not offered.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from ott.geometry import geometry
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
+
+GRAD_MODES = ("stop", "unrolled")
+
+
+def _solve(cost: jax.Array, a: jax.Array, b: jax.Array, epsilon: float, iterations: int) -> jax.Array:
+    geom = geometry.Geometry(cost_matrix=cost, epsilon=epsilon)
+    solver = sinkhorn.Sinkhorn(
+        min_iterations=iterations, max_iterations=iterations, inner_iterations=1, implicit_diff=None
+    )
+    return solver(linear_problem.LinearProblem(geom, a=a, b=b)).matrix
+
+
+def sinkhorn_plan(
+    cost: jax.Array,
+    epsilon: float,
+    iterations: int = 100,
+    grad: str = "stop",
+    a: jax.Array | None = None,
+    b: jax.Array | None = None,
+) -> jax.Array:
+    """Transport plans `(..., n, m)` for costs `(..., n, m)`; marginals default to uniform 1/n and 1/m."""
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+    *batch, n, m = cost.shape
+    a = jnp.full((*batch, n), 1.0 / n, cost.dtype) if a is None else jnp.broadcast_to(a, (*batch, n))
+    b = jnp.full((*batch, m), 1.0 / m, cost.dtype) if b is None else jnp.broadcast_to(b, (*batch, m))
+    if grad == "stop":
+        cost = jax.lax.stop_gradient(cost)
+    flat = lambda x: x.reshape(-1, *x.shape[len(batch):])  # noqa: E731
+    plans = jax.vmap(lambda c, aa, bb: _solve(c, aa, bb, epsilon, iterations))(flat(cost), flat(a), flat(b))
+    plans = plans.reshape(*batch, n, m)
+    return jax.lax.stop_gradient(plans) if grad == "stop" else plans

@@ -1,0 +1,341 @@
+"""Train an OOD method: `python -m jaxood.train --config=configs/sot_glp.py[:variant] --workdir=DIR`.
+
+One trainer for every method (`jaxood.methods.<config.method>`):
+
+- parameters split into frozen and trainable by the method's path rules
+  (every leaf covered); gradients only for trainable leaves; optax optimiser
+  groups with cosine schedules (per step or per epoch) and linear warm-up;
+- one `jax.jit` step with explicit shardings over a data-parallel `Mesh`,
+  the state donated, the step's rng `fold_in(seed, step)`;
+- orbax checkpoints in `DIR/checkpoints` with auto-resume: a restarted run
+  continues where it stopped and ends bit-identical (batches are a function of
+  the step); the loss is checked on device every step, and a NaN/inf stops the
+  run naming the step, without saving, so the last checkpoint stays good;
+- metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`), progress with ETA,
+  `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
+  the zero-shot baseline rows.
+
+Multi-host: `jax.distributed.initialize()` runs when the launcher says so
+(`JAXOOD_DISTRIBUTED=1`, see launch/), each host feeding its slice of the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import re
+import time
+from typing import Any
+
+import flax
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxood import evaluate as evaluation
+from jaxood.data.datasets import make_source
+from jaxood.data.pipeline import Loader, data_mesh
+from jaxood.data.preprocess import clip_train
+from jaxood.data.sampling import few_shot_indices
+from jaxood.models import clip
+from jaxood.models.convert import CheckpointMismatch, check_tree
+from jaxood.progress import Progress
+
+
+# ------------------------------------------------------------ param partition
+
+
+def _paths(tree) -> dict[str, Any]:
+    return {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(tree).items()}
+
+
+def partition(params: dict, rules) -> tuple[dict, dict, dict]:
+    """Split params into (trainable, frozen) trees and the optimiser group label of each trainable leaf.
+
+    `rules` are ordered `(regex, group)`; the first rule whose regex matches a
+    leaf's '/'-joined path decides. A leaf no rule covers is an error.
+    """
+    trainable, frozen, labels, uncovered = {}, {}, {}, []
+    for path, leaf in _paths(params).items():
+        group = next((g for pattern, g in rules if re.search(pattern, path)), None)
+        if group is None:
+            uncovered.append(path)
+        elif group == "frozen":
+            frozen[path] = leaf
+        else:
+            trainable[path] = leaf
+            labels[path] = group
+    if uncovered:
+        raise ValueError(f"no trainable/frozen rule covers these parameters: {uncovered[:20]}")
+    if not trainable:
+        raise ValueError("the rules leave no trainable parameter")
+    unflat = lambda d: flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in d.items()})  # noqa: E731
+    return unflat(trainable), unflat(frozen), unflat(labels)
+
+
+def merge(trainable: dict, frozen: dict) -> dict:
+    return flax.traverse_util.unflatten_dict({**flax.traverse_util.flatten_dict(frozen),
+                                              **flax.traverse_util.flatten_dict(trainable)})
+
+
+# ------------------------------------------------------------------ optimiser
+
+
+def schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+    """Linear warm-up then cosine to `min_lr`, stepped per step or per epoch (`opt.schedule_unit`)."""
+    warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+    per_epoch = opt.schedule_unit == "epoch"
+    if opt.schedule_unit not in ("step", "epoch"):
+        raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {opt.schedule_unit!r}")
+
+    def lr(step):
+        step = jnp.asarray(step, jnp.float32)
+        t = jnp.floor(step / steps_per_epoch) * steps_per_epoch if per_epoch else step
+        progress = jnp.clip((t - warmup) / jnp.maximum(total_steps - warmup, 1), 0.0, 1.0)
+        cosine = opt.min_lr + 0.5 * (opt.lr - opt.min_lr) * (1 + jnp.cos(jnp.pi * progress))
+        return jnp.where(step < warmup, opt.lr * (step + 1) / max(warmup, 1), cosine)
+
+    return lr
+
+
+def _group_tx(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
+    if opt.name == "sgd":  # PyTorch SGD: weight decay added to the gradient before momentum
+        return optax.chain(optax.add_decayed_weights(opt.weight_decay),
+                           optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov))
+    if opt.name == "adamw":
+        return optax.adamw(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+    raise ValueError(f"optimiser {opt.name!r} is not one of sgd, adamw")
+
+
+def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
+    """optax.multi_transform over the trainable leaves' groups (`config.optim` per group, overrides in `groups`)."""
+    txs = {}
+    for group in set(jax.tree.leaves(labels)):
+        opt = ml_collections.ConfigDict(config.optim.to_dict())
+        overrides = config.optim.groups.get(group, {}) if "groups" in config.optim else {}
+        for k, v in dict(overrides).items():
+            opt[k] = v
+        txs[group] = _group_tx(opt, schedule(opt, steps_per_epoch, total_steps))
+    tx = optax.multi_transform(txs, labels)
+    return optax.chain(optax.clip_by_global_norm(config.optim.clip_norm), tx) if config.optim.clip_norm else tx
+
+
+# ---------------------------------------------------------------------- state
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    trainable: Any
+    opt_state: Any
+    mutable: Any
+    finite: jax.Array  # every loss so far finite
+    bad_step: jax.Array  # first step with a non-finite loss, -1 if none
+
+
+def make_step(method, tx, seed: int):
+    """The jitted train step (state donated)."""
+    base = jax.random.PRNGKey(seed)
+
+    def step_fn(state: TrainState, frozen, batch):
+        rng = jax.random.fold_in(base, state.step)
+
+        def loss_of(trainable):
+            return method.loss(merge(trainable, frozen), state.mutable, batch, rng)
+
+        (loss, (metrics, mutable)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.trainable)
+        updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+        trainable = optax.apply_updates(state.trainable, updates)
+        ok = jnp.isfinite(loss)
+        new = TrainState(
+            step=state.step + 1,
+            trainable=trainable,
+            opt_state=opt_state,
+            mutable=mutable,
+            finite=state.finite & ok,
+            bad_step=jnp.where(state.finite & ~ok, state.step, state.bad_step),
+        )
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        return new, metrics
+
+    return step_fn
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class Checkpoints:
+    """orbax CheckpointManager around TrainState; restoring is strict and names mismatched leaves."""
+
+    def __init__(self, directory: str, keep: int):
+        self.manager = ocp.CheckpointManager(
+            os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        )
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: TrainState) -> None:
+        self.manager.save(step, args=ocp.args.StandardSave(state))
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, like: TrainState) -> TrainState:
+        try:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(like))
+        except Exception as err:
+            saved = self.manager.item_metadata(step)
+            try:
+                check_tree(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _as_dict(like)),
+                           _as_dict(saved), what=f"checkpoint at step {step}")
+            except CheckpointMismatch as named:
+                raise CheckpointMismatch(f"{named}\n(restore it with the config it was trained with)") from err
+            raise
+
+
+def _as_dict(tree) -> dict:
+    return flax.serialization.to_state_dict(tree) if not isinstance(tree, dict) else tree
+
+
+# ---------------------------------------------------------------------- train
+
+
+class MetricWriter:
+    """Scalars to stdout, `metrics.jsonl` and TensorBoard (tensorboardX: clu's writers import TensorFlow)."""
+
+    def __init__(self, workdir: str, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self._tb = None
+        if enabled:
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def scalars(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        print(f"[step {step}] " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
+        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self._jsonl.flush()
+        if self._tb:
+            for k, v in values.items():
+                self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            if self._tb:
+                self._tb.close()
+
+
+def maybe_initialize_distributed() -> None:
+    if os.environ.get("JAXOOD_DISTRIBUTED") == "1" and jax.process_count() == 1:
+        jax.distributed.initialize()
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns the results."""
+    maybe_initialize_distributed()
+    os.makedirs(workdir, exist_ok=True)
+    # Data first: a missing dataset fails before any model work.
+    train_source = make_source(config.train_dataset)
+    evaluation.check_datasets(config)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=1))
+    mesh = data_mesh()
+    model, clip_params = clip.load(config.model, dtype=jnp.dtype(config.dtype), remat=config.remat)
+    class_names = train_source.class_names
+    indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed)
+    transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)
+    loader = Loader(train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh)
+    total = config.num_steps or config.epochs * loader.steps_per_epoch
+    print(f"{len(indices)} training images ({config.shots or 'all'} per class, {len(class_names)} classes), "
+          f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)", flush=True)
+
+    method = importlib.import_module(f"jaxood.methods.{config.method}").build(config, model, clip_params, class_names, mesh)
+    trainable, frozen, labels = partition(method.params, method.trainable)
+    n_train = sum(np.size(x) for x in jax.tree.leaves(trainable))
+    print(f"trainable parameters: {n_train:,} in {len(jax.tree.leaves(trainable))} arrays; frozen: "
+          f"{sum(np.size(x) for x in jax.tree.leaves(frozen)):,}", flush=True)
+    tx = make_optimizer(config, labels, loader.steps_per_epoch, total)
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    put = lambda t: jax.device_put(jax.tree.map(jnp.asarray, t), replicated)  # noqa: E731
+    trainable, frozen = put(trainable), put(frozen)
+    state = TrainState(
+        step=jnp.asarray(0, jnp.int32), trainable=trainable, opt_state=tx.init(trainable), mutable=put(method.state),
+        finite=jnp.asarray(True), bad_step=jnp.asarray(-1, jnp.int32),
+    )
+    state = jax.device_put(state, replicated)
+    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    start = ckpt.latest() or 0
+    if start:
+        state = ckpt.restore(start, state)
+        print(f"resumed from the checkpoint at step {start}", flush=True)
+
+    data_sharding = loader.sharding
+    batch_shardings = {"image": data_sharding, "label": data_sharding, "mask": data_sharding, "index": data_sharding}
+    step_fn = jax.jit(
+        make_step(method, tx, config.seed),
+        in_shardings=(replicated, replicated, batch_shardings),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+    writer = MetricWriter(workdir, jax.process_index() == 0, config.tensorboard)
+    progress = Progress("train", total - start, "steps", every=config.progress_every)
+    last_good = start
+    t0 = time.monotonic()
+    for step, batch in zip(range(start, total), loader.train(start, total - start)):
+        state, metrics = step_fn(state, frozen, batch)
+        done = step + 1
+        if done % config.log_every == 0 or done == total or done % config.checkpoint_every == 0:
+            finite, bad = jax.device_get((state.finite, state.bad_step))
+            if not finite:
+                raise FloatingPointError(
+                    f"the loss became NaN/inf at step {int(bad)}; stopped without saving. The last good "
+                    f"checkpoint (step {last_good}) is in {os.path.join(workdir, 'checkpoints')}"
+                )
+            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            values["lr"] = float(schedule(config.optim, loader.steps_per_epoch, total)(step))
+            values["steps_per_s"] = (done - start) / (time.monotonic() - t0)
+            writer.scalars(done, values)
+        if done % config.checkpoint_every == 0 or done == total:
+            ckpt.save(done, state)
+            last_good = done
+        progress.update()
+    writer.close()
+    if loader.unreadable:
+        print(f"[train] {loader.report()}", flush=True)
+
+    params = merge(state.trainable, frozen)
+    scorer = method.scorer(params)
+    if config.eval_zero_shot:
+        scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, clip_params, class_names), scorer)
+    return evaluation.evaluate(config, workdir, model=model, params=clip_params, scorer=scorer)
+
+
+def main(argv):
+    del argv
+    from absl import logging
+
+    from jaxood.cli import CONFIG, WORKDIR
+
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint operation at INFO
+    train(CONFIG.value, WORKDIR.value)
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    from jaxood import cli  # noqa: F401  (defines --config and --workdir)
+
+    app.run(main)
