@@ -191,9 +191,9 @@ class Checkpoints:
             return self.manager.restore(step, args=ocp.args.StandardRestore(like))
         except Exception as err:
             saved = self.manager.item_metadata(step)
+            saved = getattr(saved, "tree", saved)  # orbax TreeMetadata -> nested dict of ArrayMetadata
             try:
-                check_tree(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _as_dict(like)),
-                           _as_dict(saved), what=f"checkpoint at step {step}")
+                check_tree(_as_dict(like), saved, what=f"checkpoint at step {step}")
             except CheckpointMismatch as named:
                 raise CheckpointMismatch(f"{named}\n(restore it with the config it was trained with)") from err
             raise

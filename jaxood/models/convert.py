@@ -59,12 +59,13 @@ def _flatten(tree: Mapping) -> dict[tuple[str, ...], object]:
 def check_tree(expected: Mapping, actual: Mapping, what: str = "checkpoint") -> None:
     """Raise `CheckpointMismatch` naming every missing, unexpected or misshaped leaf."""
     exp, act = _flatten(expected), _flatten(actual)
+    shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else tuple(np.shape(v))  # noqa: E731
     missing = sorted("/".join(k) for k in exp.keys() - act.keys())
     unexpected = sorted("/".join(k) for k in act.keys() - exp.keys())
     misshaped = sorted(
-        f"{'/'.join(k)}: {what} {tuple(np.shape(act[k]))} vs model {tuple(exp[k].shape)}"
+        f"{'/'.join(k)}: {what} {shape(act[k])} vs model {shape(exp[k])}"
         for k in exp.keys() & act.keys()
-        if tuple(np.shape(act[k])) != tuple(exp[k].shape)
+        if shape(act[k]) != shape(exp[k])
     )
     if missing or unexpected or misshaped:
         lines = [f"the {what} does not match the model:"]

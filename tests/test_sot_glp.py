@@ -1,0 +1,246 @@
+"""SOT-GLP and the trainer: local score, gradient routing, multi-device equality, resume, NaN, configs."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_ot import np_sinkhorn
+
+from jaxood import train as trainer
+from jaxood.data.pipeline import data_mesh
+from jaxood.methods import sot_glp
+from jaxood.models import clip
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(variant="demo", **overrides):
+    spec = importlib.util.spec_from_file_location("sot_glp_config", os.path.join(ROOT, "configs", "sot_glp.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config(variant)
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def small_config(model_dir, tmp_path, **overrides):
+    base = {
+        "model": model_dir, "cache_dir": str(tmp_path / "cache"), "train_dataset.per_class": 4, "shots": 4, "batch_size": 8,
+        "epochs": 1, "log_every": 1, "checkpoint_every": 2, "tensorboard": False, "plots": False,
+        "id_dataset.per_class": 2, "ood_datasets.near.per_class": 1, "ood_datasets.far.per_class": 1,
+        "ood_datasets.spurious.per_class": 1, "eval_batch_size": 16, "sot_glp.n_global": 2, "sot_glp.n_local": 2,
+        "sot_glp.top_k": 4, "sot_glp.ot_iterations": 20,
+    }  # fmt: skip
+    base.update(overrides)
+    return load_config("demo", **base)
+
+
+# ----------------------------------------------------------------- local score
+
+
+def test_local_score_against_numpy():
+    rng = np.random.RandomState(0)
+    b, n, c, p, d, k = 2, 9, 3, 4, 5, 4
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    local, text = unit(rng.randn(b, n, d)), unit(rng.randn(c, p, d))
+    want = np.zeros((b, c))
+    for i in range(b):
+        for j in range(c):
+            sim = local[i] @ text[j].T  # (N, P)
+            top = np.argsort(-sim.mean(1), kind="stable")[:k]
+            s = sim[top]
+            plan = np_sinkhorn(1 - s, 0.1, 3000)
+            want[i, j] = np.sum(plan * s)
+    got = sot_glp.local_score(jnp.asarray(local, jnp.float32), jnp.asarray(text, jnp.float32), k, 0.1, 300)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    got_mean = sot_glp.local_score(jnp.asarray(local, jnp.float32), jnp.asarray(text, jnp.float32), k, 0.1, 300, "mean")
+    np.testing.assert_allclose(got_mean, want / p, atol=1e-5)
+
+
+def test_local_score_gradient_flows_through_similarities_only():
+    rng = np.random.RandomState(1)
+    local = jnp.asarray(rng.randn(1, 6, 4), jnp.float32)
+    text = jnp.asarray(rng.randn(2, 3, 4), jnp.float32)
+    g = jax.grad(lambda t: jnp.sum(sot_glp.local_score(local, t, 3, 0.1, 50)))(text)
+    assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
+
+
+# -------------------------------------------------------------- the method
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_hf):
+    return clip.load(tiny_hf[0])
+
+
+@pytest.mark.parametrize("learn_proj", [True, False])
+def test_only_prompts_and_projection_are_trained(tiny_model, tmp_path, learn_proj, tiny_hf):
+    model, params = tiny_model
+    config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.learn_proj": learn_proj})
+    names = [f"class {i}" for i in range(5)]
+    method = sot_glp.build(config, model, params, names, data_mesh())
+    trainable, frozen, labels = trainer.partition(method.params, method.trainable)
+    expected = {"global_ctx", "local_ctx"} | ({"local_proj"} if learn_proj else set())
+    assert set(trainable) == expected
+    assert "clip" in frozen and ("local_proj" in frozen) == (not learn_proj)
+    assert trainable["global_ctx"].shape == (2, 4, 64) and trainable["local_ctx"].shape == (5, 2, 4, 64)
+    bound = np.sqrt(6 / ((5 + 2) * 4 * 64))
+    assert np.abs(trainable["local_ctx"]).max() <= bound
+    ctx = np.asarray(model.apply({"params": params}, np.array([[320, 1125, 539, 320]]), method="embed_tokens"))[0]
+    np.testing.assert_allclose(trainable["global_ctx"][1], ctx)  # "a photo of a"
+    batch = {
+        "image": jnp.asarray(np.random.RandomState(0).randn(4, 32, 32, 3), jnp.float32),
+        "label": jnp.array([0, 1, 2, 3]), "mask": jnp.array([True, True, True, False]),
+    }
+    grads = jax.grad(lambda t: method.loss(trainer.merge(t, frozen), {}, batch, jax.random.PRNGKey(0))[0])(trainable)
+    for name, g in grads.items():
+        assert np.abs(np.asarray(g)).max() > 0, name
+
+
+def _one_step_script(n_devices, model_dir, out):
+    return textwrap.dedent(f"""
+        import sys, numpy as np, jax
+        sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+        from test_sot_glp import small_config
+        from jaxood import train as trainer
+        from jaxood.data.pipeline import Loader, data_mesh
+        from jaxood.data.preprocess import clip_train
+        from jaxood.data.datasets import make_source
+        from jaxood.methods import sot_glp
+        from jaxood.models import clip
+        from jax.sharding import NamedSharding, PartitionSpec
+        import pathlib
+        assert jax.device_count() == {n_devices}
+        config = small_config({model_dir!r}, pathlib.Path({str(out)!r}))
+        mesh = data_mesh()
+        model, params = clip.load({model_dir!r})
+        src = make_source(config.train_dataset)
+        method = sot_glp.build(config, model, params, src.class_names, mesh)
+        trainable, frozen, labels = trainer.partition(method.params, method.trainable)
+        tx = trainer.make_optimizer(config, labels, 6, 12)
+        rep = NamedSharding(mesh, PartitionSpec())
+        put = lambda t: jax.device_put(jax.tree.map(jax.numpy.asarray, t), rep)
+        trainable, frozen = put(trainable), put(frozen)
+        state = trainer.TrainState(step=jax.numpy.asarray(0), trainable=trainable, opt_state=tx.init(trainable),
+                                   mutable={{}}, finite=jax.numpy.asarray(True), bad_step=jax.numpy.asarray(-1))
+        step = jax.jit(trainer.make_step(method, tx, 0), donate_argnums=(0,))
+        loader = Loader(src, clip_train(32), 8, seed=0, mesh=mesh)
+        losses = []
+        for batch in loader.train(0, 2):
+            state, metrics = step(state, frozen, batch)
+            losses.append(float(jax.block_until_ready(metrics["loss"])))  # block on each step (2-core machine)
+        flat = {{k: np.asarray(v) for k, v in trainer._paths(jax.device_get(state.trainable)).items()}}
+        np.savez({str(out / f"step{n_devices}.npz")!r}, losses=np.array(losses), **flat)
+    """)
+
+
+def test_four_device_step_equals_one_device_step(tiny_hf, tmp_path):
+    for n in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+        subprocess.run([sys.executable, "-c", _one_step_script(n, tiny_hf[0], tmp_path)], check=True, env=env,
+                       timeout=600, cwd=ROOT)
+    one, four = np.load(tmp_path / "step1.npz"), np.load(tmp_path / "step4.npz")
+    np.testing.assert_allclose(four["losses"], one["losses"], atol=1e-5, rtol=1e-5)
+    for key in one.files:
+        np.testing.assert_allclose(four[key], one[key], atol=1e-5, rtol=1e-5, err_msg=key)
+
+
+# ------------------------------------------------------------------ trainer
+
+
+def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
+    config = small_config(tiny_hf[0], tmp_path, num_steps=1, plots=True)
+    results = trainer.train(config, str(tmp_path / "run"))
+    files = set(os.listdir(tmp_path / "run"))
+    assert {"results.json", "results.md", "config.json", "metrics.jsonl", "hist_sot_glp_gl_mcm.png"} <= files
+    assert list(results["ood"]) == ["zero-shot / MCM", "zero-shot / GL-MCM", "SOT-GLP / GL-MCM"]
+    assert set(results["id_accuracy"]) == {"zero-shot", "SOT-GLP"}
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sot_glp"
+
+
+def _final_trainable(workdir):
+    ckpt = trainer.Checkpoints(os.path.join(workdir, "checkpoints"), 2)
+    step = ckpt.latest()
+    meta = ckpt.manager.restore(step)
+    return step, {k: np.asarray(v) for k, v in trainer._paths(meta["trainable"]).items()}
+
+
+def test_resume_is_bit_identical(tiny_hf, tmp_path, monkeypatch):
+    config = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False)
+    trainer.train(config, str(tmp_path / "straight"))
+    # Interrupted: the evaluation of a 2-step run stands in for the stop, then the same workdir continues to 4.
+    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(tmp_path / "resumed"))
+    assert _final_trainable(tmp_path / "resumed")[0] == 2
+    trainer.train(config, str(tmp_path / "resumed"))
+    step_a, a = _final_trainable(tmp_path / "straight")
+    step_b, b = _final_trainable(tmp_path / "resumed")
+    assert step_a == step_b == 4
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_path, monkeypatch):
+    """A method whose loss turns NaN on its 4th call (counted in its mutable state)."""
+    import types
+
+    from jaxood.methods import Method
+
+    def build(config, model, params, names, mesh):
+        base = sot_glp.build(config, model, params, names, mesh)
+
+        def loss(p, state, batch, rng):
+            value, (metrics, _) = base.loss(p, {}, batch, rng)
+            value = jnp.where(state["calls"] >= 3, jnp.nan, value)
+            return value, (metrics, {"calls": state["calls"] + 1})
+
+        return Method(base.params, base.trainable, loss, base.scorer, state={"calls": jnp.zeros((), jnp.int32)})
+
+    monkeypatch.setitem(sys.modules, "jaxood.methods.nan_after_three", types.SimpleNamespace(build=build))
+    config = small_config(tiny_hf[0], tmp_path, num_steps=6, checkpoint_every=1, log_every=3)
+    config.method = "nan_after_three"
+    with pytest.raises(FloatingPointError, match=r"NaN/inf at step 3; .*last good checkpoint \(step 3\)"):
+        trainer.train(config, str(tmp_path / "run"))
+    step, params = _final_trainable(tmp_path / "run")
+    assert step == 3 and all(np.isfinite(v).all() for v in params.values())
+
+
+def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
+    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(tmp_path / "run"))
+    other = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False, **{"sot_glp.n_local": 3})
+    with pytest.raises(Exception, match=r"local_ctx"):
+        trainer.train(other, str(tmp_path / "run"))
+
+
+def test_unknown_config_key_fails_before_work(tmp_path):
+    cmd = [sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={tmp_path / 'w'}",
+           "--config.sot_glp.topk=3"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "topk" in out.stderr
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(ValueError, match="unknown variant 'fast'"):
+        load_config("fast")
+
+
+def test_schedule_warmup_and_per_epoch_cosine():
+    c = load_config("paper")
+    lr = trainer.schedule(c.optim, steps_per_epoch=10, total_steps=100)  # 5 warm-up epochs = 50 steps
+    assert float(lr(0)) == pytest.approx(0.05 / 50)
+    assert float(lr(49)) == pytest.approx(0.05)
+    assert float(lr(50)) == pytest.approx(0.05)
+    assert float(lr(75)) == pytest.approx(0.025)
+    r = load_config("reference")
+    lr = trainer.schedule(r.optim, steps_per_epoch=10, total_steps=100)  # no warm-up, cosine stepped per epoch
+    assert float(lr(0)) == pytest.approx(0.01) and float(lr(9)) == pytest.approx(0.01)
+    assert float(lr(50)) == pytest.approx(0.005) and float(lr(59)) == pytest.approx(0.005)
