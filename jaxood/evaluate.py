@@ -183,7 +183,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, model=None, params
     id_source = make_source(config.id_dataset)  # fails here, before any work, when data is missing
     ood_sources = {name: make_source(spec) for name, spec in config.ood_datasets.items()}
     if model is None:
-        model, params = clip.load(config.model, dtype=jnp.dtype(config.dtype))
+        model, params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype))
     mesh = data_mesh()
     if scorer is None:
         scorer = zero_shot_scorer(config, model, params, id_source.class_names)

@@ -237,7 +237,8 @@ class MetricWriter:
 
 
 def maybe_initialize_distributed() -> None:
-    if os.environ.get("JAXOOD_DISTRIBUTED") == "1" and jax.process_count() == 1:
+    """Join the multi-host job when a launcher asks for it (before any JAX computation)."""
+    if os.environ.get("JAXOOD_DISTRIBUTED") == "1" and not jax.distributed.is_initialized():
         jax.distributed.initialize()
 
 
@@ -252,7 +253,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=1))
     mesh = data_mesh()
-    model, clip_params = clip.load(config.model, dtype=jnp.dtype(config.dtype), remat=config.remat)
+    model, clip_params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
     class_names = train_source.class_names
     indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed)
     transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)

@@ -385,6 +385,13 @@ class CLIP(nn.Module):
         return self.logit_scale
 
 
+def compute_dtype(name: str):
+    """`"auto"`: bfloat16 on accelerators, float32 on CPU; otherwise the named dtype."""
+    if name == "auto":
+        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    return jnp.dtype(name)
+
+
 def init_params(model: CLIP, rng: Array | int = 0) -> dict:
     """Random float32 parameters for `model` (for tests and pretraining from scratch)."""
     if isinstance(rng, int):

@@ -1,0 +1,137 @@
+"""Benchmark the SOT-GLP train step at ImageNet scale on the text side.
+
+    python -m jaxood.bench.sot_glp [--classes 1000] [--batch 4] [--no_full_length]
+
+Random ViT-B/16 weights, C classes (ImageNet names), G = P = 4, K = 10, a small
+image batch. Times one jitted train step (forward + backward + SGD update) with
+the prompt batch cut at its longest EOT (jaxood's default) and at the full 77
+tokens, and where the time goes: the C (G + P) prompts through the text tower
+with gradients, the image tower (both streams, gradient to the local
+projection), and the top-K + Sinkhorn local score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxood.data.classnames import imagenet_classnames
+from jaxood.data.pipeline import data_mesh
+from jaxood.methods import sot_glp
+from jaxood.models import clip
+
+
+def _time(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _config(args):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "sot_glp.py")
+    spec = importlib.util.spec_from_file_location("sot_glp_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config("paper")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--no_full_length", action="store_true", help="skip the (slow) 77-token step")
+    ap.add_argument("--dtype", default="float32")
+    args = ap.parse_args(argv)
+
+    cfg = clip.CLIPConfig(
+        vision=clip.TowerConfig(768, 12, 12, 3072), text=clip.TowerConfig(512, 12, 8, 2048),
+        image_size=224, patch_size=16, projection_dim=512,
+    )
+    model = clip.CLIP(cfg, dtype=jnp.dtype(args.dtype))
+    params = jax.device_get(clip.init_params(clip.CLIP(cfg)))
+    names = list(imagenet_classnames())[: args.classes]
+    config = _config(args)
+    mesh = data_mesh()
+    rng = np.random.RandomState(0)
+    batch = {
+        "image": jnp.asarray(rng.randn(args.batch, 224, 224, 3), jnp.float32),
+        "label": jnp.asarray(rng.randint(0, args.classes, args.batch)),
+        "mask": jnp.ones((args.batch,), bool),
+    }
+    print(f"SOT-GLP step: C={args.classes}, G=P=4 -> {args.classes * 8} prompts, image batch {args.batch}, "
+          f"ViT-B/16 random weights, {jax.device_count()} {jax.devices()[0].platform} device(s), {args.dtype}")
+
+    def step_time(full_length: bool) -> tuple[float, int]:
+        from jaxood import train as trainer
+
+        patch = mock.patch.object(clip, "eot_length", lambda *a, **k: 77) if full_length else mock.patch.object(
+            clip, "eot_length", clip.eot_length)
+        with patch:
+            method = sot_glp.build(config, model, params, names, mesh)
+        length = 77 if full_length else clip.eot_length(
+            sot_glp.Prompts(model, params, names, 4).eot.max())
+        trainable, frozen, labels = trainer.partition(method.params, method.trainable)
+        tx = trainer.make_optimizer(config, labels, 100, 5000)
+        state = trainer.TrainState(step=jnp.asarray(0), trainable=trainable, opt_state=tx.init(trainable), mutable={},
+                                   finite=jnp.asarray(True), bad_step=jnp.asarray(-1))
+        step = jax.jit(trainer.make_step(method, tx, 0))
+        return _time(lambda: step(state, frozen, batch)[1]["loss"], args.repeats), length
+
+    r = {}
+    r["step_truncated"], r["length_truncated"] = step_time(False)
+    print(f"train step, prompts cut at the EOT ({r['length_truncated']} tokens): {r['step_truncated']:.1f} s")
+    if not args.no_full_length:
+        r["step_full"], _ = step_time(True)
+        print(f"train step, full 77 tokens: {r['step_full']:.1f} s ({r['step_full'] / r['step_truncated']:.1f}x slower)")
+
+    # Where the time goes (each part jitted on its own, forward + backward where the step has one).
+    method = sot_glp.build(config, model, params, names, mesh)
+    p = jax.tree.map(jnp.asarray, method.params)
+    prompts = sot_glp.Prompts(model, params, names, 4)
+    n_prompts = args.classes * 8
+    class_index = np.tile(np.arange(args.classes), 8)
+    ctx = jnp.asarray(rng.randn(n_prompts, 4, 512) * 0.02, jnp.float32)
+    eot = jnp.asarray(prompts.eot[class_index])
+
+    # Weights and inputs are arguments, not closed-over constants (XLA would constant-fold them).
+    def text_loss(ctx, clip_params, eot):
+        tokens = prompts.token_embeddings(ctx, class_index)
+        return jnp.sum(model.apply({"params": clip_params}, tokens, eot, method="encode_text_embeddings") ** 2)
+
+    text_grad = jax.jit(jax.grad(text_loss))
+    r["text"] = _time(lambda: text_grad(ctx, p["clip"], eot), args.repeats)
+
+    def image_loss(proj, clip_params, images):
+        g, local = model.apply({"params": clip_params}, images, proj, method="encode_image_dense")
+        return jnp.sum(local**2) + jnp.sum(g**2)
+
+    image_grad = jax.jit(jax.grad(image_loss))
+    r["image"] = _time(lambda: image_grad(p["local_proj"], p["clip"], batch["image"]), args.repeats)
+    local = jnp.asarray(rng.randn(args.batch, 196, 512), jnp.float32)
+    local = local / jnp.linalg.norm(local, axis=-1, keepdims=True)
+    text = jnp.asarray(rng.randn(args.classes, 4, 512), jnp.float32)
+    text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
+    ot_grad = jax.jit(jax.grad(lambda t, loc: jnp.sum(sot_glp.local_score(loc, t))))
+    r["ot"] = _time(lambda: ot_grad(text, local), args.repeats)
+    total = r["text"] + r["image"] + r["ot"]
+    for k, label in (("text", f"text tower, {n_prompts} prompts fwd+bwd"), ("image", "image tower, both streams"),
+                     ("ot", f"top-K + Sinkhorn, {args.batch * args.classes} problems")):
+        print(f"  {label}: {r[k]:.2f} s ({100 * r[k] / total:.0f}%)")
+    return r
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run a jaxood command on every worker of a Cloud TPU VM pod slice.
+#
+#   launch/tpu_pod.sh TPU_NAME ZONE "python -m jaxood.train --config=configs/sot_glp.py --workdir=gs://bucket/runs/x"
+#
+# Copies this checkout to every worker, installs it, and starts the command on all
+# workers at once (JAX needs every host of the slice). JAXOOD_DISTRIBUTED=1 makes
+# jaxood call jax.distributed.initialize(), which on TPU VMs finds the coordinator
+# by itself. Each host reads only its slice of every batch. Data must be readable
+# from every worker (a GCS bucket or identical local copies; set TFDS_DATA_DIR).
+set -euo pipefail
+TPU_NAME=${1:?TPU name}
+ZONE=${2:?zone}
+CMD=${3:?command to run}
+REPO_DIR=${REPO_DIR:-jaxood}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+tar -C "$here" --exclude=.venv --exclude=.git -czf /tmp/jaxood_src.tgz .
+gcloud compute tpus tpu-vm scp /tmp/jaxood_src.tgz "$TPU_NAME":/tmp/ --zone "$ZONE" --worker=all
+gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
+  set -e
+  mkdir -p ~/$REPO_DIR && tar -xzf /tmp/jaxood_src.tgz -C ~/$REPO_DIR && cd ~/$REPO_DIR
+  python3 -m venv .venv && . .venv/bin/activate
+  pip install -q -U pip && pip install -q 'jax[tpu]' -e .
+  export JAXOOD_DISTRIBUTED=1
+  $CMD
+"
