@@ -12,8 +12,9 @@ Variants (`--config=configs/sot_glp.py:<variant>`):
   prediction `softmax(100 (mean_G cos + phi) / 2)`.
 - `noproj`: the local projection frozen at identity (paper's best OOD: avg FPR95
   23.8 / AUROC 94.2, acc 75.4).
-- `demo`: the toy world on a small CLIP (`--config.model=DIR` until the embedded
-  tiny CLIP ships); minutes on a CPU.
+- `demo`: the toy world on the tiny CLIP architecture of `configs/toy_clip.py`
+  with random weights (`model = "scratch"`) until the pretrained one ships; any
+  CLIP via `--config.model=DIR`. A minute on a 2-core CPU.
 """
 
 import importlib.util
@@ -21,9 +22,16 @@ import os
 
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("zeroshot", os.path.join(os.path.dirname(__file__), "zeroshot.py"))
-zeroshot = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(zeroshot)
+
+
+def _sibling(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+zeroshot, toy_clip, common = _sibling("zeroshot"), _sibling("toy_clip"), _sibling("common")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -31,15 +39,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant not in ("paper", "reference", "noproj", "demo"):
         raise ValueError(f"unknown variant {variant!r}: choose paper, reference, noproj or demo")
     c = zeroshot.get_config("toy" if variant == "demo" else "imagenet")  # evaluation settings
+    common.add_trainer_defaults(c)
     c.method = "sot_glp"
     c.variant = variant
-    c.remat = False
-    c.seed = 0
+    c.model_arch = toy_clip.toy_arch()  # used only when model == "scratch" (random weights)
     c.train_dataset = ml_collections.ConfigDict({"kind": "tfds", "name": "imagenet2012", "split": "train", "data_dir": ""})
     c.shots = 16
     c.batch_size = 32
     c.epochs = 50
-    c.num_steps = 0  # > 0 overrides epochs
     c.augment = ml_collections.ConfigDict({"scale": (0.08, 1.0), "flip": True})
     c.optim = ml_collections.ConfigDict({
         "name": "sgd", "lr": 0.05, "min_lr": 0.0, "momentum": 0.9, "nesterov": False, "weight_decay": 0.01,
@@ -51,12 +58,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "prediction": "paper", "ood_temperature": 1.0, "learn_proj": True,
     })  # fmt: skip
     c.scores = "mcm,gl_mcm"  # zero-shot rows shown next to the trained ones
-    c.eval_zero_shot = True
-    c.log_every = 50
-    c.checkpoint_every = 500
-    c.keep_checkpoints = 2
-    c.progress_every = 30.0
-    c.tensorboard = True
     if variant == "reference":
         c.sot_glp.update({"lam": 1.0, "n_global": 3, "vv_layer0_ori": True, "local_reduction": "mean",
                           "ood_temperature": 1000.0, "prediction": "reference"})
@@ -65,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "noproj":
         c.sot_glp.learn_proj = False
     elif variant == "demo":
+        c.model = "scratch"
         toy = {"size": 64, "seed": 0}
         c.train_dataset = ml_collections.ConfigDict({"kind": "toy", "split": "train", "per_class": 16, **toy})
         c.batch_size = 32

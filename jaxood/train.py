@@ -242,8 +242,8 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns the results."""
+def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
+    """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
     maybe_initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
     # Data first: a missing dataset fails before any model work.
@@ -253,11 +253,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=1))
     mesh = data_mesh()
-    model, clip_params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
+    if config.model == "scratch":  # pretraining: the architecture in config.model_arch, random weights
+        arch = clip.CLIPConfig.from_dict(config.model_arch.to_dict())
+        model = clip.CLIP(arch, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
+        clip_params = jax.device_get(clip.init_params(clip.CLIP(arch), config.seed))
+    else:
+        model, clip_params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
     class_names = train_source.class_names
     indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed)
     transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)
-    loader = Loader(train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh)
+    loader = Loader(train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh,
+                    caption_length=config.get("caption_length", 0))
     total = config.num_steps or config.epochs * loader.steps_per_epoch
     print(f"{len(indices)} training images ({config.shots or 'all'} per class, {len(class_names)} classes), "
           f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)", flush=True)
@@ -283,11 +289,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = ckpt.restore(start, state)
         print(f"resumed from the checkpoint at step {start}", flush=True)
 
-    data_sharding = loader.sharding
-    batch_shardings = {"image": data_sharding, "label": data_sharding, "mask": data_sharding, "index": data_sharding}
     step_fn = jax.jit(
         make_step(method, tx, config.seed),
-        in_shardings=(replicated, replicated, batch_shardings),
+        in_shardings=(replicated, replicated, loader.sharding),  # every batch leaf split over the data axis
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
     )
@@ -318,10 +322,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         print(f"[train] {loader.report()}", flush=True)
 
     params = merge(state.trainable, frozen)
+    # Zero-shot rows: the frozen CLIP, or for pretraining the CLIP just trained.
+    eval_clip = jax.device_get(params["clip"]) if config.model == "scratch" else clip_params
     scorer = method.scorer(params)
     if config.eval_zero_shot:
-        scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, clip_params, class_names), scorer)
-    return evaluation.evaluate(config, workdir, model=model, params=clip_params, scorer=scorer)
+        id_names = make_source(config.id_dataset).class_names
+        scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, eval_clip, id_names), scorer)
+    results = evaluation.evaluate(config, workdir, model=model, params=eval_clip, scorer=scorer)
+    return results, params
 
 
 def main(argv):

@@ -162,7 +162,7 @@ def test_four_device_step_equals_one_device_step(tiny_hf, tmp_path):
 
 def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
     config = small_config(tiny_hf[0], tmp_path, num_steps=1, plots=True)
-    results = trainer.train(config, str(tmp_path / "run"))
+    results, _ = trainer.train(config, str(tmp_path / "run"))
     files = set(os.listdir(tmp_path / "run"))
     assert {"results.json", "results.md", "config.json", "metrics.jsonl", "hist_sot_glp_gl_mcm.png"} <= files
     assert list(results["ood"]) == ["zero-shot / MCM", "zero-shot / GL-MCM", "SOT-GLP / GL-MCM"]

@@ -11,7 +11,8 @@ pool (PIL releases the GIL while decoding and resizing).
 Batches are dicts of global `jax.Array`s sharded over the mesh's data axis:
 `image` (B, S, S, 3) float32, `label` (B,) int32, `mask` (B,) bool (False for
 evaluation padding and for undecodable images) and `index` (B,) int32 (the
-source index, -1 for padding).
+source index, -1 for padding); with `caption_length`, also `text` (B, L) int32
+tokenised captions of captioned sources (the toy world).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxood.data.preprocess import Compose, Undecodable, decode
+from jaxood.models.tokenizer import tokenize
 
 DATA_AXIS = "data"
 
@@ -52,8 +54,12 @@ class Loader:
         prefetch: int = 2,
         process_index: int | None = None,
         process_count: int | None = None,
+        caption_length: int = 0,
     ):
         self.source, self.transform, self.seed = source, transform, seed
+        if caption_length and not hasattr(source, "caption"):
+            raise ValueError(f"{type(source).__name__} has no captions; image-text training needs a captioned source")
+        self.caption_length = caption_length
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
         self.mesh = mesh if mesh is not None else data_mesh()
         self.process_index = jax.process_index() if process_index is None else process_index
@@ -109,7 +115,11 @@ class Loader:
         for row, i in enumerate(mine):
             if i >= 0:
                 image[row], label[row], mask[row] = loaded[int(i)]
-        return {"image": image, "label": label, "mask": mask, "index": np.asarray(mine, np.int32)}
+        batch = {"image": image, "label": label, "mask": mask, "index": np.asarray(mine, np.int32)}
+        if self.caption_length:
+            texts = [self.source.caption(int(i)) if i >= 0 else "" for i in mine]
+            batch["text"] = tokenize(texts, self.caption_length)
+        return batch
 
     def to_global(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return {k: jax.make_array_from_process_local_data(self.sharding, v) for k, v in batch.items()}

@@ -46,7 +46,23 @@ def _is_wnid(name: str) -> bool:
     return len(name) == 9 and name[0] == "n" and name[1:].isdigit()
 
 
-class FolderSource:
+class _FileListSource:
+    """A list of image paths with labels (`self.paths`, `self._labels`)."""
+
+    paths: list[str]
+    _labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def read(self, index: int) -> tuple[str, int]:
+        return self.paths[index], int(self._labels[index])
+
+
+class FolderSource(_FileListSource):
     """Images in `root/<class>/...` (recursively), classes sorted by folder name.
 
     Folders named by WordNet ids (`n01440764`, ...) for all 1000 ImageNet
@@ -86,17 +102,8 @@ class FolderSource:
         else:
             self.class_names = tuple(clean_name(f) for f in folders)
 
-    def __len__(self) -> int:
-        return len(self.paths)
 
-    def labels(self) -> np.ndarray:
-        return self._labels
-
-    def read(self, index: int) -> tuple[str, int]:
-        return self.paths[index], int(self._labels[index])
-
-
-class ImageListSource:
+class ImageListSource(_FileListSource):
     """OpenOOD-style list: each line `relative/path label` (label optional, -1 if absent)."""
 
     def __init__(self, root: str, list_file: str, class_names: tuple[str, ...] = ()):
@@ -123,15 +130,6 @@ class ImageListSource:
             raise DatasetMissing(f"image list {list_file} is empty")
         self._labels = np.asarray(labels, np.int32)
         self.class_names = tuple(class_names)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def labels(self) -> np.ndarray:
-        return self._labels
-
-    def read(self, index: int) -> tuple[str, int]:
-        return self.paths[index], int(self._labels[index])
 
 
 _MANUAL = {

@@ -281,7 +281,17 @@ class ToyWorld:
         rng = self._rng(index)
         obj, background, label = self._spec(index, rng)
         ex = render(obj, background, self.size, rng)
-        return dataclasses.replace(ex, label=label)
+        caption = ex.caption
+        if self.split == "pretrain" and obj and rng.uniform() < 0.5:
+            # Web captions vary in detail: half name only the object (and maybe its colour).
+            words = caption.split(" on ")[0].split(" ")  # "a photo of a[n] <colour> <object ...>"
+            colour, name = words[4], " ".join(words[5:])
+            article = "an" if colour[0] in "aeiou" else "a"
+            caption = f"a photo of a {name}." if rng.uniform() < 0.5 else f"a photo of {article} {colour} {name}."
+        return dataclasses.replace(ex, label=label, caption=caption)
+
+    def caption(self, index: int) -> str:
+        return self.example(index).caption
 
     def read(self, index: int) -> tuple[np.ndarray, int]:
         ex = self.example(index)

@@ -29,6 +29,7 @@ import numpy as np
 
 Array = jax.Array
 LN_EPS = 1e-5
+TOY_CLIP_DIR = os.path.join(os.path.dirname(__file__), "assets", "toy_clip")
 EOT_BUCKET = 8  # text batches are truncated to a multiple of this many tokens
 
 
@@ -413,12 +414,20 @@ def param_shapes(model: CLIP) -> dict:
 def load(name_or_dir: str | os.PathLike, dtype=jnp.float32, remat: bool = False) -> tuple[CLIP, dict]:
     """Load a CLIP as `(model, params)`.
 
-    `name_or_dir`: a jaxood checkpoint directory (`jaxood.models.convert.save`),
+    `name_or_dir`: `"toy"` (the tiny CLIP pretrained on the toy world that ships
+    with jaxood), a jaxood checkpoint directory (`jaxood.models.convert.save`),
     a local Hugging Face directory (`config.json` + `model.safetensors` or
     `pytorch_model.bin`), or a hub id such as `openai/clip-vit-base-patch16`
     (downloaded through huggingface_hub when the network allows).
     """
     from jaxood.models import convert
 
+    if name_or_dir == "toy":
+        if not os.path.exists(os.path.join(TOY_CLIP_DIR, convert.JAXOOD_CONFIG)):
+            raise FileNotFoundError(
+                f"the embedded toy CLIP is missing from {TOY_CLIP_DIR}; rebuild it with "
+                "`python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=runs/toy_clip --install`"
+            )
+        name_or_dir = TOY_CLIP_DIR
     cfg, params = convert.load_params(name_or_dir)
     return CLIP(cfg, dtype=dtype, remat=remat), params

@@ -204,12 +204,16 @@ def download(repo_id: str) -> str:
 # ------------------------------------------------------------ jaxood checkpoints
 
 
-def save(directory: str, cfg: CLIPConfig, params: Mapping) -> str:
-    """Save converted params as a jaxood checkpoint, so later loads skip conversion."""
+def save(directory: str, cfg: CLIPConfig, params: Mapping, half: bool = False) -> str:
+    """Save params as a jaxood checkpoint, so later loads skip conversion.
+
+    `half=True` stores float16 (half the size; loading restores float32).
+    """
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, JAXOOD_CONFIG), "w") as f:
         json.dump(cfg.to_dict(), f, indent=1)
-    host = jax.tree.map(lambda a: np.asarray(a, np.float32), flax.core.unfreeze(params))
+    dtype = np.float16 if half else np.float32
+    host = jax.tree.map(lambda a: np.asarray(a, dtype), flax.core.unfreeze(params))
     with open(os.path.join(directory, JAXOOD_PARAMS), "wb") as f:
         f.write(flax.serialization.msgpack_serialize(host))
     return directory

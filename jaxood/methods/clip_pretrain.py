@@ -1,0 +1,48 @@
+"""Contrastive CLIP pretraining (symmetric InfoNCE over image-caption pairs) with the shared trainer.
+
+Used to pretrain jaxood's embedded tiny CLIP on the toy world
+(`configs/toy_clip.py`). Every CLIP parameter trains, `logit_scale` included
+(clamped at log 100 as in CLIP). Batches need `text` (captions): the loader's
+`caption_length`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxood.evaluate import Scorer
+from jaxood.methods import Method
+from jaxood.scores.mcm import normalize
+
+
+def contrastive_loss(img: jax.Array, txt: jax.Array, logit_scale: jax.Array, mask: jax.Array):
+    """Mean of image->text and text->image cross-entropy on normalised features; masked pairs excluded."""
+    logits = jnp.exp(jnp.minimum(logit_scale, math.log(100.0))) * img @ txt.T
+    logits = jnp.where(mask[None, :] & mask[:, None] | jnp.eye(len(mask), dtype=bool), logits, -1e9)
+    target = jnp.arange(len(mask))
+    w = mask.astype(logits.dtype)
+
+    def ce(z):
+        return -jnp.sum(jax.nn.log_softmax(z, -1)[target, target] * w) / jnp.maximum(w.sum(), 1)
+
+    acc = jnp.sum((jnp.argmax(logits, -1) == target) * w) / jnp.maximum(w.sum(), 1)
+    return (ce(logits) + ce(logits.T)) / 2, acc
+
+
+def build(config, model, clip_params, class_names, mesh) -> Method:
+    del class_names, mesh
+
+    def loss(params, state, batch, rng):
+        p = {"params": params["clip"]}
+        img = normalize(model.apply(p, batch["image"], method="encode_image"))
+        txt = normalize(model.apply(p, batch["text"], method="encode_text"))
+        value, acc = contrastive_loss(img, txt, params["clip"]["logit_scale"], batch["mask"])
+        return value, ({"loss": value, "pair_acc": acc, "logit_scale": jnp.exp(params["clip"]["logit_scale"])}, state)
+
+    def scorer(params) -> Scorer:  # evaluation shows the zero-shot rows of the trained CLIP
+        return Scorer(lambda images: {}, ())
+
+    return Method(params={"clip": clip_params}, trainable=((r"^clip/", "clip"),), loss=loss, scorer=scorer)

@@ -1,0 +1,49 @@
+"""Pretrain a CLIP with the shared trainer and export it: `python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=DIR`.
+
+Trains (`jaxood.train.train`, method `clip_pretrain`), then writes the final
+weights as a half-precision jaxood checkpoint to `DIR/export` (loading restores
+float32). `--install` also copies it into the package as the embedded default
+(`jaxood/models/assets/toy_clip`, loaded by `clip.load("toy")`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from absl import flags
+
+from jaxood.models import clip, convert
+
+INSTALL = flags.DEFINE_bool("install", False, "Copy the exported checkpoint into the package (the embedded default).")
+
+
+def export(workdir: str, config, params, install: bool) -> str:
+    cfg = clip.CLIPConfig.from_dict(config.model_arch.to_dict())
+    out = convert.save(os.path.join(workdir, "export"), cfg, params["clip"], half=True)
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
+    print(f"exported {out} ({size:.1f} MiB)", flush=True)
+    if install:
+        shutil.copytree(out, clip.TOY_CLIP_DIR, dirs_exist_ok=True)
+        print(f"installed as the embedded default in {clip.TOY_CLIP_DIR}", flush=True)
+    return out
+
+
+def main(argv):
+    del argv
+    from absl import logging
+
+    from jaxood.cli import CONFIG, WORKDIR
+    from jaxood.train import train
+
+    logging.set_verbosity(logging.WARNING)
+    _, params = train(CONFIG.value, WORKDIR.value)
+    export(WORKDIR.value, CONFIG.value, params, INSTALL.value)
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    from jaxood import cli  # noqa: F401
+
+    app.run(main)

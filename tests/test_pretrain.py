@@ -1,0 +1,58 @@
+"""Contrastive pretraining: the loss by hand, caption batches, and the export round trip."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxood.data import preprocess, toy_world
+from jaxood.data.pipeline import Loader
+from jaxood.data.sources import FolderSource
+from jaxood.methods.clip_pretrain import contrastive_loss
+from jaxood.models import clip, convert
+
+
+def test_contrastive_loss_by_hand():
+    img = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    txt = jnp.array([[1.0, 0.0], [0.6, 0.8]])
+    # logit scale 1 (log 0): logits = img @ txt.T = [[1, 0.6], [0, 0.8]]
+    loss, acc = contrastive_loss(img, txt, jnp.asarray(0.0), jnp.array([True, True]))
+    l_img = -(math.log(math.e / (math.e + math.exp(0.6))) + math.log(math.exp(0.8) / (1 + math.exp(0.8)))) / 2
+    l_txt = -(math.log(math.e / (math.e + 1)) + math.log(math.exp(0.8) / (math.exp(0.6) + math.exp(0.8)))) / 2
+    assert float(loss) == pytest.approx((l_img + l_txt) / 2, rel=1e-6)
+    assert float(acc) == 1.0
+    # A masked (undecodable) pair takes no part: only the diagonal of the valid pair remains -> loss 0.
+    loss, _ = contrastive_loss(img, txt, jnp.asarray(0.0), jnp.array([True, False]))
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+    # logit_scale is clamped at log(100)
+    big, _ = contrastive_loss(img, txt, jnp.asarray(10.0), jnp.array([True, True]))
+    clamped, _ = contrastive_loss(img, txt, jnp.asarray(math.log(100.0)), jnp.array([True, True]))
+    assert float(big) == pytest.approx(float(clamped), rel=1e-6)
+
+
+def test_caption_batches():
+    world = toy_world.ToyWorld("pretrain", per_class=2, size=32)
+    batch = next(Loader(world, preprocess.clip_eval(32), 8, caption_length=24).train(0, 1))
+    text = np.asarray(batch["text"])
+    assert text.shape == (8, 24) and (text[:, 0] == 49406).all() and (text.max(-1) == 49407).all()
+    captions = {world.caption(int(i)) for i in np.asarray(batch["index"])}
+    assert any(c.endswith(".") for c in captions) or any(" on a" in c for c in captions)
+
+
+def test_captions_required_for_image_text_training(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
+    with pytest.raises(ValueError, match="has no captions"):
+        Loader(FolderSource(str(tmp_path)), preprocess.clip_eval(8), 1, caption_length=16)
+
+
+def test_half_precision_export_restores_float32(tiny_hf, tmp_path):
+    model, params = clip.load(tiny_hf[0])
+    convert.save(str(tmp_path / "half"), model.cfg, params, half=True)
+    _, restored = clip.load(str(tmp_path / "half"))
+    leaf = restored["text_projection"]["kernel"]
+    assert leaf.dtype == np.float32
+    np.testing.assert_allclose(leaf, params["text_projection"]["kernel"], rtol=1e-3, atol=1e-4)
