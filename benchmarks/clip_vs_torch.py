@@ -1,11 +1,12 @@
 """Benchmark jaxood's CLIP towers against Hugging Face PyTorch on this machine.
 
-    python -m jaxood.bench.clip [--image_batch 8] [--seconds 20] [--model DIR]
+    python benchmarks/clip_vs_torch.py [--image_batch 8] [--seconds 20] [--model DIR]
 
 (a) `encode_image`, ViT-B/16, 224 px: images/s; (b) `encode_text` on the 1000
 ImageNet prompts "a photo of a {c}.": prompts/s. Both frameworks get the same
 random ViT-B/16 weights (or `--model`, a local HF CLIP directory) and the same
-inputs; outputs are compared before timing. Needs the `test` extra (torch).
+inputs; outputs are compared before timing. Needs the `test` extra (torch), which
+is why it lives outside the `jaxood` package.
 """
 
 from __future__ import annotations
