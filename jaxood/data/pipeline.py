@@ -57,7 +57,7 @@ class Loader:
         caption_length: int = 0,
     ):
         self.source, self.transform, self.seed = source, transform, seed
-        if caption_length and not hasattr(source, "caption"):
+        if caption_length and not hasattr(source, "read_captioned"):
             raise ValueError(f"{type(source).__name__} has no captions; image-text training needs a captioned source")
         self.caption_length = caption_length
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
@@ -91,17 +91,20 @@ class Loader:
         perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
         return self.indices[perm[pos * self.global_batch : (pos + 1) * self.global_batch]], epoch
 
-    def _example(self, index: int, epoch: int) -> tuple[np.ndarray, int, bool]:
-        raw, label = self.source.read(int(index))
+    def _example(self, index: int, epoch: int) -> tuple[np.ndarray, int, bool, str]:
+        if self.caption_length:
+            raw, label, caption = self.source.read_captioned(int(index))
+        else:
+            (raw, label), caption = self.source.read(int(index)), ""
         try:
             img = decode(raw)
         except Undecodable as err:
             with self._lock:
                 self.unreadable[int(index)] = str(err)
             size = self.transform.size
-            return np.zeros((size, size, 3), np.float32), label, False
+            return np.zeros((size, size, 3), np.float32), label, False, caption
         rng = np.random.default_rng([self.seed, epoch, int(index)])
-        return np.asarray(self.transform(img, rng), np.float32), label, True
+        return np.asarray(self.transform(img, rng), np.float32), label, True, caption
 
     def host_batch(self, global_indices: np.ndarray, epoch: int = 0) -> dict[str, np.ndarray]:
         """This process's slice of a global batch (-1 = padding), as NumPy arrays."""
@@ -112,12 +115,12 @@ class Loader:
         image = np.zeros((len(mine), size, size, 3), np.float32)
         label = np.full((len(mine),), -1, np.int32)
         mask = np.zeros((len(mine),), bool)
+        texts = [""] * len(mine)
         for row, i in enumerate(mine):
             if i >= 0:
-                image[row], label[row], mask[row] = loaded[int(i)]
+                image[row], label[row], mask[row], texts[row] = loaded[int(i)]
         batch = {"image": image, "label": label, "mask": mask, "index": np.asarray(mine, np.int32)}
         if self.caption_length:
-            texts = [self.source.caption(int(i)) if i >= 0 else "" for i in mine]
             batch["text"] = tokenize(texts, self.caption_length)
         return batch
 

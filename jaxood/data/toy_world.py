@@ -293,6 +293,11 @@ class ToyWorld:
     def caption(self, index: int) -> str:
         return self.example(index).caption
 
+    def read_captioned(self, index: int) -> tuple[np.ndarray, int, str]:
+        """Image, label and caption from one rendering."""
+        ex = self.example(index)
+        return ex.image, ex.label, ex.caption
+
     def read(self, index: int) -> tuple[np.ndarray, int]:
         ex = self.example(index)
         return ex.image, ex.label
