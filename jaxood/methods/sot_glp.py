@@ -40,6 +40,26 @@ from jaxood.scores.mcm import normalize
 NAME = "SOT-GLP"
 
 
+def patch_prompt_similarity(local: jax.Array, local_text: jax.Array) -> jax.Array:
+    """`sim[b, c, n, p] = cos(patch n of image b, local prompt p of class c)` for normalised inputs."""
+    return jnp.einsum("bnd,cpd->bcnp", local, local_text)
+
+
+def local_score_from_similarity(sim: jax.Array, top_k: int = 10, epsilon: float = 0.1, iterations: int = 100,
+                                reduction: str = "sum") -> jax.Array:
+    """`phi (B, C)` from `patch_prompt_similarity`; see `local_score`."""
+    saliency = jax.lax.stop_gradient(sim.mean(-1))  # (B, C, N)
+    _, idx = jax.lax.top_k(saliency, top_k)  # (B, C, K)
+    support = jnp.take_along_axis(sim, idx[..., None], axis=2)  # (B, C, K, P)
+    plan = ot.sinkhorn_plan(1.0 - support, epsilon, iterations, grad="stop")
+    phi = jnp.sum(plan * support, axis=(-2, -1))
+    if reduction == "mean":
+        return phi / sim.shape[-1]
+    if reduction != "sum":
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    return phi
+
+
 def local_score(local: jax.Array, local_text: jax.Array, top_k: int = 10, epsilon: float = 0.1,
                 iterations: int = 100, reduction: str = "sum") -> jax.Array:
     """SOT-GLP's local score `phi (B, C)`.
@@ -54,17 +74,7 @@ def local_score(local: jax.Array, local_text: jax.Array, top_k: int = 10, epsilo
       reduction: "sum" (paper: `sum_{u,v} T sim`) or "mean" (released code:
         `mean_v sum_u`, i.e. a further 1/P).
     """
-    sim = jnp.einsum("bnd,cpd->bcnp", local, local_text)  # (B, C, N, P)
-    saliency = jax.lax.stop_gradient(sim.mean(-1))  # (B, C, N)
-    _, idx = jax.lax.top_k(saliency, top_k)  # (B, C, K)
-    support = jnp.take_along_axis(sim, idx[..., None], axis=2)  # (B, C, K, P)
-    plan = ot.sinkhorn_plan(1.0 - support, epsilon, iterations, grad="stop")
-    phi = jnp.sum(plan * support, axis=(-2, -1))
-    if reduction == "mean":
-        return phi / local_text.shape[1]
-    if reduction != "sum":
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-    return phi
+    return local_score_from_similarity(patch_prompt_similarity(local, local_text), top_k, epsilon, iterations, reduction)
 
 
 def _masked_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
@@ -142,8 +152,9 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         )
         return normalize(g), normalize(local)
 
-    local = functools.partial(
-        local_score, top_k=c.top_k, epsilon=c.ot_epsilon, iterations=c.ot_iterations, reduction=c.local_reduction
+    local_phi = functools.partial(
+        local_score_from_similarity, top_k=c.top_k, epsilon=c.ot_epsilon, iterations=c.ot_iterations,
+        reduction=c.local_reduction,
     )
 
     def loss(params, state, batch, rng):
@@ -154,7 +165,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         noise = jax.random.uniform(rng, (z.shape[0], n_global))
         chosen = (jnp.argsort(jnp.argsort(noise, axis=1), axis=1) < keep).astype(cos.dtype)  # `keep` per image
         s_global = jnp.einsum("bgc,bg->bc", cos, chosen) / keep / c.tau
-        phi = local(patches, local_t)
+        phi = local_phi(patch_prompt_similarity(patches, local_t))
         l_global = _masked_ce(s_global, batch["label"], batch["mask"])
         l_local = _masked_ce(phi / c.tau, batch["label"], batch["mask"])
         total = l_global + c.lam * l_local
@@ -164,11 +175,12 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
     def predict_and_score(params, global_t, local_t, images):
         z, patches = image_features(params, images)
         mean_cos = jnp.einsum("bd,gcd->bc", z, global_t) / n_global
-        phi = local(patches, local_t)
+        sim = patch_prompt_similarity(patches, local_t)  # (B, C, N, P), shared by phi and the OOD score
+        phi = local_phi(sim)
         logits = (mean_cos + phi) if c.prediction == "reference" else (mean_cos / c.tau + c.lam * phi / c.tau)
-        local_sim = jnp.einsum("bnd,cpd->bnc", patches, local_t) / n_local  # mean over local prompts
         t = c.ood_temperature
-        gl = jnp.max(jax.nn.softmax(mean_cos / t, -1), -1) + jnp.max(jax.nn.softmax(local_sim / t, -1), axis=(-2, -1))
+        local_mcm = jnp.max(jax.nn.softmax(sim.mean(-1) / t, axis=1), axis=(1, 2))  # mean over prompts, softmax over C
+        gl = jnp.max(jax.nn.softmax(mean_cos / t, -1), -1) + local_mcm
         return {f"pred/{NAME}": jnp.argmax(logits, -1), f"{NAME} / GL-MCM": gl}
 
     def scorer(params) -> Scorer:
