@@ -1,4 +1,4 @@
-"""L2-normalised CLIP text features of prompts, in batches, cached on disk.
+"""L2-normalised CLIP text features of templated prompts, in batches, cached on disk.
 
 The cache key is a hash of the text tower's parameters and of the exact
 prompts, so a second evaluation with the same model and templates reads the
@@ -37,8 +37,8 @@ def _encoder(model: clip.CLIP):
 
 
 def encode_texts(model: clip.CLIP, params, texts: Sequence[str], batch_size: int = 256,
-                 label: str = "text features", normalize: bool = True) -> np.ndarray:
-    """Features (N, D) of `texts` (L2-normalised unless `normalize=False`), EOT-truncated batch by batch."""
+                 label: str = "text features") -> np.ndarray:
+    """Raw (unnormalised) features (N, D) of `texts`, EOT-truncated batch by batch."""
     enc = _encoder(model)
     progress = Progress(label, len(texts), "prompts") if len(texts) > 4 * batch_size else None
     out = []
@@ -55,7 +55,7 @@ def encode_texts(model: clip.CLIP, params, texts: Sequence[str], batch_size: int
             progress.update(n)
     feats = np.empty((len(texts), out[0].shape[-1]), np.float32)
     feats[order] = np.concatenate(out)
-    return feats / np.linalg.norm(feats, axis=-1, keepdims=True) if normalize else feats
+    return feats
 
 
 def templated_features(model: clip.CLIP, params, words: Sequence[str], templates: Sequence[str] | Sequence[Sequence[str]],
@@ -80,7 +80,7 @@ def templated_features(model: clip.CLIP, params, words: Sequence[str], templates
         groups.setdefault(tuple(t), []).append(i)
     for tmpl, idx in groups.items():
         prompts = [t.format(words[i]) for t in tmpl for i in idx]
-        enc = encode_texts(model, params, prompts, label=label, normalize=False).reshape(len(tmpl), len(idx), -1)
+        enc = encode_texts(model, params, prompts, label=label).reshape(len(tmpl), len(idx), -1)
         raw = enc.mean(0)  # the raw (unnormalised) features averaged over templates, then normalised
         feats[idx] = raw / np.linalg.norm(raw, axis=-1, keepdims=True)
     if path:

@@ -24,6 +24,7 @@ from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.pipeline import data_mesh
 from jaxood.methods import sot_glp
 from jaxood.models import clip
+from jaxood.scores.mcm import normalize
 
 
 def _time(fn, repeats: int) -> float:
@@ -120,10 +121,8 @@ def main(argv=None) -> dict:
 
     image_grad = jax.jit(jax.grad(image_loss))
     r["image"] = _time(lambda: image_grad(p["local_proj"], p["clip"], batch["image"]), args.repeats)
-    local = jnp.asarray(rng.randn(args.batch, 196, 512), jnp.float32)
-    local = local / jnp.linalg.norm(local, axis=-1, keepdims=True)
-    text = jnp.asarray(rng.randn(args.classes, 4, 512), jnp.float32)
-    text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
+    local = normalize(jnp.asarray(rng.randn(args.batch, 196, 512), jnp.float32))
+    text = normalize(jnp.asarray(rng.randn(args.classes, 4, 512), jnp.float32))
     ot_grad = jax.jit(jax.grad(lambda t, loc: jnp.sum(sot_glp.local_score(loc, t))))
     r["ot"] = _time(lambda: ot_grad(text, local), args.repeats)
     total = r["text"] + r["image"] + r["ot"]
