@@ -260,12 +260,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     else:
         model, clip_params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
     class_names = train_source.class_names
-    indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed)
+    captions = config.get("caption_length", 0)
+    # Image-text training learns from every captioned image, object-free ones (label -1) included.
+    if captions:
+        indices = np.arange(len(train_source))
+    else:
+        indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed)
     transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)
     loader = Loader(train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh,
-                    caption_length=config.get("caption_length", 0))
+                    caption_length=captions)
     total = config.num_steps or config.epochs * loader.steps_per_epoch
-    print(f"{len(indices)} training images ({config.shots or 'all'} per class, {len(class_names)} classes), "
+    print(f"{len(indices)} training images ({config.shots or 'all'}{'' if captions else ' per class'}, {len(class_names)} classes), "
           f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)", flush=True)
 
     method = importlib.import_module(f"jaxood.methods.{config.method}").build(config, model, clip_params, class_names, mesh)

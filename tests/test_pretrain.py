@@ -56,3 +56,38 @@ def test_half_precision_export_restores_float32(tiny_hf, tmp_path):
     leaf = restored["text_projection"]["kernel"]
     assert leaf.dtype == np.float32
     np.testing.assert_allclose(leaf, params["text_projection"]["kernel"], rtol=1e-3, atol=1e-4)
+
+
+def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, capsys):
+    """`configs/toy_clip.py` through the shared trainer on a tiny architecture, then the export loads as float32."""
+    import importlib.util
+    import os
+
+    from jaxood import pretrain
+    from jaxood.train import train
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("toy_clip_config", os.path.join(root, "configs", "toy_clip.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    tower = {"width": 32, "layers": 1, "heads": 2, "mlp_dim": 64}
+    c.model_arch.vision.update(tower)
+    c.model_arch.text.update(tower)
+    c.model_arch.update({"image_size": 32, "projection_dim": 16})
+    c.train_dataset.update({"per_class": 1, "size": 32})
+    for name in ("near", "far", "spurious"):
+        c.ood_datasets[name].update({"per_class": 1, "size": 32})
+    c.id_dataset.update({"per_class": 1, "size": 32})
+    c.update({"num_steps": 2, "batch_size": 8, "eval_batch_size": 16, "checkpoint_every": 2, "plots": False,
+              "tensorboard": False, "cache_dir": str(tmp_path / "cache")})  # fmt: skip
+    results, params = train(c, str(tmp_path / "run"))
+    world = toy_world.ToyWorld("pretrain", per_class=1, size=32, seed=c.train_dataset.seed)
+    # Object-free texture images (label -1) train too: every image of the split is used.
+    assert (world.labels() == -1).any()
+    assert f"{len(world)} training images" in capsys.readouterr().out
+    assert set(results["id_accuracy"]) == {"zero-shot"}
+    out = pretrain.export(str(tmp_path / "run"), c, params, install=False)
+    model, restored = clip.load(out)
+    assert model.cfg.vision.width == 32 and restored["logit_scale"].dtype == np.float32
+    np.testing.assert_allclose(restored["logit_scale"], params["clip"]["logit_scale"], rtol=1e-3)
