@@ -12,9 +12,10 @@ Variants (`--config=configs/sot_glp.py:<variant>`):
   prediction `softmax(100 (mean_G cos + phi) / 2)`.
 - `noproj`: the local projection frozen at identity (paper's best OOD: avg FPR95
   23.8 / AUROC 94.2, acc 75.4).
-- `demo`: the toy world on the tiny CLIP architecture of `configs/toy_clip.py`
-  with random weights (`model = "scratch"`) until the pretrained one ships; any
-  CLIP via `--config.model=DIR`. A minute on a 2-core CPU.
+- `demo`: the toy world on the embedded tiny CLIP pretrained by
+  `configs/toy_clip.py` (`model = "toy"`; any CLIP via `--config.model=DIR`,
+  random weights of `model_arch` via `--config.model=scratch`). Under a minute
+  on a 2-core CPU.
 """
 
 import importlib.util
@@ -66,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "noproj":
         c.sot_glp.learn_proj = False
     elif variant == "demo":
-        c.model = "scratch"
+        c.model = "toy"
         toy = {"size": 64, "seed": 0}
         c.train_dataset = ml_collections.ConfigDict({"kind": "toy", "split": "train", "per_class": 16, **toy})
         c.batch_size = 32

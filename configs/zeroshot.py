@@ -9,8 +9,8 @@ Variants:
   (iNaturalist, SUN, Places, Textures) under `ood_root` as OOD. Published
   zero-shot numbers for reference: MCM avg FPR95 42.7 / AUROC 90.8, NegLabel
   25.4 / 94.2 (from the methods' papers; this config has not been run here).
-- `toy`: the toy world (ID test, near/far/spurious OOD). Needs `--config.model`
-  until the embedded tiny CLIP ships.
+- `toy`: the toy world (ID test, near/far/spurious OOD) with the embedded tiny
+  CLIP (`model = "toy"`; another via `--config.model=DIR`).
 """
 
 import ml_collections
@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
              for name, spec in ood_benchmark("mos", "ROOT").items()}
         )
     elif variant == "toy":
+        c.model = "toy"
         toy = {"per_class": 50, "size": 64, "seed": 1}
         c.id_dataset = ml_collections.ConfigDict({"kind": "toy", "split": "test", **toy})
         c.ood_datasets = ml_collections.ConfigDict(ood_benchmark("toy", toy=toy))

@@ -1,8 +1,8 @@
 """The toy world: jaxood's embedded, procedurally rendered OOD benchmark.
 
-Coloured shapes (the object classes) on textured backgrounds, rendered on the
-fly and deterministic in (seed, split, index); no download. The splits mirror
-the papers' benchmarks:
+Coloured shapes (the object classes, upright within 20 degrees) on textured
+backgrounds, rendered on the fly and deterministic in (seed, split, index); no
+download. The splits mirror the papers' benchmarks:
 
 - `train` / `test`: the 12 ID object classes. In `train` each class sits on its
   own background (`SPURIOUS_BACKGROUND`) with probability `spurious_p`, a
@@ -57,6 +57,8 @@ SPLITS = (
     "train", "test", "near_ood", "far_ood", "spurious_ood",
     "fine_grained_train", "fine_grained_test", "fine_grained_ood", "pretrain",
 )  # fmt: skip
+# Objects stand upright up to this tilt (radians), as objects in photos mostly do.
+MAX_TILT = math.pi / 9
 ALL_OBJECTS = tuple(dict.fromkeys(ID_CLASSES + NEAR_OOD_CLASSES + FINE_GRAINED_CLASSES))
 
 
@@ -184,7 +186,7 @@ def _object_mask(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     big = size * scale
     radius = rng.uniform(0.22, 0.36) * big
     centre = rng.uniform(radius * 1.05, big - radius * 1.05, 2)
-    theta = rng.uniform(0, 2 * math.pi)
+    theta = rng.uniform(-MAX_TILT, MAX_TILT)
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     mask = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(mask)
@@ -289,12 +291,13 @@ class ToyWorld:
         obj, background, label = self._spec(index, rng)
         ex = render(obj, background, self.size, rng)
         caption = ex.caption
-        if self.split == "pretrain" and obj and rng.uniform() < 0.5:
-            # Web captions vary in detail: half name only the object (and maybe its colour).
+        detail = rng.uniform()
+        if self.split == "pretrain" and obj and detail < 0.75:
+            # Web captions vary in detail: half name only the object, a quarter the object and its colour.
             words = caption.split(" on ")[0].split(" ")  # "a photo of a[n] <colour> <object ...>"
             colour, name = words[4], " ".join(words[5:])
             article = "an" if colour[0] in "aeiou" else "a"
-            caption = f"a photo of a {name}." if rng.uniform() < 0.5 else f"a photo of {article} {colour} {name}."
+            caption = f"a photo of a {name}." if detail < 0.5 else f"a photo of {article} {colour} {name}."
         return dataclasses.replace(ex, label=label, caption=caption)
 
     def caption(self, index: int) -> str:
