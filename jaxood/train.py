@@ -270,7 +270,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     loader = Loader(train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh,
                     caption_length=captions)
     total = config.num_steps or config.epochs * loader.steps_per_epoch
-    print(f"{len(indices)} training images ({config.shots or 'all'}{'' if captions else ' per class'}, {len(class_names)} classes), "
+    per = "all" if captions else f"{config.shots or 'all'} per class"
+    print(f"{len(indices)} training images ({per}, {len(class_names)} classes), "
           f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)", flush=True)
 
     method = importlib.import_module(f"jaxood.methods.{config.method}").build(config, model, clip_params, class_names, mesh)
