@@ -291,8 +291,8 @@ class ToyWorld:
         obj, background, label = self._spec(index, rng)
         ex = render(obj, background, self.size, rng)
         caption = ex.caption
-        detail = rng.uniform()
-        if self.split == "pretrain" and obj and detail < 0.75:
+        detail = rng.uniform() if self.split == "pretrain" and obj else 1.0
+        if detail < 0.75:
             # Web captions vary in detail: half name only the object, a quarter the object and its colour.
             words = caption.split(" on ")[0].split(" ")  # "a photo of a[n] <colour> <object ...>"
             colour, name = words[4], " ".join(words[5:])
