@@ -6,8 +6,8 @@ import numpy as np
 from jaxood.data.preprocess import CLIP_MEAN, CLIP_STD
 from jaxood.data.toy_world import ID_CLASSES, ToyWorld
 from jaxood.models import clip
-from jaxood.models.tokenizer import tokenize
 from jaxood.scores.mcm import normalize
+from jaxood.text_features import encode_texts
 
 
 def test_embedded_toy_clip_loads_as_float32_and_classifies_zero_shot():
@@ -24,6 +24,6 @@ def test_embedded_toy_clip_loads_as_float32_and_classifies_zero_shot():
     labels = np.array([test.read(i)[1] for i in range(len(test))])
     v = {"params": params}
     img = normalize(model.apply(v, (images - CLIP_MEAN) / CLIP_STD, method="encode_image"))
-    txt = normalize(model.apply(v, tokenize([f"a photo of a {c}." for c in ID_CLASSES], 20), method="encode_text"))
+    txt = normalize(encode_texts(model, params, [f"a photo of a {c}." for c in ID_CLASSES]))
     accuracy = float(np.mean(np.argmax(np.asarray(img @ txt.T), -1) == labels))
     assert accuracy >= 0.5, accuracy

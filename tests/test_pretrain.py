@@ -60,17 +60,12 @@ def test_half_precision_export_restores_float32(tiny_hf, tmp_path):
 
 def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, capsys):
     """`configs/toy_clip.py` through the shared trainer on a tiny architecture, then the export loads as float32."""
-    import importlib.util
-    import os
+    from conftest import load_config
 
     from jaxood import pretrain
     from jaxood.train import train
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("toy_clip_config", os.path.join(root, "configs", "toy_clip.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
+    c = load_config("toy_clip")
     tower = {"width": 32, "layers": 1, "heads": 2, "mlp_dim": 64}
     c.model_arch.vision.update(tower)
     c.model_arch.text.update(tower)

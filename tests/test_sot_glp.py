@@ -1,12 +1,12 @@
 """SOT-GLP and the trainer: local score, gradient routing, multi-device equality, resume, NaN, configs."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import conftest
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,21 +18,11 @@ from jaxood.data.pipeline import data_mesh
 from jaxood.methods import sot_glp
 from jaxood.models import clip
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = conftest.ROOT
 
 
 def load_config(variant="demo", **overrides):
-    spec = importlib.util.spec_from_file_location("sot_glp_config", os.path.join(ROOT, "configs", "sot_glp.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config(variant)
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return conftest.load_config("sot_glp", variant, **overrides)
 
 
 def small_config(model_dir, tmp_path, **overrides):
