@@ -260,17 +260,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     else:
         model, clip_params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
     class_names = train_source.class_names
-    captions = config.get("caption_length", 0)
+    caption_length = config.get("caption_length", 0)
     # Image-text training learns from every captioned image, object-free ones (label -1) included.
-    if captions:
+    if caption_length:
         indices = np.arange(len(train_source))
     else:
         indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed)
     transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)
     loader = Loader(train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh,
-                    caption_length=captions)
+                    caption_length=caption_length)
     total = config.num_steps or config.epochs * loader.steps_per_epoch
-    per = "all" if captions else f"{config.shots or 'all'} per class"
+    per = "all" if caption_length else f"{config.shots or 'all'} per class"
     print(f"{len(indices)} training images ({per}, {len(class_names)} classes), "
           f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)", flush=True)
 

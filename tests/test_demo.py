@@ -20,8 +20,8 @@ def test_embedded_toy_clip_loads_as_float32_and_classifies_zero_shot():
     assert model.cfg.image_size == 64 and model.cfg.vision.width == 128
     assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(params))
     test = ToyWorld("test", per_class=20, size=64, seed=1)
-    images = np.stack([test.read(i)[0] for i in range(len(test))]).astype(np.float32) / 255
-    labels = np.array([test.read(i)[1] for i in range(len(test))])
+    images, labels = zip(*(test.read(i) for i in range(len(test))))
+    images, labels = np.stack(images).astype(np.float32) / 255, np.array(labels)
     v = {"params": params}
     img = normalize(model.apply(v, (images - CLIP_MEAN) / CLIP_STD, method="encode_image"))
     txt = normalize(encode_texts(model, params, [f"a photo of a {c}." for c in ID_CLASSES]))
