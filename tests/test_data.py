@@ -287,6 +287,15 @@ def test_toy_world_examples_and_determinism():
     assert far.caption in {f"a photo of {v}" for v in toy_world.BACKGROUND_WORDS.values()}
 
 
+def test_toy_objects_stand_out_from_every_background_blend():
+    """Each object colour keeps RGB distance >= 50 from any blend of two other muted background tones (gray had < 35)."""
+    t = np.linspace(0, 1, 51)[:, None]
+    for colour, rgb in toy_world.COLOURS.items():
+        others = [np.array(toy_world.muted(c)) for c in toy_world.COLOURS if c != colour]
+        nearest = min(np.linalg.norm(a * (1 - t) + b * t - rgb, axis=1).min() for a in others for b in others)
+        assert nearest >= 50, (colour, nearest)
+
+
 def test_toy_world_spurious_correlation():
     train = toy_world.ToyWorld("train", per_class=40, spurious_p=0.8)
     test = toy_world.ToyWorld("test", per_class=40)

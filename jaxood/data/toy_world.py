@@ -49,8 +49,11 @@ BACKGROUND_WORDS = {
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 220, 40),
     "orange": (245, 140, 20), "purple": (140, 50, 180), "pink": (245, 130, 190), "white": (245, 245, 245),
-    "black": (20, 20, 20), "brown": (130, 80, 40), "cyan": (40, 210, 220), "gray": (128, 128, 128),
+    "black": (20, 20, 20), "brown": (130, 80, 40), "cyan": (40, 210, 220),
 }  # fmt: skip
+# Backgrounds blend two colours muted toward mid-gray, so no object colour may be gray itself: a gray object
+# vanished into every background (zero-shot top-1 58 % on gray objects vs 88 % overall).
+MUTE = 0.65
 # The background each ID class prefers in `train` (the spurious shortcut).
 SPURIOUS_BACKGROUND = {c: ID_BACKGROUNDS[i % len(ID_BACKGROUNDS)] for i, c in enumerate(ID_CLASSES)}
 SPLITS = (
@@ -196,11 +199,15 @@ def _object_mask(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(mask.resize((size, size), Image.BILINEAR), np.float32) / 255
 
 
+def muted(colour: str) -> tuple[float, ...]:
+    """A background tone: `colour` pulled toward mid-gray, so objects stand out."""
+    return tuple((1 - MUTE) * v + MUTE * 128 for v in COLOURS[colour])
+
+
 def _palette(rng: np.random.Generator, avoid: str | None = None) -> tuple[tuple, tuple]:
-    names = [c for c in COLOURS if c != avoid]
+    names = [c for c in COLOURS if c != avoid]  # never the object's colour
     a, b = rng.choice(len(names), 2, replace=False)
-    dim = lambda c: tuple(0.35 * v + 0.65 * 128 for v in COLOURS[c])  # noqa: E731 - muted, never the object's colour
-    return dim(names[a]), dim(names[b])
+    return muted(names[a]), muted(names[b])
 
 
 def render(obj: str | None, background: str, size: int, rng: np.random.Generator) -> Example:
