@@ -3,7 +3,7 @@
     python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=runs/toy_clip [--install]
 
 A width-128 ViT (4 layers, patch 8 on 64 px) and a 2-layer text transformer
-with the standard CLIP tokenizer, trained from scratch for 8000 steps on the
+with the standard CLIP tokenizer, trained from scratch for 9000 steps on the
 `pretrain` split (every toy object, ID and OOD alike, and bare textures, with
 captions of varied detail) with AdamW. The evaluation at the end reports
 zero-shot MCM / GL-MCM on the toy benchmark; `--install` copies the exported
@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.caption_length = 20  # the longest toy caption is 17 tokens
     c.batch_size = 128
     c.epochs = 0
-    c.num_steps = 8000
+    c.num_steps = 9000
     c.augment = ml_collections.ConfigDict({"scale": (0.7, 1.0), "flip": True})
     c.optim = ml_collections.ConfigDict({
         "name": "adamw", "lr": 1e-3, "min_lr": 1e-5, "momentum": 0.0, "nesterov": False, "weight_decay": 0.1,
