@@ -1,20 +1,24 @@
 """The embedded default: the tiny CLIP pretrained on the toy world ships, and its text and images agree."""
 
+import json
+
 import jax
 import numpy as np
+from conftest import load_config
 
 from jaxood.data.preprocess import CLIP_MEAN, CLIP_STD
 from jaxood.data.toy_world import ID_CLASSES, ToyWorld
 from jaxood.models import clip
 from jaxood.scores.mcm import normalize
 from jaxood.text_features import encode_texts
+from jaxood.train import train
 
 
 def test_embedded_toy_clip_loads_as_float32_and_classifies_zero_shot():
     """Zero-shot top-1 with the MCM prompts on 240 toy test images.
 
-    `python -m jaxood.pretrain --config=configs/toy_clip.py` measured 88.2 % on the
-    600-image toy test set (chance 8.3 %); 0.75 leaves room for the smaller sample.
+    `python -m jaxood.pretrain --config=configs/toy_clip.py` measured 94.0 % on the
+    600-image toy test set (92.9 % on these 240; chance 8.3 %).
     """
     model, params = clip.load("toy")
     assert model.cfg.image_size == 64 and model.cfg.vision.width == 128
@@ -26,4 +30,27 @@ def test_embedded_toy_clip_loads_as_float32_and_classifies_zero_shot():
     img = normalize(model.apply(v, (images - CLIP_MEAN) / CLIP_STD, method="encode_image"))
     txt = normalize(encode_texts(model, params, [f"a photo of a {c}." for c in ID_CLASSES]))
     accuracy = float(np.mean(np.argmax(np.asarray(img @ txt.T), -1) == labels))
-    assert accuracy >= 0.75, accuracy
+    assert accuracy >= 0.88, accuracy
+
+
+def test_shortened_demo_trains_sot_glp_without_losing_zero_shot_agreement(tmp_path):
+    """The demo's training, evaluated on 240 ID, 80 near, 120 far and 160 spurious images.
+
+    Measured over `seed` 0-4 on the embedded CLIP: SOT-GLP ID accuracy minus zero-shot
+    +0.4 to +0.9 points (93.3-93.8 vs 92.9 %); near AUROC minus zero-shot GL-MCM -2.7 to
+    +0.8 (80.0-83.5 vs 82.7); far AUROC 95.7-98.2. The bounds below fail when training
+    breaks the image-text agreement, not on seed noise. Not yet the "SOT-GLP beats
+    zero-shot" the embedded-default issue asks for: on the full demo sets SOT-GLP is
+    0.7 points under zero-shot in ID accuracy (the tiny CLIP learned "a photo of a
+    {}." itself, so the learned prompts have little to add).
+    """
+    c = load_config("sot_glp", "demo", **{"id_dataset.per_class": 20, "progress_every": 1e9})
+    for ood in c.ood_datasets.values():
+        ood.per_class = 10
+    train(c, str(tmp_path))
+    with open(tmp_path / "results.json") as f:
+        results = json.load(f)
+    accuracy, ood = results["id_accuracy"], results["ood"]
+    assert accuracy["SOT-GLP"] >= accuracy["zero-shot"] - 0.02, accuracy
+    assert ood["SOT-GLP / GL-MCM"]["near"]["auroc"] >= ood["zero-shot / GL-MCM"]["near"]["auroc"] - 0.05, ood
+    assert ood["SOT-GLP / GL-MCM"]["far"]["auroc"] >= 0.9, ood
