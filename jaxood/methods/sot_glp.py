@@ -11,7 +11,9 @@ and the local projection W (identity init; frozen for `noproj`).
   (stop-gradient plan), `sum T * sim` (`reference`: divided by P).
 - Loss `CE(s_g) + lambda CE(phi / tau)`; prediction `s_g + lambda phi / tau`
   (`reference`: `mean_G cos + phi`); OOD score GL-MCM of the global prompts and
-  the local patch features at temperature T.
+  the local patch features at temperature T. Its two terms are reported too,
+  as rows "MCM" (global prompts) and "L-MCM" (local prompts), to show which
+  part detects what.
 
 Every step encodes the C * (G + P) prompts through the text tower with
 gradients; that batch is sharded over the mesh's data axis and cut at its
@@ -38,6 +40,7 @@ from jaxood.models.tokenizer import tokenize
 from jaxood.scores.mcm import normalize
 
 NAME = "SOT-GLP"
+SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM")  # the OOD score, then its global and local terms
 
 
 def patch_prompt_similarity(local: jax.Array, local_text: jax.Array) -> jax.Array:
@@ -180,12 +183,13 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         logits = (mean_cos + phi) if c.prediction == "reference" else (mean_cos / c.tau + c.lam * phi / c.tau)
         t = c.ood_temperature
         local_mcm = jnp.max(jax.nn.softmax(sim.mean(-1) / t, axis=1), axis=(1, 2))  # mean over prompts, softmax over C
-        gl = jnp.max(jax.nn.softmax(mean_cos / t, -1), -1) + local_mcm
-        return {f"pred/{NAME}": jnp.argmax(logits, -1), f"{NAME} / GL-MCM": gl}
+        global_mcm = jnp.max(jax.nn.softmax(mean_cos / t, -1), -1)
+        parts = dict(zip(SCORE_PARTS, (global_mcm + local_mcm, global_mcm, local_mcm)))
+        return {f"pred/{NAME}": jnp.argmax(logits, -1), **{f"{NAME} / {k}": v for k, v in parts.items()}}
 
     def scorer(params) -> Scorer:
         global_t, local_t = jax.jit(text_features)(params)
         jitted = jax.jit(predict_and_score)
-        return Scorer(lambda images: jitted(params, global_t, local_t, images), (f"{NAME} / GL-MCM",))
+        return Scorer(lambda images: jitted(params, global_t, local_t, images), tuple(f"{NAME} / {k}" for k in SCORE_PARTS))
 
     return Method(params=params, trainable=trainable, loss=loss, scorer=scorer)
