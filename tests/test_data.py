@@ -308,6 +308,23 @@ def test_toy_world_spurious_correlation():
     assert agreement(train) > 0.7 and agreement(test) < 0.45
 
 
+def test_toy_id_classes_have_typical_colours_that_pretraining_never_saw():
+    """ID objects take their class's colour 70 % of the time (+ 30 % / 11 by chance); pretrain and OOD draw uniformly."""
+
+    def typical(split, per_class):
+        w = toy_world.ToyWorld(split, per_class=per_class, seed=5)
+        words = [w.caption(i).split(" on ")[0].split(" ") for i in range(len(w))]
+        pairs = [(ws[4], " ".join(ws[5:])) for ws in words if len(ws) > 5]  # "a photo of a[n] <colour> <object>"
+        return np.mean([toy_world.TYPICAL_COLOUR.get(obj) == colour for colour, obj in pairs]), len(pairs)
+
+    for split in ("train", "test"):
+        frac, n = typical(split, 30)
+        assert n == 360 and 0.65 < frac < 0.82, (split, frac)
+    frac, n = typical("pretrain", 30)  # ID objects among every toy object; only full captions name the colour
+    assert n > 100 and frac < 0.1, frac
+    assert {toy_world.TYPICAL_COLOUR[c] for c in toy_world.ID_CLASSES} <= set(toy_world.COLOURS)
+
+
 def test_toy_world_through_loader():
     w = toy_world.ToyWorld("test", per_class=2, size=32)
     batches = list(Loader(w, preprocess.clip_eval(32), global_batch=8).evaluate())

@@ -6,7 +6,11 @@ download. The splits mirror the papers' benchmarks:
 
 - `train` / `test`: the 12 ID object classes. In `train` each class sits on its
   own background (`SPURIOUS_BACKGROUND`) with probability `spurious_p`, a
-  Waterbirds-style shortcut; `test` draws backgrounds uniformly.
+  Waterbirds-style shortcut; `test` draws backgrounds uniformly. In both, 70 %
+  of a class's objects have the class's own colour (`TYPICAL_COLOUR`, as hearts
+  are mostly red): a statistic of this dataset that pretraining (uniform
+  colours) did not teach, so zero-shot prompts cannot know it and few-shot
+  learning can. Every other split draws object colours uniformly.
 - `near_ood`: 8 held-out objects that resemble ID ones (ellipse ~ circle,
   octagon ~ hexagon, rectangle ~ square, ...), on ID backgrounds.
 - `far_ood`: textures never used in ID data (noise, checks, waves), no object.
@@ -54,6 +58,14 @@ COLOURS = {
 # Backgrounds blend two colours muted toward mid-gray, so no object colour may be gray itself: a gray object
 # vanished into every background (zero-shot top-1 58 % on gray objects vs 88 % overall).
 MUTE = 0.65
+# Each ID class has a colour of its own in `train` and `test` (as hearts are mostly red), a statistic of this
+# dataset that a zero-shot prompt cannot know and few-shot learning can; other objects take any colour.
+TYPICAL_COLOUR = {
+    "circle": "orange", "triangle": "green", "square": "blue", "pentagon": "purple", "hexagon": "yellow",
+    "star": "cyan", "cross": "white", "heart": "red", "crescent": "pink", "ring": "black", "arrow": "red",
+    "diamond": "green",
+}  # fmt: skip
+TYPICAL_COLOUR_P = 0.7
 # The background each ID class prefers in `train` (the spurious shortcut).
 SPURIOUS_BACKGROUND = {c: ID_BACKGROUNDS[i % len(ID_BACKGROUNDS)] for i, c in enumerate(ID_CLASSES)}
 SPLITS = (
@@ -210,9 +222,10 @@ def _palette(rng: np.random.Generator, avoid: str | None = None) -> tuple[tuple,
     return muted(names[a]), muted(names[b])
 
 
-def render(obj: str | None, background: str, size: int, rng: np.random.Generator) -> Example:
-    """Render one image: `obj` (None for none) of a random colour on `background`."""
-    colour = str(rng.choice(list(COLOURS))) if obj else None
+def render(obj: str | None, background: str, size: int, rng: np.random.Generator, colour: str | None = None) -> Example:
+    """Render one image: `obj` (None for none) of `colour` (random when None) on `background`."""
+    if obj and colour is None:
+        colour = str(rng.choice(list(COLOURS)))
     img = render_background(background, size, rng, _palette(rng, avoid=colour))
     if obj:
         m = _object_mask(obj, size, rng)[..., None]
@@ -296,7 +309,8 @@ class ToyWorld:
     def _render(self, index: int) -> Example:
         rng = self._rng(index)
         obj, background, label = self._spec(index, rng)
-        ex = render(obj, background, self.size, rng)
+        typical = self.split in ("train", "test") and rng.uniform() < TYPICAL_COLOUR_P
+        ex = render(obj, background, self.size, rng, colour=TYPICAL_COLOUR[obj] if typical else None)
         caption = ex.caption
         detail = rng.uniform() if self.split == "pretrain" and obj else 1.0
         if detail < 0.75:
