@@ -18,7 +18,8 @@ def test_embedded_toy_clip_loads_as_float32_and_classifies_zero_shot():
     """Zero-shot top-1 with the MCM prompts on 240 toy test images.
 
     `python -m jaxood.pretrain --config=configs/toy_clip.py` measured 94.0 % on the
-    600-image toy test set (92.9 % on these 240; chance 8.3 %).
+    600-image toy test set of its day; with ID classes in typical colours it is 92.8 %
+    (93.8 % on these 240; chance 8.3 %).
     """
     model, params = clip.load("toy")
     assert model.cfg.image_size == 64 and model.cfg.vision.width == 128
@@ -33,16 +34,14 @@ def test_embedded_toy_clip_loads_as_float32_and_classifies_zero_shot():
     assert accuracy >= 0.88, accuracy
 
 
-def test_shortened_demo_trains_sot_glp_without_losing_zero_shot_agreement(tmp_path):
+def test_shortened_demo_sot_glp_beats_zero_shot_on_id_accuracy(tmp_path):
     """The demo's training, evaluated on 240 ID, 80 near, 120 far and 160 spurious images.
 
-    Measured over `seed` 0-4 on the embedded CLIP: SOT-GLP ID accuracy minus zero-shot
-    +0.4 to +0.9 points (93.3-93.8 vs 92.9 %); near AUROC minus zero-shot GL-MCM -2.7 to
-    +0.8 (80.0-83.5 vs 82.7); far AUROC 95.7-98.2. The bounds below fail when training
-    breaks the image-text agreement, not on seed noise. Not yet the "SOT-GLP beats
-    zero-shot" the embedded-default issue asks for: on the full demo sets SOT-GLP is
-    0.7 points under zero-shot in ID accuracy (the tiny CLIP learned "a photo of a
-    {}." itself, so the learned prompts have little to add).
+    Measured over `seed` 0-4 on the embedded CLIP: SOT-GLP ID accuracy 94.6-95.4 % vs
+    zero-shot 93.8 % (+2 to +4 images of 240); the assertion asks for at least one
+    image more. Near AUROC (GL-MCM) 78.2-80.1 vs zero-shot 81.1: SOT-GLP does not beat
+    zero-shot on near OOD with this tiny CLIP (its local term is at chance there, see
+    README), so the bound below only fails when training breaks image-text agreement.
     """
     c = load_config("sot_glp", "demo", **{"id_dataset.per_class": 20, "progress_every": 1e9})
     for ood in c.ood_datasets.values():
@@ -51,6 +50,6 @@ def test_shortened_demo_trains_sot_glp_without_losing_zero_shot_agreement(tmp_pa
     with open(tmp_path / "results.json") as f:
         results = json.load(f)
     accuracy, ood = results["id_accuracy"], results["ood"]
-    assert accuracy["SOT-GLP"] >= accuracy["zero-shot"] - 0.02, accuracy
+    assert accuracy["SOT-GLP"] >= accuracy["zero-shot"] + 1 / 240 - 1e-9, accuracy
     assert ood["SOT-GLP / GL-MCM"]["near"]["auroc"] >= ood["zero-shot / GL-MCM"]["near"]["auroc"] - 0.05, ood
     assert ood["SOT-GLP / GL-MCM"]["far"]["auroc"] >= 0.9, ood
