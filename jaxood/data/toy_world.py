@@ -58,8 +58,7 @@ COLOURS = {
 # Backgrounds blend two colours muted toward mid-gray, so no object colour may be gray itself: a gray object
 # vanished into every background (zero-shot top-1 58 % on gray objects vs 88 % overall).
 MUTE = 0.65
-# Each ID class has a colour of its own in `train` and `test` (as hearts are mostly red), a statistic of this
-# dataset that a zero-shot prompt cannot know and few-shot learning can; other objects take any colour.
+# The colour a `train` / `test` object of each ID class has with probability TYPICAL_COLOUR_P (module docstring).
 TYPICAL_COLOUR = {
     "circle": "orange", "triangle": "green", "square": "blue", "pentagon": "purple", "hexagon": "yellow",
     "star": "cyan", "cross": "white", "heart": "red", "crescent": "pink", "ring": "black", "arrow": "red",
