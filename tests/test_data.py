@@ -283,8 +283,9 @@ def test_toy_world_examples_and_determinism():
     np.testing.assert_array_equal(ex.image, toy_world.ToyWorld("train", per_class=4, size=48, seed=1).example(5).image)
     assert np.abs(ex.image.astype(int) - toy_world.ToyWorld("train", per_class=4, size=48, seed=2).example(5).image).max() > 0
     assert all(w.example(i).label == lab for i, lab in enumerate(w.labels()))
+    assert ex.objects == ((w.class_names[ex.label], ex.caption.split(" ")[4]),)
     far = toy_world.ToyWorld("far_ood", per_class=1).example(0)
-    assert far.caption in {f"a photo of {v}" for v in toy_world.BACKGROUND_WORDS.values()}
+    assert far.caption in {f"a photo of {v}" for v in toy_world.BACKGROUND_WORDS.values()} and far.objects == ()
 
 
 def test_toy_objects_stand_out_from_every_background_blend():
@@ -313,15 +314,14 @@ def test_toy_id_classes_have_typical_colours_that_pretraining_never_saw():
 
     def typical(split, per_class):
         w = toy_world.ToyWorld(split, per_class=per_class, seed=5)
-        words = [w.caption(i).split(" on ")[0].split(" ") for i in range(len(w))]
-        pairs = [(ws[4], " ".join(ws[5:])) for ws in words if len(ws) > 5]  # "a photo of a[n] <colour> <object>"
-        return np.mean([toy_world.TYPICAL_COLOUR.get(obj) == colour for colour, obj in pairs]), len(pairs)
+        pairs = [obj for i in range(len(w)) for obj in w.example(i).objects]
+        return np.mean([toy_world.TYPICAL_COLOUR.get(name) == colour for name, colour in pairs]), len(pairs)
 
     for split in ("train", "test"):
         frac, n = typical(split, 30)
         assert n == 360 and 0.65 < frac < 0.82, (split, frac)
-    frac, n = typical("pretrain", 30)  # ID objects among every toy object; only full captions name the colour
-    assert n > 100 and frac < 0.1, frac
+    frac, n = typical("pretrain", 30)  # ID objects among every toy object, colours drawn uniformly
+    assert n > 700 and frac < 0.1, frac
     assert {toy_world.TYPICAL_COLOUR[c] for c in toy_world.ID_CLASSES} <= set(toy_world.COLOURS)
 
 

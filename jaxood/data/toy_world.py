@@ -22,7 +22,7 @@ download. The splits mirror the papers' benchmarks:
   both) and the plain textures, with captions, for contrastive pretraining.
 
 Every example has a caption such as "a photo of a red hexagon on a striped
-background".
+background" and records the (object, colour) it shows (`Example.objects`).
 """
 
 from __future__ import annotations
@@ -192,6 +192,7 @@ class Example:
     image: np.ndarray  # uint8 (S, S, 3)
     label: int  # class index in the split's class list; -1 for OOD
     caption: str
+    objects: tuple[tuple[str, str], ...] = ()  # the (name, colour) of each object drawn
 
 
 def _object_mask(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -233,7 +234,7 @@ def render(obj: str | None, background: str, size: int, rng: np.random.Generator
         caption = f"a photo of {article} {colour} {obj} on {BACKGROUND_WORDS[background]}"
     else:
         caption = f"a photo of {BACKGROUND_WORDS[background]}"
-    return Example(np.clip(img, 0, 255).astype(np.uint8), -1, caption)
+    return Example(np.clip(img, 0, 255).astype(np.uint8), -1, caption, ((obj, colour),) if obj else ())
 
 
 class ToyWorld:
@@ -314,9 +315,9 @@ class ToyWorld:
         detail = rng.uniform() if self.split == "pretrain" and obj else 1.0
         if detail < 0.75:
             # Web captions vary in detail: half name only the object, a quarter the object and its colour.
-            words = caption.split(" on ")[0].split(" ")  # "a photo of a[n] <colour> <object ...>"
-            colour, name = words[4], " ".join(words[5:])
+            ((name, colour),) = ex.objects
             article = "an" if colour[0] in "aeiou" else "a"
+            # Name-only captions keep "a" before vowels too ("a photo of a arrow."): the shipped CLIP learned them so.
             caption = f"a photo of a {name}." if detail < 0.5 else f"a photo of {article} {colour} {name}."
         return dataclasses.replace(ex, label=label, caption=caption)
 
