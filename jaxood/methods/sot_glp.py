@@ -37,7 +37,7 @@ from jaxood.evaluate import Scorer
 from jaxood.methods import Method
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
-from jaxood.scores.mcm import normalize
+from jaxood.scores.mcm import max_softmax, normalize
 
 NAME = "SOT-GLP"
 SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM")  # the OOD score, then its global and local terms
@@ -182,8 +182,8 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         phi = local_phi(sim)
         logits = (mean_cos + phi) if c.prediction == "reference" else (mean_cos / c.tau + c.lam * phi / c.tau)
         t = c.ood_temperature
-        local_mcm = jnp.max(jax.nn.softmax(sim.mean(-1) / t, axis=1), axis=(1, 2))  # mean over prompts, softmax over C
-        global_mcm = jnp.max(jax.nn.softmax(mean_cos / t, -1), -1)
+        local_mcm = max_softmax(jnp.swapaxes(sim.mean(-1), 1, 2), t)  # mean over prompts -> (B, N, C)
+        global_mcm = max_softmax(mean_cos, t)
         parts = dict(zip(SCORE_PARTS, (global_mcm + local_mcm, global_mcm, local_mcm)))
         return {f"pred/{NAME}": jnp.argmax(logits, -1), **{f"{NAME} / {k}": v for k, v in parts.items()}}
 
