@@ -328,8 +328,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         print(f"[train] {loader.report()}", flush=True)
 
     params = merge(state.trainable, frozen)
-    # Zero-shot rows: the frozen CLIP, or for pretraining the CLIP just trained.
-    eval_clip = jax.device_get(params["clip"]) if config.model == "scratch" else clip_params
+    # Zero-shot rows: the CLIP as training left it (the frozen one, or for pretraining the one just trained,
+    # from scratch or continued from a saved model).
+    eval_clip = jax.device_get(params["clip"])
     scorer = method.scorer(params)
     if config.eval_zero_shot:
         id_names = make_source(config.id_dataset).class_names

@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -86,3 +87,37 @@ def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, 
     model, restored = clip.load(out)
     assert model.cfg.vision.width == 32 and restored["logit_scale"].dtype == np.float32
     np.testing.assert_allclose(restored["logit_scale"], params["clip"]["logit_scale"], rtol=1e-3)
+
+
+def test_continued_pretraining_evaluates_the_trained_clip(tmp_path, monkeypatch):
+    """Pretraining that starts from a saved CLIP (not `scratch`) reports zero-shot rows of the weights it trained."""
+    from conftest import load_config
+
+    from jaxood import evaluate
+    from jaxood.train import train
+
+    c = load_config("toy_clip")
+    tower = {"width": 32, "layers": 1, "heads": 2, "mlp_dim": 64}
+    c.model_arch.vision.update(tower)
+    c.model_arch.text.update(tower)
+    c.model_arch.update({"image_size": 32, "projection_dim": 16})
+    arch = clip.CLIPConfig.from_dict(c.model_arch.to_dict())
+    start = jax.device_get(clip.init_params(clip.CLIP(arch), 0))
+    c.model = convert.save(str(tmp_path / "start"), arch, start)
+    for d in (c.train_dataset, c.id_dataset, *c.ood_datasets.values()):
+        d.update({"per_class": 1, "size": 32})
+    c.optim.lr = 1e-2
+    c.update({"num_steps": 2, "batch_size": 8, "eval_batch_size": 16, "checkpoint_every": 2, "plots": False,
+              "tensorboard": False, "cache_dir": str(tmp_path / "cache")})  # fmt: skip
+    evaluated = []
+    real_evaluate = evaluate.evaluate
+
+    def recording_evaluate(*args, params, **kwargs):
+        evaluated.append(params)
+        return real_evaluate(*args, params=params, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate", recording_evaluate)
+    _, params = train(c, str(tmp_path / "run"))
+    kernel = evaluated[0]["visual_projection"]["kernel"]
+    np.testing.assert_array_equal(kernel, np.asarray(params["clip"]["visual_projection"]["kernel"]))
+    assert not np.allclose(kernel, start["visual_projection"]["kernel"])
