@@ -59,24 +59,28 @@ def test_half_precision_export_restores_float32(tiny_hf, tmp_path):
     np.testing.assert_allclose(leaf, params["text_projection"]["kernel"], rtol=1e-3, atol=1e-4)
 
 
-def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, capsys):
-    """`configs/toy_clip.py` through the shared trainer on a tiny architecture, then the export loads as float32."""
+def tiny_pretrain_config(tmp_path):
+    """`configs/toy_clip.py` shrunk to a 1-layer width-32 CLIP on 32 px, one image per toy class, 2 steps."""
     from conftest import load_config
-
-    from jaxood import pretrain
-    from jaxood.train import train
 
     c = load_config("toy_clip")
     tower = {"width": 32, "layers": 1, "heads": 2, "mlp_dim": 64}
     c.model_arch.vision.update(tower)
     c.model_arch.text.update(tower)
     c.model_arch.update({"image_size": 32, "projection_dim": 16})
-    c.train_dataset.update({"per_class": 1, "size": 32})
-    for name in ("near", "far", "spurious"):
-        c.ood_datasets[name].update({"per_class": 1, "size": 32})
-    c.id_dataset.update({"per_class": 1, "size": 32})
+    for d in (c.train_dataset, c.id_dataset, *c.ood_datasets.values()):
+        d.update({"per_class": 1, "size": 32})
     c.update({"num_steps": 2, "batch_size": 8, "eval_batch_size": 16, "checkpoint_every": 2, "plots": False,
               "tensorboard": False, "cache_dir": str(tmp_path / "cache")})  # fmt: skip
+    return c
+
+
+def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, capsys):
+    """`configs/toy_clip.py` through the shared trainer on a tiny architecture, then the export loads as float32."""
+    from jaxood import pretrain
+    from jaxood.train import train
+
+    c = tiny_pretrain_config(tmp_path)
     results, params = train(c, str(tmp_path / "run"))
     world = toy_world.ToyWorld("pretrain", per_class=1, size=32, seed=c.train_dataset.seed)
     # Object-free texture images (label -1) train too: every image of the split is used.
@@ -91,24 +95,14 @@ def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, 
 
 def test_continued_pretraining_evaluates_the_trained_clip(tmp_path, monkeypatch):
     """Pretraining that starts from a saved CLIP (not `scratch`) reports zero-shot rows of the weights it trained."""
-    from conftest import load_config
-
     from jaxood import evaluate
     from jaxood.train import train
 
-    c = load_config("toy_clip")
-    tower = {"width": 32, "layers": 1, "heads": 2, "mlp_dim": 64}
-    c.model_arch.vision.update(tower)
-    c.model_arch.text.update(tower)
-    c.model_arch.update({"image_size": 32, "projection_dim": 16})
+    c = tiny_pretrain_config(tmp_path)
     arch = clip.CLIPConfig.from_dict(c.model_arch.to_dict())
     start = jax.device_get(clip.init_params(clip.CLIP(arch), 0))
     c.model = convert.save(str(tmp_path / "start"), arch, start)
-    for d in (c.train_dataset, c.id_dataset, *c.ood_datasets.values()):
-        d.update({"per_class": 1, "size": 32})
     c.optim.lr = 1e-2
-    c.update({"num_steps": 2, "batch_size": 8, "eval_batch_size": 16, "checkpoint_every": 2, "plots": False,
-              "tensorboard": False, "cache_dir": str(tmp_path / "cache")})  # fmt: skip
     evaluated = []
     real_evaluate = evaluate.evaluate
 
