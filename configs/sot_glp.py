@@ -58,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "ot_iterations": 100, "lam": 0.25, "tau": 0.01, "local_reduction": "sum", "vv_layer0_ori": False,
         "prediction": "paper", "ood_temperature": 1.0, "learn_proj": True,
     })  # fmt: skip
-    c.scores = "mcm,gl_mcm"  # zero-shot rows shown next to the trained ones
+    c.scores = "mcm,gl_mcm,max_logit"  # zero-shot rows shown next to the trained ones
     if variant == "reference":
         c.sot_glp.update({"lam": 1.0, "n_global": 3, "vv_layer0_ori": True, "local_reduction": "mean",
                           "ood_temperature": 1000.0, "prediction": "reference"})

@@ -1,4 +1,4 @@
-"""Zero-shot OOD baselines (MCM, GL-MCM, NegLabel, CSP) of a pretrained CLIP, no training.
+"""Zero-shot OOD baselines (MCM, GL-MCM, MaxLogit, NegLabel, CSP) of a pretrained CLIP, no training.
 
     python -m jaxood.evaluate --config=configs/zeroshot.py --workdir=runs/zeroshot_b16 \
         --config.id_dataset.data_dir=~/tensorflow_datasets --config.ood_root=/data/mos
@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = "openai/clip-vit-base-patch16"
     c.dtype = "auto"  # bfloat16 compute on accelerators, float32 on CPU; params stay float32
     c.eval_batch_size = 64
-    c.scores = "mcm,gl_mcm,neglabel,csp"
+    c.scores = "mcm,gl_mcm,max_logit,neglabel,csp"
     c.mcm_template = "a photo of a {}."
     c.mcm = ml_collections.ConfigDict({"temperature": 1.0})
     c.gl_mcm = ml_collections.ConfigDict({"lambda_local": 1.0, "temperature": 1.0})

@@ -33,13 +33,14 @@ from jaxood.data.pipeline import Loader, data_mesh
 from jaxood.data.preprocess import clip_eval
 from jaxood.models import clip
 from jaxood.progress import Progress
+from jaxood.scores import logits as logits_lib
 from jaxood.scores import mcm as mcm_lib
 from jaxood.scores import metrics, neglabel
 from jaxood.scores.wordnet import load_pool
 from jaxood.text_features import DEFAULT_CACHE, templated_features
 
-ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "neglabel", "csp")
-SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "neglabel": "NegLabel", "csp": "CSP"}
+ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "max_logit", "neglabel", "csp")
+SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "neglabel": "NegLabel", "csp": "CSP"}
 
 
 @dataclasses.dataclass
@@ -97,7 +98,7 @@ def negative_groups(model, params, class_names, c: ml_collections.ConfigDict, ki
 
 
 def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str = "zero-shot") -> Scorer:
-    """MCM, GL-MCM, NegLabel and CSP of a CLIP as it is (no training)."""
+    """MCM, GL-MCM, MaxLogit (of CLIP's logits `exp(logit_scale) cos`), NegLabel and CSP of a CLIP as it is."""
     names = tuple(s for s in config.scores.split(",") if s)
     unknown = set(names) - set(ZERO_SHOT_SCORES)
     if unknown:
@@ -122,6 +123,8 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
                 out[row] = mcm_lib.mcm(g, aux["text"], config.mcm.temperature)
             elif s == "gl_mcm":
                 out[row] = mcm_lib.gl_mcm(g, local, aux["text"], config.gl_mcm.lambda_local, config.gl_mcm.temperature)
+            elif s == "max_logit":
+                out[row] = logits_lib.max_logit(jnp.exp(params["logit_scale"]) * g @ aux["text"].T)
             else:
                 out[row] = neglabel.neglabel_score(g, aux[s + "_pos"], aux[s + "_neg"], config[s].temperature)
         return out

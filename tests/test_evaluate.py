@@ -29,12 +29,14 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
     first = _evaluate(tmp_path / "run1", tiny_hf[0], cache)
     assert first.returncode == 0, first.stderr[-3000:]
     files = sorted(os.listdir(tmp_path / "run1"))
-    for score in ("mcm", "gl_mcm", "neglabel", "csp"):
+    for score in ("mcm", "gl_mcm", "maxlogit", "neglabel", "csp"):  # file names from the row titles
         assert f"hist_zero_shot_{score}.png" in files and f"roc_zero_shot_{score}.png" in files
     res = json.loads((tmp_path / "run1" / "results.json").read_text())
     assert res["counts"] == {"id": 48, "far": 24, "near": 24, "spurious": 32}
     rows = res["ood"]
-    assert list(rows) == ["zero-shot / MCM", "zero-shot / GL-MCM", "zero-shot / NegLabel", "zero-shot / CSP"]
+    assert list(rows) == [
+        "zero-shot / MCM", "zero-shot / GL-MCM", "zero-shot / MaxLogit", "zero-shot / NegLabel", "zero-shot / CSP"
+    ]
     for row in rows.values():
         for name in ("near", "far", "spurious"):
             assert set(row[name]) == {"fpr95", "auroc", "aupr_in", "aupr_out"}
@@ -76,3 +78,25 @@ def test_compute_results_uses_masked_scores_only():
     assert res["id_accuracy"] == {"m": pytest.approx(2 / 3)}
     assert res["ood"]["m / s"]["a"] == metrics.ood_metrics([0.9, 0.8, 0.7], [0.1, 0.75])
     assert res["unreadable"] == {"id": 0, "a": 1}
+
+
+def test_zero_shot_max_logit_is_the_max_of_hf_clip_logits(tiny_hf, tmp_path):
+    """The zero-shot MaxLogit row against Hugging Face PyTorch CLIP's `logits_per_image` (`exp(logit_scale) cos`)."""
+    import torch
+    from conftest import load_config
+
+    from jaxood.evaluate import zero_shot_scorer
+    from jaxood.models import clip
+    from jaxood.models.tokenizer import tokenize
+
+    model, params = clip.load(tiny_hf[0])
+    config = load_config("zeroshot", "toy", scores="mcm,max_logit", cache_dir=str(tmp_path / "cache"))
+    names = ["circle", "square", "red star"]
+    scorer = zero_shot_scorer(config, model, params, names)
+    assert scorer.rows == ("zero-shot / MCM", "zero-shot / MaxLogit")
+    images = np.random.RandomState(3).randn(4, 32, 32, 3).astype(np.float32)
+    got = np.asarray(scorer.fn(images)["zero-shot / MaxLogit"])
+    ids = torch.as_tensor(np.asarray(tokenize([config.mcm_template.format(n) for n in names])), dtype=torch.long)
+    with torch.no_grad():
+        ref = tiny_hf[1](input_ids=ids, pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2))).logits_per_image
+    np.testing.assert_allclose(got, ref.max(-1).values.numpy(), rtol=1e-4, atol=1e-4)

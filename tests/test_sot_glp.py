@@ -17,7 +17,7 @@ from jaxood import train as trainer
 from jaxood.data.pipeline import data_mesh
 from jaxood.methods import sot_glp
 from jaxood.models import clip
-from jaxood.scores.mcm import mcm
+from jaxood.scores.mcm import mcm, normalize
 from jaxood.text_features import encode_texts
 
 ROOT = conftest.ROOT
@@ -101,19 +101,22 @@ def test_only_prompts_and_projection_are_trained(tiny_model, tmp_path, learn_pro
         assert np.abs(np.asarray(g)).max() > 0, name
 
 
-def test_scorer_reports_gl_mcm_and_its_global_and_local_terms(tiny_model, tmp_path, tiny_hf):
-    """At initialisation the global prompt is "a photo of a {name}.", so its MCM term is zero-shot MCM."""
+def test_scorer_reports_gl_mcm_its_global_and_local_terms_and_max_logit(tiny_model, tmp_path, tiny_hf):
+    """At initialisation the global prompt is "a photo of a {name}.", so its MCM term is zero-shot MCM;
+    with lambda 0 the prediction is the global logit `cos / tau`, so MaxLogit is `100 max_c cos`."""
     model, params = tiny_model
-    config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.n_global": 1})
+    config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.n_global": 1, "sot_glp.lam": 0.0})
     names = [f"class {i}" for i in range(5)]
     method = sot_glp.build(config, model, params, names, data_mesh())
     scorer = method.scorer(method.params)
-    assert scorer.rows == ("SOT-GLP / GL-MCM", "SOT-GLP / MCM", "SOT-GLP / L-MCM")
+    assert scorer.rows == ("SOT-GLP / GL-MCM", "SOT-GLP / MCM", "SOT-GLP / L-MCM", "SOT-GLP / MaxLogit")
     images = jnp.asarray(np.random.RandomState(2).randn(3, 32, 32, 3), jnp.float32)
     out = scorer.fn(images)
     z = model.apply({"params": params}, images, method="encode_image")
-    zero_shot = mcm(z, encode_texts(model, params, [f"a photo of a {n}." for n in names]))
-    np.testing.assert_allclose(out["SOT-GLP / MCM"], zero_shot, atol=1e-5)
+    text = encode_texts(model, params, [f"a photo of a {n}." for n in names])
+    np.testing.assert_allclose(out["SOT-GLP / MCM"], mcm(z, text), atol=1e-5)
+    cos = np.asarray(normalize(z) @ normalize(text).T)
+    np.testing.assert_allclose(out["SOT-GLP / MaxLogit"], 100 * cos.max(-1), atol=1e-3)
     np.testing.assert_allclose(out["SOT-GLP / GL-MCM"], out["SOT-GLP / MCM"] + out["SOT-GLP / L-MCM"], atol=1e-6)
     assert np.all(np.asarray(out["SOT-GLP / L-MCM"]) >= 1 / len(names) - 1e-6)  # a max of softmaxes over classes
 
@@ -175,7 +178,8 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
     files = set(os.listdir(tmp_path / "run"))
     assert {"results.json", "results.md", "config.json", "metrics.jsonl", "hist_sot_glp_gl_mcm.png"} <= files
     assert list(results["ood"]) == [
-        "zero-shot / MCM", "zero-shot / GL-MCM", "SOT-GLP / GL-MCM", "SOT-GLP / MCM", "SOT-GLP / L-MCM"
+        "zero-shot / MCM", "zero-shot / GL-MCM", "zero-shot / MaxLogit",
+        "SOT-GLP / GL-MCM", "SOT-GLP / MCM", "SOT-GLP / L-MCM", "SOT-GLP / MaxLogit",
     ]
     assert set(results["id_accuracy"]) == {"zero-shot", "SOT-GLP"}
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sot_glp"

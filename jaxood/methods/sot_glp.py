@@ -13,7 +13,8 @@ and the local projection W (identity init; frozen for `noproj`).
   (`reference`: `mean_G cos + phi`); OOD score GL-MCM of the global prompts and
   the local patch features at temperature T. Its two terms are reported too,
   as rows "MCM" (global prompts) and "L-MCM" (local prompts), to show which
-  part detects what.
+  part detects what, and "MaxLogit" of the prediction (methods.md §0's post-hoc
+  score, next to the zero-shot CLIP's MaxLogit row).
 
 Every step encodes the C * (G + P) prompts through the text tower with
 gradients; that batch is sharded over the mesh's data axis and cut at its
@@ -37,10 +38,11 @@ from jaxood.evaluate import Scorer
 from jaxood.methods import Method
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
+from jaxood.scores.logits import max_logit
 from jaxood.scores.mcm import max_softmax, normalize
 
 NAME = "SOT-GLP"
-SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM")  # the OOD score, then its global and local terms
+SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM", "MaxLogit")  # the OOD score, its global and local terms, the prediction's
 
 
 def patch_prompt_similarity(local: jax.Array, local_text: jax.Array) -> jax.Array:
@@ -184,7 +186,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         t = c.ood_temperature
         local_mcm = max_softmax(jnp.swapaxes(sim.mean(-1), 1, 2), t)  # mean over prompts -> (B, N, C)
         global_mcm = max_softmax(mean_cos, t)
-        parts = dict(zip(SCORE_PARTS, (global_mcm + local_mcm, global_mcm, local_mcm)))
+        parts = dict(zip(SCORE_PARTS, (global_mcm + local_mcm, global_mcm, local_mcm, max_logit(logits))))
         return {f"pred/{NAME}": jnp.argmax(logits, -1), **{f"{NAME} / {k}": v for k, v in parts.items()}}
 
     def scorer(params) -> Scorer:
