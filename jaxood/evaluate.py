@@ -116,7 +116,8 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
         else:
             g = model.apply({"params": params}, images, method="encode_image")
         g = mcm_lib.normalize(g)
-        out = {f"pred/{prefix}": jnp.argmax(g @ aux["text"].T, axis=-1)}
+        cos = g @ aux["text"].T  # the class prompts' features are unit vectors
+        out = {f"pred/{prefix}": jnp.argmax(cos, axis=-1)}
         for s in names:
             row = f"{prefix} / {SCORE_TITLES[s]}"
             if s == "mcm":
@@ -124,7 +125,7 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
             elif s == "gl_mcm":
                 out[row] = mcm_lib.gl_mcm(g, local, aux["text"], config.gl_mcm.lambda_local, config.gl_mcm.temperature)
             elif s == "max_logit":
-                out[row] = logits_lib.max_logit(jnp.exp(params["logit_scale"]) * g @ aux["text"].T)
+                out[row] = logits_lib.max_logit(jnp.exp(params["logit_scale"]) * cos)
             else:
                 out[row] = neglabel.neglabel_score(g, aux[s + "_pos"], aux[s + "_neg"], config[s].temperature)
         return out
