@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 
 from jaxood import report
 from jaxood.data.datasets import make_source
-from jaxood.data.pipeline import Loader, data_mesh
+from jaxood.data.pipeline import Loader, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
 from jaxood.models import clip
 from jaxood.progress import Progress
@@ -104,6 +104,7 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
     if unknown:
         raise ValueError(f"unknown score(s) {sorted(unknown)}; zero-shot scores are {ZERO_SHOT_SCORES}")
     cache_dir = os.path.expanduser(config.cache_dir or DEFAULT_CACHE)
+    params = replicate(params)
     aux = {"text": templated_features(model, params, class_names, [config.mcm_template], cache_dir, "class prompts")}
     for kind in ("neglabel", "csp"):
         if kind in names:
@@ -131,7 +132,7 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
         return out
 
     jitted = jax.jit(fn)
-    aux = jax.tree.map(jnp.asarray, aux)
+    aux = replicate(aux)
     return Scorer(lambda images: jitted(params, aux, images), tuple(f"{prefix} / {SCORE_TITLES[s]}" for s in names))
 
 

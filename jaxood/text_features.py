@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxood.data.pipeline import DATA_AXIS, data_mesh, replicate
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
 from jaxood.progress import Progress
@@ -32,14 +34,25 @@ def model_fingerprint(params) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _encoder(model: clip.CLIP):
-    return jax.jit(lambda p, ids: model.apply({"params": p}, ids, method="encode_text"))
+def _encoder(model: clip.CLIP, mesh: Mesh):
+    """Text features of a prompt batch split over the mesh's data axis, gathered onto every device."""
+    rows = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+    def encode(params, ids):
+        ids = jax.lax.with_sharding_constraint(ids, rows)
+        return model.apply({"params": params}, ids, method="encode_text")
+
+    return jax.jit(encode, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def encode_texts(model: clip.CLIP, params, texts: Sequence[str], batch_size: int = 256,
                  label: str = "text features") -> np.ndarray:
-    """Raw (unnormalised) features (N, D) of `texts`, EOT-truncated batch by batch."""
-    enc = _encoder(model)
+    """Raw (unnormalised) features (N, D) of `texts`, EOT-truncated batch by batch, each batch split over the
+    devices (`batch_size` rounds up to a multiple of their number)."""
+    mesh = data_mesh()
+    enc = _encoder(model, mesh)
+    batch_size = -(-batch_size // mesh.size) * mesh.size
+    params = replicate(params, mesh)  # once, not with every batch
     progress = Progress(label, len(texts), "prompts") if len(texts) > 4 * batch_size else None
     out = []
     # Sorting by length groups short prompts, so most batches truncate to few tokens.
@@ -50,7 +63,7 @@ def encode_texts(model: clip.CLIP, params, texts: Sequence[str], batch_size: int
         n = len(chunk)
         if n < batch_size:  # pad so every batch has the same leading shape
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, 0)])
-        out.append(np.asarray(enc(params, clip.truncate_at_eot(chunk)))[:n])
+        out.append(np.asarray(enc(params, replicate(clip.truncate_at_eot(chunk), mesh)))[:n])
         if progress:
             progress.update(n)
     feats = np.empty((len(texts), out[0].shape[-1]), np.float32)

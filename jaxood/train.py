@@ -41,7 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxood import evaluate as evaluation
 from jaxood.data.datasets import make_source
-from jaxood.data.pipeline import Loader, data_mesh
+from jaxood.data.pipeline import Loader, data_mesh, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.models import clip
@@ -282,13 +282,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     tx = make_optimizer(config, labels, loader.steps_per_epoch, total)
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    put = lambda t: jax.device_put(jax.tree.map(jnp.asarray, t), replicated)  # noqa: E731
+    put = lambda t: replicate(jax.tree.map(jnp.asarray, t), mesh)  # noqa: E731
     trainable, frozen = put(trainable), put(frozen)
     state = TrainState(
         step=jnp.asarray(0, jnp.int32), trainable=trainable, opt_state=tx.init(trainable), mutable=put(method.state),
         finite=jnp.asarray(True), bad_step=jnp.asarray(-1, jnp.int32),
     )
-    state = jax.device_put(state, replicated)
+    state = replicate(state, mesh)
     ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     start = ckpt.latest() or 0
     if start:
@@ -329,8 +329,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
 
     params = merge(state.trainable, frozen)
     # Zero-shot rows: the CLIP as training left it (the frozen one, or for pretraining the one just trained,
-    # from scratch or continued from a saved model).
-    eval_clip = jax.device_get(params["clip"])
+    # from scratch or continued from a saved model), where it already is: on the devices.
+    eval_clip = params["clip"]
     scorer = method.scorer(params)
     if config.eval_zero_shot:
         id_names = make_source(config.id_dataset).class_names

@@ -100,3 +100,57 @@ def test_zero_shot_max_logit_is_the_max_of_hf_clip_logits(tiny_hf, tmp_path):
     with torch.no_grad():
         ref = tiny_hf[1](input_ids=ids, pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2))).logits_per_image
     np.testing.assert_allclose(got, ref.max(-1).values.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_zero_shot_scoring_and_text_encoding_keep_clip_on_device(tiny_hf, tmp_path):
+    """CLIP goes to the devices once, not with every batch: scoring images and encoding prompts, with the
+    inputs placed explicitly, make no implicit host-to-device transfer (a ViT-B/16 is 600 MB per batch)."""
+    import jax
+    from conftest import load_config
+
+    from jaxood.evaluate import zero_shot_scorer
+    from jaxood.models import clip
+    from jaxood.text_features import encode_texts
+
+    model, params = clip.load(tiny_hf[0])  # host arrays, as loaded
+    config = load_config("zeroshot", "toy", scores="mcm,gl_mcm,max_logit", cache_dir="")
+    scorer = zero_shot_scorer(config, model, params, ["circle", "square"])
+    images = jax.device_put(np.random.RandomState(3).randn(4, 32, 32, 3).astype(np.float32))
+    with jax.transfer_guard_host_to_device("disallow"):
+        out = scorer.fn(images)
+        jax.block_until_ready(out)
+        feats = encode_texts(model, params, ["a photo of a circle.", "a square"], batch_size=2)
+    assert feats.shape == (2, model.cfg.projection_dim)
+
+
+def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
+    """Prompt batches are split over the devices (padded to a multiple of their number): each device does a
+    quarter of the work (XLA's cost analysis) and the features are those of one device."""
+    import textwrap
+
+    from jaxood.models import clip
+    from jaxood.text_features import encode_texts
+
+    texts = [f"a photo of a {w}." for w in ("circle", "red square", "big blue star", "ring", "tiny green arrow")]
+    script = textwrap.dedent(
+        f"""
+        import jax, numpy as np
+        from jaxood.data.pipeline import data_mesh, replicate
+        from jaxood.models import clip
+        from jaxood.models.tokenizer import tokenize
+        from jaxood.text_features import _encoder, encode_texts
+        assert jax.device_count() == 4
+        model, params = clip.load({str(tiny_hf[0])!r})
+        np.save({str(tmp_path / "multi.npy")!r}, encode_texts(model, params, {texts!r}, batch_size=3))
+        ids = clip.truncate_at_eot(tokenize({texts!r}[:4]))
+        def flops(mesh):  # per device, of one prompt batch
+            lowered = _encoder(model, mesh).lower(replicate(params, mesh), replicate(ids, mesh))
+            return lowered.compile().cost_analysis()["flops"]
+        one, four = flops(data_mesh(jax.devices()[:1])), flops(data_mesh())
+        assert four < one / 3, (four, one)
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+    model, params = clip.load(tiny_hf[0])
+    np.testing.assert_allclose(np.load(tmp_path / "multi.npy"), encode_texts(model, params, texts), rtol=1e-5, atol=1e-5)
