@@ -26,7 +26,12 @@ from jaxood.models.tokenizer import tokenize
 VIT_B16 = dict(
     text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
     vision_config=dict(
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        image_size=224,
+        patch_size=16,
     ),
     projection_dim=512,
 )
@@ -80,8 +85,10 @@ def main(argv=None) -> dict:
             hf = CLIPModel(CLIPConfig(**VIT_B16)).eval()
             hf.save_pretrained(directory)
         model, params = clip.load(directory)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpus); torch {torch.__version__} "
-          f"with {torch.get_num_threads()} threads")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpus); torch {torch.__version__} "
+        f"with {torch.get_num_threads()} threads"
+    )
 
     size = model.cfg.image_size
     images = np.random.RandomState(0).randn(args.image_batch, size, size, 3).astype(np.float32)
@@ -118,12 +125,16 @@ def main(argv=None) -> dict:
     r["text_jax"] = _rate(jax_text, len(ids), args.seconds)
     r["text_torch_77"] = _rate(lambda: torch_text(False), len(ids), args.seconds, warmup=False)
     r["text_torch_cut"] = _rate(lambda: torch_text(True), len(ids), args.seconds, warmup=False)
-    print(f"(a) encode_image ViT-B/16 {size}px batch {args.image_batch}: jaxood {r['image_jax']:.2f} img/s, "
-          f"torch {r['image_torch']:.2f} img/s, ratio {r['image_jax'] / r['image_torch']:.2f}x")
-    print(f"(b) encode_text 1000 ImageNet prompts: jaxood (EOT-truncated) {r['text_jax']:.1f} prompts/s, "
-          f"torch (77 tokens) {r['text_torch_77']:.1f} prompts/s, ratio {r['text_jax'] / r['text_torch_77']:.2f}x; "
-          f"torch given the same truncation {r['text_torch_cut']:.1f} prompts/s, ratio "
-          f"{r['text_jax'] / r['text_torch_cut']:.2f}x")
+    print(
+        f"(a) encode_image ViT-B/16 {size}px batch {args.image_batch}: jaxood {r['image_jax']:.2f} img/s, "
+        f"torch {r['image_torch']:.2f} img/s, ratio {r['image_jax'] / r['image_torch']:.2f}x"
+    )
+    print(
+        f"(b) encode_text 1000 ImageNet prompts: jaxood (EOT-truncated) {r['text_jax']:.1f} prompts/s, "
+        f"torch (77 tokens) {r['text_torch_77']:.1f} prompts/s, ratio {r['text_jax'] / r['text_torch_77']:.2f}x; "
+        f"torch given the same truncation {r['text_torch_cut']:.1f} prompts/s, ratio "
+        f"{r['text_jax'] / r['text_torch_cut']:.2f}x"
+    )
     return r
 
 

@@ -24,7 +24,6 @@ import os
 import ml_collections
 
 
-
 def _sibling(name):
     spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
@@ -44,7 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.method = "sot_glp"
     c.variant = variant
     c.model_arch = toy_clip.toy_arch()  # used only when model == "scratch" (random weights)
-    c.train_dataset = ml_collections.ConfigDict({"kind": "tfds", "name": "imagenet2012", "split": "train", "data_dir": ""})
+    c.train_dataset = ml_collections.ConfigDict(
+        {"kind": "tfds", "name": "imagenet2012", "split": "train", "data_dir": ""}
+    )
     c.shots = 16
     c.batch_size = 32
     c.epochs = 50
@@ -60,8 +61,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     })  # fmt: skip
     c.scores = "mcm,gl_mcm,max_logit"  # zero-shot rows shown next to the trained ones
     if variant == "reference":
-        c.sot_glp.update({"lam": 1.0, "n_global": 3, "vv_layer0_ori": True, "local_reduction": "mean",
-                          "ood_temperature": 1000.0, "prediction": "reference"})
+        c.sot_glp.update(
+            {
+                "lam": 1.0,
+                "n_global": 3,
+                "vv_layer0_ori": True,
+                "local_reduction": "mean",
+                "ood_temperature": 1000.0,
+                "prediction": "reference",
+            }
+        )
         c.optim.update({"lr": 0.01, "warmup_epochs": 0.0, "schedule_unit": "epoch"})
         c.batch_size = 256
     elif variant == "noproj":

@@ -16,7 +16,6 @@ import os
 import ml_collections
 
 
-
 def _sibling(name):
     spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
@@ -43,7 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = "scratch"
     c.model_arch = toy_arch()
     c.dtype = "float32"
-    c.train_dataset = ml_collections.ConfigDict({"kind": "toy", "split": "pretrain", "per_class": 400, "size": 64, "seed": 7})
+    c.train_dataset = ml_collections.ConfigDict(
+        {"kind": "toy", "split": "pretrain", "per_class": 400, "size": 64, "seed": 7}
+    )
     c.shots = 0
     c.caption_length = 20  # the longest toy caption is 17 tokens
     c.batch_size = 128

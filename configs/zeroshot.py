@@ -33,18 +33,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {"percent": 0.15, "eta": 0.05, "temperature": 0.01, "n_groups": 1, "seed": 0, "max_candidates": 0}
     )
     c.csp = ml_collections.ConfigDict(
-        {"percent": 0.15, "eta": 0.05, "temperature": 0.01, "n_groups": 100, "seed": 0, "max_candidates": 0,
-         "max_id_similarity": 0.95}
+        {
+            "percent": 0.15,
+            "eta": 0.05,
+            "temperature": 0.01,
+            "n_groups": 100,
+            "seed": 0,
+            "max_candidates": 0,
+            "max_id_similarity": 0.95,
+        }
     )
     c.cache_dir = ""  # text-feature cache; default ~/.cache/jaxood (or $JAXOOD_CACHE)
     c.plots = True
     if variant == "imagenet":
         c.ood_root = ml_collections.FieldReference("/data/mos", field_type=str)
-        c.id_dataset = ml_collections.ConfigDict({"kind": "tfds", "name": "imagenet2012", "split": "validation", "data_dir": ""})
+        c.id_dataset = ml_collections.ConfigDict(
+            {"kind": "tfds", "name": "imagenet2012", "split": "validation", "data_dir": ""}
+        )
         # The OOD folders follow `--config.ood_root=...` (lazy references).
         c.ood_datasets = ml_collections.ConfigDict(
-            {name: {"kind": "folder", "root": c.get_ref("ood_root") + "/" + spec["root"].split("/", 1)[1]}
-             for name, spec in ood_benchmark("mos", "ROOT").items()}
+            {
+                name: {"kind": "folder", "root": c.get_ref("ood_root") + "/" + spec["root"].split("/", 1)[1]}
+                for name, spec in ood_benchmark("mos", "ROOT").items()
+            }
         )
     elif variant == "toy":
         c.model = "toy"

@@ -57,6 +57,7 @@ class Scorer:
 
 def combine(*scorers: Scorer) -> Scorer:
     """One scorer running several (e.g. the zero-shot baseline next to a trained method)."""
+
     def fn(images):
         out = {}
         for s in scorers:
@@ -70,10 +71,12 @@ def _subsample(cands: neglabel.Candidates, limit: int) -> neglabel.Candidates:
     """An evenly spaced, deterministic subset of at most `limit` candidates per word type (tests, demos)."""
     if not limit:
         return cands
-    keep = np.concatenate([
-        idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(int)]
-        for idx in (np.flatnonzero(cands.word_type == t) for t in np.unique(cands.word_type))
-    ])
+    keep = np.concatenate(
+        [
+            idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(int)]
+            for idx in (np.flatnonzero(cands.word_type == t) for t in np.unique(cands.word_type))
+        ]
+    )
     return neglabel.Candidates(
         tuple(cands.words[i] for i in keep), tuple(cands.templates[i] for i in keep), cands.word_type[keep]
     )
@@ -92,8 +95,11 @@ def negative_groups(model, params, class_names, c: ml_collections.ConfigDict, ki
     pos = templated_features(model, params, class_names, id_templates, cache_dir, label=f"{kind} ID prompts")
     feats = templated_features(model, params, cands.words, cands.templates, cache_dir, label=f"{kind} candidates")
     kept = neglabel.mine(feats, cands.word_type, pos, c.percent, c.eta, max_sim)
-    print(f"[{kind}] kept {len(kept)} negative labels of {len(cands.words)} candidates "
-          f"({int((cands.word_type[kept] == 0).sum())} nouns), {c.n_groups} group(s)", flush=True)
+    print(
+        f"[{kind}] kept {len(kept)} negative labels of {len(cands.words)} candidates "
+        f"({int((cands.word_type[kept] == 0).sum())} nouns), {c.n_groups} group(s)",
+        flush=True,
+    )
     return pos, neglabel.group_negatives(feats[kept], c.n_groups, c.seed)
 
 
@@ -108,7 +114,9 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
     aux = {"text": templated_features(model, params, class_names, [config.mcm_template], cache_dir, "class prompts")}
     for kind in ("neglabel", "csp"):
         if kind in names:
-            aux[kind + "_pos"], aux[kind + "_neg"] = negative_groups(model, params, class_names, config[kind], kind, cache_dir)
+            aux[kind + "_pos"], aux[kind + "_neg"] = negative_groups(
+                model, params, class_names, config[kind], kind, cache_dir
+            )
     dense = "gl_mcm" in names
 
     def fn(params, aux, images):
@@ -168,7 +176,8 @@ def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> 
     return {
         "id_accuracy": {
             k.split("/", 1)[1]: metrics.accuracy(v[labelled], id_labels[labelled]) if labelled.any() else None
-            for k, v in id_out.items() if k.startswith("pred/")
+            for k, v in id_out.items()
+            if k.startswith("pred/")
         },
         "ood": table,
         "counts": {"id": int(len(id_labels)), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
@@ -183,7 +192,9 @@ def check_datasets(config: ml_collections.ConfigDict) -> None:
         make_source(spec)
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, model=None, params=None, scorer: Scorer | None = None) -> dict:
+def evaluate(
+    config: ml_collections.ConfigDict, workdir: str, model=None, params=None, scorer: Scorer | None = None
+) -> dict:
     """Run the evaluation of `config` and write the report into `workdir`."""
     id_source = make_source(config.id_dataset)  # fails here, before any work, when data is missing
     ood_sources = {name: make_source(spec) for name, spec in config.ood_datasets.items()}
@@ -194,7 +205,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, model=None, params
         scorer = zero_shot_scorer(config, model, params, id_source.class_names)
     transform = clip_eval(model.cfg.image_size)
     id_out = score_dataset("ID", id_source, scorer, transform, config.eval_batch_size, mesh)
-    ood_outs = {name: score_dataset(name, src, scorer, transform, config.eval_batch_size, mesh) for name, src in ood_sources.items()}
+    ood_outs = {
+        name: score_dataset(name, src, scorer, transform, config.eval_batch_size, mesh)
+        for name, src in ood_sources.items()
+    }
     results = compute_results(scorer, id_out, ood_outs)
     results["config"] = config.to_dict()
     results["versions"] = report.versions()

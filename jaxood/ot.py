@@ -62,7 +62,7 @@ def sinkhorn_plan(
     b = jnp.full((*batch, m), 1.0 / m, cost.dtype) if b is None else jnp.broadcast_to(b, (*batch, m))
     if grad == "stop":
         cost = jax.lax.stop_gradient(cost)
-    flat = lambda x: x.reshape(-1, *x.shape[len(batch):])  # noqa: E731
+    flat = lambda x: x.reshape(-1, *x.shape[len(batch) :])  # noqa: E731
     plans = jax.vmap(lambda c, aa, bb: _solve(c, aa, bb, epsilon, iterations))(flat(cost), flat(a), flat(b))
     plans = plans.reshape(*batch, n, m)
     return jax.lax.stop_gradient(plans) if grad == "stop" else plans

@@ -1,4 +1,6 @@
-"""Pretrain a CLIP with the shared trainer and export it: `python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=DIR`.
+"""Pretrain a CLIP with the shared trainer and export it.
+
+    python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=DIR
 
 Trains (`jaxood.train.train`, method `clip_pretrain`), then writes the final
 weights as a half-precision jaxood checkpoint to `DIR/export` (loading restores

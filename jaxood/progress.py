@@ -28,5 +28,9 @@ class Progress:
             elapsed = now - self.start
             rate = self.done / elapsed if elapsed > 0 else 0.0
             eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            print(f"[{self.label}] {self.done}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, "
-                  f"elapsed {_fmt(elapsed)}, ETA {_fmt(eta)})", file=self.stream, flush=True)
+            print(
+                f"[{self.label}] {self.done}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, "
+                f"elapsed {_fmt(elapsed)}, ETA {_fmt(eta)})",
+                file=self.stream,
+                flush=True,
+            )

@@ -33,19 +33,25 @@ def markdown(results: dict) -> str:
     acc = results.get("id_accuracy") or {}
     acc_cell = lambda r: _pct(acc[r.split(" / ")[0]]) if acc.get(r.split(" / ")[0]) is not None else "n/a"  # noqa: E731
     lines = [
-        f"ID examples: {results['counts']['id']}; OOD: "
-        + ", ".join(f"{s} {results['counts'][s]}" for s in sets),
+        f"ID examples: {results['counts']['id']}; OOD: " + ", ".join(f"{s} {results['counts'][s]}" for s in sets),
         "",
         "FPR95 (%) lower is better / AUROC (%) higher is better",
         "",
-        "| Method / score | ID acc | " + " | ".join(f"{s} FPR95 | {s} AUROC" for s in sets) + " | Avg FPR95 | Avg AUROC |",
+        "| Method / score | ID acc | "
+        + " | ".join(f"{s} FPR95 | {s} AUROC" for s in sets)
+        + " | Avg FPR95 | Avg AUROC |",
         "|---|---|" + "---|---|" * (len(sets) + 1),
     ]
     for r in rows:
         cells = [f"{_pct(table[r][s]['fpr95'])} | {_pct(table[r][s]['auroc'])}" for s in [*sets, "mean"]]
         lines.append(f"| {r} | {acc_cell(r)} | " + " | ".join(cells) + " |")
-    lines += ["", "AUPR-In / AUPR-Out (%)", "", "| Method / score | " + " | ".join(sets) + " | Avg |",
-              "|---|" + "---|" * (len(sets) + 1)]
+    lines += [
+        "",
+        "AUPR-In / AUPR-Out (%)",
+        "",
+        "| Method / score | " + " | ".join(sets) + " | Avg |",
+        "|---|" + "---|" * (len(sets) + 1),
+    ]
     for r in rows:
         cells = [f"{_pct(table[r][s]['aupr_in'])} / {_pct(table[r][s]['aupr_out'])}" for s in [*sets, "mean"]]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")

@@ -45,8 +45,9 @@ def _encoder(model: clip.CLIP, mesh: Mesh):
     return jax.jit(encode, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
-def encode_texts(model: clip.CLIP, params, texts: Sequence[str], batch_size: int = 256,
-                 label: str = "text features") -> np.ndarray:
+def encode_texts(
+    model: clip.CLIP, params, texts: Sequence[str], batch_size: int = 256, label: str = "text features"
+) -> np.ndarray:
     """Raw (unnormalised) features (N, D) of `texts`, EOT-truncated batch by batch, each batch split over the
     devices (`batch_size` rounds up to a multiple of their number)."""
     mesh = data_mesh()
@@ -71,8 +72,14 @@ def encode_texts(model: clip.CLIP, params, texts: Sequence[str], batch_size: int
     return feats
 
 
-def templated_features(model: clip.CLIP, params, words: Sequence[str], templates: Sequence[str] | Sequence[Sequence[str]],
-                       cache_dir: str | None = DEFAULT_CACHE, label: str = "text features") -> np.ndarray:
+def templated_features(
+    model: clip.CLIP,
+    params,
+    words: Sequence[str],
+    templates: Sequence[str] | Sequence[Sequence[str]],
+    cache_dir: str | None = DEFAULT_CACHE,
+    label: str = "text features",
+) -> np.ndarray:
     """Per word, the mean of its templates' raw features, then normalised.
 
     `templates` is one tuple of templates for all words, or one tuple per word

@@ -21,7 +21,6 @@ Multi-host: `jax.distributed.initialize()` runs when the launcher says so
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import os
@@ -47,7 +46,6 @@ from jaxood.data.sampling import few_shot_indices
 from jaxood.models import clip
 from jaxood.models.convert import CheckpointMismatch, check_tree
 from jaxood.progress import Progress
-
 
 # ------------------------------------------------------------ param partition
 
@@ -81,8 +79,9 @@ def partition(params: dict, rules) -> tuple[dict, dict, dict]:
 
 
 def merge(trainable: dict, frozen: dict) -> dict:
-    return flax.traverse_util.unflatten_dict({**flax.traverse_util.flatten_dict(frozen),
-                                              **flax.traverse_util.flatten_dict(trainable)})
+    return flax.traverse_util.unflatten_dict(
+        {**flax.traverse_util.flatten_dict(frozen), **flax.traverse_util.flatten_dict(trainable)}
+    )
 
 
 # ------------------------------------------------------------------ optimiser
@@ -107,8 +106,10 @@ def schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: 
 
 def _group_tx(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
     if opt.name == "sgd":  # PyTorch SGD: weight decay added to the gradient before momentum
-        return optax.chain(optax.add_decayed_weights(opt.weight_decay),
-                           optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov))
+        return optax.chain(
+            optax.add_decayed_weights(opt.weight_decay),
+            optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov),
+        )
     if opt.name == "adamw":
         return optax.adamw(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
     raise ValueError(f"optimiser {opt.name!r} is not one of sgd, adamw")
@@ -267,26 +268,39 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     else:
         indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed)
     transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)
-    loader = Loader(train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh,
-                    caption_length=caption_length)
+    loader = Loader(
+        train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh, caption_length=caption_length
+    )
     total = config.num_steps or config.epochs * loader.steps_per_epoch
     per = "all" if caption_length else f"{config.shots or 'all'} per class"
-    print(f"{len(indices)} training images ({per}, {len(class_names)} classes), "
-          f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)", flush=True)
+    print(
+        f"{len(indices)} training images ({per}, {len(class_names)} classes), "
+        f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)",
+        flush=True,
+    )
 
-    method = importlib.import_module(f"jaxood.methods.{config.method}").build(config, model, clip_params, class_names, mesh)
+    method = importlib.import_module(f"jaxood.methods.{config.method}").build(
+        config, model, clip_params, class_names, mesh
+    )
     trainable, frozen, labels = partition(method.params, method.trainable)
     n_train = sum(np.size(x) for x in jax.tree.leaves(trainable))
-    print(f"trainable parameters: {n_train:,} in {len(jax.tree.leaves(trainable))} arrays; frozen: "
-          f"{sum(np.size(x) for x in jax.tree.leaves(frozen)):,}", flush=True)
+    print(
+        f"trainable parameters: {n_train:,} in {len(jax.tree.leaves(trainable))} arrays; frozen: "
+        f"{sum(np.size(x) for x in jax.tree.leaves(frozen)):,}",
+        flush=True,
+    )
     tx = make_optimizer(config, labels, loader.steps_per_epoch, total)
 
     replicated = NamedSharding(mesh, PartitionSpec())
     put = lambda t: replicate(jax.tree.map(jnp.asarray, t), mesh)  # noqa: E731
     trainable, frozen = put(trainable), put(frozen)
     state = TrainState(
-        step=jnp.asarray(0, jnp.int32), trainable=trainable, opt_state=tx.init(trainable), mutable=put(method.state),
-        finite=jnp.asarray(True), bad_step=jnp.asarray(-1, jnp.int32),
+        step=jnp.asarray(0, jnp.int32),
+        trainable=trainable,
+        opt_state=tx.init(trainable),
+        mutable=put(method.state),
+        finite=jnp.asarray(True),
+        bad_step=jnp.asarray(-1, jnp.int32),
     )
     state = replicate(state, mesh)
     ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)

@@ -25,6 +25,7 @@ def load_config(name, variant=None, **overrides):
         node[leaf] = value
     return c
 
+
 TINY = dict(
     text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
     vision_config=dict(
@@ -36,7 +37,12 @@ TINY = dict(
 VIT_B16 = dict(
     text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
     vision_config=dict(
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        image_size=224,
+        patch_size=16,
     ),
     projection_dim=512,
 )

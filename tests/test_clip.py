@@ -99,11 +99,14 @@ def _np_dense_reference(sd, cfg, images, layer0_ori):
     dh = x.shape[-1] // heads
     for i in range(cfg["num_hidden_layers"]):
         pre = f"vision_model.encoder.layers.{i}."
-        lin = lambda y, n: y @ g(pre + n + ".weight").T + g(pre + n + ".bias")  # noqa: E731
+
+        def lin(y, n, pre=pre):
+            return y @ g(pre + n + ".weight").T + g(pre + n + ".bias")
+
         hh = _np_layer_norm(x, g(pre + "layer_norm1.weight"), g(pre + "layer_norm1.bias"))
         q, k, v = (lin(hh, f"self_attn.{n}_proj").reshape(b, -1, heads, dh).transpose(0, 2, 1, 3) for n in "qkv")
 
-        def attn(a, c, d):
+        def attn(a, c, d, lin=lin):
             o = _np_softmax(a @ c.transpose(0, 1, 3, 2) / np.sqrt(dh)) @ d
             return lin(o.transpose(0, 2, 1, 3).reshape(b, -1, heads * dh), "self_attn.out_proj")
 
@@ -132,9 +135,7 @@ def test_value_value_stream_against_numpy(tiny_hf, layer0_ori):
     want_global = pooled @ vproj
     want_local = vv @ local_proj.astype(np.float64) @ vproj
 
-    got_global, got_local = model.apply(
-        {"params": params}, images, local_proj, layer0_ori, method="encode_image_dense"
-    )
+    got_global, got_local = model.apply({"params": params}, images, local_proj, layer0_ori, method="encode_image_dense")
     chex.assert_shape(got_local, (2, 16, 32))
     np.testing.assert_allclose(got_global, want_global, atol=1e-4)
     np.testing.assert_allclose(got_local, want_local, atol=1e-4)
@@ -222,7 +223,9 @@ def _copy_with_state(src, dst, edit):
 
 def test_conversion_rejects_missing_tensor(tiny_hf, tmp_path):
     d = _copy_with_state(tiny_hf[0], tmp_path / "m", lambda s: s.pop("text_model.encoder.layers.1.mlp.fc2.bias"))
-    with pytest.raises(convert.CheckpointMismatch, match=r"missing parameters \(1\): text_model/encoder/layers_1/mlp/fc2/bias"):
+    with pytest.raises(
+        convert.CheckpointMismatch, match=r"missing parameters \(1\): text_model/encoder/layers_1/mlp/fc2/bias"
+    ):
         clip.load(d)
 
 
@@ -231,7 +234,9 @@ def test_conversion_rejects_extra_tensor(tiny_hf, tmp_path):
         s["vision_model.encoder.layers.2.mlp.fc1.weight"] = np.zeros((128, 64), np.float32)
 
     d = _copy_with_state(tiny_hf[0], tmp_path / "m", add)
-    with pytest.raises(convert.CheckpointMismatch, match=r"unexpected tensors \(1\): vision_model.encoder.layers.2.mlp.fc1.weight"):
+    with pytest.raises(
+        convert.CheckpointMismatch, match=r"unexpected tensors \(1\): vision_model.encoder.layers.2.mlp.fc1.weight"
+    ):
         clip.load(d)
 
 
@@ -240,7 +245,9 @@ def test_conversion_rejects_misshaped_tensor(tiny_hf, tmp_path):
         s["visual_projection.weight"] = np.zeros((16, 64), np.float32)
 
     d = _copy_with_state(tiny_hf[0], tmp_path / "m", reshape)
-    with pytest.raises(convert.CheckpointMismatch, match=r"visual_projection.weight: checkpoint \(16, 64\) vs model \(64, 32\)"):
+    with pytest.raises(
+        convert.CheckpointMismatch, match=r"visual_projection.weight: checkpoint \(16, 64\) vs model \(64, 32\)"
+    ):
         clip.load(d)
 
 

@@ -76,7 +76,10 @@ def test_tfds_source_reads_array_record_without_tensorflow(tmp_path):
             return tfds.core.DatasetInfo(
                 builder=self,
                 features=tfds.features.FeaturesDict(
-                    {"image": tfds.features.Image(shape=(None, None, 3)), "label": tfds.features.ClassLabel(names=["red_box", "blue_ball"])}
+                    {
+                        "image": tfds.features.Image(shape=(None, None, 3)),
+                        "label": tfds.features.ClassLabel(names=["red_box", "blue_ball"]),
+                    }
                 ),
             )
 
@@ -250,7 +253,10 @@ def test_multi_device_loader_equals_single_device(folder):
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
     multi = np.load(os.path.join(folder, "..", "multi.npz"))
     src = FolderSource(folder)
-    single = [np.asarray(b["image"]) for b in Loader(src, preprocess.clip_train(16), global_batch=4, seed=7).train(0, num_steps=2)]
+    single = [
+        np.asarray(b["image"])
+        for b in Loader(src, preprocess.clip_train(16), global_batch=4, seed=7).train(0, num_steps=2)
+    ]
     np.testing.assert_array_equal(multi["train0"], single[0])
     np.testing.assert_array_equal(multi["train1"], single[1])
     idx, mask = multi["eval_index"], multi["eval_mask"]
@@ -281,7 +287,10 @@ def test_toy_world_examples_and_determinism():
     assert ex.image.shape == (48, 48, 3) and ex.image.dtype == np.uint8
     assert w.class_names[ex.label] in ex.caption and ex.caption.startswith("a photo of a")
     np.testing.assert_array_equal(ex.image, toy_world.ToyWorld("train", per_class=4, size=48, seed=1).example(5).image)
-    assert np.abs(ex.image.astype(int) - toy_world.ToyWorld("train", per_class=4, size=48, seed=2).example(5).image).max() > 0
+    assert (
+        np.abs(ex.image.astype(int) - toy_world.ToyWorld("train", per_class=4, size=48, seed=2).example(5).image).max()
+        > 0
+    )
     assert all(w.example(i).label == lab for i, lab in enumerate(w.labels()))
     assert ex.objects == ((w.class_names[ex.label], ex.caption.split(" ")[4]),)
     far = toy_world.ToyWorld("far_ood", per_class=1).example(0)
@@ -289,7 +298,10 @@ def test_toy_world_examples_and_determinism():
 
 
 def test_toy_objects_stand_out_from_every_background_blend():
-    """Each object colour keeps RGB distance >= 50 from any blend of two other muted background tones (gray had < 35)."""
+    """Each object colour keeps RGB distance >= 50 from any blend of two other muted background tones.
+
+    Gray had < 35.
+    """
     t = np.linspace(0, 1, 51)[:, None]
     for colour, rgb in toy_world.COLOURS.items():
         others = [np.array(toy_world.muted(c)) for c in toy_world.COLOURS if c != colour]
@@ -302,15 +314,20 @@ def test_toy_world_spurious_correlation():
     test = toy_world.ToyWorld("test", per_class=40)
 
     def agreement(w):
-        hits = [toy_world.BACKGROUND_WORDS[toy_world.SPURIOUS_BACKGROUND[w.class_names[e.label]]] in e.caption
-                for e in map(w.example, range(0, len(w), 3))]
+        hits = [
+            toy_world.BACKGROUND_WORDS[toy_world.SPURIOUS_BACKGROUND[w.class_names[e.label]]] in e.caption
+            for e in map(w.example, range(0, len(w), 3))
+        ]
         return np.mean(hits)
 
     assert agreement(train) > 0.7 and agreement(test) < 0.45
 
 
 def test_toy_id_classes_have_typical_colours_that_pretraining_never_saw():
-    """ID objects take their class's colour 70 % of the time (+ 30 % / 11 by chance); pretrain and OOD draw uniformly."""
+    """ID objects take their class's colour 70 % of the time (+ 30 % / 11 by chance).
+
+    Pretraining and OOD splits draw colours uniformly.
+    """
 
     def typical(split, per_class):
         w = toy_world.ToyWorld(split, per_class=per_class, seed=5)

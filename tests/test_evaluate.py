@@ -17,9 +17,9 @@ def _evaluate(workdir, model_dir, cache, *extra):
     cmd = [
         sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={workdir}",
         f"--config.model={model_dir}", f"--config.cache_dir={cache}", "--config.neglabel.max_candidates=300",
-        "--config.csp.max_candidates=150", "--config.id_dataset.per_class=4", "--config.ood_datasets.near.per_class=3",
-        "--config.ood_datasets.far.per_class=2", "--config.ood_datasets.spurious.per_class=2", "--config.eval_batch_size=16",
-        *extra,
+        "--config.csp.max_candidates=150", "--config.id_dataset.per_class=4",
+        "--config.ood_datasets.near.per_class=3", "--config.ood_datasets.far.per_class=2",
+        "--config.ood_datasets.spurious.per_class=2", "--config.eval_batch_size=16", *extra,
     ]  # fmt: skip
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
@@ -35,7 +35,11 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
     assert res["counts"] == {"id": 48, "far": 24, "near": 24, "spurious": 32}
     rows = res["ood"]
     assert list(rows) == [
-        "zero-shot / MCM", "zero-shot / GL-MCM", "zero-shot / MaxLogit", "zero-shot / NegLabel", "zero-shot / CSP"
+        "zero-shot / MCM",
+        "zero-shot / GL-MCM",
+        "zero-shot / MaxLogit",
+        "zero-shot / NegLabel",
+        "zero-shot / CSP",
     ]
     for row in rows.values():
         for name in ("near", "far", "spurious"):
@@ -49,7 +53,9 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
     # The second run reads every text feature (classes and WordNet candidates) from the cache.
     second = _evaluate(tmp_path / "run2", tiny_hf[0], cache)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("cached text features") == 5  # class prompts, neglabel ID + candidates, csp ID + candidates
+    assert (
+        second.stdout.count("cached text features") == 5
+    )  # class prompts, neglabel ID + candidates, csp ID + candidates
     res2 = json.loads((tmp_path / "run2" / "results.json").read_text())
     assert res2["ood"] == res["ood"]
 
@@ -61,8 +67,16 @@ def test_evaluate_rejects_unknown_config_key(tiny_hf, tmp_path):
 
 
 def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
-    cmd = [sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py", f"--workdir={tmp_path / 'run'}",
-           f"--config.model={tiny_hf[0]}", f"--config.id_dataset.data_dir={tmp_path}", f"--config.ood_root={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxood.evaluate",
+        "--config=configs/zeroshot.py",
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.model={tiny_hf[0]}",
+        f"--config.id_dataset.data_dir={tmp_path}",
+        f"--config.ood_root={tmp_path}",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "'imagenet2012' is not prepared" in out.stderr and "ILSVRC2012_img_train.tar" in out.stderr
@@ -72,7 +86,12 @@ def test_compute_results_uses_masked_scores_only():
     from jaxood.evaluate import Scorer, compute_results
 
     scorer = Scorer(fn=None, rows=("m / s",))
-    id_out = {"m / s": np.array([0.9, 0.8, 0.7]), "pred/m": np.array([0, 1, 1]), "label": np.array([0, 1, 0]), "unreadable": 0}
+    id_out = {
+        "m / s": np.array([0.9, 0.8, 0.7]),
+        "pred/m": np.array([0, 1, 1]),
+        "label": np.array([0, 1, 0]),
+        "unreadable": 0,
+    }
     ood = {"a": {"m / s": np.array([0.1, 0.75]), "label": np.array([-1, -1]), "unreadable": 1}}
     res = compute_results(scorer, id_out, ood)
     assert res["id_accuracy"] == {"m": pytest.approx(2 / 3)}
@@ -153,4 +172,6 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
     model, params = clip.load(tiny_hf[0])
-    np.testing.assert_allclose(np.load(tmp_path / "multi.npy"), encode_texts(model, params, texts), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "multi.npy"), encode_texts(model, params, texts), rtol=1e-5, atol=1e-5
+    )

@@ -9,6 +9,7 @@ from jaxood import ot
 
 jax.config.update("jax_enable_x64", False)
 
+
 def np_sinkhorn(cost, epsilon, iterations, a=None, b=None):
     """Plain Sinkhorn in float64 scaling form: u = a / (K v), v = b / (K^T u)."""
     n, m = cost.shape
@@ -21,6 +22,7 @@ def np_sinkhorn(cost, epsilon, iterations, a=None, b=None):
         v = b / (k.T @ u)
     return u[:, None] * k * v[None, :]
 
+
 def test_plans_match_numpy_and_have_uniform_marginals():
     rng = np.random.RandomState(0)
     cost = rng.rand(3, 5, 10, 4).astype(np.float32)
@@ -31,6 +33,7 @@ def test_plans_match_numpy_and_have_uniform_marginals():
     np.testing.assert_allclose(plans.sum(-1), 0.1, atol=1e-5)
     np.testing.assert_allclose(plans.sum(-2), 0.25, atol=1e-5)
 
+
 def test_custom_marginals():
     rng = np.random.RandomState(1)
     cost = rng.rand(6, 3).astype(np.float32)
@@ -39,11 +42,13 @@ def test_custom_marginals():
     plan = np.asarray(ot.sinkhorn_plan(jnp.asarray(cost), 0.3, 300, a=jnp.asarray(a), b=jnp.asarray(b)))
     np.testing.assert_allclose(plan, np_sinkhorn(cost.astype(np.float64), 0.3, 3000, a, b), atol=1e-5)
 
+
 def test_stop_gradient_plan_has_no_gradient():
     cost = jnp.asarray(np.random.RandomState(2).rand(5, 4).astype(np.float32))
     g = jax.jit(jax.grad(lambda c: jnp.sum(ot.sinkhorn_plan(c, 0.1, 50, grad="stop") * c)))(cost)
     # d/dc sum(T c) with T constant is T itself
     np.testing.assert_allclose(g, ot.sinkhorn_plan(cost, 0.1, 50), atol=1e-7)
+
 
 @pytest.mark.parametrize("iterations", [10, 13, 300])
 def test_unrolled_gradient_matches_finite_differences(iterations):
@@ -62,8 +67,10 @@ def test_unrolled_gradient_matches_finite_differences(iterations):
         e = np.zeros(cost.shape, np.float32)
         e[idx] = h
         fd32[idx] = (float(f(cost + e)) - float(f(cost - e))) / (2 * h)
-        fd64[idx] = (np.sum(np_sinkhorn(cost + e.astype(np.float64), 0.3, 3000) * weights)
-                     - np.sum(np_sinkhorn(cost - e.astype(np.float64), 0.3, 3000) * weights)) / (2 * h)
+        fd64[idx] = (
+            np.sum(np_sinkhorn(cost + e.astype(np.float64), 0.3, 3000) * weights)
+            - np.sum(np_sinkhorn(cost - e.astype(np.float64), 0.3, 3000) * weights)
+        ) / (2 * h)
     np.testing.assert_allclose(g, fd32, atol=1e-3)
     if iterations == 300:
         np.testing.assert_allclose(g, fd64, atol=1e-3)

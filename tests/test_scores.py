@@ -48,7 +48,9 @@ def test_fpr95_hand_cases():
     assert metrics.fpr_at_95_tpr([5.0] * 10, [5.0, 4.0]) == 0.5  # ties at the threshold are false positives
     assert metrics.fpr_at_95_tpr([0.1, 0.5, 0.9], [0.05, 0.1, 0.2]) == pytest.approx(2 / 3)  # n=3: smallest ID score
     assert metrics.fpr_at_95_tpr([0.7], [0.7, 0.69]) == 0.5
-    assert metrics.fpr_at_95_tpr(np.arange(100.0), np.arange(100.0) - 10) == pytest.approx(0.85)  # threshold 5 -> 85 above
+    assert metrics.fpr_at_95_tpr(np.arange(100.0), np.arange(100.0) - 10) == pytest.approx(
+        0.85
+    )  # threshold 5 -> 85 above
 
 
 def test_accuracy_and_errors():
@@ -66,7 +68,9 @@ def test_logit_scores_by_hand():
     assert float(logit_scores.msp(z)[0]) == pytest.approx(e[2] / e.sum(), rel=1e-6)
     assert float(logit_scores.max_logit(z)[0]) == 3.0
     assert float(logit_scores.energy(z)[0]) == pytest.approx(math.log(e.sum()), rel=1e-6)
-    assert float(logit_scores.energy(z, 2.0)[0]) == pytest.approx(2 * math.log(np.exp(np.array([1, 2, 3]) / 2).sum()), rel=1e-6)
+    assert float(logit_scores.energy(z, 2.0)[0]) == pytest.approx(
+        2 * math.log(np.exp(np.array([1, 2, 3]) / 2).sum()), rel=1e-6
+    )
 
 
 def test_mcm_and_gl_mcm_by_hand():

@@ -29,8 +29,8 @@ def load_config(variant="demo", **overrides):
 
 def small_config(model_dir, tmp_path, **overrides):
     base = {
-        "model": model_dir, "cache_dir": str(tmp_path / "cache"), "train_dataset.per_class": 4, "shots": 4, "batch_size": 8,
-        "epochs": 1, "log_every": 1, "checkpoint_every": 2, "tensorboard": False, "plots": False,
+        "model": model_dir, "cache_dir": str(tmp_path / "cache"), "train_dataset.per_class": 4, "shots": 4,
+        "batch_size": 8, "epochs": 1, "log_every": 1, "checkpoint_every": 2, "tensorboard": False, "plots": False,
         "id_dataset.per_class": 2, "ood_datasets.near.per_class": 1, "ood_datasets.far.per_class": 1,
         "ood_datasets.spurious.per_class": 1, "eval_batch_size": 16, "sot_glp.n_global": 2, "sot_glp.n_local": 2,
         "sot_glp.top_k": 4, "sot_glp.ot_iterations": 20,
@@ -94,7 +94,8 @@ def test_only_prompts_and_projection_are_trained(tiny_model, tmp_path, learn_pro
     np.testing.assert_allclose(trainable["global_ctx"][1], ctx)  # "a photo of a"
     batch = {
         "image": jnp.asarray(np.random.RandomState(0).randn(4, 32, 32, 3), jnp.float32),
-        "label": jnp.array([0, 1, 2, 3]), "mask": jnp.array([True, True, True, False]),
+        "label": jnp.array([0, 1, 2, 3]),
+        "mask": jnp.array([True, True, True, False]),
     }
     grads = jax.grad(lambda t: method.loss(trainer.merge(t, frozen), {}, batch, jax.random.PRNGKey(0))[0])(trainable)
     for name, g in grads.items():
@@ -124,7 +125,7 @@ def test_scorer_reports_gl_mcm_its_global_and_local_terms_and_max_logit(tiny_mod
 def _one_step_script(n_devices, model_dir, out):
     return textwrap.dedent(f"""
         import sys, numpy as np, jax
-        sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+        sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
         from test_sot_glp import small_config
         from jaxood import train as trainer
         from jaxood.data.pipeline import Loader, data_mesh
@@ -161,8 +162,13 @@ def _one_step_script(n_devices, model_dir, out):
 def test_four_device_step_equals_one_device_step(tiny_hf, tmp_path):
     for n in (1, 4):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-        subprocess.run([sys.executable, "-c", _one_step_script(n, tiny_hf[0], tmp_path)], check=True, env=env,
-                       timeout=600, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-c", _one_step_script(n, tiny_hf[0], tmp_path)],
+            check=True,
+            env=env,
+            timeout=600,
+            cwd=ROOT,
+        )
     one, four = np.load(tmp_path / "step1.npz"), np.load(tmp_path / "step4.npz")
     np.testing.assert_allclose(four["losses"], one["losses"], atol=1e-5, rtol=1e-5)
     for key in one.files:
@@ -178,8 +184,13 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
     files = set(os.listdir(tmp_path / "run"))
     assert {"results.json", "results.md", "config.json", "metrics.jsonl", "hist_sot_glp_gl_mcm.png"} <= files
     assert list(results["ood"]) == [
-        "zero-shot / MCM", "zero-shot / GL-MCM", "zero-shot / MaxLogit",
-        "SOT-GLP / GL-MCM", "SOT-GLP / MCM", "SOT-GLP / L-MCM", "SOT-GLP / MaxLogit",
+        "zero-shot / MCM",
+        "zero-shot / GL-MCM",
+        "zero-shot / MaxLogit",
+        "SOT-GLP / GL-MCM",
+        "SOT-GLP / MCM",
+        "SOT-GLP / L-MCM",
+        "SOT-GLP / MaxLogit",
     ]
     assert set(results["id_accuracy"]) == {"zero-shot", "SOT-GLP"}
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sot_glp"
@@ -239,8 +250,14 @@ def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
 
 
 def test_unknown_config_key_fails_before_work(tmp_path):
-    cmd = [sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={tmp_path / 'w'}",
-           "--config.sot_glp.topk=3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxood.train",
+        "--config=configs/sot_glp.py:demo",
+        f"--workdir={tmp_path / 'w'}",
+        "--config.sot_glp.topk=3",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "topk" in out.stderr
     assert not (tmp_path / "w").exists()

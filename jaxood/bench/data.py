@@ -31,7 +31,9 @@ def _write_jpegs(root: str, n: int) -> None:
         d = os.path.join(root, f"class_{i % 8}")
         os.makedirs(d, exist_ok=True)
         # Smooth content plus noise compresses like a photo, not like pure noise.
-        base = np.stack([np.sin(xx / rng.uniform(10, 60)), np.cos(yy / rng.uniform(10, 60)), np.sin((xx + yy) / 40)], -1)
+        base = np.stack(
+            [np.sin(xx / rng.uniform(10, 60)), np.cos(yy / rng.uniform(10, 60)), np.sin((xx + yy) / 40)], -1
+        )
         img = (base * 80 + 128 + rng.normal(0, 12, base.shape)).clip(0, 255).astype(np.uint8)
         Image.fromarray(img).save(os.path.join(d, f"{i}.jpg"), quality=90)
 
@@ -61,8 +63,10 @@ def main(argv=None) -> dict:
         r["train"] = _rate(train, args.steps, args.batch)
         ev = Loader(src, preprocess.clip_eval(224), global_batch=args.batch)
         r["eval"] = _rate(ev.train(), args.steps, args.batch)  # the eval transform, repeated epochs
-    print(f"(a) train pipeline (JPEG 500x375 -> RandomResizedCrop 224, flip, normalise, batch {args.batch}): "
-          f"{r['train']:.0f} img/s on {cores} cores, {r['train'] / cores:.0f} img/s per core")
+    print(
+        f"(a) train pipeline (JPEG 500x375 -> RandomResizedCrop 224, flip, normalise, batch {args.batch}): "
+        f"{r['train']:.0f} img/s on {cores} cores, {r['train'] / cores:.0f} img/s per core"
+    )
     print(f"(b) eval pipeline (resize 224, centre crop): {r['eval']:.0f} img/s, {r['eval'] / cores:.0f} per core")
     world = toy_world.ToyWorld("pretrain", per_class=-(-args.toy_images // 28))
     start = time.perf_counter()

@@ -59,8 +59,11 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     cfg = clip.CLIPConfig(
-        vision=clip.TowerConfig(768, 12, 12, 3072), text=clip.TowerConfig(512, 12, 8, 2048),
-        image_size=224, patch_size=16, projection_dim=512,
+        vision=clip.TowerConfig(768, 12, 12, 3072),
+        text=clip.TowerConfig(512, 12, 8, 2048),
+        image_size=224,
+        patch_size=16,
+        projection_dim=512,
     )
     model = clip.CLIP(cfg, dtype=jnp.dtype(args.dtype))
     params = jax.device_get(clip.init_params(clip.CLIP(cfg)))
@@ -73,8 +76,10 @@ def main(argv=None) -> dict:
         "label": jnp.asarray(rng.randint(0, args.classes, args.batch)),
         "mask": jnp.ones((args.batch,), bool),
     }
-    print(f"SOT-GLP step: C={args.classes}, G=P=4 -> {args.classes * 8} prompts, image batch {args.batch}, "
-          f"ViT-B/16 random weights, {jax.device_count()} {jax.devices()[0].platform} device(s), {args.dtype}")
+    print(
+        f"SOT-GLP step: C={args.classes}, G=P=4 -> {args.classes * 8} prompts, image batch {args.batch}, "
+        f"ViT-B/16 random weights, {jax.device_count()} {jax.devices()[0].platform} device(s), {args.dtype}"
+    )
 
     def step_time(full_length: bool) -> tuple[float, int]:
         from jaxood import train as trainer
@@ -82,12 +87,17 @@ def main(argv=None) -> dict:
         patch = mock.patch.object(clip, "eot_length", lambda *a, **k: 77) if full_length else contextlib.nullcontext()
         with patch:
             method = sot_glp.build(config, model, params, names, mesh)
-        length = 77 if full_length else clip.eot_length(
-            sot_glp.Prompts(model, params, names, 4).eot.max())
+        length = 77 if full_length else clip.eot_length(sot_glp.Prompts(model, params, names, 4).eot.max())
         trainable, frozen, labels = trainer.partition(method.params, method.trainable)
         tx = trainer.make_optimizer(config, labels, 100, 5000)
-        state = trainer.TrainState(step=jnp.asarray(0), trainable=trainable, opt_state=tx.init(trainable), mutable={},
-                                   finite=jnp.asarray(True), bad_step=jnp.asarray(-1))
+        state = trainer.TrainState(
+            step=jnp.asarray(0),
+            trainable=trainable,
+            opt_state=tx.init(trainable),
+            mutable={},
+            finite=jnp.asarray(True),
+            bad_step=jnp.asarray(-1),
+        )
         step = jax.jit(trainer.make_step(method, tx, 0))
         return _time(lambda: step(state, frozen, batch)[1]["loss"], args.repeats), length
 
@@ -96,7 +106,9 @@ def main(argv=None) -> dict:
     print(f"train step, prompts cut at the EOT ({r['length_truncated']} tokens): {r['step_truncated']:.1f} s")
     if not args.no_full_length:
         r["step_full"], _ = step_time(True)
-        print(f"train step, full 77 tokens: {r['step_full']:.1f} s ({r['step_full'] / r['step_truncated']:.1f}x slower)")
+        print(
+            f"train step, full 77 tokens: {r['step_full']:.1f} s ({r['step_full'] / r['step_truncated']:.1f}x slower)"
+        )
 
     # Where the time goes (each part jitted on its own, forward + backward where the step has one).
     method = sot_glp.build(config, model, params, names, mesh)
@@ -126,8 +138,11 @@ def main(argv=None) -> dict:
     ot_grad = jax.jit(jax.grad(lambda t, loc: jnp.sum(sot_glp.local_score(loc, t))))
     r["ot"] = _time(lambda: ot_grad(text, local), args.repeats)
     total = r["text"] + r["image"] + r["ot"]
-    for k, label in (("text", f"text tower, {n_prompts} prompts fwd+bwd"), ("image", "image tower, both streams"),
-                     ("ot", f"top-K + Sinkhorn, {args.batch * args.classes} problems")):
+    for k, label in (
+        ("text", f"text tower, {n_prompts} prompts fwd+bwd"),
+        ("image", "image tower, both streams"),
+        ("ot", f"top-K + Sinkhorn, {args.batch * args.classes} problems"),
+    ):
         print(f"  {label}: {r[k]:.2f} s ({100 * r[k] / total:.0f}%)")
     return r
 

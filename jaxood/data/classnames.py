@@ -6,7 +6,7 @@ import os
 _ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imagenet_classnames() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names in label order, CLIP-style (OpenAI's prompt-engineering list).
 

@@ -56,14 +56,22 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
     - `toy`: the toy world's near, far and spurious OOD splits.
     """
     if name == "mos":
-        sub = {"iNaturalist": "iNaturalist", "SUN": "SUN", "Places": "Places", "Textures": os.path.join("dtd", "images")}
+        sub = {
+            "iNaturalist": "iNaturalist",
+            "SUN": "SUN",
+            "Places": "Places",
+            "Textures": os.path.join("dtd", "images"),
+        }
         return {k: {"kind": "folder", "root": os.path.join(root, v)} for k, v in sub.items()}
     if name == "openood_v15":
         lists = os.path.join(root, "benchmark_imglist", "imagenet")
         images = os.path.join(root, "images_largescale")
         sets = {"SSB-hard": "ssb_hard", "NINCO": "ninco", "iNaturalist": "inaturalist", "Textures": "textures",
                 "OpenImage-O": "openimage_o"}  # fmt: skip
-        return {k: {"kind": "list", "root": images, "list_file": os.path.join(lists, f"test_{v}.txt")} for k, v in sets.items()}
+        return {
+            k: {"kind": "list", "root": images, "list_file": os.path.join(lists, f"test_{v}.txt")}
+            for k, v in sets.items()
+        }
     if name == "toy":
         toy = dict(toy or {})
         return {k: {"kind": "toy", "split": s, **toy} for k, s in

@@ -22,7 +22,9 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
     try:
         builder.download_and_prepare(download_config=config)
     except ModuleNotFoundError as err:
-        raise SystemExit(f"preparing {dataset} needs {err.name}: `pip install tensorflow-cpu`, then run this again") from err
+        raise SystemExit(
+            f"preparing {dataset} needs {err.name}: `pip install tensorflow-cpu`, then run this again"
+        ) from err
     return builder.data_dir
 
 
@@ -30,7 +32,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, help="TFDS name, e.g. cifar10, imagenet2012, dtd")
     ap.add_argument("--data_dir", default=os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets")))
-    ap.add_argument("--manual_dir", default=None, help="where manually downloaded archives are (default DATA_DIR/downloads/manual)")
+    ap.add_argument(
+        "--manual_dir", default=None, help="where manually downloaded archives are (default DATA_DIR/downloads/manual)"
+    )
     args = ap.parse_args(argv)
     print(f"prepared {args.dataset} in {prepare(args.dataset, os.path.expanduser(args.data_dir), args.manual_dir)}")
 

@@ -139,4 +139,3 @@ def clip_train(size: int = 224, scale: tuple[float, float] = (0.08, 1.0), flip: 
     if flip:
         ops.append(RandomFlip())
     return Compose((*ops, Normalize()))
-

@@ -89,13 +89,17 @@ class FolderSource(_FileListSource):
                 if f.lower().endswith(IMAGE_EXTENSIONS)
             )
             if not files:
-                raise DatasetMissing(f"class folder {os.path.join(root, folder)} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise DatasetMissing(
+                    f"class folder {os.path.join(root, folder)} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                )
             self.paths += files
             labels += [label] * len(files)
         self._labels = np.asarray(labels, np.int32)
         if class_names is not None:
             if len(class_names) != len(folders):
-                raise ValueError(f"{root} has {len(folders)} class folders but {len(class_names)} class names were given")
+                raise ValueError(
+                    f"{root} has {len(folders)} class folders but {len(class_names)} class names were given"
+                )
             self.class_names = tuple(class_names)
         elif len(folders) == 1000 and all(map(_is_wnid, folders)):
             self.class_names = imagenet_classnames()
@@ -108,7 +112,9 @@ class ImageListSource(_FileListSource):
 
     def __init__(self, root: str, list_file: str, class_names: tuple[str, ...] = ()):
         if not os.path.exists(list_file):
-            raise DatasetMissing(f"image list {list_file} not found (OpenOOD v1.5 ships these lists in benchmark_imglist/)")
+            raise DatasetMissing(
+                f"image list {list_file} not found (OpenOOD v1.5 ships these lists in benchmark_imglist/)"
+            )
         self.paths, labels, missing = [], [], []
         with open(list_file) as f:
             for lineno, line in enumerate(f, 1):
@@ -154,12 +160,15 @@ class TfdsSource:
         except Exception as err:
             raise DatasetMissing(f"TFDS does not know the dataset {name!r} ({err})") from err
         if not builder.is_prepared():
-            hint = _MANUAL.get(name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`")
+            hint = _MANUAL.get(
+                name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
+            )
             manual = os.path.join(data_dir, "downloads", "manual")
             raise DatasetMissing(
                 f"TFDS dataset {name!r} is not prepared in {data_dir}: "
                 + hint.format(name=name, data_dir=data_dir, manual=manual)
-                + " (needs network and `pip install tensorflow-cpu` once; set --data_dir or TFDS_DATA_DIR to where it lives)"
+                + " (needs network and `pip install tensorflow-cpu` once;"
+                " set --data_dir or TFDS_DATA_DIR to where it lives)"
             )
         try:
             self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
@@ -193,4 +202,3 @@ class TfdsSource:
     def read(self, index: int) -> tuple[bytes, int]:
         record = self._ds[index]
         return record["image"], int(record["label"])
-

@@ -108,7 +108,13 @@ def _heart(n: int = 48) -> np.ndarray:
     return np.stack([x, y + 2], -1) / 17
 
 
-_POINTS = {3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon", 7: "heptagon", 8: "octagon", 9: "nonagon", 10: "decagon"}
+_POINTS = {
+    3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon", 7: "heptagon", 8: "octagon", 9: "nonagon", 10: "decagon",
+}  # fmt: skip
+_CROSS = np.array([
+    [-0.3, -1], [0.3, -1], [0.3, -0.3], [1, -0.3], [1, 0.3], [0.3, 0.3], [0.3, 1], [-0.3, 1], [-0.3, 0.3], [-1, 0.3],
+    [-1, -0.3], [-0.3, -0.3],
+])  # fmt: skip
 _STARS = {"four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
 
 
@@ -124,18 +130,17 @@ def shape_polygons(name: str) -> list[tuple[np.ndarray, int]]:
         "ellipse": [(_ellipse(1, 0.55), 1)],
         "star": [(_star(5), 1)],
         "hexagram": [(_star(6, 0.58), 1)],
-        "cross": [(np.array([[-.3, -1], [.3, -1], [.3, -.3], [1, -.3], [1, .3], [.3, .3], [.3, 1], [-.3, 1],
-                             [-.3, .3], [-1, .3], [-1, -.3], [-.3, -.3]]), 1)],
+        "cross": [(_CROSS, 1)],
         "heart": [(_heart(), 1)],
         "crescent": [(_ellipse(1, 1), 1), (_ellipse(0.85, 0.85, dx=0.45), 0)],
         "ring": [(_ellipse(1, 1), 1), (_ellipse(0.55, 0.55), 0)],
-        "arrow": [(np.array([[-1, -.25], [.2, -.25], [.2, -.6], [1, 0], [.2, .6], [.2, .25], [-1, .25]]), 1)],
-        "diamond": [(np.array([[0, -1], [.6, 0], [0, 1], [-.6, 0]]), 1)],
-        "rectangle": [(np.array([[-1, -.5], [1, -.5], [1, .5], [-1, .5]]), 1)],
-        "trapezoid": [(np.array([[-1, .6], [1, .6], [.5, -.6], [-.5, -.6]]), 1)],
-        "semicircle": [(np.concatenate([_ellipse(1, 1, n=48)[24:], [[1, 0]]]) + [0, .4], 1)],
-        "kite": [(np.array([[0, -1], [.55, -.35], [0, 1], [-.55, -.35]]), 1)],
-        "parallelogram": [(np.array([[-1, .5], [.45, .5], [1, -.5], [-.45, -.5]]), 1)],
+        "arrow": [(np.array([[-1, -0.25], [0.2, -0.25], [0.2, -0.6], [1, 0], [0.2, 0.6], [0.2, 0.25], [-1, 0.25]]), 1)],
+        "diamond": [(np.array([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]]), 1)],
+        "rectangle": [(np.array([[-1, -0.5], [1, -0.5], [1, 0.5], [-1, 0.5]]), 1)],
+        "trapezoid": [(np.array([[-1, 0.6], [1, 0.6], [0.5, -0.6], [-0.5, -0.6]]), 1)],
+        "semicircle": [(np.concatenate([_ellipse(1, 1, n=48)[24:], [[1, 0]]]) + [0, 0.4], 1)],
+        "kite": [(np.array([[0, -1], [0.55, -0.35], [0, 1], [-0.55, -0.35]]), 1)],
+        "parallelogram": [(np.array([[-1, 0.5], [0.45, 0.5], [1, -0.5], [-0.45, -0.5]]), 1)],
     }
     if name not in table:
         raise KeyError(f"unknown toy object {name!r}")
@@ -151,7 +156,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mix(a, b, t: np.ndarray) -> np.ndarray:
-    return (np.asarray(a, np.float32) * (1 - t[..., None]) + np.asarray(b, np.float32) * t[..., None])
+    return np.asarray(a, np.float32) * (1 - t[..., None]) + np.asarray(b, np.float32) * t[..., None]
 
 
 def render_background(kind: str, size: int, rng: np.random.Generator, palette: tuple) -> np.ndarray:

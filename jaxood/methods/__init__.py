@@ -1,4 +1,6 @@
-"""OOD methods. Each module `jaxood.methods.<name>` has `build(config, model, clip_params, class_names, mesh) -> Method`.
+"""OOD methods.
+
+Each module `jaxood.methods.<name>` has `build(config, model, clip_params, class_names, mesh) -> Method`.
 
 The trainer imports the module named by `config.method` and needs nothing else:
 

@@ -50,8 +50,9 @@ def patch_prompt_similarity(local: jax.Array, local_text: jax.Array) -> jax.Arra
     return jnp.einsum("bnd,cpd->bcnp", local, local_text)
 
 
-def local_score_from_similarity(sim: jax.Array, top_k: int = 10, epsilon: float = 0.1, iterations: int = 100,
-                                reduction: str = "sum") -> jax.Array:
+def local_score_from_similarity(
+    sim: jax.Array, top_k: int = 10, epsilon: float = 0.1, iterations: int = 100, reduction: str = "sum"
+) -> jax.Array:
     """`phi (B, C)` from `patch_prompt_similarity`; see `local_score`."""
     saliency = jax.lax.stop_gradient(sim.mean(-1))  # (B, C, N)
     _, idx = jax.lax.top_k(saliency, top_k)  # (B, C, K)
@@ -65,8 +66,14 @@ def local_score_from_similarity(sim: jax.Array, top_k: int = 10, epsilon: float 
     return phi
 
 
-def local_score(local: jax.Array, local_text: jax.Array, top_k: int = 10, epsilon: float = 0.1,
-                iterations: int = 100, reduction: str = "sum") -> jax.Array:
+def local_score(
+    local: jax.Array,
+    local_text: jax.Array,
+    top_k: int = 10,
+    epsilon: float = 0.1,
+    iterations: int = 100,
+    reduction: str = "sum",
+) -> jax.Array:
     """SOT-GLP's local score `phi (B, C)`.
 
     Args:
@@ -79,7 +86,9 @@ def local_score(local: jax.Array, local_text: jax.Array, top_k: int = 10, epsilo
       reduction: "sum" (paper: `sum_{u,v} T sim`) or "mean" (released code:
         `mean_v sum_u`, i.e. a further 1/P).
     """
-    return local_score_from_similarity(patch_prompt_similarity(local, local_text), top_k, epsilon, iterations, reduction)
+    return local_score_from_similarity(
+        patch_prompt_similarity(local, local_text), top_k, epsilon, iterations, reduction
+    )
 
 
 def _masked_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
@@ -158,7 +167,10 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         return normalize(g), normalize(local)
 
     local_phi = functools.partial(
-        local_score_from_similarity, top_k=c.top_k, epsilon=c.ot_epsilon, iterations=c.ot_iterations,
+        local_score_from_similarity,
+        top_k=c.top_k,
+        epsilon=c.ot_epsilon,
+        iterations=c.ot_iterations,
         reduction=c.local_reduction,
     )
 
@@ -174,7 +186,9 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         l_global = _masked_ce(s_global, batch["label"], batch["mask"])
         l_local = _masked_ce(phi / c.tau, batch["label"], batch["mask"])
         total = l_global + c.lam * l_local
-        acc = jnp.sum((jnp.argmax(s_global, -1) == batch["label"]) * batch["mask"]) / jnp.maximum(jnp.sum(batch["mask"]), 1)
+        acc = jnp.sum((jnp.argmax(s_global, -1) == batch["label"]) * batch["mask"]) / jnp.maximum(
+            jnp.sum(batch["mask"]), 1
+        )
         return total, ({"loss": total, "loss_global": l_global, "loss_local": l_local, "train_acc": acc}, state)
 
     def predict_and_score(params, global_t, local_t, images):
@@ -192,6 +206,8 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
     def scorer(params) -> Scorer:
         global_t, local_t = jax.jit(text_features)(params)
         jitted = jax.jit(predict_and_score)
-        return Scorer(lambda images: jitted(params, global_t, local_t, images), tuple(f"{NAME} / {k}" for k in SCORE_PARTS))
+        return Scorer(
+            lambda images: jitted(params, global_t, local_t, images), tuple(f"{NAME} / {k}" for k in SCORE_PARTS)
+        )
 
     return Method(params=params, trainable=trainable, loss=loss, scorer=scorer)

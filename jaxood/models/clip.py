@@ -84,7 +84,9 @@ class CLIPConfig:
         )
         for name, c in (("vision", vision), ("text", text)):
             if c.act not in _ACTIVATIONS:
-                raise ValueError(f"{name} hidden_act {c.act!r} is not supported; expected one of {sorted(_ACTIVATIONS)}")
+                raise ValueError(
+                    f"{name} hidden_act {c.act!r} is not supported; expected one of {sorted(_ACTIVATIONS)}"
+                )
         return cls(
             vision=vision,
             text=text,

@@ -71,7 +71,9 @@ def check_tree(expected: Mapping, actual: Mapping, what: str = "checkpoint") -> 
         lines = [f"the {what} does not match the model:"]
         for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
             if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+                lines.append(
+                    f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
+                )
         raise CheckpointMismatch("\n".join(lines))
 
 
@@ -95,7 +97,11 @@ def convert_state_dict(state: Mapping[str, np.ndarray], cfg: CLIPConfig) -> dict
     missing = ["/".join(p) for p in expected if p not in flat and p not in misshaped_paths]
     if unexpected or missing or misshaped:
         lines = ["the Hugging Face checkpoint does not match the CLIP architecture of its config.json:"]
-        for title, items in (("unexpected tensors", unexpected), ("missing parameters", missing), ("wrong shape", misshaped)):
+        for title, items in (
+            ("unexpected tensors", unexpected),
+            ("missing parameters", missing),
+            ("wrong shape", misshaped),
+        ):
             if items:
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(sorted(items)))
         raise CheckpointMismatch("\n".join(lines))
@@ -125,7 +131,9 @@ _TORCH_DTYPES = {
 def read_torch_bin(path: str) -> dict[str, np.ndarray]:
     """Read a `torch.save` zip checkpoint into NumPy arrays without importing torch."""
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is a legacy (pre-1.6) torch checkpoint; re-save it with a recent torch or as safetensors")
+        raise ValueError(
+            f"{path} is a legacy (pre-1.6) torch checkpoint; re-save it with a recent torch or as safetensors"
+        )
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         prefix = names[0].split("/")[0]

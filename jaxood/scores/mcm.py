@@ -24,7 +24,8 @@ def local_mcm(local: jax.Array, text: jax.Array, temperature: float = 1.0) -> ja
     return max_softmax(normalize(local) @ normalize(text).T, temperature)  # cos (B, N, C)
 
 
-def gl_mcm(image: jax.Array, local: jax.Array, text: jax.Array, lambda_local: float = 1.0,
-           temperature: float = 1.0) -> jax.Array:
+def gl_mcm(
+    image: jax.Array, local: jax.Array, text: jax.Array, lambda_local: float = 1.0, temperature: float = 1.0
+) -> jax.Array:
     """GL-MCM: `MCM(global) + lambda_local * local MCM`."""
     return mcm(image, text, temperature) + lambda_local * local_mcm(local, text, temperature)

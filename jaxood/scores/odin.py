@@ -24,16 +24,18 @@ def _grad_log_msp(logits_fn: Callable, images: jax.Array, temperature: float) ->
     return jax.grad(total)(images)
 
 
-def odin(logits_fn: Callable, images: jax.Array, temperature: float = 1000.0, eps: float = 0.0014,
-         std=CLIP_STD) -> jax.Array:
+def odin(
+    logits_fn: Callable, images: jax.Array, temperature: float = 1000.0, eps: float = 0.0014, std=CLIP_STD
+) -> jax.Array:
     """ODIN score of NHWC images; `logits_fn(images) -> (B, C)`."""
     g = _grad_log_msp(logits_fn, images, temperature)
     perturbed = images + eps * jnp.sign(g) / jnp.asarray(std, images.dtype)
     return msp(logits_fn(perturbed), temperature)
 
 
-def iodin(logits_fn: Callable, images: jax.Array, temperature: float = 1000.0, eps: float = 0.0014,
-          std=CLIP_STD) -> jax.Array:
+def iodin(
+    logits_fn: Callable, images: jax.Array, temperature: float = 1000.0, eps: float = 0.0014, std=CLIP_STD
+) -> jax.Array:
     """i-ODIN: the ODIN step applied only to the element with the largest |gradient| of each image."""
     g = _grad_log_msp(logits_fn, images, temperature)
     b = images.shape[0]
