@@ -19,22 +19,10 @@ import time
 import jax
 import numpy as np
 
+from jaxood.bench import VIT_B16
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
-
-VIT_B16 = dict(
-    text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
-    vision_config=dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=224,
-        patch_size=16,
-    ),
-    projection_dim=512,
-)
 
 
 def _interleaved_rates(fns, items_per_call: int, seconds: float) -> list[float]:
