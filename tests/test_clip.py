@@ -221,33 +221,35 @@ def _copy_with_state(src, dst, edit):
     return dst
 
 
-def test_conversion_rejects_missing_tensor(tiny_hf, tmp_path):
-    d = _copy_with_state(tiny_hf[0], tmp_path / "m", lambda s: s.pop("text_model.encoder.layers.1.mlp.fc2.bias"))
-    with pytest.raises(
-        convert.CheckpointMismatch, match=r"missing parameters \(1\): text_model/encoder/layers_1/mlp/fc2/bias"
-    ):
-        clip.load(d)
+def _drop(key):
+    return lambda s: s.pop(key)
 
 
-def test_conversion_rejects_extra_tensor(tiny_hf, tmp_path):
-    def add(s):
-        s["vision_model.encoder.layers.2.mlp.fc1.weight"] = np.zeros((128, 64), np.float32)
-
-    d = _copy_with_state(tiny_hf[0], tmp_path / "m", add)
-    with pytest.raises(
-        convert.CheckpointMismatch, match=r"unexpected tensors \(1\): vision_model.encoder.layers.2.mlp.fc1.weight"
-    ):
-        clip.load(d)
+def _set(key, value):
+    return lambda s: s.__setitem__(key, value)
 
 
-def test_conversion_rejects_misshaped_tensor(tiny_hf, tmp_path):
-    def reshape(s):
-        s["visual_projection.weight"] = np.zeros((16, 64), np.float32)
-
-    d = _copy_with_state(tiny_hf[0], tmp_path / "m", reshape)
-    with pytest.raises(
-        convert.CheckpointMismatch, match=r"visual_projection.weight: checkpoint \(16, 64\) vs model \(64, 32\)"
-    ):
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            _drop("text_model.encoder.layers.1.mlp.fc2.bias"),
+            r"missing parameters \(1\): text_model/encoder/layers_1/mlp/fc2/bias",
+        ),
+        (
+            _set("vision_model.encoder.layers.2.mlp.fc1.weight", np.zeros((128, 64), np.float32)),
+            r"unexpected tensors \(1\): vision_model.encoder.layers.2.mlp.fc1.weight",
+        ),
+        (
+            _set("visual_projection.weight", np.zeros((16, 64), np.float32)),
+            r"visual_projection.weight: checkpoint \(16, 64\) vs model \(64, 32\)",
+        ),
+    ],
+    ids=["missing", "extra", "misshaped"],
+)
+def test_conversion_rejects_mismatched_checkpoint_naming_the_tensor(tiny_hf, tmp_path, edit, message):
+    d = _copy_with_state(tiny_hf[0], tmp_path / "m", edit)
+    with pytest.raises(convert.CheckpointMismatch, match=message):
         clip.load(d)
 
 

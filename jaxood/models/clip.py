@@ -65,23 +65,19 @@ class CLIPConfig:
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> CLIPConfig:
         """From the dict of a Hugging Face CLIP `config.json` (missing fields take HF defaults)."""
+
+        def tower(d: dict[str, Any], width: int, heads: int, mlp_dim: int) -> TowerConfig:
+            return TowerConfig(
+                width=d.get("hidden_size", width),
+                layers=d.get("num_hidden_layers", 12),
+                heads=d.get("num_attention_heads", heads),
+                mlp_dim=d.get("intermediate_size", mlp_dim),
+                act=d.get("hidden_act", "quick_gelu"),
+                eps=d.get("layer_norm_eps", LN_EPS),
+            )
+
         v, t = hf.get("vision_config", {}), hf.get("text_config", {})
-        vision = TowerConfig(
-            width=v.get("hidden_size", 768),
-            layers=v.get("num_hidden_layers", 12),
-            heads=v.get("num_attention_heads", 12),
-            mlp_dim=v.get("intermediate_size", 3072),
-            act=v.get("hidden_act", "quick_gelu"),
-            eps=v.get("layer_norm_eps", LN_EPS),
-        )
-        text = TowerConfig(
-            width=t.get("hidden_size", 512),
-            layers=t.get("num_hidden_layers", 12),
-            heads=t.get("num_attention_heads", 8),
-            mlp_dim=t.get("intermediate_size", 2048),
-            act=t.get("hidden_act", "quick_gelu"),
-            eps=t.get("layer_norm_eps", LN_EPS),
-        )
+        vision, text = tower(v, width=768, heads=12, mlp_dim=3072), tower(t, width=512, heads=8, mlp_dim=2048)
         for name, c in (("vision", vision), ("text", text)):
             if c.act not in _ACTIVATIONS:
                 raise ValueError(
