@@ -17,6 +17,7 @@ Evaluation runs sharded over all devices, and counts every example once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from jaxood.scores import logits as logits_lib
 from jaxood.scores import mcm as mcm_lib
 from jaxood.scores import metrics, neglabel
 from jaxood.scores.wordnet import load_pool
-from jaxood.text_features import DEFAULT_CACHE, templated_features
+from jaxood.text_features import DEFAULT_CACHE, model_fingerprint, templated_features
 
 ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "max_logit", "neglabel", "csp")
 SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "neglabel": "NegLabel", "csp": "CSP"}
@@ -82,8 +83,11 @@ def _subsample(cands: neglabel.Candidates, limit: int) -> neglabel.Candidates:
     )
 
 
-def negative_groups(model, params, class_names, c: ml_collections.ConfigDict, kind: str, cache_dir: str):
-    """(ID text features, grouped negative features) for NegLabel (`kind="neglabel"`) or CSP."""
+def negative_groups(features: Callable, class_names, c: ml_collections.ConfigDict, kind: str):
+    """(ID text features, grouped negative features) for NegLabel (`kind="neglabel"`) or CSP.
+
+    `features(words, templates, label=...)`: `templated_features` of the CLIP.
+    """
     pool = load_pool()
     if kind == "csp":
         cands = neglabel.csp_candidates(pool, seed=c.seed)
@@ -92,8 +96,8 @@ def negative_groups(model, params, class_names, c: ml_collections.ConfigDict, ki
         cands = neglabel.neglabel_candidates(pool)
         id_templates, max_sim = neglabel.ID_TEMPLATES, None
     cands = _subsample(cands, c.max_candidates)
-    pos = templated_features(model, params, class_names, id_templates, cache_dir, label=f"{kind} ID prompts")
-    feats = templated_features(model, params, cands.words, cands.templates, cache_dir, label=f"{kind} candidates")
+    pos = features(class_names, id_templates, label=f"{kind} ID prompts")
+    feats = features(cands.words, cands.templates, label=f"{kind} candidates")
     kept = neglabel.mine(feats, cands.word_type, pos, c.percent, c.eta, max_sim)
     print(
         f"[{kind}] kept {len(kept)} negative labels of {len(cands.words)} candidates "
@@ -110,13 +114,13 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
     if unknown:
         raise ValueError(f"unknown score(s) {sorted(unknown)}; zero-shot scores are {ZERO_SHOT_SCORES}")
     cache_dir = os.path.expanduser(config.cache_dir or DEFAULT_CACHE)
+    fingerprint = model_fingerprint(params)  # the text tower hashed once for every prompt set's cache key
     params = replicate(params)
-    aux = {"text": templated_features(model, params, class_names, [config.mcm_template], cache_dir, "class prompts")}
+    features = functools.partial(templated_features, model, params, cache_dir=cache_dir, fingerprint=fingerprint)
+    aux = {"text": features(class_names, [config.mcm_template], label="class prompts")}
     for kind in ("neglabel", "csp"):
         if kind in names:
-            aux[kind + "_pos"], aux[kind + "_neg"] = negative_groups(
-                model, params, class_names, config[kind], kind, cache_dir
-            )
+            aux[kind + "_pos"], aux[kind + "_neg"] = negative_groups(features, class_names, config[kind], kind)
     dense = "gl_mcm" in names
 
     def fn(params, aux, images):

@@ -79,15 +79,17 @@ def templated_features(
     templates: Sequence[str] | Sequence[Sequence[str]],
     cache_dir: str | None = DEFAULT_CACHE,
     label: str = "text features",
+    fingerprint: str | None = None,
 ) -> np.ndarray:
     """Per word, the mean of its templates' raw features, then normalised.
 
     `templates` is one tuple of templates for all words, or one tuple per word
     (words with the same tuple are encoded together). One template is plain
-    prompting.
+    prompting. `fingerprint`: `model_fingerprint(params)` when the caller has it
+    (callers with several prompt sets hash the text tower once).
     """
     per_word = templates if templates and not isinstance(templates[0], str) else [tuple(templates)] * len(words)
-    key = hashlib.sha1(model_fingerprint(params).encode())
+    key = hashlib.sha1((fingerprint or model_fingerprint(params)).encode())
     for w, t in zip(words, per_word):
         key.update(("\x00".join(t) + "\x01" + w + "\x02").encode())
     path = os.path.join(cache_dir, "text_features", key.hexdigest() + ".npy") if cache_dir else None

@@ -292,13 +292,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     tx = make_optimizer(config, labels, loader.steps_per_epoch, total)
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    put = lambda t: replicate(jax.tree.map(jnp.asarray, t), mesh)  # noqa: E731
-    trainable, frozen = put(trainable), put(frozen)
+    trainable, frozen = replicate(trainable, mesh), replicate(frozen, mesh)
     state = TrainState(
         step=jnp.asarray(0, jnp.int32),
         trainable=trainable,
         opt_state=tx.init(trainable),
-        mutable=put(method.state),
+        mutable=replicate(method.state, mesh),
         finite=jnp.asarray(True),
         bad_step=jnp.asarray(-1, jnp.int32),
     )
