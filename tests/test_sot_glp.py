@@ -196,6 +196,32 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sot_glp"
 
 
+def test_trainer_drops_the_host_copy_of_the_clip(tiny_hf, tmp_path, monkeypatch):
+    """Once the state is on the devices, no host array of the loaded CLIP is alive (by evaluation time)."""
+    import gc
+    import weakref
+
+    from jaxood import evaluate
+
+    host_leaves, real_load, real_evaluate = [], clip.load, evaluate.evaluate
+
+    def recording_load(*args, **kwargs):
+        model, params = real_load(*args, **kwargs)
+        host_leaves.extend(weakref.ref(leaf) for leaf in jax.tree.leaves(params))
+        return model, params
+
+    def checking_evaluate(*args, **kwargs):
+        gc.collect()
+        alive = sum(ref() is not None for ref in host_leaves)
+        assert alive == 0, f"{alive} of {len(host_leaves)} host CLIP arrays still referenced during evaluation"
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.clip, "load", recording_load)
+    monkeypatch.setattr(evaluate, "evaluate", checking_evaluate)
+    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=1), str(tmp_path / "run"))
+    assert host_leaves
+
+
 def _final_trainable(workdir):
     ckpt = trainer.Checkpoints(os.path.join(workdir, "checkpoints"), 2)
     step = ckpt.latest()

@@ -6,6 +6,8 @@ The trainer imports the module named by `config.method` and needs nothing else:
 
 - `params`: the full initial parameter tree (frozen and trainable leaves), the
   CLIP under `"clip"` (evaluation's zero-shot rows use it as training left it).
+  The trainer places it (and `state`) on the devices, then drops these host
+  copies, so `loss` and `scorer` must take parameters as arguments, not keep them.
 - `trainable`: ordered `(regex, group)` rules over '/'-joined parameter paths;
   the first match decides, group `"frozen"` freezes, every other group name
   selects an optimiser group in `config.optim.groups`. Every leaf must match.
