@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood.bench import VIT_B16
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.pipeline import data_mesh
 from jaxood.methods import sot_glp
@@ -58,13 +59,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--dtype", default="float32")
     args = ap.parse_args(argv)
 
-    cfg = clip.CLIPConfig(
-        vision=clip.TowerConfig(768, 12, 12, 3072),
-        text=clip.TowerConfig(512, 12, 8, 2048),
-        image_size=224,
-        patch_size=16,
-        projection_dim=512,
-    )
+    cfg = clip.CLIPConfig.from_hf(VIT_B16)
     model = clip.CLIP(cfg, dtype=jnp.dtype(args.dtype))
     params = jax.device_get(clip.init_params(clip.CLIP(cfg)))
     names = list(imagenet_classnames())[: args.classes]
