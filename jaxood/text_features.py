@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxood.data.pipeline import DATA_AXIS, data_mesh, replicate
+from jaxood.data.pipeline import data_mesh, replicate, split_rows
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
 from jaxood.progress import Progress
@@ -36,10 +36,9 @@ def model_fingerprint(params) -> str:
 @functools.lru_cache(maxsize=8)
 def _encoder(model: clip.CLIP, mesh: Mesh):
     """Text features of a prompt batch split over the mesh's data axis, gathered onto every device."""
-    rows = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
     def encode(params, ids):
-        ids = jax.lax.with_sharding_constraint(ids, rows)
+        ids = jax.lax.with_sharding_constraint(ids, split_rows(mesh))
         return model.apply({"params": params}, ids, method="encode_text")
 
     return jax.jit(encode, out_shardings=NamedSharding(mesh, PartitionSpec()))
@@ -64,7 +63,8 @@ def encode_texts(
         n = len(chunk)
         if n < batch_size:  # pad so every batch has the same leading shape
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, 0)])
-        out.append(np.asarray(enc(params, replicate(clip.truncate_at_eot(chunk), mesh)))[:n])
+        ids_batch = jax.device_put(clip.truncate_at_eot(chunk), split_rows(mesh))  # each device gets its rows only
+        out.append(np.asarray(enc(params, ids_batch))[:n])
         if progress:
             progress.update(n)
     feats = np.empty((len(texts), out[0].shape[-1]), np.float32)

@@ -39,6 +39,11 @@ def data_mesh(devices=None) -> Mesh:
     return Mesh(devices.reshape(-1), (DATA_AXIS,))
 
 
+def split_rows(mesh: Mesh | None = None) -> NamedSharding:
+    """The sharding of a batch: its leading axis split over the data axis of `mesh` (the data mesh by default)."""
+    return NamedSharding(mesh or data_mesh(), PartitionSpec(DATA_AXIS))
+
+
 def replicate(tree, mesh: Mesh | None = None):
     """`tree` on every device of `mesh` (the data mesh by default).
 
@@ -78,7 +83,7 @@ class Loader:
             raise ValueError(f"global batch {global_batch} is not divisible by the {n_devices} devices of the mesh")
         self.global_batch = global_batch
         self.local_batch = global_batch // self.process_count
-        self.sharding = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
+        self.sharding = split_rows(self.mesh)
         self.prefetch = prefetch
         self._pool = concurrent.futures.ThreadPoolExecutor(num_threads or min(16, 2 * (os.cpu_count() or 1)))
         self._lock = threading.Lock()

@@ -30,10 +30,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxood import ot
-from jaxood.data.pipeline import DATA_AXIS
+from jaxood.data.pipeline import split_rows
 from jaxood.evaluate import Scorer
 from jaxood.methods import Method
 from jaxood.models import clip
@@ -143,7 +142,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
     eot = jnp.asarray(prompts.eot[class_index])
     n_devices = mesh.devices.size
     pad = (-len(class_index)) % n_devices
-    prompt_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    prompt_sharding = split_rows(mesh)
 
     def text_features(params):
         glob = jnp.broadcast_to(params["global_ctx"][:, None], (n_global, n_classes, n_ctx, width))
