@@ -134,9 +134,10 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
         for s in names:
             row = f"{prefix} / {SCORE_TITLES[s]}"
             if s == "mcm":
-                out[row] = mcm_lib.mcm(g, aux["text"], config.mcm.temperature)
+                out[row] = mcm_lib.mcm(cos, config.mcm.temperature)
             elif s == "gl_mcm":
-                out[row] = mcm_lib.gl_mcm(g, local, aux["text"], config.gl_mcm.lambda_local, config.gl_mcm.temperature)
+                local_cos = mcm_lib.normalize(local) @ aux["text"].T
+                out[row] = mcm_lib.gl_mcm(cos, local_cos, config.gl_mcm.lambda_local, config.gl_mcm.temperature)
             elif s == "max_logit":
                 out[row] = logits_lib.max_logit(jnp.exp(params["logit_scale"]) * cos)
             else:

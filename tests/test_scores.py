@@ -74,14 +74,14 @@ def test_logit_scores_by_hand():
 
 
 def test_mcm_and_gl_mcm_by_hand():
-    text = jnp.array([[1.0, 0.0], [0.0, 1.0]])
-    image = jnp.array([[3.0, 0.0], [1.0, 1.0]])  # cosines (1, 0) and (0.7071, 0.7071)
-    got = mcm.mcm(image, text)
+    cos = jnp.array([[1.0, 0.0], [math.sqrt(0.5), math.sqrt(0.5)]])
+    got = mcm.mcm(cos)
     assert float(got[0]) == pytest.approx(math.e / (math.e + 1), rel=1e-6)
     assert float(got[1]) == pytest.approx(0.5, rel=1e-6)
-    assert float(mcm.mcm(image, text, temperature=0.5)[0]) == pytest.approx(math.e**2 / (math.e**2 + 1), rel=1e-6)
-    local = jnp.array([[[0.0, 2.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]]])  # image 0 has a patch on class 1
-    gl = mcm.gl_mcm(image, local, text, lambda_local=0.5)
+    assert float(mcm.mcm(cos, temperature=0.5)[0]) == pytest.approx(math.e**2 / (math.e**2 + 1), rel=1e-6)
+    # Patch cosines (B, N, C): image 0 has a patch on class 1 at cosine 1; image 1's patches are undecided.
+    local_cos = jnp.array([[[0.0, 1.0], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]])
+    gl = mcm.gl_mcm(cos, local_cos, lambda_local=0.5)
     assert float(gl[0]) == pytest.approx(math.e / (math.e + 1) * 1.5, rel=1e-6)
     assert float(gl[1]) == pytest.approx(0.5 + 0.5 * 0.5, rel=1e-6)
 

@@ -115,8 +115,8 @@ def test_scorer_reports_gl_mcm_its_global_and_local_terms_and_max_logit(tiny_mod
     out = scorer.fn(images)
     z = model.apply({"params": params}, images, method="encode_image")
     text = encode_texts(model, params, [f"a photo of a {n}." for n in names])
-    np.testing.assert_allclose(out["SOT-GLP / MCM"], mcm(z, text), atol=1e-5)
     cos = np.asarray(normalize(z) @ normalize(text).T)
+    np.testing.assert_allclose(out["SOT-GLP / MCM"], mcm(cos), atol=1e-5)
     np.testing.assert_allclose(out["SOT-GLP / MaxLogit"], 100 * cos.max(-1), atol=1e-3)
     np.testing.assert_allclose(out["SOT-GLP / GL-MCM"], out["SOT-GLP / MCM"] + out["SOT-GLP / L-MCM"], atol=1e-6)
     assert np.all(np.asarray(out["SOT-GLP / L-MCM"]) >= 1 / len(names) - 1e-6)  # a max of softmaxes over classes

@@ -38,7 +38,7 @@ from jaxood.methods import Method
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
 from jaxood.scores.logits import max_logit
-from jaxood.scores.mcm import max_softmax, normalize
+from jaxood.scores.mcm import mcm, normalize
 
 NAME = "SOT-GLP"
 SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM", "MaxLogit")  # the OOD score, its global and local terms, the prediction's
@@ -197,8 +197,8 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         phi = local_phi(sim)
         logits = (mean_cos + phi) if c.prediction == "reference" else (mean_cos / c.tau + c.lam * phi / c.tau)
         t = c.ood_temperature
-        local_mcm = max_softmax(jnp.swapaxes(sim.mean(-1), 1, 2), t)  # mean over prompts -> (B, N, C)
-        global_mcm = max_softmax(mean_cos, t)
+        local_mcm = mcm(jnp.swapaxes(sim.mean(-1), 1, 2), t)  # mean over prompts -> (B, N, C)
+        global_mcm = mcm(mean_cos, t)
         parts = dict(zip(SCORE_PARTS, (global_mcm + local_mcm, global_mcm, local_mcm, max_logit(logits))))
         return {f"pred/{NAME}": jnp.argmax(logits, -1), **{f"{NAME} / {k}": v for k, v in parts.items()}}
 
