@@ -9,7 +9,9 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   the state donated, the step's rng `fold_in(seed, step)`;
 - orbax checkpoints in `DIR/checkpoints` with auto-resume: a restarted run
   continues where it stopped and ends bit-identical (batches are a function of
-  the step); the loss is checked on device every step, and a NaN/inf stops the
+  the step). Only the run's length, data paths, logging and evaluation settings
+  may change on resume; any other difference from `DIR/config.json` is refused
+  before any work (`check_resume`). The loss is checked on device every step, and a NaN/inf stops the
   run naming the step, without saving, so the last checkpoint stays good;
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`), progress with ETA,
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
@@ -36,6 +38,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxood import evaluate as evaluation
@@ -46,6 +49,51 @@ from jaxood.data.sampling import few_shot_indices
 from jaxood.models import clip
 from jaxood.models.convert import CheckpointMismatch, check_tree
 from jaxood.progress import Progress
+
+# ------------------------------------------------------------------- resume
+
+# Settings a resumed run may change: how long it trains, where its data lives, and how it logs and evaluates.
+# Any other key is part of what the checkpoints were trained with. Methods add their evaluation-only keys
+# (`EVAL_KEYS` in their module).
+RESUME_MAY_CHANGE = (
+    "num_steps", "epochs", "remat", "log_every", "checkpoint_every", "keep_checkpoints", "progress_every",
+    "tensorboard", "train_dataset.data_dir", "train_dataset.root", "eval_zero_shot", "eval_batch_size", "scores",
+    "mcm_template", "mcm", "gl_mcm", "neglabel", "csp", "cache_dir", "plots", "ood_root", "id_dataset", "ood_datasets",
+)  # fmt: skip
+
+
+def _flat_json(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+    tree = json.loads(config.to_json_best_effort()) if isinstance(config, ml_collections.ConfigDict) else config
+    return {".".join(k): v for k, v in flax.traverse_util.flatten_dict(tree).items()}
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tuple[str, ...] = ()) -> None:
+    """Refuse to continue checkpoints in `workdir` that were trained under other settings than `config`'s.
+
+    Without this a changed setting (another seed, learning rate, dataset) silently
+    resumed the old run and reported its results under the new config.
+    """
+    saved_path, ckpt_dir = os.path.join(workdir, "config.json"), os.path.join(workdir, "checkpoints")
+    if not (os.path.isfile(saved_path) and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
+        return
+    with open(saved_path) as f:
+        saved = _flat_json(json.load(f))
+    now = _flat_json(config)
+    free = RESUME_MAY_CHANGE + tuple(may_change)
+    changed = [
+        key
+        for key in sorted(set(saved) | set(now))
+        if saved.get(key, "(absent)") != now.get(key, "(absent)")
+        and not any(key == f or key.startswith(f + ".") for f in free)
+    ]
+    if changed:
+        diff = "; ".join(f"{k}: {saved.get(k, '(absent)')!r} there, {now.get(k, '(absent)')!r} here" for k in changed)
+        raise ValueError(
+            f"{workdir} holds checkpoints of a run trained with other settings ({diff}). Resuming would continue "
+            f"that run and report it under this config. Use a new --workdir, or set these back to the run's values "
+            f"(its config is {saved_path})."
+        )
+
 
 # ------------------------------------------------------------ param partition
 
@@ -250,6 +298,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     # Data first: a missing dataset fails before any model work.
     train_source = make_source(config.train_dataset)
     evaluation.check_datasets(config)
+    method_module = importlib.import_module(f"jaxood.methods.{config.method}")
+    check_resume(config, workdir, getattr(method_module, "EVAL_KEYS", ()))
+    if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
+        multihost_utils.sync_global_devices("jaxood.train: resume checked")
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=1))
@@ -279,9 +331,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         flush=True,
     )
 
-    method = importlib.import_module(f"jaxood.methods.{config.method}").build(
-        config, model, clip_params, class_names, mesh
-    )
+    method = method_module.build(config, model, clip_params, class_names, mesh)
     trainable, frozen, labels = partition(method.params, method.trainable)
     n_train = sum(np.size(x) for x in jax.tree.leaves(trainable))
     print(
@@ -310,7 +360,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     start = ckpt.latest() or 0
     if start:
         state = ckpt.restore(start, state)
-        print(f"resumed from the checkpoint at step {start}", flush=True)
+        left = (
+            f"{total - start} steps to go" if start < total else f"at or past the config's {total} steps: evaluating it"
+        )
+        print(f"resumed from the checkpoint at step {start}, {left}", flush=True)
 
     step_fn = jax.jit(
         make_step(method, tx, config.seed),
@@ -319,10 +372,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         donate_argnums=(0,),
     )
     writer = MetricWriter(workdir, jax.process_index() == 0, config.tensorboard)
-    progress = Progress("train", total - start, "steps", every=config.progress_every)
+    progress = Progress("train", max(total - start, 0), "steps", every=config.progress_every)
     last_good = start
     t0 = time.monotonic()
-    for step, batch in zip(range(start, total), loader.train(start, total - start)):
+    for step, batch in zip(range(start, total), loader.train(start, max(total - start, 0))):
         state, metrics = step_fn(state, frozen, batch)
         done = step + 1
         if done % config.log_every == 0 or done == total or done % config.checkpoint_every == 0:

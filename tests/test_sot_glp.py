@@ -243,6 +243,28 @@ def test_resume_is_bit_identical(tiny_hf, tmp_path, monkeypatch):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation_changes(tiny_hf, tmp_path, capsys):
+    run = tmp_path / "run"
+    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(run))
+    saved = (run / "config.json").read_text()
+    other = small_config(
+        tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False, **{"optim.lr": 0.01, "train_dataset.spurious_p": 0.0}
+    )
+    with pytest.raises(ValueError, match=r"optim\.lr: 0\.05 there, 0\.01 here; train_dataset\.spurious_p: 0\.8 there"):
+        trainer.train(other, str(run))
+    assert (run / "config.json").read_text() == saved  # the run's record is kept
+    capsys.readouterr()
+    # The run's length, logging and SOT-GLP's evaluation-only keys may change: this evaluates step 2 again.
+    again = small_config(
+        tiny_hf[0], tmp_path, num_steps=1, eval_zero_shot=False, progress_every=5.0, **{"sot_glp.ood_temperature": 0.5}
+    )
+    trainer.train(again, str(run))
+    assert (
+        "resumed from the checkpoint at step 2, at or past the config's 1 steps: evaluating it"
+        in capsys.readouterr().out
+    )
+
+
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_path, monkeypatch):
     """A method whose loss turns NaN on its 4th call (counted in its mutable state)."""
     import types
@@ -271,6 +293,9 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_pa
 def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
     trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(tmp_path / "run"))
     other = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False, **{"sot_glp.n_local": 3})
+    with pytest.raises(ValueError, match=r"sot_glp\.n_local: 2 there, 3 here"):
+        trainer.train(other, str(tmp_path / "run"))
+    (tmp_path / "run" / "config.json").unlink()  # checkpoints without their config: the restore itself must tell
     with pytest.raises(Exception, match=r"local_ctx"):
         trainer.train(other, str(tmp_path / "run"))
 

@@ -16,6 +16,9 @@ The trainer imports the module named by `config.method` and needs nothing else:
   `image`, `label`, `mask`. Input gradients (`jax.grad` w.r.t. images) may be
   taken inside.
 - `scorer(params) -> jaxood.evaluate.Scorer`: predictions and OOD scores.
+
+A module may also name `EVAL_KEYS`: its config keys that only `scorer` reads,
+which a resumed run may change (the trainer refuses any other change).
 """
 
 from __future__ import annotations

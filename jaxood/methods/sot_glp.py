@@ -41,6 +41,7 @@ from jaxood.scores.logits import max_logit
 from jaxood.scores.mcm import mcm, normalize
 
 NAME = "SOT-GLP"
+EVAL_KEYS = ("sot_glp.ood_temperature", "sot_glp.prediction")  # a resumed run may change these (jaxood.train)
 SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM", "MaxLogit")  # the OOD score, its global and local terms, the prediction's
 
 
