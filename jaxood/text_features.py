@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from jaxood.data.pipeline import data_mesh, replicate, split_rows
+from jaxood.data.pipeline import data_mesh, every_device, replicate, split_rows
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
 from jaxood.progress import Progress
@@ -35,13 +35,14 @@ def model_fingerprint(params) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _encoder(model: clip.CLIP, mesh: Mesh):
-    """Text features of a prompt batch split over the mesh's data axis, gathered onto every device."""
+    """Text features of a prompt batch split over the mesh's data axis (whatever its placement), gathered onto
+    every device."""
 
     def encode(params, ids):
         ids = jax.lax.with_sharding_constraint(ids, split_rows(mesh))
         return model.apply({"params": params}, ids, method="encode_text")
 
-    return jax.jit(encode, out_shardings=NamedSharding(mesh, PartitionSpec()))
+    return jax.jit(encode, out_shardings=every_device(mesh))
 
 
 def encode_texts(

@@ -11,8 +11,9 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   continues where it stopped and ends bit-identical (batches are a function of
   the step). Only the run's length, data paths, logging and evaluation settings
   may change on resume; any other difference from `DIR/config.json` is refused
-  before any work (`check_resume`). The loss is checked on device every step, and a NaN/inf stops the
-  run naming the step, without saving, so the last checkpoint stays good;
+  before any work (`check_resume`). The loss is checked on device every step,
+  and a NaN/inf stops the run naming the step, without saving, so the last
+  checkpoint stays good;
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`), progress with ETA,
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
   the zero-shot baseline rows.
@@ -39,11 +40,10 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxood import evaluate as evaluation
 from jaxood.data.datasets import make_source
-from jaxood.data.pipeline import Loader, data_mesh, replicate
+from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.models import clip
@@ -62,32 +62,27 @@ RESUME_MAY_CHANGE = (
 )  # fmt: skip
 
 
-def _flat_json(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
-    tree = json.loads(config.to_json_best_effort()) if isinstance(config, ml_collections.ConfigDict) else config
-    return {".".join(k): v for k, v in flax.traverse_util.flatten_dict(tree).items()}
-
-
 def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tuple[str, ...] = ()) -> None:
     """Refuse to continue checkpoints in `workdir` that were trained under other settings than `config`'s.
 
     Without this a changed setting (another seed, learning rate, dataset) silently
     resumed the old run and reported its results under the new config.
     """
-    saved_path, ckpt_dir = os.path.join(workdir, "config.json"), os.path.join(workdir, "checkpoints")
+    saved_path, ckpt_dir = os.path.join(workdir, "config.json"), _checkpoint_dir(workdir)
     if not (os.path.isfile(saved_path) and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
         return
     with open(saved_path) as f:
-        saved = _flat_json(json.load(f))
-    now = _flat_json(config)
+        saved = _paths(json.load(f), ".")
+    now = _paths(json.loads(config.to_json_best_effort()), ".")
+    saved, now = ({k: tree.get(k, "(absent)") for k in set(saved) | set(now)} for tree in (saved, now))
     free = RESUME_MAY_CHANGE + tuple(may_change)
     changed = [
         key
-        for key in sorted(set(saved) | set(now))
-        if saved.get(key, "(absent)") != now.get(key, "(absent)")
-        and not any(key == f or key.startswith(f + ".") for f in free)
+        for key in sorted(now)
+        if saved[key] != now[key] and not any(key == f or key.startswith(f + ".") for f in free)
     ]
     if changed:
-        diff = "; ".join(f"{k}: {saved.get(k, '(absent)')!r} there, {now.get(k, '(absent)')!r} here" for k in changed)
+        diff = "; ".join(f"{k}: {saved[k]!r} there, {now[k]!r} here" for k in changed)
         raise ValueError(
             f"{workdir} holds checkpoints of a run trained with other settings ({diff}). Resuming would continue "
             f"that run and report it under this config. Use a new --workdir, or set these back to the run's values "
@@ -98,8 +93,12 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
 # ------------------------------------------------------------ param partition
 
 
-def _paths(tree) -> dict[str, Any]:
-    return {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(tree).items()}
+def _paths(tree, sep: str = "/") -> dict[str, Any]:
+    return {sep.join(k): v for k, v in flax.traverse_util.flatten_dict(tree).items()}
+
+
+def _checkpoint_dir(workdir: str) -> str:
+    return os.path.join(workdir, "checkpoints")
 
 
 def partition(params: dict, rules) -> tuple[dict, dict, dict]:
@@ -341,7 +340,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     )
     tx = make_optimizer(config, labels, loader.steps_per_epoch, total)
 
-    replicated = NamedSharding(mesh, PartitionSpec())
+    replicated = every_device(mesh)
     trainable, frozen = replicate(trainable, mesh), replicate(frozen, mesh)
     state = TrainState(
         step=jnp.asarray(0, jnp.int32),
@@ -356,13 +355,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     # ViT-B/16, which on a CPU backend would otherwise sit in memory twice for the whole run).
     del clip_params
     method.params = method.state = None
-    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    ckpt = Checkpoints(_checkpoint_dir(workdir), config.keep_checkpoints)
     start = ckpt.latest() or 0
+    remaining = max(total - start, 0)
     if start:
         state = ckpt.restore(start, state)
-        left = (
-            f"{total - start} steps to go" if start < total else f"at or past the config's {total} steps: evaluating it"
-        )
+        left = f"{remaining} steps to go" if remaining else f"at or past the config's {total} steps: evaluating it"
         print(f"resumed from the checkpoint at step {start}, {left}", flush=True)
 
     step_fn = jax.jit(
@@ -372,10 +370,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         donate_argnums=(0,),
     )
     writer = MetricWriter(workdir, jax.process_index() == 0, config.tensorboard)
-    progress = Progress("train", max(total - start, 0), "steps", every=config.progress_every)
+    progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start
     t0 = time.monotonic()
-    for step, batch in zip(range(start, total), loader.train(start, max(total - start, 0))):
+    for step, batch in zip(range(start, total), loader.train(start, remaining)):
         state, metrics = step_fn(state, frozen, batch)
         done = step + 1
         if done % config.log_every == 0 or done == total or done % config.checkpoint_every == 0:

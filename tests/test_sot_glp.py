@@ -128,12 +128,11 @@ def _one_step_script(n_devices, model_dir, out):
         sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
         from test_sot_glp import small_config
         from jaxood import train as trainer
-        from jaxood.data.pipeline import Loader, data_mesh
+        from jaxood.data.pipeline import Loader, data_mesh, replicate
         from jaxood.data.preprocess import clip_train
         from jaxood.data.datasets import make_source
         from jaxood.methods import sot_glp
         from jaxood.models import clip
-        from jax.sharding import NamedSharding, PartitionSpec
         import pathlib
         assert jax.device_count() == {n_devices}
         config = small_config({model_dir!r}, pathlib.Path({str(out)!r}))
@@ -143,9 +142,7 @@ def _one_step_script(n_devices, model_dir, out):
         method = sot_glp.build(config, model, params, src.class_names, mesh)
         trainable, frozen, labels = trainer.partition(method.params, method.trainable)
         tx = trainer.make_optimizer(config, labels, 6, 12)
-        rep = NamedSharding(mesh, PartitionSpec())
-        put = lambda t: jax.device_put(jax.tree.map(jax.numpy.asarray, t), rep)
-        trainable, frozen = put(trainable), put(frozen)
+        trainable, frozen = replicate(trainable, mesh), replicate(frozen, mesh)
         state = trainer.TrainState(step=jax.numpy.asarray(0), trainable=trainable, opt_state=tx.init(trainable),
                                    mutable={{}}, finite=jax.numpy.asarray(True), bad_step=jax.numpy.asarray(-1))
         step = jax.jit(trainer.make_step(method, tx, 0), donate_argnums=(0,))

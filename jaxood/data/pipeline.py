@@ -44,13 +44,18 @@ def split_rows(mesh: Mesh | None = None) -> NamedSharding:
     return NamedSharding(mesh or data_mesh(), PartitionSpec(DATA_AXIS))
 
 
+def every_device(mesh: Mesh | None = None) -> NamedSharding:
+    """The sharding of weights and results: a whole copy on every device of `mesh` (the data mesh by default)."""
+    return NamedSharding(mesh or data_mesh(), PartitionSpec())
+
+
 def replicate(tree, mesh: Mesh | None = None):
-    """`tree` on every device of `mesh` (the data mesh by default).
+    """`tree` on every device of `mesh` (`every_device`).
 
     Weights placed once this way are not sent again with every jitted call, as host arrays would be (a ViT-B/16's
     image tower is 345 MB a batch).
     """
-    return jax.device_put(tree, NamedSharding(mesh or data_mesh(), PartitionSpec()))
+    return jax.device_put(tree, every_device(mesh))
 
 
 class Loader:
