@@ -42,6 +42,11 @@ from jaxood.text_features import DEFAULT_CACHE, model_fingerprint, templated_fea
 
 ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "max_logit", "neglabel", "csp")
 SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "neglabel": "NegLabel", "csp": "CSP"}
+# The config keys only evaluation reads (configs/zeroshot.py): a resumed training run may change them (jaxood.train).
+EVAL_KEYS = (
+    "eval_batch_size", "scores", "mcm_template", "mcm", "gl_mcm", "neglabel", "csp", "cache_dir", "plots", "ood_root",
+    "id_dataset", "ood_datasets",
+)  # fmt: skip
 
 
 @dataclasses.dataclass

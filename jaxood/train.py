@@ -52,13 +52,12 @@ from jaxood.progress import Progress
 
 # ------------------------------------------------------------------- resume
 
-# Settings a resumed run may change: how long it trains, where its data lives, and how it logs and evaluates.
-# Any other key is part of what the checkpoints were trained with. Methods add their evaluation-only keys
-# (`EVAL_KEYS` in their module).
+# Settings a resumed run may change: how long it trains, where its data lives, how it logs, and how it is
+# evaluated (`EVAL_KEYS` of jaxood.evaluate and of the method's module). Any other key is part of what the
+# checkpoints were trained with.
 RESUME_MAY_CHANGE = (
     "num_steps", "epochs", "remat", "log_every", "checkpoint_every", "keep_checkpoints", "progress_every",
-    "tensorboard", "train_dataset.data_dir", "train_dataset.root", "eval_zero_shot", "eval_batch_size", "scores",
-    "mcm_template", "mcm", "gl_mcm", "neglabel", "csp", "cache_dir", "plots", "ood_root", "id_dataset", "ood_datasets",
+    "tensorboard", "train_dataset.data_dir", "train_dataset.root", "eval_zero_shot", *evaluation.EVAL_KEYS,
 )  # fmt: skip
 
 

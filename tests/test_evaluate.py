@@ -66,6 +66,16 @@ def test_evaluate_rejects_unknown_config_key(tiny_hf, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("variant", ["imagenet", "toy"])
+def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
+    """A training run resumed with other evaluation settings continues; a key evaluation adds must join EVAL_KEYS."""
+    from conftest import load_config
+
+    from jaxood.evaluate import EVAL_KEYS
+
+    assert set(load_config("zeroshot", variant)) - set(EVAL_KEYS) == {"model", "dtype"}
+
+
 def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
     cmd = [
         sys.executable,
