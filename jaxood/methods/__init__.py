@@ -26,6 +26,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
+
 
 @dataclasses.dataclass
 class Method:
@@ -34,3 +37,9 @@ class Method:
     loss: Callable
     scorer: Callable
     state: dict = dataclasses.field(default_factory=dict)
+
+
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of `values (B,)` over a batch's real examples (`mask`; the loader's padding rows count for nothing)."""
+    w = mask.astype(values.dtype)
+    return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)

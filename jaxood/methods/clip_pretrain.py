@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxood.evaluate import Scorer
-from jaxood.methods import Method
+from jaxood.methods import Method, masked_mean
 from jaxood.scores.mcm import normalize
 
 
@@ -23,12 +23,11 @@ def contrastive_loss(img: jax.Array, txt: jax.Array, logit_scale: jax.Array, mas
     logits = jnp.exp(jnp.minimum(logit_scale, math.log(100.0))) * img @ txt.T
     logits = jnp.where(mask[None, :] & mask[:, None] | jnp.eye(len(mask), dtype=bool), logits, -1e9)
     target = jnp.arange(len(mask))
-    w = mask.astype(logits.dtype)
 
     def ce(z):
-        return -jnp.sum(jax.nn.log_softmax(z, -1)[target, target] * w) / jnp.maximum(w.sum(), 1)
+        return masked_mean(-jax.nn.log_softmax(z, -1)[target, target], mask)
 
-    acc = jnp.sum((jnp.argmax(logits, -1) == target) * w) / jnp.maximum(w.sum(), 1)
+    acc = masked_mean((jnp.argmax(logits, -1) == target).astype(logits.dtype), mask)
     return (ce(logits) + ce(logits.T)) / 2, acc
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from jaxood import ot
 from jaxood.data.pipeline import split_rows
 from jaxood.evaluate import Scorer
-from jaxood.methods import Method
+from jaxood.methods import Method, masked_mean
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
 from jaxood.scores.logits import max_logit
@@ -91,15 +91,9 @@ def local_score(
     )
 
 
-def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of `values (B,)` over the real examples (`mask`; padding rows count for nothing)."""
-    w = mask.astype(values.dtype)
-    return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-
 def _masked_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return _masked_mean(-jnp.take_along_axis(logp, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0], mask)
+    return masked_mean(-jnp.take_along_axis(logp, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0], mask)
 
 
 class Prompts:
@@ -190,7 +184,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         l_global = _masked_ce(s_global, batch["label"], batch["mask"])
         l_local = _masked_ce(phi / c.tau, batch["label"], batch["mask"])
         total = l_global + c.lam * l_local
-        acc = _masked_mean((jnp.argmax(s_global, -1) == batch["label"]).astype(s_global.dtype), batch["mask"])
+        acc = masked_mean((jnp.argmax(s_global, -1) == batch["label"]).astype(s_global.dtype), batch["mask"])
         return total, ({"loss": total, "loss_global": l_global, "loss_local": l_local, "train_acc": acc}, state)
 
     def predict_and_score(params, global_t, local_t, images):
