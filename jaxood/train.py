@@ -223,7 +223,9 @@ class Checkpoints:
 
     def __init__(self, directory: str, keep: int):
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+            os.path.abspath(directory),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            item_handlers=ocp.StandardCheckpointHandler(),  # so a fresh manager can read a saved tree's metadata
         )
 
     def latest(self) -> int | None:
@@ -234,20 +236,16 @@ class Checkpoints:
         self.manager.wait_until_finished()
 
     def restore(self, step: int, like: TrainState) -> TrainState:
+        # The saved tree's metadata first: a mismatch is named here, before orbax would fail inside TensorStore.
+        saved = self.manager.item_metadata(step)
+        saved = getattr(saved, "tree", saved)  # orbax TreeMetadata -> nested dict of ArrayMetadata
         try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(like))
-        except Exception as err:
-            saved = self.manager.item_metadata(step)
-            saved = getattr(saved, "tree", saved)  # orbax TreeMetadata -> nested dict of ArrayMetadata
-            try:
-                check_tree(_as_dict(like), saved, what=f"checkpoint at step {step}")
-            except CheckpointMismatch as named:
-                raise CheckpointMismatch(f"{named}\n(restore it with the config it was trained with)") from err
-            raise
-
-
-def _as_dict(tree) -> dict:
-    return flax.serialization.to_state_dict(tree) if not isinstance(tree, dict) else tree
+            # Both as nested dicts (tuples and lists of optimiser states keyed "0", "1", ...), as orbax stores them.
+            as_dict = flax.serialization.to_state_dict
+            check_tree(as_dict(like), as_dict(saved), what=f"checkpoint at step {step}")
+        except CheckpointMismatch as named:
+            raise CheckpointMismatch(f"{named}\n(restore it with the config it was trained with)") from None
+        return self.manager.restore(step, args=ocp.args.StandardRestore(like))
 
 
 # ---------------------------------------------------------------------- train

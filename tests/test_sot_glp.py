@@ -293,8 +293,14 @@ def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
     with pytest.raises(ValueError, match=r"sot_glp\.n_local: 2 there, 3 here"):
         trainer.train(other, str(tmp_path / "run"))
     (tmp_path / "run" / "config.json").unlink()  # checkpoints without their config: the restore itself must tell
-    with pytest.raises(Exception, match=r"local_ctx"):
+    with pytest.raises(trainer.CheckpointMismatch) as err:
         trainer.train(other, str(tmp_path / "run"))
+    # Exactly the two leaves that differ (the prompts and their momentum), named before orbax reads any array.
+    lines = str(err.value).splitlines()
+    assert lines[0] == "the checkpoint at step 2 does not match the model:" and len(lines) == 3
+    assert lines[1].startswith("  wrong shape (2): opt_state/") and lines[1].endswith(
+        "trainable/local_ctx: checkpoint at step 2 (12, 2, 4, 64) vs model (12, 3, 4, 64)"
+    )
 
 
 def test_unknown_config_key_fails_before_work(tmp_path):

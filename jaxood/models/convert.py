@@ -53,7 +53,9 @@ def _flax_key(hf_key: str) -> tuple[tuple[str, ...], Callable[[np.ndarray], np.n
 
 
 def _flatten(tree: Mapping) -> dict[tuple[str, ...], object]:
-    return {tuple(k): v for k, v in flax.traverse_util.flatten_dict(flax.core.unfreeze(tree)).items()}
+    """Leaves by key path; None is an empty node (orbax's metadata of a leafless optimiser state), not a leaf."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
+    return {tuple(k): v for k, v in flat.items() if v is not None}
 
 
 def check_tree(expected: Mapping, actual: Mapping, what: str = "checkpoint") -> None:
