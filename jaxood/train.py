@@ -47,7 +47,7 @@ from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.models import clip
-from jaxood.models.convert import CheckpointMismatch, check_tree
+from jaxood.models.convert import check_tree
 from jaxood.progress import Progress
 
 # ------------------------------------------------------------------- resume
@@ -93,7 +93,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
 
 
 def _paths(tree, sep: str = "/") -> dict[str, Any]:
-    return {sep.join(k): v for k, v in flax.traverse_util.flatten_dict(tree).items()}
+    return flax.traverse_util.flatten_dict(tree, sep=sep)
 
 
 def _checkpoint_dir(workdir: str) -> str:
@@ -239,12 +239,10 @@ class Checkpoints:
         # The saved tree's metadata first: a mismatch is named here, before orbax would fail inside TensorStore.
         saved = self.manager.item_metadata(step)
         saved = getattr(saved, "tree", saved)  # orbax TreeMetadata -> nested dict of ArrayMetadata
-        try:
-            # Both as nested dicts (tuples and lists of optimiser states keyed "0", "1", ...), as orbax stores them.
-            as_dict = flax.serialization.to_state_dict
-            check_tree(as_dict(like), as_dict(saved), what=f"checkpoint at step {step}")
-        except CheckpointMismatch as named:
-            raise CheckpointMismatch(f"{named}\n(restore it with the config it was trained with)") from None
+        # Both as nested dicts (tuples and lists of optimiser states keyed "0", "1", ...), as orbax stores them.
+        as_dict = flax.serialization.to_state_dict
+        what, fix = f"checkpoint at step {step}", "restore it with the config it was trained with"
+        check_tree(as_dict(like), as_dict(saved), what=what, fix=fix)
         return self.manager.restore(step, args=ocp.args.StandardRestore(like))
 
 

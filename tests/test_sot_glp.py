@@ -17,6 +17,7 @@ from jaxood import train as trainer
 from jaxood.data.pipeline import data_mesh
 from jaxood.methods import sot_glp
 from jaxood.models import clip
+from jaxood.models.convert import CheckpointMismatch
 from jaxood.scores.mcm import mcm, normalize
 from jaxood.text_features import encode_texts
 
@@ -293,7 +294,7 @@ def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
     with pytest.raises(ValueError, match=r"sot_glp\.n_local: 2 there, 3 here"):
         trainer.train(other, str(tmp_path / "run"))
     (tmp_path / "run" / "config.json").unlink()  # checkpoints without their config: the restore itself must tell
-    with pytest.raises(trainer.CheckpointMismatch) as err:
+    with pytest.raises(CheckpointMismatch) as err:
         trainer.train(other, str(tmp_path / "run"))
     # Exactly the two leaves that differ (the prompts and their momentum), named before orbax reads any array.
     lines = str(err.value).splitlines()

@@ -58,8 +58,8 @@ def _flatten(tree: Mapping) -> dict[tuple[str, ...], object]:
     return {tuple(k): v for k, v in flat.items() if v is not None}
 
 
-def check_tree(expected: Mapping, actual: Mapping, what: str = "checkpoint") -> None:
-    """Raise `CheckpointMismatch` naming every missing, unexpected or misshaped leaf."""
+def check_tree(expected: Mapping, actual: Mapping, what: str = "checkpoint", fix: str = "") -> None:
+    """Raise `CheckpointMismatch` naming every missing, unexpected or misshaped leaf (and `fix`, when given)."""
     exp, act = _flatten(expected), _flatten(actual)
     shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else tuple(np.shape(v))  # noqa: E731
     missing = sorted("/".join(k) for k in exp.keys() - act.keys())
@@ -76,6 +76,8 @@ def check_tree(expected: Mapping, actual: Mapping, what: str = "checkpoint") -> 
                 lines.append(
                     f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
                 )
+        if fix:
+            lines.append(f"({fix})")
         raise CheckpointMismatch("\n".join(lines))
 
 
