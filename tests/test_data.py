@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -102,13 +101,26 @@ def test_tfds_source_reads_array_record_without_tensorflow(tmp_path):
     assert img.shape == (12, 10, 3) and img[0, 0, 0] in {20 * i for i in range(6) if i % 2 == label}
 
 
-def test_tfds_missing_dataset_fails_fast(tmp_path):
-    start = time.monotonic()
+def test_tfds_missing_dataset_fails_offline_leaving_nothing(tmp_path, monkeypatch):
+    import socket
+    import tempfile
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("jaxood tried the network for a dataset it should only look for on disk")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # TFDS's builder left an empty folder here per dataset
+    data = tmp_path / "data"
     with pytest.raises(DatasetMissing, match=r"'cifar10' is not prepared .*jaxood.data.prepare --dataset=cifar10"):
-        TfdsSource("cifar10", "train", data_dir=str(tmp_path))
+        TfdsSource("cifar10", "train", data_dir=str(data))
     with pytest.raises(DatasetMissing, match=r"ILSVRC2012_img_train.tar .*downloads/manual"):
-        TfdsSource("imagenet2012", "validation", data_dir=str(tmp_path))
-    assert time.monotonic() - start < 20
+        TfdsSource("imagenet2012", "validation", data_dir=str(data))
+    with pytest.raises(DatasetMissing, match=r"TFDS does not know the dataset 'cifar_ten'"):
+        TfdsSource("cifar_ten", "train", data_dir=str(data))
+    assert os.listdir(scratch) == []
 
 
 # ------------------------------------------------------------- preprocessing

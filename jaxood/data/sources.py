@@ -14,6 +14,7 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 
 from __future__ import annotations
 
+import glob
 import os
 from typing import Protocol
 
@@ -144,6 +145,16 @@ _MANUAL = {
 }
 
 
+def _not_prepared(name: str, data_dir: str) -> DatasetMissing:
+    hint = _MANUAL.get(name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`")
+    manual = os.path.join(data_dir, "downloads", "manual")
+    return DatasetMissing(
+        f"TFDS dataset {name!r} is not prepared in {data_dir}: "
+        + hint.format(name=name, data_dir=data_dir, manual=manual)
+        + " (needs network and `pip install tensorflow-cpu` once; set --data_dir or TFDS_DATA_DIR to where it lives)"
+    )
+
+
 class TfdsSource:
     """A TFDS split prepared in `array_record` format under `data_dir`.
 
@@ -156,20 +167,16 @@ class TfdsSource:
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
         try:
-            builder = tfds.builder(name, data_dir=data_dir)
+            dataset, _ = tfds.core.naming.parse_builder_name_kwargs(name)  # "name[/config][:version]"
+            folder = os.path.join(data_dir, tfds.builder_cls(str(dataset)).name)
         except Exception as err:
             raise DatasetMissing(f"TFDS does not know the dataset {name!r} ({err})") from err
-        if not builder.is_prepared():
-            hint = _MANUAL.get(
-                name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
-            )
-            manual = os.path.join(data_dir, "downloads", "manual")
-            raise DatasetMissing(
-                f"TFDS dataset {name!r} is not prepared in {data_dir}: "
-                + hint.format(name=name, data_dir=data_dir, manual=manual)
-                + " (needs network and `pip install tensorflow-cpu` once;"
-                " set --data_dir or TFDS_DATA_DIR to where it lives)"
-            )
+        # Checked before building: TFDS's builder leaves an empty temporary folder behind per unprepared dataset.
+        if not glob.glob(os.path.join(glob.escape(folder), "**", "dataset_info.json"), recursive=True):
+            raise _not_prepared(name, data_dir)
+        builder = tfds.builder(name, data_dir=data_dir)
+        if not builder.is_prepared():  # another version or config is
+            raise _not_prepared(name, data_dir)
         try:
             self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
         except NotImplementedError as err:
