@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxood.data import preprocess, sampling, toy_world
+from jaxood.data import preprocess, sampling, sources, toy_world
 from jaxood.data.pipeline import Loader
 from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
 
@@ -65,37 +65,46 @@ def test_image_list_source(folder, tmp_path):
         ImageListSource(folder, str(lst))
 
 
-def test_tfds_source_reads_array_record_without_tensorflow(tmp_path):
-    import tensorflow_datasets as tfds
+_TINY_SHAPES = """
+import sys
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
 
-    class TinyShapes(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
+class TinyShapes(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
 
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                features=tfds.features.FeaturesDict(
-                    {
-                        "image": tfds.features.Image(shape=(None, None, 3)),
-                        "label": tfds.features.ClassLabel(names=["red_box", "blue_ball"]),
-                    }
-                ),
-            )
+    def _info(self):
+        names = ["red_box", "blue_ball"]
+        features = {"image": tfds.features.Image(shape=(None, None, 3)), "label": tfds.features.ClassLabel(names=names)}
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
 
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(6)}
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(6)}
 
-        def _generate_examples(self, n):
-            for i in range(n):
-                yield i, {"image": Image.fromarray(np.full((12, 10, 3), 20 * i, np.uint8)), "label": i % 2}
+    def _generate_examples(self, n):
+        for i in range(n):
+            yield i, {"image": Image.fromarray(np.full((12, 10, 3), 20 * i, np.uint8)), "label": i % 2}
 
-    TinyShapes(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+TinyShapes(data_dir=sys.argv[1], file_format="array_record").download_and_prepare()
+"""
+
+
+def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tmp_path, monkeypatch, capsys):
+    # Prepared by another process, as `jaxood.data.prepare` or a custom builder on another machine would:
+    # this one reads it from its files alone.
+    subprocess.run([sys.executable, "-c", _TINY_SHAPES, str(tmp_path)], check=True, capture_output=True, timeout=300)
     src = TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))
     assert "tensorflow" not in sys.modules
     assert src.class_names == ("red box", "blue ball")
-    assert len(src) == 6 and sorted(src.labels().tolist()) == [0, 0, 0, 1, 1, 1]
-    # Labels are cached next to the data, and images decode through the same path as files.
-    assert os.listdir(tmp_path / "jaxood_labels")
+    monkeypatch.setattr(sources, "LABELS_PROGRESS_MIN", 6)  # as for ImageNet's 1.28 M records
+    capsys.readouterr()
+    labels = src.labels()
+    assert len(src) == 6 and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert "[labels tiny_shapes train] 6/6 records" in capsys.readouterr().out
+    # Labels are cached next to the data (whole files only), and images decode through the same path as files.
+    assert os.listdir(tmp_path / "jaxood_labels") == ["tiny_shapes_1.0.0-train.npy"]
+    np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).labels(), labels)
     raw, label = src.read(3)
     img = np.asarray(preprocess.decode(raw))
     assert img.shape == (12, 10, 3) and img[0, 0, 0] in {20 * i for i in range(6) if i % 2 == label}

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 from typing import Protocol
 
 import numpy as np
 
 from jaxood.data.classnames import imagenet_classnames
+from jaxood.progress import Progress
 
+LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while its labels are read
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".jfif")
 
 
@@ -169,12 +172,18 @@ class TfdsSource:
         try:
             dataset, _ = tfds.core.naming.parse_builder_name_kwargs(name)  # "name[/config][:version]"
             folder = os.path.join(data_dir, tfds.builder_cls(str(dataset)).name)
-        except Exception as err:
-            raise DatasetMissing(f"TFDS does not know the dataset {name!r} ({err})") from err
+        except Exception:  # no builder code: TFDS still reads a copy prepared elsewhere, from its files
+            folder = None
         # Checked before building: TFDS's builder leaves an empty temporary folder behind per unprepared dataset.
-        if not glob.glob(os.path.join(glob.escape(folder), "**", "dataset_info.json"), recursive=True):
+        if folder and not glob.glob(os.path.join(glob.escape(folder), "**", "dataset_info.json"), recursive=True):
             raise _not_prepared(name, data_dir)
-        builder = tfds.builder(name, data_dir=data_dir)
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except Exception as err:
+            first = str(err).strip().splitlines()[0]  # then TFDS lists every dataset it knows
+            raise DatasetMissing(
+                f"TFDS does not know the dataset {name!r} and {data_dir} has no copy of it ({first})"
+            ) from None
         if not builder.is_prepared():  # another version or config is
             raise _not_prepared(name, data_dir)
         try:
@@ -201,9 +210,22 @@ class TfdsSource:
         path = os.path.join(self._data_dir, "jaxood_labels", self._cache_key + ".npy")
         if os.path.exists(path):
             return np.load(path)
-        labels = np.asarray([int(self._ds[i]["label"]) for i in range(len(self._ds))], np.int32)
+        n = len(self._ds)
+        # ImageNet's 1.28 M records take minutes here (about 170 us each from a local disk), longer from a bucket.
+        progress = Progress(f"labels {self.name} {self.split}", n, "records") if n >= LABELS_PROGRESS_MIN else None
+        labels = np.empty(n, np.int32)
+        for start in range(0, n, 4096):
+            stop = min(start + 4096, n)
+            labels[start:stop] = [int(self._ds[i]["label"]) for i in range(start, stop)]
+            if progress:
+                progress.update(stop - start)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.save(path, labels)
+        # Every host of a pod may write it at once: each writes its own file and renames it, so readers see whole ones.
+        fd, partial = tempfile.mkstemp(".partial", dir=os.path.dirname(path))
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, labels)
+        os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the cache from the data's other users
+        os.replace(partial, path)
         return labels
 
     def read(self, index: int) -> tuple[bytes, int]:
