@@ -211,7 +211,7 @@ class TfdsSource:
         if os.path.exists(path):
             return np.load(path)
         n = len(self._ds)
-        # ImageNet's 1.28 M records take minutes here (about 170 us each from a local disk), longer from a bucket.
+        # ImageNet's 1.28 M records take ~3 min from a local disk (`python -m jaxood.bench.data`), more from a bucket.
         progress = Progress(f"labels {self.name} {self.split}", n, "records") if n >= LABELS_PROGRESS_MIN else None
         labels = np.empty(n, np.int32)
         for start in range(0, n, 4096):
