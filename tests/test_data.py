@@ -132,6 +132,21 @@ def test_tfds_missing_dataset_fails_offline_leaving_nothing(tmp_path, monkeypatc
     assert os.listdir(scratch) == []
 
 
+def test_tfds_bucket_data_dir_is_left_to_tfds(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    asked = []
+
+    def builder(name, data_dir):
+        asked.append(data_dir)
+        raise RuntimeError("no bucket from here")
+
+    monkeypatch.setattr(tfds, "builder", builder)  # TPU pods keep TFDS_DATA_DIR in a bucket; no local pre-check
+    with pytest.raises(DatasetMissing, match=r"gs://bucket/tfds has no copy of it \(no bucket from here\)"):
+        TfdsSource("cifar10", "train", data_dir="gs://bucket/tfds")
+    assert asked == ["gs://bucket/tfds"]
+
+
 # ------------------------------------------------------------- preprocessing
 
 

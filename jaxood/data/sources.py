@@ -175,7 +175,9 @@ class TfdsSource:
         except Exception:  # no builder code: TFDS still reads a copy prepared elsewhere, from its files
             folder = None
         # Checked before building: TFDS's builder leaves an empty temporary folder behind per unprepared dataset.
-        if folder and not glob.glob(os.path.join(glob.escape(folder), "**", "dataset_info.json"), recursive=True):
+        # Local folders only: a bucket (gs://, as on TPU pods) is TFDS's to look in.
+        local = folder and "://" not in folder
+        if local and not glob.glob(os.path.join(glob.escape(folder), "**", "dataset_info.json"), recursive=True):
             raise _not_prepared(name, data_dir)
         try:
             builder = tfds.builder(name, data_dir=data_dir)
