@@ -14,7 +14,6 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 
 from __future__ import annotations
 
-import glob
 import os
 import tempfile
 from typing import Protocol
@@ -148,16 +147,6 @@ _MANUAL = {
 }
 
 
-def _not_prepared(name: str, data_dir: str) -> DatasetMissing:
-    hint = _MANUAL.get(name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`")
-    manual = os.path.join(data_dir, "downloads", "manual")
-    return DatasetMissing(
-        f"TFDS dataset {name!r} is not prepared in {data_dir}: "
-        + hint.format(name=name, data_dir=data_dir, manual=manual)
-        + " (needs network and `pip install tensorflow-cpu` once; set --data_dir or TFDS_DATA_DIR to where it lives)"
-    )
-
-
 class TfdsSource:
     """A TFDS split prepared in `array_record` format under `data_dir`.
 
@@ -170,24 +159,23 @@ class TfdsSource:
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
         try:
-            dataset, _ = tfds.core.naming.parse_builder_name_kwargs(name)  # "name[/config][:version]"
-            folder = os.path.join(data_dir, tfds.builder_cls(str(dataset)).name)
-        except Exception:  # no builder code: TFDS still reads a copy prepared elsewhere, from its files
-            folder = None
-        # Checked before building: TFDS's builder leaves an empty temporary folder behind per unprepared dataset.
-        # Local folders only: a bucket (gs://, as on TPU pods) is TFDS's to look in.
-        local = folder and "://" not in folder
-        if local and not glob.glob(os.path.join(glob.escape(folder), "**", "dataset_info.json"), recursive=True):
-            raise _not_prepared(name, data_dir)
-        try:
             builder = tfds.builder(name, data_dir=data_dir)
         except Exception as err:
             first = str(err).strip().splitlines()[0]  # then TFDS lists every dataset it knows
             raise DatasetMissing(
                 f"TFDS does not know the dataset {name!r} and {data_dir} has no copy of it ({first})"
             ) from None
-        if not builder.is_prepared():  # another version or config is
-            raise _not_prepared(name, data_dir)
+        if not builder.is_prepared():
+            hint = _MANUAL.get(
+                name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
+            )
+            manual = os.path.join(data_dir, "downloads", "manual")
+            raise DatasetMissing(
+                f"TFDS dataset {name!r} is not prepared in {data_dir}: "
+                + hint.format(name=name, data_dir=data_dir, manual=manual)
+                + " (needs network and `pip install tensorflow-cpu` once;"
+                " set --data_dir or TFDS_DATA_DIR to where it lives)"
+            )
         try:
             self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
         except NotImplementedError as err:
