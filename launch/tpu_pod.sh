@@ -7,7 +7,8 @@
 # workers at once (JAX needs every host of the slice). JAXOOD_DISTRIBUTED=1 makes
 # jaxood call jax.distributed.initialize(), which on TPU VMs finds the coordinator
 # by itself. Each host reads only its slice of every batch. Data must be readable
-# from every worker (a GCS bucket or identical local copies; set TFDS_DATA_DIR).
+# from every worker (a GCS bucket or identical local copies; set TFDS_DATA_DIR). TFDS reads
+# gs:// paths through gcsfs, installed here with jaxood.
 set -euo pipefail
 TPU_NAME=${1:?TPU name}
 ZONE=${2:?zone}
@@ -21,7 +22,7 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command
   set -e
   mkdir -p ~/$REPO_DIR && tar -xzf /tmp/jaxood_src.tgz -C ~/$REPO_DIR && cd ~/$REPO_DIR
   python3 -m venv .venv && . .venv/bin/activate
-  pip install -q -U pip && pip install -q 'jax[tpu]' -e .
+  pip install -q -U pip && pip install -q 'jax[tpu]' gcsfs -e .
   export JAXOOD_DISTRIBUTED=1
   $CMD
 "

@@ -161,10 +161,8 @@ class TfdsSource:
         try:
             builder = tfds.builder(name, data_dir=data_dir)
         except Exception as err:
-            first = str(err).strip().splitlines()[0]  # then TFDS lists every dataset it knows
-            raise DatasetMissing(
-                f"TFDS does not know the dataset {name!r} and {data_dir} has no copy of it ({first})"
-            ) from None
+            first = str(err).strip().splitlines()[0]  # an unknown name's is followed by every dataset TFDS knows
+            raise DatasetMissing(f"TFDS cannot open the dataset {name!r} in {data_dir}: {first}") from None
         if not builder.is_prepared():
             hint = _MANUAL.get(
                 name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
