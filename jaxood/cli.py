@@ -2,7 +2,10 @@
 
 `--config=configs/<file>.py[:variant]` is an ml_collections config file read
 with `lock_config=True`, so `--config.<key>=...` with an unknown key fails
-before any work starts.
+before any work starts. So does a `--workdir` URL: jaxood writes its workdir
+with the local file system (orbax included), which would turn `gs://b/run`
+into a local folder `gs:/b/run` on each host; multi-host runs need a folder
+that every host mounts at the same path.
 """
 
 from absl import flags
@@ -11,3 +14,10 @@ from ml_collections import config_flags
 CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/zeroshot.py:toy.", lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
+flags.register_validator(
+    "workdir",
+    lambda workdir: workdir is None or "://" not in workdir,
+    "--workdir must be a folder of the local file system, not a URL: jaxood writes it with the local file system "
+    "(a gs:// path would become a local folder named 'gs:'). On a pod or cluster use a folder every host mounts at "
+    "the same path (NFS, Filestore).",
+)

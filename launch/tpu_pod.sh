@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Run a jaxood command on every worker of a Cloud TPU VM pod slice.
 #
-#   launch/tpu_pod.sh TPU_NAME ZONE "python -m jaxood.train --config=configs/sot_glp.py --workdir=gs://bucket/runs/x"
+#   launch/tpu_pod.sh TPU_NAME ZONE "python -m jaxood.train --config=configs/sot_glp.py --workdir=/mnt/shared/runs/x"
 #
 # Copies this checkout to every worker, installs it, and starts the command on all
 # workers at once (JAX needs every host of the slice). JAXOOD_DISTRIBUTED=1 makes
 # jaxood call jax.distributed.initialize(), which on TPU VMs finds the coordinator
 # by itself. Each host reads only its slice of every batch. Data must be readable
 # from every worker (a GCS bucket or identical local copies; set TFDS_DATA_DIR). TFDS reads
-# gs:// paths through gcsfs, installed here with jaxood.
+# gs:// paths through gcsfs, installed here with jaxood. The workdir (checkpoints are
+# written by every worker through orbax) must be a folder every worker mounts at the
+# same path, such as a Filestore NFS share; jaxood refuses a gs:// workdir.
 set -euo pipefail
 TPU_NAME=${1:?TPU name}
 ZONE=${2:?zone}

@@ -66,6 +66,12 @@ def test_evaluate_rejects_unknown_config_key(tiny_hf, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_workdir_url_is_refused_before_work(tiny_hf, tmp_path):
+    out = _evaluate("gs://bucket/run", tiny_hf[0], tmp_path / "c")
+    assert out.returncode != 0 and "--workdir must be a folder of the local file system, not a URL" in out.stderr
+    assert not os.path.exists(os.path.join(ROOT, "gs:"))  # the folder its results went to before
+
+
 @pytest.mark.parametrize("variant", ["imagenet", "toy"])
 def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
     """A training run resumed with other evaluation settings continues; a key evaluation adds must join EVAL_KEYS."""
