@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxood import report
+from jaxood import DEFAULT_CACHE, report
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
@@ -38,7 +38,7 @@ from jaxood.scores import logits as logits_lib
 from jaxood.scores import mcm as mcm_lib
 from jaxood.scores import metrics, neglabel
 from jaxood.scores.wordnet import load_pool
-from jaxood.text_features import DEFAULT_CACHE, model_fingerprint, templated_features
+from jaxood.text_features import model_fingerprint, templated_features
 
 ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "max_logit", "neglabel", "csp")
 SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "neglabel": "NegLabel", "csp": "CSP"}

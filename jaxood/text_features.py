@@ -16,12 +16,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxood import DEFAULT_CACHE
 from jaxood.data.pipeline import data_mesh, every_device, replicate, split_rows
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
 from jaxood.progress import Progress
-
-DEFAULT_CACHE = os.path.expanduser(os.environ.get("JAXOOD_CACHE", "~/.cache/jaxood"))
 
 
 def model_fingerprint(params) -> str:

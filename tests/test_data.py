@@ -109,6 +109,17 @@ def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tmp_p
     img = np.asarray(preprocess.decode(raw))
     assert img.shape == (12, 10, 3) and img[0, 0, 0] in {20 * i for i in range(6) if i % 2 == label}
 
+    # The same data in a bucket, as TFDS (with gcsfs) would open it: its labels go to this host's jaxood cache,
+    # not to a local folder named "gs:" (os.path cannot write to the bucket).
+    import tensorflow_datasets as tfds
+
+    opened = tfds.builder("tiny_shapes", data_dir=str(tmp_path))
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir: opened)
+    monkeypatch.setattr(sources, "DEFAULT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path / "jaxood_labels")
+    np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir="gs://b/tfds").labels(), labels)
+    assert os.listdir(tmp_path / "cache" / "tfds") == ["gs_b_tfds"] and not os.path.exists("gs:")
+
 
 def test_tfds_missing_dataset_fails_offline(tmp_path, monkeypatch):
     import socket

@@ -15,11 +15,13 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from typing import Protocol
 
 import numpy as np
 
+from jaxood import DEFAULT_CACHE
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.progress import Progress
 
@@ -194,8 +196,11 @@ class TfdsSource:
         return len(self._ds)
 
     def labels(self) -> np.ndarray:
-        """Every label; read once (records only, images stay encoded) and cached next to the data."""
-        path = os.path.join(self._data_dir, "jaxood_labels", self._cache_key + ".npy")
+        """Every label; read once (records only, images stay encoded) and cached."""
+        root = self._data_dir  # next to the data, shared by its users; but os.path cannot write to a bucket (gs://):
+        if "://" in root:  # then each host caches them itself
+            root = os.path.join(DEFAULT_CACHE, "tfds", re.sub(r"[^\w.-]+", "_", root))
+        path = os.path.join(root, "jaxood_labels", self._cache_key + ".npy")
         if os.path.exists(path):
             return np.load(path)
         n = len(self._ds)
