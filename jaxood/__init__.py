@@ -4,9 +4,6 @@ import os
 
 __version__ = "0.1.0"
 
-# Where jaxood caches what it can recompute (text features; labels of TFDS data in a bucket).
-DEFAULT_CACHE = os.path.expanduser(os.environ.get("JAXOOD_CACHE", "~/.cache/jaxood"))
-
 # XLA:CPU runs dots through XNNPACK with this flag: measured ~10% faster CLIP
 # towers on a 2-core CPU (README "Performance"). It affects only the CPU
 # backend and only if set before jax starts its backends; a user's own

@@ -28,7 +28,8 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxood import DEFAULT_CACHE, report
+from jaxood import report
+from jaxood.cache import DEFAULT_CACHE
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval

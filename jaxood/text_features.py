@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxood import DEFAULT_CACHE
+from jaxood.cache import DEFAULT_CACHE, save_npy
 from jaxood.data.pipeline import data_mesh, every_device, replicate, split_rows
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
@@ -106,6 +106,5 @@ def templated_features(
         raw = enc.mean(0)  # the raw (unnormalised) features averaged over templates, then normalised
         feats[idx] = raw / np.linalg.norm(raw, axis=-1, keepdims=True)
     if path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.save(path, feats)
+        save_npy(path, feats)
     return feats

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from typing import Protocol
 
 import numpy as np
 
-from jaxood import DEFAULT_CACHE
+from jaxood.cache import DEFAULT_CACHE, save_npy
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.progress import Progress
 
@@ -212,13 +211,7 @@ class TfdsSource:
             labels[start:stop] = [int(self._ds[i]["label"]) for i in range(start, stop)]
             if progress:
                 progress.update(stop - start)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        # Every host of a pod may write it at once: each writes its own file and renames it, so readers see whole ones.
-        fd, partial = tempfile.mkstemp(".partial", dir=os.path.dirname(path))
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, labels)
-        os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the cache from the data's other users
-        os.replace(partial, path)
+        save_npy(path, labels)
         return labels
 
     def read(self, index: int) -> tuple[bytes, int]:

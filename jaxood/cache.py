@@ -1,0 +1,22 @@
+"""jaxood's on-disk caches (text features, TFDS labels): where they live and how they are written."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+# What jaxood can recompute goes here unless the caller names a place ($JAXOOD_CACHE overrides).
+DEFAULT_CACHE = os.path.expanduser(os.environ.get("JAXOOD_CACHE", "~/.cache/jaxood"))
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    """`np.save` whole or not at all: every host of a pod may write the same cache file at once, and another may be
+    loading it, so each writes its own file and renames it over `path` (readers see complete files only)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, partial = tempfile.mkstemp(".partial", dir=os.path.dirname(path))
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, array)
+    os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the cache from its other users
+    os.replace(partial, path)
