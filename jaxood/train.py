@@ -71,8 +71,8 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
     if not (os.path.isfile(saved_path) and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
         return
     with open(saved_path) as f:
-        saved = _paths(json.load(f), ".")
-    now = _paths(json.loads(config.to_json_best_effort()), ".")
+        saved = flax.traverse_util.flatten_dict(json.load(f), sep=".")
+    now = flax.traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
     saved, now = ({k: tree.get(k, "(absent)") for k in set(saved) | set(now)} for tree in (saved, now))
     free = RESUME_MAY_CHANGE + tuple(may_change)
     changed = [
@@ -92,10 +92,6 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
 # ------------------------------------------------------------ param partition
 
 
-def _paths(tree, sep: str = "/") -> dict[str, Any]:
-    return flax.traverse_util.flatten_dict(tree, sep=sep)
-
-
 def _checkpoint_dir(workdir: str) -> str:
     return os.path.join(workdir, "checkpoints")
 
@@ -107,7 +103,7 @@ def partition(params: dict, rules) -> tuple[dict, dict, dict]:
     leaf's '/'-joined path decides. A leaf no rule covers is an error.
     """
     trainable, frozen, labels, uncovered = {}, {}, {}, []
-    for path, leaf in _paths(params).items():
+    for path, leaf in flax.traverse_util.flatten_dict(params, sep="/").items():
         group = next((g for pattern, g in rules if re.search(pattern, path)), None)
         if group is None:
             uncovered.append(path)
@@ -120,8 +116,7 @@ def partition(params: dict, rules) -> tuple[dict, dict, dict]:
         raise ValueError(f"no trainable/frozen rule covers these parameters: {uncovered[:20]}")
     if not trainable:
         raise ValueError("the rules leave no trainable parameter")
-    unflat = lambda d: flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in d.items()})  # noqa: E731
-    return unflat(trainable), unflat(frozen), unflat(labels)
+    return tuple(flax.traverse_util.unflatten_dict(d, sep="/") for d in (trainable, frozen, labels))
 
 
 def merge(trainable: dict, frozen: dict) -> dict:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_config
 
 from jaxood.data import preprocess, toy_world
 from jaxood.data.pipeline import Loader
@@ -79,8 +79,6 @@ def tiny_pretrain_overrides(tmp_path) -> dict:
 
 def tiny_pretrain_config(tmp_path):
     """`configs/toy_clip.py` with `tiny_pretrain_overrides`."""
-    from conftest import load_config
-
     return load_config("toy_clip", **tiny_pretrain_overrides(tmp_path))
 
 

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import conftest
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,7 +126,7 @@ def test_scorer_reports_gl_mcm_its_global_and_local_terms_and_max_logit(tiny_mod
 
 def _one_step_script(n_devices, model_dir, out):
     return textwrap.dedent(f"""
-        import sys, numpy as np, jax
+        import sys, numpy as np, jax, flax.traverse_util
         sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
         from test_sot_glp import small_config
         from jaxood import train as trainer
@@ -152,7 +153,8 @@ def _one_step_script(n_devices, model_dir, out):
         for batch in loader.train(0, 2):
             state, metrics = step(state, frozen, batch)
             losses.append(float(jax.block_until_ready(metrics["loss"])))  # block on each step (2-core machine)
-        flat = {{k: np.asarray(v) for k, v in trainer._paths(jax.device_get(state.trainable)).items()}}
+        flat = flax.traverse_util.flatten_dict(jax.device_get(state.trainable), sep="/")
+        flat = {{k: np.asarray(v) for k, v in flat.items()}}
         np.savez({str(out / f"step{n_devices}.npz")!r}, losses=np.array(losses), **flat)
     """)
 
@@ -224,7 +226,7 @@ def _final_trainable(workdir):
     ckpt = trainer.Checkpoints(os.path.join(workdir, "checkpoints"), 2)
     step = ckpt.latest()
     meta = ckpt.manager.restore(step)
-    return step, {k: np.asarray(v) for k, v in trainer._paths(meta["trainable"]).items()}
+    return step, {k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(meta["trainable"], sep="/").items()}
 
 
 def test_resume_is_bit_identical(tiny_hf, tmp_path, monkeypatch):
