@@ -8,8 +8,10 @@ into a local folder `gs:/b/run` on each host; multi-host runs need a folder
 that every host mounts at the same path.
 """
 
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
+
+from jaxood.errors import report_user_errors
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/zeroshot.py:toy.", lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
@@ -21,3 +23,8 @@ flags.register_validator(
     "(a gs:// path would become a local folder named 'gs:'). On a pod or cluster use a folder every host mounts at "
     "the same path (NFS, Filestore).",
 )
+
+
+def run(main) -> None:
+    """`absl.app.run(main)`, with jaxood's own errors (`jaxood.errors.UserError`) printed as their message alone."""
+    app.run(report_user_errors(main))

@@ -33,6 +33,7 @@ from jaxood.cache import DEFAULT_CACHE
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
+from jaxood.errors import InvalidInput
 from jaxood.models import clip
 from jaxood.progress import Progress
 from jaxood.scores import logits as logits_lib
@@ -118,7 +119,7 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
     names = tuple(s for s in config.scores.split(",") if s)
     unknown = set(names) - set(ZERO_SHOT_SCORES)
     if unknown:
-        raise ValueError(f"unknown score(s) {sorted(unknown)}; zero-shot scores are {ZERO_SHOT_SCORES}")
+        raise InvalidInput(f"unknown score(s) {sorted(unknown)}; zero-shot scores are {ZERO_SHOT_SCORES}")
     cache_dir = os.path.expanduser(config.cache_dir or DEFAULT_CACHE)
     fingerprint = model_fingerprint(params)  # the text tower hashed once for every prompt set's cache key
     params = replicate(params)
@@ -248,8 +249,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app
+    from jaxood import cli
 
-    from jaxood import cli  # noqa: F401  (defines --config and --workdir)
-
-    app.run(main)
+    cli.run(main)

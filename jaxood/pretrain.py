@@ -44,8 +44,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app
+    from jaxood import cli
 
-    from jaxood import cli  # noqa: F401
-
-    app.run(main)
+    cli.run(main)

@@ -46,6 +46,7 @@ from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
+from jaxood.errors import InvalidInput, LossNotFinite
 from jaxood.models import clip
 from jaxood.models.convert import check_tree
 from jaxood.progress import Progress
@@ -82,7 +83,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
     ]
     if changed:
         diff = "; ".join(f"{k}: {saved[k]!r} there, {now[k]!r} here" for k in changed)
-        raise ValueError(
+        raise InvalidInput(
             f"{workdir} holds checkpoints of a run trained with other settings ({diff}). Resuming would continue "
             f"that run and report it under this config. Use a new --workdir, or set these back to the run's values "
             f"(its config is {saved_path})."
@@ -113,9 +114,9 @@ def partition(params: dict, rules) -> tuple[dict, dict, dict]:
             trainable[path] = leaf
             labels[path] = group
     if uncovered:
-        raise ValueError(f"no trainable/frozen rule covers these parameters: {uncovered[:20]}")
+        raise InvalidInput(f"no trainable/frozen rule covers these parameters: {uncovered[:20]}")
     if not trainable:
-        raise ValueError("the rules leave no trainable parameter")
+        raise InvalidInput("the rules leave no trainable parameter")
     return tuple(flax.traverse_util.unflatten_dict(d, sep="/") for d in (trainable, frozen, labels))
 
 
@@ -133,7 +134,7 @@ def schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: 
     warmup = int(round(opt.warmup_epochs * steps_per_epoch))
     per_epoch = opt.schedule_unit == "epoch"
     if opt.schedule_unit not in ("step", "epoch"):
-        raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {opt.schedule_unit!r}")
+        raise InvalidInput(f"schedule_unit must be 'step' or 'epoch', got {opt.schedule_unit!r}")
 
     def lr(step):
         step = jnp.asarray(step, jnp.float32)
@@ -153,7 +154,7 @@ def _group_tx(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.Gradi
         )
     if opt.name == "adamw":
         return optax.adamw(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
-    raise ValueError(f"optimiser {opt.name!r} is not one of sgd, adamw")
+    raise InvalidInput(f"optimiser {opt.name!r} is not one of sgd, adamw")
 
 
 def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
@@ -369,7 +370,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         if done % config.log_every == 0 or done == total or done % config.checkpoint_every == 0:
             finite, bad = jax.device_get((state.finite, state.bad_step))
             if not finite:
-                raise FloatingPointError(
+                raise LossNotFinite(
                     f"the loss became NaN/inf at step {int(bad)}; stopped without saving. The last good "
                     f"checkpoint (step {last_good}) is in {os.path.join(workdir, 'checkpoints')}"
                 )
@@ -408,8 +409,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app
+    from jaxood import cli
 
-    from jaxood import cli  # noqa: F401  (defines --config and --workdir)
-
-    app.run(main)
+    cli.run(main)

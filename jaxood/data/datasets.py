@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from jaxood.data.sources import FolderSource, ImageListSource, TfdsSource
 from jaxood.data.toy_world import ToyWorld
+from jaxood.errors import InvalidInput
 
 _KEYS = {
     "tfds": {"name", "split", "data_dir"},
@@ -31,10 +32,10 @@ def make_source(spec: Mapping):
     spec = dict(spec)
     kind = spec.pop("kind", None)
     if kind not in _KEYS:
-        raise ValueError(f"dataset kind {kind!r} is not one of {sorted(_KEYS)} (in {spec})")
+        raise InvalidInput(f"dataset kind {kind!r} is not one of {sorted(_KEYS)} (in {spec})")
     unknown = set(spec) - _KEYS[kind]
     if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(_KEYS[kind])}")
+        raise InvalidInput(f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(_KEYS[kind])}")
     if kind == "tfds":
         return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"))
     if kind == "folder":
@@ -76,4 +77,4 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
         toy = dict(toy or {})
         return {k: {"kind": "toy", "split": s, **toy} for k, s in
                 (("near", "near_ood"), ("far", "far_ood"), ("spurious", "spurious_ood"))}  # fmt: skip
-    raise ValueError(f"unknown OOD benchmark {name!r}; choose mos, openood_v15 or toy")
+    raise InvalidInput(f"unknown OOD benchmark {name!r}; choose mos, openood_v15 or toy")

@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxood.data.preprocess import Compose, Undecodable, decode
+from jaxood.errors import InvalidInput
 from jaxood.models.tokenizer import tokenize
 
 DATA_AXIS = "data"
@@ -77,7 +78,7 @@ class Loader:
     ):
         self.source, self.transform, self.seed = source, transform, seed
         if caption_length and not hasattr(source, "read_captioned"):
-            raise ValueError(f"{type(source).__name__} has no captions; image-text training needs a captioned source")
+            raise InvalidInput(f"{type(source).__name__} has no captions; image-text training needs a captioned source")
         self.caption_length = caption_length
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
         self.mesh = mesh if mesh is not None else data_mesh()
@@ -85,7 +86,7 @@ class Loader:
         self.process_count = jax.process_count() if process_count is None else process_count
         n_devices = self.mesh.devices.size
         if global_batch % n_devices:
-            raise ValueError(f"global batch {global_batch} is not divisible by the {n_devices} devices of the mesh")
+            raise InvalidInput(f"global batch {global_batch} is not divisible by the {n_devices} devices of the mesh")
         self.global_batch = global_batch
         self.local_batch = global_batch // self.process_count
         self.sharding = split_rows(self.mesh)
@@ -105,7 +106,7 @@ class Loader:
         """Global source indices of training step `step`, and its epoch."""
         spe = self.steps_per_epoch
         if spe == 0:
-            raise ValueError(f"{len(self.indices)} examples are fewer than one global batch of {self.global_batch}")
+            raise InvalidInput(f"{len(self.indices)} examples are fewer than one global batch of {self.global_batch}")
         epoch, pos = divmod(step, spe)
         perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
         return self.indices[perm[pos * self.global_batch : (pos + 1) * self.global_batch]], epoch

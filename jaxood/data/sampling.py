@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxood.errors import InvalidInput
+
 
 def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0) -> np.ndarray:
     """Indices of exactly `shots` examples per class (all examples when `shots` is None).
@@ -21,7 +23,7 @@ def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0) -> np
     keep = classes >= 0
     short = classes[keep & (counts < shots)]
     if short.size:
-        raise ValueError(f"{shots}-shot sampling: classes {short.tolist()[:10]} have fewer than {shots} examples")
+        raise InvalidInput(f"{shots}-shot sampling: classes {short.tolist()[:10]} have fewer than {shots} examples")
     picked = [order[s + rng.permutation(c)[:shots]] for cls, s, c in zip(classes, starts, counts) if cls >= 0]
     return np.sort(np.concatenate(picked)) if picked else np.zeros((0,), np.int64)
 

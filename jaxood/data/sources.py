@@ -22,13 +22,14 @@ import numpy as np
 
 from jaxood.cache import DEFAULT_CACHE, save_npy
 from jaxood.data.classnames import imagenet_classnames
+from jaxood.errors import InputMissing, InvalidInput
 from jaxood.progress import Progress
 
 LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while its labels are read
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".jfif")
 
 
-class DatasetMissing(FileNotFoundError):
+class DatasetMissing(InputMissing):
     """A dataset is not where jaxood was told to look; the message says what to get and where to put it."""
 
 
@@ -101,7 +102,7 @@ class FolderSource(_FileListSource):
         self._labels = np.asarray(labels, np.int32)
         if class_names is not None:
             if len(class_names) != len(folders):
-                raise ValueError(
+                raise InvalidInput(
                     f"{root} has {len(folders)} class folders but {len(class_names)} class names were given"
                 )
             self.class_names = tuple(class_names)

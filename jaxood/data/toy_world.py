@@ -33,6 +33,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
+from jaxood.errors import InvalidInput
+
 ID_CLASSES = (
     "circle", "triangle", "square", "pentagon", "hexagon", "star",
     "cross", "heart", "crescent", "ring", "arrow", "diamond",
@@ -254,7 +256,7 @@ class ToyWorld:
 
     def __init__(self, split: str, per_class: int = 50, size: int = 64, seed: int = 0, spurious_p: float = 0.8):
         if split not in SPLITS:
-            raise ValueError(f"unknown toy world split {split!r}; choose from {SPLITS}")
+            raise InvalidInput(f"unknown toy world split {split!r}; choose from {SPLITS}")
         self.split, self.size, self.seed, self.spurious_p = split, size, seed, spurious_p
         fg_id = fine_grained_id_classes()
         self.class_names: tuple[str, ...]

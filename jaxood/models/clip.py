@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood.errors import InputMissing
+
 Array = jax.Array
 LN_EPS = 1e-5
 TOY_CLIP_DIR = os.path.join(os.path.dirname(__file__), "assets", "toy_clip")
@@ -422,7 +424,7 @@ def load(name_or_dir: str | os.PathLike, dtype=jnp.float32, remat: bool = False)
 
     if name_or_dir == "toy":
         if not os.path.exists(os.path.join(TOY_CLIP_DIR, convert.JAXOOD_CONFIG)):
-            raise FileNotFoundError(
+            raise InputMissing(
                 f"the embedded toy CLIP is missing from {TOY_CLIP_DIR}; rebuild it with "
                 "`python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=runs/toy_clip --install`"
             )

@@ -22,6 +22,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from jaxood.errors import InputMissing, InvalidInput
 from jaxood.models.clip import CLIP, CLIPConfig, param_shapes
 
 JAXOOD_CONFIG = "jaxood_clip.json"
@@ -29,7 +30,7 @@ JAXOOD_PARAMS = "params.msgpack"
 _SKIPPED = re.compile(r".*\.position_ids$")
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(InvalidInput):
     """Raised when a checkpoint's tensors do not match the model's parameters."""
 
 
@@ -135,7 +136,7 @@ _TORCH_DTYPES = {
 def read_torch_bin(path: str) -> dict[str, np.ndarray]:
     """Read a `torch.save` zip checkpoint into NumPy arrays without importing torch."""
     if not zipfile.is_zipfile(path):
-        raise ValueError(
+        raise InvalidInput(
             f"{path} is a legacy (pre-1.6) torch checkpoint; re-save it with a recent torch or as safetensors"
         )
     with zipfile.ZipFile(path) as zf:
@@ -176,7 +177,7 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
     """Config and state dict of a local Hugging Face CLIP directory."""
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{directory} has no config.json: it is not a Hugging Face CLIP directory")
+        raise InputMissing(f"{directory} has no config.json: it is not a Hugging Face CLIP directory")
     cfg = CLIPConfig.from_json(config_path)
     index = os.path.join(directory, "model.safetensors.index.json")
     if os.path.exists(os.path.join(directory, "model.safetensors")):
@@ -188,7 +189,7 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
     elif os.path.exists(os.path.join(directory, "pytorch_model.bin")):
         state = read_torch_bin(os.path.join(directory, "pytorch_model.bin"))
     else:
-        raise FileNotFoundError(
+        raise InputMissing(
             f"{directory} has config.json but no weights: expected model.safetensors, "
             "model.safetensors.index.json with its shards, or pytorch_model.bin"
         )
@@ -205,7 +206,7 @@ def download(repo_id: str) -> str:
 
         return snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json"])
     except Exception as err:  # offline, unknown id, gated repo ...
-        raise OSError(
+        raise InputMissing(
             f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
             f"Without network: on a machine with access run `hf download {repo_id} --local-dir DIR` "
             "(or `huggingface-cli download ...`), copy DIR here and pass DIR instead of the hub id; "
@@ -249,7 +250,7 @@ def load_params(name_or_dir: str | os.PathLike) -> tuple[CLIPConfig, dict]:
         cfg, state = read_hf_dir(name)
         return cfg, convert_state_dict(state, cfg)
     if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise FileNotFoundError(
+        raise InputMissing(
             f"{name!r} is neither a directory nor a Hugging Face hub id (owner/name): pass a local "
             "Hugging Face CLIP directory (config.json + model.safetensors) or a jaxood checkpoint directory"
         )

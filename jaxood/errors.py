@@ -1,0 +1,46 @@
+"""Errors whose message is the whole story: what is wrong and how to fix it.
+
+The command lines (`jaxood.cli.run`) print such an error's message alone: a
+traceback of jaxood's internals would only bury it (`JAXOOD_TRACEBACK=1` shows
+it anyway). Any other exception is a bug and keeps its traceback. Each class
+also derives from the built-in error it refines, so `except ValueError` and
+`except FileNotFoundError` still catch them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+class UserError(Exception):
+    """Bad input, or a run stopped on purpose, with a message naming the problem and the fix."""
+
+
+class InvalidInput(UserError, ValueError):
+    """A setting, a file or a combination of them that the run cannot use."""
+
+
+class InputMissing(UserError, FileNotFoundError):
+    """A model, dataset or file is not where jaxood was told to look."""
+
+
+class LossNotFinite(UserError, FloatingPointError):
+    """Training stopped at a NaN/inf loss; the last good checkpoint is kept."""
+
+
+def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+    """`main` for a command line: a `UserError` prints `error: <message>` on stderr and returns exit status 1."""
+
+    def guarded(argv: list[str]) -> Any:
+        try:
+            return main(argv)
+        except UserError as err:
+            if os.environ.get("JAXOOD_TRACEBACK"):
+                raise
+            print(f"error: {err}\n(JAXOOD_TRACEBACK=1 shows where it was raised)", file=sys.stderr, flush=True)
+            return 1
+
+    return guarded

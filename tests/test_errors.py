@@ -1,0 +1,41 @@
+"""The command lines print jaxood's own errors as their message alone; anything else keeps its traceback."""
+
+import pytest
+
+from jaxood.data.sources import DatasetMissing
+from jaxood.errors import InvalidInput, UserError, report_user_errors
+from jaxood.models.convert import CheckpointMismatch
+
+
+def _raising(err):
+    def main(argv):
+        raise err
+
+    return main
+
+
+def test_user_error_prints_its_message_and_exits_1(capsys, monkeypatch):
+    monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
+    missing = DatasetMissing("'dtd' is not prepared: run python -m jaxood.data.prepare")
+    assert report_user_errors(_raising(missing))([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: 'dtd' is not prepared: run python -m jaxood.data.prepare\n")
+    assert "Traceback" not in err and "JAXOOD_TRACEBACK=1" in err
+
+
+def test_other_errors_keep_their_traceback(monkeypatch):
+    monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
+    with pytest.raises(ZeroDivisionError):
+        report_user_errors(_raising(ZeroDivisionError("a bug")))([])
+
+
+def test_traceback_on_request(monkeypatch):
+    monkeypatch.setenv("JAXOOD_TRACEBACK", "1")
+    with pytest.raises(InvalidInput):
+        report_user_errors(_raising(InvalidInput("bad setting")))([])
+
+
+def test_user_errors_are_still_the_builtin_errors_they_refine():
+    assert issubclass(DatasetMissing, FileNotFoundError) and issubclass(DatasetMissing, UserError)
+    assert issubclass(CheckpointMismatch, ValueError) and issubclass(CheckpointMismatch, UserError)
+    assert report_user_errors(lambda argv: 0)([]) == 0
