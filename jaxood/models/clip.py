@@ -381,10 +381,6 @@ class CLIP(nn.Module):
         """Projected text embedding of token embeddings `(B, L, W)` pooled at `eot_index` `(B,)`."""
         return self.text_projection(self.text_model(token_embeddings, eot_index)).astype(jnp.float32)
 
-    def get_logit_scale(self) -> Array:
-        """The learned `logit_scale` (a log; `exp` of it multiplies cosines)."""
-        return self.logit_scale
-
 
 def compute_dtype(name: str):
     """`"auto"`: bfloat16 on accelerators, float32 on CPU; otherwise the named dtype."""
