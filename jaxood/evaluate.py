@@ -120,7 +120,7 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
     unknown = set(names) - set(ZERO_SHOT_SCORES)
     if unknown:
         raise InvalidInput(f"unknown score(s) {sorted(unknown)}; zero-shot scores are {ZERO_SHOT_SCORES}")
-    cache_dir = os.path.expanduser(config.cache_dir or DEFAULT_CACHE)
+    cache_dir = text_cache_dir(config)
     fingerprint = model_fingerprint(params)  # the text tower hashed once for every prompt set's cache key
     params = replicate(params)
     features = functools.partial(templated_features, model, params, cache_dir=cache_dir, fingerprint=fingerprint)
@@ -197,8 +197,21 @@ def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> 
     }
 
 
-def check_datasets(config: ml_collections.ConfigDict) -> None:
-    """Open every evaluation dataset once, so a missing one fails before any work."""
+def text_cache_dir(config: ml_collections.ConfigDict) -> str:
+    """The text-feature cache's folder: `config.cache_dir`, else `$JAXOOD_CACHE` or ~/.cache/jaxood."""
+    path = os.path.expanduser(config.cache_dir or DEFAULT_CACHE)
+    if "://" in path:
+        raise InvalidInput(
+            f"the text-feature cache {path!r} is a URL, but jaxood writes it with the local file system (it would "
+            f"become a local folder named '{path.split('://')[0]}:'). Set config.cache_dir (or $JAXOOD_CACHE) to a "
+            "local folder; each host of a pod may keep its own."
+        )
+    return path
+
+
+def check_inputs(config: ml_collections.ConfigDict) -> None:
+    """Open every evaluation dataset once and check the cache folder, so bad input fails before any work."""
+    text_cache_dir(config)
     make_source(config.id_dataset)
     for spec in config.ood_datasets.values():
         make_source(spec)
@@ -208,7 +221,8 @@ def evaluate(
     config: ml_collections.ConfigDict, workdir: str, model=None, params=None, scorer: Scorer | None = None
 ) -> dict:
     """Run the evaluation of `config` and write the report into `workdir`."""
-    id_source = make_source(config.id_dataset)  # fails here, before any work, when data is missing
+    text_cache_dir(config)  # bad input fails here and below, before any work
+    id_source = make_source(config.id_dataset)
     ood_sources = {name: make_source(spec) for name, spec in config.ood_datasets.items()}
     if model is None:
         model, params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype))

@@ -285,9 +285,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
     maybe_initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
-    # Data first: a missing dataset fails before any model work.
+    # Input first: a missing dataset fails before any model work.
     train_source = make_source(config.train_dataset)
-    evaluation.check_datasets(config)
+    evaluation.check_inputs(config)
     method_module = importlib.import_module(f"jaxood.methods.{config.method}")
     check_resume(config, workdir, getattr(method_module, "EVAL_KEYS", ()))
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it

@@ -192,3 +192,21 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
     np.testing.assert_allclose(
         np.load(tmp_path / "multi.npy"), encode_texts(model, params, texts), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("entry", ["train", "evaluate"])
+def test_cache_dir_url_is_refused_before_work(entry, tmp_path, monkeypatch):
+    """A gs:// text-feature cache used to become a local folder `gs:` after the whole run; now nothing starts."""
+    from conftest import load_config
+
+    from jaxood.errors import InvalidInput
+    from jaxood.evaluate import evaluate
+    from jaxood.train import train
+
+    monkeypatch.chdir(tmp_path)
+    config = load_config("sot_glp" if entry == "train" else "zeroshot", "demo" if entry == "train" else "toy")
+    config.cache_dir = "gs://bucket/cache"
+    with pytest.raises(InvalidInput, match="gs://bucket/cache' is a URL"):
+        (train if entry == "train" else evaluate)(config, str(tmp_path / "run"))
+    assert not (tmp_path / "gs:").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
