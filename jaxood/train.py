@@ -205,7 +205,7 @@ def make_step(method, tx, seed: int):
             finite=state.finite & ok,
             bad_step=jnp.where(state.finite & ~ok, state.step, state.bad_step),
         )
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        metrics = dict(metrics, grad_norm=optax.tree_utils.tree_norm(grads))
         return new, metrics
 
     return step_fn
