@@ -116,10 +116,7 @@ def negative_groups(features: Callable, class_names, c: ml_collections.ConfigDic
 
 def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str = "zero-shot") -> Scorer:
     """MCM, GL-MCM, MaxLogit (of CLIP's logits `exp(logit_scale) cos`), NegLabel and CSP of a CLIP as it is."""
-    names = tuple(s for s in config.scores.split(",") if s)
-    unknown = set(names) - set(ZERO_SHOT_SCORES)
-    if unknown:
-        raise InvalidInput(f"unknown score(s) {sorted(unknown)}; zero-shot scores are {ZERO_SHOT_SCORES}")
+    names = zero_shot_score_names(config)
     cache_dir = text_cache_dir(config)
     fingerprint = model_fingerprint(params)  # the text tower hashed once for every prompt set's cache key
     params = replicate(params)
@@ -197,6 +194,15 @@ def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> 
     }
 
 
+def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The zero-shot scores `config.scores` names (comma-separated)."""
+    names = tuple(s for s in config.scores.split(",") if s)
+    unknown = set(names) - set(ZERO_SHOT_SCORES)
+    if unknown:
+        raise InvalidInput(f"unknown score(s) {sorted(unknown)} in config.scores; zero-shot scores: {ZERO_SHOT_SCORES}")
+    return names
+
+
 def text_cache_dir(config: ml_collections.ConfigDict) -> str:
     """The text-feature cache's folder: `config.cache_dir`, else `$JAXOOD_CACHE` or ~/.cache/jaxood."""
     path = os.path.expanduser(config.cache_dir or DEFAULT_CACHE)
@@ -209,9 +215,15 @@ def text_cache_dir(config: ml_collections.ConfigDict) -> str:
     return path
 
 
-def check_inputs(config: ml_collections.ConfigDict) -> None:
-    """Open every evaluation dataset once and check the cache folder, so bad input fails before any work."""
+def check_settings(config: ml_collections.ConfigDict) -> None:
+    """The settings evaluation reads only at its end (score names, cache folder), checked before any work."""
+    zero_shot_score_names(config)
     text_cache_dir(config)
+
+
+def check_inputs(config: ml_collections.ConfigDict) -> None:
+    """`check_settings`, and every evaluation dataset opened once, so bad input fails before any work."""
+    check_settings(config)
     make_source(config.id_dataset)
     for spec in config.ood_datasets.values():
         make_source(spec)
@@ -221,7 +233,7 @@ def evaluate(
     config: ml_collections.ConfigDict, workdir: str, model=None, params=None, scorer: Scorer | None = None
 ) -> dict:
     """Run the evaluation of `config` and write the report into `workdir`."""
-    text_cache_dir(config)  # bad input fails here and below, before any work
+    check_settings(config)  # bad input fails here and below, before any work
     id_source = make_source(config.id_dataset)
     ood_sources = {name: make_source(spec) for name, spec in config.ood_datasets.items()}
     if model is None:

@@ -195,8 +195,13 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
 
 
 @pytest.mark.parametrize("entry", ["train", "evaluate"])
-def test_cache_dir_url_is_refused_before_work(entry, tmp_path, monkeypatch):
-    """A gs:// text-feature cache used to become a local folder `gs:` after the whole run; now nothing starts."""
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("cache_dir", "gs://bucket/cache", "gs://bucket/cache' is a URL"), ("scores", "mcm,glmcm", "'glmcm'")],
+)
+def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, message, tmp_path, monkeypatch):
+    """Evaluation reads these only at its end, after a whole training run: a gs:// text-feature cache used to become
+    a local folder `gs:`, and a misspelt score failed after training. Now nothing starts."""
     from conftest import load_config
 
     from jaxood.errors import InvalidInput
@@ -205,8 +210,8 @@ def test_cache_dir_url_is_refused_before_work(entry, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     config = load_config("sot_glp" if entry == "train" else "zeroshot", "demo" if entry == "train" else "toy")
-    config.cache_dir = "gs://bucket/cache"
-    with pytest.raises(InvalidInput, match="gs://bucket/cache' is a URL"):
+    config[key] = value
+    with pytest.raises(InvalidInput, match=message):
         (train if entry == "train" else evaluate)(config, str(tmp_path / "run"))
     assert not (tmp_path / "gs:").exists()
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
