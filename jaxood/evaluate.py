@@ -216,9 +216,14 @@ def text_cache_dir(config: ml_collections.ConfigDict) -> str:
 
 
 def check_settings(config: ml_collections.ConfigDict) -> None:
-    """The settings evaluation reads only at its end (score names, cache folder), checked before any work."""
+    """The settings evaluation reads only at its end (score names, cache folder, batch), checked before any work."""
     zero_shot_score_names(config)
     text_cache_dir(config)
+    n = jax.device_count()  # the data mesh's size
+    if config.eval_batch_size % n:
+        raise InvalidInput(
+            f"eval_batch_size {config.eval_batch_size} does not split over {n} devices: use a multiple of {n}"
+        )
 
 
 def check_inputs(config: ml_collections.ConfigDict) -> None:
