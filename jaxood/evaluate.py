@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import os
+import string
 from collections.abc import Callable
 
 import jax
@@ -216,8 +217,11 @@ def text_cache_dir(config: ml_collections.ConfigDict) -> str:
 
 
 def check_settings(config: ml_collections.ConfigDict) -> None:
-    """The settings evaluation reads only at its end (score names, cache folder, batch), checked before any work."""
+    """The settings evaluation reads only at its end (scores, prompt, cache folder, batch), checked before any work."""
     zero_shot_score_names(config)
+    fields = [field for _, field, _, _ in string.Formatter().parse(config.mcm_template) if field is not None]
+    if fields != [""]:
+        raise InvalidInput(f"mcm_template {config.mcm_template!r} needs exactly one {{}}, where the class name goes")
     text_cache_dir(config)
     n = jax.device_count()  # the data mesh's size
     if config.eval_batch_size % n:

@@ -197,11 +197,15 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
 @pytest.mark.parametrize("entry", ["train", "evaluate"])
 @pytest.mark.parametrize(
     "key, value, message",
-    [("cache_dir", "gs://bucket/cache", "gs://bucket/cache' is a URL"), ("scores", "mcm,glmcm", "'glmcm'")],
+    [
+        ("cache_dir", "gs://bucket/cache", "gs://bucket/cache' is a URL"),
+        ("scores", "mcm,glmcm", "'glmcm'"),
+        ("mcm_template", "a photo of a {name}.", "needs exactly one {}"),
+    ],
 )
 def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, message, tmp_path, monkeypatch):
     """Evaluation reads these only at its end, after a whole training run: a gs:// text-feature cache used to become
-    a local folder `gs:`, and a misspelt score failed after training. Now nothing starts."""
+    a local folder `gs:`, and a misspelt score or prompt template failed after training. Now nothing starts."""
     from conftest import load_config
 
     from jaxood.errors import InvalidInput
