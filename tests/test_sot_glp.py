@@ -333,3 +333,15 @@ def test_schedule_warmup_and_per_epoch_cosine():
     lr = trainer.schedule(r.optim, steps_per_epoch=10, total_steps=100)  # no warm-up, cosine stepped per epoch
     assert float(lr(0)) == pytest.approx(0.01) and float(lr(9)) == pytest.approx(0.01)
     assert float(lr(50)) == pytest.approx(0.005) and float(lr(59)) == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("key, value", [("prediction", "referense"), ("local_reduction", "max")])
+def test_misspelt_mode_fails_before_training(key, value, tmp_path):
+    """A misspelt prediction mode used to train and evaluate with the paper's prediction, silently; a misspelt
+    local reduction failed inside the first traced step, as a bare ValueError."""
+    from jaxood.errors import InvalidInput
+
+    config = load_config("demo", **{f"sot_glp.{key}": value})
+    with pytest.raises(InvalidInput, match=f"sot_glp.{key} must be one of .* got '{value}'"):
+        trainer.train(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxood import ot
 from jaxood.data.pipeline import split_rows
+from jaxood.errors import InvalidInput
 from jaxood.evaluate import Scorer
 from jaxood.methods import Method, masked_mean
 from jaxood.models import clip
@@ -114,6 +115,9 @@ class Prompts:
 
 def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, class_names, mesh) -> Method:
     c = config.sot_glp
+    for key, allowed in (("prediction", ("paper", "reference")), ("local_reduction", ("sum", "mean"))):
+        if c[key] not in allowed:
+            raise InvalidInput(f"sot_glp.{key} must be one of {allowed}, got {c[key]!r}")
     n_classes, n_global, n_local = len(class_names), c.n_global, c.n_local
     init_ids = tokenize([c.init_text])
     n_ctx = int(init_ids.argmax(-1)[0]) - 1
