@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pkgutil
 import re
 import time
 from typing import Any
@@ -41,6 +42,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+import jaxood.methods
 from jaxood import evaluate as evaluation
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
@@ -288,7 +290,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     # Input first: a missing dataset fails before any model work.
     train_source = make_source(config.train_dataset)
     evaluation.check_inputs(config)
-    method_module = importlib.import_module(f"jaxood.methods.{config.method}")
+    try:
+        method_module = importlib.import_module(f"jaxood.methods.{config.method}")
+    except ModuleNotFoundError as err:
+        if err.name != f"jaxood.methods.{config.method}":
+            raise  # the method exists but imports something missing
+        methods = sorted(m.name for m in pkgutil.iter_modules(jaxood.methods.__path__))
+        raise InvalidInput(f"config.method {config.method!r} is not one of {methods}") from None
     check_resume(config, workdir, getattr(method_module, "EVAL_KEYS", ()))
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")

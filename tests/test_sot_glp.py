@@ -335,13 +335,21 @@ def test_schedule_warmup_and_per_epoch_cosine():
     assert float(lr(50)) == pytest.approx(0.005) and float(lr(59)) == pytest.approx(0.005)
 
 
-@pytest.mark.parametrize("key, value", [("prediction", "referense"), ("local_reduction", "max")])
-def test_misspelt_mode_fails_before_training(key, value, tmp_path):
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("sot_glp.prediction", "referense", "sot_glp.prediction must be one of .* got 'referense'"),
+        ("sot_glp.local_reduction", "max", "sot_glp.local_reduction must be one of .* got 'max'"),
+        ("method", "sotglp", r"config.method 'sotglp' is not one of \['clip_pretrain', 'sot_glp'\]"),
+        ("dtype", "fp16", "dtype 'fp16' is not one of"),
+    ],
+)
+def test_misspelt_mode_fails_before_training(key, value, message, tmp_path):
     """A misspelt prediction mode used to train and evaluate with the paper's prediction, silently; a misspelt
-    local reduction failed inside the first traced step, as a bare ValueError."""
+    local reduction failed inside the first traced step as a bare ValueError, a method as ModuleNotFoundError and a
+    dtype as TypeError, with tracebacks instead of the allowed values."""
     from jaxood.errors import InvalidInput
 
-    config = load_config("demo", **{f"sot_glp.{key}": value})
-    with pytest.raises(InvalidInput, match=f"sot_glp.{key} must be one of .* got '{value}'"):
-        trainer.train(config, str(tmp_path / "run"))
+    with pytest.raises(InvalidInput, match=message):
+        trainer.train(load_config("demo", **{key: value}), str(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()

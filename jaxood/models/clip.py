@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxood.errors import InputMissing
+from jaxood.errors import InputMissing, InvalidInput
 
 Array = jax.Array
 LN_EPS = 1e-5
@@ -382,8 +382,13 @@ class CLIP(nn.Module):
         return self.text_projection(self.text_model(token_embeddings, eot_index)).astype(jnp.float32)
 
 
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 def compute_dtype(name: str):
     """`"auto"`: bfloat16 on accelerators, float32 on CPU; otherwise the named dtype."""
+    if name not in COMPUTE_DTYPES:
+        raise InvalidInput(f"dtype {name!r} is not one of {COMPUTE_DTYPES}")
     if name == "auto":
         return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
     return jnp.dtype(name)
