@@ -116,9 +116,9 @@ def partition(params: dict, rules) -> tuple[dict, dict, dict]:
             trainable[path] = leaf
             labels[path] = group
     if uncovered:
-        raise InvalidInput(f"no trainable/frozen rule covers these parameters: {uncovered[:20]}")
+        raise ValueError(f"no trainable/frozen rule covers these parameters: {uncovered[:20]}")
     if not trainable:
-        raise InvalidInput("the rules leave no trainable parameter")
+        raise ValueError("the rules leave no trainable parameter")
     return tuple(flax.traverse_util.unflatten_dict(d, sep="/") for d in (trainable, frozen, labels))
 
 
