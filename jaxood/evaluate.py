@@ -32,8 +32,9 @@ from jax.experimental import multihost_utils
 from jaxood import report
 from jaxood.cache import DEFAULT_CACHE
 from jaxood.data.datasets import make_source
-from jaxood.data.pipeline import Loader, data_mesh, replicate
+from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
+from jaxood.data.sources import Source
 from jaxood.errors import InvalidInput
 from jaxood.models import clip
 from jaxood.progress import Progress
@@ -216,35 +217,33 @@ def text_cache_dir(config: ml_collections.ConfigDict) -> str:
     return path
 
 
-def check_settings(config: ml_collections.ConfigDict) -> None:
-    """The settings evaluation reads only at its end (scores, prompt, cache folder, batch), checked before any work."""
+def _check_settings(config: ml_collections.ConfigDict) -> None:
+    """The settings evaluation reads only at its end (scores, prompt, cache folder, batch)."""
     zero_shot_score_names(config)
     fields = [field for _, field, _, _ in string.Formatter().parse(config.mcm_template) if field is not None]
     if fields != [""]:
         raise InvalidInput(f"mcm_template {config.mcm_template!r} needs exactly one {{}}, where the class name goes")
     text_cache_dir(config)
-    n = jax.device_count()  # the data mesh's size
-    if config.eval_batch_size % n:
-        raise InvalidInput(
-            f"eval_batch_size {config.eval_batch_size} does not split over {n} devices: use a multiple of {n}"
-        )
+    check_batch(config.eval_batch_size, data_mesh(), "eval_batch_size")
 
 
-def check_inputs(config: ml_collections.ConfigDict) -> None:
-    """`check_settings`, and every evaluation dataset opened once, so bad input fails before any work."""
-    check_settings(config)
-    make_source(config.id_dataset)
-    for spec in config.ood_datasets.values():
-        make_source(spec)
+def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, Source]]:
+    """The ID source and the OOD sources by name, after checking the settings evaluation reads at its end:
+    bad input fails here, before any work (train calls this first and passes the sources to `evaluate`)."""
+    _check_settings(config)
+    return make_source(config.id_dataset), {name: make_source(spec) for name, spec in config.ood_datasets.items()}
 
 
 def evaluate(
-    config: ml_collections.ConfigDict, workdir: str, model=None, params=None, scorer: Scorer | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    model=None,
+    params=None,
+    scorer: Scorer | None = None,
+    inputs: tuple[Source, dict[str, Source]] | None = None,
 ) -> dict:
-    """Run the evaluation of `config` and write the report into `workdir`."""
-    check_settings(config)  # bad input fails here and below, before any work
-    id_source = make_source(config.id_dataset)
-    ood_sources = {name: make_source(spec) for name, spec in config.ood_datasets.items()}
+    """Run the evaluation of `config` and write the report into `workdir` (`inputs`: `open_inputs(config)`)."""
+    id_source, ood_sources = inputs or open_inputs(config)
     if model is None:
         model, params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype))
     mesh = data_mesh()

@@ -289,7 +289,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     os.makedirs(workdir, exist_ok=True)
     # Input first: a missing dataset fails before any model work.
     train_source = make_source(config.train_dataset)
-    evaluation.check_inputs(config)
+    eval_inputs = evaluation.open_inputs(config)
     try:
         method_module = importlib.import_module(f"jaxood.methods.{config.method}")
     except ModuleNotFoundError as err:
@@ -402,7 +402,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     if config.eval_zero_shot:
         id_names = make_source(config.id_dataset).class_names
         scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, eval_clip, id_names), scorer)
-    results = evaluation.evaluate(config, workdir, model=model, params=eval_clip, scorer=scorer)
+    results = evaluation.evaluate(config, workdir, model=model, params=eval_clip, scorer=scorer, inputs=eval_inputs)
     return results, params
 
 

@@ -59,6 +59,16 @@ def replicate(tree, mesh: Mesh | None = None):
     return jax.device_put(tree, every_device(mesh))
 
 
+def check_batch(global_batch: int, mesh: Mesh, name: str = "global batch") -> None:
+    """A global batch must shard evenly over the mesh's devices."""
+    n = mesh.devices.size
+    if global_batch % n:
+        raise InvalidInput(
+            f"{name} {global_batch} does not split over {n} devices: use a multiple of {n} "
+            f"(it is not divisible by the {n} devices of the data mesh)"
+        )
+
+
 class Loader:
     """Batches of one source (restricted to `indices`) for training or evaluation."""
 
@@ -84,9 +94,7 @@ class Loader:
         self.mesh = mesh if mesh is not None else data_mesh()
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
-        n_devices = self.mesh.devices.size
-        if global_batch % n_devices:
-            raise InvalidInput(f"global batch {global_batch} is not divisible by the {n_devices} devices of the mesh")
+        check_batch(global_batch, self.mesh)
         self.global_batch = global_batch
         self.local_batch = global_batch // self.process_count
         self.sharding = split_rows(self.mesh)

@@ -43,6 +43,8 @@ from jaxood.scores.mcm import mcm, normalize
 
 NAME = "SOT-GLP"
 EVAL_KEYS = ("sot_glp.ood_temperature", "sot_glp.prediction")  # a resumed run may change these (jaxood.train)
+PREDICTIONS = ("paper", "reference")  # s_g + lambda phi / tau, or the released softmax(100 (mean_G cos + phi) / 2)
+LOCAL_REDUCTIONS = ("sum", "mean")  # phi = sum T sim (paper), or that / P (released code)
 SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM", "MaxLogit")  # the OOD score, its global and local terms, the prediction's
 
 
@@ -60,11 +62,9 @@ def local_score_from_similarity(
     support = jnp.take_along_axis(sim, idx[..., None], axis=2)  # (B, C, K, P)
     plan = ot.sinkhorn_plan(1.0 - support, epsilon, iterations, grad="stop")
     phi = jnp.sum(plan * support, axis=(-2, -1))
-    if reduction == "mean":
-        return phi / sim.shape[-1]
-    if reduction != "sum":
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-    return phi
+    if reduction not in LOCAL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {LOCAL_REDUCTIONS}, got {reduction!r}")
+    return phi / sim.shape[-1] if reduction == "mean" else phi
 
 
 def local_score(
@@ -115,7 +115,7 @@ class Prompts:
 
 def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, class_names, mesh) -> Method:
     c = config.sot_glp
-    for key, allowed in (("prediction", ("paper", "reference")), ("local_reduction", ("sum", "mean"))):
+    for key, allowed in (("prediction", PREDICTIONS), ("local_reduction", LOCAL_REDUCTIONS)):
         if c[key] not in allowed:
             raise InvalidInput(f"sot_glp.{key} must be one of {allowed}, got {c[key]!r}")
     n_classes, n_global, n_local = len(class_names), c.n_global, c.n_local
