@@ -12,6 +12,7 @@ from PIL import Image
 from jaxood.data import preprocess, sampling, sources, toy_world
 from jaxood.data.pipeline import Loader
 from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
+from jaxood.errors import report_user_errors
 
 
 def _write_image(path, seed, size=(40, 30), fmt=None):
@@ -152,6 +153,86 @@ def test_tfds_bucket_data_dir_is_left_to_tfds(monkeypatch):
     with pytest.raises(DatasetMissing, match=r"'cifar10' in gs://bucket/tfds: no bucket from here"):
         TfdsSource("cifar10", "train", data_dir="gs://bucket/tfds")
     assert asked == ["gs://bucket/tfds"]
+
+
+def _fake_ilsvrc2012(manual_dir):
+    """ILSVRC2012 archives in the real layout, 9 + 5 images: train = a tar of per-synset tars, val = flat JPEGs."""
+    import io
+    import tarfile
+
+    from tensorflow_datasets.datasets.imagenet2012 import imagenet_common
+
+    synsets = open(imagenet_common.label_names_file()).read().split()
+
+    def add(tar, name, seed):
+        data = io.BytesIO()
+        if name.endswith(".JPEG"):
+            Image.fromarray(np.random.RandomState(seed).randint(0, 255, (30, 40, 3), np.uint8)).save(data, "JPEG")
+        else:  # a synset's tar
+            with tarfile.open(fileobj=data, mode="w") as inner:
+                for i in range(3):
+                    add(inner, f"{name[:-4]}_{i}.JPEG", seed + i)
+        info = tarfile.TarInfo(name)
+        info.size = data.tell()
+        data.seek(0)
+        tar.addfile(info, data)
+
+    os.makedirs(manual_dir)
+    with tarfile.open(os.path.join(manual_dir, "ILSVRC2012_img_train.tar"), "w") as train:
+        for c in (0, 1, 999):
+            add(train, f"{synsets[c]}.tar", 10 * c)
+    with tarfile.open(os.path.join(manual_dir, "ILSVRC2012_img_val.tar"), "w") as val:
+        for i in range(1, 6):
+            add(val, f"ILSVRC2012_val_{i:08d}.JPEG", 10_000 + i)
+
+
+def test_prepare_imagenet_from_manual_archives(tmp_path, capsys):
+    """The README's ImageNet steps on tiny archives: without TensorFlow the one fix left is named (CI); with it
+    (`pip install tensorflow-cpu`), the split is prepared and read back without TensorFlow's help."""
+    import importlib.util
+
+    from jaxood.data import prepare
+
+    data_dir = tmp_path / "tfds"
+    argv = ["--dataset=imagenet2012", f"--data_dir={data_dir}"]
+    assert report_user_errors(prepare.main)(argv) == 1
+    err = capsys.readouterr().err
+    assert f"into {data_dir}/downloads/manual" in err and "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar" in err
+    assert not os.path.exists(data_dir / "imagenet2012")  # refused before TFDS started
+
+    _fake_ilsvrc2012(str(data_dir / "downloads" / "manual"))
+    if importlib.util.find_spec("tensorflow") is None:
+        assert report_user_errors(prepare.main)(argv) == 1
+        assert "needs the Python module 'tensorflow': `pip install tensorflow-cpu`" in capsys.readouterr().err
+        return
+    assert report_user_errors(prepare.main)(argv) == 0
+    val = TfdsSource("imagenet2012", "validation", data_dir=str(data_dir))
+    # validation labels come from TFDS's list for ILSVRC2012_val_00000001..5; train labels from the synset tars
+    assert sorted(val.labels().tolist()) == [65, 230, 516, 809, 970] and val.class_names[:2] == ("tench", "goldfish")
+    train = TfdsSource("imagenet2012", "train", data_dir=str(data_dir)).labels()
+    assert sorted(train.tolist()) == [0, 0, 0, 1, 1, 1, 999, 999, 999]
+
+
+def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
+    import requests
+
+    from jaxood.data import prepare
+
+    def run(*argv):
+        assert report_user_errors(prepare.main)([*argv, f"--data_dir={tmp_path}"]) == 1
+        return capsys.readouterr().err
+
+    err = run("--dataset=cifar_ten")
+    assert "TFDS cannot open the dataset 'cifar_ten'" in err and "Did you mean" in err
+    assert len(err.splitlines()) == 2  # the message and the JAXOOD_TRACEBACK hint, not every dataset TFDS knows
+
+    def offline(*args, **kwargs):
+        raise requests.ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", offline)
+    err = run("--dataset=cifar10")
+    assert "downloading cifar10 failed (Failed to resolve 'www.cs.toronto.edu'): preparing it needs network" in err
+    assert f"copy the folder {tmp_path}/cifar10/" in err
 
 
 # ------------------------------------------------------------- preprocessing

@@ -5,30 +5,53 @@
 
 Writes `array_record` files that jaxood reads without TensorFlow. Preparing
 most TFDS datasets needs TensorFlow once (`pip install tensorflow-cpu`) and
-network (ImageNet: the manual download only).
+network (ImageNet: the archives downloaded by hand instead). Every failure a
+user can fix (unknown name, archives not in place, a missing module, no
+network) prints one line naming the fix and exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+from jaxood.data.sources import open_tfds_builder
+from jaxood.errors import InputMissing, UserError, report_user_errors
+
+PIP_PACKAGES = {"tensorflow": "tensorflow-cpu"}  # module TFDS imports -> what to `pip install` for it
 
 
 def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
+    import requests
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir or os.path.join(data_dir, "downloads", "manual"))
+    builder = open_tfds_builder(dataset, data_dir, file_format="array_record")
+    manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
+    instructions = " ".join((builder.MANUAL_DOWNLOAD_INSTRUCTIONS or "").split())
+    if instructions and not (os.path.isdir(manual_dir) and os.listdir(manual_dir)):
+        raise InputMissing(
+            f"{dataset} is downloaded by hand, into {manual_dir} (or pass --manual_dir): {instructions} "
+            "Then run this again."
+        )
     try:
-        builder.download_and_prepare(download_config=config)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     except ModuleNotFoundError as err:
-        raise SystemExit(
-            f"preparing {dataset} needs {err.name}: `pip install tensorflow-cpu`, then run this again"
+        module = (err.name or str(err)).split(".")[0]
+        raise UserError(
+            f"preparing {dataset} needs the Python module {module!r}: "
+            f"`pip install {PIP_PACKAGES.get(module, module)}`, then run this again"
+        ) from err
+    except (requests.ConnectionError, requests.Timeout) as err:
+        raise InputMissing(
+            f"downloading {dataset} failed ({str(err).splitlines()[0]}): preparing it needs network once. "
+            f"Prepare it where there is network and copy the folder {builder.data_dir} to the same path here "
+            "(or point --data_dir / TFDS_DATA_DIR at a shared copy)"
         ) from err
     return builder.data_dir
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, help="TFDS name, e.g. cifar10, imagenet2012, dtd")
     ap.add_argument("--data_dir", default=os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets")))
@@ -37,7 +60,8 @@ def main(argv=None):
     )
     args = ap.parse_args(argv)
     print(f"prepared {args.dataset} in {prepare(args.dataset, os.path.expanduser(args.data_dir), args.manual_dir)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main)(sys.argv[1:]))

@@ -149,6 +149,23 @@ _MANUAL = {
 }
 
 
+def open_tfds_builder(name: str, data_dir: str, **kwargs):
+    """`tfds.builder(name, data_dir=...)`, with TFDS's own error cut to one line (`DatasetMissing`).
+
+    An unknown name's error lists every dataset TFDS knows; the line kept
+    names the problem, and TFDS's "Did you mean" guess follows it.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name, data_dir=data_dir, **kwargs)
+    except Exception as err:
+        lines = str(err).strip().splitlines()
+        guess = [line.strip() for line in lines[1:] if line.startswith("Did you mean")]
+        message = " ".join([lines[0] if lines else type(err).__name__, *guess])
+        raise DatasetMissing(f"TFDS cannot open the dataset {name!r} in {data_dir}: {message}") from None
+
+
 class TfdsSource:
     """A TFDS split prepared in `array_record` format under `data_dir`.
 
@@ -160,11 +177,7 @@ class TfdsSource:
         import tensorflow_datasets as tfds
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-        try:
-            builder = tfds.builder(name, data_dir=data_dir)
-        except Exception as err:
-            first = str(err).strip().splitlines()[0]  # an unknown name's is followed by every dataset TFDS knows
-            raise DatasetMissing(f"TFDS cannot open the dataset {name!r} in {data_dir}: {first}") from None
+        builder = open_tfds_builder(name, data_dir)
         if not builder.is_prepared():
             hint = _MANUAL.get(
                 name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
