@@ -316,7 +316,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     if caption_length:
         indices = np.arange(len(train_source))
     else:
-        indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed)
+        indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed, len(class_names))
     transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)
     loader = Loader(
         train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh, caption_length=caption_length

@@ -7,12 +7,14 @@ import numpy as np
 from jaxood.errors import InvalidInput
 
 
-def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0) -> np.ndarray:
+def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0, num_classes: int = 0) -> np.ndarray:
     """Indices of exactly `shots` examples per class (all examples when `shots` is None).
 
     For each class (label >= 0), a seeded permutation of its examples is cut
     at `shots`; the result is sorted. A class with fewer than `shots` examples
-    is an error naming it.
+    is an error naming it, and so is a class with none at all below the
+    highest label or `num_classes` (a partly prepared dataset would otherwise
+    train those classes' prompts on nothing).
     """
     labels = np.asarray(labels)
     if shots is None:
@@ -20,10 +22,14 @@ def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0) -> np
     rng = np.random.RandomState(seed)
     order = np.argsort(labels, kind="stable")
     classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
-    keep = classes >= 0
-    short = classes[keep & (counts < shots)]
+    per_class = np.bincount(labels[labels >= 0], minlength=num_classes)
+    short = np.flatnonzero(per_class < shots)
     if short.size:
-        raise InvalidInput(f"{shots}-shot sampling: classes {short.tolist()[:10]} have fewer than {shots} examples")
+        shown = ", ".join(f"{c} ({per_class[c]})" for c in short[:10]) + (", ..." if short.size > 10 else "")
+        raise InvalidInput(
+            f"{shots}-shot sampling: {short.size} of {per_class.size} classes have fewer than {shots} examples "
+            f"(class (examples): {shown}); check that the training set is complete, or lower --config.shots"
+        )
     picked = [order[s + rng.permutation(c)[:shots]] for cls, s, c in zip(classes, starts, counts) if cls >= 0]
     return np.sort(np.concatenate(picked)) if picked else np.zeros((0,), np.int64)
 
