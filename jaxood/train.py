@@ -25,6 +25,7 @@ Multi-host: `jax.distributed.initialize()` runs when the launcher says so
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import pkgutil
@@ -49,6 +50,7 @@ from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.errors import InvalidInput, LossNotFinite
+from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.models.convert import check_tree
 from jaxood.progress import Progress
@@ -368,11 +370,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
     )
+    batches = loader.train(start, remaining)
+    if remaining:  # compiled for the first batch, and refused before it runs if it cannot fit
+        first = next(batches)
+        step_fn = compile_within_memory(step_fn, state, frozen, first)
+        batches = itertools.chain([first], batches)
     writer = MetricWriter(workdir, jax.process_index() == 0, config.tensorboard)
     progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start
     t0 = time.monotonic()
-    for step, batch in zip(range(start, total), loader.train(start, remaining)):
+    for step, batch in zip(range(start, total), batches):
         state, metrics = step_fn(state, frozen, batch)
         done = step + 1
         if done % config.log_every == 0 or done == total or done % config.checkpoint_every == 0:

@@ -1,0 +1,46 @@
+"""Will a compiled step fit in a device's memory? Asked before the first step runs.
+
+XLA sizes every buffer of an executable when it compiles it, so the memory a
+step needs is known exactly before it runs. Running a step that does not fit
+ends in RESOURCE_EXHAUSTED from deep inside XLA (on the CPU after the step has
+allocated what it could); `compile_within_memory` instead stops with the sizes
+and the settings that shrink them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from jaxood.errors import InvalidInput
+
+GiB = 2**30
+
+
+def step_bytes(compiled: jax.stages.Compiled) -> int:
+    """Peak bytes one device holds for a call: arguments, outputs not written over the donated arguments, temps."""
+    m = compiled.memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+
+
+def device_bytes() -> int:
+    """Memory of one local device: the accelerator allocator's limit, or on CPU the host's RAM shared by its devices."""
+    stats = jax.local_devices()[0].memory_stats()
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
+
+
+def compile_within_memory(fn: jax.stages.Wrapped, *args, what: str = "train step") -> jax.stages.Compiled:
+    """`fn` (a `jax.jit` function) compiled for `args`; a step that cannot fit raises `InvalidInput` naming the fix."""
+    compiled = fn.lower(*args).compile()
+    need, have = step_bytes(compiled), device_bytes()
+    print(f"{what}: {need / GiB:.2f} GiB per device (XLA's buffer sizes) of {have / GiB:.1f} GiB", flush=True)
+    if need > have:
+        raise InvalidInput(
+            f"the {what} needs {need / GiB:.1f} GiB per device and a device has {have / GiB:.1f} GiB: set "
+            "--config.remat=True (each block's activations recomputed in the backward pass), train on more "
+            "devices (the batch, and SOT-GLP's class prompts, are split over them) or lower --config.batch_size"
+        )
+    return compiled
