@@ -25,11 +25,13 @@ PIP_PACKAGES = {"tensorflow": "tensorflow-cpu"}  # module TFDS imports -> what t
 def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
     import requests
     import tensorflow_datasets as tfds
+    from etils import epath
 
     builder = open_tfds_builder(dataset, data_dir, file_format="array_record")
     manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
     instructions = " ".join((builder.MANUAL_DOWNLOAD_INSTRUCTIONS or "").split())
-    if instructions and not (os.path.isdir(manual_dir) and os.listdir(manual_dir)):
+    manual = epath.Path(manual_dir)  # TFDS's paths: a bucket (gs://) as well as a local folder
+    if instructions and not (manual.is_dir() and any(manual.iterdir())):
         raise InputMissing(
             f"{dataset} is downloaded by hand, into {manual_dir} (or pass --manual_dir): {instructions} "
             "Then run this again."
