@@ -10,6 +10,7 @@ and the settings that shrink them.
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 
@@ -34,9 +35,15 @@ def device_bytes() -> int:
 
 def compile_within_memory(fn: jax.stages.Wrapped, *args, what: str = "train step") -> jax.stages.Compiled:
     """`fn` (a `jax.jit` function) compiled for `args`; a step that cannot fit raises `InvalidInput` naming the fix."""
+    print(f"{what}: compiling", flush=True)
+    t0 = time.monotonic()
     compiled = fn.lower(*args).compile()
     need, have = step_bytes(compiled), device_bytes()
-    print(f"{what}: {need / GiB:.2f} GiB per device (XLA's buffer sizes) of {have / GiB:.1f} GiB", flush=True)
+    print(
+        f"{what}: compiled in {time.monotonic() - t0:.1f} s; needs {need / GiB:.2f} GiB per device (XLA's buffer "
+        f"sizes) of {have / GiB:.1f} GiB",
+        flush=True,
+    )
     if need > have:
         raise InvalidInput(
             f"the {what} needs {need / GiB:.1f} GiB per device and a device has {have / GiB:.1f} GiB: set "
