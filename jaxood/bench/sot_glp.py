@@ -2,12 +2,16 @@
 
     python -m jaxood.bench.sot_glp [--classes 1000] [--batch 4] [--no_full_length]
 
+    python -m jaxood.bench.sot_glp --memory [--remat]   # ImageNet's 1000 classes: sizes only
+
 Random ViT-B/16 weights, C classes (ImageNet names), G = P = 4, K = 10, a small
 image batch. Times one jitted train step (forward + backward + SGD update) with
 the prompt batch cut at its longest EOT (jaxood's default) and at the full 77
 tokens, and where the time goes: the C (G + P) prompts through the text tower
 with gradients, the image tower (both streams, gradient to the local
-projection), and the top-K + Sinkhorn local score.
+projection), and the top-K + Sinkhorn local score. Each step's memory per
+device (XLA's buffer sizes, `jaxood.memory.step_bytes`) is printed as it
+compiles; `--memory` stops there, so sizes too large to run are still measured.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from jaxood.bench import VIT_B16
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.pipeline import data_mesh
+from jaxood.memory import GiB, step_bytes
 from jaxood.methods import sot_glp
 from jaxood.models import clip
 from jaxood.scores.mcm import normalize
@@ -57,10 +62,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no_full_length", action="store_true", help="skip the (slow) 77-token step")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--remat", action="store_true", help="rematerialise each block (config.remat)")
+    ap.add_argument("--memory", action="store_true", help="compile and print the memory only; time nothing")
     args = ap.parse_args(argv)
 
     cfg = clip.CLIPConfig.from_hf(VIT_B16)
-    model = clip.CLIP(cfg, dtype=jnp.dtype(args.dtype))
+    model = clip.CLIP(cfg, dtype=jnp.dtype(args.dtype), remat=args.remat)
     params = jax.device_get(clip.init_params(clip.CLIP(cfg)))
     names = list(imagenet_classnames())[: args.classes]
     config = _config(args)
@@ -74,9 +81,10 @@ def main(argv=None) -> dict:
     print(
         f"SOT-GLP step: C={args.classes}, G=P=4 -> {args.classes * 8} prompts, image batch {args.batch}, "
         f"ViT-B/16 random weights, {jax.device_count()} {jax.devices()[0].platform} device(s), {args.dtype}"
+        + (", remat" if args.remat else "")
     )
 
-    def step_time(full_length: bool) -> tuple[float, int]:
+    def step_time(full_length: bool) -> tuple[float, int, int]:
         from jaxood import train as trainer
 
         patch = mock.patch.object(clip, "eot_length", lambda *a, **k: 77) if full_length else contextlib.nullcontext()
@@ -93,14 +101,22 @@ def main(argv=None) -> dict:
             finite=jnp.asarray(True),
             bad_step=jnp.asarray(-1),
         )
-        step = jax.jit(trainer.make_step(method, tx, 0))
-        return _time(lambda: step(state, frozen, batch)[1]["loss"], args.repeats), length
+        step = jax.jit(trainer.make_step(method, tx, 0), donate_argnums=(0,)).lower(state, frozen, batch).compile()
+        size = step_bytes(step)
+        print(f"  {length} tokens: {size / GiB:.2f} GiB per device", flush=True)
+        if args.memory:
+            return float("nan"), length, size
+        # The state is donated to each call, as in training: every call gets a fresh copy.
+        return _time(lambda: step(jax.tree.map(jnp.copy, state), frozen, batch)[1]["loss"], args.repeats), length, size
 
     r = {}
-    r["step_truncated"], r["length_truncated"] = step_time(False)
+    r["step_truncated"], r["length_truncated"], r["bytes_truncated"] = step_time(False)
+    if not args.no_full_length:
+        r["step_full"], _, r["bytes_full"] = step_time(True)
+    if args.memory:
+        return r
     print(f"train step, prompts cut at the EOT ({r['length_truncated']} tokens): {r['step_truncated']:.1f} s")
     if not args.no_full_length:
-        r["step_full"], _ = step_time(True)
         print(
             f"train step, full 77 tokens: {r['step_full']:.1f} s ({r['step_full'] / r['step_truncated']:.1f}x slower)"
         )
