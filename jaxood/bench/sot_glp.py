@@ -131,12 +131,12 @@ def main(argv=None) -> dict:
     eot = jnp.asarray(prompts.eot[class_index])
 
     # Weights and inputs are arguments, not closed-over constants (XLA would constant-fold them).
-    def text_loss(ctx, clip_params, eot):
-        tokens = prompts.token_embeddings(ctx, class_index)
+    def text_loss(ctx, clip_params, names, eot):
+        tokens = prompts.token_embeddings(ctx, names, class_index)
         return jnp.sum(model.apply({"params": clip_params}, tokens, eot, method="encode_text_embeddings") ** 2)
 
     text_grad = jax.jit(jax.grad(text_loss))
-    r["text"] = _time(lambda: text_grad(ctx, p["clip"], eot), args.repeats)
+    r["text"] = _time(lambda: text_grad(ctx, p["clip"], p["name_embeddings"], eot), args.repeats)
 
     def image_loss(proj, clip_params, images):
         g, local = model.apply({"params": clip_params}, images, proj, method="encode_image_dense")
