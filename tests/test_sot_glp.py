@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -29,7 +30,8 @@ def load_config(variant="demo", **overrides):
     return conftest.load_config("sot_glp", variant, **overrides)
 
 
-def small_config(model_dir, tmp_path, **overrides):
+def small_overrides(model_dir, tmp_path, **overrides) -> dict:
+    """The demo config made small: dotted keys and values, as for `--config.<key>=<value>`."""
     base = {
         "model": model_dir, "cache_dir": str(tmp_path / "cache"), "train_dataset.per_class": 4, "shots": 4,
         "batch_size": 8, "epochs": 1, "log_every": 1, "checkpoint_every": 2, "tensorboard": False, "plots": False,
@@ -37,8 +39,11 @@ def small_config(model_dir, tmp_path, **overrides):
         "ood_datasets.spurious.per_class": 1, "eval_batch_size": 16, "sot_glp.n_global": 2, "sot_glp.n_local": 2,
         "sot_glp.top_k": 4, "sot_glp.ot_iterations": 20,
     }  # fmt: skip
-    base.update(overrides)
-    return load_config("demo", **base)
+    return {**base, **overrides}
+
+
+def small_config(model_dir, tmp_path, **overrides):
+    return load_config("demo", **small_overrides(model_dir, tmp_path, **overrides))
 
 
 # ----------------------------------------------------------------- local score
@@ -196,6 +201,80 @@ def test_four_device_step_equals_one_device_step(tiny_hf, tmp_path):
     np.testing.assert_allclose(four["losses"], one["losses"], atol=1e-5, rtol=1e-5)
     for key in one.files:
         np.testing.assert_allclose(four[key], one[key], atol=1e-5, rtol=1e-5, err_msg=key)
+
+
+def _free_slurm_job_id() -> int:
+    """A SLURM job id whose coordinator port (JAX: 61440 + id % 4096) is free here."""
+    import random
+    import socket
+
+    for _ in range(100):
+        job_id = random.randrange(4096)
+        with socket.socket() as s:
+            try:
+                s.bind(("localhost", 61440 + job_id))
+                return job_id
+            except OSError:
+                continue
+    raise RuntimeError("no free port in 61440-65535")
+
+
+def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_path):
+    """The multi-host path as `launch/slurm_gpu.sbatch` starts it: two `python -m jaxood.train` processes with
+    JAXOOD_DISTRIBUTED=1 and SLURM's variables (jax.distributed finds the coordinator from them; gloo
+    collectives between the CPU processes), each reading its half of every batch, one workdir. Their losses
+    and results equal one process with two devices, and their checkpoint, resumed by one process on one device
+    (evaluating a pod's run on a workstation), evaluates to the same results. Logged every step, so each step is
+    waited on."""
+
+    def command(workdir):
+        overrides = small_overrides(tiny_hf[0], workdir, num_steps=3, checkpoint_every=2)
+        return [
+            sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={workdir}",
+            *(f"--config.{k}={v}" for k, v in overrides.items()),
+        ]  # fmt: skip
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
+    slurm = {"JAXOOD_DISTRIBUTED": "1", "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_NTASKS": "2"}
+    slurm["SLURM_STEP_NODELIST"] = "localhost"
+    hosts = [
+        subprocess.Popen(
+            command(tmp_path / "hosts"),
+            env=env | slurm | {"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [host.communicate(timeout=600)[0] for host in hosts]
+    assert [host.returncode for host in hosts] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert "2 device(s)" in logs[1] and "| SOT-GLP / GL-MCM |" not in logs[1]  # only the first host reports
+    shutil.copytree(tmp_path / "hosts", tmp_path / "hosts_on_one")  # at its last step: restored, evaluated again
+    for workdir, flags in (("one", "--xla_force_host_platform_device_count=2"), ("hosts_on_one", "")):
+        run = subprocess.run(
+            command(tmp_path / workdir), env=env | {"XLA_FLAGS": flags}, cwd=ROOT, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert "resumed from the checkpoint at step 3" in run.stdout
+
+    def metrics(workdir):
+        rows = [json.loads(line) for line in (tmp_path / workdir / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"], r["grad_norm"]) for r in rows]
+
+    assert [m[0] for m in metrics("hosts")] == [1, 2, 3]
+    assert sorted(os.listdir(tmp_path / "hosts" / "checkpoints")) == ["2", "3"]
+    np.testing.assert_allclose(metrics("hosts"), metrics("one"), rtol=1e-6)
+    results = {w: json.loads((tmp_path / w / "results.json").read_text()) for w in ("one", "hosts", "hosts_on_one")}
+    for w in ("hosts", "hosts_on_one"):
+        assert results[w]["id_accuracy"] == results["one"]["id_accuracy"], w
+        for row, sets in results["one"]["ood"].items():
+            for name, values in sets.items():
+                got = results[w]["ood"][row][name]
+                np.testing.assert_allclose(
+                    [got["fpr95"], got["auroc"]], [values["fpr95"], values["auroc"]], atol=1e-9, err_msg=f"{w}: {row}"
+                )
 
 
 # ------------------------------------------------------------------ trainer
