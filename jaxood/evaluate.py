@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxood import report
+from jaxood import distributed, report
 from jaxood.cache import DEFAULT_CACHE
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
@@ -243,6 +243,7 @@ def evaluate(
     inputs: tuple[Source, dict[str, Source]] | None = None,
 ) -> dict:
     """Run the evaluation of `config` and write the report into `workdir` (`inputs`: `open_inputs(config)`)."""
+    distributed.maybe_initialize()
     id_source, ood_sources = inputs or open_inputs(config)
     if model is None:
         model, params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype))

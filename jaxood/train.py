@@ -44,6 +44,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 import jaxood.methods
+from jaxood import distributed
 from jaxood import evaluate as evaluation
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
@@ -279,15 +280,9 @@ class MetricWriter:
                 self._tb.close()
 
 
-def maybe_initialize_distributed() -> None:
-    """Join the multi-host job when a launcher asks for it (before any JAX computation)."""
-    if os.environ.get("JAXOOD_DISTRIBUTED") == "1" and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
-
-
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
-    maybe_initialize_distributed()
+    distributed.maybe_initialize()
     os.makedirs(workdir, exist_ok=True)
     # Input first: a missing dataset fails before any model work.
     train_source = make_source(config.train_dataset)

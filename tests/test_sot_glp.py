@@ -219,6 +219,56 @@ def _free_slurm_job_id() -> int:
     raise RuntimeError("no free port in 61440-65535")
 
 
+def _one_device_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
+
+
+def _run_two_hosts(command: list[str]) -> list[str]:
+    """`command` run as two hosts of one job, as `launch/slurm_gpu.sbatch` starts them; their outputs."""
+    slurm = {"JAXOOD_DISTRIBUTED": "1", "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_NTASKS": "2"}
+    slurm["SLURM_STEP_NODELIST"] = "localhost"
+    hosts = [
+        subprocess.Popen(
+            command,
+            env=_one_device_env() | slurm | {"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [host.communicate(timeout=600)[0] for host in hosts]
+    assert [host.returncode for host in hosts] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    return logs
+
+
+def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
+    """`python -m jaxood.evaluate` under a launcher joins the job too: the hosts split the images and only the
+    first writes the report, whose numbers are one host's (before, every host evaluated everything alone and
+    wrote its own copy)."""
+
+    def command(workdir):
+        return [
+            sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={workdir}",
+            f"--config.model={tiny_hf[0]}", f"--config.cache_dir={workdir}/cache", "--config.scores=mcm,gl_mcm",
+            "--config.plots=False", "--config.id_dataset.per_class=3", "--config.ood_datasets.near.per_class=2",
+            "--config.ood_datasets.far.per_class=2", "--config.ood_datasets.spurious.per_class=2",
+            "--config.eval_batch_size=8",
+        ]  # fmt: skip
+
+    logs = _run_two_hosts(command(tmp_path / "hosts"))
+    assert "| zero-shot / MCM |" in logs[0] and "| zero-shot / MCM |" not in logs[1]
+    subprocess.run(command(tmp_path / "one"), env=_one_device_env(), cwd=ROOT, check=True, capture_output=True)
+    results = [json.loads((tmp_path / w / "results.json").read_text()) for w in ("hosts", "one")]
+    assert results[0]["counts"] == results[1]["counts"]  # every image once
+    assert results[0]["id_accuracy"] == results[1]["id_accuracy"]
+    for row, sets in results[1]["ood"].items():
+        for name, values in sets.items():
+            got = results[0]["ood"][row][name]
+            np.testing.assert_allclose([got["fpr95"], got["auroc"]], [values["fpr95"], values["auroc"]], atol=1e-9)
+
+
 def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_path):
     """The multi-host path as `launch/slurm_gpu.sbatch` starts it: two `python -m jaxood.train` processes with
     JAXOOD_DISTRIBUTED=1 and SLURM's variables (jax.distributed finds the coordinator from them; gloo
@@ -234,22 +284,8 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
             *(f"--config.{k}={v}" for k, v in overrides.items()),
         ]  # fmt: skip
 
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
-    slurm = {"JAXOOD_DISTRIBUTED": "1", "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_NTASKS": "2"}
-    slurm["SLURM_STEP_NODELIST"] = "localhost"
-    hosts = [
-        subprocess.Popen(
-            command(tmp_path / "hosts"),
-            env=env | slurm | {"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    logs = [host.communicate(timeout=600)[0] for host in hosts]
-    assert [host.returncode for host in hosts] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    env = _one_device_env()
+    logs = _run_two_hosts(command(tmp_path / "hosts"))
     assert "2 device(s)" in logs[1] and "| SOT-GLP / GL-MCM |" not in logs[1]  # only the first host reports
     shutil.copytree(tmp_path / "hosts", tmp_path / "hosts_on_one")  # at its last step: restored, evaluated again
     for workdir, flags in (("one", "--xla_force_host_platform_device_count=2"), ("hosts_on_one", "")):
