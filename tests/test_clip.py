@@ -264,6 +264,45 @@ def test_pytorch_model_bin_without_torch_import(tiny_hf, tmp_path):
     chex.assert_trees_all_equal(params, ref_params)
 
 
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, tmp_path, monkeypatch, weights):
+    """Hub repos such as openai/clip-vit-base-patch16 may keep only pytorch_model.bin (next to tf_model.h5 and
+    flax_model.msgpack) on their main branch: asking for safetensors alone fetched config.json and no weights.
+    The hub is a folder here, its download `snapshot_download`'s filter (fnmatch over the repo's file names)."""
+    import fnmatch
+
+    import huggingface_hub
+
+    directory, hf_model = tiny_hf
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(os.path.join(directory, "config.json"), repo)
+    if weights == "model.safetensors":
+        shutil.copy(os.path.join(directory, "model.safetensors"), repo)
+    torch.save(hf_model.state_dict(), repo / "pytorch_model.bin")
+    for other in ("tf_model.h5", "flax_model.msgpack"):
+        (repo / other).write_bytes(b"never fetched")
+    fetched = []
+
+    def snapshot_download(repo_id, allow_patterns):
+        assert repo_id == "someorg/clip-like"
+        out = tmp_path / "snapshots" / str(len(fetched))
+        out.mkdir(parents=True)
+        for name in os.listdir(repo):
+            if any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                shutil.copy(repo / name, out)
+        fetched.append(sorted(os.listdir(out)))
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    _, params = clip.load("someorg/clip-like")
+    chex.assert_trees_all_equal(params, clip.load(directory)[1])
+    if weights == "model.safetensors":
+        assert fetched == [["config.json", "model.safetensors"]]
+    else:
+        assert fetched == [["config.json"], ["config.json", "pytorch_model.bin"]]
+
+
 def test_jaxood_checkpoint_roundtrip_and_mismatch(tiny_hf, tmp_path):
     model, params = clip.load(tiny_hf[0])
     convert.save(str(tmp_path / "ck"), model.cfg, params)

@@ -8,6 +8,7 @@ misshaped is an error that names it. The only tensors skipped are the
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pickle
@@ -199,12 +200,21 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
     return cfg, state
 
 
+# What `download` fetches besides config.json, in order of preference: safetensors (single or sharded), else the
+# PyTorch pickle (read without torch). Not every repo has safetensors on its main branch.
+HUB_WEIGHTS = (("*.safetensors", "*.safetensors.index.json"), ("pytorch_model.bin",))
+
+
 def download(repo_id: str) -> str:
-    """Fetch a hub checkpoint (config and weights only) and return its local directory."""
+    """Fetch a hub checkpoint (config and one copy of the weights) and return its local directory."""
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json"])
+        for patterns in HUB_WEIGHTS:
+            directory = snapshot_download(repo_id, allow_patterns=["config.json", *patterns])
+            if any(fnmatch.fnmatch(name, p) for name in os.listdir(directory) for p in patterns):
+                break
+        return directory  # with no weights, read_hf_dir names what it looked for
     except Exception as err:  # offline, unknown id, gated repo ...
         raise InputMissing(
             f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
