@@ -402,7 +402,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     eval_clip = params["clip"]
     scorer = method.scorer(params)
     if config.eval_zero_shot:
-        id_names = make_source(config.id_dataset).class_names
+        id_names = eval_inputs[0].class_names
         scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, eval_clip, id_names), scorer)
     results = evaluation.evaluate(config, workdir, model=model, params=eval_clip, scorer=scorer, inputs=eval_inputs)
     return results, params

@@ -20,8 +20,6 @@ def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0, num_c
     if shots is None:
         return np.flatnonzero(labels >= 0)
     rng = np.random.RandomState(seed)
-    order = np.argsort(labels, kind="stable")
-    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
     per_class = np.bincount(labels[labels >= 0], minlength=num_classes)
     short = np.flatnonzero(per_class < shots)
     if short.size:
@@ -30,7 +28,9 @@ def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0, num_c
             f"{shots}-shot sampling: {short.size} of {per_class.size} classes have fewer than {shots} examples "
             f"(class (examples): {shown}); check that the training set is complete, or lower --config.shots"
         )
-    picked = [order[s + rng.permutation(c)[:shots]] for cls, s, c in zip(classes, starts, counts) if cls >= 0]
+    order = np.argsort(labels, kind="stable")  # unlabelled (< 0) first, then class 0, 1, ...
+    starts = np.count_nonzero(labels < 0) + np.cumsum(per_class) - per_class
+    picked = [order[s + rng.permutation(c)[:shots]] for s, c in zip(starts, per_class) if c]
     return np.sort(np.concatenate(picked)) if picked else np.zeros((0,), np.int64)
 
 

@@ -57,13 +57,13 @@ def local_score_from_similarity(
     sim: jax.Array, top_k: int = 10, epsilon: float = 0.1, iterations: int = 100, reduction: str = "sum"
 ) -> jax.Array:
     """`phi (B, C)` from `patch_prompt_similarity`; see `local_score`."""
+    if reduction not in LOCAL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {LOCAL_REDUCTIONS}, got {reduction!r}")
     saliency = jax.lax.stop_gradient(sim.mean(-1))  # (B, C, N)
     _, idx = jax.lax.top_k(saliency, top_k)  # (B, C, K)
     support = jnp.take_along_axis(sim, idx[..., None], axis=2)  # (B, C, K, P)
     plan = ot.sinkhorn_plan(1.0 - support, epsilon, iterations, grad="stop")
     phi = jnp.sum(plan * support, axis=(-2, -1))
-    if reduction not in LOCAL_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {LOCAL_REDUCTIONS}, got {reduction!r}")
     return phi / sim.shape[-1] if reduction == "mean" else phi
 
 

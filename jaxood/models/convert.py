@@ -8,7 +8,6 @@ misshaped is an error that names it. The only tensors skipped are the
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import pickle
@@ -174,21 +173,29 @@ def read_torch_bin(path: str) -> dict[str, np.ndarray]:
             return dict(_Unpickler(f).load())
 
 
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # in order of preference
+
+
+def hf_weights(directory: str) -> str | None:
+    """The weights file of a Hugging Face directory that `read_hf_dir` reads (`HF_WEIGHTS`), or None."""
+    return next((name for name in HF_WEIGHTS if os.path.exists(os.path.join(directory, name))), None)
+
+
 def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
     """Config and state dict of a local Hugging Face CLIP directory."""
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
         raise InputMissing(f"{directory} has no config.json: it is not a Hugging Face CLIP directory")
     cfg = CLIPConfig.from_json(config_path)
-    index = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.exists(os.path.join(directory, "model.safetensors")):
-        state = read_safetensors(os.path.join(directory, "model.safetensors"))
-    elif os.path.exists(index):
-        with open(index) as f:
+    weights = hf_weights(directory)
+    if weights == "model.safetensors":
+        state = read_safetensors(os.path.join(directory, weights))
+    elif weights == "model.safetensors.index.json":
+        with open(os.path.join(directory, weights)) as f:
             shards = sorted(set(json.load(f)["weight_map"].values()))
         state = {k: v for s in shards for k, v in read_safetensors(os.path.join(directory, s)).items()}
-    elif os.path.exists(os.path.join(directory, "pytorch_model.bin")):
-        state = read_torch_bin(os.path.join(directory, "pytorch_model.bin"))
+    elif weights == "pytorch_model.bin":
+        state = read_torch_bin(os.path.join(directory, weights))
     else:
         raise InputMissing(
             f"{directory} has config.json but no weights: expected model.safetensors, "
@@ -212,7 +219,7 @@ def download(repo_id: str) -> str:
 
         for patterns in HUB_WEIGHTS:
             directory = snapshot_download(repo_id, allow_patterns=["config.json", *patterns])
-            if any(fnmatch.fnmatch(name, p) for name in os.listdir(directory) for p in patterns):
+            if hf_weights(directory):
                 break
         return directory  # with no weights, read_hf_dir names what it looked for
     except Exception as err:  # offline, unknown id, gated repo ...
