@@ -160,17 +160,19 @@ def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int
     loader = Loader(source, transform, batch_size, mesh=mesh)
     progress = Progress(label, len(source), "images")
     chunks: dict[str, list[np.ndarray]] = {}
+    unreadable = 0  # over all hosts: each host decodes only its rows, and only the first writes the results
     for batch in loader.evaluate():
         out = scorer.fn(batch["image"])
-        out.update(label=batch["label"], mask=batch["mask"])
+        out.update(label=batch["label"], mask=batch["mask"], index=batch["index"])
         host = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
-        keep = np.asarray(host.pop("mask"))
+        keep, real = np.asarray(host.pop("mask")), np.asarray(host.pop("index")) >= 0  # index -1: padding
         for k, v in host.items():
             chunks.setdefault(k, []).append(np.asarray(v)[keep])
-        progress.update(int((np.asarray(batch["index"]) >= 0).sum()) if jax.process_count() == 1 else batch_size)
+        unreadable += int((real & ~keep).sum())
+        progress.update(int(real.sum()))
     result = {k: np.concatenate(v) for k, v in chunks.items()}
-    result["unreadable"] = len(loader.unreadable)
-    if loader.unreadable:
+    result["unreadable"] = unreadable
+    if loader.unreadable:  # each host names the images it could not decode
         print(f"[{label}] {loader.report()}", flush=True)
     return result
 

@@ -246,11 +246,35 @@ def _run_two_hosts(command: list[str]) -> list[str]:
 def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     """`python -m jaxood.evaluate` under a launcher joins the job too: the hosts split the images and only the
     first writes the report, whose numbers are one host's (before, every host evaluated everything alone and
-    wrote its own copy)."""
+    wrote its own copy). An extra OOD folder has two undecodable images, both in the second host's half of the
+    batch: the report counts them (before, only the first host's count reached it) and that host names them."""
+    from PIL import Image
+
+    folder = tmp_path / "broken_set" / "thing"
+    folder.mkdir(parents=True)
+    for i in range(8):  # sorted by name; rows 4-7 of the global batch of 8 are the second host's
+        if i in (5, 6):
+            (folder / f"{i}.png").write_bytes(b"not a png")
+        else:
+            Image.fromarray(np.full((16, 16, 3), 30 * i, np.uint8)).save(folder / f"{i}.png")
+    config = tmp_path / "zeroshot_with_broken_set.py"
+    config.write_text(textwrap.dedent(f"""
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("zeroshot", {os.path.join(ROOT, "configs", "zeroshot.py")!r})
+        zeroshot = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(zeroshot)
+
+
+        def get_config(arg=None):
+            c = zeroshot.get_config(arg)
+            c.ood_datasets.broken = {{"kind": "folder", "root": {str(folder.parent)!r}}}
+            return c
+    """))
 
     def command(workdir):
         return [
-            sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={workdir}",
+            sys.executable, "-m", "jaxood.evaluate", f"--config={config}:toy", f"--workdir={workdir}",
             f"--config.model={tiny_hf[0]}", f"--config.cache_dir={workdir}/cache", "--config.scores=mcm,gl_mcm",
             "--config.plots=False", "--config.id_dataset.per_class=3", "--config.ood_datasets.near.per_class=2",
             "--config.ood_datasets.far.per_class=2", "--config.ood_datasets.spurious.per_class=2",
@@ -259,8 +283,11 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
 
     logs = _run_two_hosts(command(tmp_path / "hosts"))
     assert "| zero-shot / MCM |" in logs[0] and "| zero-shot / MCM |" not in logs[1]
+    assert "[broken] 2 undecodable image(s)" in logs[1] and "undecodable image(s)" not in logs[0]
     subprocess.run(command(tmp_path / "one"), env=_one_device_env(), cwd=ROOT, check=True, capture_output=True)
     results = [json.loads((tmp_path / w / "results.json").read_text()) for w in ("hosts", "one")]
+    assert results[0]["unreadable"]["broken"] == results[1]["unreadable"]["broken"] == 2
+    assert "Undecodable images skipped (masked out): broken 2" in (tmp_path / "hosts" / "results.md").read_text()
     assert results[0]["counts"] == results[1]["counts"]  # every image once
     assert results[0]["id_accuracy"] == results[1]["id_accuracy"]
     for row, sets in results[1]["ood"].items():
