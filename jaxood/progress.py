@@ -1,9 +1,14 @@
-"""Progress lines with rate and ETA for long loops (printed at most every `every` seconds)."""
+"""Progress lines with rate and ETA for long loops (printed at most every `every` seconds, by the first host).
+
+In a multi-host job every host runs the same loop in step; one host's line speaks for all of them.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+
+import jax
 
 
 def _fmt(seconds: float) -> str:
@@ -19,11 +24,12 @@ class Progress:
         self.stream = stream or sys.stdout
         self.start = self.last = time.monotonic()
         self.done = 0
+        self.shown = jax.process_index() == 0
 
     def update(self, n: int = 1) -> None:
         self.done += n
         now = time.monotonic()
-        if now - self.last >= self.every or self.done >= self.total:
+        if self.shown and (now - self.last >= self.every or self.done >= self.total):
             self.last = now
             elapsed = now - self.start
             rate = self.done / elapsed if elapsed > 0 else 0.0

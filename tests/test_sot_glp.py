@@ -247,7 +247,8 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     """`python -m jaxood.evaluate` under a launcher joins the job too: the hosts split the images and only the
     first writes the report, whose numbers are one host's (before, every host evaluated everything alone and
     wrote its own copy). An extra OOD folder has two undecodable images, both in the second host's half of the
-    batch: the report counts them (before, only the first host's count reached it) and that host names them."""
+    batch: the report counts them (before, only the first host's count reached it) and that host names them.
+    Progress lines come from the first host alone."""
     from PIL import Image
 
     folder = tmp_path / "broken_set" / "thing"
@@ -284,6 +285,7 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     logs = _run_two_hosts(command(tmp_path / "hosts"))
     assert "| zero-shot / MCM |" in logs[0] and "| zero-shot / MCM |" not in logs[1]
     assert "[broken] 2 undecodable image(s)" in logs[1] and "undecodable image(s)" not in logs[0]
+    assert "[ID] 36/36 images" in logs[0] and "[ID]" not in logs[1]  # one host's progress speaks for both
     subprocess.run(command(tmp_path / "one"), env=_one_device_env(), cwd=ROOT, check=True, capture_output=True)
     results = [json.loads((tmp_path / w / "results.json").read_text()) for w in ("hosts", "one")]
     assert results[0]["unreadable"]["broken"] == results[1]["unreadable"]["broken"] == 2
