@@ -57,8 +57,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sot_glp = ml_collections.ConfigDict({
         "n_global": 4, "n_local": 4, "init_text": "a photo of a", "top_k": 10, "ot_epsilon": 0.1,
         "ot_iterations": 100, "lam": 0.25, "tau": 0.01, "local_reduction": "sum", "vv_layer0_ori": False,
-        "prediction": "paper", "ood_temperature": 1.0, "learn_proj": True,
+        "prediction": "paper", "ood_temperature": 1.0, "learn_proj": True, "prompt_chunk": 1000,
     })  # fmt: skip
+    # prompt_chunk: prompts per device through the text tower at once (0: all). Smaller needs less memory for one
+    # more forward pass, and the results do not change (a resumed run may change it). ImageNet's 8,000 prompts on
+    # one device: 13.3 GiB for the step instead of 96.6 (XLA:CPU, float32); from 8 devices on, 1000 is all of them.
     c.scores = "mcm,gl_mcm,max_logit"  # zero-shot rows shown next to the trained ones
     if variant == "reference":
         c.sot_glp.update(

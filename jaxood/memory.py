@@ -33,8 +33,11 @@ def device_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
 
 
-def compile_within_memory(fn: jax.stages.Wrapped, *args, what: str = "train step") -> jax.stages.Compiled:
-    """`fn` (a `jax.jit` function) compiled for `args`; a step that cannot fit raises `InvalidInput` naming the fix."""
+def compile_within_memory(
+    fn: jax.stages.Wrapped, *args, what: str = "train step", fixes: str = ""
+) -> jax.stages.Compiled:
+    """`fn` (a `jax.jit` function) compiled for `args`; a step that cannot fit raises `InvalidInput` naming the fix
+    (`fixes`: the caller's own settings that shrink it, listed first)."""
     print(f"{what}: compiling", flush=True)
     t0 = time.monotonic()
     compiled = fn.lower(*args).compile()
@@ -47,7 +50,8 @@ def compile_within_memory(fn: jax.stages.Wrapped, *args, what: str = "train step
     if need > have:
         raise InvalidInput(
             f"the {what} needs {need / GiB:.1f} GiB per device and a device has {have / GiB:.1f} GiB: set "
-            "--config.remat=True (each block's activations recomputed in the backward pass), train on more "
-            "devices (the batch, and SOT-GLP's class prompts, are split over them) or lower --config.batch_size"
+            + (f"{fixes}, " if fixes else "")
+            + "--config.remat=True (each block's activations recomputed in the backward pass), train on more "
+            "devices (the batch is split over them) or lower --config.batch_size"
         )
     return compiled

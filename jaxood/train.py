@@ -59,8 +59,8 @@ from jaxood.progress import Progress
 # ------------------------------------------------------------------- resume
 
 # Settings a resumed run may change: how long it trains, where its data lives, how it logs, and how it is
-# evaluated (`EVAL_KEYS` of jaxood.evaluate and of the method's module). Any other key is part of what the
-# checkpoints were trained with.
+# evaluated (`EVAL_KEYS` of jaxood.evaluate), and what the method's module names in its own `RESUME_MAY_CHANGE`.
+# Any other key is part of what the checkpoints were trained with.
 RESUME_MAY_CHANGE = (
     "num_steps", "epochs", "remat", "log_every", "checkpoint_every", "keep_checkpoints", "progress_every",
     "tensorboard", "train_dataset.data_dir", "train_dataset.root", "eval_zero_shot", *evaluation.EVAL_KEYS,
@@ -294,7 +294,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
             raise  # the method exists but imports something missing
         methods = sorted(m.name for m in pkgutil.iter_modules(jaxood.methods.__path__))
         raise InvalidInput(f"config.method {config.method!r} is not one of {methods}") from None
-    check_resume(config, workdir, getattr(method_module, "EVAL_KEYS", ()))
+    check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")
     if jax.process_index() == 0:
@@ -368,7 +368,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     batches = loader.train(start, remaining)
     if remaining:  # compiled for the first batch, and refused before it runs if it cannot fit
         first = next(batches)
-        step_fn = compile_within_memory(step_fn, state, frozen, first)
+        step_fn = compile_within_memory(step_fn, state, frozen, first, fixes=method.memory_fixes)
         batches = itertools.chain([first], batches)
     writer = MetricWriter(workdir, jax.process_index() == 0, config.tensorboard)
     progress = Progress("train", remaining, "steps", every=config.progress_every)

@@ -28,7 +28,10 @@ def test_step_bytes_counts_arguments_outputs_and_temps_once():
 def test_trainer_refuses_a_step_larger_than_a_device_before_it_runs(tiny_hf, tmp_path, monkeypatch, capsys):
     config = small_config(tiny_hf[0], tmp_path, num_steps=2, checkpoint_every=1)
     monkeypatch.setattr(memory, "device_bytes", lambda: 2**20)  # a 1 MiB device
-    refused = r"needs \d+\.\d GiB per device and a device has 0\.0 GiB: set --config\.remat"
+    refused = (
+        r"needs \d+\.\d GiB per device and a device has 0\.0 GiB: set --config\.sot_glp\.prompt_chunk to fewer "
+        r"than the 48 prompts per device .*, --config\.remat=True"
+    )  # the method's own fix first: the demo's 12 classes x (2 + 2) prompts on one device
     with pytest.raises(ValueError, match=refused):
         trainer.train(config, str(tmp_path / "run"))
     assert os.listdir(tmp_path / "run" / "checkpoints") == []  # no step ran

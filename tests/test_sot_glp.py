@@ -1,5 +1,6 @@
 """SOT-GLP and the trainer: local score, gradient routing, multi-device equality, resume, NaN, configs."""
 
+import functools
 import json
 import os
 import shutil
@@ -152,7 +153,41 @@ def test_scorer_reports_gl_mcm_its_global_and_local_terms_and_max_logit(tiny_mod
     assert np.all(np.asarray(out["SOT-GLP / L-MCM"]) >= 1 / len(names) - 1e-6)  # a max of softmaxes over classes
 
 
-def _one_step_script(n_devices, model_dir, out):
+def test_prompts_in_chunks_give_the_same_loss_gradients_and_scores_in_less_memory(tiny_model, tmp_path, tiny_hf):
+    """`prompt_chunk` only changes how the prompt batch goes through the text tower: 40 classes x (2 + 2)
+    prompts in chunks of 30 (6 chunks, the last padded) give the unchunked loss, gradients and scores, and the
+    compiled step needs less memory (XLA's buffer sizes; the 1000-class figures are in README)."""
+    from jaxood.memory import step_bytes
+
+    model, params = tiny_model
+    names = [f"class {i}" for i in range(40)]
+    rng = np.random.RandomState(0)
+    batch = {
+        "image": jnp.asarray(rng.randn(4, 32, 32, 3), jnp.float32),
+        "label": jnp.array([0, 11, 22, 39]),
+        "mask": jnp.array([True, True, True, False]),
+    }
+    out = {}
+    for chunk in (0, 30):
+        config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.prompt_chunk": chunk})
+        method = sot_glp.build(config, model, params, names, data_mesh())
+        trainable, frozen, _ = trainer.partition(method.params, method.trainable)
+        loss = functools.partial(
+            lambda m, t, f: m.loss(trainer.merge(t, f), {}, batch, jax.random.PRNGKey(0))[0], method
+        )
+        compiled = jax.jit(jax.value_and_grad(loss)).lower(trainable, frozen).compile()
+        scores = method.scorer(method.params).fn(batch["image"])
+        out[chunk] = (*compiled(trainable, frozen), scores, step_bytes(compiled))
+    (loss, grads, scores, size), (loss_c, grads_c, scores_c, size_c) = out[0], out[30]
+    np.testing.assert_allclose(loss_c, loss, rtol=1e-6)
+    for key in grads:
+        np.testing.assert_allclose(grads_c[key], grads[key], atol=1e-4, rtol=1e-5, err_msg=key)  # grads up to ~8
+    for key in scores:
+        np.testing.assert_allclose(scores_c[key], scores[key], atol=1e-6, rtol=1e-5, err_msg=key)
+    assert size_c < size, (size_c, size)
+
+
+def _one_step_script(n_devices, model_dir, out, prompt_chunk=0):
     return textwrap.dedent(f"""
         import sys, numpy as np, jax, flax.traverse_util
         sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
@@ -165,7 +200,7 @@ def _one_step_script(n_devices, model_dir, out):
         from jaxood.models import clip
         import pathlib
         assert jax.device_count() == {n_devices}
-        config = small_config({model_dir!r}, pathlib.Path({str(out)!r}))
+        config = small_config({model_dir!r}, pathlib.Path({str(out)!r}), **{{"sot_glp.prompt_chunk": {prompt_chunk}}})
         mesh = data_mesh()
         model, params = clip.load({model_dir!r})
         src = make_source(config.train_dataset)
@@ -183,24 +218,27 @@ def _one_step_script(n_devices, model_dir, out):
             losses.append(float(jax.block_until_ready(metrics["loss"])))  # block on each step (2-core machine)
         flat = flax.traverse_util.flatten_dict(jax.device_get(state.trainable), sep="/")
         flat = {{k: np.asarray(v) for k, v in flat.items()}}
-        np.savez({str(out / f"step{n_devices}.npz")!r}, losses=np.array(losses), **flat)
+        np.savez({str(out / f"step{n_devices}_{prompt_chunk}.npz")!r}, losses=np.array(losses), **flat)
     """)
 
 
 def test_four_device_step_equals_one_device_step(tiny_hf, tmp_path):
-    for n in (1, 4):
+    """Also with each device's prompts encoded in chunks of 7 (several chunks per device, the last padded)."""
+    for n, chunk in ((1, 0), (4, 0), (4, 7)):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
         subprocess.run(
-            [sys.executable, "-c", _one_step_script(n, tiny_hf[0], tmp_path)],
+            [sys.executable, "-c", _one_step_script(n, tiny_hf[0], tmp_path, chunk)],
             check=True,
             env=env,
             timeout=600,
             cwd=ROOT,
         )
-    one, four = np.load(tmp_path / "step1.npz"), np.load(tmp_path / "step4.npz")
-    np.testing.assert_allclose(four["losses"], one["losses"], atol=1e-5, rtol=1e-5)
-    for key in one.files:
-        np.testing.assert_allclose(four[key], one[key], atol=1e-5, rtol=1e-5, err_msg=key)
+    one = np.load(tmp_path / "step1_0.npz")
+    for name in ("step4_0.npz", "step4_7.npz"):
+        four = np.load(tmp_path / name)
+        np.testing.assert_allclose(four["losses"], one["losses"], atol=1e-5, rtol=1e-5, err_msg=name)
+        for key in one.files:
+            np.testing.assert_allclose(four[key], one[key], atol=1e-5, rtol=1e-5, err_msg=f"{name}: {key}")
 
 
 def _free_slurm_job_id() -> int:
@@ -259,7 +297,8 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
         else:
             Image.fromarray(np.full((16, 16, 3), 30 * i, np.uint8)).save(folder / f"{i}.png")
     config = tmp_path / "zeroshot_with_broken_set.py"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         import importlib.util
 
         spec = importlib.util.spec_from_file_location("zeroshot", {os.path.join(ROOT, "configs", "zeroshot.py")!r})
@@ -271,7 +310,8 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
             c = zeroshot.get_config(arg)
             c.ood_datasets.broken = {{"kind": "folder", "root": {str(folder.parent)!r}}}
             return c
-    """))
+    """)
+    )
 
     def command(workdir):
         return [

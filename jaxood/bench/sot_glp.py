@@ -1,8 +1,8 @@
 """Benchmark the SOT-GLP train step at ImageNet scale on the text side.
 
-    python -m jaxood.bench.sot_glp [--classes 1000] [--batch 4] [--no_full_length]
+    python -m jaxood.bench.sot_glp [--classes 1000] [--batch 4] [--no_full_length] [--step_only]
 
-    python -m jaxood.bench.sot_glp --memory [--remat]   # ImageNet's 1000 classes: sizes only
+    python -m jaxood.bench.sot_glp --memory [--remat] [--prompt_chunk N]   # ImageNet's 1000 classes: sizes only
 
 Random ViT-B/16 weights, C classes (ImageNet names), G = P = 4, K = 10, a small
 image batch. Times one jitted train step (forward + backward + SGD update) with
@@ -52,7 +52,10 @@ def _config(args):
     spec = importlib.util.spec_from_file_location("sot_glp_config", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.get_config("paper")
+    config = mod.get_config("paper")
+    if args.prompt_chunk is not None:
+        config.sot_glp.prompt_chunk = args.prompt_chunk
+    return config
 
 
 def main(argv=None) -> dict:
@@ -63,7 +66,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--no_full_length", action="store_true", help="skip the (slow) 77-token step")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--remat", action="store_true", help="rematerialise each block (config.remat)")
+    ap.add_argument(
+        "--prompt_chunk",
+        type=int,
+        default=None,
+        help="prompts through the text tower at once (0: all; default: config's)",
+    )
     ap.add_argument("--memory", action="store_true", help="compile and print the memory only; time nothing")
+    ap.add_argument("--step_only", action="store_true", help="time the step, not where its time goes")
     args = ap.parse_args(argv)
 
     cfg = clip.CLIPConfig.from_hf(VIT_B16)
@@ -82,6 +92,7 @@ def main(argv=None) -> dict:
         f"SOT-GLP step: C={args.classes}, G=P=4 -> {args.classes * 8} prompts, image batch {args.batch}, "
         f"ViT-B/16 random weights, {jax.device_count()} {jax.devices()[0].platform} device(s), {args.dtype}"
         + (", remat" if args.remat else "")
+        + (f", text tower on at most {chunk} prompts at once" if (chunk := config.sot_glp.prompt_chunk) else "")
     )
 
     def step_time(full_length: bool) -> tuple[float, int, int]:
@@ -120,6 +131,8 @@ def main(argv=None) -> dict:
         print(
             f"train step, full 77 tokens: {r['step_full']:.1f} s ({r['step_full'] / r['step_truncated']:.1f}x slower)"
         )
+    if args.step_only:
+        return r
 
     # Where the time goes (each part jitted on its own, forward + backward where the step has one).
     method = sot_glp.build(config, model, params, names, mesh)

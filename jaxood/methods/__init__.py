@@ -16,9 +16,12 @@ The trainer imports the module named by `config.method` and needs nothing else:
   `image`, `label`, `mask`. Input gradients (`jax.grad` w.r.t. images) may be
   taken inside.
 - `scorer(params) -> jaxood.evaluate.Scorer`: predictions and OOD scores.
+- `memory_fixes` (optional): the method's own settings that shrink its step,
+  which the trainer names first when a step is too large for a device.
 
-A module may also name `EVAL_KEYS`: its config keys that only `scorer` reads,
-which a resumed run may change (the trainer refuses any other change).
+A module may also name `RESUME_MAY_CHANGE`: its config keys a resumed run may
+change (ones only `scorer` reads, or that change memory use but not results);
+the trainer refuses any other change.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Method:
     loss: Callable
     scorer: Callable
     state: dict = dataclasses.field(default_factory=dict)
+    memory_fixes: str = ""  # the method's settings that shrink its step, named when a step cannot fit
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:

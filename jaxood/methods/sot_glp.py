@@ -18,7 +18,9 @@ and the local projection W (identity init; frozen for `noproj`).
 
 Every step encodes the C * (G + P) prompts through the text tower with
 gradients; that batch is sharded over the mesh's data axis and cut at its
-longest EOT.
+longest EOT. `prompt_chunk` > 0 encodes each device's share in chunks of that
+many prompts, one after another under `jax.checkpoint`: the text tower's
+activations then take memory for one chunk, for one more forward pass.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from jaxood.scores.logits import max_logit
 from jaxood.scores.mcm import mcm, normalize
 
 NAME = "SOT-GLP"
-EVAL_KEYS = ("sot_glp.ood_temperature", "sot_glp.prediction")  # a resumed run may change these (jaxood.train)
+# A resumed run may change these (jaxood.train): settings only the scorer reads, and how the prompts are batched.
+RESUME_MAY_CHANGE = ("sot_glp.ood_temperature", "sot_glp.prediction", "sot_glp.prompt_chunk")
 PREDICTIONS = ("paper", "reference")  # s_g + lambda phi / tau, or the released softmax(100 (mean_G cos + phi) / 2)
 LOCAL_REDUCTIONS = ("sum", "mean")  # phi = sum T sim (paper), or that / P (released code)
 SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM", "MaxLogit")  # the OOD score, its global and local terms, the prediction's
@@ -151,8 +154,31 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
     class_index = np.concatenate([cls_global, cls_local])
     eot = jnp.asarray(prompts.eot[class_index])
     n_devices = mesh.devices.size
-    pad = (-len(class_index)) % n_devices
+    if c.prompt_chunk < 0:
+        raise InvalidInput(f"sot_glp.prompt_chunk must be 0 (all prompts at once) or positive, got {c.prompt_chunk}")
+    per_device = -(-len(class_index) // n_devices)
+    chunk = min(c.prompt_chunk or per_device, per_device)
+    n_chunks = -(-per_device // chunk)
+    pad = n_devices * n_chunks * chunk - len(class_index)
     prompt_sharding = split_rows(mesh)
+
+    def encode(clip_params, tokens, eots):
+        tokens = jax.lax.with_sharding_constraint(tokens, prompt_sharding)
+        return model.apply({"params": clip_params}, tokens, eots, method="encode_text_embeddings")
+
+    def encode_in_chunks(clip_params, tokens, eots):
+        """Each device's rows in `n_chunks` chunks, one after another; under `jax.checkpoint` the backward keeps
+        only a chunk's input and recomputes its activations, so the text tower needs memory for one chunk."""
+        if n_chunks == 1:
+            return encode(clip_params, tokens, eots)
+
+        def chunked(x):  # (devices * n_chunks * chunk, ...) -> (n_chunks, devices * chunk, ...), rows stay put
+            x = x.reshape(n_devices, n_chunks, chunk, *x.shape[1:]).swapaxes(0, 1)
+            return x.reshape(n_chunks, n_devices * chunk, *x.shape[3:])
+
+        feats = jax.lax.map(lambda te: jax.checkpoint(encode)(clip_params, *te), (chunked(tokens), chunked(eots)))
+        feats = feats.reshape(n_chunks, n_devices, chunk, -1).swapaxes(0, 1)
+        return feats.reshape(n_devices * n_chunks * chunk, -1)
 
     def text_features(params):
         glob = jnp.broadcast_to(params["global_ctx"][:, None], (n_global, n_classes, n_ctx, width))
@@ -162,9 +188,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         if pad:
             tokens = jnp.concatenate([tokens, jnp.repeat(tokens[:1], pad, 0)])
             eots = jnp.concatenate([eot, jnp.repeat(eot[:1], pad)])
-        tokens = jax.lax.with_sharding_constraint(tokens, prompt_sharding)
-        feats = model.apply({"params": params["clip"]}, tokens, eots, method="encode_text_embeddings")
-        feats = normalize(feats[: len(class_index)])
+        feats = normalize(encode_in_chunks(params["clip"], tokens, eots)[: len(class_index)])
         return feats[: n_global * n_classes].reshape(n_global, n_classes, -1), feats[n_global * n_classes :].reshape(
             n_classes, n_local, -1
         )
@@ -217,4 +241,8 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
             lambda images: jitted(params, global_t, local_t, images), tuple(f"{NAME} / {k}" for k in SCORE_PARTS)
         )
 
-    return Method(params=params, trainable=trainable, loss=loss, scorer=scorer)
+    fixes = (
+        f"--config.sot_glp.prompt_chunk to fewer than the {per_device if n_chunks == 1 else chunk} prompts per device "
+        "that go through the text tower at once (the text tower's activations shrink with it, for one more forward)"
+    )
+    return Method(params=params, trainable=trainable, loss=loss, scorer=scorer, memory_fixes=fixes)
