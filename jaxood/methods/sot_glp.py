@@ -242,7 +242,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         )
 
     fixes = (
-        f"--config.sot_glp.prompt_chunk to fewer than the {per_device if n_chunks == 1 else chunk} prompts per device "
+        f"--config.sot_glp.prompt_chunk to fewer than the {chunk} prompts per device "
         "that go through the text tower at once (the text tower's activations shrink with it, for one more forward)"
     )
     return Method(params=params, trainable=trainable, loss=loss, scorer=scorer, memory_fixes=fixes)
