@@ -3,7 +3,8 @@
     python -m jaxood.train --config=configs/sot_glp.py --workdir=runs/sot_glp \
         --config.train_dataset.data_dir=~/tensorflow_datasets --config.ood_root=/data/mos
 
-Variants (`--config=configs/sot_glp.py:<variant>`):
+Variants (`--config=configs/sot_glp.py:<variant>[,<ImageNet OOD benchmark>]`; the
+benchmark, `mos` by default or `openood_v15`, as in configs/zeroshot.py):
 - `paper` (default): ViT-B/16, ImageNet-1k 16-shot, G = P = 4, K = 10, lambda 0.25,
   SGD lr 0.05 momentum 0.9 wd 0.01, batch 32, 50 epochs with 5 warm-up, cosine per
   step. Paper: acc 75.5; MOS avg FPR95 28.1 / AUROC 93.2 (not yet reproduced here).
@@ -35,10 +36,15 @@ zeroshot, toy_clip, common = _sibling("zeroshot"), _sibling("toy_clip"), _siblin
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = arg or "paper"
-    if variant not in ("paper", "reference", "noproj", "demo"):
-        raise ValueError(f"unknown variant {variant!r}: choose paper, reference, noproj or demo")
-    c = zeroshot.get_config("toy" if variant == "demo" else "imagenet")  # evaluation settings
+    variant, _, benchmark = (arg or "paper").partition(",")
+    if variant not in ("paper", "reference", "noproj", "demo") or (
+        benchmark and (variant == "demo" or benchmark not in zeroshot.IMAGENET_OOD)
+    ):
+        raise ValueError(
+            f"unknown variant {arg!r}: choose paper, reference, noproj or demo; the first three may name ImageNet's "
+            f"OOD benchmark after a comma ({', '.join(sorted(zeroshot.IMAGENET_OOD))}; default mos)"
+        )
+    c = zeroshot.get_config("toy" if variant == "demo" else ",".join(filter(None, ("imagenet", benchmark))))
     common.add_trainer_defaults(c)
     c.method = "sot_glp"
     c.variant = variant

@@ -9,6 +9,9 @@ Variants:
   (iNaturalist, SUN, Places, Textures) under `ood_root` as OOD. Published
   zero-shot numbers for reference: MCM avg FPR95 42.7 / AUROC 90.8, NegLabel
   25.4 / 94.2 (from the methods' papers; this config has not been run here).
+- `imagenet,openood_v15`: the same ID set against OpenOOD v1.5's ImageNet OOD
+  sets (SSB-hard, NINCO, iNaturalist, Textures, OpenImage-O; image lists under
+  `ood_root`, default /data/openood). `imagenet,mos` is the default.
 - `toy`: the toy world (ID test, near/far/spurious OOD) with the embedded tiny
   CLIP (`model = "toy"`; another via `--config.model=DIR`).
 """
@@ -17,9 +20,13 @@ import ml_collections
 
 from jaxood.data.datasets import ood_benchmark
 
+IMAGENET_OOD = {"mos": "/data/mos", "openood_v15": "/data/openood"}  # ImageNet's OOD benchmarks, default roots
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = arg or "imagenet"
+    variant, _, benchmark = (arg or "imagenet").partition(",")
+    if benchmark and (variant != "imagenet" or benchmark not in IMAGENET_OOD):
+        raise ValueError(f"unknown variant {arg!r}: choose imagenet, imagenet,<one of {sorted(IMAGENET_OOD)}> or toy")
     c = ml_collections.ConfigDict()
     c.model = "openai/clip-vit-base-patch16"
     c.dtype = "auto"  # bfloat16 compute on accelerators, float32 on CPU; params stay float32
@@ -46,15 +53,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.cache_dir = ""  # text-feature cache; default ~/.cache/jaxood (or $JAXOOD_CACHE)
     c.plots = True
     if variant == "imagenet":
-        c.ood_root = ml_collections.FieldReference("/data/mos", field_type=str)
+        benchmark = benchmark or "mos"
+        c.ood_root = ml_collections.FieldReference(IMAGENET_OOD[benchmark], field_type=str)
         c.id_dataset = ml_collections.ConfigDict(
             {"kind": "tfds", "name": "imagenet2012", "split": "validation", "data_dir": ""}
         )
-        # The OOD folders follow `--config.ood_root=...` (lazy references).
+
+        def under_root(value):  # the OOD paths follow `--config.ood_root=...` (lazy references)
+            return c.get_ref("ood_root") + value[len("ROOT") :] if value.startswith("ROOT/") else value
+
         c.ood_datasets = ml_collections.ConfigDict(
             {
-                name: {"kind": "folder", "root": c.get_ref("ood_root") + "/" + spec["root"].split("/", 1)[1]}
-                for name, spec in ood_benchmark("mos", "ROOT").items()
+                name: {key: under_root(value) for key, value in spec.items()}
+                for name, spec in ood_benchmark(benchmark, "ROOT").items()
             }
         )
     elif variant == "toy":

@@ -72,7 +72,7 @@ def test_workdir_url_is_refused_before_work(tiny_hf, tmp_path):
     assert not os.path.exists(os.path.join(ROOT, "gs:"))  # the folder its results went to before
 
 
-@pytest.mark.parametrize("variant", ["imagenet", "toy"])
+@pytest.mark.parametrize("variant", ["imagenet", "imagenet,openood_v15", "toy"])
 def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
     """A training run resumed with other evaluation settings continues; a key evaluation adds must join EVAL_KEYS."""
     from conftest import load_config
@@ -80,6 +80,34 @@ def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
     from jaxood.evaluate import EVAL_KEYS
 
     assert set(load_config("zeroshot", variant)) - set(EVAL_KEYS) == {"model", "dtype"}
+
+
+@pytest.mark.parametrize("config", ["zeroshot:imagenet,openood_v15", "sot_glp:noproj,openood_v15"])
+def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, tmp_path):
+    """`--config=configs/<file>.py:<variant>,openood_v15` swaps MOS for OpenOOD v1.5's five image lists, which
+    follow `--config.ood_root`; every set opens on a fake tree in OpenOOD's layout."""
+    from conftest import load_config
+    from PIL import Image
+
+    from jaxood.data.datasets import make_source
+
+    lists = tmp_path / "benchmark_imglist" / "imagenet"
+    lists.mkdir(parents=True)
+    for name in ("ssb_hard", "ninco", "inaturalist", "textures", "openimage_o"):
+        (tmp_path / "images_largescale" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / "images_largescale" / name / f"{i}.png")
+        (lists / f"test_{name}.txt").write_text("".join(f"{name}/{i}.png 0\n" for i in range(2)))
+    file, variant = config.split(":")
+    c = load_config(file, variant)
+    assert c.ood_root == "/data/openood"
+    c.ood_root = str(tmp_path)
+    sources = {name: make_source(spec) for name, spec in c.ood_datasets.items()}
+    assert sorted(sources) == ["NINCO", "OpenImage-O", "SSB-hard", "Textures", "iNaturalist"]
+    assert all(len(src) == 2 for src in sources.values())
+    assert sources["NINCO"].read(1)[0] == str(tmp_path / "images_largescale" / "ninco" / "1.png")
+    with pytest.raises(ValueError, match="choose paper, reference, noproj or demo"):
+        load_config("sot_glp", "demo,openood_v15")  # the toy world has its own OOD sets
 
 
 def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
