@@ -22,6 +22,7 @@ import json
 import os
 import string
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,26 +56,44 @@ EVAL_KEYS = (
 
 @dataclasses.dataclass
 class Scorer:
-    """What evaluation runs on each batch.
+    """What evaluation runs on each batch, as one jitted call `scorer(images)`.
 
-    `fn(images) -> {"pred/<method>": (B,) class, "<method> / <score>": (B,) score, ...}`;
-    `rows` names the score rows in table order (e.g. "zero-shot / MCM").
+    `fn(args, images) -> {"pred/<method>": (B,) class, "<method> / <score>": (B,) score, ...}` is traceable;
+    `args` holds the arrays it reads (parameters, text features), passed to the call rather than closed over,
+    which would compile them into it as constants. `rows` names the score rows in table order (e.g.
+    "zero-shot / MCM").
     """
 
-    fn: Callable[[jax.Array], dict[str, jax.Array]]
+    fn: Callable[[Any, jax.Array], dict[str, jax.Array]]
+    args: Any
     rows: tuple[str, ...]
+
+    def __post_init__(self):
+        self._jitted = jax.jit(self.fn)
+
+    def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
+        return self._jitted(self.args, images)
 
 
 def combine(*scorers: Scorer) -> Scorer:
-    """One scorer running several (e.g. the zero-shot baseline next to a trained method)."""
+    """One scorer running several (e.g. the zero-shot baseline next to a trained method) in one call.
 
-    def fn(images):
+    Each array is passed once however many scorers read it, so XLA computes what they share once: the zero-shot
+    rows and a trained method's rows on the same frozen CLIP encode the images once, not once per scorer.
+    """
+    leaves, treedef = jax.tree.flatten(tuple(s.args for s in scorers))
+    unique = {id(leaf): leaf for leaf in leaves}  # in first-seen order
+    slot = {key: i for i, key in enumerate(unique)}
+    where = [slot[id(leaf)] for leaf in leaves]
+
+    def fn(unique_leaves, images):
+        args = jax.tree.unflatten(treedef, [unique_leaves[i] for i in where])
         out = {}
-        for s in scorers:
-            out.update(s.fn(images))
+        for scorer, a in zip(scorers, args):
+            out.update(scorer.fn(a, images))
         return out
 
-    return Scorer(fn, tuple(r for s in scorers for r in s.rows))
+    return Scorer(fn, list(unique.values()), tuple(r for s in scorers for r in s.rows))
 
 
 def _subsample(cands: neglabel.Candidates, limit: int) -> neglabel.Candidates:
@@ -150,9 +169,8 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
                 out[row] = neglabel.neglabel_score(g, aux[s + "_pos"], aux[s + "_neg"], config[s].temperature)
         return out
 
-    jitted = jax.jit(fn)
-    aux = replicate(aux)
-    return Scorer(lambda images: jitted(params, aux, images), tuple(f"{prefix} / {SCORE_TITLES[s]}" for s in names))
+    rows = tuple(f"{prefix} / {SCORE_TITLES[s]}" for s in names)
+    return Scorer(lambda args, images: fn(*args, images), (params, replicate(aux)), rows)
 
 
 def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int, mesh) -> dict:
@@ -162,7 +180,7 @@ def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int
     chunks: dict[str, list[np.ndarray]] = {}
     unreadable = 0  # over all hosts: each host decodes only its rows, and only the first writes the results
     for batch in loader.evaluate():
-        out = scorer.fn(batch["image"])
+        out = scorer(batch["image"])
         out.update(label=batch["label"], mask=batch["mask"], index=batch["index"])
         host = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
         keep, real = np.asarray(host.pop("mask")), np.asarray(host.pop("index")) >= 0  # index -1: padding

@@ -130,7 +130,7 @@ def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
 def test_compute_results_uses_masked_scores_only():
     from jaxood.evaluate import Scorer, compute_results
 
-    scorer = Scorer(fn=None, rows=("m / s",))
+    scorer = Scorer(fn=lambda args, images: {}, args=(), rows=("m / s",))
     id_out = {
         "m / s": np.array([0.9, 0.8, 0.7]),
         "pred/m": np.array([0, 1, 1]),
@@ -159,7 +159,7 @@ def test_zero_shot_max_logit_is_the_max_of_hf_clip_logits(tiny_hf, tmp_path):
     scorer = zero_shot_scorer(config, model, params, names)
     assert scorer.rows == ("zero-shot / MCM", "zero-shot / MaxLogit")
     images = np.random.RandomState(3).randn(4, 32, 32, 3).astype(np.float32)
-    got = np.asarray(scorer.fn(images)["zero-shot / MaxLogit"])
+    got = np.asarray(scorer(images)["zero-shot / MaxLogit"])
     ids = torch.as_tensor(np.asarray(tokenize([config.mcm_template.format(n) for n in names])), dtype=torch.long)
     with torch.no_grad():
         ref = tiny_hf[1](input_ids=ids, pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2))).logits_per_image
@@ -181,7 +181,7 @@ def test_zero_shot_scoring_and_text_encoding_keep_clip_on_device(tiny_hf, tmp_pa
     scorer = zero_shot_scorer(config, model, params, ["circle", "square"])
     images = jax.device_put(np.random.RandomState(3).randn(4, 32, 32, 3).astype(np.float32))
     with jax.transfer_guard_host_to_device("disallow"):
-        out = scorer.fn(images)
+        out = scorer(images)
         jax.block_until_ready(out)
         feats = encode_texts(model, params, ["a photo of a circle.", "a square"], batch_size=2)
     assert feats.shape == (2, model.cfg.projection_dim)

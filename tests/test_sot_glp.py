@@ -143,7 +143,7 @@ def test_scorer_reports_gl_mcm_its_global_and_local_terms_and_max_logit(tiny_mod
     scorer = method.scorer(method.params)
     assert scorer.rows == ("SOT-GLP / GL-MCM", "SOT-GLP / MCM", "SOT-GLP / L-MCM", "SOT-GLP / MaxLogit")
     images = jnp.asarray(np.random.RandomState(2).randn(3, 32, 32, 3), jnp.float32)
-    out = scorer.fn(images)
+    out = scorer(images)
     z = model.apply({"params": params}, images, method="encode_image")
     text = encode_texts(model, params, [f"a photo of a {n}." for n in names])
     cos = np.asarray(normalize(z) @ normalize(text).T)
@@ -176,7 +176,7 @@ def test_prompts_in_chunks_give_the_same_loss_gradients_and_scores_in_less_memor
             lambda m, t, f: m.loss(trainer.merge(t, f), {}, batch, jax.random.PRNGKey(0))[0], method
         )
         compiled = jax.jit(jax.value_and_grad(loss)).lower(trainable, frozen).compile()
-        scores = method.scorer(method.params).fn(batch["image"])
+        scores = method.scorer(method.params)(batch["image"])
         out[chunk] = (*compiled(trainable, frozen), scores, step_bytes(compiled))
     (loss, grads, scores, size), (loss_c, grads_c, scores_c, size_c) = out[0], out[30]
     np.testing.assert_allclose(loss_c, loss, rtol=1e-6)
@@ -185,6 +185,35 @@ def test_prompts_in_chunks_give_the_same_loss_gradients_and_scores_in_less_memor
     for key in scores:
         np.testing.assert_allclose(scores_c[key], scores[key], atol=1e-6, rtol=1e-5, err_msg=key)
     assert size_c < size, (size_c, size)
+
+
+def test_zero_shot_and_sot_glp_rows_encode_the_images_once(tiny_model, tmp_path, tiny_hf):
+    """The trainer's closing evaluation combines the zero-shot rows with SOT-GLP's on the same frozen CLIP: one
+    call, each array passed once, so XLA encodes the images once (ViT-B/16, batch 8: 320 GFLOP combined against
+    317 + 319 apart, 1.43 s against 2.93 s on the 2-core CPU). Same scores as the two scorers apart."""
+    from jaxood import evaluate as evaluation
+    from jaxood.data.pipeline import replicate
+
+    model, params = tiny_model
+    names = [f"class {i}" for i in range(10)]
+    config = small_config(tiny_hf[0], tmp_path, scores="mcm,gl_mcm,max_logit")
+    method = sot_glp.build(config, model, params, names, data_mesh())
+    trainable, frozen, _ = trainer.partition(method.params, method.trainable)
+    placed = trainer.merge(replicate(trainable), replicate(frozen))  # on the devices, as the trainer holds them
+    separate = (evaluation.zero_shot_scorer(config, model, placed["clip"], names), method.scorer(placed))
+    both = evaluation.combine(*separate)
+    assert len(both.args) < len(jax.tree.leaves([s.args for s in separate]))  # the CLIP's arrays once
+    images = jnp.asarray(np.random.RandomState(0).randn(8, 32, 32, 3), jnp.float32)
+
+    def flops(scorer):
+        cost = jax.jit(scorer.fn).lower(scorer.args, images).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    assert flops(both) < 0.6 * sum(flops(s) for s in separate)  # measured: 29.2 M against 27.4 + 28.6 M
+    got, want = both(images), {k: v for s in separate for k, v in s(images).items()}
+    assert set(got) == set(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], atol=1e-6, err_msg=key)
 
 
 def _one_step_script(n_devices, model_dir, out, prompt_chunk=0):

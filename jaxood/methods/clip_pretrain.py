@@ -42,6 +42,6 @@ def build(config, model, clip_params, class_names, mesh) -> Method:
         return value, ({"loss": value, "pair_acc": acc, "logit_scale": jnp.exp(params["clip"]["logit_scale"])}, state)
 
     def scorer(params) -> Scorer:  # evaluation shows the zero-shot rows of the trained CLIP
-        return Scorer(lambda images: {}, ())
+        return Scorer(lambda args, images: {}, (), ())
 
     return Method(params={"clip": clip_params}, trainable=((r"^clip/", "clip"),), loss=loss, scorer=scorer)

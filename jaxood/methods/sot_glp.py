@@ -235,10 +235,9 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         return {f"pred/{NAME}": jnp.argmax(logits, -1), **{f"{NAME} / {k}": v for k, v in parts.items()}}
 
     def scorer(params) -> Scorer:
-        global_t, local_t = jax.jit(text_features)(params)
-        jitted = jax.jit(predict_and_score)
+        args = (params, *jax.jit(text_features)(params))
         return Scorer(
-            lambda images: jitted(params, global_t, local_t, images), tuple(f"{NAME} / {k}" for k in SCORE_PARTS)
+            lambda a, images: predict_and_score(*a, images), args, tuple(f"{NAME} / {k}" for k in SCORE_PARTS)
         )
 
     fixes = (
