@@ -216,6 +216,21 @@ def test_zero_shot_and_sot_glp_rows_encode_the_images_once(tiny_model, tmp_path,
         np.testing.assert_allclose(got[key], want[key], atol=1e-6, err_msg=key)
 
 
+def test_the_method_keeps_no_host_copy_of_the_parameters_it_built(tiny_model, tmp_path, tiny_hf):
+    """The trainer drops `method.params` once they are on the devices; nothing in the method may keep the arrays
+    `build` made (the class-name embeddings: 49 MB for ImageNet, held by the prompt builder before)."""
+    import gc
+    import weakref
+
+    model, params = tiny_model
+    method = sot_glp.build(small_config(tiny_hf[0], tmp_path), model, params, ["a", "b", "c"], data_mesh())
+    made = {k: weakref.ref(v) for k, v in method.params.items() if k != "clip"}  # the CLIP is the caller's
+    assert set(made) == {"global_ctx", "local_ctx", "local_proj", "name_embeddings"}
+    method.params = None
+    gc.collect()
+    assert [k for k, ref in made.items() if ref() is not None] == []
+
+
 def _one_step_script(n_devices, model_dir, out, prompt_chunk=0):
     return textwrap.dedent(f"""
         import sys, numpy as np, jax, flax.traverse_util

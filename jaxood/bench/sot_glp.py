@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
         patch = mock.patch.object(clip, "eot_length", lambda *a, **k: 77) if full_length else contextlib.nullcontext()
         with patch:
             method = sot_glp.build(config, model, params, names, mesh)
-        length = 77 if full_length else clip.eot_length(sot_glp.Prompts(model, params, names, 4).eot.max())
+        length = 77 if full_length else clip.eot_length(sot_glp.Prompts(names, 4).eot.max())
         trainable, frozen, labels = trainer.partition(method.params, method.trainable)
         tx = trainer.make_optimizer(config, labels, 100, 5000)
         state = trainer.TrainState(
@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
     # Where the time goes (each part jitted on its own, forward + backward where the step has one).
     method = sot_glp.build(config, model, params, names, mesh)
     p = jax.tree.map(jnp.asarray, method.params)
-    prompts = sot_glp.Prompts(model, params, names, 4)
+    prompts = sot_glp.Prompts(names, 4)
     n_prompts = args.classes * 8
     class_index = np.tile(np.arange(args.classes), 8)
     ctx = jnp.asarray(rng.randn(n_prompts, 4, 512) * 0.02, jnp.float32)

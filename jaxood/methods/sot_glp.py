@@ -101,20 +101,23 @@ def _masked_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Arr
 
 
 class Prompts:
-    """The prompt batch's class-name token embeddings `(C, L, W)` and EOT positions.
+    """The prompt batch's class-name tokens `(C, L)`, cut at the longest EOT, and EOT positions.
 
-    `build` makes the embeddings the frozen parameter `name_embeddings`, so the
-    step receives them as an argument: closed over, they would be compiled into
-    the step as a constant (1000 ImageNet names: 49 MB, folded into a gathered
-    copy per prompt).
+    `embed` gives their embeddings `(C, L, W)`, which `build` makes the frozen
+    parameter `name_embeddings`, so the step receives them as an argument: closed
+    over, they would be compiled into the step as a constant (1000 ImageNet names:
+    49 MB, folded into a gathered copy per prompt), and kept here they would be a
+    host copy the trainer cannot drop.
     """
 
-    def __init__(self, model: clip.CLIP, clip_params, class_names, n_ctx: int):
+    def __init__(self, class_names, n_ctx: int):
         ids = tokenize([" ".join(["X"] * n_ctx) + f" {name}." for name in class_names])
         self.eot = ids.argmax(-1).astype(np.int32)  # after splicing, the context sits where the X's were
-        ids = ids[:, : clip.eot_length(self.eot.max(), ids.shape[1])]
-        self.name_embeddings = np.asarray(model.apply({"params": clip_params}, ids, method="embed_tokens"))
+        self.ids = ids[:, : clip.eot_length(self.eot.max(), ids.shape[1])]
         self.n_ctx = n_ctx
+
+    def embed(self, model: clip.CLIP, clip_params) -> np.ndarray:
+        return np.asarray(model.apply({"params": clip_params}, self.ids, method="embed_tokens"))
 
     def token_embeddings(self, ctx: jax.Array, name_embeddings: jax.Array, class_index: np.ndarray) -> jax.Array:
         """`(n, L, W)`: SOT, the n context blocks `ctx (n, M, W)`, then class `class_index[i]`'s name tokens."""
@@ -130,7 +133,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
     n_classes, n_global, n_local = len(class_names), c.n_global, c.n_local
     init_ids = tokenize([c.init_text])
     n_ctx = int(init_ids.argmax(-1)[0]) - 1
-    prompts = Prompts(model, clip_params, class_names, n_ctx)
+    prompts = Prompts(class_names, n_ctx)
     width = model.cfg.text.width
     init_ctx = np.asarray(model.apply({"params": clip_params}, init_ids[:, 1 : 1 + n_ctx], method="embed_tokens"))[0]
     rng = np.random.RandomState(config.seed)
@@ -140,7 +143,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         "global_ctx": np.broadcast_to(init_ctx, (n_global, n_ctx, width)).astype(np.float32).copy(),
         "local_ctx": rng.uniform(-bound, bound, (n_classes, n_local, n_ctx, width)).astype(np.float32),
         "local_proj": np.eye(model.cfg.vision.width, dtype=np.float32),
-        "name_embeddings": prompts.name_embeddings,
+        "name_embeddings": prompts.embed(model, clip_params),
     }
     trainable = (
         (r"^(global_ctx|local_ctx)$", "prompts"),
