@@ -15,7 +15,10 @@ The trainer imports the module named by `config.method` and needs nothing else:
   mutable collections (e.g. BatchNorm statistics; `{}` when none); `batch` has
   `image`, `label`, `mask`. Input gradients (`jax.grad` w.r.t. images) may be
   taken inside.
-- `scorer(params) -> jaxood.evaluate.Scorer`: predictions and OOD scores.
+- `scorer(params) -> jaxood.evaluate.Scorer`: predictions and OOD scores, as a
+  traceable `fn(args, images)` with the arrays it reads in `args` (not closed
+  over), so evaluation can trace it together with the zero-shot rows and run
+  the image tower they share once.
 - `memory_fixes` (optional): the method's own settings that shrink its step,
   which the trainer names first when a step is too large for a device.
 
