@@ -80,6 +80,7 @@ def main(argv=None) -> dict:
     model = clip.CLIP(cfg, dtype=jnp.dtype(args.dtype), remat=args.remat)
     params = jax.device_get(clip.init_params(clip.CLIP(cfg)))
     names = list(imagenet_classnames())[: args.classes]
+    prompts = sot_glp.Prompts(names, 4)  # the method's own prompt builder: name tokens cut at the longest EOT
     config = _config(args)
     mesh = data_mesh()
     rng = np.random.RandomState(0)
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
         patch = mock.patch.object(clip, "eot_length", lambda *a, **k: 77) if full_length else contextlib.nullcontext()
         with patch:
             method = sot_glp.build(config, model, params, names, mesh)
-        length = 77 if full_length else clip.eot_length(sot_glp.Prompts(names, 4).eot.max())
+        length = 77 if full_length else prompts.ids.shape[1]
         trainable, frozen, labels = trainer.partition(method.params, method.trainable)
         tx = trainer.make_optimizer(config, labels, 100, 5000)
         state = trainer.TrainState(
@@ -137,15 +138,14 @@ def main(argv=None) -> dict:
     # Where the time goes (each part jitted on its own, forward + backward where the step has one).
     method = sot_glp.build(config, model, params, names, mesh)
     p = jax.tree.map(jnp.asarray, method.params)
-    prompts = sot_glp.Prompts(names, 4)
     n_prompts = args.classes * 8
     class_index = np.tile(np.arange(args.classes), 8)
     ctx = jnp.asarray(rng.randn(n_prompts, 4, 512) * 0.02, jnp.float32)
     eot = jnp.asarray(prompts.eot[class_index])
 
     # Weights and inputs are arguments, not closed-over constants (XLA would constant-fold them).
-    def text_loss(ctx, clip_params, names, eot):
-        tokens = prompts.token_embeddings(ctx, names, class_index)
+    def text_loss(ctx, clip_params, name_embeddings, eot):
+        tokens = prompts.token_embeddings(ctx, name_embeddings, class_index)
         return jnp.sum(model.apply({"params": clip_params}, tokens, eot, method="encode_text_embeddings") ** 2)
 
     text_grad = jax.jit(jax.grad(text_loss))
