@@ -325,6 +325,17 @@ def _run_two_hosts(command: list[str]) -> list[str]:
     return logs
 
 
+def _assert_same_results(got: dict, want: dict, what: str) -> None:
+    """Two `results.json` agree: ID accuracy exactly, every row's FPR95 and AUROC on every OOD set to 1e-9."""
+    assert got["id_accuracy"] == want["id_accuracy"], what
+    for row, sets in want["ood"].items():
+        for name, values in sets.items():
+            have = got["ood"][row][name]
+            np.testing.assert_allclose(
+                [have["fpr95"], have["auroc"]], [values["fpr95"], values["auroc"]], atol=1e-9, err_msg=f"{what}: {row}"
+            )
+
+
 def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     """`python -m jaxood.evaluate` under a launcher joins the job too: the hosts split the images and only the
     first writes the report, whose numbers are one host's (before, every host evaluated everything alone and
@@ -375,11 +386,7 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     assert results[0]["unreadable"]["broken"] == results[1]["unreadable"]["broken"] == 2
     assert "Undecodable images skipped (masked out): broken 2" in (tmp_path / "hosts" / "results.md").read_text()
     assert results[0]["counts"] == results[1]["counts"]  # every image once
-    assert results[0]["id_accuracy"] == results[1]["id_accuracy"]
-    for row, sets in results[1]["ood"].items():
-        for name, values in sets.items():
-            got = results[0]["ood"][row][name]
-            np.testing.assert_allclose([got["fpr95"], got["auroc"]], [values["fpr95"], values["auroc"]], atol=1e-9)
+    _assert_same_results(results[0], results[1], "hosts")
 
 
 def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_path):
@@ -417,13 +424,7 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     np.testing.assert_allclose(metrics("hosts"), metrics("one"), rtol=1e-6)
     results = {w: json.loads((tmp_path / w / "results.json").read_text()) for w in ("one", "hosts", "hosts_on_one")}
     for w in ("hosts", "hosts_on_one"):
-        assert results[w]["id_accuracy"] == results["one"]["id_accuracy"], w
-        for row, sets in results["one"]["ood"].items():
-            for name, values in sets.items():
-                got = results[w]["ood"][row][name]
-                np.testing.assert_allclose(
-                    [got["fpr95"], got["auroc"]], [values["fpr95"], values["auroc"]], atol=1e-9, err_msg=f"{w}: {row}"
-                )
+        _assert_same_results(results[w], results["one"], w)
 
 
 # ------------------------------------------------------------------ trainer
