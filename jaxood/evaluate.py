@@ -11,6 +11,8 @@ score, then writes to the workdir:
 - `hist_<score>.png` (ID vs each OOD set, with the 95% TPR threshold) and
   `roc_<score>.png`.
 
+A report already in the workdir moves to `earlier_results/<its UTC time>/` first.
+
 Evaluation runs sharded over all devices, and counts every example once.
 """
 
@@ -281,6 +283,8 @@ def evaluate(
     results["versions"] = report.versions()
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
+        if kept := report.keep_earlier(workdir):
+            print(f"the earlier report in {workdir} moved to {kept}", flush=True)
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=1, default=str)
         md = report.markdown(results)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import importlib.metadata
 import os
 import re
+import time
 
 import numpy as np
 
@@ -59,6 +61,28 @@ def markdown(results: dict) -> str:
     if bad:
         lines += ["", "Undecodable images skipped (masked out): " + ", ".join(f"{k} {v}" for k, v in bad.items())]
     return "\n".join(lines) + "\n"
+
+
+EARLIER = "earlier_results"
+
+
+def keep_earlier(workdir: str) -> str | None:
+    """Move the report an earlier evaluation left in `workdir` (results.json / .md, hist_* / roc_* plots) into
+    `workdir/earlier_results/<UTC time of its results.json>/`, so that re-evaluating (another OOD benchmark, more
+    steps, other scores) loses nothing. Returns that folder, or None when there was no report."""
+    earlier = os.path.join(workdir, "results.json")
+    if not os.path.exists(earlier):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(os.path.getmtime(earlier)))
+    dest, n = os.path.join(workdir, EARLIER, stamp), 1
+    while os.path.exists(dest):
+        n += 1
+        dest = os.path.join(workdir, EARLIER, f"{stamp}-{n}")
+    os.makedirs(dest)
+    for pattern in ("results.json", "results.md", "hist_*.png", "roc_*.png"):
+        for name in glob.glob(pattern, root_dir=workdir):
+            os.replace(os.path.join(workdir, name), os.path.join(dest, name))
+    return dest
 
 
 def slug(row: str) -> str:

@@ -50,14 +50,19 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
     md = (tmp_path / "run1" / "results.md").read_text()
     assert "| zero-shot / GL-MCM |" in md and "Avg FPR95" in md
     assert "cached text features" not in first.stdout
-    # The second run reads every text feature (classes and WordNet candidates) from the cache.
-    second = _evaluate(tmp_path / "run2", tiny_hf[0], cache)
+    # The second run reads every text feature (classes and WordNet candidates) from the cache, and keeps the first
+    # run's report, which was in the same workdir.
+    second = _evaluate(tmp_path / "run1", tiny_hf[0], cache)
     assert second.returncode == 0, second.stderr[-3000:]
     assert (
         second.stdout.count("cached text features") == 5
     )  # class prompts, neglabel ID + candidates, csp ID + candidates
-    res2 = json.loads((tmp_path / "run2" / "results.json").read_text())
+    res2 = json.loads((tmp_path / "run1" / "results.json").read_text())
     assert res2["ood"] == res["ood"]
+    (kept,) = (tmp_path / "run1" / "earlier_results").iterdir()
+    assert f"moved to {kept}" in second.stdout
+    assert sorted(os.listdir(kept)) == [f for f in files if f.startswith(("results.", "hist_", "roc_"))]
+    assert json.loads((kept / "results.json").read_text()) == res and (kept / "results.md").read_text() == md
 
 
 def test_evaluate_rejects_unknown_config_key(tiny_hf, tmp_path):
