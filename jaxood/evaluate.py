@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import string
 from collections.abc import Callable
@@ -285,11 +284,7 @@ def evaluate(
         os.makedirs(workdir, exist_ok=True)
         if kept := report.keep_earlier(workdir):
             print(f"the earlier report in {workdir} moved to {kept}", flush=True)
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=1, default=str)
-        md = report.markdown(results)
-        with open(os.path.join(workdir, "results.md"), "w") as f:
-            f.write(md)
+        md = report.write(workdir, results)
         if config.plots:
             report.plots(workdir, scorer.rows, id_out, ood_outs)
         print(md, flush=True)

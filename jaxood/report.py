@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import importlib.metadata
+import json
 import os
 import re
 import time
@@ -64,13 +65,25 @@ def markdown(results: dict) -> str:
 
 
 EARLIER = "earlier_results"
+RESULTS = ("results.json", "results.md")
+PLOT_KINDS = ("hist", "roc")  # one figure of each per score row, named by plot_file
+
+
+def write(workdir: str, results: dict) -> str:
+    """Write `results.json` and `results.md` into `workdir`; returns the markdown."""
+    with open(os.path.join(workdir, RESULTS[0]), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    md = markdown(results)
+    with open(os.path.join(workdir, RESULTS[1]), "w") as f:
+        f.write(md)
+    return md
 
 
 def keep_earlier(workdir: str) -> str | None:
     """Move the report an earlier evaluation left in `workdir` (results.json / .md, hist_* / roc_* plots) into
     `workdir/earlier_results/<UTC time of its results.json>/`, so that re-evaluating (another OOD benchmark, more
     steps, other scores) loses nothing. Returns that folder, or None when there was no report."""
-    earlier = os.path.join(workdir, "results.json")
+    earlier = os.path.join(workdir, RESULTS[0])
     if not os.path.exists(earlier):
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(os.path.getmtime(earlier)))
@@ -79,7 +92,7 @@ def keep_earlier(workdir: str) -> str | None:
         n += 1
         dest = os.path.join(workdir, EARLIER, f"{stamp}-{n}")
     os.makedirs(dest)
-    for pattern in ("results.json", "results.md", "hist_*.png", "roc_*.png"):
+    for pattern in (*RESULTS, *(f"{kind}_*.png" for kind in PLOT_KINDS)):
         for name in glob.glob(pattern, root_dir=workdir):
             os.replace(os.path.join(workdir, name), os.path.join(dest, name))
     return dest
@@ -87,6 +100,10 @@ def keep_earlier(workdir: str) -> str | None:
 
 def slug(row: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", row.lower()).strip("_")
+
+
+def plot_file(kind: str, row: str) -> str:
+    return f"{kind}_{slug(row)}.png"
 
 
 def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
@@ -114,7 +131,7 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
             ax.legend(fontsize=7)
         fig.suptitle(row, fontsize=10)
         fig.tight_layout()
-        path = os.path.join(workdir, f"hist_{slug(row)}.png")
+        path = os.path.join(workdir, plot_file("hist", row))
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)
@@ -134,7 +151,7 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
         ax.set_title(row, fontsize=10)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        path = os.path.join(workdir, f"roc_{slug(row)}.png")
+        path = os.path.join(workdir, plot_file("roc", row))
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)
