@@ -1,4 +1,4 @@
-"""Shared fixtures: randomly initialised Hugging Face CLIPs saved with `save_pretrained`."""
+"""Shared fixtures (randomly initialised Hugging Face CLIPs saved with `save_pretrained`) and helpers."""
 
 import importlib.util
 import os
@@ -6,11 +6,19 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from jaxood.bench import VIT_B16  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_image(path, seed, size=(40, 30), fmt=None):
+    """A random RGB image of `size` (width, height), saved at `path`."""
+    rng = np.random.RandomState(seed)
+    Image.fromarray(rng.randint(0, 255, (size[1], size[0], 3), np.uint8)).save(path, format=fmt)
 
 
 def load_config(name, variant=None, **overrides):

@@ -7,17 +7,13 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import write_image
 from PIL import Image
 
 from jaxood.data import preprocess, sampling, sources, toy_world
 from jaxood.data.pipeline import Loader
 from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
 from jaxood.errors import report_user_errors
-
-
-def _write_image(path, seed, size=(40, 30), fmt=None):
-    rng = np.random.RandomState(seed)
-    Image.fromarray(rng.randint(0, 255, (size[1], size[0], 3), np.uint8)).save(path, format=fmt)
 
 
 @pytest.fixture
@@ -28,7 +24,7 @@ def folder(tmp_path):
         (root / name).mkdir(parents=True)
         for i in range(4):
             ext = "jpg" if i % 2 else "png"
-            _write_image(root / name / f"{i}.{ext}", seed=10 * c + i)
+            write_image(root / name / f"{i}.{ext}", seed=10 * c + i)
     (root / "sea_lion" / "9_broken.jpg").write_bytes(b"this is not a jpeg")
     return str(root)
 
@@ -50,7 +46,7 @@ def test_folder_errors(tmp_path):
         FolderSource(str(tmp_path / "nowhere"))
     (tmp_path / "d" / "cat").mkdir(parents=True)
     (tmp_path / "d" / "empty_class").mkdir()
-    _write_image(tmp_path / "d" / "cat" / "a.png", 0)
+    write_image(tmp_path / "d" / "cat" / "a.png", 0)
     with pytest.raises(DatasetMissing, match=r"empty_class holds no images"):
         FolderSource(str(tmp_path / "d"))
 
@@ -241,7 +237,7 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
 def test_clip_eval_matches_hf_image_processor(tmp_path):
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    _write_image(tmp_path / "a.jpg", 1, size=(300, 257))
+    write_image(tmp_path / "a.jpg", 1, size=(300, 257))
     img = preprocess.decode(str(tmp_path / "a.jpg"))
     want = CLIPImageProcessorPil()(images=[img], return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
     got = preprocess.clip_eval(224)(img)
@@ -251,7 +247,7 @@ def test_clip_eval_matches_hf_image_processor(tmp_path):
 
 
 def test_train_augmentation_deterministic_and_varied(tmp_path):
-    _write_image(tmp_path / "a.png", 2, size=(120, 90))
+    write_image(tmp_path / "a.png", 2, size=(120, 90))
     img = preprocess.decode(str(tmp_path / "a.png"))
     tf = preprocess.clip_train(32, scale=(0.5, 1.0))
     a = tf(img, np.random.default_rng(0))

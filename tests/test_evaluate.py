@@ -91,8 +91,7 @@ def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
 def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, tmp_path):
     """`--config=configs/<file>.py:<variant>,openood_v15` swaps MOS for OpenOOD v1.5's five image lists, which
     follow `--config.ood_root`; every set opens on a fake tree in OpenOOD's layout."""
-    from conftest import load_config
-    from test_data import _write_image
+    from conftest import load_config, write_image
 
     from jaxood.data.datasets import make_source
 
@@ -101,7 +100,7 @@ def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, 
     for name in ("ssb_hard", "ninco", "inaturalist", "textures", "openimage_o"):
         (tmp_path / "images_largescale" / name).mkdir(parents=True)
         for i in range(2):
-            _write_image(tmp_path / "images_largescale" / name / f"{i}.png", seed=i, size=(8, 8))
+            write_image(tmp_path / "images_largescale" / name / f"{i}.png", seed=i, size=(8, 8))
         (lists / f"test_{name}.txt").write_text("".join(f"{name}/{i}.png 0\n" for i in range(2)))
     file, variant = config.split(":")
     c = load_config(file, variant)

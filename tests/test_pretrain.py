@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from conftest import ROOT, load_config, write_image
 
 from jaxood.data import preprocess, toy_world
 from jaxood.data.pipeline import Loader
@@ -46,10 +46,8 @@ def test_caption_batches():
 
 
 def test_captions_required_for_image_text_training(tmp_path):
-    from PIL import Image
-
     (tmp_path / "a").mkdir()
-    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
+    write_image(tmp_path / "a" / "x.png", seed=0, size=(8, 8))
     with pytest.raises(ValueError, match="has no captions"):
         Loader(FolderSource(str(tmp_path)), preprocess.clip_eval(8), 1, caption_length=16)
 

@@ -342,7 +342,7 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     wrote its own copy). An extra OOD folder has two undecodable images, both in the second host's half of the
     batch: the report counts them (before, only the first host's count reached it) and that host names them.
     Progress lines come from the first host alone."""
-    from test_data import _write_image
+    from conftest import write_image
 
     folder = tmp_path / "broken_set" / "thing"
     folder.mkdir(parents=True)
@@ -350,7 +350,7 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
         if i in (5, 6):
             (folder / f"{i}.png").write_bytes(b"not a png")
         else:
-            _write_image(folder / f"{i}.png", seed=i, size=(16, 16))
+            write_image(folder / f"{i}.png", seed=i, size=(16, 16))
     config = tmp_path / "zeroshot_with_broken_set.py"
     config.write_text(
         textwrap.dedent(f"""
