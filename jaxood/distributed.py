@@ -6,6 +6,10 @@ process's index from the cluster (TPU VM metadata, SLURM's variables). Every
 entry point (`train`, `evaluate`) calls this before any JAX computation, so the
 hosts share one job: each reads its slice of every batch and only the first
 writes the report.
+
+What is true of the whole job (its sizes, the compiled step, the report) is said by
+the first host alone (`log`, `is_first_host`); what one host saw (its undecodable
+images) it says itself, naming the host.
 """
 
 from __future__ import annotations
@@ -19,3 +23,14 @@ def maybe_initialize() -> None:
     """Join the multi-host job when `JAXOOD_DISTRIBUTED=1` (once; later calls do nothing)."""
     if os.environ.get("JAXOOD_DISTRIBUTED") == "1" and not jax.distributed.is_initialized():
         jax.distributed.initialize()
+
+
+def is_first_host() -> bool:
+    """The host that writes the job's report, metrics and progress (the only one without multi-host)."""
+    return jax.process_index() == 0
+
+
+def log(message: str) -> None:
+    """Print a line about the whole job once: from the first host (every host would print the same line)."""
+    if is_first_host():
+        print(message, flush=True)

@@ -128,10 +128,9 @@ def negative_groups(features: Callable, class_names, c: ml_collections.ConfigDic
     pos = features(class_names, id_templates, label=f"{kind} ID prompts")
     feats = features(cands.words, cands.templates, label=f"{kind} candidates")
     kept = neglabel.mine(feats, cands.word_type, pos, c.percent, c.eta, max_sim)
-    print(
+    distributed.log(
         f"[{kind}] kept {len(kept)} negative labels of {len(cands.words)} candidates "
-        f"({int((cands.word_type[kept] == 0).sum())} nouns), {c.n_groups} group(s)",
-        flush=True,
+        f"({int((cands.word_type[kept] == 0).sum())} nouns), {c.n_groups} group(s)"
     )
     return pos, neglabel.group_negatives(feats[kept], c.n_groups, c.seed)
 
@@ -280,7 +279,7 @@ def evaluate(
     results = compute_results(scorer, id_out, ood_outs)
     results["config"] = config.to_dict()
     results["versions"] = report.versions()
-    if jax.process_index() == 0:
+    if distributed.is_first_host():
         os.makedirs(workdir, exist_ok=True)
         if kept := report.keep_earlier(workdir):
             print(f"the earlier report in {workdir} moved to {kept}", flush=True)

@@ -14,6 +14,7 @@ import time
 
 import jax
 
+from jaxood import distributed
 from jaxood.errors import InvalidInput
 
 GiB = 2**30
@@ -38,14 +39,13 @@ def compile_within_memory(
 ) -> jax.stages.Compiled:
     """`fn` (a `jax.jit` function) compiled for `args`; a step that cannot fit raises `InvalidInput` naming the fix
     (`fixes`: the caller's own settings that shrink it, listed first)."""
-    print(f"{what}: compiling", flush=True)
+    distributed.log(f"{what}: compiling")
     t0 = time.monotonic()
     compiled = fn.lower(*args).compile()
     need, have = step_bytes(compiled), device_bytes()
-    print(
+    distributed.log(
         f"{what}: compiled in {time.monotonic() - t0:.1f} s; needs {need / GiB:.2f} GiB per device (XLA's buffer "
-        f"sizes) of {have / GiB:.1f} GiB",
-        flush=True,
+        f"sizes) of {have / GiB:.1f} GiB"
     )
     if need > have:
         raise InvalidInput(

@@ -15,12 +15,17 @@ import shutil
 
 from absl import flags
 
+from jaxood import distributed
 from jaxood.models import clip, convert
 
 INSTALL = flags.DEFINE_bool("install", False, "Copy the exported checkpoint into the package (the embedded default).")
 
 
-def export(workdir: str, config, params, install: bool) -> str:
+def export(workdir: str, config, params, install: bool) -> str | None:
+    """The half-precision checkpoint of `params["clip"]` in `workdir/export` (its path), written by the first host
+    only: in a multi-host job every host holds the same weights and shares the workdir (None on the others)."""
+    if not distributed.is_first_host():
+        return None
     cfg = clip.CLIPConfig.from_dict(config.model_arch.to_dict())
     out = convert.save(os.path.join(workdir, "export"), cfg, params["clip"], half=True)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20

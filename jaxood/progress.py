@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
-import jax
+from jaxood import distributed
 
 
 def _fmt(seconds: float) -> str:
@@ -24,7 +24,7 @@ class Progress:
         self.stream = stream or sys.stdout
         self.start = self.last = time.monotonic()
         self.done = 0
-        self.shown = jax.process_index() == 0
+        self.shown = distributed.is_first_host()
 
     def update(self, n: int = 1) -> None:
         self.done += n

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxood import distributed
 from jaxood.cache import DEFAULT_CACHE, save_npy
 from jaxood.data.pipeline import data_mesh, every_device, replicate, split_rows
 from jaxood.models import clip
@@ -94,7 +95,7 @@ def templated_features(
         key.update(("\x00".join(t) + "\x01" + w + "\x02").encode())
     path = os.path.join(cache_dir, "text_features", key.hexdigest() + ".npy") if cache_dir else None
     if path and os.path.exists(path):
-        print(f"[{label}] {len(words)} cached text features from {path}", flush=True)
+        distributed.log(f"[{label}] {len(words)} cached text features from {path}")
         return np.load(path)
     feats = np.zeros((len(words), model.cfg.projection_dim), np.float32)
     groups: dict[tuple[str, ...], list[int]] = {}

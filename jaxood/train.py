@@ -297,7 +297,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")
-    if jax.process_index() == 0:
+    if distributed.is_first_host():
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=1))
     mesh = data_mesh()
@@ -320,19 +320,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     )
     total = config.num_steps or config.epochs * loader.steps_per_epoch
     per = "all" if caption_length else f"{config.shots or 'all'} per class"
-    print(
+    distributed.log(
         f"{len(indices)} training images ({per}, {len(class_names)} classes), "
-        f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)",
-        flush=True,
+        f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)"
     )
 
     method = method_module.build(config, model, clip_params, class_names, mesh)
     trainable, frozen, labels = partition(method.params, method.trainable)
     n_train = sum(np.size(x) for x in jax.tree.leaves(trainable))
-    print(
+    distributed.log(
         f"trainable parameters: {n_train:,} in {len(jax.tree.leaves(trainable))} arrays; frozen: "
-        f"{sum(np.size(x) for x in jax.tree.leaves(frozen)):,}",
-        flush=True,
+        f"{sum(np.size(x) for x in jax.tree.leaves(frozen)):,}"
     )
     tx = make_optimizer(config, labels, loader.steps_per_epoch, total)
 
@@ -357,7 +355,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     if start:
         state = ckpt.restore(start, state)
         left = f"{remaining} steps to go" if remaining else f"at or past the config's {total} steps: evaluating it"
-        print(f"resumed from the checkpoint at step {start}, {left}", flush=True)
+        distributed.log(f"resumed from the checkpoint at step {start}, {left}")
 
     step_fn = jax.jit(
         make_step(method, tx, config.seed),
@@ -370,7 +368,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         first = next(batches)
         step_fn = compile_within_memory(step_fn, state, frozen, first, fixes=method.memory_fixes)
         batches = itertools.chain([first], batches)
-    writer = MetricWriter(workdir, jax.process_index() == 0, config.tensorboard)
+    writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard)
     progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start
     t0 = time.monotonic()

@@ -80,8 +80,9 @@ def tiny_pretrain_config(tmp_path):
     return load_config("toy_clip", **tiny_pretrain_overrides(tmp_path))
 
 
-def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, capsys):
-    """`configs/toy_clip.py` through the shared trainer on a tiny architecture, then the export loads as float32."""
+def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, capsys, monkeypatch):
+    """`configs/toy_clip.py` through the shared trainer on a tiny architecture, then the export loads as float32.
+    In a multi-host job only the first host writes it (the hosts share the workdir)."""
     from jaxood import pretrain
     from jaxood.train import train
 
@@ -96,6 +97,9 @@ def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, 
     model, restored = clip.load(out)
     assert model.cfg.vision.width == 32 and restored["logit_scale"].dtype == np.float32
     np.testing.assert_allclose(restored["logit_scale"], params["clip"]["logit_scale"], rtol=1e-3)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert pretrain.export(str(tmp_path / "second_host"), c, params, install=False) is None
+    assert not (tmp_path / "second_host").exists()
 
 
 def test_continued_pretraining_evaluates_the_trained_clip(tmp_path, monkeypatch):

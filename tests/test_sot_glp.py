@@ -340,8 +340,8 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     """`python -m jaxood.evaluate` under a launcher joins the job too: the hosts split the images and only the
     first writes the report, whose numbers are one host's (before, every host evaluated everything alone and
     wrote its own copy). An extra OOD folder has two undecodable images, both in the second host's half of the
-    batch: the report counts them (before, only the first host's count reached it) and that host names them.
-    Progress lines come from the first host alone."""
+    batch: the report counts them (before, only the first host's count reached it) and that host names them
+    with itself. Progress lines come from the first host alone."""
     from conftest import write_image
 
     folder = tmp_path / "broken_set" / "thing"
@@ -379,7 +379,8 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
 
     logs = _run_two_hosts(command(tmp_path / "hosts"))
     assert "| zero-shot / MCM |" in logs[0] and "| zero-shot / MCM |" not in logs[1]
-    assert "[broken] 2 undecodable image(s)" in logs[1] and "undecodable image(s)" not in logs[0]
+    assert "[broken] 2 undecodable image(s) skipped (masked out) on host 1 of 2: #5 " in logs[1]
+    assert "undecodable image(s)" not in logs[0]
     assert "[ID] 36/36 images" in logs[0] and "[ID]" not in logs[1]  # one host's progress speaks for both
     subprocess.run(command(tmp_path / "one"), env=_one_device_env(), cwd=ROOT, check=True, capture_output=True)
     results = [json.loads((tmp_path / w / "results.json").read_text()) for w in ("hosts", "one")]
@@ -394,7 +395,8 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     JAXOOD_DISTRIBUTED=1 and SLURM's variables (jax.distributed finds the coordinator from them; gloo
     collectives between the CPU processes), each reading its half of every batch, one workdir. Their losses
     and results equal one process with two devices, and their checkpoint, resumed by one process on one device
-    (evaluating a pod's run on a workstation), evaluates to the same results. Logged every step, so each step is
+    (evaluating a pod's run on a workstation), evaluates to the same results. What is true of the whole job (its
+    sizes, the compiled step, the report) is printed once, by the first host. Logged every step, so each step is
     waited on."""
 
     def command(workdir):
@@ -406,7 +408,8 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
 
     env = _one_device_env()
     logs = _run_two_hosts(command(tmp_path / "hosts"))
-    assert "2 device(s)" in logs[1] and "| SOT-GLP / GL-MCM |" not in logs[1]  # only the first host reports
+    for line in ("2 device(s)", "trainable parameters:", "train step: compiled in", "| SOT-GLP / GL-MCM |"):
+        assert line in logs[0] and line not in logs[1], line
     shutil.copytree(tmp_path / "hosts", tmp_path / "hosts_on_one")  # at its last step: restored, evaluated again
     for workdir, flags in (("one", "--xla_force_host_platform_device_count=2"), ("hosts_on_one", "")):
         run = subprocess.run(

@@ -215,10 +215,11 @@ class Loader:
         return self._prefetched(make, self.eval_steps)
 
     def report(self) -> str:
-        """One line on undecodable images (empty when there were none)."""
+        """One line on this host's undecodable images, naming the host in a multi-host job (empty when none)."""
         if not self.unreadable:
             return ""
         items = sorted(self.unreadable.items())
         shown = "; ".join(f"#{i} {msg}" for i, msg in items[:5])
         more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
-        return f"{len(items)} undecodable image(s) skipped (masked out): {shown}{more}"
+        host = f" on host {self.process_index} of {self.process_count}" if self.process_count > 1 else ""
+        return f"{len(items)} undecodable image(s) skipped (masked out){host}: {shown}{more}"
