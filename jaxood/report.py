@@ -65,16 +65,16 @@ def markdown(results: dict) -> str:
 
 
 EARLIER = "earlier_results"
-RESULTS = ("results.json", "results.md")
+RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 PLOT_KINDS = ("hist", "roc")  # one figure of each per score row, named by plot_file
 
 
 def write(workdir: str, results: dict) -> str:
     """Write `results.json` and `results.md` into `workdir`; returns the markdown."""
-    with open(os.path.join(workdir, RESULTS[0]), "w") as f:
+    with open(os.path.join(workdir, RESULTS_JSON), "w") as f:
         json.dump(results, f, indent=1, default=str)
     md = markdown(results)
-    with open(os.path.join(workdir, RESULTS[1]), "w") as f:
+    with open(os.path.join(workdir, RESULTS_MD), "w") as f:
         f.write(md)
     return md
 
@@ -83,7 +83,7 @@ def keep_earlier(workdir: str) -> str | None:
     """Move the report an earlier evaluation left in `workdir` (results.json / .md, hist_* / roc_* plots) into
     `workdir/earlier_results/<UTC time of its results.json>/`, so that re-evaluating (another OOD benchmark, more
     steps, other scores) loses nothing. Returns that folder, or None when there was no report."""
-    earlier = os.path.join(workdir, RESULTS[0])
+    earlier = os.path.join(workdir, RESULTS_JSON)
     if not os.path.exists(earlier):
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(os.path.getmtime(earlier)))
@@ -92,7 +92,7 @@ def keep_earlier(workdir: str) -> str | None:
         n += 1
         dest = os.path.join(workdir, EARLIER, f"{stamp}-{n}")
     os.makedirs(dest)
-    for pattern in (*RESULTS, *(f"{kind}_*.png" for kind in PLOT_KINDS)):
+    for pattern in (RESULTS_JSON, RESULTS_MD, *(f"{kind}_*.png" for kind in PLOT_KINDS)):
         for name in glob.glob(pattern, root_dir=workdir):
             os.replace(os.path.join(workdir, name), os.path.join(dest, name))
     return dest
