@@ -190,8 +190,7 @@ def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int
         progress.update(int(real.sum()))
     result = {k: np.concatenate(v) for k, v in chunks.items()}
     result["unreadable"] = unreadable
-    if loader.unreadable:  # each host names the images it could not decode
-        print(f"[{label}] {loader.report()}", flush=True)
+    loader.log_unreadable(label)
     return result
 
 

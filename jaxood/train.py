@@ -391,8 +391,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
             last_good = done
         progress.update()
     writer.close()
-    if loader.unreadable:
-        print(f"[train] {loader.report()}", flush=True)
+    loader.log_unreadable("train")
 
     params = merge(state.trainable, frozen)
     # Zero-shot rows: the CLIP as training left it (the frozen one, or for pretraining the one just trained,

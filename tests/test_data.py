@@ -311,9 +311,11 @@ def test_class_split_and_relabel():
 # ------------------------------------------------------------------ loading
 
 
-def test_eval_counts_every_example_once_and_reports_undecodable(folder):
+def test_eval_counts_every_example_once_and_reports_undecodable(folder, capsys):
     src = FolderSource(folder)
     loader = Loader(src, preprocess.clip_eval(16), global_batch=4)
+    loader.log_unreadable("eval")
+    assert capsys.readouterr().out == ""  # nothing decoded yet, nothing to say
     seen, masked = [], 0
     for batch in loader.evaluate():
         mask = np.asarray(batch["mask"])
@@ -325,6 +327,8 @@ def test_eval_counts_every_example_once_and_reports_undecodable(folder):
     assert masked == 1
     report = loader.report()
     assert report.startswith("1 undecodable image(s)") and "9_broken.jpg" in report
+    loader.log_unreadable("eval")
+    assert capsys.readouterr().out == f"[eval] {report}\n"
 
 
 def test_train_batches_resume_and_shard_slices(folder):

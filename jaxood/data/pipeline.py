@@ -223,3 +223,8 @@ class Loader:
         more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
         host = f" on host {self.process_index} of {self.process_count}" if self.process_count > 1 else ""
         return f"{len(items)} undecodable image(s) skipped (masked out){host}: {shown}{more}"
+
+    def log_unreadable(self, label: str) -> None:
+        """Prints `report()` as `[label] ...` when this host skipped any image: per host, as each decodes its rows."""
+        if self.unreadable:
+            print(f"[{label}] {self.report()}", flush=True)
