@@ -66,7 +66,8 @@ def markdown(results: dict) -> str:
 
 EARLIER = "earlier_results"
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
-PLOT_KINDS = ("hist", "roc")  # one figure of each per score row, named by plot_file
+PLOT_KINDS = ("hist", "roc")  # one figure of each per score row
+PLOT_NAME = "{kind}_{name}.png"  # name: the row's slug (plot_file), or a glob
 
 
 def write(workdir: str, results: dict) -> str:
@@ -92,7 +93,7 @@ def keep_earlier(workdir: str) -> str | None:
         n += 1
         dest = os.path.join(workdir, EARLIER, f"{stamp}-{n}")
     os.makedirs(dest)
-    for pattern in (RESULTS_JSON, RESULTS_MD, *(f"{kind}_*.png" for kind in PLOT_KINDS)):
+    for pattern in (RESULTS_JSON, RESULTS_MD, *(PLOT_NAME.format(kind=kind, name="*") for kind in PLOT_KINDS)):
         for name in glob.glob(pattern, root_dir=workdir):
             os.replace(os.path.join(workdir, name), os.path.join(dest, name))
     return dest
@@ -103,7 +104,7 @@ def slug(row: str) -> str:
 
 
 def plot_file(kind: str, row: str) -> str:
-    return f"{kind}_{slug(row)}.png"
+    return PLOT_NAME.format(kind=kind, name=slug(row))
 
 
 def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
@@ -118,7 +119,7 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
     written = []
     for row in rows:
         ids = id_out[row]
-        threshold = np.sort(ids)[int(np.floor(0.05 * len(ids)))]
+        threshold = metrics.tpr95_threshold(ids)
         fig, axes = plt.subplots(1, len(ood_outs), figsize=(4.2 * len(ood_outs), 3.4), squeeze=False)
         for ax, (name, out) in zip(axes[0], ood_outs.items()):
             bins = np.histogram_bin_edges(np.r_[ids, out[row]], bins=40)

@@ -44,6 +44,7 @@ def test_metrics_match_sklearn(seed, ties):
 
 def test_fpr95_hand_cases():
     ids = np.arange(1, 21, dtype=float)  # floor(0.05 * 20) = 1 -> threshold is the 2nd smallest, 2
+    assert metrics.tpr95_threshold(ids[::-1]) == 2.0  # the threshold the report's histograms draw, too
     assert metrics.fpr_at_95_tpr(ids, [1, 2, 3, 0.5]) == 0.5
     assert metrics.fpr_at_95_tpr([5.0] * 10, [5.0, 4.0]) == 0.5  # ties at the threshold are false positives
     assert metrics.fpr_at_95_tpr([0.1, 0.5, 0.9], [0.05, 0.1, 0.2]) == pytest.approx(2 / 3)  # n=3: smallest ID score

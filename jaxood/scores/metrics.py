@@ -44,10 +44,14 @@ def average_precision(pos_scores, neg_scores) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def fpr_at_95_tpr(id_scores, ood_scores) -> float:
+def tpr95_threshold(id_scores) -> float:
+    """The largest score that keeps at least 95% of the ID samples at or above it."""
     ids = np.sort(np.asarray(id_scores, np.float64))
-    threshold = ids[int(np.floor(0.05 * len(ids)))]
-    return float(np.mean(np.asarray(ood_scores) >= threshold))
+    return float(ids[int(np.floor(0.05 * len(ids)))])
+
+
+def fpr_at_95_tpr(id_scores, ood_scores) -> float:
+    return float(np.mean(np.asarray(ood_scores) >= tpr95_threshold(id_scores)))
 
 
 def ood_metrics(id_scores, ood_scores) -> dict[str, float]:
