@@ -139,11 +139,7 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
 
         fig, ax = plt.subplots(figsize=(4.2, 4))
         for name, out in ood_outs.items():
-            s = np.r_[ids, out[row]]
-            y = np.r_[np.ones(len(ids)), np.zeros(len(out[row]))]
-            order = np.argsort(-s, kind="mergesort")
-            tpr = np.r_[0, np.cumsum(y[order]) / len(ids)]
-            fpr = np.r_[0, np.cumsum(1 - y[order]) / len(out[row])]
+            fpr, tpr = metrics.roc_curve(ids, out[row])
             ax.plot(fpr, tpr, label=f"{name} (AUROC {100 * metrics.auroc(ids, out[row]):.1f})")
         ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
         ax.axhline(0.95, color="k", lw=0.8, ls="--")

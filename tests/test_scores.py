@@ -40,6 +40,11 @@ def test_metrics_match_sklearn(seed, ties):
     assert m["aupr_in"] == pytest.approx(average_precision_score(y, s), abs=1e-6)
     assert m["aupr_out"] == pytest.approx(average_precision_score(1 - y, -s), abs=1e-6)
     assert m["fpr95"] == pytest.approx(_sk_fpr95(id_s, ood_s), abs=1e-12)
+    fpr, tpr = metrics.roc_curve(id_s, ood_s)  # the curve the report plots, ties as in the table's AUROC
+    sk_fpr, sk_tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr, atol=1e-12)
+    np.testing.assert_allclose(tpr, sk_tpr, atol=1e-12)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(m["auroc"], abs=1e-12)
 
 
 def test_fpr95_hand_cases():

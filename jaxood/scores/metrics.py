@@ -3,6 +3,8 @@
 - `auroc`: area under the ROC curve with ties counted half (= sklearn's `roc_auc_score`).
 - `aupr_in` / `aupr_out`: average precision with ID / OOD as the positive class
   (OOD scored by `-score`) (= sklearn's `average_precision_score`).
+- `roc_curve`: the (FPR, TPR) points the report plots (= sklearn's `roc_curve`
+  with `drop_intermediate=False`); their trapezoid area is `auroc`.
 - `fpr95`: the threshold is the largest score that keeps at least 95% of the ID
   samples at or above it (the `floor(0.05 n)`-th smallest ID score); FPR95 is
   the fraction of OOD samples at or above that threshold (ties count as false
@@ -30,15 +32,25 @@ def auroc(id_scores, ood_scores) -> float:
     return float(u / (len(pos) * len(neg)))
 
 
-def average_precision(pos_scores, neg_scores) -> float:
-    """Sum over distinct thresholds of (recall step) x precision, positives = `pos_scores`."""
+def _counts_per_threshold(pos_scores, neg_scores) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives at each distinct score taken as threshold, highest first."""
     s = np.concatenate([pos_scores, neg_scores]).astype(np.float64)
     y = np.r_[np.ones(len(pos_scores)), np.zeros(len(neg_scores))]
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
     last = np.r_[s[1:] != s[:-1], True]  # last index of each run of equal scores
-    tp = np.cumsum(y)[last]
-    fp = np.cumsum(1 - y)[last]
+    return np.cumsum(y)[last], np.cumsum(1 - y)[last]
+
+
+def roc_curve(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) from (0, 0) through every distinct threshold; its trapezoid area is `auroc`."""
+    tp, fp = _counts_per_threshold(id_scores, ood_scores)
+    return np.r_[0.0, fp / len(ood_scores)], np.r_[0.0, tp / len(id_scores)]
+
+
+def average_precision(pos_scores, neg_scores) -> float:
+    """Sum over distinct thresholds of (recall step) x precision, positives = `pos_scores`."""
+    tp, fp = _counts_per_threshold(pos_scores, neg_scores)
     recall = tp / len(pos_scores)
     precision = tp / (tp + fp)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
