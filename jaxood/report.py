@@ -117,6 +117,13 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
     from jaxood.scores import metrics
 
     written = []
+
+    def save(fig, kind, row):
+        fig.tight_layout()
+        written.append(os.path.join(workdir, plot_file(kind, row)))
+        fig.savefig(written[-1], dpi=90)
+        plt.close(fig)
+
     for row in rows:
         ids = id_out[row]
         threshold = metrics.tpr95_threshold(ids)
@@ -131,11 +138,7 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
             ax.set_xlabel("score (higher = more ID)")
             ax.legend(fontsize=7)
         fig.suptitle(row, fontsize=10)
-        fig.tight_layout()
-        path = os.path.join(workdir, plot_file("hist", row))
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        save(fig, "hist", row)
 
         fig, ax = plt.subplots(figsize=(4.2, 4))
         for name, out in ood_outs.items():
@@ -147,9 +150,5 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
         ax.set_ylabel("TPR (ID accepted)")
         ax.set_title(row, fontsize=10)
         ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        path = os.path.join(workdir, plot_file("roc", row))
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        save(fig, "roc", row)
     return written
