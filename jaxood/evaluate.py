@@ -284,7 +284,7 @@ def evaluate(
             print(f"the earlier report in {workdir} moved to {kept}", flush=True)
         md = report.write(workdir, results)
         if config.plots:
-            report.plots(workdir, scorer.rows, id_out, ood_outs)
+            report.plots(workdir, results["ood"], id_out, ood_outs)
         print(md, flush=True)
     return results
 

@@ -107,8 +107,9 @@ def plot_file(kind: str, row: str) -> str:
     return PLOT_NAME.format(kind=kind, name=slug(row))
 
 
-def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
-    """Per score row: histograms of ID vs each OOD set with the 95% TPR threshold, and ROC curves."""
+def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
+    """Per score row of `table` (the results' "ood": row -> OOD set -> metrics, whose FPR95 and AUROC the titles
+    and legends show): histograms of ID vs each OOD set with the 95% TPR threshold, and ROC curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,11 +121,12 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
 
     def save(fig, kind, row):
         fig.tight_layout()
-        written.append(os.path.join(workdir, plot_file(kind, row)))
-        fig.savefig(written[-1], dpi=90)
+        path = os.path.join(workdir, plot_file(kind, row))
+        fig.savefig(path, dpi=90)
         plt.close(fig)
+        written.append(path)
 
-    for row in rows:
+    for row, per_set in table.items():
         ids = id_out[row]
         threshold = metrics.tpr95_threshold(ids)
         fig, axes = plt.subplots(1, len(ood_outs), figsize=(4.2 * len(ood_outs), 3.4), squeeze=False)
@@ -133,7 +135,7 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
             ax.hist(ids, bins=bins, alpha=0.55, density=True, label=f"ID ({len(ids)})")
             ax.hist(out[row], bins=bins, alpha=0.55, density=True, label=f"{name} ({len(out[row])})")
             ax.axvline(threshold, color="k", ls="--", lw=1, label="95% TPR threshold")
-            m = metrics.ood_metrics(ids, out[row])
+            m = per_set[name]
             ax.set_title(f"{name}: FPR95 {100 * m['fpr95']:.1f}, AUROC {100 * m['auroc']:.1f}", fontsize=9)
             ax.set_xlabel("score (higher = more ID)")
             ax.legend(fontsize=7)
@@ -143,7 +145,7 @@ def plots(workdir: str, rows, id_out: dict, ood_outs: dict) -> list[str]:
         fig, ax = plt.subplots(figsize=(4.2, 4))
         for name, out in ood_outs.items():
             fpr, tpr = metrics.roc_curve(ids, out[row])
-            ax.plot(fpr, tpr, label=f"{name} (AUROC {100 * metrics.auroc(ids, out[row]):.1f})")
+            ax.plot(fpr, tpr, label=f"{name} (AUROC {100 * per_set[name]['auroc']:.1f})")
         ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
         ax.axhline(0.95, color="k", lw=0.8, ls="--")
         ax.set_xlabel("FPR (OOD accepted)")
