@@ -372,25 +372,27 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start
     t0 = time.monotonic()
-    for step, batch in zip(range(start, total), batches):
-        state, metrics = step_fn(state, frozen, batch)
-        done = step + 1
-        if done % config.log_every == 0 or done == total or done % config.checkpoint_every == 0:
-            finite, bad = jax.device_get((state.finite, state.bad_step))
-            if not finite:
-                raise LossNotFinite(
-                    f"the loss became NaN/inf at step {int(bad)}; stopped without saving. The last good "
-                    f"checkpoint (step {last_good}) is in {os.path.join(workdir, 'checkpoints')}"
-                )
-            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            values["lr"] = float(schedule(config.optim, loader.steps_per_epoch, total)(step))
-            values["steps_per_s"] = (done - start) / (time.monotonic() - t0)
-            writer.scalars(done, values)
-        if done % config.checkpoint_every == 0 or done == total:
-            ckpt.save(done, state)
-            last_good = done
-        progress.update()
-    writer.close()
+    try:  # closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller going on
+        for step, batch in zip(range(start, total), batches):
+            state, metrics = step_fn(state, frozen, batch)
+            done = step + 1
+            if done % config.log_every == 0 or done == total or done % config.checkpoint_every == 0:
+                finite, bad = jax.device_get((state.finite, state.bad_step))
+                if not finite:
+                    raise LossNotFinite(
+                        f"the loss became NaN/inf at step {int(bad)}; stopped without saving. The last good "
+                        f"checkpoint (step {last_good}) is in {os.path.join(workdir, 'checkpoints')}"
+                    )
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                values["lr"] = float(schedule(config.optim, loader.steps_per_epoch, total)(step))
+                values["steps_per_s"] = (done - start) / (time.monotonic() - t0)
+                writer.scalars(done, values)
+            if done % config.checkpoint_every == 0 or done == total:
+                ckpt.save(done, state)
+                last_good = done
+            progress.update()
+    finally:
+        writer.close()
     loader.log_unreadable("train")
 
     params = merge(state.trainable, frozen)

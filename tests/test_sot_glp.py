@@ -537,12 +537,34 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_pa
         return Method(base.params, base.trainable, loss, base.scorer, state={"calls": jnp.zeros((), jnp.int32)})
 
     monkeypatch.setitem(sys.modules, "jaxood.methods.nan_after_three", types.SimpleNamespace(build=build))
-    config = small_config(tiny_hf[0], tmp_path, num_steps=6, checkpoint_every=1, log_every=3)
+    config = small_config(tiny_hf[0], tmp_path, num_steps=6, checkpoint_every=1, log_every=3, tensorboard=True)
     config.method = "nan_after_three"
     with pytest.raises(FloatingPointError, match=r"NaN/inf at step 3; .*last good checkpoint \(step 3\)"):
         trainer.train(config, str(tmp_path / "run"))
     step, params = _final_trainable(tmp_path / "run")
     assert step == 3 and all(np.isfinite(v).all() for v in params.values())
+    # The curve up to the NaN is on disk for a caller that goes on (a sweep): steps 1-3 (checkpoint steps are
+    # logged too) in both logs.
+    logged = {r["step"]: r["loss"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").open())}
+    assert list(logged) == [1, 2, 3] and np.isfinite(list(logged.values())).all()
+    assert _tensorboard_scalars(tmp_path / "run" / "tb", "loss") == pytest.approx(logged)
+
+
+def _tensorboard_scalars(folder, tag) -> dict[int, float]:
+    """{step: value} of `tag` in the TensorBoard event files in `folder` (TFRecord framing: length, crc, data, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    found = {}
+    for path in sorted(folder.iterdir()):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            n = int.from_bytes(data[i : i + 8], "little")
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            for value in event.summary.value:
+                if value.tag == tag:
+                    found[event.step] = value.simple_value
+    return found
 
 
 def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
