@@ -8,6 +8,8 @@ score, then writes to the workdir:
   package versions.
 - `results.md`: tables laid out like the papers' (rows = method / score,
   columns = OOD sets and their average).
+- `scores.npz`: every example's scores, predictions, label and index in its
+  dataset, per set, which the tables were computed from.
 - `hist_<score>.png` (ID vs each OOD set, with the 95% TPR threshold) and
   `roc_<score>.png`.
 
@@ -174,7 +176,8 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
 
 
 def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int, mesh) -> dict:
-    """Scores of every example of `source` once: {row: (N,) array, "pred", "label", "unreadable"}."""
+    """Scores of every readable example of `source` once: {row: (N,) array, "pred/<method>", "label", "index" (the
+    example's position in `source`), "unreadable" (how many were not)}."""
     loader = Loader(source, transform, batch_size, mesh=mesh)
     progress = Progress(label, len(source), "images")
     chunks: dict[str, list[np.ndarray]] = {}
@@ -183,7 +186,7 @@ def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int
         out = scorer(batch["image"])
         out.update(label=batch["label"], mask=batch["mask"], index=batch["index"])
         host = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
-        keep, real = np.asarray(host.pop("mask")), np.asarray(host.pop("index")) >= 0  # index -1: padding
+        keep, real = np.asarray(host.pop("mask")), np.asarray(host["index"]) >= 0  # index -1: padding
         for k, v in host.items():
             chunks.setdefault(k, []).append(np.asarray(v)[keep])
         unreadable += int((real & ~keep).sum())
@@ -283,6 +286,7 @@ def evaluate(
         if kept := report.keep_earlier(workdir):
             print(f"the earlier report in {workdir} moved to {kept}", flush=True)
         md = report.write(workdir, results)
+        report.write_scores(workdir, {"id": id_out, **ood_outs})
         if config.plots:
             report.plots(workdir, results["ood"], id_out, ood_outs)
         print(md, flush=True)

@@ -65,7 +65,7 @@ def markdown(results: dict) -> str:
 
 
 EARLIER = "earlier_results"
-RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
+RESULTS_JSON, RESULTS_MD, SCORES = "results.json", "results.md", "scores.npz"
 PLOT_KINDS = ("hist", "roc")  # one figure of each per score row
 PLOT_NAME = "{kind}_{name}.png"  # name: the row's slug (plot_file), or a glob
 
@@ -80,8 +80,18 @@ def write(workdir: str, results: dict) -> str:
     return md
 
 
+def write_scores(workdir: str, outs: dict[str, dict]) -> None:
+    """`scores.npz`: per set ("id", then the OOD sets) and example, what the metrics were computed from.
+
+    Keys are "<set>/<row>" (e.g. "near/zero-shot / MCM"), "<set>/pred/<method>", "<set>/label" and "<set>/index",
+    the example's position in its dataset (an undecodable example has no entry).
+    """
+    arrays = {f"{name}/{key}": value for name, out in outs.items() for key, value in out.items() if key != "unreadable"}
+    np.savez_compressed(os.path.join(workdir, SCORES), **arrays)
+
+
 def keep_earlier(workdir: str) -> str | None:
-    """Move the report an earlier evaluation left in `workdir` (results.json / .md, hist_* / roc_* plots) into
+    """Move the report an earlier evaluation left in `workdir` (results.json / .md, scores.npz, plots) into
     `workdir/earlier_results/<UTC time of its results.json>/`, so that re-evaluating (another OOD benchmark, more
     steps, other scores) loses nothing. Returns that folder, or None when there was no report."""
     earlier = os.path.join(workdir, RESULTS_JSON)
@@ -93,7 +103,7 @@ def keep_earlier(workdir: str) -> str | None:
         n += 1
         dest = os.path.join(workdir, EARLIER, f"{stamp}-{n}")
     os.makedirs(dest)
-    for pattern in (RESULTS_JSON, RESULTS_MD, *(PLOT_NAME.format(kind=kind, name="*") for kind in PLOT_KINDS)):
+    for pattern in (RESULTS_JSON, RESULTS_MD, SCORES, *(PLOT_NAME.format(kind=kind, name="*") for kind in PLOT_KINDS)):
         for name in glob.glob(pattern, root_dir=workdir):
             os.replace(os.path.join(workdir, name), os.path.join(dest, name))
     return dest

@@ -49,6 +49,17 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
     assert res["versions"]["jax"]
     md = (tmp_path / "run1" / "results.md").read_text()
     assert "| zero-shot / GL-MCM |" in md and "Avg FPR95" in md
+    # scores.npz holds what the table was computed from: its metrics again, exactly, from the saved scores.
+    with np.load(tmp_path / "run1" / "scores.npz") as saved:
+        scores = dict(saved)
+    for name, n in res["counts"].items():
+        np.testing.assert_array_equal(scores[f"{name}/index"], np.arange(n))
+        assert scores[f"{name}/label"].shape == scores[f"{name}/pred/zero-shot"].shape == (n,)
+    for row, per_set in rows.items():
+        for name in ("near", "far", "spurious"):
+            assert metrics.ood_metrics(scores[f"id/{row}"], scores[f"{name}/{row}"]) == per_set[name]
+    labels = scores["id/label"]
+    assert res["id_accuracy"]["zero-shot"] == np.mean(scores["id/pred/zero-shot"] == labels)
     assert "cached text features" not in first.stdout
     # The second run reads every text feature (classes and WordNet candidates) from the cache, and keeps the first
     # run's report, which was in the same workdir.
@@ -61,7 +72,8 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
     assert res2["ood"] == res["ood"]
     (kept,) = (tmp_path / "run1" / "earlier_results").iterdir()
     assert f"moved to {kept}" in second.stdout
-    assert sorted(os.listdir(kept)) == [f for f in files if f.startswith(("results.", "hist_", "roc_"))]
+    assert sorted(os.listdir(kept)) == [f for f in files if f.startswith(("results.", "scores.", "hist_", "roc_"))]
+    assert "scores.npz" in files
     assert json.loads((kept / "results.json").read_text()) == res and (kept / "results.md").read_text() == md
 
 

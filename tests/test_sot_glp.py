@@ -388,6 +388,9 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     assert "Undecodable images skipped (masked out): broken 2" in (tmp_path / "hosts" / "results.md").read_text()
     assert results[0]["counts"] == results[1]["counts"]  # every image once
     _assert_same_results(results[0], results[1], "hosts")
+    with np.load(tmp_path / "hosts" / "scores.npz") as scores:  # each score next to its image's position
+        np.testing.assert_array_equal(scores["broken/index"], [0, 1, 2, 3, 4, 7])
+        np.testing.assert_array_equal(scores["id/index"], np.arange(36))
 
 
 def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_path):
