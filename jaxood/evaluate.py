@@ -240,8 +240,14 @@ def text_cache_dir(config: ml_collections.ConfigDict) -> str:
 
 
 def _check_settings(config: ml_collections.ConfigDict) -> None:
-    """The settings evaluation reads only at its end (scores, prompt, cache folder, batch)."""
+    """The settings evaluation reads only at its end (scores, OOD set names, prompt, cache folder, batch)."""
     zero_shot_score_names(config)
+    reserved = {"id", "mean"} & set(config.ood_datasets)  # the ID set's and the average's names in the results
+    if not config.ood_datasets or reserved:
+        raise InvalidInput(
+            f"config.ood_datasets names {f'an OOD set {sorted(reserved)}' if reserved else 'no OOD set'}: name at "
+            "least one, none of them 'id' or 'mean', which the results use for the ID set and the average"
+        )
     fields = [field for _, field, _, _ in string.Formatter().parse(config.mcm_template) if field is not None]
     if fields != [""]:
         raise InvalidInput(f"mcm_template {config.mcm_template!r} needs exactly one {{}}, where the class name goes")

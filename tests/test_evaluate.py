@@ -245,6 +245,8 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
         ("cache_dir", "gs://bucket/cache", "gs://bucket/cache' is a URL"),
         ("scores", "mcm,glmcm", "'glmcm'"),
         ("mcm_template", "a photo of a {name}.", "needs exactly one {}"),
+        ("ood_datasets", {}, "names no OOD set"),
+        ("ood_datasets", {"mean": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r"an OOD set \['mean'\]"),
     ],
 )
 def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, message, tmp_path, monkeypatch):
