@@ -95,6 +95,14 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
         )
 
 
+def check_loop_settings(config: ml_collections.ConfigDict) -> None:
+    """The training loop's counts, before any work: 0 used to fail with a ZeroDivisionError after the step compiled
+    (`log_every`, `checkpoint_every`), or to keep no checkpoint at all, silently (`keep_checkpoints`)."""
+    for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
+        if not (isinstance(config[key], int) and config[key] >= 1):
+            raise InvalidInput(f"{key} must be a whole number of at least 1, got {config[key]!r}")
+
+
 # ------------------------------------------------------------ param partition
 
 
@@ -282,6 +290,7 @@ class MetricWriter:
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
+    check_loop_settings(config)
     distributed.maybe_initialize()
     os.makedirs(workdir, exist_ok=True)
     # Input first: a missing dataset fails before any model work.

@@ -622,12 +622,16 @@ def test_schedule_warmup_and_per_epoch_cosine():
         ("sot_glp.local_reduction", "max", "sot_glp.local_reduction must be one of .* got 'max'"),
         ("method", "sotglp", r"config.method 'sotglp' is not one of \['clip_pretrain', 'sot_glp'\]"),
         ("dtype", "fp16", "dtype 'fp16' is not one of"),
+        ("log_every", 0, "log_every must be a whole number of at least 1, got 0"),
+        ("checkpoint_every", 0, "checkpoint_every must be a whole number of at least 1, got 0"),
+        ("keep_checkpoints", 0, "keep_checkpoints must be a whole number of at least 1, got 0"),
     ],
 )
-def test_misspelt_mode_fails_before_training(key, value, message, tmp_path):
+def test_misspelt_mode_or_zero_count_fails_before_training(key, value, message, tmp_path):
     """A misspelt prediction mode used to train and evaluate with the paper's prediction, silently; a misspelt
     local reduction failed inside the first traced step as a bare ValueError, a method as ModuleNotFoundError and a
-    dtype as TypeError, with tracebacks instead of the allowed values."""
+    dtype as TypeError, with tracebacks instead of the allowed values. A log or checkpoint interval of 0 failed
+    with a ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently."""
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):
