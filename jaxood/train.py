@@ -388,10 +388,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
             if done % config.log_every == 0 or done == total or done % config.checkpoint_every == 0:
                 finite, bad = jax.device_get((state.finite, state.bad_step))
                 if not finite:
-                    raise LossNotFinite(
-                        f"the loss became NaN/inf at step {int(bad)}; stopped without saving. The last good "
-                        f"checkpoint (step {last_good}) is in {os.path.join(workdir, 'checkpoints')}"
+                    kept = (
+                        f"The last good checkpoint (step {last_good}) is in {_checkpoint_dir(workdir)}"
+                        if last_good
+                        else f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
                     )
+                    raise LossNotFinite(f"the loss became NaN/inf at step {int(bad)}; stopped without saving. {kept}")
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 values["lr"] = float(schedule(config.optim, loader.steps_per_epoch, total)(step))
                 values["steps_per_s"] = (done - start) / (time.monotonic() - t0)

@@ -551,6 +551,13 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_pa
     logged = {r["step"]: r["loss"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").open())}
     assert list(logged) == [1, 2, 3] and np.isfinite(list(logged.values())).all()
     assert _tensorboard_scalars(tmp_path / "run" / "tb", "loss") == pytest.approx(logged)
+    # Before the first checkpoint there is none to point to (the message used to name one at step 0).
+    config.checkpoint_every, config.tensorboard = 10, False
+    with pytest.raises(
+        FloatingPointError, match=r"step 3; .*\. No checkpoint was saved before it \(checkpoint_every 10\)"
+    ):
+        trainer.train(config, str(tmp_path / "early"))
+    assert os.listdir(tmp_path / "early" / "checkpoints") == []
 
 
 def _tensorboard_scalars(folder, tag) -> dict[int, float]:
