@@ -103,6 +103,21 @@ def check_loop_settings(config: ml_collections.ConfigDict) -> None:
             raise InvalidInput(f"{key} must be a whole number of at least 1, got {config[key]!r}")
 
 
+def check_same_classes(train: tuple[str, ...], test: tuple[str, ...]) -> None:
+    """The training set's classes are the ID test set's, in the same order: the trained method's predictions are
+    indices into the first, ID accuracy compares them with labels that index the second."""
+    if tuple(train) == tuple(test):
+        return
+    i = next((i for i, (a, b) in enumerate(zip(train, test)) if a != b), min(len(train), len(test)))
+    at = lambda names: repr(names[i]) if i < len(names) else "none"  # noqa: E731
+    raise InvalidInput(
+        f"the training set has {len(train)} classes and the ID test set {len(test)}, and they differ from class {i} "
+        f"on ({at(train)} in training, {at(test)} in the test set). The trained method predicts the training "
+        "classes, so its ID accuracy would compare them with the wrong labels. Give both the same classes in the "
+        "same order (train_dataset and id_dataset)."
+    )
+
+
 # ------------------------------------------------------------ param partition
 
 
@@ -296,6 +311,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     # Input first: a missing dataset fails before any model work.
     train_source = make_source(config.train_dataset)
     eval_inputs = evaluation.open_inputs(config)
+    caption_length = config.get("caption_length", 0)
+    if not caption_length:  # the trained method predicts the training classes, and is scored on the ID labels
+        check_same_classes(train_source.class_names, eval_inputs[0].class_names)
     try:
         method_module = importlib.import_module(f"jaxood.methods.{config.method}")
     except ModuleNotFoundError as err:
@@ -317,7 +335,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     else:
         model, clip_params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
     class_names = train_source.class_names
-    caption_length = config.get("caption_length", 0)
     # Image-text training learns from every captioned image, object-free ones (label -1) included.
     if caption_length:
         indices = np.arange(len(train_source))

@@ -632,15 +632,32 @@ def test_schedule_warmup_and_per_epoch_cosine():
         ("log_every", 0, "log_every must be a whole number of at least 1, got 0"),
         ("checkpoint_every", 0, "checkpoint_every must be a whole number of at least 1, got 0"),
         ("keep_checkpoints", 0, "keep_checkpoints must be a whole number of at least 1, got 0"),
+        (
+            "train_dataset.split",
+            "fine_grained_train",
+            r"the training set has 9 classes and the ID test set 12, and they differ from class 0 on \('square' in "
+            r"training, 'circle' in the test set\)",
+        ),
     ],
 )
-def test_misspelt_mode_or_zero_count_fails_before_training(key, value, message, tmp_path):
+def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     """A misspelt prediction mode used to train and evaluate with the paper's prediction, silently; a misspelt
     local reduction failed inside the first traced step as a bare ValueError, a method as ModuleNotFoundError and a
     dtype as TypeError, with tracebacks instead of the allowed values. A log or checkpoint interval of 0 failed
-    with a ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently."""
+    with a ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently. Training
+    on other classes than the ID test set's scored the predictions against the wrong labels, silently."""
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):
         trainer.train(load_config("demo", **{key: value}), str(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_class_mismatch_names_the_first_difference():
+    from jaxood.errors import InvalidInput
+
+    trainer.check_same_classes(("cat", "dog"), ("cat", "dog"))
+    with pytest.raises(InvalidInput, match=r"has 2 classes and the ID test set 3, .* from class 2 on \(none in tr"):
+        trainer.check_same_classes(("cat", "dog"), ("cat", "dog", "fox"))
+    with pytest.raises(InvalidInput, match=r"differ from class 1 on \('dog' in training, 'fox' in the test set\)"):
+        trainer.check_same_classes(("cat", "dog"), ("cat", "fox"))
