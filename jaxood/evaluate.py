@@ -271,6 +271,14 @@ def evaluate(
     inputs: tuple[Source, dict[str, Source]] | None = None,
 ) -> dict:
     """Run the evaluation of `config` and write the report into `workdir` (`inputs`: `open_inputs(config)`)."""
+    if scorer is None and "method" in config:
+        raise InvalidInput(
+            f"{config.method!r} in this config is a training method, but jaxood.evaluate scores a CLIP as it is "
+            "(the zero-shot rows), and would replace the trained report in the workdir with those. To evaluate a "
+            "trained run, run `python -m jaxood.train` with its config and --workdir: it resumes at its last "
+            "checkpoint and evaluates it (the evaluation settings may change). For zero-shot rows alone use "
+            "configs/zeroshot.py."
+        )
     distributed.maybe_initialize()
     id_source, ood_sources = inputs or open_inputs(config)
     if model is None:

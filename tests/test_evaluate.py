@@ -83,6 +83,18 @@ def test_evaluate_rejects_unknown_config_key(tiny_hf, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_training_config_is_refused_before_work(tmp_path):
+    """Evaluating a training config used to score the CLIP zero-shot and move the trained run's report aside."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text("{}")
+    cmd = [sys.executable, "-m", "jaxood.evaluate", "--config=configs/sot_glp.py:demo", f"--workdir={run}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "'sot_glp' in this config is a training method" in out.stderr
+    assert "run `python -m jaxood.train` with its config and --workdir" in out.stderr
+    assert sorted(os.listdir(run)) == ["results.json"]
+
+
 def test_workdir_url_is_refused_before_work(tiny_hf, tmp_path):
     out = _evaluate("gs://bucket/run", tiny_hf[0], tmp_path / "c")
     assert out.returncode != 0 and "--workdir must be a folder of the local file system, not a URL" in out.stderr
