@@ -397,13 +397,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard)
     progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start
+    lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
     t0 = time.monotonic()
     try:  # closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller going on
         for step, batch in zip(range(start, total), batches):
             state, metrics = step_fn(state, frozen, batch)
             done = step + 1
-            if done % config.log_every == 0 or done == total or done % config.checkpoint_every == 0:
-                finite, bad = jax.device_get((state.finite, state.bad_step))
+            save = done % config.checkpoint_every == 0 or done == total
+            if save or done % config.log_every == 0:  # a step saved is checked (and logged) first
+                finite, bad, metrics = jax.device_get((state.finite, state.bad_step, metrics))
                 if not finite:
                     kept = (
                         f"The last good checkpoint (step {last_good}) is in {_checkpoint_dir(workdir)}"
@@ -411,11 +413,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
                         else f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
                     )
                     raise LossNotFinite(f"the loss became NaN/inf at step {int(bad)}; stopped without saving. {kept}")
-                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                values["lr"] = float(schedule(config.optim, loader.steps_per_epoch, total)(step))
+                values = {k: float(v) for k, v in metrics.items()}
+                values["lr"] = float(lr_at(step))
                 values["steps_per_s"] = (done - start) / (time.monotonic() - t0)
                 writer.scalars(done, values)
-            if done % config.checkpoint_every == 0 or done == total:
+            if save:
                 ckpt.save(done, state)
                 last_good = done
             progress.update()
