@@ -31,6 +31,10 @@ class LossNotFinite(UserError, FloatingPointError):
     """Training stopped at a NaN/inf loss; the last good checkpoint is kept."""
 
 
+class Preempted(UserError):
+    """Training stopped at a preemption notice (SIGTERM) after saving a checkpoint; the same command resumes it."""
+
+
 def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
     """`main` for a command line: a `UserError` prints `error: <message>` on stderr and returns exit status 1."""
 

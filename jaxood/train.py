@@ -13,7 +13,8 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   may change on resume; any other difference from `DIR/config.json` is refused
   before any work (`check_resume`). The loss is checked on device every step,
   and a NaN/inf stops the run naming the step, without saving, so the last
-  checkpoint stays good;
+  checkpoint stays good. A preemption notice (SIGTERM) saves the step it
+  ends at and stops the run (`jaxood.preemption`);
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`), progress with ETA,
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
   the zero-shot baseline rows.
@@ -24,6 +25,7 @@ Multi-host: `jax.distributed.initialize()` runs when the launcher says so
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import json
@@ -50,10 +52,11 @@ from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
-from jaxood.errors import InvalidInput, LossNotFinite
+from jaxood.errors import InvalidInput, LossNotFinite, Preempted
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.models.convert import check_tree
+from jaxood.preemption import PreemptionNotice
 from jaxood.progress import Progress
 
 # ------------------------------------------------------------------- resume
@@ -394,16 +397,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         first = next(batches)
         step_fn = compile_within_memory(step_fn, state, frozen, first, fixes=method.memory_fixes)
         batches = itertools.chain([first], batches)
-    writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard)
     progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start
     lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
     t0 = time.monotonic()
-    try:  # closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller going on
+    # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
+    # going on. A preemption notice (SIGTERM) saves the step it ends at and stops (jaxood.preemption).
+    writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard)
+    with PreemptionNotice() as preemption, contextlib.closing(writer):
         for step, batch in zip(range(start, total), batches):
             state, metrics = step_fn(state, frozen, batch)
             done = step + 1
-            save = done % config.checkpoint_every == 0 or done == total
+            stop = preemption.reached(done)
+            save = stop or done % config.checkpoint_every == 0 or done == total
             if save or done % config.log_every == 0:  # a step saved is checked (and logged) first
                 finite, bad, metrics = jax.device_get((state.finite, state.bad_step, metrics))
                 if not finite:
@@ -421,8 +427,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
                 ckpt.save(done, state)
                 last_good = done
             progress.update()
-    finally:
-        writer.close()
+            if stop:
+                raise Preempted(
+                    f"stopped at step {done} of {total} by a preemption notice (SIGTERM), after saving its "
+                    f"checkpoint in {_checkpoint_dir(workdir)}. Run the same command again to resume from it."
+                )
     loader.log_unreadable("train")
 
     params = merge(state.trainable, frozen)

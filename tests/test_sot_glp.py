@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from test_ot import np_sinkhorn
 
 from jaxood import train as trainer
 from jaxood.data.pipeline import data_mesh
+from jaxood.errors import Preempted
 from jaxood.methods import sot_glp
 from jaxood.models import clip
 from jaxood.models.convert import CheckpointMismatch
@@ -305,11 +307,11 @@ def _one_device_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
 
 
-def _run_two_hosts(command: list[str]) -> list[str]:
-    """`command` run as two hosts of one job, as `launch/slurm_gpu.sbatch` starts them; their outputs."""
+def _start_two_hosts(command: list[str]) -> list[subprocess.Popen]:
+    """`command` started as two hosts of one job, as `launch/slurm_gpu.sbatch` starts them; output and errors piped."""
     slurm = {"JAXOOD_DISTRIBUTED": "1", "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_NTASKS": "2"}
     slurm["SLURM_STEP_NODELIST"] = "localhost"
-    hosts = [
+    return [
         subprocess.Popen(
             command,
             env=_one_device_env() | slurm | {"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
@@ -320,6 +322,11 @@ def _run_two_hosts(command: list[str]) -> list[str]:
         )
         for i in range(2)
     ]
+
+
+def _run_two_hosts(command: list[str]) -> list[str]:
+    """`command` run as two hosts of one job; their outputs."""
+    hosts = _start_two_hosts(command)
     logs = [host.communicate(timeout=600)[0] for host in hosts]
     assert [host.returncode for host in hosts] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     return logs
@@ -431,6 +438,37 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     results = {w: json.loads((tmp_path / w / "results.json").read_text()) for w in ("one", "hosts", "hosts_on_one")}
     for w in ("hosts", "hosts_on_one"):
         _assert_same_results(results[w], results["one"], w)
+
+
+def test_sigterm_on_one_host_saves_one_step_on_every_host_and_stops_them(tiny_hf, tmp_path):
+    """Two hosts as in the test above; SIGTERM reaches the second alone (a preempted VM of a pod). JAX's preemption
+    service tells the first, both save the same step and stop there, each saying so. Before, JAX's service caught
+    the signal and noted it, and both hosts trained on (here to the end; on a cluster until the scheduler's
+    SIGKILL, losing every step since the last checkpoint). A long run, so the agreement (asynchronous: some steps
+    later; 12 here) comes well before its end; the rerun of the same command is the resume path of the test above."""
+    import signal
+
+    total = 400
+    overrides = small_overrides(tiny_hf[0], tmp_path, num_steps=total, checkpoint_every=total, eval_zero_shot=False)
+    command = [
+        sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={tmp_path / 'run'}",
+        *(f"--config.{k}={v}" for k, v in overrides.items()),
+    ]  # fmt: skip
+    hosts = _start_two_hosts(command)
+    first = []
+    for line in hosts[0].stdout:  # until the job is training
+        first.append(line)
+        if line.startswith("[step 2]"):
+            hosts[1].send_signal(signal.SIGTERM)
+            break
+    logs = ["".join(first) + hosts[0].communicate(timeout=600)[0], hosts[1].communicate(timeout=600)[0]]
+    assert [host.returncode for host in hosts] == [1, 1], logs[0][-3000:] + logs[1][-3000:]
+    stops = [re.findall(r"error: stopped at step (\d+) of 400 by a preemption notice", log) for log in logs]
+    assert len(stops[0]) == 1 and stops[0] == stops[1], logs
+    step = int(stops[0][0])
+    assert 2 < step < total and os.listdir(tmp_path / "run" / "checkpoints") == [str(step)]
+    logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert logged == list(range(1, step + 1))
 
 
 # ------------------------------------------------------------------ trainer
@@ -558,6 +596,33 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_pa
     ):
         trainer.train(config, str(tmp_path / "early"))
     assert os.listdir(tmp_path / "early" / "checkpoints") == []
+
+
+def test_sigterm_saves_the_step_it_ends_at_and_stops_and_the_same_command_resumes(tiny_hf, tmp_path, monkeypatch):
+    """A preemption notice (SIGTERM, here sent by the process to itself while step 2 is logged) makes the step that
+    ends next save and stop the run, with no checkpoint due then (`checkpoint_every` 10). Before, SIGTERM killed
+    the run and every step since the last checkpoint was lost. SIGTERM's handler is the previous one again after."""
+    import signal
+
+    config = small_config(tiny_hf[0], tmp_path, num_steps=6, checkpoint_every=10, eval_zero_shot=False)
+    scalars = trainer.MetricWriter.scalars
+
+    def scalars_then_sigterm(writer, step, values):
+        scalars(writer, step, values)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    run = tmp_path / "run"
+    with pytest.raises(Preempted, match=r"stopped at step 3 of 6 by a preemption notice \(SIGTERM\), after saving"):
+        trainer.train(config, str(run))
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert os.listdir(run / "checkpoints") == ["3"] and not (run / "results.json").exists()
+    monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars)
+    trainer.train(config, str(run))
+    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
+    assert logged == [1, 2, 3, 4, 5, 6] and (run / "results.json").exists()
 
 
 def _tensorboard_scalars(folder, tag) -> dict[int, float]:
