@@ -46,7 +46,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 import jaxood.methods
-from jaxood import distributed
+from jaxood import distributed, settings
 from jaxood import evaluate as evaluation
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
@@ -98,12 +98,43 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
         )
 
 
-def check_loop_settings(config: ml_collections.ConfigDict) -> None:
-    """The training loop's counts, before any work: 0 used to fail with a ZeroDivisionError after the step compiled
-    (`log_every`, `checkpoint_every`), or to keep no checkpoint at all, silently (`keep_checkpoints`)."""
-    for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
-        if not (isinstance(config[key], int) and config[key] >= 1):
-            raise InvalidInput(f"{key} must be a whole number of at least 1, got {config[key]!r}")
+# Each optimiser setting's range, for the base settings and a group's overrides (`optim.groups.<group>.<key>`).
+OPTIM_RANGES = {
+    "lr": {"least": 0}, "min_lr": {"least": 0}, "warmup_epochs": {"least": 0}, "weight_decay": {"least": 0},
+    "clip_norm": {"least": 0}, "momentum": {"least": 0, "below": 1}, "b1": {"least": 0, "below": 1},
+    "b2": {"least": 0, "below": 1},
+}  # fmt: skip
+
+
+def check_train_settings(config: ml_collections.ConfigDict) -> None:
+    """The trainer's own values, before any work. Out of range they used to fail late or run silently: an interval
+    of 0 with a ZeroDivisionError once the step had compiled (`log_every`, `checkpoint_every`, `batch_size`),
+    0 checkpoints kept by deleting each (`keep_checkpoints`), 0 steps by evaluating the untrained method, -1 shots
+    by taking all but one image per class, a reversed crop scale or a negative seed with NumPy's errors, a
+    misspelt optimiser override by being ignored."""
+    for key in ("log_every", "checkpoint_every", "keep_checkpoints", "batch_size"):
+        settings.whole(config, key, 1)
+    settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
+    settings.whole(config, "shots", 0)
+    if settings.whole(config, "num_steps", 0) == 0 and settings.whole(config, "epochs", 0) == 0:
+        raise InvalidInput("num_steps and epochs are both 0, which trains no step: set one of them to at least 1")
+    scale = tuple(config.augment.scale)
+    if not (len(scale) == 2 and all(isinstance(v, int | float) for v in scale) and 0 < scale[0] <= scale[1] <= 1):
+        raise InvalidInput(
+            f"augment.scale must be (low, high) with 0 < low <= high <= 1, the crops' areas as fractions of the "
+            f"image's; got {scale!r}"
+        )
+    for key in OPTIM_RANGES:
+        settings.number(config, f"optim.{key}", **OPTIM_RANGES[key])
+    for group, overrides in config.optim.get("groups", {}).items():
+        for key in overrides.keys():
+            if key not in config.optim or key == "groups":
+                raise InvalidInput(
+                    f"optim.groups.{group}.{key}: {key!r} is not an optimiser setting; a group may override "
+                    f"{sorted(set(config.optim.keys()) - {'groups'})}"
+                )
+            if key in OPTIM_RANGES:
+                settings.number(config, f"optim.groups.{group}.{key}", **OPTIM_RANGES[key])
 
 
 def check_same_classes(train: tuple[str, ...], test: tuple[str, ...]) -> None:
@@ -190,11 +221,16 @@ def _group_tx(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.Gradi
 
 def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
     """optax.multi_transform over the trainable leaves' groups (`config.optim` per group, overrides in `groups`)."""
-    txs = {}
-    for group in set(jax.tree.leaves(labels)):
+    groups, txs = sorted(set(jax.tree.leaves(labels))), {}
+    unknown = sorted(set(config.optim.get("groups", {}).keys()) - set(groups))
+    if unknown:
+        raise InvalidInput(
+            f"optim.groups overrides {unknown}, but {config.method}'s trainable parameters are in {groups}: the "
+            "overrides would be ignored. Name one of those groups."
+        )
+    for group in groups:
         opt = ml_collections.ConfigDict(config.optim.to_dict())
-        overrides = config.optim.groups.get(group, {}) if "groups" in config.optim else {}
-        for k, v in dict(overrides).items():
+        for k, v in dict(config.optim.get("groups", {}).get(group, {})).items():
             opt[k] = v
         txs[group] = _group_tx(opt, schedule(opt, steps_per_epoch, total_steps))
     tx = optax.multi_transform(txs, labels)
@@ -308,7 +344,7 @@ class MetricWriter:
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
-    check_loop_settings(config)
+    check_train_settings(config)
     distributed.maybe_initialize()
     os.makedirs(workdir, exist_ok=True)
     # Input first: a missing dataset fails before any model work.
@@ -347,6 +383,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     loader = Loader(
         train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh, caption_length=caption_length
     )
+    if not loader.steps_per_epoch:  # epochs would make 0 steps (and evaluate the untrained method), silently
+        raise InvalidInput(
+            f"{len(indices)} training images are fewer than one batch (batch_size {config.batch_size}): lower "
+            "batch_size, or train on more images"
+        )
     total = config.num_steps or config.epochs * loader.steps_per_epoch
     per = "all" if caption_length else f"{config.shots or 'all'} per class"
     distributed.log(

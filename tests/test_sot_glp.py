@@ -697,6 +697,22 @@ def test_schedule_warmup_and_per_epoch_cosine():
         ("log_every", 0, "log_every must be a whole number of at least 1, got 0"),
         ("checkpoint_every", 0, "checkpoint_every must be a whole number of at least 1, got 0"),
         ("keep_checkpoints", 0, "keep_checkpoints must be a whole number of at least 1, got 0"),
+        ("batch_size", 0, "batch_size must be a whole number of at least 1, got 0"),
+        ("eval_batch_size", 0, r"eval_batch_size 0 does not split over 1 devices: use a positive multiple of 1"),
+        ("batch_size", 256, r"192 training images are fewer than one batch \(batch_size 256\): lower batch_size"),
+        ("epochs", 0, "num_steps and epochs are both 0, which trains no step"),
+        ("shots", -1, "shots must be a whole number of at least 0, got -1"),
+        ("seed", -3, "seed must be a whole number from 0 to 4294967295, got -3"),
+        ("augment.scale", (0.5, 0.1), r"augment.scale must be \(low, high\) with 0 < low <= high <= 1"),
+        ("optim.lr", -1.0, "optim.lr must be a number >= 0, got -1.0"),
+        ("optim.momentum", 1.0, "optim.momentum must be a number >= 0 and < 1, got 1.0"),
+        ("optim.groups", {"prompts": {"lrr": 0.1}}, r"optim.groups.prompts.lrr: 'lrr' is not an optimiser setting"),
+        ("optim.groups", {"prompts": {"lr": -0.1}}, r"optim.groups.prompts.lr must be a number >= 0, got -0.1"),
+        ("optim.groups", {"promts": {"lr": 0.1}}, r"optim.groups overrides \['promts'\], but sot_glp's trainable"),
+        ("sot_glp.n_global", 0, "sot_glp.n_global must be a whole number of at least 1, got 0"),
+        ("sot_glp.top_k", 65, "sot_glp.top_k must be a whole number from 1 to 64, got 65"),
+        ("sot_glp.tau", 0.0, "sot_glp.tau must be a number > 0, got 0.0"),
+        ("sot_glp.prompt_chunk", -1, "sot_glp.prompt_chunk must be a whole number of at least 0, got -1"),
         (
             "train_dataset.split",
             "fine_grained_train",
@@ -710,7 +726,11 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     local reduction failed inside the first traced step as a bare ValueError, a method as ModuleNotFoundError and a
     dtype as TypeError, with tracebacks instead of the allowed values. A log or checkpoint interval of 0 failed
     with a ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently. Training
-    on other classes than the ID test set's scored the predictions against the wrong labels, silently."""
+    on other classes than the ID test set's scored the predictions against the wrong labels, silently. So did
+    0 epochs, or a batch larger than the training set (both made 0 steps), and -1 shots (all but one image per
+    class) and a misspelt optimiser override or group (ignored) ran silently; a batch of 0, 0 global prompts and
+    more patches than the image has failed in the step or the loader with Python's or JAX's errors, a reversed crop
+    scale and a negative seed with NumPy's."""
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxood import ot
+from jaxood import ot, settings
 from jaxood.data.pipeline import split_rows
 from jaxood.errors import InvalidInput
 from jaxood.evaluate import Scorer
@@ -125,11 +125,25 @@ class Prompts:
         return jnp.concatenate([names[:, :1], ctx.astype(names.dtype), names[:, 1 + self.n_ctx :]], axis=1)
 
 
-def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, class_names, mesh) -> Method:
+def check_settings(config: ml_collections.ConfigDict, num_patches: int) -> None:
+    """`config.sot_glp`'s values. Out of range they failed inside the traced step (0 prompts: a division by zero;
+    more patches than the image has: JAX's top_k) or trained on nothing (no patch, no Sinkhorn iteration)."""
     c = config.sot_glp
     for key, allowed in (("prediction", PREDICTIONS), ("local_reduction", LOCAL_REDUCTIONS)):
         if c[key] not in allowed:
             raise InvalidInput(f"sot_glp.{key} must be one of {allowed}, got {c[key]!r}")
+    for key in ("n_global", "n_local", "ot_iterations"):
+        settings.whole(config, f"sot_glp.{key}", 1)
+    settings.whole(config, "sot_glp.top_k", 1, num_patches)  # the image's patches
+    settings.whole(config, "sot_glp.prompt_chunk", 0)  # 0: all prompts at once
+    for key in ("ot_epsilon", "tau", "ood_temperature"):
+        settings.number(config, f"sot_glp.{key}", above=0)
+    settings.number(config, "sot_glp.lam", least=0)
+
+
+def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, class_names, mesh) -> Method:
+    check_settings(config, model.cfg.num_patches)
+    c = config.sot_glp
     n_classes, n_global, n_local = len(class_names), c.n_global, c.n_local
     init_ids = tokenize([c.init_text])
     n_ctx = int(init_ids.argmax(-1)[0]) - 1
@@ -157,8 +171,6 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
     class_index = np.concatenate([cls_global, cls_local])
     eot = jnp.asarray(prompts.eot[class_index])
     n_devices = mesh.devices.size
-    if c.prompt_chunk < 0:
-        raise InvalidInput(f"sot_glp.prompt_chunk must be 0 (all prompts at once) or positive, got {c.prompt_chunk}")
     per_device = -(-len(class_index) // n_devices)
     chunk = min(c.prompt_chunk or per_device, per_device)
     n_chunks = -(-per_device // chunk)

@@ -1,0 +1,42 @@
+"""Config values checked before the work that reads them: a bad one names its key, what it must be, and its value.
+
+Without these, a value out of range failed late with an error that named
+neither (a ZeroDivisionError after the step compiled, NumPy's "high - low < 0"
+from the crop sampler, JAX's top_k inside the traced step), or ran silently
+with a meaning nobody meant (0 training steps evaluated the untrained prompts;
+-1 shots took all but one image per class).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxood.errors import InvalidInput
+
+
+def whole(config: ml_collections.ConfigDict, key: str, least: int, most: int | None = None) -> int:
+    """`config[key]` (dotted) is a whole number in `[least, most]`; returned."""
+    value = _at(config, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least or (most is not None and value > most):
+        span = f"from {least} to {most}" if most is not None else f"of at least {least}"
+        raise InvalidInput(f"{key} must be a whole number {span}, got {value!r}")
+    return value
+
+
+def number(
+    config: ml_collections.ConfigDict, key: str, least: float | None = None, above: float | None = None, below=None
+) -> float:
+    """`config[key]` (dotted) is a real number `>= least`, `> above` and `< below` (each where given); returned."""
+    value = _at(config, key)
+    bounds = [(least, ">=", lambda v, b: v >= b), (above, ">", lambda v, b: v > b), (below, "<", lambda v, b: v < b)]
+    is_number = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
+    if not is_number or not all(ok(value, b) for b, _, ok in bounds if b is not None):
+        span = " and ".join(f"{op} {b}" for b, op, _ in bounds if b is not None)
+        raise InvalidInput(f"{key} must be a number {span}, got {value!r}")
+    return value
+
+
+def _at(config: ml_collections.ConfigDict, key: str):
+    for part in key.split("."):
+        config = config[part]
+    return config
