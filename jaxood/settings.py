@@ -24,7 +24,11 @@ def whole(config: ml_collections.ConfigDict, key: str, least: int, most: int | N
 
 
 def number(
-    config: ml_collections.ConfigDict, key: str, least: float | None = None, above: float | None = None, below=None
+    config: ml_collections.ConfigDict,
+    key: str,
+    least: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
 ) -> float:
     """`config[key]` (dotted) is a real number `>= least`, `> above` and `< below` (each where given); returned."""
     value = _at(config, key)

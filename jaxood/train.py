@@ -124,7 +124,7 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
             f"augment.scale must be (low, high) with 0 < low <= high <= 1, the crops' areas as fractions of the "
             f"image's; got {scale!r}"
         )
-    for key in OPTIM_RANGES:
+    for key in sorted(OPTIM_RANGES.keys() & config.optim.keys()):  # an optimiser reads only its own
         settings.number(config, f"optim.{key}", **OPTIM_RANGES[key])
     for group, overrides in config.optim.get("groups", {}).items():
         for key in overrides.keys():
