@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxood import distributed, report
+from jaxood import distributed, report, settings
 from jaxood.cache import DEFAULT_CACHE
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
@@ -253,6 +253,23 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
         raise InvalidInput(f"mcm_template {config.mcm_template!r} needs exactly one {{}}, where the class name goes")
     text_cache_dir(config)
     check_batch(config.eval_batch_size, data_mesh(), "eval_batch_size")
+    _check_score_settings(config)
+
+
+def _check_score_settings(config: ml_collections.ConfigDict) -> None:
+    """The zero-shot scores' values. Out of range they ran silently (a temperature of 0 gave NaN scores, a
+    `percent` above 1 kept every candidate) or failed once the negatives were mined (`percent` 0 kept none)."""
+    for key in ("mcm.temperature", "gl_mcm.temperature"):
+        settings.number(config, key, above=0)
+    settings.number(config, "gl_mcm.lambda_local", least=0)
+    for s in ("neglabel", "csp"):
+        settings.number(config, f"{s}.temperature", above=0)
+        settings.number(config, f"{s}.percent", above=0, most=1)  # of each word type's candidates
+        settings.number(config, f"{s}.eta", least=0, below=1)  # similarity quantile 1 - eta
+        settings.whole(config, f"{s}.n_groups", 1)
+        settings.whole(config, f"{s}.seed", 0, 2**32 - 1)
+        settings.whole(config, f"{s}.max_candidates", 0)
+    settings.number(config, "csp.max_id_similarity", least=-1, most=1)  # a cosine
 
 
 def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, Source]]:

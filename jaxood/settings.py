@@ -28,11 +28,18 @@ def number(
     key: str,
     least: float | None = None,
     above: float | None = None,
+    most: float | None = None,
     below: float | None = None,
 ) -> float:
-    """`config[key]` (dotted) is a real number `>= least`, `> above` and `< below` (each where given); returned."""
+    """`config[key]` (dotted) is a real number `>= least`, `> above`, `<= most` and `< below` (each where given);
+    returned."""
     value = _at(config, key)
-    bounds = [(least, ">=", lambda v, b: v >= b), (above, ">", lambda v, b: v > b), (below, "<", lambda v, b: v < b)]
+    bounds = [
+        (least, ">=", lambda v, b: v >= b),
+        (above, ">", lambda v, b: v > b),
+        (most, "<=", lambda v, b: v <= b),
+        (below, "<", lambda v, b: v < b),
+    ]
     is_number = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
     if not is_number or not all(ok(value, b) for b, _, ok in bounds if b is not None):
         span = " and ".join(f"{op} {b}" for b, op, _ in bounds if b is not None)

@@ -1,5 +1,6 @@
 """`python -m jaxood.evaluate` end to end on the toy world with a small random CLIP."""
 
+import functools
 import json
 import os
 import subprocess
@@ -259,11 +260,19 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
         ("mcm_template", "a photo of a {name}.", "needs exactly one {}"),
         ("ood_datasets", {}, "names no OOD set"),
         ("ood_datasets", {"mean": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r"an OOD set \['mean'\]"),
+        ("mcm.temperature", 0.0, r"mcm.temperature must be a number > 0, got 0.0"),
+        ("gl_mcm.lambda_local", -1.0, r"gl_mcm.lambda_local must be a number >= 0, got -1.0"),
+        ("neglabel.percent", 1.5, r"neglabel.percent must be a number > 0 and <= 1, got 1.5"),
+        ("csp.percent", 0.0, r"csp.percent must be a number > 0 and <= 1, got 0.0"),
+        ("neglabel.eta", 1.0, r"neglabel.eta must be a number >= 0 and < 1, got 1.0"),
+        ("csp.n_groups", 0, r"csp.n_groups must be a whole number of at least 1, got 0"),
     ],
 )
 def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, message, tmp_path, monkeypatch):
     """Evaluation reads these only at its end, after a whole training run: a gs:// text-feature cache used to become
-    a local folder `gs:`, and a misspelt score or prompt template failed after training. Now nothing starts."""
+    a local folder `gs:`, and a misspelt score or prompt template failed after training. A score's temperature of 0
+    gave NaN scores, a NegLabel/CSP `percent` above 1 kept every candidate, silently; `percent` 0 or 0 groups failed
+    after the candidates were encoded. Now nothing starts."""
     from conftest import load_config
 
     from jaxood.errors import InvalidInput
@@ -272,7 +281,8 @@ def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, messag
 
     monkeypatch.chdir(tmp_path)
     config = load_config("sot_glp" if entry == "train" else "zeroshot", "demo" if entry == "train" else "toy")
-    config[key] = value
+    *parents, last = key.split(".")
+    functools.reduce(lambda c, k: c[k], parents, config)[last] = value
     with pytest.raises(InvalidInput, match=message):
         (train if entry == "train" else evaluate)(config, str(tmp_path / "run"))
     assert not (tmp_path / "gs:").exists()
