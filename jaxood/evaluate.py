@@ -252,7 +252,7 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
     if fields != [""]:
         raise InvalidInput(f"mcm_template {config.mcm_template!r} needs exactly one {{}}, where the class name goes")
     text_cache_dir(config)
-    check_batch(config.eval_batch_size, data_mesh(), "eval_batch_size")
+    check_batch(settings.whole(config, "eval_batch_size", 1), data_mesh(), "eval_batch_size")
     _check_score_settings(config)
 
 

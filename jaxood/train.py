@@ -116,7 +116,8 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         settings.whole(config, key, 1)
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
     settings.whole(config, "shots", 0)
-    if settings.whole(config, "num_steps", 0) == 0 and settings.whole(config, "epochs", 0) == 0:
+    num_steps, epochs = settings.whole(config, "num_steps", 0), settings.whole(config, "epochs", 0)
+    if num_steps == epochs == 0:
         raise InvalidInput("num_steps and epochs are both 0, which trains no step: set one of them to at least 1")
     scale = tuple(config.augment.scale)
     if not (len(scale) == 2 and all(isinstance(v, int | float) for v in scale) and 0 < scale[0] <= scale[1] <= 1):
@@ -221,8 +222,8 @@ def _group_tx(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.Gradi
 
 def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
     """optax.multi_transform over the trainable leaves' groups (`config.optim` per group, overrides in `groups`)."""
-    groups, txs = sorted(set(jax.tree.leaves(labels))), {}
-    unknown = sorted(set(config.optim.get("groups", {}).keys()) - set(groups))
+    groups, overrides, txs = sorted(set(jax.tree.leaves(labels))), config.optim.get("groups", {}), {}
+    unknown = sorted(set(overrides.keys()) - set(groups))
     if unknown:
         raise InvalidInput(
             f"optim.groups overrides {unknown}, but {config.method}'s trainable parameters are in {groups}: the "
@@ -230,7 +231,7 @@ def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int)
         )
     for group in groups:
         opt = ml_collections.ConfigDict(config.optim.to_dict())
-        for k, v in dict(config.optim.get("groups", {}).get(group, {})).items():
+        for k, v in dict(overrides.get(group, {})).items():
             opt[k] = v
         txs[group] = _group_tx(opt, schedule(opt, steps_per_epoch, total_steps))
     tx = optax.multi_transform(txs, labels)

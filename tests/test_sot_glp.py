@@ -332,6 +332,12 @@ def _run_two_hosts(command: list[str]) -> list[str]:
     return logs
 
 
+def _logged(workdir) -> list[dict]:
+    """The rows of a run's `metrics.jsonl`."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
 def _assert_same_results(got: dict, want: dict, what: str) -> None:
     """Two `results.json` agree: ID accuracy exactly, every row's FPR95 and AUROC on every OOD set to 1e-9."""
     assert got["id_accuracy"] == want["id_accuracy"], what
@@ -429,8 +435,7 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     assert "resumed from the checkpoint at step 3" in run.stdout
 
     def metrics(workdir):
-        rows = [json.loads(line) for line in (tmp_path / workdir / "metrics.jsonl").read_text().splitlines()]
-        return [(r["step"], r["loss"], r["grad_norm"]) for r in rows]
+        return [(r["step"], r["loss"], r["grad_norm"]) for r in _logged(tmp_path / workdir)]
 
     assert [m[0] for m in metrics("hosts")] == [1, 2, 3]
     assert sorted(os.listdir(tmp_path / "hosts" / "checkpoints")) == ["2", "3"]
@@ -467,7 +472,7 @@ def test_sigterm_on_one_host_saves_one_step_on_every_host_and_stops_them(tiny_hf
     assert len(stops[0]) == 1 and stops[0] == stops[1], logs
     step = int(stops[0][0])
     assert 2 < step < total and os.listdir(tmp_path / "run" / "checkpoints") == [str(step)]
-    logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    logged = [r["step"] for r in _logged(tmp_path / "run")]
     assert logged == list(range(1, step + 1))
 
 
@@ -586,7 +591,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_pa
     assert step == 3 and all(np.isfinite(v).all() for v in params.values())
     # The curve up to the NaN is on disk for a caller that goes on (a sweep): steps 1-3 (checkpoint steps are
     # logged too) in both logs.
-    logged = {r["step"]: r["loss"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").open())}
+    logged = {r["step"]: r["loss"] for r in _logged(tmp_path / "run")}
     assert list(logged) == [1, 2, 3] and np.isfinite(list(logged.values())).all()
     assert _tensorboard_scalars(tmp_path / "run" / "tb", "loss") == pytest.approx(logged)
     # Before the first checkpoint there is none to point to (the message used to name one at step 0).
@@ -621,7 +626,7 @@ def test_sigterm_saves_the_step_it_ends_at_and_stops_and_the_same_command_resume
     assert os.listdir(run / "checkpoints") == ["3"] and not (run / "results.json").exists()
     monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars)
     trainer.train(config, str(run))
-    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
+    logged = [r["step"] for r in _logged(run)]
     assert logged == [1, 2, 3, 4, 5, 6] and (run / "results.json").exists()
 
 
@@ -698,9 +703,10 @@ def test_schedule_warmup_and_per_epoch_cosine():
         ("checkpoint_every", 0, "checkpoint_every must be a whole number of at least 1, got 0"),
         ("keep_checkpoints", 0, "keep_checkpoints must be a whole number of at least 1, got 0"),
         ("batch_size", 0, "batch_size must be a whole number of at least 1, got 0"),
-        ("eval_batch_size", 0, r"eval_batch_size 0 does not split over 1 devices: use a positive multiple of 1"),
+        ("eval_batch_size", 0, "eval_batch_size must be a whole number of at least 1, got 0"),
         ("batch_size", 256, r"192 training images are fewer than one batch \(batch_size 256\): lower batch_size"),
         ("epochs", 0, "num_steps and epochs are both 0, which trains no step"),
+        ("epochs", -1, "epochs must be a whole number of at least 0, got -1"),
         ("shots", -1, "shots must be a whole number of at least 0, got -1"),
         ("seed", -3, "seed must be a whole number from 0 to 4294967295, got -3"),
         ("augment.scale", (0.5, 0.1), r"augment.scale must be \(low, high\) with 0 < low <= high <= 1"),

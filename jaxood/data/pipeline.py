@@ -60,11 +60,11 @@ def replicate(tree, mesh: Mesh | None = None):
 
 
 def check_batch(global_batch: int, mesh: Mesh, name: str = "global batch") -> None:
-    """A global batch holds an example (0 failed later, dividing by it) and shards evenly over the mesh's devices."""
+    """A global batch must shard evenly over the mesh's devices."""
     n = mesh.devices.size
-    if global_batch < 1 or global_batch % n:
+    if global_batch % n:
         raise InvalidInput(
-            f"{name} {global_batch!r} does not split over {n} devices: use a positive multiple of {n} "
+            f"{name} {global_batch} does not split over {n} devices: use a multiple of {n} "
             f"(it is not divisible by the {n} devices of the data mesh)"
         )
 
