@@ -4,8 +4,8 @@ Scores the ID test set and every configured OOD set with every configured
 score, then writes to the workdir:
 
 - `results.json`: per score and OOD set fpr95, auroc, aupr_in, aupr_out and
-  their mean; id_accuracy; example counts; undecodable images; the config;
-  package versions.
+  their mean; id_accuracy; example counts; undecodable images; NaN scores (a
+  row's metrics on a set with any are null); the config; package versions.
 - `results.md`: tables laid out like the papers' (rows = method / score,
   columns = OOD sets and their average).
 - `scores.npz`: every example's scores, predictions, label and index in its
@@ -198,12 +198,23 @@ def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int
 
 
 def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> dict:
-    ood_sets = list(ood_outs)
-    table = {}
+    """The metrics of every score row on every OOD set and their mean, ID accuracy, counts.
+
+    A NaN score has no rank, so a row's metrics on an OOD set are None where the ID set or that OOD set has one
+    (and so is its mean); "nan_scores" counts them per row and set, and the scores stay in scores.npz.
+    """
+    table, nan_scores = {}, {}
     for row in scorer.rows:
-        per_set = {name: metrics.ood_metrics(id_out[row], out[row]) for name, out in ood_outs.items()}
-        per_set["mean"] = {m: float(np.mean([per_set[s][m] for s in ood_sets])) for m in per_set[ood_sets[0]]}
-        table[row] = per_set
+        nans = {name: int(np.isnan(out[row]).sum()) for name, out in {"id": id_out, **ood_outs}.items()}
+        per_set = {
+            name: None if nans["id"] or nans[name] else metrics.ood_metrics(id_out[row], out[row])
+            for name, out in ood_outs.items()
+        }
+        computed = list(per_set.values())
+        mean = None if None in computed else {m: float(np.mean([c[m] for c in computed])) for m in computed[0]}
+        table[row] = {**per_set, "mean": mean}
+        if any(nans.values()):
+            nan_scores[row] = {name: n for name, n in nans.items() if n}
     id_labels = id_out["label"]
     labelled = id_labels >= 0
     return {
@@ -215,6 +226,7 @@ def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> 
         "ood": table,
         "counts": {"id": int(len(id_labels)), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
         "unreadable": {"id": id_out["unreadable"], **{k: v["unreadable"] for k, v in ood_outs.items()}},
+        "nan_scores": nan_scores,
     }
 
 
@@ -310,6 +322,12 @@ def evaluate(
         for name, src in ood_sources.items()
     }
     results = compute_results(scorer, id_out, ood_outs)
+    for row, nans in results["nan_scores"].items():
+        distributed.log(
+            f"[{row}] NaN scores ({', '.join(f'{k} {v}' for k, v in nans.items())}): its metrics against a set with "
+            "any are left out (null in results.json; the scores are in scores.npz). Check the model's weights, and "
+            "config.dtype: float16 overflows where bfloat16 and float32 do not."
+        )
     results["config"] = config.to_dict()
     results["versions"] = report.versions()
     if distributed.is_first_host():

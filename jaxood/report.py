@@ -45,8 +45,9 @@ def markdown(results: dict) -> str:
         + " | Avg FPR95 | Avg AUROC |",
         "|---|---|" + "---|---|" * (len(sets) + 1),
     ]
+    cell = lambda r, s, m: "NaN" if table[r][s] is None else _pct(table[r][s][m])  # noqa: E731
     for r in rows:
-        cells = [f"{_pct(table[r][s]['fpr95'])} | {_pct(table[r][s]['auroc'])}" for s in [*sets, "mean"]]
+        cells = [f"{cell(r, s, 'fpr95')} | {cell(r, s, 'auroc')}" for s in [*sets, "mean"]]
         lines.append(f"| {r} | {acc_cell(r)} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -56,11 +57,14 @@ def markdown(results: dict) -> str:
         "|---|" + "---|" * (len(sets) + 1),
     ]
     for r in rows:
-        cells = [f"{_pct(table[r][s]['aupr_in'])} / {_pct(table[r][s]['aupr_out'])}" for s in [*sets, "mean"]]
+        cells = [f"{cell(r, s, 'aupr_in')} / {cell(r, s, 'aupr_out')}" for s in [*sets, "mean"]]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     bad = {k: v for k, v in results.get("unreadable", {}).items() if v}
     if bad:
         lines += ["", "Undecodable images skipped (masked out): " + ", ".join(f"{k} {v}" for k, v in bad.items())]
+    for r, nans in results.get("nan_scores", {}).items():
+        counts = ", ".join(f"{k} {v}" for k, v in nans.items())
+        lines += ["", f"{r}: NaN scores ({counts}) have no rank, so its metrics against a set with any are NaN"]
     return "\n".join(lines) + "\n"
 
 
@@ -136,17 +140,22 @@ def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
         plt.close(fig)
         written.append(path)
 
+    finite = lambda x: x[np.isfinite(x)]  # noqa: E731  (what a histogram can bin; NaN has no metrics either)
+    count = lambda shown, x: f"{len(shown)}" if len(shown) == len(x) else f"{len(shown)} finite of {len(x)}"  # noqa: E731
     for row, per_set in table.items():
         ids = id_out[row]
-        threshold = metrics.tpr95_threshold(ids)
+        threshold = metrics.tpr95_threshold(ids) if not np.isnan(ids).any() else np.nan
         fig, axes = plt.subplots(1, len(ood_outs), figsize=(4.2 * len(ood_outs), 3.4), squeeze=False)
         for ax, (name, out) in zip(axes[0], ood_outs.items()):
-            bins = np.histogram_bin_edges(np.r_[ids, out[row]], bins=40)
-            ax.hist(ids, bins=bins, alpha=0.55, density=True, label=f"ID ({len(ids)})")
-            ax.hist(out[row], bins=bins, alpha=0.55, density=True, label=f"{name} ({len(out[row])})")
-            ax.axvline(threshold, color="k", ls="--", lw=1, label="95% TPR threshold")
+            shown_id, shown_ood = finite(ids), finite(out[row])
+            bins = np.histogram_bin_edges(np.r_[shown_id, shown_ood], bins=40)
+            ax.hist(shown_id, bins=bins, alpha=0.55, density=True, label=f"ID ({count(shown_id, ids)})")
+            ax.hist(shown_ood, bins=bins, alpha=0.55, density=True, label=f"{name} ({count(shown_ood, out[row])})")
+            if np.isfinite(threshold):
+                ax.axvline(threshold, color="k", ls="--", lw=1, label="95% TPR threshold")
             m = per_set[name]
-            ax.set_title(f"{name}: FPR95 {100 * m['fpr95']:.1f}, AUROC {100 * m['auroc']:.1f}", fontsize=9)
+            metric_text = "NaN scores" if m is None else f"FPR95 {100 * m['fpr95']:.1f}, AUROC {100 * m['auroc']:.1f}"
+            ax.set_title(f"{name}: {metric_text}", fontsize=9)
             ax.set_xlabel("score (higher = more ID)")
             ax.legend(fontsize=7)
         fig.suptitle(row, fontsize=10)
@@ -154,6 +163,9 @@ def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
 
         fig, ax = plt.subplots(figsize=(4.2, 4))
         for name, out in ood_outs.items():
+            if per_set[name] is None:  # NaN scores: no ranking, so no curve; the legend still names the set
+                ax.plot([], [], label=f"{name} (NaN scores, no curve)")
+                continue
             fpr, tpr = metrics.roc_curve(ids, out[row])
             ax.plot(fpr, tpr, label=f"{name} (AUROC {100 * per_set[name]['auroc']:.1f})")
         ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")

@@ -173,6 +173,64 @@ def test_compute_results_uses_masked_scores_only():
     assert res["unreadable"] == {"id": 0, "a": 1}
 
 
+def test_nan_scores_leave_only_their_metrics_out():
+    """A NaN score has no rank (ranking it anyway gave a number with no meaning): the metrics it touches are None
+    (a NaN in ID: every set's), counted per row and set; the other sets, the means without NaN, and the other rows
+    are the metrics of their scores."""
+    from jaxood.evaluate import Scorer, compute_results
+
+    scorer = Scorer(fn=lambda args, images: {}, args=(), rows=("m / ok", "m / bad_ood", "m / bad_id"))
+    ok_id, a, b = np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.1, 0.75]), np.array([0.65, 0.2, 0.3])
+    id_out = {"m / ok": ok_id, "m / bad_ood": ok_id, "m / bad_id": np.r_[ok_id[:3], np.nan]}
+    id_out.update({"pred/m": np.zeros(4, int), "label": np.zeros(4, int), "unreadable": 0})
+    ood = {
+        "a": {"m / ok": a, "m / bad_ood": a, "m / bad_id": a, "label": -np.ones(2, int), "unreadable": 0},
+        "b": {"m / ok": b, "m / bad_ood": np.r_[np.nan, b[1:]], "m / bad_id": b, "label": -np.ones(3), "unreadable": 0},
+    }
+    res = compute_results(scorer, id_out, ood)
+    assert res["nan_scores"] == {"m / bad_ood": {"b": 1}, "m / bad_id": {"id": 1}}
+    table = res["ood"]
+    assert table["m / ok"]["b"] == metrics.ood_metrics(ok_id, b) and table["m / ok"]["mean"] is not None
+    assert table["m / bad_ood"]["a"] == table["m / ok"]["a"] == metrics.ood_metrics(ok_id, a)
+    assert table["m / bad_ood"]["b"] is None and table["m / bad_ood"]["mean"] is None
+    assert all(table["m / bad_id"][s] is None for s in ("a", "b", "mean"))
+    with pytest.raises(ValueError, match="NaN scores have no rank: 1 ID and 0 OOD"):
+        metrics.ood_metrics(id_out["m / bad_id"], a)
+
+
+def test_nan_scores_are_reported_in_the_table_plots_and_log(tiny_hf, tmp_path, capsys):
+    """An evaluation whose scores are NaN for some images writes its whole report: NaN cells and a note naming the
+    row and the counts in results.md, null in results.json, every plot, and a log line with what to check."""
+    import jax.numpy as jnp
+    from conftest import load_config
+
+    from jaxood import evaluate
+    from jaxood.models import clip
+
+    config = load_config("zeroshot", "toy", eval_batch_size=8, **{"id_dataset.per_class": 2})
+    for name in ("near", "far", "spurious"):
+        config.ood_datasets[name].per_class = 1
+
+    def fn(args, images):  # bright images score NaN, in every set
+        brightness = images.mean(axis=(1, 2, 3))
+        nan_if_bright = jnp.where(brightness > jnp.median(brightness), jnp.nan, brightness)
+        return {"pred/m": jnp.zeros(len(images), int), "m / finite": brightness, "m / nan": nan_if_bright}
+
+    model, params = clip.load(tiny_hf[0])
+    results = evaluate.evaluate(
+        config, str(tmp_path), model, params, scorer=evaluate.Scorer(fn, (), ("m / finite", "m / nan"))
+    )
+    assert set(results["nan_scores"]) == {"m / nan"} and results["nan_scores"]["m / nan"]["id"] > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["ood"]["m / nan"]["mean"] is None and saved["ood"]["m / finite"]["mean"]["auroc"] > 0
+    md = (tmp_path / "results.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| m / nan | "))  # FPR95 / AUROC's table
+    assert row.endswith(" | NaN | NaN | NaN | NaN | NaN | NaN | NaN | NaN |"), row  # 3 sets and the mean
+    assert "m / nan: NaN scores (id " in md
+    assert {f"{kind}_m_{row}.png" for kind in ("hist", "roc") for row in ("finite", "nan")} <= set(os.listdir(tmp_path))
+    assert "[m / nan] NaN scores (id " in capsys.readouterr().out
+
+
 def test_zero_shot_max_logit_is_the_max_of_hf_clip_logits(tiny_hf, tmp_path):
     """The zero-shot MaxLogit row against Hugging Face PyTorch CLIP's `logits_per_image` (`exp(logit_scale) cos`)."""
     import torch

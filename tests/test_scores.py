@@ -63,6 +63,15 @@ def test_accuracy_and_errors():
     assert metrics.accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), [1, 1]) == 0.5
     with pytest.raises(ValueError):
         metrics.ood_metrics([], [1.0])
+    with pytest.raises(ValueError, match="NaN scores have no rank: 0 ID and 1 OOD"):
+        metrics.ood_metrics([1.0, 2.0], [np.nan, 0.0])
+
+
+def test_infinite_scores_rank_as_the_extremes():
+    """+-inf (e.g. an overflowed logit) ranks above / below every finite score, so the metrics are those of the
+    scores with the infinities replaced by values beyond the finite ones."""
+    id_s, ood_s = np.array([np.inf, 0.9, 0.4, -np.inf]), np.array([0.5, -np.inf, 0.1, np.inf])
+    assert metrics.ood_metrics(id_s, ood_s) == metrics.ood_metrics(np.clip(id_s, -10, 10), np.clip(ood_s, -10, 10))
 
 
 # ------------------------------------------------------------- logit scores

@@ -9,6 +9,9 @@
   samples at or above it (the `floor(0.05 n)`-th smallest ID score); FPR95 is
   the fraction of OOD samples at or above that threshold (ties count as false
   positives).
+
+Scores must not be NaN, which has no place in the ranking (`ood_metrics` raises,
+as sklearn does); +-inf rank as the largest and smallest scores.
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ def ood_metrics(id_scores, ood_scores) -> dict[str, float]:
     id_scores, ood_scores = np.asarray(id_scores, np.float64), np.asarray(ood_scores, np.float64)
     if id_scores.size == 0 or ood_scores.size == 0:
         raise ValueError(f"need ID and OOD scores, got {id_scores.size} and {ood_scores.size}")
+    if np.isnan(id_scores).any() or np.isnan(ood_scores).any():
+        raise ValueError(
+            f"NaN scores have no rank: {int(np.isnan(id_scores).sum())} ID and {int(np.isnan(ood_scores).sum())} OOD"
+        )
     return {
         "fpr95": fpr_at_95_tpr(id_scores, ood_scores),
         "auroc": auroc(id_scores, ood_scores),
