@@ -719,6 +719,13 @@ def test_schedule_warmup_and_per_epoch_cosine():
         ("sot_glp.top_k", 65, "sot_glp.top_k must be a whole number from 1 to 64, got 65"),
         ("sot_glp.tau", 0.0, "sot_glp.tau must be a number > 0, got 0.0"),
         ("sot_glp.prompt_chunk", -1, "sot_glp.prompt_chunk must be a whole number of at least 0, got -1"),
+        ("sot_glp.init_text", " ", "sot_glp.init_text ' ' has no words: its tokens set the prompts' context length"),
+        (
+            "sot_glp.init_text",
+            "a photo of a " * 18 + "big",  # 73 tokens: 'circle.' (2) still fits in CLIP's 75, 'hexagon.' (3) not
+            r"the prompts of 1 class\(es\) \('hexagon'\) are longer than CLIP's 75 tokens with "
+            "sot_glp.init_text's 73 context tokens: shorten sot_glp.init_text",
+        ),
         (
             "train_dataset.split",
             "fine_grained_train",
@@ -736,7 +743,8 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     0 epochs, or a batch larger than the training set (both made 0 steps), and -1 shots (all but one image per
     class) and a misspelt optimiser override or group (ignored) ran silently; a batch of 0, 0 global prompts and
     more patches than the image has failed in the step or the loader with Python's or JAX's errors, a reversed crop
-    scale and a negative seed with NumPy's."""
+    scale and a negative seed with NumPy's. An empty init_text failed with a ZeroDivisionError, and one so long
+    that a class name no longer fitted in CLIP's context cut the name off the prompt, silently."""
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):

@@ -39,7 +39,7 @@ from jaxood.errors import InvalidInput
 from jaxood.evaluate import Scorer
 from jaxood.methods import Method, masked_mean
 from jaxood.models import clip
-from jaxood.models.tokenizer import tokenize
+from jaxood.models.tokenizer import CONTEXT_LENGTH, get_tokenizer, tokenize
 from jaxood.scores.logits import max_logit
 from jaxood.scores.mcm import mcm, normalize
 
@@ -111,7 +111,15 @@ class Prompts:
     """
 
     def __init__(self, class_names, n_ctx: int):
-        ids = tokenize([" ".join(["X"] * n_ctx) + f" {name}." for name in class_names])
+        texts = [" ".join(["X"] * n_ctx) + f" {name}." for name in class_names]
+        room = CONTEXT_LENGTH - 2  # SOT and EOT
+        cut = [name for name, text in zip(class_names, texts) if len(get_tokenizer().encode(text)) > room]
+        if cut:  # the tokenizer would cut the name off, and its prompt would not name the class
+            raise InvalidInput(
+                f"the prompts of {len(cut)} class(es) ({', '.join(map(repr, cut[:3]))}) are longer than CLIP's "
+                f"{room} tokens with sot_glp.init_text's {n_ctx} context tokens: shorten sot_glp.init_text"
+            )
+        ids = tokenize(texts)
         self.eot = ids.argmax(-1).astype(np.int32)  # after splicing, the context sits where the X's were
         self.ids = ids[:, : clip.eot_length(self.eot.max(), ids.shape[1])]
         self.n_ctx = n_ctx
@@ -127,8 +135,14 @@ class Prompts:
 
 def check_settings(config: ml_collections.ConfigDict, num_patches: int) -> None:
     """`config.sot_glp`'s values. Out of range they failed inside the traced step (0 prompts: a division by zero;
-    more patches than the image has: JAX's top_k) or trained on nothing (no patch, no Sinkhorn iteration)."""
+    more patches than the image has: JAX's top_k), before it (an empty init_text: a division by zero) or trained
+    on nothing (no patch, no Sinkhorn iteration)."""
     c = config.sot_glp
+    if not get_tokenizer().encode(c.init_text):
+        raise InvalidInput(
+            f"sot_glp.init_text {c.init_text!r} has no words: its tokens set the prompts' context length and "
+            "initialise the global prompts (the paper's 'a photo of a': 4 tokens)"
+        )
     for key, allowed in (("prediction", PREDICTIONS), ("local_reduction", LOCAL_REDUCTIONS)):
         if c[key] not in allowed:
             raise InvalidInput(f"sot_glp.{key} must be one of {allowed}, got {c[key]!r}")
