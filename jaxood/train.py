@@ -56,6 +56,7 @@ from jaxood.errors import InvalidInput, LossNotFinite, Preempted
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.models.convert import check_tree
+from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice
 from jaxood.progress import Progress
 
@@ -111,7 +112,8 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     of 0 with a ZeroDivisionError once the step had compiled (`log_every`, `checkpoint_every`, `batch_size`),
     0 checkpoints kept by deleting each (`keep_checkpoints`), 0 steps by evaluating the untrained method, -1 shots
     by taking all but one image per class, a reversed crop scale or a negative seed with NumPy's errors, a
-    misspelt optimiser override by being ignored."""
+    misspelt optimiser override by being ignored, a caption length of 0 by training CLIP pretraining as a
+    classifier (failing on its classes), and one of 1 or above CLIP's 77 tokens with NumPy's or JAX's errors."""
     for key in ("log_every", "checkpoint_every", "keep_checkpoints", "batch_size"):
         settings.whole(config, key, 1)
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
@@ -119,6 +121,10 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     num_steps, epochs = settings.whole(config, "num_steps", 0), settings.whole(config, "epochs", 0)
     if num_steps == epochs == 0:
         raise InvalidInput("num_steps and epochs are both 0, which trains no step: set one of them to at least 1")
+    if "caption_length" in config:  # image-text training: SOT, at least one token, EOT
+        settings.whole(config, "caption_length", 3, CONTEXT_LENGTH)
+    if config.model == "scratch":
+        clip.check_arch(config)
     scale = tuple(config.augment.scale)
     if not (len(scale) == 2 and all(isinstance(v, int | float) for v in scale) and 0 < scale[0] <= scale[1] <= 1):
         raise InvalidInput(

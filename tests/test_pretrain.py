@@ -52,6 +52,35 @@ def test_captions_required_for_image_text_training(tmp_path):
         Loader(FolderSource(str(tmp_path)), preprocess.clip_eval(8), 1, caption_length=16)
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model_arch.vision.heads", 3, r"model_arch.vision.width 128 is not a multiple of model_arch.vision.heads 3"),
+        ("model_arch.text.layers", 0, "model_arch.text.layers must be a whole number of at least 1, got 0"),
+        ("model_arch.vision.act", "relu", r"model_arch.vision.act must be one of \['gelu', 'gelu_new', 'quick_g"),
+        ("model_arch.text.eps", 0.0, "model_arch.text.eps must be a number > 0, got 0.0"),
+        ("model_arch.patch_size", 7, "model_arch.image_size 64 is not a multiple of model_arch.patch_size 7"),
+        ("model_arch.patch_size", 65, "model_arch.patch_size must be a whole number from 1 to 64, got 65"),
+        ("model_arch.vocab_size", 49407, "model_arch.vocab_size must be a whole number of at least 49408, got 49407"),
+        ("model_arch.context_length", 76, "model_arch.context_length must be a whole number of at least 77, got 76"),
+        ("model_arch.projection_dim", 0, "model_arch.projection_dim must be a whole number of at least 1, got 0"),
+        ("caption_length", 0, "caption_length must be a whole number from 3 to 77, got 0"),
+        ("caption_length", 78, "caption_length must be a whole number from 3 to 77, got 78"),
+    ],
+)
+def test_bad_architecture_or_caption_length_fails_before_work(key, value, message, tmp_path):
+    """An architecture the model cannot build used to fail in the first traced call with JAX's reshape (heads,
+    patches) or lookup (activation) errors; a vocabulary smaller than the tokenizer's made NaN embeddings and a NaN
+    loss; a caption length of 0 trained CLIP pretraining as a classifier, failing on its 28 classes against the
+    ID set's 12."""
+    from jaxood import train as trainer
+    from jaxood.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=message):
+        trainer.train(load_config("toy_clip", num_steps=2, **{key: value}), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_half_precision_export_restores_float32(tiny_hf, tmp_path):
     model, params = clip.load(tiny_hf[0])
     convert.save(str(tmp_path / "half"), model.cfg, params, half=True)

@@ -27,7 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood import settings
 from jaxood.errors import InputMissing, InvalidInput
+from jaxood.models.tokenizer import CONTEXT_LENGTH, VOCAB_SIZE
 
 Array = jax.Array
 LN_EPS = 1e-5
@@ -383,6 +385,34 @@ class CLIP(nn.Module):
 
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def check_arch(config, key: str = "model_arch") -> None:
+    """`config[key]` (a `CLIPConfig` as a dict, for random weights) is an architecture the model can build and
+    jaxood's tokenizer can feed. Before, a width that heads do not split, an image that patches do not tile or an
+    unknown activation failed inside the first traced call with JAX's reshape or lookup errors, and a vocabulary
+    smaller than the tokenizer's turned token ids into NaN embeddings, so the run stopped at a NaN loss."""
+    for tower in ("vision", "text"):
+        t = f"{key}.{tower}"
+        for field in ("width", "layers", "heads", "mlp_dim"):
+            settings.whole(config, f"{t}.{field}", 1)
+        arch = config[key][tower]
+        if arch.width % arch.heads:
+            raise InvalidInput(
+                f"{t}.width {arch.width} is not a multiple of {t}.heads {arch.heads}: each head takes width / heads "
+                "channels"
+            )
+        if arch.act not in _ACTIVATIONS:
+            raise InvalidInput(f"{t}.act must be one of {sorted(_ACTIVATIONS)}, got {arch.act!r}")
+        settings.number(config, f"{t}.eps", above=0)
+    image_size = settings.whole(config, f"{key}.image_size", 1)
+    patch_size = settings.whole(config, f"{key}.patch_size", 1, image_size)
+    if image_size % patch_size:
+        raise InvalidInput(f"{key}.image_size {image_size} is not a multiple of {key}.patch_size {patch_size}")
+    settings.whole(config, f"{key}.vocab_size", VOCAB_SIZE)  # CLIP's tokenizer's ids
+    settings.whole(config, f"{key}.context_length", CONTEXT_LENGTH)  # its prompts' length
+    settings.whole(config, f"{key}.projection_dim", 1)
+    settings.number(config, f"{key}.logit_scale_init")
 
 
 def compute_dtype(name: str):

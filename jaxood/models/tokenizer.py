@@ -23,6 +23,7 @@ import regex
 BPE_PATH = os.path.join(os.path.dirname(__file__), "assets", "bpe_simple_vocab_16e6.txt.gz")
 SOT_TOKEN, EOT_TOKEN = "<|startoftext|>", "<|endoftext|>"
 CONTEXT_LENGTH = 77
+VOCAB_SIZE = 49408  # ids 0 .. EOT's 49407
 _NUM_MERGES = 49152 - 256 - 2
 
 _SPLIT = regex.compile(
