@@ -719,6 +719,13 @@ def test_schedule_warmup_and_per_epoch_cosine():
         ("sot_glp.top_k", 65, "sot_glp.top_k must be a whole number from 1 to 64, got 65"),
         ("sot_glp.tau", 0.0, "sot_glp.tau must be a number > 0, got 0.0"),
         ("sot_glp.prompt_chunk", -1, "sot_glp.prompt_chunk must be a whole number of at least 0, got -1"),
+        ("ood_datasets.far.per_class", 0, "toy world split 'far_ood': per_class must be a whole number of at least 1"),
+        (
+            "train_dataset.spurious_p",
+            2.0,
+            "toy world split 'train': spurious_p must be a number >= 0 and <= 1, got 2.0",
+        ),
+        ("id_dataset.size", 0, "toy world split 'test': size must be a whole number of at least 1, got 0"),
         ("sot_glp.init_text", " ", "sot_glp.init_text ' ' has no words: its tokens set the prompts' context length"),
         (
             "sot_glp.init_text",
@@ -744,7 +751,8 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     class) and a misspelt optimiser override or group (ignored) ran silently; a batch of 0, 0 global prompts and
     more patches than the image has failed in the step or the loader with Python's or JAX's errors, a reversed crop
     scale and a negative seed with NumPy's. An empty init_text failed with a ZeroDivisionError, and one so long
-    that a class name no longer fitted in CLIP's context cut the name off the prompt, silently."""
+    that a class name no longer fitted in CLIP's context cut the name off the prompt, silently. A toy world set of
+    0 images per class failed after training, at its metrics; a spurious-background probability of 2 ran as 1."""
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):

@@ -33,6 +33,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
+from jaxood import settings
 from jaxood.errors import InvalidInput
 
 ID_CLASSES = (
@@ -257,6 +258,14 @@ class ToyWorld:
     def __init__(self, split: str, per_class: int = 50, size: int = 64, seed: int = 0, spurious_p: float = 0.8):
         if split not in SPLITS:
             raise InvalidInput(f"unknown toy world split {split!r}; choose from {SPLITS}")
+        given = {"per_class": per_class, "size": size, "seed": seed, "spurious_p": spurious_p}
+        try:  # out of range they failed in NumPy or PIL while rendering, or (spurious_p) ran as 0 or 1, silently
+            settings.whole(given, "per_class", 1)
+            settings.whole(given, "size", 1)
+            settings.whole(given, "seed", 0, 2**32 - 1)
+            settings.number(given, "spurious_p", least=0, most=1)  # a probability
+        except InvalidInput as err:
+            raise InvalidInput(f"toy world split {split!r}: {err}") from None
         self.split, self.size, self.seed, self.spurious_p = split, size, seed, spurious_p
         fg_id = fine_grained_id_classes()
         self.class_names: tuple[str, ...]
