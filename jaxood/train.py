@@ -307,30 +307,64 @@ class Checkpoints:
 
     def restore(self, step: int, like: TrainState) -> TrainState:
         # The saved tree's metadata first: a mismatch is named here, before orbax would fail inside TensorStore.
-        saved = self.manager.item_metadata(step)
+        with self._readable(step):
+            saved = self.manager.item_metadata(step)
         saved = getattr(saved, "tree", saved)  # orbax TreeMetadata -> nested dict of ArrayMetadata
         # Both as nested dicts (tuples and lists of optimiser states keyed "0", "1", ...), as orbax stores them.
         as_dict = flax.serialization.to_state_dict
         what, fix = f"checkpoint at step {step}", "restore it with the config it was trained with"
         check_tree(as_dict(like), as_dict(saved), what=what, fix=fix)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(like))
+        with self._readable(step):
+            return self.manager.restore(step, args=ocp.args.StandardRestore(like))
+
+    @contextlib.contextmanager
+    def _readable(self, step: int):
+        """Orbax's or TensorStore's error reading a damaged checkpoint (a failed copy or disk; orbax's own writes are
+        atomic) as one naming the folder and the way on: before, 60 lines of TensorStore's spec."""
+        try:
+            yield
+        except Exception as err:
+            folder = os.path.join(self.manager.directory, str(step))
+            earlier = [s for s in self.manager.all_steps() if s < step]
+            way_on = f"resume from step {max(earlier)}, the latest before it" if earlier else "start again from step 0"
+            root = err
+            while root.__cause__ or root.__context__:  # TensorStore's own message, under orbax's wrappers
+                root = root.__cause__ or root.__context__
+            first = (str(root).strip().splitlines() or [type(root).__name__])[0][:400]
+            raise InvalidInput(
+                f"the checkpoint at step {step} cannot be read ({first}); it may be damaged. Move {folder} out of "
+                f"the checkpoints folder to {way_on}."
+            ) from err
 
 
 # ---------------------------------------------------------------------- train
 
 
-class MetricWriter:
-    """Scalars to stdout, `metrics.jsonl` and TensorBoard (tensorboardX: clu's writers import TensorFlow)."""
+METRICS, SUPERSEDED = "metrics.jsonl", "metrics.superseded.jsonl"
 
-    def __init__(self, workdir: str, enabled: bool, tensorboard: bool):
+
+class MetricWriter:
+    """Scalars to stdout, `metrics.jsonl` and TensorBoard (tensorboardX: clu's writers import TensorFlow).
+
+    A run that starts at step `start` (a resumed one: its latest checkpoint) logs the steps after it again. The
+    records an earlier attempt left of those (one killed, or stopped by a NaN, between checkpoints) move from
+    metrics.jsonl to metrics.superseded.jsonl, and TensorBoard hides its events of them (`purge_step`): before,
+    both curves showed those steps twice.
+    """
+
+    def __init__(self, workdir: str, enabled: bool, tensorboard: bool, start: int = 0):
         self.enabled = enabled
         self._tb = None
         if enabled:
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            path = os.path.join(workdir, METRICS)
+            if moved := _supersede_after(path, start, os.path.join(workdir, SUPERSEDED)):
+                print(f"{METRICS}: {moved} record(s) after step {start}, which this run trains again, moved to "
+                      f"{SUPERSEDED}", flush=True)  # fmt: skip
+            self._jsonl = open(path, "a")
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+                self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start + 1)
 
     def scalars(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -347,6 +381,27 @@ class MetricWriter:
             self._jsonl.close()
             if self._tb:
                 self._tb.close()
+
+
+def _supersede_after(path: str, step: int, superseded: str) -> int:
+    """Move the records of `path` (JSON lines) past `step`, and any line cut short, to `superseded`; how many."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = [line if line.endswith("\n") else line + "\n" for line in f]
+    kept, moved = [], []
+    for line in lines:
+        try:
+            (kept if json.loads(line)["step"] <= step else moved).append(line)
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+            moved.append(line)
+    if moved:
+        with open(superseded, "a") as f:
+            f.writelines(moved)
+        with open(path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(path + ".tmp", path)
+    return len(moved)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
@@ -451,7 +506,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     t0 = time.monotonic()
     # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
     # going on. A preemption notice (SIGTERM) saves the step it ends at and stops (jaxood.preemption).
-    writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard)
+    writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard, start)
     with PreemptionNotice() as preemption, contextlib.closing(writer):
         for step, batch in zip(range(start, total), batches):
             state, metrics = step_fn(state, frozen, batch)

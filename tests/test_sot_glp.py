@@ -630,17 +630,22 @@ def test_sigterm_saves_the_step_it_ends_at_and_stops_and_the_same_command_resume
     assert logged == [1, 2, 3, 4, 5, 6] and (run / "results.json").exists()
 
 
-def _tensorboard_scalars(folder, tag) -> dict[int, float]:
-    """{step: value} of `tag` in the TensorBoard event files in `folder` (TFRecord framing: length, crc, data, crc)."""
+def _tensorboard_events(path):
+    """The events of one TensorBoard event file (TFRecord framing: length, crc, data, crc)."""
     from tensorboardX.proto import event_pb2
 
+    data, i = path.read_bytes(), 0
+    while i < len(data):
+        n = int.from_bytes(data[i : i + 8], "little")
+        yield event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+        i += 12 + n + 4
+
+
+def _tensorboard_scalars(folder, tag) -> dict[int, float]:
+    """{step: value} of `tag` in the TensorBoard event files in `folder`, the later files' winning."""
     found = {}
     for path in sorted(folder.iterdir()):
-        data, i = path.read_bytes(), 0
-        while i < len(data):
-            n = int.from_bytes(data[i : i + 8], "little")
-            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
-            i += 12 + n + 4
+        for event in _tensorboard_events(path):
             for value in event.summary.value:
                 if value.tag == tag:
                     found[event.step] = value.simple_value
@@ -661,6 +666,38 @@ def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
     assert lines[1].startswith("  wrong shape (2): opt_state/") and lines[1].endswith(
         "trainable/local_ctx: checkpoint at step 2 (12, 2, 4, 64) vs model (12, 3, 4, 64)"
     )
+
+
+def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_the_one_before(tiny_hf, tmp_path):
+    """A checkpoint whose array data was cut short (a failed copy or disk) used to fail with 60 lines of
+    TensorStore's spec; the error names the folder and the step the run resumes from once it is moved aside.
+    Steps 3 and 4, logged by the first attempt and trained again, used to be in metrics.jsonl twice; their first
+    records move to metrics.superseded.jsonl and TensorBoard is told to hide its events from step 3 on."""
+    from tensorboardX.proto import event_pb2
+
+    config = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False, tensorboard=True)
+    run = tmp_path / "run"
+    trainer.train(config, str(run))
+    assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"]
+    for data in (run / "checkpoints" / "4").rglob("d/*"):
+        data.write_bytes(data.read_bytes()[:10])
+    with pytest.raises(ValueError, match=r"the checkpoint at step 4 cannot be read \(.+\); it may be damaged") as err:
+        trainer.train(config, str(run))
+    folder = str(run / "checkpoints" / "4")
+    assert str(err.value).endswith(
+        f"Move {folder} out of the checkpoints folder to resume from step 2, the latest before it."
+    )
+    os.rename(folder, tmp_path / "4.damaged")
+    first_attempt = _logged(run)
+    trainer.train(config, str(run))
+    assert [r["step"] for r in _logged(run)] == [1, 2, 3, 4] and _logged(run)[:2] == first_attempt[:2]
+    superseded = [json.loads(line) for line in (run / "metrics.superseded.jsonl").read_text().splitlines()]
+    assert superseded == first_attempt[2:]
+    assert _tensorboard_scalars(run / "tb", "loss").keys() == {1, 2, 3, 4}
+    *_, resumed = sorted((run / "tb").iterdir())  # the second attempt's event file
+    starts = [e.step for e in _tensorboard_events(resumed) if e.session_log.status == event_pb2.SessionLog.START]
+    assert starts == [3]  # TensorBoard hides the earlier files' events from this step on
+    assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"] and (run / "results.json").exists()
 
 
 def test_unknown_config_key_fails_before_work(tmp_path):
