@@ -668,6 +668,7 @@ def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
     )
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax's reads of the cut data
 def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_the_one_before(tiny_hf, tmp_path):
     """A checkpoint whose array data was cut short (a failed copy or disk) used to fail with 60 lines of
     TensorStore's spec; the error names the folder and the step the run resumes from once it is moved aside.
