@@ -231,8 +231,8 @@ def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> 
 
 
 def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """The zero-shot scores `config.scores` names (comma-separated)."""
-    names = tuple(s for s in config.scores.split(",") if s)
+    """The zero-shot scores `config.scores` names (comma-separated; spaces around names and repeats are ignored)."""
+    names = tuple(dict.fromkeys(s.strip() for s in config.scores.split(",") if s.strip()))
     unknown = set(names) - set(ZERO_SHOT_SCORES)
     if unknown:
         raise InvalidInput(f"unknown score(s) {sorted(unknown)} in config.scores; zero-shot scores: {ZERO_SHOT_SCORES}")

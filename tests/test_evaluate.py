@@ -156,6 +156,15 @@ def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
     assert "Traceback" not in out.stderr  # the message alone, not under 30 lines of jaxood's internals
 
 
+def test_score_names_ignore_spaces_and_repeats():
+    """ "mcm, gl_mcm" was refused as an unknown score ' gl_mcm'; a repeated name made its row twice."""
+    from conftest import load_config
+
+    from jaxood.evaluate import zero_shot_score_names
+
+    assert zero_shot_score_names(load_config("zeroshot", "toy", scores=" mcm, gl_mcm,mcm ,")) == ("mcm", "gl_mcm")
+
+
 def test_compute_results_uses_masked_scores_only():
     from jaxood.evaluate import Scorer, compute_results
 
