@@ -32,11 +32,16 @@ def markdown(results: dict) -> str:
     """FPR95 / AUROC per OOD set and their average, one row per method / score; then AUPR."""
     table = results["ood"]
     rows = list(table)
-    sets = [s for s in table[rows[0]] if s != "mean"]
+    sets = [s for s in results["counts"] if s != "id"]
     acc = results.get("id_accuracy") or {}
-    acc_cell = lambda r: _pct(acc[r.split(" / ")[0]]) if acc.get(r.split(" / ")[0]) is not None else "n/a"  # noqa: E731
+    acc_of = lambda method: _pct(acc[method]) if acc.get(method) is not None else "n/a"  # noqa: E731
+    counts = f"ID examples: {results['counts']['id']}; OOD: " + ", ".join(f"{s} {results['counts'][s]}" for s in sets)
+    if not rows:  # an empty config.scores, and a method with no score of its own (CLIP pretraining)
+        accuracy = ", ".join(f"{method} {acc_of(method)}" for method in acc) or "none"
+        return f"{counts}\n\nNo score rows (config.scores names none). ID accuracy (%): {accuracy}\n"
+    acc_cell = lambda r: acc_of(r.split(" / ")[0])  # noqa: E731
     lines = [
-        f"ID examples: {results['counts']['id']}; OOD: " + ", ".join(f"{s} {results['counts'][s]}" for s in sets),
+        counts,
         "",
         "FPR95 (%) lower is better / AUROC (%) higher is better",
         "",

@@ -182,6 +182,21 @@ def test_compute_results_uses_masked_scores_only():
     assert res["unreadable"] == {"id": 0, "a": 1}
 
 
+def test_report_without_score_rows_shows_the_id_accuracy():
+    """An empty config.scores with a method that has no score of its own (CLIP pretraining) failed with an
+    IndexError after the whole evaluation (and after pretraining, before its export)."""
+    from jaxood import report
+    from jaxood.evaluate import Scorer, compute_results
+
+    id_out = {"pred/zero-shot": np.array([0, 1, 1, 1]), "label": np.array([0, 1, 0, 1]), "unreadable": 0}
+    ood = {"far": {"label": -np.ones(3, int), "unreadable": 0}, "near": {"label": -np.ones(2, int), "unreadable": 0}}
+    md = report.markdown(compute_results(Scorer(fn=lambda args, images: {}, args=(), rows=()), id_out, ood))
+    assert md == (
+        "ID examples: 4; OOD: far 3, near 2\n\nNo score rows (config.scores names none). ID accuracy (%): "
+        "zero-shot 75.00\n"
+    )
+
+
 def test_nan_scores_leave_only_their_metrics_out():
     """A NaN score has no rank (ranking it anyway gave a number with no meaning): the metrics it touches are None
     (a NaN in ID: every set's), counted per row and set; the other sets, the means without NaN, and the other rows
