@@ -358,8 +358,7 @@ class MetricWriter:
         if enabled:
             path = os.path.join(workdir, METRICS)
             if moved := _supersede_after(path, start, os.path.join(workdir, SUPERSEDED)):
-                print(f"{METRICS}: {moved} record(s) after step {start}, which this run trains again, moved to "
-                      f"{SUPERSEDED}", flush=True)  # fmt: skip
+                print(f"{METRICS}: {moved} record(s) after step {start}, trained again now, moved to {SUPERSEDED}")
             self._jsonl = open(path, "a")
             if tensorboard:
                 from tensorboardX import SummaryWriter
