@@ -62,6 +62,30 @@ def test_image_list_source(folder, tmp_path):
         ImageListSource(folder, str(lst))
 
 
+@pytest.mark.parametrize(
+    "line, class_names, message",
+    [
+        (
+            "sea_lion/1.jpg 3",
+            ("a", "b", "c"),
+            "label '3' must be a whole number from 0 to 2 .one of its 3 class names.",
+        ),
+        ("sea_lion/1.jpg -2", (), "label '-2' must be a whole number of at least 0, or -1 for none"),
+        ("sea_lion/1.jpg 1.0", (), r"label '1.0' must be a whole number"),
+    ],
+)
+def test_image_list_label_the_class_names_do_not_cover_is_refused(folder, tmp_path, line, class_names, message):
+    """A label past the class names counted as a wrong prediction in the ID accuracy, silently, and in training
+    made the loss NaN (JAX's gather past the logits), stopping the run as if it had diverged; a label that is no
+    whole number failed with int()'s error."""
+    from jaxood.errors import InvalidInput
+
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"tench/0.png 0\n{line}\n")
+    with pytest.raises(InvalidInput, match=f"list.txt:2: {message}"):
+        ImageListSource(folder, str(lst), class_names)
+
+
 _TINY_SHAPES = """
 import sys
 import numpy as np

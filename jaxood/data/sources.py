@@ -121,6 +121,7 @@ class ImageListSource(_FileListSource):
                 f"image list {list_file} not found (OpenOOD v1.5 ships these lists in benchmark_imglist/)"
             )
         self.paths, labels, missing = [], [], []
+        n_classes = len(class_names)
         with open(list_file) as f:
             for lineno, line in enumerate(f, 1):
                 parts = line.split()
@@ -129,8 +130,21 @@ class ImageListSource(_FileListSource):
                 path = os.path.join(root, parts[0])
                 if not os.path.exists(path):
                     missing.append(f"{list_file}:{lineno}: {path}")
+                text = parts[1] if len(parts) > 1 else "-1"
+                label = int(text) if re.fullmatch(r"-?\d+", text) else None
+                # A label the class names do not cover was scored (ID accuracy) or trained against a missing class.
+                if label is None or label < -1 or (n_classes and label >= n_classes):
+                    span = (
+                        f"from 0 to {n_classes - 1} (one of its {n_classes} class names)"
+                        if n_classes
+                        else "of at least 0"
+                    )
+                    raise InvalidInput(
+                        f"{list_file}:{lineno}: label {text!r} must be a whole number {span}, or -1 for none; each "
+                        "line is `relative/path [label]`"
+                    )
                 self.paths.append(path)
-                labels.append(int(parts[1]) if len(parts) > 1 else -1)
+                labels.append(label)
         if missing:
             raise DatasetMissing(
                 f"{len(missing)} file(s) named in {list_file} do not exist under {root}, e.g.\n  "
