@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from jaxood.errors import InvalidInput
 from jaxood.models import clip, convert
 from jaxood.models.tokenizer import tokenize
 
@@ -262,6 +264,39 @@ def test_pytorch_model_bin_without_torch_import(tiny_hf, tmp_path):
     _, ref_params = clip.load(directory)
     _, params = clip.load(str(d))
     chex.assert_trees_all_equal(params, ref_params)
+
+
+def test_legacy_torch_checkpoint_is_named_as_such(tiny_hf, tmp_path):
+    directory, hf_model = tiny_hf
+    d = tmp_path / "legacy"
+    d.mkdir()
+    shutil.copy(os.path.join(directory, "config.json"), d)
+    torch.save(hf_model.state_dict(), d / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    with pytest.raises(InvalidInput, match=r"is a legacy \(pre-1.6\) torch checkpoint; re-save it"):
+        clip.load(str(d))
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "params.msgpack"])
+def test_weights_cut_short_name_the_file_and_the_fix(tiny_hf, tmp_path, weights):
+    """An interrupted download or copy used to fail with the parser's traceback (safetensors' header error,
+    msgpack's "incomplete input"), or, for a torch zip, as a "legacy (pre-1.6) torch checkpoint"."""
+    directory, hf_model = tiny_hf
+    d = tmp_path / "cut"
+    if weights == "params.msgpack":
+        model, params = clip.load(directory)
+        convert.save(str(d), model.cfg, params)
+    else:
+        d.mkdir()
+        shutil.copy(os.path.join(directory, "config.json"), d)
+        if weights == "pytorch_model.bin":
+            torch.save(hf_model.state_dict(), d / weights)
+        else:
+            shutil.copy(os.path.join(directory, weights), d)
+    path = d / weights
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    message = f"{re.escape(str(path))} cannot be read .*it may be cut short by an interrupted download or copy"
+    with pytest.raises(InvalidInput, match=message):
+        clip.load(str(d))
 
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])

@@ -8,6 +8,7 @@ misshaped is an error that names it. The only tensors skipped are the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -22,7 +23,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from jaxood.errors import InputMissing, InvalidInput
+from jaxood.errors import InputMissing, InvalidInput, UserError
 from jaxood.models.clip import CLIP, CLIPConfig, param_shapes
 
 JAXOOD_CONFIG = "jaxood_clip.json"
@@ -116,10 +117,27 @@ def convert_state_dict(state: Mapping[str, np.ndarray], cfg: CLIPConfig) -> dict
 # ---------------------------------------------------------------- reading files
 
 
+@contextlib.contextmanager
+def _reading(path: str):
+    """A weights file its parser cannot read (cut short by an interrupted download or copy) as one error naming it
+    and the fix, instead of the parser's traceback (safetensors, msgpack, zip)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:
+        detail = (str(err).strip().splitlines() or [""])[0][:300]
+        raise InvalidInput(
+            f"{path} cannot be read ({type(err).__name__}: {detail}); it may be cut short by an interrupted "
+            "download or copy: fetch or copy it again"
+        ) from err
+
+
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
-    return dict(load_file(path))
+    with _reading(path):
+        return dict(load_file(path))
 
 
 _TORCH_DTYPES = {
@@ -135,11 +153,13 @@ _TORCH_DTYPES = {
 
 def read_torch_bin(path: str) -> dict[str, np.ndarray]:
     """Read a `torch.save` zip checkpoint into NumPy arrays without importing torch."""
-    if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:
+        zip_header = f.read(4) == b"PK\x03\x04"
+    if not zip_header:
         raise InvalidInput(
             f"{path} is a legacy (pre-1.6) torch checkpoint; re-save it with a recent torch or as safetensors"
         )
-    with zipfile.ZipFile(path) as zf:
+    with _reading(path), zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         prefix = names[0].split("/")[0]
         storages: dict[str, np.ndarray] = {}
@@ -163,7 +183,7 @@ def read_torch_bin(path: str) -> dict[str, np.ndarray]:
                     return _TORCH_DTYPES[name]
                 if module == "collections" and name == "OrderedDict":
                     return OrderedDict
-                raise pickle.UnpicklingError(f"{path}: unsupported object {module}.{name} in a torch checkpoint")
+                raise InvalidInput(f"{path}: unsupported object {module}.{name} in a torch checkpoint")
 
             def persistent_load(self, pid):
                 _, dtype, key, _location, _numel = pid
@@ -252,7 +272,8 @@ def save(directory: str, cfg: CLIPConfig, params: Mapping, half: bool = False) -
 def load_jaxood(directory: str) -> tuple[CLIPConfig, dict]:
     with open(os.path.join(directory, JAXOOD_CONFIG)) as f:
         cfg = CLIPConfig.from_dict(json.load(f))
-    with open(os.path.join(directory, JAXOOD_PARAMS), "rb") as f:
+    path = os.path.join(directory, JAXOOD_PARAMS)
+    with open(path, "rb") as f, _reading(path):
         params = flax.serialization.msgpack_restore(f.read())
     check_tree(param_shapes(CLIP(cfg)), params, what=f"jaxood checkpoint {directory}")
     return cfg, jax.tree.map(lambda a: np.asarray(a, np.float32), params)
