@@ -2,11 +2,14 @@
 
 `--config=configs/<file>.py[:variant]` is an ml_collections config file read
 with `lock_config=True`, so `--config.<key>=...` with an unknown key fails
-before any work starts. So does a `--workdir` URL: jaxood writes its workdir
+before any work starts. So do a `--workdir` that names a file (or lies under one, or
+in a folder jaxood may not write) and a `--workdir` URL: jaxood writes its workdir
 with the local file system (orbax included), which would turn `gs://b/run`
 into a local folder `gs:/b/run` on each host; multi-host runs need a folder
 that every host mounts at the same path.
 """
+
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -23,6 +26,22 @@ flags.register_validator(
     "(a gs:// path would become a local folder named 'gs:'). On a pod or cluster use a folder every host mounts at "
     "the same path (NFS, Filestore).",
 )
+
+
+def _can_hold_a_folder(path: str) -> bool:
+    """`path` is a folder jaxood can write, or can be made one: its nearest existing ancestor is such a folder."""
+    path = os.path.abspath(os.path.expanduser(path))
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+flags.register_validator(
+    "workdir",
+    lambda workdir: workdir is None or "://" in workdir or _can_hold_a_folder(workdir),
+    "--workdir must be a folder jaxood can write, or a path where it can make one; this one (or the nearest part "
+    "of it that exists) is a file or a folder it may not write.",
+)  # jaxood.evaluate used to find out only when writing its report, after the whole evaluation
 
 
 def run(main) -> None:

@@ -102,6 +102,16 @@ def test_workdir_url_is_refused_before_work(tiny_hf, tmp_path):
     assert not os.path.exists(os.path.join(ROOT, "gs:"))  # the folder its results went to before
 
 
+@pytest.mark.parametrize("workdir", ["file", "file/run"])
+def test_workdir_at_a_file_is_refused_before_work(tiny_hf, tmp_path, workdir):
+    """A file where the workdir (or a folder above it) should be failed only when the report was written, after the
+    whole evaluation."""
+    (tmp_path / "file").write_text("")
+    out = _evaluate(tmp_path / workdir, tiny_hf[0], tmp_path / "c")
+    assert out.returncode != 0 and "--workdir must be a folder jaxood can write, or a path where" in out.stderr
+    assert "[ID]" not in out.stdout and not (tmp_path / "c").exists()  # no image scored, no text feature cached
+
+
 @pytest.mark.parametrize("variant", ["imagenet", "imagenet,openood_v15", "toy"])
 def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
     """A training run resumed with other evaluation settings continues; a key evaluation adds must join EVAL_KEYS."""
