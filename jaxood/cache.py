@@ -1,4 +1,5 @@
-"""jaxood's on-disk caches (text features, TFDS labels): where they live and how they are written."""
+"""jaxood's on-disk caches (text features, TFDS labels): where they live and how they are written; and whether a
+folder (a cache's, a workdir) can be written at all."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import numpy as np
 
 # What jaxood can recompute goes here unless the caller names a place ($JAXOOD_CACHE overrides).
 DEFAULT_CACHE = os.path.expanduser(os.environ.get("JAXOOD_CACHE", "~/.cache/jaxood"))
+
+
+def can_hold_a_folder(path: str) -> bool:
+    """`path` is a folder jaxood can write, or can be made one: its nearest existing ancestor is such a folder."""
+    path = os.path.abspath(os.path.expanduser(path))
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 def save_npy(path: str, array: np.ndarray) -> None:

@@ -9,11 +9,10 @@ into a local folder `gs:/b/run` on each host; multi-host runs need a folder
 that every host mounts at the same path.
 """
 
-import os
-
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxood.cache import can_hold_a_folder
 from jaxood.errors import report_user_errors
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/zeroshot.py:toy.", lock_config=True)
@@ -28,17 +27,9 @@ flags.register_validator(
 )
 
 
-def _can_hold_a_folder(path: str) -> bool:
-    """`path` is a folder jaxood can write, or can be made one: its nearest existing ancestor is such a folder."""
-    path = os.path.abspath(os.path.expanduser(path))
-    while not os.path.lexists(path):
-        path = os.path.dirname(path)
-    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
-
-
 flags.register_validator(
     "workdir",
-    lambda workdir: workdir is None or "://" in workdir or _can_hold_a_folder(workdir),
+    lambda workdir: workdir is None or "://" in workdir or can_hold_a_folder(workdir),
     "--workdir must be a folder jaxood can write, or a path where it can make one; this one (or the nearest part "
     "of it that exists) is a file or a folder it may not write.",
 )  # jaxood.evaluate used to find out only when writing its report, after the whole evaluation

@@ -34,7 +34,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxood import distributed, report, settings
-from jaxood.cache import DEFAULT_CACHE
+from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
@@ -247,6 +247,11 @@ def text_cache_dir(config: ml_collections.ConfigDict) -> str:
             f"the text-feature cache {path!r} is a URL, but jaxood writes it with the local file system (it would "
             f"become a local folder named '{path.split('://')[0]}:'). Set config.cache_dir (or $JAXOOD_CACHE) to a "
             "local folder; each host of a pod may keep its own."
+        )
+    if not can_hold_a_folder(path):  # found out after encoding the prompts, before
+        raise InvalidInput(
+            f"the text-feature cache {path!r} (or the nearest part of it that exists) is a file or a folder jaxood "
+            "may not write: set config.cache_dir (or $JAXOOD_CACHE) to a folder it can write"
         )
     return path
 

@@ -348,6 +348,7 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
     "key, value, message",
     [
         ("cache_dir", "gs://bucket/cache", "gs://bucket/cache' is a URL"),
+        ("cache_dir", os.path.join(ROOT, "setup.cfg", "cache"), "is a file or a folder jaxood may not write"),
         ("scores", "mcm,glmcm", "'glmcm'"),
         ("mcm_template", "a photo of a {name}.", "needs exactly one {}"),
         ("ood_datasets", {}, "names no OOD set"),
