@@ -71,15 +71,16 @@ RESUME_MAY_CHANGE = (
 )  # fmt: skip
 
 
-def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tuple[str, ...] = ()) -> None:
-    """Refuse to continue checkpoints in `workdir` that were trained under other settings than `config`'s.
+def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tuple[str, ...] = ()) -> dict | None:
+    """Refuse to continue checkpoints in `workdir` that were trained under other settings than `config`'s; the
+    saved config (flattened, dotted keys), or None when there is nothing to resume.
 
     Without this a changed setting (another seed, learning rate, dataset) silently
     resumed the old run and reported its results under the new config.
     """
     saved_path, ckpt_dir = os.path.join(workdir, "config.json"), _checkpoint_dir(workdir)
     if not (os.path.isfile(saved_path) and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
-        return
+        return None
     with open(saved_path) as f:
         saved = flax.traverse_util.flatten_dict(json.load(f), sep=".")
     now = flax.traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
@@ -97,6 +98,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
             f"that run and report it under this config. Use a new --workdir, or set these back to the run's values "
             f"(its config is {saved_path})."
         )
+    return saved
 
 
 # Each optimiser setting's range, for the base settings and a group's overrides (`optim.groups.<group>.<key>`).
@@ -403,6 +405,19 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
     return len(moved)
 
 
+def _log_schedule_change(optim, saved: dict, steps_per_epoch: int, start: int, total: int) -> None:
+    """A resumed run of another length (`num_steps`, `epochs`) stretches its learning-rate schedule over the new
+    total from the step it resumes at: say so, with the rate there before and now (a longer cosine run goes back up)."""
+    before = saved.get("num_steps") or saved.get("epochs", 0) * steps_per_epoch
+    if not isinstance(before, int) or before in (0, total):
+        return
+    old_lr, new_lr = (float(schedule(optim, steps_per_epoch, t)(start)) for t in (before, total))
+    distributed.log(
+        f"the run's length changed from {before} to {total} steps, and its learning-rate schedule with it: at step "
+        f"{start} the base learning rate is {new_lr:.4g}, where the {before}-step schedule had {old_lr:.4g}"
+    )
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
     check_train_settings(config)
@@ -421,7 +436,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
             raise  # the method exists but imports something missing
         methods = sorted(m.name for m in pkgutil.iter_modules(jaxood.methods.__path__))
         raise InvalidInput(f"config.method {config.method!r} is not one of {methods}") from None
-    check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))
+    saved_config = check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")
     if distributed.is_first_host():
@@ -487,6 +502,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         state = ckpt.restore(start, state)
         left = f"{remaining} steps to go" if remaining else f"at or past the config's {total} steps: evaluating it"
         distributed.log(f"resumed from the checkpoint at step {start}, {left}")
+        if saved_config and remaining:
+            _log_schedule_change(config.optim, saved_config, loader.steps_per_epoch, start, total)
 
     step_fn = jax.jit(
         make_step(method, tx, config.seed),

@@ -566,6 +566,22 @@ def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation
     )
 
 
+def test_a_longer_resumed_run_says_how_its_learning_rate_changes(tiny_hf, tmp_path, capsys):
+    """Lengthening a finished cosine run restarts its learning rate from near zero to mid-schedule, which the log
+    did not mention: it names both rates at the step it resumes from."""
+    run = tmp_path / "run"
+    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=8, eval_zero_shot=False), str(run))
+    capsys.readouterr()
+    longer = small_config(tiny_hf[0], tmp_path, num_steps=16, eval_zero_shot=False)
+    trainer.train(longer, str(run))
+    old, new = (float(trainer.schedule(longer.optim, 6, total)(8)) for total in (8, 16))  # 6 steps an epoch
+    assert old == 0.0 and new == pytest.approx(0.05 * 0.5 * (1 + np.cos(np.pi * 2 / 10)))  # warm-up: 6 steps
+    assert (
+        f"the run's length changed from 8 to 16 steps, and its learning-rate schedule with it: at step 8 the base "
+        f"learning rate is {new:.4g}, where the 8-step schedule had {old:.4g}"
+    ) in capsys.readouterr().out
+
+
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_path, monkeypatch):
     """A method whose loss turns NaN on its 4th call (counted in its mutable state)."""
     import types
