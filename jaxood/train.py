@@ -54,7 +54,7 @@ from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.errors import InvalidInput, LossNotFinite, Preempted
 from jaxood.memory import compile_within_memory
-from jaxood.models import clip
+from jaxood.models import clip, convert
 from jaxood.models.convert import check_tree
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice
@@ -405,6 +405,14 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
     return len(moved)
 
 
+def _architecture(config: ml_collections.ConfigDict) -> clip.CLIPConfig | None:
+    """The CLIP's architecture where it is known without loading weights: `model_arch` for random weights, the
+    config file of the toy CLIP or a local folder; None for a hub id."""
+    if config.model == "scratch":
+        return clip.CLIPConfig.from_dict(config.model_arch.to_dict())
+    return convert.local_config(clip.resolve(config.model))
+
+
 def _log_schedule_change(optim, saved: dict, steps_per_epoch: int, start: int, total: int) -> None:
     """A resumed run of another length (`num_steps`, `epochs`) stretches its learning-rate schedule over the new
     total from the step it resumes at: say so, with the rate there before and now (a longer cosine run goes back up)."""
@@ -436,6 +444,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
             raise  # the method exists but imports something missing
         methods = sorted(m.name for m in pkgutil.iter_modules(jaxood.methods.__path__))
         raise InvalidInput(f"config.method {config.method!r} is not one of {methods}") from None
+    arch = _architecture(config)
+    if arch and hasattr(method_module, "check_settings"):  # else build checks them, once the model is loaded
+        method_module.check_settings(config, arch)
     saved_config = check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")
@@ -444,7 +455,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
             f.write(config.to_json_best_effort(indent=1))
     mesh = data_mesh()
     if config.model == "scratch":  # pretraining: the architecture in config.model_arch, random weights
-        arch = clip.CLIPConfig.from_dict(config.model_arch.to_dict())
         model = clip.CLIP(arch, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
         clip_params = jax.device_get(clip.init_params(clip.CLIP(arch), config.seed))
     else:

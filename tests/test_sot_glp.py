@@ -814,6 +814,24 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("model", ["toy", "scratch", "hf"])
+def test_sot_glp_settings_are_refused_before_the_weights_load(model, tiny_hf, monkeypatch, tmp_path):
+    """SOT-GLP's values, `top_k` against the image's patches included, used to be checked once the CLIP's weights
+    had loaded (a ViT-B/16's 600 MB) and the training set's labels were read; the architecture comes from the
+    model's config file (or `model_arch` for random weights)."""
+    from jaxood.errors import InvalidInput
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(clip, "load", no_loading)
+    monkeypatch.setattr(trainer, "few_shot_indices", no_loading)
+    patches = 4**2 if model == "hf" else 8**2  # tiny_hf: 32 px in 8 px patches; the toy CLIP: 64 px in 8 px
+    config = load_config("demo", model=tiny_hf[0] if model == "hf" else model, **{"sot_glp.top_k": patches + 1})
+    with pytest.raises(InvalidInput, match=f"sot_glp.top_k must be a whole number from 1 to {patches}, got"):
+        trainer.train(config, str(tmp_path / "run"))
+
+
 def test_class_mismatch_names_the_first_difference():
     from jaxood.errors import InvalidInput
 

@@ -22,6 +22,10 @@ The trainer imports the module named by `config.method` and needs nothing else:
 - `memory_fixes` (optional): the method's own settings that shrink its step,
   which the trainer names first when a step is too large for a device.
 
+A module may also have `check_settings(config, arch)`, which refuses its own settings' bad values for a CLIP of
+architecture `arch` (`jaxood.models.clip.CLIPConfig`): the trainer calls it before any work where the
+architecture is known without loading the weights (not for a hub id), and `build` should call it too.
+
 A module may also name `RESUME_MAY_CHANGE`: its config keys a resumed run may
 change (ones only `scorer` reads, or that change memory use but not results);
 the trainer refuses any other change.

@@ -133,10 +133,10 @@ class Prompts:
         return jnp.concatenate([names[:, :1], ctx.astype(names.dtype), names[:, 1 + self.n_ctx :]], axis=1)
 
 
-def check_settings(config: ml_collections.ConfigDict, num_patches: int) -> None:
-    """`config.sot_glp`'s values. Out of range they failed inside the traced step (0 prompts: a division by zero;
-    more patches than the image has: JAX's top_k), before it (an empty init_text: a division by zero) or trained
-    on nothing (no patch, no Sinkhorn iteration)."""
+def check_settings(config: ml_collections.ConfigDict, arch: clip.CLIPConfig) -> None:
+    """`config.sot_glp`'s values for a CLIP of architecture `arch`. Out of range they failed inside the traced step
+    (0 prompts: a division by zero; more patches than the image has: JAX's top_k), before it (an empty init_text:
+    a division by zero) or trained on nothing (no patch, no Sinkhorn iteration)."""
     c = config.sot_glp
     if not get_tokenizer().encode(c.init_text):
         raise InvalidInput(
@@ -148,7 +148,7 @@ def check_settings(config: ml_collections.ConfigDict, num_patches: int) -> None:
             raise InvalidInput(f"sot_glp.{key} must be one of {allowed}, got {c[key]!r}")
     for key in ("n_global", "n_local", "ot_iterations"):
         settings.whole(config, f"sot_glp.{key}", 1)
-    settings.whole(config, "sot_glp.top_k", 1, num_patches)  # the image's patches
+    settings.whole(config, "sot_glp.top_k", 1, arch.num_patches)  # the image's patches
     settings.whole(config, "sot_glp.prompt_chunk", 0)  # 0: all prompts at once
     for key in ("ot_epsilon", "tau", "ood_temperature"):
         settings.number(config, f"sot_glp.{key}", above=0)
@@ -156,7 +156,7 @@ def check_settings(config: ml_collections.ConfigDict, num_patches: int) -> None:
 
 
 def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, class_names, mesh) -> Method:
-    check_settings(config, model.cfg.num_patches)
+    check_settings(config, model.cfg)
     c = config.sot_glp
     n_classes, n_global, n_local = len(class_names), c.n_global, c.n_local
     init_ids = tokenize([c.init_text])

@@ -453,12 +453,19 @@ def load(name_or_dir: str | os.PathLike, dtype=jnp.float32, remat: bool = False)
     """
     from jaxood.models import convert
 
-    if name_or_dir == "toy":
-        if not os.path.exists(os.path.join(TOY_CLIP_DIR, convert.JAXOOD_CONFIG)):
-            raise InputMissing(
-                f"the embedded toy CLIP is missing from {TOY_CLIP_DIR}; rebuild it with "
-                "`python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=runs/toy_clip --install`"
-            )
-        name_or_dir = TOY_CLIP_DIR
-    cfg, params = convert.load_params(name_or_dir)
+    cfg, params = convert.load_params(resolve(name_or_dir))
     return CLIP(cfg, dtype=dtype, remat=remat), params
+
+
+def resolve(name_or_dir: str | os.PathLike) -> str | os.PathLike:
+    """`"toy"` as the embedded toy CLIP's folder (which must be there); any other name as it is."""
+    from jaxood.models import convert
+
+    if name_or_dir != "toy":
+        return name_or_dir
+    if not os.path.exists(os.path.join(TOY_CLIP_DIR, convert.JAXOOD_CONFIG)):
+        raise InputMissing(
+            f"the embedded toy CLIP is missing from {TOY_CLIP_DIR}; rebuild it with "
+            "`python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=runs/toy_clip --install`"
+        )
+    return TOY_CLIP_DIR

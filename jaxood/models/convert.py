@@ -270,13 +270,24 @@ def save(directory: str, cfg: CLIPConfig, params: Mapping, half: bool = False) -
 
 
 def load_jaxood(directory: str) -> tuple[CLIPConfig, dict]:
-    with open(os.path.join(directory, JAXOOD_CONFIG)) as f:
-        cfg = CLIPConfig.from_dict(json.load(f))
+    cfg = local_config(directory)
     path = os.path.join(directory, JAXOOD_PARAMS)
     with open(path, "rb") as f, _reading(path):
         params = flax.serialization.msgpack_restore(f.read())
     check_tree(param_shapes(CLIP(cfg)), params, what=f"jaxood checkpoint {directory}")
     return cfg, jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+
+
+def local_config(directory: str | os.PathLike) -> CLIPConfig | None:
+    """The architecture of the CLIP in a local jaxood or Hugging Face directory, without its weights; None for
+    anything else (a hub id)."""
+    directory = os.fspath(directory)
+    if os.path.isfile(os.path.join(directory, JAXOOD_CONFIG)):
+        with open(os.path.join(directory, JAXOOD_CONFIG)) as f:
+            return CLIPConfig.from_dict(json.load(f))
+    if os.path.isfile(os.path.join(directory, "config.json")):
+        return CLIPConfig.from_json(os.path.join(directory, "config.json"))
+    return None
 
 
 def load_params(name_or_dir: str | os.PathLike) -> tuple[CLIPConfig, dict]:
