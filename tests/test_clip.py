@@ -266,6 +266,19 @@ def test_pytorch_model_bin_without_torch_import(tiny_hf, tmp_path):
     chex.assert_trees_all_equal(params, ref_params)
 
 
+@pytest.mark.parametrize(
+    "vision, message",
+    [
+        ({"hidden_act": "relu"}, r"vision hidden_act 'relu' is not supported; expected one of \['gelu'"),
+        ({"image_size": [224, 256]}, r"non-square sizes are not supported: \[224, 256\]"),
+    ],
+)
+def test_unsupported_hf_config_is_a_user_error(vision, message):
+    """Printed as the message alone by the command lines (a ValueError with a traceback before)."""
+    with pytest.raises(InvalidInput, match=message):
+        clip.CLIPConfig.from_hf({"vision_config": vision})
+
+
 def test_legacy_torch_checkpoint_is_named_as_such(tiny_hf, tmp_path):
     directory, hf_model = tiny_hf
     d = tmp_path / "legacy"

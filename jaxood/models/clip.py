@@ -84,7 +84,7 @@ class CLIPConfig:
         vision, text = tower(v, width=768, heads=12, mlp_dim=3072), tower(t, width=512, heads=8, mlp_dim=2048)
         for name, c in (("vision", vision), ("text", text)):
             if c.act not in _ACTIVATIONS:
-                raise ValueError(
+                raise InvalidInput(
                     f"{name} hidden_act {c.act!r} is not supported; expected one of {sorted(_ACTIVATIONS)}"
                 )
         return cls(
@@ -115,7 +115,7 @@ class CLIPConfig:
 def _scalar(x):
     if isinstance(x, (list, tuple)):
         if len(set(x)) != 1:
-            raise ValueError(f"non-square sizes are not supported: {x}")
+            raise InvalidInput(f"non-square sizes are not supported: {x}")
         return int(x[0])
     return int(x)
 
