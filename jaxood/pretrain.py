@@ -16,9 +16,22 @@ import shutil
 from absl import flags
 
 from jaxood import distributed
+from jaxood.errors import InvalidInput
 from jaxood.models import clip, convert
 
+METHOD = "clip_pretrain"
+
 INSTALL = flags.DEFINE_bool("install", False, "Copy the exported checkpoint into the package (the embedded default).")
+
+
+def check_pretraining(config) -> None:
+    """The config trains a CLIP: another method's (SOT-GLP's, on a frozen CLIP) trained it and then exported the
+    frozen CLIP as if pretrained, silently."""
+    if config.get("method") != METHOD:
+        raise InvalidInput(
+            f"jaxood.pretrain trains a CLIP (config.method {METHOD!r}, as in configs/toy_clip.py), but this config's "
+            f"method is {config.get('method')!r}: train it with jaxood.train"
+        )
 
 
 def export(workdir: str, config, params, install: bool) -> str | None:
@@ -44,6 +57,7 @@ def main(argv):
     from jaxood.train import train
 
     logging.set_verbosity(logging.WARNING)
+    check_pretraining(CONFIG.value)
     _, params = train(CONFIG.value, WORKDIR.value)
     export(WORKDIR.value, CONFIG.value, params, INSTALL.value)
 

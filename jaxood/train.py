@@ -428,6 +428,11 @@ def _log_schedule_change(optim, saved: dict, steps_per_epoch: int, start: int, t
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
+    if "method" not in config:  # its training settings are missing too: a KeyError on the first one, before
+        raise InvalidInput(
+            "this config names no training method (config.method): jaxood.train trains a method's config, such as "
+            "configs/sot_glp.py; a CLIP as it is (the zero-shot rows) is evaluated by jaxood.evaluate"
+        )
     check_train_settings(config)
     distributed.maybe_initialize()
     os.makedirs(workdir, exist_ok=True)

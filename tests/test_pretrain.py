@@ -81,6 +81,20 @@ def test_bad_architecture_or_caption_length_fails_before_work(key, value, messag
     assert not (tmp_path / "run").exists()
 
 
+def test_pretrain_refuses_another_methods_config_and_train_a_config_without_method(tmp_path):
+    """`jaxood.pretrain` with SOT-GLP's config trained SOT-GLP and exported its frozen CLIP as if pretrained;
+    `jaxood.train` with a zero-shot config failed with a KeyError on its first training setting."""
+    from jaxood import train as trainer
+    from jaxood.errors import InvalidInput
+
+    cmd = [sys.executable, "-m", "jaxood.pretrain", "--config=configs/sot_glp.py:demo", f"--workdir={tmp_path / 'p'}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "but this config's method is 'sot_glp': train it with jaxood.train" in out.stderr
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(InvalidInput, match=r"this config names no training method \(config.method\)"):
+        trainer.train(load_config("zeroshot", "toy"), str(tmp_path / "z"))
+
+
 def test_half_precision_export_restores_float32(tiny_hf, tmp_path):
     model, params = clip.load(tiny_hf[0])
     convert.save(str(tmp_path / "half"), model.cfg, params, half=True)
