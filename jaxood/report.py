@@ -118,6 +118,37 @@ def keep_earlier(workdir: str) -> str | None:
     return dest
 
 
+CURVES = "training_curves.png"
+
+
+def training_curves(workdir: str, records: list[dict]) -> str | None:
+    """`training_curves.png` in `workdir`: each logged scalar of `records` (metrics.jsonl's rows) against the step,
+    one panel each; its path, or None when nothing was logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(k for r in records for k in r if k != "step"))
+    if not names:
+        return None
+    cols = min(len(names), 4)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        points = [(r["step"], r[name]) for r in records if name in r]
+        ax.plot(*zip(*points), marker="." if len(points) < 30 else None)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = os.path.join(workdir, CURVES)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def slug(row: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", row.lower()).strip("_")
 

@@ -46,7 +46,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 import jaxood.methods
-from jaxood import distributed, settings
+from jaxood import distributed, report, settings
 from jaxood import evaluate as evaluation
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
@@ -567,6 +567,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
                     f"checkpoint in {_checkpoint_dir(workdir)}. Run the same command again to resume from it."
                 )
     loader.log_unreadable("train")
+    if config.plots and distributed.is_first_host():
+        with open(os.path.join(workdir, METRICS)) as f:
+            report.training_curves(workdir, [json.loads(line) for line in f])
 
     params = merge(state.trainable, frozen)
     # Zero-shot rows: the CLIP as training left it (the frozen one, or for pretraining the one just trained,

@@ -207,6 +207,20 @@ def test_report_without_score_rows_shows_the_id_accuracy():
     )
 
 
+def test_training_curves_plot_every_logged_scalar(tmp_path):
+    from PIL import Image
+
+    from jaxood import report
+
+    assert (
+        report.training_curves(str(tmp_path), []) is None
+        and report.training_curves(str(tmp_path), [{"step": 1}]) is None
+    )
+    records = [{"step": s, "loss": 1 / s, "lr": 0.1, **({"eval": 0.5} if s % 2 else {})} for s in range(1, 11)]
+    path = report.training_curves(str(tmp_path), records)
+    assert path == str(tmp_path / "training_curves.png") and Image.open(path).size == (3 * 324, 252)  # 3 panels
+
+
 def test_nan_scores_leave_only_their_metrics_out():
     """A NaN score has no rank (ranking it anyway gave a number with no meaning): the metrics it touches are None
     (a NaN in ID: every set's), counted per row and set; the other sets, the means without NaN, and the other rows

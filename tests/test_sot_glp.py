@@ -572,8 +572,9 @@ def test_a_longer_resumed_run_says_how_its_learning_rate_changes(tiny_hf, tmp_pa
     run = tmp_path / "run"
     trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=8, eval_zero_shot=False), str(run))
     capsys.readouterr()
-    longer = small_config(tiny_hf[0], tmp_path, num_steps=16, eval_zero_shot=False)
+    longer = small_config(tiny_hf[0], tmp_path, num_steps=16, eval_zero_shot=False, plots=True)
     trainer.train(longer, str(run))
+    assert (run / "training_curves.png").stat().st_size > 10_000  # all 16 steps' scalars, one panel each
     old, new = (float(trainer.schedule(longer.optim, 6, total)(8)) for total in (8, 16))  # 6 steps an epoch
     assert old == 0.0 and new == pytest.approx(0.05 * 0.5 * (1 + np.cos(np.pi * 2 / 10)))  # warm-up: 6 steps
     assert (
