@@ -32,7 +32,8 @@ class LossNotFinite(UserError, FloatingPointError):
 
 
 class Preempted(UserError):
-    """Training stopped at a preemption notice (SIGTERM) after saving a checkpoint; the same command resumes it."""
+    """Training stopped at a preemption notice (SIGTERM) or Ctrl-C after saving a checkpoint; the same command
+    resumes it."""
 
 
 def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:

@@ -17,6 +17,10 @@ The handler is installed only around the training loop (in the main thread,
 where Python runs signal handlers); before and after it SIGTERM stops the
 process as usual: there is no progress since the last checkpoint to save yet,
 or the final one is already saved.
+
+Ctrl-C (SIGINT) in a one-process run does the same: the step that ends next
+saves and the run stops, so an interactive run stopped by hand loses nothing; a
+second Ctrl-C stops it at once (Python's KeyboardInterrupt), as before.
 """
 
 from __future__ import annotations
@@ -29,21 +33,33 @@ import orbax.checkpoint as ocp
 
 
 class PreemptionNotice:
-    """`with PreemptionNotice() as notice:` ... `notice.reached(step)` is True at the step to save and stop at."""
+    """`with PreemptionNotice() as notice:` ... `notice.reached(step)` is True at the step to save and stop at, and
+    `notice.reason` then says what stopped it."""
+
+    SIGNALS = {signal.SIGTERM: "a preemption notice (SIGTERM)", signal.SIGINT: "Ctrl-C (SIGINT)"}
 
     def __enter__(self) -> PreemptionNotice:
-        self.signalled = False
+        self.reason = ""  # what stops the run, once a signal came
         self._own = not jax.distributed.is_initialized() and threading.current_thread() is threading.main_thread()
-        if self._own:
-            self._previous = signal.signal(signal.SIGTERM, self._note)
+        self._previous = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS} if self._own else {}
         return self
 
     def _note(self, signum, frame) -> None:
-        self.signalled = True
+        self.reason = self.reason or self.SIGNALS[signum]
+        if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
+            self._restore(signal.SIGINT)
+            print("Ctrl-C: saving at the end of this step, then stopping (Ctrl-C again stops at once)", flush=True)
 
     def reached(self, step: int) -> bool:
-        return self.signalled or ocp.multihost.reached_preemption(step)
+        if not self.reason and ocp.multihost.reached_preemption(step):
+            self.reason = self.SIGNALS[signal.SIGTERM]
+        return bool(self.reason)
+
+    def _restore(self, sig) -> None:
+        previous = self._previous.pop(sig, signal.SIG_DFL)
+        # None: a handler not installed from Python, which Python cannot put back
+        signal.signal(sig, signal.SIG_DFL if previous is None else previous)
 
     def __exit__(self, *exc) -> None:
-        if self._own:  # None: a handler not installed from Python, which Python cannot put back
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+        for sig in list(self._previous):
+            self._restore(sig)

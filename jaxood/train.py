@@ -13,8 +13,8 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   may change on resume; any other difference from `DIR/config.json` is refused
   before any work (`check_resume`). The loss is checked on device every step,
   and a NaN/inf stops the run naming the step, without saving, so the last
-  checkpoint stays good. A preemption notice (SIGTERM) saves the step it
-  ends at and stops the run (`jaxood.preemption`);
+  checkpoint stays good. A preemption notice (SIGTERM) or Ctrl-C saves the
+  step it ends at and stops the run (`jaxood.preemption`);
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`), progress with ETA,
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
   the zero-shot baseline rows.
@@ -536,7 +536,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
     t0 = time.monotonic()
     # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
-    # going on. A preemption notice (SIGTERM) saves the step it ends at and stops (jaxood.preemption).
+    # going on. A preemption notice (SIGTERM) or Ctrl-C saves the step it ends at and stops (jaxood.preemption).
     writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard, start)
     with PreemptionNotice() as preemption, contextlib.closing(writer):
         for step, batch in zip(range(start, total), batches):
@@ -563,7 +563,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
             progress.update()
             if stop:
                 raise Preempted(
-                    f"stopped at step {done} of {total} by a preemption notice (SIGTERM), after saving its "
+                    f"stopped at step {done} of {total} by {preemption.reason}, after saving its "
                     f"checkpoint in {_checkpoint_dir(workdir)}. Run the same command again to resume from it."
                 )
     loader.log_unreadable("train")

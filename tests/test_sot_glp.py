@@ -620,27 +620,42 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_pa
     assert os.listdir(tmp_path / "early" / "checkpoints") == []
 
 
-def test_sigterm_saves_the_step_it_ends_at_and_stops_and_the_same_command_resumes(tiny_hf, tmp_path, monkeypatch):
-    """A preemption notice (SIGTERM, here sent by the process to itself while step 2 is logged) makes the step that
-    ends next save and stop the run, with no checkpoint due then (`checkpoint_every` 10). Before, SIGTERM killed
-    the run and every step since the last checkpoint was lost. SIGTERM's handler is the previous one again after."""
+@pytest.mark.parametrize(
+    "signals, stops_with",
+    [
+        (["SIGTERM"], r"stopped at step 3 of 6 by a preemption notice \(SIGTERM\), after saving"),
+        (["SIGINT"], r"stopped at step 3 of 6 by Ctrl-C \(SIGINT\), after saving"),
+        (["SIGINT", "SIGINT"], None),  # a second Ctrl-C: Python's KeyboardInterrupt at once, nothing saved
+    ],
+)
+def test_sigterm_or_ctrl_c_saves_the_step_it_ends_at_and_stops_and_the_same_command_resumes(
+    tiny_hf, tmp_path, monkeypatch, signals, stops_with
+):
+    """A preemption notice (SIGTERM) or Ctrl-C (SIGINT), here sent by the process to itself while step 2 is logged,
+    makes the step that ends next save and stop the run, with no checkpoint due then (`checkpoint_every` 10).
+    Before, either signal stopped the run at once and every step since the last checkpoint was lost. The handlers
+    are the previous ones again after."""
     import signal
 
     config = small_config(tiny_hf[0], tmp_path, num_steps=6, checkpoint_every=10, eval_zero_shot=False)
     scalars = trainer.MetricWriter.scalars
 
-    def scalars_then_sigterm(writer, step, values):
+    def scalars_then_signals(writer, step, values):
         scalars(writer, step, values)
         if step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
+            for name in signals:
+                os.kill(os.getpid(), getattr(signal, name))
 
-    monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars_then_sigterm)
-    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars_then_signals)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     run = tmp_path / "run"
-    with pytest.raises(Preempted, match=r"stopped at step 3 of 6 by a preemption notice \(SIGTERM\), after saving"):
+    with pytest.raises(KeyboardInterrupt if stops_with is None else Preempted, match=stops_with):
         trainer.train(config, str(run))
-    assert signal.getsignal(signal.SIGTERM) is before
-    assert os.listdir(run / "checkpoints") == ["3"] and not (run / "results.json").exists()
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    assert os.listdir(run / "checkpoints") == ([] if stops_with is None else ["3"])
+    assert not (run / "results.json").exists()
+    if stops_with is None:
+        return
     monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars)
     trainer.train(config, str(run))
     logged = [r["step"] for r in _logged(run)]
