@@ -68,8 +68,8 @@ def markdown(results: dict) -> str:
     if bad:
         lines += ["", "Undecodable images skipped (masked out): " + ", ".join(f"{k} {v}" for k, v in bad.items())]
     for r, nans in results.get("nan_scores", {}).items():
-        counts = ", ".join(f"{k} {v}" for k, v in nans.items())
-        lines += ["", f"{r}: NaN scores ({counts}) have no rank, so its metrics against a set with any are NaN"]
+        where = ", ".join(f"{k} {v}" for k, v in nans.items())
+        lines += ["", f"{r}: NaN scores ({where}) have no rank, so its metrics against a set with any are NaN"]
     return "\n".join(lines) + "\n"
 
 

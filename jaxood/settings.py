@@ -42,8 +42,8 @@ def number(
     ]
     is_number = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
     if not is_number or not all(ok(value, b) for b, _, ok in bounds if b is not None):
-        span = " and ".join(f"{op} {b}" for b, op, _ in bounds if b is not None)
-        raise InvalidInput(f"{key} must be a number {span}, got {value!r}")
+        span = "".join(f" and {op} {b}" for b, op, _ in bounds if b is not None).removeprefix(" and")
+        raise InvalidInput(f"{key} must be a number{span}, got {value!r}")
     return value
 
 
