@@ -39,7 +39,11 @@ def export(workdir: str, config, params, install: bool) -> str | None:
     only: in a multi-host job every host holds the same weights and shares the workdir (None on the others)."""
     if not distributed.is_first_host():
         return None
-    cfg = clip.CLIPConfig.from_dict(config.model_arch.to_dict())
+    from jaxood.train import architecture
+
+    # The trained CLIP's architecture: `model_arch` only for random weights, else its config file (a hub id's from
+    # the cache the trainer fetched it into).
+    cfg = architecture(config) or convert.local_config(convert.download(config.model))
     out = convert.save(os.path.join(workdir, "export"), cfg, params["clip"], half=True)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
     print(f"exported {out} ({size:.1f} MiB)", flush=True)

@@ -405,7 +405,7 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
     return len(moved)
 
 
-def _architecture(config: ml_collections.ConfigDict) -> clip.CLIPConfig | None:
+def architecture(config: ml_collections.ConfigDict) -> clip.CLIPConfig | None:
     """The CLIP's architecture where it is known without loading weights: `model_arch` for random weights, the
     config file of the toy CLIP or a local folder; None for a hub id."""
     if config.model == "scratch":
@@ -449,7 +449,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
             raise  # the method exists but imports something missing
         methods = sorted(m.name for m in pkgutil.iter_modules(jaxood.methods.__path__))
         raise InvalidInput(f"config.method {config.method!r} is not one of {methods}") from None
-    arch = _architecture(config)
+    arch = architecture(config)
     if arch and hasattr(method_module, "check_settings"):  # else build checks them, once the model is loaded
         method_module.check_settings(config, arch)
     saved_config = check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))

@@ -146,14 +146,17 @@ def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, 
 
 
 def test_continued_pretraining_evaluates_the_trained_clip(tmp_path, monkeypatch):
-    """Pretraining that starts from a saved CLIP (not `scratch`) reports zero-shot rows of the weights it trained."""
-    from jaxood import evaluate
+    """Pretraining that starts from a saved CLIP (not `scratch`) reports zero-shot rows of the weights it trained,
+    and exports them with that CLIP's architecture: the export used to take `model_arch` (which only random weights
+    use), so this one wrote a 2-layer text tower's config over 1-layer weights and did not load back."""
+    from jaxood import evaluate, pretrain
     from jaxood.train import train
 
     c = tiny_pretrain_config(tmp_path)
     arch = clip.CLIPConfig.from_dict(c.model_arch.to_dict())
     start = jax.device_get(clip.init_params(clip.CLIP(arch), 0))
     c.model = convert.save(str(tmp_path / "start"), arch, start)
+    c.model_arch.text.layers = arch.text.layers + 1  # not this run's CLIP: it continues from `start`
     c.optim.lr = 1e-2
     evaluated = []
     real_evaluate = evaluate.evaluate
@@ -167,6 +170,23 @@ def test_continued_pretraining_evaluates_the_trained_clip(tmp_path, monkeypatch)
     kernel = evaluated[0]["visual_projection"]["kernel"]
     np.testing.assert_array_equal(kernel, np.asarray(params["clip"]["visual_projection"]["kernel"]))
     assert not np.allclose(kernel, start["visual_projection"]["kernel"])
+    model, restored = clip.load(pretrain.export(str(tmp_path / "run"), c, params, install=False))
+    assert model.cfg == arch
+    np.testing.assert_allclose(restored["visual_projection"]["kernel"], kernel, rtol=1e-3, atol=1e-3)  # float16
+
+
+def test_export_of_a_clip_continued_from_a_hub_id_takes_its_architecture_from_the_hub_copy(
+    tiny_hf, tmp_path, monkeypatch
+):
+    """A hub id's architecture is in the copy the trainer fetched (here a local Hugging Face folder standing in)."""
+    from jaxood import pretrain
+
+    monkeypatch.setattr(convert, "download", lambda repo_id: tiny_hf[0])
+    model, params = clip.load(tiny_hf[0])
+    c = tiny_pretrain_config(tmp_path)
+    c.model = "someone/tiny-clip"
+    exported, _ = clip.load(pretrain.export(str(tmp_path / "run"), c, {"clip": params}, install=False))
+    assert exported.cfg == model.cfg != clip.CLIPConfig.from_dict(c.model_arch.to_dict())
 
 
 def test_pretrain_command_is_reproducible_across_processes(tmp_path):
