@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from jaxood.errors import InputMissing, InvalidInput
 from jaxood.scores import logits as logit_scores
 from jaxood.scores import mcm, metrics, neglabel, odin
-from jaxood.scores.wordnet import Pool, load_pool
+from jaxood.scores.wordnet import Pool, build_pool, load_pool
 
 # ------------------------------------------------------------------- metrics
 
@@ -174,6 +175,42 @@ def test_shipped_wordnet_pool():
     assert "golden retriever" in nouns and not any("_" in w for w in nouns[:1000])
     assert len(pool.select("n", neglabel.NEGLABEL_EXCLUDE)) < len(nouns)
     assert "noun.animal" in pool.lexnames and "adj.pert" in pool.lexnames
+
+
+def _synset(offset, lexfile, kind, *words):
+    """One line of a WordNet data file: offset, lexicographer file number, type, word count in hex, (word, lex id)."""
+    pairs = " ".join(f"{w} 0" for w in words)
+    return f"{offset:08d} {lexfile:02d} {kind} {len(words):02x} {pairs} 000 | a gloss"
+
+
+def test_build_pool_from_wordnet_files(tmp_path):
+    header = "  1 This software and database is being provided to you, the LICENSEE, by Princeton University"
+    ten = ("golden_retriever", "Dog", "ant", "bee", "cat", "cow", "elk", "gnu", "owl", "yak")  # count 0a: hex
+    (tmp_path / "data.noun").write_text("\n".join([
+        header,
+        _synset(1740, 13, "n", "cake", "dog"),  # noun.food, after noun.animal: its "dog" is a duplicate
+        _synset(1930, 5, "n", *ten),  # noun.animal
+        _synset(2000, 3, "n", "entity"),  # noun.Tops: upper case sorts first
+    ]) + "\n")  # fmt: skip
+    (tmp_path / "data.adj").write_text("\n".join([
+        header,
+        _synset(1740, 1, "a", "lunar"),  # adj.pert
+        _synset(14358, 0, "s", "abounding", "galore(ip)"),  # adj.all; syntactic marker dropped
+        _synset(2098, 0, "a", "able", "cake"),  # a noun's word is kept again as an adjective
+    ]) + "\n")  # fmt: skip
+    pool = build_pool(str(tmp_path))
+    animals = ["ant", "bee", "cat", "cow", "Dog", "elk", "gnu", "golden retriever", "owl", "yak"]
+    assert pool.words == ("entity", *animals, "cake", "able", "abounding", "cake", "galore", "lunar")
+    assert pool.pos == ("n",) * 12 + ("a",) * 5
+    assert pool.lexnames == ("noun.Tops",) + ("noun.animal",) * 10 + ("noun.food",) + ("adj.all",) * 4 + ("adj.pert",)
+
+
+def test_build_pool_names_missing_or_foreign_files(tmp_path):
+    with pytest.raises(InputMissing, match=r"data.noun not found.*apt install wordnet-base"):
+        build_pool(str(tmp_path))
+    (tmp_path / "data.noun").write_text("not a synset line\n")
+    with pytest.raises(InvalidInput, match=r"data.noun line 1 is not a WordNet data-file synset line"):
+        build_pool(str(tmp_path))
 
 
 # -------------------------------------------------------------------- ODIN

@@ -22,6 +22,9 @@ import functools
 import gzip
 import os
 import re
+import sys
+
+from jaxood.errors import InputMissing, InvalidInput, report_user_errors
 
 POOL_PATH = os.path.join(os.path.dirname(__file__), "assets", "wordnet30_pool.tsv.gz")
 
@@ -50,17 +53,26 @@ class Pool:
 
 def _parse(path: str) -> list[tuple[str, str]]:
     """(lemma, lexname) for every word of every synset of a `data.*` file."""
+    if not os.path.isfile(path):
+        raise InputMissing(
+            f"{path} not found: --wordnet_dir must be a WordNet 3.0 database folder with data.noun and data.adj "
+            "(on Debian or Ubuntu `apt install wordnet-base` puts one in /usr/share/wordnet)"
+        )
     out = []
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if line.startswith("  "):  # licence header
                 continue
             fields = line.split(" ")
-            lexname = LEXNAMES[int(fields[1])]
-            n_words = int(fields[3], 16)
-            for k in range(n_words):
-                word = _ADJ_MARKER.sub("", fields[4 + 2 * k])
-                out.append((word.replace("_", " "), lexname))
+            try:  # offset, lexicographer file number, synset type, word count (hex), then (word, lex id) pairs
+                lexname = LEXNAMES[int(fields[1])]
+                words = [fields[4 + 2 * k] for k in range(int(fields[3], 16))]
+            except (IndexError, ValueError) as err:
+                raise InvalidInput(
+                    f"{path} line {number} is not a WordNet data-file synset line ({err}): --wordnet_dir must hold "
+                    "the WordNet 3.0 database files as distributed (wordnet-base), not other files under those names"
+                ) from err
+            out.extend((_ADJ_MARKER.sub("", word).replace("_", " "), lexname) for word in words)
     return out
 
 
@@ -88,7 +100,7 @@ def load_pool() -> Pool:
     return Pool(*map(tuple, zip(*rows)))
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wordnet_dir", default="/usr/share/wordnet")
     ap.add_argument("--out", default=POOL_PATH)
@@ -96,7 +108,8 @@ def main(argv=None):
     pool = build_pool(args.wordnet_dir)
     write_pool(pool, args.out)
     print(f"{args.out}: {pool.pos.count('n')} nouns, {pool.pos.count('a')} adjectives")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main)(sys.argv[1:]))
