@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from jaxood.bench import VIT_B16
+from jaxood.bench import VIT_B16, count, positive
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
@@ -55,9 +55,9 @@ def _rate(fn, items_per_call: int, seconds: float, warmup: bool = True) -> float
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="local Hugging Face CLIP directory (default: random ViT-B/16 weights)")
-    ap.add_argument("--image_batch", type=int, default=8)
-    ap.add_argument("--text_batch", type=int, default=250)
-    ap.add_argument("--seconds", type=float, default=20.0, help="time per measurement")
+    ap.add_argument("--image_batch", type=count(), default=8)
+    ap.add_argument("--text_batch", type=count(), default=250)
+    ap.add_argument("--seconds", type=positive, default=20.0, help="time per measurement")
     args = ap.parse_args(argv)
 
     import torch

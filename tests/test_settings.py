@@ -1,5 +1,7 @@
 """`jaxood.settings`: the range checks every config value goes through, and the messages they give."""
 
+import argparse
+
 import ml_collections
 import pytest
 
@@ -30,3 +32,30 @@ def test_out_of_range_names_key_range_and_value(check, message):
     with pytest.raises(InvalidInput) as err:
         check(_config())
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--classes", "2000"], "--classes: must be a whole number from 1 to 1000, got 2000"),  # ImageNet has 1000
+        (["--batch", "0"], "--batch: must be a whole number of at least 1, got 0"),
+        (["--prompt_chunk", "1.5"], "--prompt_chunk: '1.5' is not a whole number"),
+        (["--dtype", "float8"], "--dtype: invalid choice: 'float8'"),
+    ],
+)
+def test_benchmark_flags_are_range_checked(argv, message, capsys):
+    """The benchmarks' counts go through `jaxood.bench.count`: out of range, argparse stops before any work."""
+    from jaxood.bench import sot_glp
+
+    with pytest.raises(SystemExit) as stop:
+        sot_glp.main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_benchmark_number_flags():
+    from jaxood.bench import count, positive
+
+    assert count(0)("0") == 0 and count(1, 3)("3") == 3 and positive("0.5") == 0.5
+    for parse, text in ((count(1, 3), "4"), (count(), "x"), (positive, "0"), (positive, "nan")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)

@@ -23,6 +23,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from jaxood.bench import count
 from jaxood.data import preprocess, toy_world
 from jaxood.data.pipeline import Loader
 from jaxood.data.sources import FolderSource, TfdsSource
@@ -89,11 +90,11 @@ def _rate(loader_iter, steps: int, batch: int) -> float:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--toy_images", type=int, default=10_000)
-    ap.add_argument("--records", type=int, default=4000)
+    ap.add_argument("--images", type=count(), default=256)
+    ap.add_argument("--batch", type=count(), default=64)
+    ap.add_argument("--steps", type=count(), default=12)
+    ap.add_argument("--toy_images", type=count(), default=10_000)
+    ap.add_argument("--records", type=count(), default=4000)
     args = ap.parse_args(argv)
     cores = os.cpu_count() or 1
     r = {}

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxood.bench import VIT_B16
+from jaxood.bench import VIT_B16, count
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.pipeline import data_mesh
 from jaxood.memory import GiB, step_bytes
@@ -60,15 +60,15 @@ def _config(args):
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--classes", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--classes", type=count(1, len(imagenet_classnames())), default=1000, help="ImageNet's first C")
+    ap.add_argument("--batch", type=count(), default=4)
+    ap.add_argument("--repeats", type=count(), default=1)
     ap.add_argument("--no_full_length", action="store_true", help="skip the (slow) 77-token step")
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--dtype", default="float32", choices=clip.COMPUTE_DTYPES)
     ap.add_argument("--remat", action="store_true", help="rematerialise each block (config.remat)")
     ap.add_argument(
         "--prompt_chunk",
-        type=int,
+        type=count(0),
         default=None,
         help="prompts through the text tower at once (0: all; default: config's)",
     )
@@ -77,7 +77,8 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     cfg = clip.CLIPConfig.from_hf(VIT_B16)
-    model = clip.CLIP(cfg, dtype=jnp.dtype(args.dtype), remat=args.remat)
+    dtype = clip.compute_dtype(args.dtype)
+    model = clip.CLIP(cfg, dtype=dtype, remat=args.remat)
     params = jax.device_get(clip.init_params(clip.CLIP(cfg)))
     names = list(imagenet_classnames())[: args.classes]
     prompts = sot_glp.Prompts(names, 4)  # the method's own prompt builder: name tokens cut at the longest EOT
@@ -91,7 +92,7 @@ def main(argv=None) -> dict:
     }
     print(
         f"SOT-GLP step: C={args.classes}, G=P=4 -> {args.classes * 8} prompts, image batch {args.batch}, "
-        f"ViT-B/16 random weights, {jax.device_count()} {jax.devices()[0].platform} device(s), {args.dtype}"
+        f"ViT-B/16 random weights, {jax.device_count()} {jax.devices()[0].platform} device(s), {jnp.dtype(dtype).name}"
         + (", remat" if args.remat else "")
         + (f", text tower on at most {chunk} prompts at once" if (chunk := config.sot_glp.prompt_chunk) else "")
     )
