@@ -20,6 +20,24 @@ def can_hold_a_folder(path: str) -> bool:
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
+def load_npy(path: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The array cached at `path`, or None when there is none to use: no file, or one that is damaged (cut short by
+    a full disk, edited) or of another shape. A damaged file is said and then computed again, as a missing one is:
+    it stopped the run before, though the cache holds nothing that cannot be recomputed."""
+    if not os.path.exists(path):
+        return None
+    try:
+        array = np.load(path)
+    except (OSError, ValueError, EOFError) as err:
+        problem = f"cannot be read ({err})"
+    else:
+        if array.shape == tuple(shape):
+            return array
+        problem = f"holds shape {array.shape}, not {tuple(shape)}"
+    print(f"cache file {path} {problem}: computing it again and replacing it", flush=True)
+    return None
+
+
 def save_npy(path: str, array: np.ndarray) -> None:
     """`np.save` whole or not at all: every host of a pod may write the same cache file at once, and another may be
     loading it, so each writes its own file and renames it over `path` (readers see complete files only)."""

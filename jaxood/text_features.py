@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxood import distributed
-from jaxood.cache import DEFAULT_CACHE, save_npy
+from jaxood.cache import DEFAULT_CACHE, load_npy, save_npy
 from jaxood.data.pipeline import data_mesh, every_device, replicate, split_rows
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
@@ -94,9 +94,10 @@ def templated_features(
     for w, t in zip(words, per_word):
         key.update(("\x00".join(t) + "\x01" + w + "\x02").encode())
     path = os.path.join(cache_dir, "text_features", key.hexdigest() + ".npy") if cache_dir else None
-    if path and os.path.exists(path):
+    cached = load_npy(path, (len(words), model.cfg.projection_dim)) if path else None
+    if cached is not None:
         distributed.log(f"[{label}] {len(words)} cached text features from {path}")
-        return np.load(path)
+        return cached
     feats = np.zeros((len(words), model.cfg.projection_dim), np.float32)
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, t in enumerate(per_word):

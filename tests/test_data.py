@@ -10,6 +10,7 @@ import pytest
 from conftest import write_image
 from PIL import Image
 
+from jaxood.cache import load_npy, save_npy
 from jaxood.data import preprocess, sampling, sources, toy_world
 from jaxood.data.pipeline import Loader
 from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
@@ -126,6 +127,13 @@ def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tmp_p
     # Labels are cached next to the data (whole files only), and images decode through the same path as files.
     assert os.listdir(tmp_path / "jaxood_labels") == ["tiny_shapes_1.0.0-train.npy"]
     np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).labels(), labels)
+    # A damaged cache file (cut short) is said, read again from the records and replaced.
+    cached = tmp_path / "jaxood_labels" / "tiny_shapes_1.0.0-train.npy"
+    cached.write_bytes(cached.read_bytes()[:100])
+    capsys.readouterr()
+    np.testing.assert_array_equal(src.labels(), labels)
+    assert f"cache file {cached} cannot be read" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(cached), labels)
     raw, label = src.read(3)
     img = np.asarray(preprocess.decode(raw))
     assert img.shape == (12, 10, 3) and img[0, 0, 0] in {20 * i for i in range(6) if i % 2 == label}
@@ -140,6 +148,19 @@ def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tmp_p
     monkeypatch.chdir(tmp_path / "jaxood_labels")
     np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir="gs://b/tfds").labels(), labels)
     assert os.listdir(tmp_path / "cache" / "tfds") == ["gs_b_tfds"] and not os.path.exists("gs:")
+
+
+def test_cache_files_that_cannot_be_used_are_recomputed(tmp_path, capsys):
+    """`load_npy` (text features, TFDS labels): None, so the caller computes again, for a missing file silently and
+    for a damaged or mis-shaped one with a line naming it."""
+    path = str(tmp_path / "a.npy")
+    assert load_npy(path, (3,)) is None and capsys.readouterr().out == ""
+    save_npy(path, np.arange(3))
+    np.testing.assert_array_equal(load_npy(path, (3,)), np.arange(3))
+    assert load_npy(path, (4,)) is None
+    assert f"cache file {path} holds shape (3,), not (4,)" in capsys.readouterr().out
+    (tmp_path / "a.npy").write_text("not an array")
+    assert load_npy(path, (3,)) is None and "cannot be read" in capsys.readouterr().out
 
 
 def test_tfds_missing_dataset_fails_offline(tmp_path, monkeypatch):

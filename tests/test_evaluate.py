@@ -62,13 +62,15 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
     labels = scores["id/label"]
     assert res["id_accuracy"]["zero-shot"] == np.mean(scores["id/pred/zero-shot"] == labels)
     assert "cached text features" not in first.stdout
-    # The second run reads every text feature (classes and WordNet candidates) from the cache, and keeps the first
-    # run's report, which was in the same workdir.
+    # The second run reads the text features (classes and WordNet candidates) from the cache, but for one file cut
+    # short, which it computes again; and it keeps the first run's report, which was in the same workdir.
+    cached = sorted((cache / "text_features").iterdir())
+    assert len(cached) == 5  # class prompts, neglabel ID + candidates, csp ID + candidates
+    cached[0].write_bytes(cached[0].read_bytes()[:100])
     second = _evaluate(tmp_path / "run1", tiny_hf[0], cache)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert (
-        second.stdout.count("cached text features") == 5
-    )  # class prompts, neglabel ID + candidates, csp ID + candidates
+    assert second.stdout.count("cached text features") == 4
+    assert f"cache file {cached[0]} cannot be read" in second.stdout
     res2 = json.loads((tmp_path / "run1" / "results.json").read_text())
     assert res2["ood"] == res["ood"]
     (kept,) = (tmp_path / "run1" / "earlier_results").iterdir()

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from jaxood.cache import DEFAULT_CACHE, save_npy
+from jaxood.cache import DEFAULT_CACHE, load_npy, save_npy
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.errors import InputMissing, InvalidInput
 from jaxood.progress import Progress
@@ -228,9 +228,10 @@ class TfdsSource:
         if "://" in root:  # then each host caches them itself
             root = os.path.join(DEFAULT_CACHE, "tfds", re.sub(r"[^\w.-]+", "_", root))
         path = os.path.join(root, "jaxood_labels", self._cache_key + ".npy")
-        if os.path.exists(path):
-            return np.load(path)
         n = len(self._ds)
+        cached = load_npy(path, (n,))
+        if cached is not None:
+            return cached
         # ImageNet's 1.28 M records take ~3 min from a local disk (`python -m jaxood.bench.data`), more from a bucket.
         progress = Progress(f"labels {self.name} {self.split}", n, "records") if n >= LABELS_PROGRESS_MIN else None
         labels = np.empty(n, np.int32)
