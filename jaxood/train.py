@@ -81,8 +81,19 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
     saved_path, ckpt_dir = os.path.join(workdir, "config.json"), _checkpoint_dir(workdir)
     if not (os.path.isfile(saved_path) and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
         return None
-    with open(saved_path) as f:
-        saved = flax.traverse_util.flatten_dict(json.load(f), sep=".")
+    try:
+        with open(saved_path) as f:
+            saved = json.load(f)
+        problem = "" if isinstance(saved, dict) else f"JSON {type(saved).__name__}, not a mapping of settings"
+    except ValueError as err:  # cut short or edited
+        problem = str(err)
+    if problem:
+        raise InvalidInput(
+            f"{saved_path} cannot be read as a saved config ({problem}). It holds the settings of the run whose "
+            f"checkpoints are in {ckpt_dir}, which a resumed run must match. Restore it, delete it to resume under "
+            "this config without that check, or use a new --workdir."
+        )
+    saved = flax.traverse_util.flatten_dict(saved, sep=".")
     now = flax.traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
     saved, now = ({k: tree.get(k, "(absent)") for k in set(saved) | set(now)} for tree in (saved, now))
     free = RESUME_MAY_CHANGE + tuple(may_change)
@@ -455,9 +466,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     saved_config = check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")
-    if distributed.is_first_host():
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+    if distributed.is_first_host():  # whole or not at all (a run killed while writing it could not be resumed)
+        partial = os.path.join(workdir, "config.json.partial")
+        with open(partial, "w") as f:
             f.write(config.to_json_best_effort(indent=1))
+        os.replace(partial, os.path.join(workdir, "config.json"))
     mesh = data_mesh()
     if config.model == "scratch":  # pretraining: the architecture in config.model_arch, random weights
         model = clip.CLIP(arch, dtype=clip.compute_dtype(config.dtype), remat=config.remat)

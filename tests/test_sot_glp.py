@@ -19,7 +19,7 @@ from test_ot import np_sinkhorn
 
 from jaxood import train as trainer
 from jaxood.data.pipeline import data_mesh
-from jaxood.errors import Preempted
+from jaxood.errors import InvalidInput, Preempted
 from jaxood.methods import sot_glp
 from jaxood.models import clip
 from jaxood.models.convert import CheckpointMismatch
@@ -554,6 +554,10 @@ def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation
     with pytest.raises(ValueError, match=r"optim\.lr: 0\.05 there, 0\.01 here; train_dataset\.spurious_p: 0\.8 there"):
         trainer.train(other, str(run))
     assert (run / "config.json").read_text() == saved  # the run's record is kept
+    (run / "config.json").write_text(saved[:200])  # cut short: named, with the ways on
+    with pytest.raises(InvalidInput, match=r"config\.json cannot be read as a saved config \(Expecting .*delete it"):
+        trainer.train(other, str(run))
+    (run / "config.json").write_text(saved)
     capsys.readouterr()
     # The run's length, logging and SOT-GLP's evaluation-only keys may change: this evaluates step 2 again.
     again = small_config(
