@@ -16,6 +16,7 @@ import shutil
 from absl import flags
 
 from jaxood import distributed
+from jaxood.cache import can_hold_a_folder
 from jaxood.errors import InvalidInput
 from jaxood.models import clip, convert
 
@@ -24,13 +25,20 @@ METHOD = "clip_pretrain"
 INSTALL = flags.DEFINE_bool("install", False, "Copy the exported checkpoint into the package (the embedded default).")
 
 
-def check_pretraining(config) -> None:
+def check_pretraining(config, install: bool = False) -> None:
     """The config trains a CLIP: another method's (SOT-GLP's, on a frozen CLIP) trained it and then exported the
-    frozen CLIP as if pretrained, silently."""
+    frozen CLIP as if pretrained, silently. With `install`, the package folder can be written: a system-wide
+    install's could not, which failed after the whole pretraining."""
     if config.get("method") != METHOD:
         raise InvalidInput(
             f"jaxood.pretrain trains a CLIP (config.method {METHOD!r}, as in configs/toy_clip.py), but this config's "
             f"method is {config.get('method')!r}: train it with jaxood.train"
+        )
+    if install and not can_hold_a_folder(clip.TOY_CLIP_DIR):
+        raise InvalidInput(
+            f"--install copies the exported CLIP into {clip.TOY_CLIP_DIR}, which this user may not write: run without "
+            "--install and copy WORKDIR/export there as a user who may, or install jaxood from a checkout you own "
+            "(`pip install -e .`)"
         )
 
 
@@ -61,7 +69,7 @@ def main(argv):
     from jaxood.train import train
 
     logging.set_verbosity(logging.WARNING)
-    check_pretraining(CONFIG.value)
+    check_pretraining(CONFIG.value, INSTALL.value)
     _, params = train(CONFIG.value, WORKDIR.value)
     export(WORKDIR.value, CONFIG.value, params, INSTALL.value)
 

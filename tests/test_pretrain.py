@@ -95,6 +95,19 @@ def test_pretrain_refuses_another_methods_config_and_train_a_config_without_meth
         trainer.train(load_config("zeroshot", "toy"), str(tmp_path / "z"))
 
 
+def test_install_into_a_package_folder_it_may_not_write_fails_before_work(monkeypatch):
+    from jaxood import pretrain
+    from jaxood.errors import InvalidInput
+    from jaxood.models import clip
+
+    config = load_config("toy_clip")
+    pretrain.check_pretraining(config, install=True)  # the checkout's own folder
+    monkeypatch.setattr(clip, "TOY_CLIP_DIR", os.path.join(ROOT, "setup.cfg", "toy_clip"))  # under a file
+    pretrain.check_pretraining(config, install=False)
+    with pytest.raises(InvalidInput, match=r"--install copies the exported CLIP into .*setup.cfg/toy_clip, which"):
+        pretrain.check_pretraining(config, install=True)
+
+
 def test_half_precision_export_restores_float32(tiny_hf, tmp_path):
     model, params = clip.load(tiny_hf[0])
     convert.save(str(tmp_path / "half"), model.cfg, params, half=True)
