@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -140,6 +141,7 @@ def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, 
     """`configs/toy_clip.py` through the shared trainer on a tiny architecture, then the export loads as float32.
     In a multi-host job only the first host writes it (the hosts share the workdir)."""
     from jaxood import pretrain
+    from jaxood.errors import InvalidInput
     from jaxood.train import train
 
     c = tiny_pretrain_config(tmp_path)
@@ -153,6 +155,14 @@ def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, 
     model, restored = clip.load(out)
     assert model.cfg.vision.width == 32 and restored["logit_scale"].dtype == np.float32
     np.testing.assert_allclose(restored["logit_scale"], params["clip"]["logit_scale"], rtol=1e-3)
+    # The workdir or one of its step checkpoints, given as a CLIP, is named as training state, with the export.
+    (step,) = os.listdir(tmp_path / "run" / "checkpoints")
+    exported = (
+        rf"it holds the run's training state, not a CLIP to load. Pass the CLIP this run exported, {re.escape(out)},"
+    )
+    for given, what in ((tmp_path / "run", "workdir"), (tmp_path / "run" / "checkpoints" / step, "step checkpoint")):
+        with pytest.raises(InvalidInput, match=f"is a .*{what}.*: {exported}"):
+            clip.load(str(given))
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     assert pretrain.export(str(tmp_path / "second_host"), c, params, install=False) is None
     assert not (tmp_path / "second_host").exists()

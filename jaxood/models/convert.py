@@ -290,12 +290,37 @@ def local_config(directory: str | os.PathLike) -> CLIPConfig | None:
     return None
 
 
+def _refuse_training_state(directory: str) -> None:
+    """A `jaxood.train` workdir or one of its step checkpoints, passed where a CLIP goes, named as such: it was
+    read as a Hugging Face directory (the workdir's run config as a CLIP config) and refused for missing files."""
+    if os.path.exists(os.path.join(directory, "_CHECKPOINT_METADATA")):  # orbax's marker of a saved step
+        what, workdir = "a step checkpoint of a jaxood.train run", os.path.dirname(os.path.dirname(directory))
+    elif os.path.isdir(os.path.join(directory, "checkpoints")) and os.path.exists(
+        os.path.join(directory, "config.json")
+    ):
+        what, workdir = "a jaxood.train workdir", directory
+    else:
+        return
+    export = os.path.join(workdir, "export")
+    exported = os.path.exists(os.path.join(export, JAXOOD_CONFIG))
+    raise InvalidInput(
+        f"{directory} is {what}: it holds the run's training state, not a CLIP to load. Pass "
+        + (
+            f"the CLIP this run exported, {export}, "
+            if exported
+            else "a CLIP that jaxood.pretrain exported (WORKDIR/export), "
+        )
+        + "a Hugging Face CLIP directory or a jaxood CLIP checkpoint"
+    )
+
+
 def load_params(name_or_dir: str | os.PathLike) -> tuple[CLIPConfig, dict]:
     """`(config, params)` from a jaxood checkpoint, a local HF directory, or a hub id."""
     name = os.fspath(name_or_dir)
     if os.path.isdir(name):
         if os.path.exists(os.path.join(name, JAXOOD_CONFIG)):
             return load_jaxood(name)
+        _refuse_training_state(name)
         cfg, state = read_hf_dir(name)
         return cfg, convert_state_dict(state, cfg)
     if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1:
