@@ -312,6 +312,36 @@ def test_weights_cut_short_name_the_file_and_the_fix(tiny_hf, tmp_path, weights)
         clip.load(str(d))
 
 
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("config.json", '{"model_type": "clip", "text_con', r"config\.json is not valid JSON \(.*\): copy or download"),
+        ("config.json", '{"model_type": "siglip"}', r"config\.json is the config of a 'siglip' model, not a CLIP"),
+        ("config.json", "[1, 2]", r"config\.json holds a JSON list, not an object of settings"),
+        ("jaxood_clip.json", '{"vision": {"wid', r"jaxood_clip\.json is not valid JSON"),
+        (
+            "model.safetensors.index.json",
+            '{"metadata": {}}',
+            r"index\.json has no weight_map naming the weights' shards",
+        ),
+    ],
+)
+def test_config_files_cut_short_or_of_another_model_are_named(tiny_hf, tmp_path, name, text, message):
+    """They failed with json's or flax's tracebacks, or (another model's config) were read with CLIP's defaults."""
+    directory, _ = tiny_hf
+    d = tmp_path / "clip"
+    if name == "jaxood_clip.json":
+        model, params = clip.load(directory)
+        convert.save(str(d), model.cfg, params)
+    else:
+        shutil.copytree(directory, d)
+        if name != "config.json":
+            (d / "model.safetensors").unlink()
+    (d / name).write_text(text)
+    with pytest.raises(InvalidInput, match=message):
+        clip.load(str(d))
+
+
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
 def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, tmp_path, monkeypatch, weights):
     """Hub repos such as openai/clip-vit-base-patch16 may keep only pytorch_model.bin (next to tf_model.h5 and

@@ -100,8 +100,15 @@ class CLIPConfig:
 
     @classmethod
     def from_json(cls, path: str) -> CLIPConfig:
-        with open(path) as f:
-            return cls.from_hf(json.load(f))
+        """From a Hugging Face `config.json`, which must be a CLIP's: another model's (SigLIP's, a lone ViT's) was
+        read with CLIP's defaults and refused later, leaf by leaf."""
+        hf = read_json_mapping(path)
+        if hf.get("model_type", "clip") != "clip":
+            raise InvalidInput(
+                f"{path} is the config of a {hf['model_type']!r} model, not a CLIP (model_type 'clip'): jaxood "
+                "loads Hugging Face CLIPModel checkpoints (such as openai/clip-vit-base-patch16)"
+            )
+        return cls.from_hf(hf)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -110,6 +117,18 @@ class CLIPConfig:
     def from_dict(cls, d: dict[str, Any]) -> CLIPConfig:
         d = dict(d)
         return cls(vision=TowerConfig(**d.pop("vision")), text=TowerConfig(**d.pop("text")), **d)
+
+
+def read_json_mapping(path: str) -> dict[str, Any]:
+    """A JSON object from `path`; a file cut short or edited (a failed copy or download) is named, not a traceback."""
+    with open(path) as f:
+        try:
+            value = json.load(f)
+        except ValueError as err:
+            raise InvalidInput(f"{path} is not valid JSON ({err}): copy or download it again") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{path} holds a JSON {type(value).__name__}, not an object of settings")
+    return value
 
 
 def _scalar(x):

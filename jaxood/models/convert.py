@@ -24,7 +24,7 @@ import ml_dtypes
 import numpy as np
 
 from jaxood.errors import InputMissing, InvalidInput, UserError
-from jaxood.models.clip import CLIP, CLIPConfig, param_shapes
+from jaxood.models.clip import CLIP, CLIPConfig, param_shapes, read_json_mapping
 
 JAXOOD_CONFIG = "jaxood_clip.json"
 JAXOOD_PARAMS = "params.msgpack"
@@ -211,8 +211,10 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
     if weights == "model.safetensors":
         state = read_safetensors(os.path.join(directory, weights))
     elif weights == "model.safetensors.index.json":
-        with open(os.path.join(directory, weights)) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
+        index = read_json_mapping(os.path.join(directory, weights))
+        if not isinstance(index.get("weight_map"), dict):
+            raise InvalidInput(f"{os.path.join(directory, weights)} has no weight_map naming the weights' shards")
+        shards = sorted(set(index["weight_map"].values()))
         state = {k: v for s in shards for k, v in read_safetensors(os.path.join(directory, s)).items()}
     elif weights == "pytorch_model.bin":
         state = read_torch_bin(os.path.join(directory, weights))
@@ -283,8 +285,7 @@ def local_config(directory: str | os.PathLike) -> CLIPConfig | None:
     anything else (a hub id)."""
     directory = os.fspath(directory)
     if os.path.isfile(os.path.join(directory, JAXOOD_CONFIG)):
-        with open(os.path.join(directory, JAXOOD_CONFIG)) as f:
-            return CLIPConfig.from_dict(json.load(f))
+        return CLIPConfig.from_dict(read_json_mapping(os.path.join(directory, JAXOOD_CONFIG)))
     if os.path.isfile(os.path.join(directory, "config.json")):
         return CLIPConfig.from_json(os.path.join(directory, "config.json"))
     return None
