@@ -1,6 +1,7 @@
 """Sources, preprocessing, few-shot sampling, sharded loading and the toy world."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ from jaxood.cache import load_npy, save_npy
 from jaxood.data import preprocess, sampling, sources, toy_world
 from jaxood.data.pipeline import Loader
 from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
-from jaxood.errors import report_user_errors
+from jaxood.errors import InvalidInput, report_user_errors
 
 
 @pytest.fixture
@@ -134,6 +135,13 @@ def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tmp_p
     np.testing.assert_array_equal(src.labels(), labels)
     assert f"cache file {cached} cannot be read" in capsys.readouterr().out
     np.testing.assert_array_equal(np.load(cached), labels)
+    # A split that selects nothing, or none there is, names the dataset's splits (TFDS's raw errors before).
+    assert len(TfdsSource("tiny_shapes", "train[:50%]", data_dir=str(tmp_path))) == 3
+    for split in ("train[:0]", "train[10:]", "validation"):
+        with pytest.raises(
+            InvalidInput, match=rf"split '{re.escape(split)}' of TFDS .*Its splits: train \(6 examples\)"
+        ):
+            TfdsSource("tiny_shapes", split, data_dir=str(tmp_path))
     raw, label = src.read(3)
     img = np.asarray(preprocess.decode(raw))
     assert img.shape == (12, 10, 3) and img[0, 0, 0] in {20 * i for i in range(6) if i % 2 == label}

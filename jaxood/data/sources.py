@@ -210,6 +210,12 @@ class TfdsSource:
                 f"TFDS dataset {name!r} in {data_dir} is prepared as {builder.info.file_format}, not array_record; "
                 f"re-run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
             ) from err
+        except ValueError as err:  # an unknown split, a slice TFDS cannot parse, one past the end or an empty one
+            splits = ", ".join(f"{k} ({v.num_examples} examples)" for k, v in sorted(builder.info.splits.items()))
+            raise InvalidInput(
+                f"split {split!r} of TFDS dataset {name!r} cannot be read ({str(err).splitlines()[0]}). Its splits: "
+                f"{splits}; a slice such as 'train[:10%]' or 'train[100:200]' must select at least one example"
+            ) from None
         self.name, self.split = name, split
         self._cache_key = f"{builder.info.full_name}-{split}".replace("/", "_").replace(":", "_")
         self._data_dir = data_dir
