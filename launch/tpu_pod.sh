@@ -18,8 +18,17 @@ CMD=${3:?command to run}
 REPO_DIR=${REPO_DIR:-jaxood}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-tar -C "$here" --exclude=.venv --exclude=.git -czf /tmp/jaxood_src.tgz .
-gcloud compute tpus tpu-vm scp /tmp/jaxood_src.tgz "$TPU_NAME":/tmp/ --zone "$ZONE" --worker=all
+# The source: in a git checkout, what git tracks and new files it does not ignore (not .venv, nor runs/ with its
+# checkpoints, which would be copied to every worker); otherwise the folder without .venv, .git and runs/.
+src=$(mktemp -d)/jaxood_src.tgz
+if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$here" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+    if [ -e "$f" ]; then printf '%s\0' "$f"; fi  # not a tracked file deleted here
+  done | tar --null -T - -czf "$src")
+else
+  tar -C "$here" --exclude=.venv --exclude=.git --exclude=runs -czf "$src" .
+fi
+gcloud compute tpus tpu-vm scp "$src" "$TPU_NAME":/tmp/ --zone "$ZONE" --worker=all
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
   set -e
   mkdir -p ~/$REPO_DIR && tar -xzf /tmp/jaxood_src.tgz -C ~/$REPO_DIR && cd ~/$REPO_DIR
