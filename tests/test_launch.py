@@ -59,3 +59,26 @@ def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_c
     script = "\n".join(ssh[ssh.index("--command") + 1 :])
     assert "tar -xzf /tmp/jaxood_src.tgz" in script
     assert script.index("export JAXOOD_DISTRIBUTED=1") < script.index(cmd)
+
+
+def test_slurm_script_runs_the_command_under_srun_from_the_checkout_and_names_a_missing_venv(tmp_path):
+    bin_dir, out = tmp_path / "bin", tmp_path / "out"
+    bin_dir.mkdir()
+    out.mkdir()
+    (bin_dir / "srun").write_text(
+        '#!/usr/bin/env bash\necho "$JAXOOD_DISTRIBUTED $VENV_ON $PWD $*" > "$FAKE_OUT"/srun\n'
+    )
+    (bin_dir / "srun").chmod(stat.S_IRWXU)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out)}
+    env["SLURM_SUBMIT_DIR"] = str(checkout)
+    script = os.path.join(ROOT, "launch", "slurm_gpu.sbatch")
+    cmd = ["python", "-m", "jaxood.train", "--config=configs/sot_glp.py", "--workdir=/shared/x"]
+    missing = subprocess.run(["bash", script, *cmd], env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and f"no .venv/bin/activate in {checkout}: submit from" in missing.stderr
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    (checkout / ".venv" / "bin" / "activate").write_text("export VENV_ON=yes\n")
+    run = subprocess.run(["bash", script, *cmd], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (out / "srun").read_text().split() == ["1", "yes", str(checkout), *cmd]
