@@ -1,5 +1,6 @@
 """Sources, preprocessing, few-shot sampling, sharded loading and the toy world."""
 
+import io
 import os
 import re
 import subprocess
@@ -327,9 +328,16 @@ def test_random_resized_crop_area_in_scale_range():
         assert 0.2 < area < 0.56, (seed, area)
 
 
-def test_undecodable_bytes():
+def test_undecodable_bytes(monkeypatch):
     with pytest.raises(preprocess.Undecodable):
         preprocess.decode(b"\x89PNG but not really")
+    # An image PIL refuses as a decompression bomb (past twice MAX_IMAGE_PIXELS) is undecodable too: counted and
+    # reported, not an error that stops the loader.
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 20)).save(buf, "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 250)
+    with pytest.raises(preprocess.Undecodable, match=r"record: Image size \(600 pixels\) exceeds limit"):
+        preprocess.decode(buf.getvalue())
 
 
 # ------------------------------------------------------------------ sampling

@@ -35,7 +35,8 @@ def decode(raw) -> Image.Image:
         img = Image.open(raw if isinstance(raw, str) else io.BytesIO(raw))
         img.load()
         return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        # PIL refuses images past twice Image.MAX_IMAGE_PIXELS (179 M pixels); raising that limit decodes them
         raise Undecodable(f"{raw if isinstance(raw, str) else 'record'}: {err}") from err
 
 
