@@ -289,22 +289,24 @@ def test_legacy_torch_checkpoint_is_named_as_such(tiny_hf, tmp_path):
         clip.load(str(d))
 
 
+def _saved_clip(tiny_hf, d, jaxood: bool):
+    """The tiny CLIP in the new folder `d`: as a jaxood checkpoint, or a copy of its Hugging Face directory."""
+    if jaxood:
+        model, params = clip.load(tiny_hf[0])
+        convert.save(str(d), model.cfg, params)
+    else:
+        shutil.copytree(tiny_hf[0], d)
+
+
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "params.msgpack"])
 def test_weights_cut_short_name_the_file_and_the_fix(tiny_hf, tmp_path, weights):
     """An interrupted download or copy used to fail with the parser's traceback (safetensors' header error,
     msgpack's "incomplete input"), or, for a torch zip, as a "legacy (pre-1.6) torch checkpoint"."""
-    directory, hf_model = tiny_hf
     d = tmp_path / "cut"
-    if weights == "params.msgpack":
-        model, params = clip.load(directory)
-        convert.save(str(d), model.cfg, params)
-    else:
-        d.mkdir()
-        shutil.copy(os.path.join(directory, "config.json"), d)
-        if weights == "pytorch_model.bin":
-            torch.save(hf_model.state_dict(), d / weights)
-        else:
-            shutil.copy(os.path.join(directory, weights), d)
+    _saved_clip(tiny_hf, d, jaxood=weights == "params.msgpack")
+    if weights == "pytorch_model.bin":
+        (d / "model.safetensors").unlink()
+        torch.save(tiny_hf[1].state_dict(), d / weights)
     path = d / weights
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     message = f"{re.escape(str(path))} cannot be read .*it may be cut short by an interrupted download or copy"
@@ -328,15 +330,10 @@ def test_weights_cut_short_name_the_file_and_the_fix(tiny_hf, tmp_path, weights)
 )
 def test_config_files_cut_short_or_of_another_model_are_named(tiny_hf, tmp_path, name, text, message):
     """They failed with json's or flax's tracebacks, or (another model's config) were read with CLIP's defaults."""
-    directory, _ = tiny_hf
     d = tmp_path / "clip"
-    if name == "jaxood_clip.json":
-        model, params = clip.load(directory)
-        convert.save(str(d), model.cfg, params)
-    else:
-        shutil.copytree(directory, d)
-        if name != "config.json":
-            (d / "model.safetensors").unlink()
+    _saved_clip(tiny_hf, d, jaxood=name == "jaxood_clip.json")
+    if name == "model.safetensors.index.json":
+        (d / "model.safetensors").unlink()
     (d / name).write_text(text)
     with pytest.raises(InvalidInput, match=message):
         clip.load(str(d))
