@@ -201,13 +201,16 @@ def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> 
     """The metrics of every score row on every OOD set and their mean, ID accuracy, counts.
 
     A NaN score has no rank, so a row's metrics on an OOD set are None where the ID set or that OOD set has one
-    (and so is its mean); "nan_scores" counts them per row and set, and the scores stay in scores.npz.
+    (and so is its mean); "nan_scores" counts them per row and set, and the scores stay in scores.npz. They are
+    None too against a set with no scored example (every image undecodable): that stopped the whole evaluation.
     """
     table, nan_scores = {}, {}
     for row in scorer.rows:
         nans = {name: int(np.isnan(out[row]).sum()) for name, out in {"id": id_out, **ood_outs}.items()}
         per_set = {
-            name: None if nans["id"] or nans[name] else metrics.ood_metrics(id_out[row], out[row])
+            name: None
+            if nans["id"] or nans[name] or not (id_out[row].size and out[row].size)
+            else metrics.ood_metrics(id_out[row], out[row])
             for name, out in ood_outs.items()
         }
         computed = list(per_set.values())
@@ -327,6 +330,12 @@ def evaluate(
         for name, src in ood_sources.items()
     }
     results = compute_results(scorer, id_out, ood_outs)
+    for name, n in results["counts"].items():
+        if not n:
+            distributed.log(
+                f"[{name}] no image of this set could be scored ({results['unreadable'][name]} undecodable): the "
+                "metrics against it are left out (n/a in the tables, null in results.json)"
+            )
     for row, nans in results["nan_scores"].items():
         distributed.log(
             f"[{row}] NaN scores ({', '.join(f'{k} {v}' for k, v in nans.items())}): its metrics against a set with "

@@ -50,7 +50,10 @@ def markdown(results: dict) -> str:
         + " | Avg FPR95 | Avg AUROC |",
         "|---|---|" + "---|---|" * (len(sets) + 1),
     ]
-    cell = lambda r, s, m: "NaN" if table[r][s] is None else _pct(table[r][s][m])  # noqa: E731
+    # A metric is None against a set with NaN scores ("NaN") or with no scored example ("n/a"), and so is the mean.
+    unscored = [s for s in sets if not (results["counts"]["id"] and results["counts"][s])]
+    missing = {s: "n/a" if s in unscored else "NaN" for s in sets} | {"mean": "n/a" if unscored else "NaN"}
+    cell = lambda r, s, m: missing[s] if table[r][s] is None else _pct(table[r][s][m])  # noqa: E731
     for r in rows:
         cells = [f"{cell(r, s, 'fpr95')} | {cell(r, s, 'auroc')}" for s in [*sets, "mean"]]
         lines.append(f"| {r} | {acc_cell(r)} | " + " | ".join(cells) + " |")
@@ -67,6 +70,12 @@ def markdown(results: dict) -> str:
     bad = {k: v for k, v in results.get("unreadable", {}).items() if v}
     if bad:
         lines += ["", "Undecodable images skipped (masked out): " + ", ".join(f"{k} {v}" for k, v in bad.items())]
+    if unscored:
+        lines += [
+            "",
+            f"No image scored in {', '.join(unscored)}{' (nor ID)' if not results['counts']['id'] else ''}: "
+            "no metric against it (n/a), nor an average",
+        ]
     for r, nans in results.get("nan_scores", {}).items():
         where = ", ".join(f"{k} {v}" for k, v in nans.items())
         lines += ["", f"{r}: NaN scores ({where}) have no rank, so its metrics against a set with any are NaN"]
@@ -178,19 +187,24 @@ def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
 
     finite = lambda x: x[np.isfinite(x)]  # noqa: E731  (what a histogram can bin; NaN has no metrics either)
     count = lambda shown, x: f"{len(shown)}" if len(shown) == len(x) else f"{len(shown)} finite of {len(x)}"  # noqa: E731
+    # Why a set has no metrics (None in `table`): NaN scores, or no image scored at all (all undecodable).
+    why = lambda x, ids: "no image scored" if not (x.size and ids.size) else "NaN scores"  # noqa: E731
     for row, per_set in table.items():
         ids = id_out[row]
-        threshold = metrics.tpr95_threshold(ids) if not np.isnan(ids).any() else np.nan
+        threshold = metrics.tpr95_threshold(ids) if ids.size and not np.isnan(ids).any() else np.nan
         fig, axes = plt.subplots(1, len(ood_outs), figsize=(4.2 * len(ood_outs), 3.4), squeeze=False)
         for ax, (name, out) in zip(axes[0], ood_outs.items()):
             shown_id, shown_ood = finite(ids), finite(out[row])
             bins = np.histogram_bin_edges(np.r_[shown_id, shown_ood], bins=40)
-            ax.hist(shown_id, bins=bins, alpha=0.55, density=True, label=f"ID ({count(shown_id, ids)})")
-            ax.hist(shown_ood, bins=bins, alpha=0.55, density=True, label=f"{name} ({count(shown_ood, out[row])})")
+            for shown, x, label in ((shown_id, ids, "ID"), (shown_ood, out[row], name)):
+                if shown.size:  # a density of no values divides by zero
+                    ax.hist(shown, bins=bins, alpha=0.55, density=True, label=f"{label} ({count(shown, x)})")
             if np.isfinite(threshold):
                 ax.axvline(threshold, color="k", ls="--", lw=1, label="95% TPR threshold")
             m = per_set[name]
-            metric_text = "NaN scores" if m is None else f"FPR95 {100 * m['fpr95']:.1f}, AUROC {100 * m['auroc']:.1f}"
+            metric_text = (
+                why(out[row], ids) if m is None else f"FPR95 {100 * m['fpr95']:.1f}, AUROC {100 * m['auroc']:.1f}"
+            )
             ax.set_title(f"{name}: {metric_text}", fontsize=9)
             ax.set_xlabel("score (higher = more ID)")
             ax.legend(fontsize=7)
@@ -199,8 +213,8 @@ def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
 
         fig, ax = plt.subplots(figsize=(4.2, 4))
         for name, out in ood_outs.items():
-            if per_set[name] is None:  # NaN scores: no ranking, so no curve; the legend still names the set
-                ax.plot([], [], label=f"{name} (NaN scores, no curve)")
+            if per_set[name] is None:  # no ranking, so no curve; the legend still names the set
+                ax.plot([], [], label=f"{name} ({why(out[row], ids)}, no curve)")
                 continue
             fpr, tpr = metrics.roc_curve(ids, out[row])
             ax.plot(fpr, tpr, label=f"{name} (AUROC {100 * per_set[name]['auroc']:.1f})")

@@ -281,6 +281,33 @@ def test_nan_scores_are_reported_in_the_table_plots_and_log(tiny_hf, tmp_path, c
     assert "[m / nan] NaN scores (id " in capsys.readouterr().out
 
 
+def test_an_ood_set_of_undecodable_images_leaves_its_metrics_out_and_reports_the_rest(tiny_hf, tmp_path, capsys):
+    """Every image of `far` undecodable: the evaluation used to stop at the metrics, after scoring every set."""
+    import ml_collections
+    from conftest import load_config
+
+    from jaxood import evaluate
+
+    (tmp_path / "broken" / "cls").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "broken" / "cls" / f"{i}.jpg").write_bytes(b"not a jpeg")
+    config = load_config("zeroshot", "toy", scores="mcm", eval_batch_size=8, **{"id_dataset.per_class": 2})
+    config.model, config.cache_dir = tiny_hf[0], str(tmp_path / "cache")
+    config.ood_datasets.near.per_class = 1
+    config.ood_datasets.far = ml_collections.ConfigDict({"kind": "folder", "root": str(tmp_path / "broken")})
+    del config.ood_datasets["spurious"]
+    results = evaluate.evaluate(config, str(tmp_path / "run"))
+    assert results["counts"]["far"] == 0 and results["unreadable"]["far"] == 3
+    table = results["ood"]["zero-shot / MCM"]
+    assert table["far"] is None and table["mean"] is None and table["near"]["auroc"] > 0
+    md = (tmp_path / "run" / "results.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| zero-shot / MCM | "))
+    assert row.startswith("| zero-shot / MCM | ") and row.endswith(" | n/a | n/a |") and "| n/a | n/a | " in row, row
+    assert "No image scored in far: no metric against it (n/a), nor an average" in md
+    assert {"hist_zero_shot_mcm.png", "roc_zero_shot_mcm.png"} <= set(os.listdir(tmp_path / "run"))
+    assert "[far] no image of this set could be scored (3 undecodable)" in capsys.readouterr().out
+
+
 def test_zero_shot_max_logit_is_the_max_of_hf_clip_logits(tiny_hf, tmp_path):
     """The zero-shot MaxLogit row against Hugging Face PyTorch CLIP's `logits_per_image` (`exp(logit_scale) cos`)."""
     import torch
