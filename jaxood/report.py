@@ -70,12 +70,10 @@ def markdown(results: dict) -> str:
     bad = {k: v for k, v in results.get("unreadable", {}).items() if v}
     if bad:
         lines += ["", "Undecodable images skipped (masked out): " + ", ".join(f"{k} {v}" for k, v in bad.items())]
-    if unscored:
-        lines += [
-            "",
-            f"No image scored in {', '.join(unscored)}{' (nor ID)' if not results['counts']['id'] else ''}: "
-            "no metric against it (n/a), nor an average",
-        ]
+    if not results["counts"]["id"]:
+        lines += ["", "No ID image scored: no metric (n/a)"]
+    elif unscored:
+        lines += ["", f"No image scored in {', '.join(unscored)}: no metric against it (n/a), nor an average"]
     for r, nans in results.get("nan_scores", {}).items():
         where = ", ".join(f"{k} {v}" for k, v in nans.items())
         lines += ["", f"{r}: NaN scores ({where}) have no rank, so its metrics against a set with any are NaN"]

@@ -308,6 +308,19 @@ def test_an_ood_set_of_undecodable_images_leaves_its_metrics_out_and_reports_the
     assert "[far] no image of this set could be scored (3 undecodable)" in capsys.readouterr().out
 
 
+def test_no_decodable_id_image_leaves_every_metric_out():
+    from jaxood import report
+    from jaxood.evaluate import Scorer, compute_results
+
+    none = np.zeros(0)
+    id_out = {"m / x": none, "pred/m": none.astype(int), "label": none.astype(int), "unreadable": 4}
+    ood = {"a": {"m / x": np.ones(3), "label": -np.ones(3, int), "unreadable": 0}}
+    results = compute_results(Scorer(fn=lambda args, images: {}, args=(), rows=("m / x",)), id_out, ood)
+    assert results["ood"]["m / x"] == {"a": None, "mean": None} and results["id_accuracy"] == {"m": None}
+    md = report.markdown(results)
+    assert "| m / x | n/a | n/a | n/a | n/a | n/a |" in md and md.endswith("\n\nNo ID image scored: no metric (n/a)\n")
+
+
 def test_zero_shot_max_logit_is_the_max_of_hf_clip_logits(tiny_hf, tmp_path):
     """The zero-shot MaxLogit row against Hugging Face PyTorch CLIP's `logits_per_image` (`exp(logit_scale) cos`)."""
     import torch
