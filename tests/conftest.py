@@ -1,7 +1,10 @@
 """Shared fixtures (randomly initialised Hugging Face CLIPs saved with `save_pretrained`) and helpers."""
 
+import contextlib
+import glob
 import importlib.util
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -57,6 +60,19 @@ def make_hf_clip(directory, config_kwargs, seed=0):
         model.logit_scale.fill_(4.2)
     model.save_pretrained(directory)
     return model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_tfds_empty_temp_folders():
+    """TFDS leaves an empty `tmp*tfds` folder in the temp folder each time it opens a dataset that is not prepared
+    (`DatasetInfo.initialize_from_bucket` makes it before finding its GCS lookup disabled); the suite's are removed,
+    and only while empty."""
+    pattern = os.path.join(tempfile.gettempdir(), "tmp*tfds")
+    before = set(glob.glob(pattern))
+    yield
+    for folder in set(glob.glob(pattern)) - before:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 @pytest.fixture(scope="session")
