@@ -269,7 +269,7 @@ def test_pytorch_model_bin_without_torch_import(tiny_hf, tmp_path):
 @pytest.mark.parametrize(
     "vision, message",
     [
-        ({"hidden_act": "relu"}, r"vision hidden_act 'relu' is not supported; expected one of \['gelu'"),
+        ({"hidden_act": "relu"}, r"vision hidden_act must be one of \['gelu', .*\], got 'relu'"),
         ({"image_size": [224, 256]}, r"non-square sizes are not supported: \[224, 256\]"),
     ],
 )

@@ -83,10 +83,7 @@ class CLIPConfig:
         v, t = hf.get("vision_config", {}), hf.get("text_config", {})
         vision, text = tower(v, width=768, heads=12, mlp_dim=3072), tower(t, width=512, heads=8, mlp_dim=2048)
         for name, c in (("vision", vision), ("text", text)):
-            if c.act not in _ACTIVATIONS:
-                raise InvalidInput(
-                    f"{name} hidden_act {c.act!r} is not supported; expected one of {sorted(_ACTIVATIONS)}"
-                )
+            check_activation(c.act, f"{name} hidden_act")
         return cls(
             vision=vision,
             text=text,
@@ -406,6 +403,12 @@ class CLIP(nn.Module):
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def check_activation(act: str, key: str) -> None:
+    """`act` (the setting `key`, from a Hugging Face config or `model_arch`) is an activation the model has."""
+    if act not in _ACTIVATIONS:
+        raise InvalidInput(f"{key} must be one of {sorted(_ACTIVATIONS)}, got {act!r}")
+
+
 def check_arch(config, key: str = "model_arch") -> None:
     """`config[key]` (a `CLIPConfig` as a dict, for random weights) is an architecture the model can build and
     jaxood's tokenizer can feed. Before, a width that heads do not split, an image that patches do not tile or an
@@ -421,8 +424,7 @@ def check_arch(config, key: str = "model_arch") -> None:
                 f"{t}.width {arch.width} is not a multiple of {t}.heads {arch.heads}: each head takes width / heads "
                 "channels"
             )
-        if arch.act not in _ACTIVATIONS:
-            raise InvalidInput(f"{t}.act must be one of {sorted(_ACTIVATIONS)}, got {arch.act!r}")
+        check_activation(arch.act, f"{t}.act")
         settings.number(config, f"{t}.eps", above=0)
     image_size = settings.whole(config, f"{key}.image_size", 1)
     patch_size = settings.whole(config, f"{key}.patch_size", 1, image_size)
