@@ -111,17 +111,17 @@ class Prompts:
     """
 
     def __init__(self, class_names, n_ctx: int):
-        texts = [" ".join(["X"] * n_ctx) + f" {name}." for name in class_names]
-        room = CONTEXT_LENGTH - 2  # SOT and EOT
-        cut = [name for name, text in zip(class_names, texts) if len(get_tokenizer().encode(text)) > room]
-        if cut:  # the tokenizer would cut the name off, and its prompt would not name the class
+        # One spare column: a prompt that CLIP's 77 tokens would cut (its name cut off) has its EOT past them.
+        ids = tokenize([" ".join(["X"] * n_ctx) + f" {name}." for name in class_names], CONTEXT_LENGTH + 1)
+        self.eot = ids.argmax(-1).astype(np.int32)  # after splicing, the context sits where the X's were
+        cut = [name for name, eot in zip(class_names, self.eot) if eot >= CONTEXT_LENGTH]
+        if cut:
             raise InvalidInput(
                 f"the prompts of {len(cut)} class(es) ({', '.join(map(repr, cut[:3]))}) are longer than CLIP's "
-                f"{room} tokens with sot_glp.init_text's {n_ctx} context tokens: shorten sot_glp.init_text"
+                f"{CONTEXT_LENGTH - 2} tokens with sot_glp.init_text's {n_ctx} context tokens: shorten "
+                "sot_glp.init_text"
             )
-        ids = tokenize(texts)
-        self.eot = ids.argmax(-1).astype(np.int32)  # after splicing, the context sits where the X's were
-        self.ids = ids[:, : clip.eot_length(self.eot.max(), ids.shape[1])]
+        self.ids = ids[:, : clip.eot_length(self.eot.max(), CONTEXT_LENGTH)]
         self.n_ctx = n_ctx
 
     def embed(self, model: clip.CLIP, clip_params) -> np.ndarray:
