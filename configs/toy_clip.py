@@ -36,7 +36,8 @@ def toy_arch() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    del arg
+    if arg:  # a variant name was ignored: `:demo` started the whole 9000-step pretraining
+        raise ValueError(f"configs/toy_clip.py has no variants, got {arg!r}; shorten a run with --config.num_steps=N")
     c = common.add_trainer_defaults(zeroshot.get_config("toy"))
     c.method = "clip_pretrain"
     c.model = "scratch"

@@ -96,6 +96,11 @@ def test_pretrain_refuses_another_methods_config_and_train_a_config_without_meth
         trainer.train(load_config("zeroshot", "toy"), str(tmp_path / "z"))
 
 
+def test_toy_clip_config_has_no_variants():
+    with pytest.raises(ValueError, match="configs/toy_clip.py has no variants, got 'demo'"):
+        load_config("toy_clip", "demo")
+
+
 def test_install_into_a_package_folder_it_may_not_write_fails_before_work(monkeypatch):
     from jaxood import pretrain
     from jaxood.errors import InvalidInput
