@@ -415,13 +415,15 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
         ("csp.percent", 0.0, r"csp.percent must be a number > 0 and <= 1, got 0.0"),
         ("neglabel.eta", 1.0, r"neglabel.eta must be a number >= 0 and < 1, got 1.0"),
         ("csp.n_groups", 0, r"csp.n_groups must be a whole number of at least 1, got 0"),
+        ("id_dataset.split", "near_ood", r"the ID set \(.*'near_ood'.*\) has no class names"),
     ],
 )
 def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, message, tmp_path, monkeypatch):
     """Evaluation reads these only at its end, after a whole training run: a gs:// text-feature cache used to become
     a local folder `gs:`, and a misspelt score or prompt template failed after training. A score's temperature of 0
     gave NaN scores, a NegLabel/CSP `percent` above 1 kept every candidate, silently; `percent` 0 or 0 groups failed
-    after the candidates were encoded. Now nothing starts."""
+    after the candidates were encoded. An ID set without class names (a toy OOD split) failed at JAX's argmax of
+    no class prompts. Now nothing starts."""
     from conftest import load_config
 
     from jaxood.errors import InvalidInput
