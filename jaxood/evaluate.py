@@ -40,6 +40,7 @@ from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
 from jaxood.data.sources import Source
 from jaxood.errors import InvalidInput
+from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.progress import Progress
 from jaxood.scores import logits as logits_lib
@@ -55,6 +56,13 @@ EVAL_KEYS = (
     "eval_batch_size", "scores", "mcm_template", "mcm", "gl_mcm", "neglabel", "csp", "cache_dir", "plots", "ood_root",
     "id_dataset", "ood_datasets",
 )  # fmt: skip
+
+
+# What shrinks an evaluation batch that cannot fit in a device.
+EVAL_BATCH_FIXES = (
+    "--config.eval_batch_size lower (after a training run the same command evaluates its final checkpoint again, "
+    "without training)"
+)
 
 
 @dataclasses.dataclass
@@ -73,9 +81,20 @@ class Scorer:
 
     def __post_init__(self):
         self._jitted = jax.jit(self.fn)
+        self._checked: dict = {}  # batch type -> executable known to fit (`within_memory`)
 
     def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
         return self._jitted(self.args, images)
+
+    def within_memory(self, images: jax.Array) -> dict[str, jax.Array]:
+        """The call, compiled once per batch type and refused before it runs if it cannot fit in a device (it
+        ended in XLA's RESOURCE_EXHAUSTED; after a training run, at its closing evaluation)."""
+        key = (images.shape, images.dtype, images.sharding)
+        if key not in self._checked:
+            self._checked[key] = compile_within_memory(
+                self._jitted, self.args, images, what="evaluation batch", fixes=EVAL_BATCH_FIXES
+            )
+        return self._checked[key](self.args, images)
 
 
 def combine(*scorers: Scorer) -> Scorer:
@@ -183,7 +202,7 @@ def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int
     chunks: dict[str, list[np.ndarray]] = {}
     unreadable = 0  # over all hosts: each host decodes only its rows, and only the first writes the results
     for batch in loader.evaluate():
-        out = scorer(batch["image"])
+        out = scorer.within_memory(batch["image"])
         out.update(label=batch["label"], mask=batch["mask"], index=batch["index"])
         host = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
         keep, real = np.asarray(host.pop("mask")), np.asarray(host["index"]) >= 0  # index -1: padding

@@ -34,11 +34,9 @@ def device_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
 
 
-def compile_within_memory(
-    fn: jax.stages.Wrapped, *args, what: str = "train step", fixes: str = ""
-) -> jax.stages.Compiled:
-    """`fn` (a `jax.jit` function) compiled for `args`; a step that cannot fit raises `InvalidInput` naming the fix
-    (`fixes`: the caller's own settings that shrink it, listed first)."""
+def compile_within_memory(fn: jax.stages.Wrapped, *args, what: str, fixes: str) -> jax.stages.Compiled:
+    """`fn` (a `jax.jit` function) compiled for `args`; a `what` ("train step") that cannot fit raises
+    `InvalidInput` naming the settings that shrink it (`fixes`, after "set")."""
     distributed.log(f"{what}: compiling")
     t0 = time.monotonic()
     compiled = fn.lower(*args).compile()
@@ -49,9 +47,6 @@ def compile_within_memory(
     )
     if need > have:
         raise InvalidInput(
-            f"the {what} needs {need / GiB:.1f} GiB per device and a device has {have / GiB:.1f} GiB: set "
-            + (f"{fixes}, " if fixes else "")
-            + "--config.remat=True (each block's activations recomputed in the backward pass), train on more "
-            "devices (the batch is split over them) or lower --config.batch_size"
+            f"the {what} needs {need / GiB:.1f} GiB per device and a device has {have / GiB:.1f} GiB: set {fixes}"
         )
     return compiled

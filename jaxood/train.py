@@ -112,6 +112,13 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
     return saved
 
 
+# What shrinks any train step, after a method's own `memory_fixes`.
+TRAIN_STEP_FIXES = (
+    "--config.remat=True (each block's activations recomputed in the backward pass), train on more devices (the "
+    "batch is split over them) or lower --config.batch_size"
+)
+
+
 # Each optimiser setting's range, for the base settings and a group's overrides (`optim.groups.<group>.<key>`).
 OPTIM_RANGES = {
     "lr": {"least": 0}, "min_lr": {"least": 0}, "warmup_epochs": {"least": 0}, "weight_decay": {"least": 0},
@@ -542,7 +549,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     batches = loader.train(start, remaining)
     if remaining:  # compiled for the first batch, and refused before it runs if it cannot fit
         first = next(batches)
-        step_fn = compile_within_memory(step_fn, state, frozen, first, fixes=method.memory_fixes)
+        fixes = ", ".join(filter(None, (method.memory_fixes, TRAIN_STEP_FIXES)))  # the method's own first
+        step_fn = compile_within_memory(step_fn, state, frozen, first, what="train step", fixes=fixes)
         batches = itertools.chain([first], batches)
     progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start

@@ -36,3 +36,20 @@ def test_trainer_refuses_a_step_larger_than_a_device_before_it_runs(tiny_hf, tmp
         trainer.train(config, str(tmp_path / "run"))
     assert os.listdir(tmp_path / "run" / "checkpoints") == []  # no step ran
     assert "train step: " in capsys.readouterr().out
+
+
+def test_evaluation_refuses_a_batch_larger_than_a_device_before_it_runs(tiny_hf, tmp_path, monkeypatch, capsys):
+    """It ended in XLA's RESOURCE_EXHAUSTED, after a training run at its closing evaluation."""
+    from conftest import load_config
+
+    from jaxood import evaluate
+
+    config = load_config("zeroshot", "toy", scores="mcm", model=tiny_hf[0], cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setattr(memory, "device_bytes", lambda: 2**20)  # a 1 MiB device
+    refused = (
+        r"the evaluation batch needs \d+\.\d GiB per device and a device has 0\.0 GiB: set "
+        r"--config\.eval_batch_size lower \(after a training run the same command evaluates its final checkpoint"
+    )
+    with pytest.raises(ValueError, match=refused):
+        evaluate.evaluate(config, str(tmp_path / "run"))
+    assert "evaluation batch: compiling" in capsys.readouterr().out and not (tmp_path / "run").exists()
