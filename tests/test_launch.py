@@ -26,7 +26,7 @@ def _checkout(tmp_path):
     (repo / ".gitignore").write_text(".venv/\n/runs/\n")
     (repo / "setup.cfg").write_text("[metadata]\n")
     (repo / "gone.py").write_text("")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
