@@ -294,24 +294,24 @@ def local_config(directory: str | os.PathLike) -> CLIPConfig | None:
 def _refuse_training_state(directory: str) -> None:
     """A `jaxood.train` workdir or one of its step checkpoints, passed where a CLIP goes, named as such: it was
     read as a Hugging Face directory (the workdir's run config as a CLIP config) and refused for missing files."""
-    if os.path.exists(os.path.join(directory, "_CHECKPOINT_METADATA")):  # orbax's marker of a saved step
-        what, workdir = "a step checkpoint of a jaxood.train run", os.path.dirname(os.path.dirname(directory))
-    elif os.path.isdir(os.path.join(directory, "checkpoints")) and os.path.exists(
-        os.path.join(directory, "config.json")
-    ):
+    holds = lambda name: os.path.exists(os.path.join(directory, name))  # noqa: E731
+    if holds("_CHECKPOINT_METADATA"):  # orbax's marker of a saved step
+        what, workdir = (
+            "a step checkpoint of a jaxood.train run",
+            os.path.dirname(os.path.dirname(os.path.normpath(directory))),
+        )
+    elif holds("checkpoints") and holds("config.json"):
         what, workdir = "a jaxood.train workdir", directory
     else:
         return
     export = os.path.join(workdir, "export")
-    exported = os.path.exists(os.path.join(export, JAXOOD_CONFIG))
+    if os.path.exists(os.path.join(export, JAXOOD_CONFIG)):
+        instead = f"the CLIP this run exported, {export}"
+    else:
+        instead = "a CLIP that jaxood.pretrain exported (WORKDIR/export)"
     raise InvalidInput(
-        f"{directory} is {what}: it holds the run's training state, not a CLIP to load. Pass "
-        + (
-            f"the CLIP this run exported, {export}, "
-            if exported
-            else "a CLIP that jaxood.pretrain exported (WORKDIR/export), "
-        )
-        + "a Hugging Face CLIP directory or a jaxood CLIP checkpoint"
+        f"{directory} is {what}: it holds the run's training state, not a CLIP to load. Pass {instead}, a Hugging "
+        "Face CLIP directory or a jaxood CLIP checkpoint"
     )
 
 
