@@ -46,7 +46,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 import jaxood.methods
-from jaxood import distributed, report, settings
+from jaxood import distributed, report, settings, workdir_lock
 from jaxood import evaluate as evaluation
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
@@ -454,6 +454,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     check_train_settings(config)
     distributed.maybe_initialize()
     os.makedirs(workdir, exist_ok=True)
+    with workdir_lock.holding(workdir):
+        return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
+    """`train` in its workdir, which this run holds."""
     # Input first: a missing dataset fails before any model work.
     train_source = make_source(config.train_dataset)
     eval_inputs = evaluation.open_inputs(config)

@@ -570,6 +570,29 @@ def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation
     )
 
 
+def test_a_run_in_a_workdir_another_run_holds_is_refused_until_that_run_ends(tiny_hf, tmp_path):
+    """Two runs in one workdir wrote over each other's checkpoints and report. The holder here is another process
+    holding the lock as a run does; killed, it leaves no stale lock (the OS drops it)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    hold = (
+        f"import time; from jaxood import workdir_lock; workdir_lock._lock({str(run)!r}); print('held', flush=True); "
+        "time.sleep(300)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        config = small_config(tiny_hf[0], tmp_path, num_steps=1, eval_zero_shot=False)
+        with pytest.raises(InvalidInput, match=rf"run is in use by another jaxood run \(pid {holder.pid} on "):
+            trainer.train(config, str(run))
+        assert not (run / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    trainer.train(config, str(run))
+    assert (run / "results.json").exists()
+
+
 def test_a_longer_resumed_run_says_how_its_learning_rate_changes(tiny_hf, tmp_path, capsys):
     """Lengthening a finished cosine run restarts its learning rate from near zero to mid-schedule, which the log
     did not mention: it names both rates at the step it resumes from."""

@@ -1,0 +1,63 @@
+"""One training run per workdir at a time.
+
+Two runs in one workdir (the same command started twice, in two terminals or
+two jobs) wrote over each other's checkpoints, `metrics.jsonl` and report. The
+first host of a run holds an exclusive `flock` on `WORKDIR/.jaxood.lock` while
+it trains and evaluates; the operating system drops it when the process ends,
+killed included, so a crashed run leaves no stale lock. The file names the
+holder (`pid N on HOST`) for the error a second run gets. On a file system
+without locks (some NFS mounts) a run says so and goes on unlocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxood import distributed
+from jaxood.errors import InvalidInput
+
+LOCK_FILE = ".jaxood.lock"
+
+
+def _lock(workdir: str) -> tuple[int | None, str]:
+    """(the locked file, "") for this process, or (None, who holds it; "" on a file system without locks)."""
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 256).decode(errors="replace").strip()
+        os.close(fd)
+        return None, holder or "another process"
+    except OSError as err:
+        os.close(fd)
+        print(f"{workdir} cannot be locked ({err}): nothing stops a second run from using it at the same time")
+        return None, ""
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    return fd, ""
+
+
+@contextlib.contextmanager
+def holding(workdir: str):
+    """`workdir` (which exists) locked by this run's first host for the block; every host raises `InvalidInput`
+    when another run holds it."""
+    fd, holder = _lock(workdir) if distributed.is_first_host() else (None, "")
+    if jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(np.int32(bool(holder))):
+        holder = holder or "see the first host's error"
+    if holder:
+        raise InvalidInput(
+            f"{workdir} is in use by another jaxood run ({holder}): two runs in one workdir write over each other's "
+            "checkpoints and report. Wait for it to end or stop it, or use another --workdir."
+        )
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # the only descriptor of the locked file: closing it drops the lock
