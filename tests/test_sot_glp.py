@@ -593,6 +593,19 @@ def test_a_run_in_a_workdir_another_run_holds_is_refused_until_that_run_ends(tin
     assert (run / "results.json").exists()
 
 
+def test_a_workdir_on_a_file_system_without_locks_is_used_unlocked(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from jaxood import workdir_lock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(workdir_lock.fcntl, "flock", no_locks)
+    with workdir_lock.holding(str(tmp_path)):
+        assert "cannot be locked ([Errno 37] No locks available): nothing stops a second run" in capsys.readouterr().out
+
+
 def test_a_longer_resumed_run_says_how_its_learning_rate_changes(tiny_hf, tmp_path, capsys):
     """Lengthening a finished cosine run restarts its learning rate from near zero to mid-schedule, which the log
     did not mention: it names both rates at the step it resumes from."""
