@@ -14,7 +14,8 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   before any work (`check_resume`). The loss is checked on device every step,
   and a NaN/inf stops the run naming the step, without saving, so the last
   checkpoint stays good. A preemption notice (SIGTERM) or Ctrl-C saves the
-  step it ends at and stops the run (`jaxood.preemption`);
+  step it ends at and stops the run (`jaxood.preemption`). One run at a time
+  holds DIR (`jaxood.workdir_lock`);
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`), progress with ETA,
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
   the zero-shot baseline rows.
