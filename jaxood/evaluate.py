@@ -67,7 +67,7 @@ EVAL_BATCH_FIXES = (
 
 @dataclasses.dataclass
 class Scorer:
-    """What evaluation runs on each batch, as one jitted call `scorer(images)`.
+    """What evaluation runs on each batch, as one compiled call `scorer(images)`.
 
     `fn(args, images) -> {"pred/<method>": (B,) class, "<method> / <score>": (B,) score, ...}` is traceable;
     `args` holds the arrays it reads (parameters, text features), passed to the call rather than closed over,
@@ -81,15 +81,12 @@ class Scorer:
 
     def __post_init__(self):
         self._jitted = jax.jit(self.fn)
-        self._checked: dict = {}  # batch type -> executable known to fit (`within_memory`)
+        self._checked: dict = {}  # batch type -> executable known to fit
 
     def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
-        return self._jitted(self.args, images)
-
-    def within_memory(self, images: jax.Array) -> dict[str, jax.Array]:
-        """The call, compiled once per batch type and refused before it runs if it cannot fit in a device (it
-        ended in XLA's RESOURCE_EXHAUSTED; after a training run, at its closing evaluation)."""
-        key = (images.shape, images.dtype, images.sharding)
+        """Compiled once per batch type, and refused before it runs if it cannot fit in a device (it ended in XLA's
+        RESOURCE_EXHAUSTED; after a training run, at its closing evaluation)."""
+        key = (images.shape, images.dtype, getattr(images, "sharding", None))
         if key not in self._checked:
             self._checked[key] = compile_within_memory(
                 self._jitted, self.args, images, what="evaluation batch", fixes=EVAL_BATCH_FIXES
@@ -202,7 +199,7 @@ def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int
     chunks: dict[str, list[np.ndarray]] = {}
     unreadable = 0  # over all hosts: each host decodes only its rows, and only the first writes the results
     for batch in loader.evaluate():
-        out = scorer.within_memory(batch["image"])
+        out = scorer(batch["image"])
         out.update(label=batch["label"], mask=batch["mask"], index=batch["index"])
         host = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
         keep, real = np.asarray(host.pop("mask")), np.asarray(host["index"]) >= 0  # index -1: padding
