@@ -1,8 +1,10 @@
-"""jaxood's on-disk caches (text features, TFDS labels): where they live and how they are written; and whether a
-folder (a cache's, a workdir) can be written at all."""
+"""jaxood's on-disk caches (text features, TFDS labels): where they live and how they are written; files written
+whole or not at all (the caches, a workdir's config and metrics); and whether a folder (a cache's, a workdir) can be
+written at all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -38,12 +40,25 @@ def load_npy(path: str, shape: tuple[int, ...]) -> np.ndarray | None:
     return None
 
 
+@contextlib.contextmanager
+def write_whole(path: str, mode: str = "w"):
+    """A file to write `path` through, which replaces `path` only once the block ends without error: readers (other
+    hosts, a resumed run) see the old file or the new one, never a part (a kill or a full disk mid-write). Each
+    writer has its own temporary file, so hosts writing the same path at once do not mix their bytes."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, partial = tempfile.mkstemp(".partial", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the file from its other users
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
 def save_npy(path: str, array: np.ndarray) -> None:
-    """`np.save` whole or not at all: every host of a pod may write the same cache file at once, and another may be
-    loading it, so each writes its own file and renames it over `path` (readers see complete files only)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, partial = tempfile.mkstemp(".partial", dir=os.path.dirname(path))
-    with os.fdopen(fd, "wb") as f:
+    """`np.save` whole or not at all (`write_whole`): every host of a pod may write the same cache file at once,
+    and another may be loading it."""
+    with write_whole(path, "wb") as f:
         np.save(f, array)
-    os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the cache from its other users
-    os.replace(partial, path)

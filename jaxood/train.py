@@ -49,6 +49,7 @@ from jax.experimental import multihost_utils
 import jaxood.methods
 from jaxood import distributed, report, settings, workdir_lock
 from jaxood import evaluate as evaluation
+from jaxood.cache import write_whole
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
@@ -418,9 +419,8 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
     if moved:
         with open(superseded, "a") as f:
             f.writelines(moved)
-        with open(path + ".tmp", "w") as f:
+        with write_whole(path) as f:
             f.writelines(kept)
-        os.replace(path + ".tmp", path)
     return len(moved)
 
 
@@ -481,10 +481,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")
     if distributed.is_first_host():  # whole or not at all (a run killed while writing it could not be resumed)
-        partial = os.path.join(workdir, "config.json.partial")
-        with open(partial, "w") as f:
+        with write_whole(os.path.join(workdir, "config.json")) as f:
             f.write(config.to_json_best_effort(indent=1))
-        os.replace(partial, os.path.join(workdir, "config.json"))
     mesh = data_mesh()
     if config.model == "scratch":  # pretraining: the architecture in config.model_arch, random weights
         model = clip.CLIP(arch, dtype=clip.compute_dtype(config.dtype), remat=config.remat)

@@ -12,7 +12,7 @@ import pytest
 from conftest import write_image
 from PIL import Image
 
-from jaxood.cache import load_npy, save_npy
+from jaxood.cache import load_npy, save_npy, write_whole
 from jaxood.data import preprocess, sampling, sources, toy_world
 from jaxood.data.pipeline import Loader
 from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
@@ -170,6 +170,18 @@ def test_cache_files_that_cannot_be_used_are_recomputed(tmp_path, capsys):
     assert f"cache file {path} holds shape (3,), not (4,)" in capsys.readouterr().out
     (tmp_path / "a.npy").write_text("not an array")
     assert load_npy(path, (3,)) is None and "cannot be read" in capsys.readouterr().out
+
+
+def test_a_file_written_whole_keeps_the_old_one_until_the_new_one_is_complete(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), write_whole(str(path)) as f:
+        f.write("half of the new")
+        raise RuntimeError("killed mid-write")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["config.json"]  # no partial file left
+    with write_whole(str(path)) as f:
+        f.write("new")
+    assert path.read_text() == "new" and os.listdir(tmp_path) == ["config.json"]
 
 
 def test_tfds_missing_dataset_fails_offline(tmp_path, monkeypatch):
