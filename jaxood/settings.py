@@ -17,10 +17,17 @@ from jaxood.errors import InvalidInput
 def whole(config: ml_collections.ConfigDict, key: str, least: int, most: int | None = None) -> int:
     """`config[key]` (dotted) is a whole number in `[least, most]`; returned."""
     value = _at(config, key)
+    if problem := whole_problem(value, least, most):
+        raise InvalidInput(f"{key} {problem}")
+    return value
+
+
+def whole_problem(value, least: int, most: int | None = None) -> str:
+    """What is wrong with `value` as a whole number in `[least, most]` ("must be ..., got ..."); "" when nothing."""
     if isinstance(value, bool) or not isinstance(value, int) or value < least or (most is not None and value > most):
         span = f"from {least} to {most}" if most is not None else f"of at least {least}"
-        raise InvalidInput(f"{key} must be a whole number {span}, got {value!r}")
-    return value
+        return f"must be a whole number {span}, got {value!r}"
+    return ""
 
 
 def number(
@@ -34,6 +41,15 @@ def number(
     """`config[key]` (dotted) is a real number `>= least`, `> above`, `<= most` and `< below` (each where given);
     returned."""
     value = _at(config, key)
+    if problem := number_problem(value, least, above, most, below):
+        raise InvalidInput(f"{key} {problem}")
+    return value
+
+
+def number_problem(
+    value, least: float | None = None, above: float | None = None, most: float | None = None, below: float | None = None
+) -> str:
+    """What is wrong with `value` as a real number within the bounds given (as `number`'s); "" when nothing."""
     bounds = [
         (least, ">=", lambda v, b: v >= b),
         (above, ">", lambda v, b: v > b),
@@ -43,8 +59,8 @@ def number(
     is_number = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
     if not is_number or not all(ok(value, b) for b, _, ok in bounds if b is not None):
         span = "".join(f" and {op} {b}" for b, op, _ in bounds if b is not None).removeprefix(" and")
-        raise InvalidInput(f"{key} must be a number{span}, got {value!r}")
-    return value
+        return f"must be a number{span}, got {value!r}"
+    return ""
 
 
 def _at(config: ml_collections.ConfigDict, key: str):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from jaxood import settings
+
 # ViT-B/16 as in openai/clip-vit-base-patch16's config.json: Hugging Face `CLIPConfig` arguments for the benchmarks
 # and tests that build one with random weights.
 VIT_B16 = dict(
@@ -22,18 +24,17 @@ VIT_B16 = dict(
 
 
 def count(low: int = 1, high: int | None = None) -> Callable[[str], int]:
-    """An argparse `type`: a whole number from `low` to `high`, refused by argparse with that range otherwise. A
-    benchmark given zero images or more classes than it has names failed inside JAX, or timed another problem than
-    the one it printed."""
+    """An argparse `type`: a whole number from `low` to `high` (`jaxood.settings`' check and message), refused by
+    argparse otherwise. A benchmark given zero images or more classes than it has names failed inside JAX, or timed
+    another problem than the one it printed."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low or (high is not None and value > high):
-            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise argparse.ArgumentTypeError(f"must be a whole number {span}, got {value}")
+        if problem := settings.whole_problem(value, low, high):
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     return parse
@@ -45,6 +46,6 @@ def positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    if problem := settings.number_problem(value, above=0):
+        raise argparse.ArgumentTypeError(problem)
     return value
