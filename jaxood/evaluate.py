@@ -329,8 +329,10 @@ def evaluate(
     params=None,
     scorer: Scorer | None = None,
     inputs: tuple[Source, dict[str, Source]] | None = None,
+    unreadable: dict[str, int] | None = None,
 ) -> dict:
-    """Run the evaluation of `config` and write the report into `workdir` (`inputs`: `open_inputs(config)`)."""
+    """Run the evaluation of `config` and write the report into `workdir` (`inputs`: `open_inputs(config)`;
+    `unreadable`: undecodable images of sets read before, {"train": n} from training, reported first)."""
     if scorer is None and "method" in config:
         raise InvalidInput(
             f"{config.method!r} in this config is a training method, but jaxood.evaluate scores a CLIP as it is "
@@ -353,6 +355,7 @@ def evaluate(
         for name, src in ood_sources.items()
     }
     results = compute_results(scorer, id_out, ood_outs)
+    results["unreadable"] = {**(unreadable or {}), **results["unreadable"]}
     for name, n in results["counts"].items():
         if not n:
             distributed.log(

@@ -593,6 +593,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                     f"checkpoint in {_checkpoint_dir(workdir)}. Run the same command again to resume from it."
                 )
     loader.log_unreadable("train")
+    # Distinct images the steps of this run (since it started or resumed) could not decode, over every host.
+    unreadable = {"train": loader.unreadable_total()} if remaining else {}
     if config.plots and distributed.is_first_host():
         with open(os.path.join(workdir, METRICS)) as f:
             report.training_curves(workdir, [json.loads(line) for line in f])
@@ -605,7 +607,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if config.eval_zero_shot:
         id_names = eval_inputs[0].class_names
         scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, eval_clip, id_names), scorer)
-    results = evaluation.evaluate(config, workdir, model=model, params=eval_clip, scorer=scorer, inputs=eval_inputs)
+    results = evaluation.evaluate(
+        config, workdir, model=model, params=eval_clip, scorer=scorer, inputs=eval_inputs, unreadable=unreadable
+    )
     return results, params
 
 

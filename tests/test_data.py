@@ -425,6 +425,28 @@ def test_train_batches_resume_and_shard_slices(folder):
     assert len(set(ep.tolist())) == 12
 
 
+def test_training_counts_each_undecodable_image_once_over_hosts_and_epochs(folder, monkeypatch):
+    """Over several epochs both hosts of a job meet the planted undecodable image: training's report counts it
+    once (the hosts' bitmaps OR-ed, not their counts summed), every host getting the same total."""
+    from jaxood.data import pipeline
+
+    src = FolderSource(folder)
+    hosts = [
+        Loader(src, preprocess.clip_train(16), global_batch=4, seed=1, process_index=p, process_count=2)
+        for p in range(2)
+    ]
+    for step in range(12):  # 4 epochs
+        idx, epoch = hosts[0].step_indices(step)
+        for host in hosts:
+            host.host_batch(idx, epoch)
+    assert [len(host.unreadable) for host in hosts] == [1, 1]  # both met it (seed 1: host 1 in epochs 1-2, 0 in 3-4)
+    assert hosts[0].unreadable.keys() == hosts[1].unreadable.keys()
+    monkeypatch.setattr(pipeline.multihost_utils, "process_allgather", lambda bits: np.stack([
+        host._unreadable_bits() for host in hosts
+    ]))  # fmt: skip
+    assert [host.unreadable_total() for host in hosts] == [1, 1]
+
+
 def test_multi_device_loader_equals_single_device(folder):
     """4 simulated CPU devices: the global arrays equal the 1-device run, sharded 4 ways."""
     script = textwrap.dedent(

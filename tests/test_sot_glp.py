@@ -443,6 +443,8 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     results = {w: json.loads((tmp_path / w / "results.json").read_text()) for w in ("one", "hosts", "hosts_on_one")}
     for w in ("hosts", "hosts_on_one"):
         _assert_same_results(results[w], results["one"], w)
+    # The hosts' undecodable training images, OR-ed over them (none here); resumed at its end, nothing trained.
+    assert [results[w]["unreadable"].get("train") for w in ("one", "hosts", "hosts_on_one")] == [0, 0, None]
 
 
 def test_sigterm_on_one_host_saves_one_step_on_every_host_and_stops_them(tiny_hf, tmp_path):
@@ -495,6 +497,30 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
     ]
     assert set(results["id_accuracy"]) == {"zero-shot", "SOT-GLP"}
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sot_glp"
+
+
+def test_training_reports_its_undecodable_images_once_each(tiny_hf, tmp_path, monkeypatch, capsys):
+    """Two training images cannot be decoded, and both epochs meet them: `results.json` and `results.md` count
+    them once each under "train", before the evaluation sets (before, only training's log line named them).
+    Run again at its last step, the run trains nothing, so its report has no training count."""
+    from jaxood.data import toy_world
+
+    read = toy_world.ToyWorld.read
+
+    def two_broken(self, index):
+        image, label = read(self, index)
+        return (b"not an image" if self.split == "train" and index in (3, 30) else image), label
+
+    monkeypatch.setattr(toy_world.ToyWorld, "read", two_broken)
+    config = small_config(tiny_hf[0], tmp_path, epochs=2)
+    results, _ = trainer.train(config, str(tmp_path / "run"))
+    assert "[train] 2 undecodable image(s) skipped (masked out): #3 record" in capsys.readouterr().out
+    assert list(results["unreadable"])[:2] == ["train", "id"]
+    assert results["unreadable"]["train"] == 2
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["unreadable"]["train"] == 2
+    assert "Undecodable images skipped (masked out): train 2\n" in (tmp_path / "run" / "results.md").read_text()
+    again, _ = trainer.train(config, str(tmp_path / "run"))
+    assert "train" not in again["unreadable"] and "Undecodable" not in (tmp_path / "run" / "results.md").read_text()
 
 
 def test_trainer_drops_the_host_copy_of_the_clip(tiny_hf, tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxood.data.preprocess import Compose, Undecodable, decode
@@ -223,6 +224,20 @@ class Loader:
         more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
         host = f" on host {self.process_index} of {self.process_count}" if self.process_count > 1 else ""
         return f"{len(items)} undecodable image(s) skipped (masked out){host}: {shown}{more}"
+
+    def unreadable_total(self) -> int:
+        """How many distinct examples no host could decode so far. With several hosts every host must call it (a
+        collective): over several epochs each host meets its own share of an image, so the hosts' counts overlap."""
+        if self.process_count == 1:
+            return len(self.unreadable)
+        every_host = multihost_utils.process_allgather(self._unreadable_bits())  # (hosts, bytes)
+        return int(np.unpackbits(np.bitwise_or.reduce(every_host)).sum())
+
+    def _unreadable_bits(self) -> np.ndarray:
+        """This host's undecodable examples as a packed bitmap over the source: 157 KiB for ImageNet's 1.28 M."""
+        bits = np.zeros(len(self.source), bool)
+        bits[list(self.unreadable)] = True
+        return np.packbits(bits)
 
     def log_unreadable(self, label: str) -> None:
         """Prints `report()` as `[label] ...` when this host skipped any image: per host, as each decodes its rows."""
