@@ -75,12 +75,14 @@ def test_image_list_source(folder, tmp_path):
         ),
         ("sea_lion/1.jpg -2", (), "label '-2' must be a whole number of at least 0, or -1 for none"),
         ("sea_lion/1.jpg 1.0", (), r"label '1.0' must be a whole number"),
+        ("sea lion/1.jpg 1", (), r"3 fields in 'sea lion/1.jpg 1'; .* a path with a space in it needs its file"),
+        ("sea lion/1.jpg", (), r"label 'lion/1.jpg' must be a whole number .* \(a path ends at its first space\)"),
     ],
 )
 def test_image_list_label_the_class_names_do_not_cover_is_refused(folder, tmp_path, line, class_names, message):
     """A label past the class names counted as a wrong prediction in the ID accuracy, silently, and in training
     made the loss NaN (JAX's gather past the logits), stopping the run as if it had diverged; a label that is no
-    whole number failed with int()'s error."""
+    whole number failed with int()'s error; a path with a space was cut at it, its next word read as the label."""
     from jaxood.errors import InvalidInput
 
     lst = tmp_path / "list.txt"

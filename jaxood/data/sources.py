@@ -127,6 +127,12 @@ class ImageListSource(_FileListSource):
                 parts = line.split()
                 if not parts:
                     continue
+                if len(parts) > 2:  # its path would be read up to the first space, its label from the next word
+                    raise InvalidInput(
+                        f"{list_file}:{lineno}: {len(parts)} fields in {line.strip()!r}; each line is "
+                        "`relative/path [label]`, split at white space as in OpenOOD's lists: a path with a space "
+                        "in it needs its file renamed, or its image put in a folder source"
+                    )
                 path = os.path.join(root, parts[0])
                 if not os.path.exists(path):
                     missing.append(f"{list_file}:{lineno}: {path}")
@@ -141,7 +147,7 @@ class ImageListSource(_FileListSource):
                     )
                     raise InvalidInput(
                         f"{list_file}:{lineno}: label {text!r} must be a whole number {span}, or -1 for none; each "
-                        "line is `relative/path [label]`"
+                        "line is `relative/path [label]` (a path ends at its first space)"
                     )
                 self.paths.append(path)
                 labels.append(label)
