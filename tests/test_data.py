@@ -342,6 +342,17 @@ def test_random_resized_crop_area_in_scale_range():
         assert 0.2 < area < 0.56, (seed, area)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16_bit_grey_images_keep_their_tones(fmt):
+    """A 16-bit grey image decodes to the 8-bit grey of its top byte, as PIL reads 16-bit colour (48-bit RGB PNGs);
+    PIL's convert("RGB") clips it at 255 instead, so nearly every pixel came out white."""
+    grey16 = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, ..., 65535: top bytes 0..255
+    buf = io.BytesIO()
+    Image.fromarray(grey16).save(buf, fmt)
+    rgb = np.asarray(preprocess.decode(buf.getvalue()))
+    np.testing.assert_array_equal(rgb, np.repeat((grey16 >> 8).astype(np.uint8)[..., None], 3, -1))
+
+
 def test_undecodable_bytes(monkeypatch):
     with pytest.raises(preprocess.Undecodable):
         preprocess.decode(b"\x89PNG but not really")

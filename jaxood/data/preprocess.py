@@ -34,6 +34,8 @@ def decode(raw) -> Image.Image:
     try:
         img = Image.open(raw if isinstance(raw, str) else io.BytesIO(raw))
         img.load()
+        if img.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF): its top byte, as PIL reads 16-bit colour
+            img = Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))  # convert() would clip it at 255: white
         return img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         # PIL refuses images past twice Image.MAX_IMAGE_PIXELS (179 M pixels); raising that limit decodes them
