@@ -173,7 +173,7 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
             g = model.apply({"params": params}, images, method="encode_image")
         g = mcm_lib.normalize(g)
         cos = g @ aux["text"].T  # the class prompts' features are unit vectors
-        out = {f"pred/{prefix}": jnp.argmax(cos, axis=-1)}
+        out = {f"pred/{prefix}": logits_lib.predicted_class(cos)}
         for s in names:
             row = f"{prefix} / {SCORE_TITLES[s]}"
             if s == "mcm":

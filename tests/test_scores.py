@@ -62,6 +62,10 @@ def test_fpr95_hand_cases():
 
 def test_accuracy_and_errors():
     assert metrics.accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), [1, 1]) == 0.5
+    # A row with a NaN logit predicts no class (argmax would say the first NaN's), on host and on device alike.
+    logits = np.array([[1.0, 3.0, 2.0], [np.nan, 1.0, 2.0], [np.nan, np.nan, np.nan], [0.0, 0.0, 0.0]])
+    assert np.asarray(logit_scores.predicted_class(jnp.asarray(logits))).tolist() == [1, -1, -1, 0]
+    assert metrics.accuracy(logits, [1, 0, 0, 0]) == 0.5
     with pytest.raises(ValueError):
         metrics.ood_metrics([], [1.0])
     with pytest.raises(ValueError, match="NaN scores have no rank: 0 ID and 1 OOD"):

@@ -155,6 +155,25 @@ def test_scorer_reports_gl_mcm_its_global_and_local_terms_and_max_logit(tiny_mod
     assert np.all(np.asarray(out["SOT-GLP / L-MCM"]) >= 1 / len(names) - 1e-6)  # a max of softmaxes over classes
 
 
+def test_an_image_with_nan_logits_has_no_predicted_class(tiny_model, tmp_path, tiny_hf):
+    """An image whose features are NaN (here its pixels; in a run, a damaged checkpoint or a float16 overflow) has
+    NaN class logits: the SOT-GLP and zero-shot rows predict no class for it (-1, wrong in the ID accuracy) and
+    the others' predictions stand. Before, argmax took the first NaN's class, 0: right for each image of class 0."""
+    from conftest import load_config
+
+    from jaxood.evaluate import zero_shot_scorer
+
+    model, params = tiny_model
+    names = [f"class {i}" for i in range(5)]
+    images = np.random.RandomState(2).randn(3, 32, 32, 3).astype(np.float32)
+    images[1] = np.nan
+    method = sot_glp.build(small_config(tiny_hf[0], tmp_path), model, params, names, data_mesh())
+    config = load_config("zeroshot", "toy", scores="mcm", cache_dir=str(tmp_path / "cache"))
+    for scorer in (method.scorer(method.params), zero_shot_scorer(config, model, params, names)):
+        (pred,) = (np.asarray(v) for k, v in scorer(images).items() if k.startswith("pred/"))
+        assert pred[1] == -1 and set(pred[[0, 2]]) <= set(range(5)), pred
+
+
 def test_prompts_in_chunks_give_the_same_loss_gradients_and_scores_in_less_memory(tiny_model, tmp_path, tiny_hf):
     """`prompt_chunk` only changes how the prompt batch goes through the text tower: 40 classes x (2 + 2)
     prompts in chunks of 30 (6 chunks, the last padded) give the unchunked loss, gradients and scores, and the

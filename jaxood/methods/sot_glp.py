@@ -40,7 +40,7 @@ from jaxood.evaluate import Scorer
 from jaxood.methods import Method, masked_mean
 from jaxood.models import clip
 from jaxood.models.tokenizer import CONTEXT_LENGTH, get_tokenizer, tokenize
-from jaxood.scores.logits import max_logit
+from jaxood.scores.logits import max_logit, predicted_class
 from jaxood.scores.mcm import mcm, normalize
 
 NAME = "SOT-GLP"
@@ -261,7 +261,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         local_mcm = mcm(jnp.swapaxes(sim.mean(-1), 1, 2), t)  # mean over prompts -> (B, N, C)
         global_mcm = mcm(mean_cos, t)
         parts = dict(zip(SCORE_PARTS, (global_mcm + local_mcm, global_mcm, local_mcm, max_logit(logits))))
-        return {f"pred/{NAME}": jnp.argmax(logits, -1), **{f"{NAME} / {k}": v for k, v in parts.items()}}
+        return {f"pred/{NAME}": predicted_class(logits), **{f"{NAME} / {k}": v for k, v in parts.items()}}
 
     def scorer(params) -> Scorer:
         args = (params, *jax.jit(text_features)(params))

@@ -86,8 +86,8 @@ def ood_metrics(id_scores, ood_scores) -> dict[str, float]:
 
 
 def accuracy(logits_or_pred, labels) -> float:
-    """Top-1 accuracy from logits (N, C) or predictions (N,)."""
+    """Top-1 accuracy from logits (N, C) or predictions (N,); a row of logits with a NaN is wrong (no class)."""
     pred = np.asarray(logits_or_pred)
     if pred.ndim == 2:
-        pred = pred.argmax(-1)
+        pred = np.where(np.isnan(pred).any(-1), -1, pred.argmax(-1))
     return float(np.mean(pred == np.asarray(labels)))
