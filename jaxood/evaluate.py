@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxood import distributed, report, settings
+from jaxood import distributed, report, settings, workdir_lock
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
@@ -343,43 +343,44 @@ def evaluate(
         )
     distributed.maybe_initialize()
     id_source, ood_sources = inputs or open_inputs(config)
-    if model is None:
-        model, params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype))
-    mesh = data_mesh()
-    if scorer is None:
-        scorer = zero_shot_scorer(config, model, params, id_source.class_names)
-    transform = clip_eval(model.cfg.image_size)
-    id_out = score_dataset("ID", id_source, scorer, transform, config.eval_batch_size, mesh)
-    ood_outs = {
-        name: score_dataset(name, src, scorer, transform, config.eval_batch_size, mesh)
-        for name, src in ood_sources.items()
-    }
-    results = compute_results(scorer, id_out, ood_outs)
-    results["unreadable"] = {**(unreadable or {}), **results["unreadable"]}
-    for name, n in results["counts"].items():
-        if not n:
+    os.makedirs(workdir, exist_ok=True)
+    with workdir_lock.holding(workdir):  # held already when training evaluates
+        if model is None:
+            model, params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype))
+        mesh = data_mesh()
+        if scorer is None:
+            scorer = zero_shot_scorer(config, model, params, id_source.class_names)
+        transform = clip_eval(model.cfg.image_size)
+        id_out = score_dataset("ID", id_source, scorer, transform, config.eval_batch_size, mesh)
+        ood_outs = {
+            name: score_dataset(name, src, scorer, transform, config.eval_batch_size, mesh)
+            for name, src in ood_sources.items()
+        }
+        results = compute_results(scorer, id_out, ood_outs)
+        results["unreadable"] = {**(unreadable or {}), **results["unreadable"]}
+        for name, n in results["counts"].items():
+            if not n:
+                distributed.log(
+                    f"[{name}] no image of this set could be scored ({results['unreadable'][name]} undecodable): the "
+                    "metrics against it are left out (n/a in the tables, null in results.json)"
+                )
+        for row, nans in results["nan_scores"].items():
             distributed.log(
-                f"[{name}] no image of this set could be scored ({results['unreadable'][name]} undecodable): the "
-                "metrics against it are left out (n/a in the tables, null in results.json)"
+                f"[{row}] NaN scores ({', '.join(f'{k} {v}' for k, v in nans.items())}): its metrics against a set "
+                "with any are left out (null in results.json; the scores are in scores.npz). Check the model's "
+                "weights, and config.dtype: float16 overflows where bfloat16 and float32 do not."
             )
-    for row, nans in results["nan_scores"].items():
-        distributed.log(
-            f"[{row}] NaN scores ({', '.join(f'{k} {v}' for k, v in nans.items())}): its metrics against a set with "
-            "any are left out (null in results.json; the scores are in scores.npz). Check the model's weights, and "
-            "config.dtype: float16 overflows where bfloat16 and float32 do not."
-        )
-    results["config"] = config.to_dict()
-    results["versions"] = report.versions()
-    if distributed.is_first_host():
-        os.makedirs(workdir, exist_ok=True)
-        if kept := report.keep_earlier(workdir):
-            print(f"the earlier report in {workdir} moved to {kept}", flush=True)
-        md = report.write(workdir, results)
-        report.write_scores(workdir, {"id": id_out, **ood_outs})
-        if config.plots:
-            report.plots(workdir, results["ood"], id_out, ood_outs)
-        print(md, flush=True)
-    return results
+        results["config"] = config.to_dict()
+        results["versions"] = report.versions()
+        if distributed.is_first_host():
+            if kept := report.keep_earlier(workdir):
+                print(f"the earlier report in {workdir} moved to {kept}", flush=True)
+            md = report.write(workdir, results)
+            report.write_scores(workdir, {"id": id_out, **ood_outs})
+            if config.plots:
+                report.plots(workdir, results["ood"], id_out, ood_outs)
+            print(md, flush=True)
+        return results
 
 
 def main(argv):

@@ -7,6 +7,9 @@ it trains and evaluates; the operating system drops it when the process ends,
 killed included, so a crashed run leaves no stale lock. The file names the
 holder (`pid N on HOST`) for the error a second run gets. On a file system
 without locks (some NFS mounts) a run says so and goes on unlocked.
+
+`jaxood.evaluate` holds it too, since it writes the report; inside training
+(which holds it already) its evaluation takes no second lock.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from jaxood import distributed
 from jaxood.errors import InvalidInput
 
 LOCK_FILE = ".jaxood.lock"
+_held: set[str] = set()  # the workdirs this process's run holds (every host records it, the first locks)
 
 
 def _lock(workdir: str) -> tuple[int | None, str]:
@@ -47,7 +51,11 @@ def _lock(workdir: str) -> tuple[int | None, str]:
 @contextlib.contextmanager
 def holding(workdir: str):
     """`workdir` (which exists) locked by this run's first host for the block; every host raises `InvalidInput`
-    when another run holds it."""
+    when another run holds it. Within a block holding it already (an evaluation inside training) it does nothing."""
+    key = os.path.realpath(workdir)
+    if key in _held:
+        yield
+        return
     fd, holder = _lock(workdir) if distributed.is_first_host() else (None, "")
     if jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(np.int32(bool(holder))):
         holder = holder or "see the first host's error"
@@ -56,8 +64,10 @@ def holding(workdir: str):
             f"{workdir} is in use by another jaxood run ({holder}): two runs in one workdir write over each other's "
             "checkpoints and report. Wait for it to end or stop it, or use another --workdir."
         )
+    _held.add(key)
     try:
         yield
     finally:
+        _held.discard(key)
         if fd is not None:
             os.close(fd)  # the only descriptor of the locked file: closing it drops the lock

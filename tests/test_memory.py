@@ -52,4 +52,4 @@ def test_evaluation_refuses_a_batch_larger_than_a_device_before_it_runs(tiny_hf,
     )
     with pytest.raises(ValueError, match=refused):
         evaluate.evaluate(config, str(tmp_path / "run"))
-    assert "evaluation batch: compiling" in capsys.readouterr().out and not (tmp_path / "run").exists()
+    assert "evaluation batch: compiling" in capsys.readouterr().out and not (tmp_path / "run" / "results.json").exists()

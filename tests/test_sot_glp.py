@@ -617,7 +617,13 @@ def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation
 
 def test_a_run_in_a_workdir_another_run_holds_is_refused_until_that_run_ends(tiny_hf, tmp_path):
     """Two runs in one workdir wrote over each other's checkpoints and report. The holder here is another process
-    holding the lock as a run does; killed, it leaves no stale lock (the OS drops it)."""
+    holding the lock as a run does; killed, it leaves no stale lock (the OS drops it). `jaxood.evaluate`, which
+    writes the report too, is refused as well (before, it wrote its report into a training run's workdir, which
+    that run later moved to earlier_results/), and takes no second lock when training evaluates."""
+    from conftest import load_config
+
+    from jaxood import evaluate
+
     run = tmp_path / "run"
     run.mkdir()
     hold = (
@@ -631,6 +637,10 @@ def test_a_run_in_a_workdir_another_run_holds_is_refused_until_that_run_ends(tin
         with pytest.raises(InvalidInput, match=rf"run is in use by another jaxood run \(pid {holder.pid} on "):
             trainer.train(config, str(run))
         assert not (run / "checkpoints").exists()
+        zero_shot = load_config("zeroshot", "toy", model=tiny_hf[0], cache_dir=str(tmp_path / "cache"))
+        with pytest.raises(InvalidInput, match=rf"run is in use by another jaxood run \(pid {holder.pid} on "):
+            evaluate.evaluate(zero_shot, str(run))
+        assert not (run / "results.json").exists()
     finally:
         holder.kill()
         holder.wait()
