@@ -483,27 +483,28 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if distributed.is_first_host():  # whole or not at all (a run killed while writing it could not be resumed)
         with write_whole(os.path.join(workdir, "config.json")) as f:
             f.write(config.to_json_best_effort(indent=1))
-    mesh = data_mesh()
-    if config.model == "scratch":  # pretraining: the architecture in config.model_arch, random weights
-        model = clip.CLIP(arch, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
-        clip_params = jax.device_get(clip.init_params(clip.CLIP(arch), config.seed))
-    else:
-        model, clip_params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
+    # The training images before the model: too few shots or images fail before a download or load.
     class_names = train_source.class_names
     # Image-text training learns from every captioned image, object-free ones (label -1) included.
     if caption_length:
         indices = np.arange(len(train_source))
     else:
         indices = few_shot_indices(train_source.labels(), config.shots or None, config.seed, len(class_names))
-    transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)
-    loader = Loader(
-        train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh, caption_length=caption_length
-    )
-    if not loader.steps_per_epoch:  # epochs would make 0 steps (and evaluate the untrained method), silently
+    if len(indices) < config.batch_size:  # epochs would make 0 steps (and evaluate the untrained method), silently
         raise InvalidInput(
             f"{len(indices)} training images are fewer than one batch (batch_size {config.batch_size}): lower "
             "batch_size, or train on more images"
         )
+    mesh = data_mesh()
+    if config.model == "scratch":  # pretraining: the architecture in config.model_arch, random weights
+        model = clip.CLIP(arch, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
+        clip_params = jax.device_get(clip.init_params(clip.CLIP(arch), config.seed))
+    else:
+        model, clip_params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
+    transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)
+    loader = Loader(
+        train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh, caption_length=caption_length
+    )
     total = config.num_steps or config.epochs * loader.steps_per_epoch
     per = "all" if caption_length else f"{config.shots or 'all'} per class"
     distributed.log(

@@ -943,6 +943,26 @@ def test_sot_glp_settings_are_refused_before_the_weights_load(model, tiny_hf, mo
         trainer.train(config, str(tmp_path / "run"))
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("batch_size", 256, r"192 training images are fewer than one batch \(batch_size 256\)"),
+        ("shots", 17, r"17-shot sampling: 12 of 12 classes have fewer than 17 examples"),
+    ],
+)
+def test_too_few_training_images_are_refused_before_the_weights_load(key, value, message, monkeypatch, tmp_path):
+    """The few-shot subset and the batch it must fill come from the training set's labels alone; they used to be
+    taken once the CLIP's weights had loaded (a ViT-B/16's 600 MB, a download for a hub id)."""
+    from jaxood.errors import InvalidInput
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(clip, "load", no_loading)
+    with pytest.raises(InvalidInput, match=message):
+        trainer.train(load_config("demo", **{key: value}), str(tmp_path / "run"))
+
+
 def test_class_mismatch_names_the_first_difference():
     from jaxood.errors import InvalidInput
 
