@@ -51,7 +51,7 @@ from jaxood import distributed, report, settings, workdir_lock
 from jaxood import evaluate as evaluation
 from jaxood.cache import write_whole
 from jaxood.data.datasets import make_source
-from jaxood.data.pipeline import Loader, data_mesh, every_device, replicate
+from jaxood.data.pipeline import Loader, check_batch, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.errors import InvalidInput, LossNotFinite, Preempted
@@ -463,7 +463,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     """`train` in its workdir, which this run holds."""
     # Input first: a missing dataset fails before any model work.
     train_source = make_source(config.train_dataset)
-    eval_inputs = evaluation.open_inputs(config)
+    eval_inputs = evaluation.open_inputs(config)  # eval_batch_size must split over the devices, and so must:
+    check_batch(config.batch_size, data_mesh(), "batch_size")
     caption_length = config.get("caption_length", 0)
     if not caption_length:  # the trained method predicts the training classes, and is scored on the ID labels
         check_same_classes(train_source.class_names, eval_inputs[0].class_names)

@@ -440,14 +440,16 @@ def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, messag
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
 
 
-def test_eval_batch_that_does_not_split_over_the_devices_is_refused_before_training(tmp_path):
-    """On 2 devices an eval batch of 63 used to fail only at the closing evaluation, after the whole training run."""
+@pytest.mark.parametrize("key", ["eval_batch_size", "batch_size"])
+def test_a_batch_that_does_not_split_over_the_devices_is_refused_before_training(key, tmp_path):
+    """On 2 devices an eval batch of 63 used to fail only at the closing evaluation, after the whole training run;
+    a training batch of 31 once the weights had loaded, as a "global batch" not named as the setting."""
     cmd = [
         sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={tmp_path / 'run'}",
-        "--config.eval_batch_size=63",
+        f"--config.{key}=63", "--config.model=no/such-model",  # it would fail at the weights, had the batch passed
     ]  # fmt: skip
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1, out.stderr[-3000:]
-    assert "eval_batch_size 63 does not split over 2 devices: use a multiple of 2" in out.stderr
+    assert f"{key} 63 does not split over 2 devices: use a multiple of 2" in out.stderr, out.stderr[-3000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
