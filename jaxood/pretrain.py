@@ -49,9 +49,9 @@ def export(workdir: str, config, params, install: bool) -> str | None:
         return None
     from jaxood.train import architecture
 
-    # The trained CLIP's architecture: `model_arch` only for random weights, else its config file (a hub id's from
-    # the cache the trainer fetched it into).
-    cfg = architecture(config) or convert.local_config(convert.download(config.model))
+    # The trained CLIP's architecture: `model_arch` for random weights, else its config file (a hub id's from the
+    # cache the trainer fetched it into).
+    cfg = architecture(config)
     out = convert.save(os.path.join(workdir, "export"), cfg, params["clip"], half=True)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
     print(f"exported {out} ({size:.1f} MiB)", flush=True)

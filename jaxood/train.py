@@ -425,11 +425,12 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
 
 
 def architecture(config: ml_collections.ConfigDict) -> clip.CLIPConfig | None:
-    """The CLIP's architecture where it is known without loading weights: `model_arch` for random weights, the
-    config file of the toy CLIP or a local folder; None for a hub id."""
+    """The CLIP's architecture without its weights: `model_arch` for random weights, the config file of the toy
+    CLIP, a local folder or a hub id (fetched alone); None for what loading will refuse."""
     if config.model == "scratch":
         return clip.CLIPConfig.from_dict(config.model_arch.to_dict())
-    return convert.local_config(clip.resolve(config.model))
+    name = os.fspath(clip.resolve(config.model))
+    return convert.local_config(name) or (convert.hub_config(name) if convert.is_hub_id(name) else None)
 
 
 def _log_schedule_change(optim, saved: dict, steps_per_epoch: int, start: int, total: int) -> None:

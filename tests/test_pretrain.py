@@ -206,10 +206,13 @@ def test_continued_pretraining_evaluates_the_trained_clip(tmp_path, monkeypatch)
 def test_export_of_a_clip_continued_from_a_hub_id_takes_its_architecture_from_the_hub_copy(
     tiny_hf, tmp_path, monkeypatch
 ):
-    """A hub id's architecture is in the copy the trainer fetched (here a local Hugging Face folder standing in)."""
+    """A hub id's architecture is its config.json, which the hub's cache kept from training (here a local Hugging
+    Face folder stands in for the hub)."""
+    import huggingface_hub
+
     from jaxood import pretrain
 
-    monkeypatch.setattr(convert, "download", lambda repo_id: tiny_hf[0])
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, name: os.path.join(tiny_hf[0], name))
     model, params = clip.load(tiny_hf[0])
     c = tiny_pretrain_config(tmp_path)
     c.model = "someone/tiny-clip"

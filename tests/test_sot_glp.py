@@ -925,11 +925,14 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("model", ["toy", "scratch", "hf"])
+@pytest.mark.parametrize("model", ["toy", "scratch", "hf", "hub"])
 def test_sot_glp_settings_are_refused_before_the_weights_load(model, tiny_hf, monkeypatch, tmp_path):
     """SOT-GLP's values, `top_k` against the image's patches included, used to be checked once the CLIP's weights
-    had loaded (a ViT-B/16's 600 MB) and the training set's labels were read; the architecture comes from the
-    model's config file (or `model_arch` for random weights)."""
+    had loaded (a ViT-B/16's 600 MB) and the training set's labels were read, and for a hub id after its weights'
+    download; the architecture comes from the model's config file (a hub id's fetched alone: the hub is a local
+    folder here), or `model_arch` for random weights."""
+    import huggingface_hub
+
     from jaxood.errors import InvalidInput
 
     def no_loading(*args, **kwargs):
@@ -937,8 +940,11 @@ def test_sot_glp_settings_are_refused_before_the_weights_load(model, tiny_hf, mo
 
     monkeypatch.setattr(clip, "load", no_loading)
     monkeypatch.setattr(trainer, "few_shot_indices", no_loading)
-    patches = 4**2 if model == "hf" else 8**2  # tiny_hf: 32 px in 8 px patches; the toy CLIP: 64 px in 8 px
-    config = load_config("demo", model=tiny_hf[0] if model == "hf" else model, **{"sot_glp.top_k": patches + 1})
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_loading)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, name: os.path.join(tiny_hf[0], name))
+    patches = 4**2 if model in ("hf", "hub") else 8**2  # tiny_hf: 32 px in 8 px patches; the toy CLIP: 64 px in 8
+    name = {"hf": tiny_hf[0], "hub": "someone/tiny-clip"}.get(model, model)
+    config = load_config("demo", model=name, **{"sot_glp.top_k": patches + 1})
     with pytest.raises(InvalidInput, match=f"sot_glp.top_k must be a whole number from 1 to {patches}, got"):
         trainer.train(config, str(tmp_path / "run"))
 

@@ -245,12 +245,32 @@ def download(repo_id: str) -> str:
                 break
         return directory  # with no weights, read_hf_dir names what it looked for
     except Exception as err:  # offline, unknown id, gated repo ...
-        raise InputMissing(
-            f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
-            f"Without network: on a machine with access run `hf download {repo_id} --local-dir DIR` "
-            "(or `huggingface-cli download ...`), copy DIR here and pass DIR instead of the hub id; "
-            "DIR needs config.json and model.safetensors (or pytorch_model.bin)."
-        ) from err
+        raise _not_fetched(repo_id, err) from err
+
+
+def hub_config(repo_id: str) -> CLIPConfig:
+    """A hub CLIP's architecture from its config.json alone (kilobytes; the hub's cache keeps it for `download`)."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(repo_id, "config.json")
+    except Exception as err:
+        raise _not_fetched(repo_id, err) from err
+    return CLIPConfig.from_json(path)
+
+
+def _not_fetched(repo_id: str, err: Exception) -> InputMissing:
+    return InputMissing(
+        f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
+        f"Without network: on a machine with access run `hf download {repo_id} --local-dir DIR` "
+        "(or `huggingface-cli download ...`), copy DIR here and pass DIR instead of the hub id; "
+        "DIR needs config.json and model.safetensors (or pytorch_model.bin)."
+    )
+
+
+def is_hub_id(name: str) -> bool:
+    """`owner/name` that is no local path: what `load_params` fetches from the hub."""
+    return not (os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1)
 
 
 # ------------------------------------------------------------ jaxood checkpoints
@@ -324,7 +344,7 @@ def load_params(name_or_dir: str | os.PathLike) -> tuple[CLIPConfig, dict]:
         _refuse_training_state(name)
         cfg, state = read_hf_dir(name)
         return cfg, convert_state_dict(state, cfg)
-    if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1:
+    if not is_hub_id(name):
         raise InputMissing(
             f"{name!r} is neither a directory nor a Hugging Face hub id (owner/name): pass a local "
             "Hugging Face CLIP directory (config.json + model.safetensors) or a jaxood checkpoint directory"
