@@ -3,6 +3,7 @@
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -63,6 +64,25 @@ def test_image_list_source(folder, tmp_path):
     lst.write_text("tench/0.png 2\ntench/missing.png 2\n")
     with pytest.raises(DatasetMissing, match=r"list.txt:2: .*tench/missing.png"):
         ImageListSource(folder, str(lst))
+
+
+def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):
+    """A list saved with a byte-order mark had it read into its first path (missing: "img/\ufeffa.png"), and one in
+    Latin-1 naming a Latin-1 file failed with UnicodeDecodeError; each now reads the files it names, and the
+    report of an undecodable one can be printed."""
+    name = "caf\xe9.png".encode("latin-1")  # a file name that is no UTF-8
+    shutil.copy(os.path.join(folder, "tench", "0.png"), os.path.join(os.fsencode(folder), b"tench", name))
+    lst = tmp_path / "list.txt"
+    lst.write_bytes("\ufefftench/0.png 2\n".encode() + b"tench/" + name + b" 1\n")
+    src = ImageListSource(folder, str(lst))
+    assert src.labels().tolist() == [2, 1]
+    assert [preprocess.decode(src.read(i)[0]).size for i in range(2)] == [(40, 30)] * 2  # both the same image
+    # Undecodable, it is named in a line a UTF-8 terminal can print (print() raised UnicodeEncodeError on it).
+    with open(os.path.join(os.fsencode(folder), b"tench", name), "wb") as f:
+        f.write(b"not a png")
+    loader = Loader(src, preprocess.clip_eval(16), global_batch=2)
+    list(loader.evaluate())
+    assert "tench/caf\\udce9.png" in loader.report().encode("utf-8").decode()
 
 
 @pytest.mark.parametrize(

@@ -128,8 +128,8 @@ class Loader:
         try:
             img = decode(raw)
         except Undecodable as err:
-            with self._lock:
-                self.unreadable[int(index)] = str(err)
+            with self._lock:  # a file name that is no UTF-8 (kept as Python's surrogates) printable, as \udce9
+                self.unreadable[int(index)] = str(err).encode("utf-8", "backslashreplace").decode()
             size = self.transform.size
             return np.zeros((size, size, 3), np.float32), label, False, caption
         rng = np.random.default_rng([self.seed, epoch, int(index)])

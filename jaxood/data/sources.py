@@ -122,7 +122,9 @@ class ImageListSource(_FileListSource):
             )
         self.paths, labels, missing = [], [], []
         n_classes = len(class_names)
-        with open(list_file) as f:
+        # A byte-order mark (Windows editors) is no part of the first path; bytes that are not UTF-8 (a Latin-1
+        # file name) stay the bytes the file system has, as Python's own os functions keep them.
+        with open(list_file, encoding="utf-8-sig", errors="surrogateescape") as f:
             for lineno, line in enumerate(f, 1):
                 parts = line.split()
                 if not parts:
