@@ -388,10 +388,11 @@ def main(argv):
     from absl import logging
 
     from jaxood.cli import CONFIG, WORKDIR
+    from jaxood.preemption import StopsAtOnce
 
     logging.set_verbosity(logging.WARNING)
-
-    evaluate(CONFIG.value, WORKDIR.value)
+    with StopsAtOnce("while evaluating; no report was written. Run the same command again."):
+        evaluate(CONFIG.value, WORKDIR.value)
 
 
 if __name__ == "__main__":

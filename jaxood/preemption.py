@@ -14,13 +14,17 @@ its last checkpoint (`checkpoint_every`, 500 by default).
   alone would leave the others waiting in the collective save.
 
 The handler is installed only around the training loop (in the main thread,
-where Python runs signal handlers); before and after it SIGTERM stops the
-process as usual: there is no progress since the last checkpoint to save yet,
-or the final one is already saved.
+where Python runs signal handlers); before it SIGTERM stops the process as
+usual: there is no progress since the last checkpoint to save yet.
 
 Ctrl-C (SIGINT) in a one-process run does the same: the step that ends next
 saves and the run stops, so an interactive run stopped by hand loses nothing; a
 second Ctrl-C stops it at once (Python's KeyboardInterrupt), as before.
+
+During an evaluation, which writes its report only at its end, either signal
+stops a one-process run at once with `StopsAtOnce`'s `Preempted`, saying what
+was kept and what to rerun (it died with a bare "Terminated"). A signal the
+process was started to ignore (`cmd &` in a script ignores Ctrl-C) stays ignored.
 """
 
 from __future__ import annotations
@@ -31,35 +35,63 @@ import threading
 import jax
 import orbax.checkpoint as ocp
 
+from jaxood.errors import Preempted
+
+SIGNALS = {signal.SIGTERM: "a preemption notice (SIGTERM)", signal.SIGINT: "Ctrl-C (SIGINT)"}
+
+
+def _handle(handler) -> dict:
+    """`handler` for each of SIGNALS this process may handle (one process, in the main thread, where Python runs
+    handlers; not one it was started to ignore); the handlers they replace."""
+    if jax.distributed.is_initialized() or threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def _restore(previous: dict, sig) -> None:
+    handler = previous.pop(sig, signal.SIG_DFL)
+    # None: a handler not installed from Python, which Python cannot put back
+    signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
 
 class PreemptionNotice:
     """`with PreemptionNotice() as notice:` ... `notice.reached(step)` is True at the step to save and stop at, and
     `notice.reason` then says what stopped it."""
 
-    SIGNALS = {signal.SIGTERM: "a preemption notice (SIGTERM)", signal.SIGINT: "Ctrl-C (SIGINT)"}
-
     def __enter__(self) -> PreemptionNotice:
         self.reason = ""  # what stops the run, once a signal came
-        self._own = not jax.distributed.is_initialized() and threading.current_thread() is threading.main_thread()
-        self._previous = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS} if self._own else {}
+        self._previous = _handle(self._note)
         return self
 
     def _note(self, signum, frame) -> None:
-        self.reason = self.reason or self.SIGNALS[signum]
+        self.reason = self.reason or SIGNALS[signum]
         if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
-            self._restore(signal.SIGINT)
+            _restore(self._previous, signal.SIGINT)
             print("Ctrl-C: saving at the end of this step, then stopping (Ctrl-C again stops at once)", flush=True)
 
     def reached(self, step: int) -> bool:
         if not self.reason and ocp.multihost.reached_preemption(step):
-            self.reason = self.SIGNALS[signal.SIGTERM]
+            self.reason = SIGNALS[signal.SIGTERM]
         return bool(self.reason)
-
-    def _restore(self, sig) -> None:
-        previous = self._previous.pop(sig, signal.SIG_DFL)
-        # None: a handler not installed from Python, which Python cannot put back
-        signal.signal(sig, signal.SIG_DFL if previous is None else previous)
 
     def __exit__(self, *exc) -> None:
         for sig in list(self._previous):
-            self._restore(sig)
+            _restore(self._previous, sig)
+
+
+class StopsAtOnce:
+    """`with StopsAtOnce(what):` SIGTERM or Ctrl-C raise `Preempted("stopped by <signal> <what>")` at once."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self) -> StopsAtOnce:
+        self._previous = _handle(self._stop)
+        return self
+
+    def _stop(self, signum, frame) -> None:
+        raise Preempted(f"stopped by {SIGNALS[signum]} {self.what}")
+
+    def __exit__(self, *exc) -> None:
+        for sig in list(self._previous):
+            _restore(self._previous, sig)

@@ -59,7 +59,7 @@ from jaxood.memory import compile_within_memory
 from jaxood.models import clip, convert
 from jaxood.models.convert import check_tree
 from jaxood.models.tokenizer import CONTEXT_LENGTH
-from jaxood.preemption import PreemptionNotice
+from jaxood.preemption import PreemptionNotice, StopsAtOnce
 from jaxood.progress import Progress
 
 # ------------------------------------------------------------------- resume
@@ -606,13 +606,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     # Zero-shot rows: the CLIP as training left it (the frozen one, or for pretraining the one just trained,
     # from scratch or continued from a saved model), where it already is: on the devices.
     eval_clip = params["clip"]
-    scorer = method.scorer(params)
-    if config.eval_zero_shot:
-        id_names = eval_inputs[0].class_names
-        scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, eval_clip, id_names), scorer)
-    results = evaluation.evaluate(
-        config, workdir, model=model, params=eval_clip, scorer=scorer, inputs=eval_inputs, unreadable=unreadable
+    stopped = (
+        f"while evaluating step {max(start, total)}, whose checkpoint is in {_checkpoint_dir(workdir)}; no report "
+        "was written. Run the same command again to evaluate it."
     )
+    with StopsAtOnce(stopped):
+        scorer = method.scorer(params)
+        if config.eval_zero_shot:
+            id_names = eval_inputs[0].class_names
+            scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, eval_clip, id_names), scorer)
+        results = evaluation.evaluate(
+            config, workdir, model=model, params=eval_clip, scorer=scorer, inputs=eval_inputs, unreadable=unreadable
+        )
     return results, params
 
 

@@ -1,5 +1,6 @@
 """SOT-GLP and the trainer: local score, gradient routing, multi-device equality, resume, NaN, configs."""
 
+import contextlib
 import functools
 import json
 import os
@@ -715,6 +716,91 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_pa
     assert os.listdir(tmp_path / "early" / "checkpoints") == []
 
 
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C as an interactive Python has it (KeyboardInterrupt), whatever this process inherited: a test run
+    started in the background of a script ignores SIGINT, and jaxood leaves an ignored signal ignored."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_signal_the_process_was_started_to_ignore_stays_ignored():
+    """`cmd &` in a script starts cmd ignoring Ctrl-C, meant for the script; training's handler used to take it
+    over, so a Ctrl-C to the script stopped the run in its background."""
+    import signal
+
+    from jaxood.preemption import PreemptionNotice, StopsAtOnce
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for context in (PreemptionNotice(), StopsAtOnce("while testing")):
+            with context:
+                assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+                assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # this one is handled
+                os.kill(os.getpid(), signal.SIGINT)
+            assert getattr(context, "reason", "") == ""
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_evaluating_stops_at_once_saying_what_to_rerun(sig, tiny_hf, tmp_path, monkeypatch):
+    """The evaluation writes its report at its end, so a signal stops it at once. The process used to die with a
+    bare "Terminated" (or Ctrl-C's traceback); training's now names the checkpoint evaluated, which the same
+    command evaluates again, and jaxood.evaluate's says to rerun it. The handlers are the previous ones after."""
+    import signal
+
+    from jaxood import evaluate
+    from jaxood.preemption import SIGNALS
+
+    score_dataset = evaluate.score_dataset
+
+    def signal_at_the_first_ood_set(label, *args, **kwargs):
+        if label != "ID":
+            os.kill(os.getpid(), getattr(signal, sig))
+        return score_dataset(label, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "score_dataset", signal_at_the_first_ood_set)
+    config = small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False)
+    run = tmp_path / "run"
+    stopped = f"stopped by {SIGNALS[getattr(signal, sig)]} while evaluating"
+    with _interruptible():
+        before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        checkpoints = run / "checkpoints"
+        message = f"{stopped} step 2, whose checkpoint is in {checkpoints}; no report was written. Run the same "
+        with pytest.raises(Preempted, match=re.escape(message + "command again to evaluate it.")):
+            trainer.train(config, str(run))
+        assert {s: signal.getsignal(s) for s in before} == before
+    assert os.listdir(run / "checkpoints") == ["2"] and not (run / "results.json").exists()
+    monkeypatch.setattr(evaluate, "score_dataset", score_dataset)
+    trainer.train(config, str(run))
+    assert (run / "results.json").exists()
+    # jaxood.evaluate's command line, in a process of its own
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from jaxood import cli, evaluate
+        score_dataset = evaluate.score_dataset
+        def signal_at_the_first_ood_set(label, *args, **kwargs):
+            if label != "ID":
+                os.kill(os.getpid(), signal.{sig})
+            return score_dataset(label, *args, **kwargs)
+        evaluate.score_dataset = signal_at_the_first_ood_set
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.argv = ["jaxood.evaluate", "--config=configs/zeroshot.py:toy", "--workdir={tmp_path / "zero_shot"}",
+                    "--config.model={tiny_hf[0]}", "--config.cache_dir={tmp_path / "cache"}", "--config.scores=mcm"]
+        cli.run(evaluate.main)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert f"error: {stopped}; no report was written. Run the same command again.\n" in out.stderr, out.stderr[-3000:]
+    assert not (tmp_path / "zero_shot" / "results.json").exists()
+
+
 @pytest.mark.parametrize(
     "signals, stops_with",
     [
@@ -742,11 +828,12 @@ def test_sigterm_or_ctrl_c_saves_the_step_it_ends_at_and_stops_and_the_same_comm
                 os.kill(os.getpid(), getattr(signal, name))
 
     monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars_then_signals)
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     run = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt if stops_with is None else Preempted, match=stops_with):
-        trainer.train(config, str(run))
-    assert {sig: signal.getsignal(sig) for sig in before} == before
+    with _interruptible():
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        with pytest.raises(KeyboardInterrupt if stops_with is None else Preempted, match=stops_with):
+            trainer.train(config, str(run))
+        assert {sig: signal.getsignal(sig) for sig in before} == before
     assert os.listdir(run / "checkpoints") == ([] if stops_with is None else ["3"])
     assert not (run / "results.json").exists()
     if stops_with is None:
