@@ -136,10 +136,17 @@ TinyShapes(data_dir=sys.argv[1], file_format="array_record").download_and_prepar
 """
 
 
-def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tmp_path, monkeypatch, capsys):
-    # Prepared by another process, as `jaxood.data.prepare` or a custom builder on another machine would:
-    # this one reads it from its files alone.
-    subprocess.run([sys.executable, "-c", _TINY_SHAPES, str(tmp_path)], check=True, capture_output=True, timeout=300)
+@pytest.fixture(scope="module")
+def tiny_tfds(tmp_path_factory) -> str:
+    """A TFDS data dir with `tiny_shapes` prepared in array_record by another process, as `jaxood.data.prepare` or a
+    custom builder on another machine would: the tests read it from its files alone (each from a copy)."""
+    data_dir = tmp_path_factory.mktemp("tfds")
+    subprocess.run([sys.executable, "-c", _TINY_SHAPES, str(data_dir)], check=True, capture_output=True, timeout=300)
+    return str(data_dir)
+
+
+def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tiny_tfds, tmp_path, monkeypatch, capsys):
+    shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
     src = TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))
     assert "tensorflow" not in sys.modules
     assert src.class_names == ("red box", "blue ball")
@@ -179,6 +186,34 @@ def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tmp_p
     monkeypatch.chdir(tmp_path / "jaxood_labels")
     np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir="gs://b/tfds").labels(), labels)
     assert os.listdir(tmp_path / "cache" / "tfds") == ["gs_b_tfds"] and not os.path.exists("gs:")
+
+
+@pytest.mark.parametrize("damage", ["bytes changed", "cut short"])
+def test_a_damaged_tfds_file_is_named_for_its_labels_and_its_images_are_counted_as_unreadable(
+    damage, tiny_tfds, tmp_path
+):
+    """A record array_record cannot read (a file cut short by a copy or a full disk, bytes changed) stopped the run
+    with a RuntimeError from a loader thread. Its images are now undecodable ones, counted and reported; reading
+    the labels, which few-shot sampling needs whole, names the damaged dataset and how to prepare it again."""
+    shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
+    (shard,) = (tmp_path / "tiny_shapes" / "1.0.0").glob("*.array_record-*")
+    data = bytearray(shard.read_bytes())
+    if damage == "cut short":  # every record of it: TFDS gives them empty (a larger file: Riegeli's error)
+        data = data[: len(data) // 2]
+    else:
+        data[300] ^= 0xFF  # in the second record's chunk
+    shard.write_bytes(data)
+    src = TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))
+    first, why = (0, "empty (its file may be cut short)") if damage == "cut short" else (1, "Corrupted Riegeli")
+    with pytest.raises(DatasetMissing, match=rf"'tiny_shapes' \(train\) .* has a record that cannot be read "
+                       rf"\(tiny_shapes train record {first}: {re.escape(why)}.*\): its files are damaged.*"
+                       r"jaxood\.data\.prepare --dataset=tiny_shapes"):  # fmt: skip
+        src.labels()
+    assert not (tmp_path / "jaxood_labels").exists()  # nothing cached
+    loader = Loader(src, preprocess.clip_eval(16), global_batch=4)
+    masks = np.concatenate([np.asarray(b["mask"]) for b in loader.evaluate()])[:6]
+    assert masks.tolist() == ([False] * 6 if damage == "cut short" else [True, False, True, True, True, True])
+    assert f"#{first} tiny_shapes train record {first}: {why}" in loader.report()
 
 
 def test_cache_files_that_cannot_be_used_are_recomputed(tmp_path, capsys):

@@ -121,11 +121,12 @@ class Loader:
         return self.indices[perm[pos * self.global_batch : (pos + 1) * self.global_batch]], epoch
 
     def _example(self, index: int, epoch: int) -> tuple[np.ndarray, int, bool, str]:
-        if self.caption_length:
-            raw, label, caption = self.source.read_captioned(int(index))
-        else:
-            (raw, label), caption = self.source.read(int(index)), ""
+        label, caption = -1, ""  # an example that cannot be read (a damaged TFDS record) is masked out: no label
         try:
+            if self.caption_length:
+                raw, label, caption = self.source.read_captioned(int(index))
+            else:
+                raw, label = self.source.read(int(index))
             img = decode(raw)
         except Undecodable as err:
             with self._lock:  # a file name that is no UTF-8 (kept as Python's surrogates) printable, as \udce9

@@ -22,10 +22,15 @@ import numpy as np
 
 from jaxood.cache import DEFAULT_CACHE, load_npy, save_npy
 from jaxood.data.classnames import imagenet_classnames
+from jaxood.data.preprocess import Undecodable
 from jaxood.errors import InputMissing, InvalidInput
 from jaxood.progress import Progress
 
 LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while its labels are read
+# What array_record raises for a damaged file: a record whose bytes changed ("Corrupted Riegeli/records file: chunk
+# data hash mismatch"), a file cut short (every record of it: "Invalid Riegeli/records file ... Failed to read
+# RiegeliPostscript", or TFDS gives empty records), one that went away (OSError).
+DAMAGED = (RuntimeError, OSError)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".jfif")
 
 
@@ -251,12 +256,35 @@ class TfdsSource:
         labels = np.empty(n, np.int32)
         for start in range(0, n, 4096):
             stop = min(start + 4096, n)
-            labels[start:stop] = [int(self._ds[i]["label"]) for i in range(start, stop)]
+            try:
+                labels[start:stop] = [self._record(i)[1] for i in range(start, stop)]
+            except Undecodable as err:  # every label is needed (few-shot sampling), and a cached guess would stay
+                raise DatasetMissing(
+                    f"TFDS dataset {self.name!r} ({self.split}) in {self._data_dir} has a record that cannot be read "
+                    f"({err}): its files are damaged, cut short by a copy or a full disk. Prepare it again "
+                    f"(`python -m jaxood.data.prepare --dataset={self.name} --data_dir={self._data_dir}`) or "
+                    "restore its files."
+                ) from None
             if progress:
                 progress.update(stop - start)
         save_npy(path, labels)
         return labels
 
     def read(self, index: int) -> tuple[bytes, int]:
-        record = self._ds[index]
+        """The encoded image and label of a record; `Undecodable` for one a damaged file cannot give (counted and
+        reported by the loader, like an image PIL cannot decode)."""
+        return self._record(index)
+
+    def _record(self, index: int) -> tuple[bytes, int]:
+        try:
+            record = self._ds[index]
+        except DAMAGED as err:
+            raise Undecodable(f"{self.name} {self.split} record {index}: {_first_line(err)}") from err
+        if record["image"] is None or record["label"] is None:  # what TFDS gives for a file cut short, at times
+            raise Undecodable(f"{self.name} {self.split} record {index}: empty (its file may be cut short)")
         return record["image"], int(record["label"])
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
