@@ -31,6 +31,11 @@ class LossNotFinite(UserError, FloatingPointError):
     """Training stopped at a NaN/inf loss; the last good checkpoint is kept."""
 
 
+class NotSaved(UserError, OSError):
+    """Training stopped because a checkpoint could not be written (a full disk, a quota); the last good one is kept
+    and the same command resumes from it."""
+
+
 class Preempted(UserError):
     """Training stopped at a preemption notice (SIGTERM) or Ctrl-C after saving a checkpoint; the same command
     resumes it."""

@@ -30,6 +30,7 @@ import contextlib
 import importlib
 import itertools
 import json
+import logging
 import os
 import pkgutil
 import re
@@ -54,7 +55,7 @@ from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
-from jaxood.errors import InvalidInput, LossNotFinite, Preempted
+from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip, convert
 from jaxood.models.convert import check_tree
@@ -324,8 +325,17 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, step: int, state: TrainState) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state))
-        self.manager.wait_until_finished()
+        try:
+            with _orbax_errors_unlogged():
+                self.manager.save(step, args=ocp.args.StandardSave(state))
+                self.manager.wait_until_finished()
+        except Exception as err:  # orbax's writes are atomic: what it did not finish is a *-tmp folder it skips
+            last, folder = self.manager.latest_step(), self.manager.directory
+            kept = f"the last good checkpoint (step {last}) is in {folder}" if last else f"none is in {folder} yet"
+            raise NotSaved(
+                f"the checkpoint at step {step} could not be saved ({_root_message(err)}); {kept}. Free space there "
+                "(or lower keep_checkpoints), then run the same command again to resume."
+            ) from err
 
     def restore(self, step: int, like: TrainState) -> TrainState:
         # The saved tree's metadata first: a mismatch is named here, before orbax would fail inside TensorStore.
@@ -349,14 +359,33 @@ class Checkpoints:
             folder = os.path.join(self.manager.directory, str(step))
             earlier = [s for s in self.manager.all_steps() if s < step]
             way_on = f"resume from step {max(earlier)}, the latest before it" if earlier else "start again from step 0"
-            root = err
-            while root.__cause__ or root.__context__:  # TensorStore's own message, under orbax's wrappers
-                root = root.__cause__ or root.__context__
-            first = (str(root).strip().splitlines() or [type(root).__name__])[0][:400]
             raise InvalidInput(
-                f"the checkpoint at step {step} cannot be read ({first}); it may be damaged. Move {folder} out of "
-                f"the checkpoints folder to {way_on}."
+                f"the checkpoint at step {step} cannot be read ({_root_message(err)}); it may be damaged. Move "
+                f"{folder} out of the checkpoints folder to {way_on}."
             ) from err
+
+
+def _root_message(err: BaseException) -> str:
+    """The first line of the innermost cause of `err`: TensorStore's own message, under orbax's wrappers; for an
+    operating system's error (a full disk, a quota) its reason alone, which TensorStore gives after long paths."""
+    while err.__cause__ or err.__context__:
+        err = err.__cause__ or err.__context__
+    if code := re.search(r"os_error_code='(\d+)'", str(err)):
+        return os.strerror(int(code.group(1)))
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:400]
+
+
+@contextlib.contextmanager
+def _orbax_errors_unlogged():
+    """orbax logs a failed save's error from each of its threads (4 tracebacks) before raising it; the caller
+    raises it once, as jaxood's error. Other records and other times are logged as usual."""
+    logger = logging.getLogger("absl")
+    only_below_error = lambda record: record.levelno < logging.ERROR  # noqa: E731
+    logger.addFilter(only_below_error)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only_below_error)
 
 
 # ---------------------------------------------------------------------- train
@@ -398,10 +427,15 @@ class MetricWriter:
                 self._tb.add_scalar(k, v, step)
 
     def close(self) -> None:
-        if self.enabled:
-            self._jsonl.close()
-            if self._tb:
-                self._tb.close()
+        """Flushes and closes the logs; a failure to (a full disk) is said, not raised: it would replace the error
+        a run may be stopping with (the checkpoint that did not fit). metrics.jsonl is flushed at each record."""
+        if not self.enabled:
+            return
+        for log in filter(None, (self._jsonl, self._tb)):
+            try:
+                log.close()
+            except OSError as err:
+                print(f"the training log could not be closed: {err}", flush=True)
 
 
 def _supersede_after(path: str, step: int, superseded: str) -> int:

@@ -866,6 +866,50 @@ def _tensorboard_scalars(folder, tag) -> dict[int, float]:
     return found
 
 
+def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_one(
+    tiny_hf, tmp_path, monkeypatch, capsys
+):
+    """A full disk at a checkpoint (orbax's error, as TensorStore words it, below) stopped the run with ~600 lines
+    of tracebacks from orbax's threads, ending in TensorBoard's own OSError at closing its log (which replaced the
+    first error). Now: one error with the reason, the last good checkpoint and the way on; the logs that cannot be
+    closed are said; the same command resumes."""
+    import orbax.checkpoint as ocp
+    import tensorboardX
+
+    from jaxood.errors import NotSaved
+
+    full = (
+        'RESOURCE_EXHAUSTED: Error writing "trainable.local_ctx/0.0.0.0" in OCDBT database at local file "/w/'
+        '4.orbax-checkpoint-tmp/default.orbax-checkpoint-tmp/ocdbt.process_0/": Failed writing: "/w/d/06edd": '
+        "Failed to write 86520 bytes to file 19: No space left on device [os_error_code='28']"
+    )
+    save = ocp.CheckpointManager.save
+
+    def disk_full_at_step_4(manager, step, *args, **kwargs):
+        if step == 4:
+            raise ValueError(full)
+        return save(manager, step, *args, **kwargs)
+
+    def close_on_a_full_disk(writer):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full_at_step_4)
+    monkeypatch.setattr(tensorboardX.SummaryWriter, "close", close_on_a_full_disk)
+    config = small_config(tiny_hf[0], tmp_path, num_steps=6, eval_zero_shot=False, tensorboard=True)
+    run = tmp_path / "run"
+    with pytest.raises(NotSaved) as err:
+        trainer.train(config, str(run))
+    assert str(err.value) == (
+        f"the checkpoint at step 4 could not be saved (No space left on device); the last good checkpoint (step 2) "
+        f"is in {run / 'checkpoints'}. Free space there (or lower keep_checkpoints), then run the same command "
+        "again to resume."
+    )
+    assert "the training log could not be closed: [Errno 28] No space left on device" in capsys.readouterr().out
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    trainer.train(config, str(run))
+    assert "resumed from the checkpoint at step 2, 4 steps to go" in capsys.readouterr().out
+
+
 def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
     trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(tmp_path / "run"))
     other = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False, **{"sot_glp.n_local": 3})
