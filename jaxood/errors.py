@@ -32,8 +32,8 @@ class LossNotFinite(UserError, FloatingPointError):
 
 
 class NotSaved(UserError, OSError):
-    """Training stopped because a checkpoint could not be written (a full disk, a quota); the last good one is kept
-    and the same command resumes from it."""
+    """Training stopped because its workdir could not be written (a checkpoint or its log: a full disk, a quota);
+    the last good checkpoint is kept and the same command resumes from it."""
 
 
 class Preempted(UserError):

@@ -609,17 +609,23 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             save = stop or done % config.checkpoint_every == 0 or done == total
             if save or done % config.log_every == 0:  # a step saved is checked (and logged) first
                 finite, bad, metrics = jax.device_get((state.finite, state.bad_step, metrics))
+                kept = (
+                    f"The last good checkpoint (step {last_good}) is in {_checkpoint_dir(workdir)}"
+                    if last_good
+                    else f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
+                )
                 if not finite:
-                    kept = (
-                        f"The last good checkpoint (step {last_good}) is in {_checkpoint_dir(workdir)}"
-                        if last_good
-                        else f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
-                    )
                     raise LossNotFinite(f"the loss became NaN/inf at step {int(bad)}; stopped without saving. {kept}")
                 values = {k: float(v) for k, v in metrics.items()}
                 values["lr"] = float(lr_at(step))
                 values["steps_per_s"] = (done - start) / (time.monotonic() - t0)
-                writer.scalars(done, values)
+                try:
+                    writer.scalars(done, values)
+                except OSError as err:  # a full disk: the log's appends may meet it before a checkpoint does
+                    raise NotSaved(
+                        f"the training log could not be written at step {done} ({err.strerror or err}). {kept}. "
+                        f"Free space in {workdir}, then run the same command again to resume."
+                    ) from err
             if save:
                 ckpt.save(done, state)
                 last_good = done

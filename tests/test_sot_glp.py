@@ -872,7 +872,7 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
     """A full disk at a checkpoint (orbax's error, as TensorStore words it, below) stopped the run with ~600 lines
     of tracebacks from orbax's threads, ending in TensorBoard's own OSError at closing its log (which replaced the
     first error). Now: one error with the reason, the last good checkpoint and the way on; the logs that cannot be
-    closed are said; the same command resumes."""
+    closed are said; the same command resumes. So for the training log's append, when it meets the full disk."""
     import orbax.checkpoint as ocp
     import tensorboardX
 
@@ -906,8 +906,24 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
     )
     assert "the training log could not be closed: [Errno 28] No space left on device" in capsys.readouterr().out
     monkeypatch.setattr(ocp.CheckpointManager, "save", save)
-    trainer.train(config, str(run))
+    scalars = trainer.MetricWriter.scalars
+
+    def full_at_step_5(writer, step, values):  # the log's append meets the full disk first
+        if step == 5:
+            raise OSError(28, "No space left on device")
+        scalars(writer, step, values)
+
+    monkeypatch.setattr(trainer.MetricWriter, "scalars", full_at_step_5)
+    with pytest.raises(NotSaved) as err:
+        trainer.train(config, str(run))
     assert "resumed from the checkpoint at step 2, 4 steps to go" in capsys.readouterr().out
+    assert str(err.value) == (
+        f"the training log could not be written at step 5 (No space left on device). The last good checkpoint "
+        f"(step 4) is in {run / 'checkpoints'}. Free space in {run}, then run the same command again to resume."
+    )
+    monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars)
+    trainer.train(config, str(run))
+    assert "resumed from the checkpoint at step 4, 2 steps to go" in capsys.readouterr().out
 
 
 def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
