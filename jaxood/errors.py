@@ -32,8 +32,8 @@ class LossNotFinite(UserError, FloatingPointError):
 
 
 class NotSaved(UserError, OSError):
-    """Training stopped because its workdir could not be written (a checkpoint or its log: a full disk, a quota);
-    the last good checkpoint is kept and the same command resumes from it."""
+    """A run stopped because its workdir could not be written (a checkpoint, the training log, the report: a full
+    disk, a quota); what was saved before is kept, and the same command goes on from it."""
 
 
 class Preempted(UserError):

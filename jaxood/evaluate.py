@@ -39,7 +39,7 @@ from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
 from jaxood.data.sources import Source
-from jaxood.errors import InvalidInput
+from jaxood.errors import InvalidInput, NotSaved
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.progress import Progress
@@ -373,12 +373,18 @@ def evaluate(
         results["config"] = config.to_dict()
         results["versions"] = report.versions()
         if distributed.is_first_host():
-            if kept := report.keep_earlier(workdir):
-                print(f"the earlier report in {workdir} moved to {kept}", flush=True)
-            md = report.write(workdir, results)
-            report.write_scores(workdir, {"id": id_out, **ood_outs})
-            if config.plots:
-                report.plots(workdir, results["ood"], id_out, ood_outs)
+            try:
+                if kept := report.keep_earlier(workdir):
+                    print(f"the earlier report in {workdir} moved to {kept}", flush=True)
+                md = report.write(workdir, results)
+                report.write_scores(workdir, {"id": id_out, **ood_outs})
+                if config.plots:
+                    report.plots(workdir, results["ood"], id_out, ood_outs)
+            except OSError as err:  # a full disk, a quota: after the whole evaluation
+                raise NotSaved(
+                    f"the report could not be written in {workdir} ({err.strerror or err}). Free space there, then "
+                    "run the same command again to evaluate again."
+                ) from err
             print(md, flush=True)
         return results
 

@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -306,6 +307,29 @@ def test_an_ood_set_of_undecodable_images_leaves_its_metrics_out_and_reports_the
     assert "No image scored in far: no metric against it (n/a), nor an average" in md
     assert {"hist_zero_shot_mcm.png", "roc_zero_shot_mcm.png"} <= set(os.listdir(tmp_path / "run"))
     assert "[far] no image of this set could be scored (3 undecodable)" in capsys.readouterr().out
+
+
+def test_a_report_that_cannot_be_written_names_the_workdir_and_the_way_on(tiny_hf, tmp_path, monkeypatch):
+    """A full disk when the report is written, after the whole evaluation, ended in numpy's OSError traceback."""
+    from conftest import load_config
+
+    from jaxood import evaluate, report
+    from jaxood.errors import NotSaved
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_scores", full_disk)
+    sets = ("id_dataset", "ood_datasets.near", "ood_datasets.far", "ood_datasets.spurious")
+    config = load_config(
+        "zeroshot", "toy", scores="mcm", eval_batch_size=8, plots=False, model=tiny_hf[0],
+        cache_dir=str(tmp_path / "cache"), **{f"{name}.per_class": 1 for name in sets},
+    )  # fmt: skip
+    with pytest.raises(NotSaved, match=re.escape(
+        f"the report could not be written in {tmp_path / 'run'} (No space left on device). Free space there, then "
+        "run the same command again to evaluate again."
+    )):  # fmt: skip
+        evaluate.evaluate(config, str(tmp_path / "run"))
 
 
 def test_no_decodable_id_image_leaves_every_metric_out():
