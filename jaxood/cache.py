@@ -59,6 +59,10 @@ def write_whole(path: str, mode: str = "w"):
 
 def save_npy(path: str, array: np.ndarray) -> None:
     """`np.save` whole or not at all (`write_whole`): every host of a pod may write the same cache file at once,
-    and another may be loading it."""
-    with write_whole(path, "wb") as f:
-        np.save(f, array)
+    and another may be loading it. A cache that cannot be written (a full disk, a read-only folder) is said, and
+    the run goes on: it stopped the run before, though it only saves computing the array again next time."""
+    try:
+        with write_whole(path, "wb") as f:
+            np.save(f, array)
+    except OSError as err:
+        print(f"cache file {path} could not be written ({err.strerror or err}): it is computed again next time")

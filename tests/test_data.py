@@ -229,6 +229,33 @@ def test_cache_files_that_cannot_be_used_are_recomputed(tmp_path, capsys):
     assert load_npy(path, (3,)) is None and "cannot be read" in capsys.readouterr().out
 
 
+def test_a_cache_that_cannot_be_written_is_said_and_the_run_goes_on(tmp_path, capsys):
+    """A cache file that cannot be written (a full disk, a read-only folder; here a file where its folder would be)
+    stopped the run with an OSError, though the cache only saves computing the array again next time."""
+    (tmp_path / "a_file").write_text("")
+    path = str(tmp_path / "a_file" / "features.npy")
+    save_npy(path, np.arange(3))
+    assert f"cache file {path} could not be written (" in capsys.readouterr().out
+    assert load_npy(path, (3,)) is None
+
+
+def test_tfds_labels_of_a_read_only_data_dir_are_cached_in_the_users_own_cache(tiny_tfds, tmp_path, monkeypatch):
+    """A shared, read-only TFDS folder (a cluster's dataset mount) stopped the run when its labels were to be cached
+    next to it, after reading them all (3 min for ImageNet). They go to the user's own cache instead; labels an
+    administrator cached next to the data are read from there."""
+    data_dir = tmp_path / "read_only"
+    shutil.copytree(tiny_tfds, data_dir)
+    monkeypatch.setattr(sources, "DEFAULT_CACHE", str(tmp_path / "cache"))
+    (data_dir / "jaxood_labels").write_text("")  # no folder can be made there, even by root (as tests run in CI)
+    labels = TfdsSource("tiny_shapes", "train", data_dir=str(data_dir)).labels()
+    own = tmp_path / "cache" / "tfds" / re.sub(r"[^\w.-]+", "_", str(data_dir)) / "jaxood_labels"
+    np.testing.assert_array_equal(np.load(own / "tiny_shapes_1.0.0-train.npy"), labels)
+    (data_dir / "jaxood_labels").unlink()
+    shutil.move(own, data_dir / "jaxood_labels")  # as an administrator would have cached them
+    np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir=str(data_dir)).labels(), labels)
+    assert not own.exists()  # read from next to the data, not recomputed
+
+
 def test_a_file_written_whole_keeps_the_old_one_until_the_new_one_is_complete(tmp_path):
     path = tmp_path / "config.json"
     path.write_text("old")

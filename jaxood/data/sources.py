@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from jaxood.cache import DEFAULT_CACHE, load_npy, save_npy
+from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.preprocess import Undecodable
 from jaxood.errors import InputMissing, InvalidInput
@@ -243,14 +243,16 @@ class TfdsSource:
 
     def labels(self) -> np.ndarray:
         """Every label; read once (records only, images stay encoded) and cached."""
-        root = self._data_dir  # next to the data, shared by its users; but os.path cannot write to a bucket (gs://):
-        if "://" in root:  # then each host caches them itself
-            root = os.path.join(DEFAULT_CACHE, "tfds", re.sub(r"[^\w.-]+", "_", root))
-        path = os.path.join(root, "jaxood_labels", self._cache_key + ".npy")
+        # Next to the data, shared by its users; but os.path cannot write to a bucket (gs://), nor anyone to a
+        # read-only mount: then (unless the shared one is there already) in this user's own cache.
+        name = os.path.join("jaxood_labels", self._cache_key + ".npy")
+        shared = None if "://" in self._data_dir else os.path.join(self._data_dir, name)
+        own = os.path.join(DEFAULT_CACHE, "tfds", re.sub(r"[^\w.-]+", "_", self._data_dir), name)
         n = len(self._ds)
-        cached = load_npy(path, (n,))
-        if cached is not None:
-            return cached
+        for path in filter(None, (shared, own)):
+            cached = load_npy(path, (n,))
+            if cached is not None:
+                return cached
         # ImageNet's 1.28 M records take ~3 min from a local disk (`python -m jaxood.bench.data`), more from a bucket.
         progress = Progress(f"labels {self.name} {self.split}", n, "records") if n >= LABELS_PROGRESS_MIN else None
         labels = np.empty(n, np.int32)
@@ -267,7 +269,7 @@ class TfdsSource:
                 ) from None
             if progress:
                 progress.update(stop - start)
-        save_npy(path, labels)
+        save_npy(shared if shared and can_hold_a_folder(os.path.dirname(shared)) else own, labels)
         return labels
 
     def read(self, index: int) -> tuple[bytes, int]:
