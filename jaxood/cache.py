@@ -65,4 +65,7 @@ def save_npy(path: str, array: np.ndarray) -> None:
         with write_whole(path, "wb") as f:
             np.save(f, array)
     except OSError as err:
-        print(f"cache file {path} could not be written ({err.strerror or err}): it is computed again next time")
+        print(
+            f"cache file {path} could not be written ({err.strerror or err}): it is computed again next time",
+            flush=True,
+        )

@@ -54,16 +54,28 @@ def _restore(previous: dict, sig) -> None:
     signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-class PreemptionNotice:
+class _Handling:
+    """A subclass's `_on_signal` handles SIGNALS within the block (where `_handle` may install it); the previous
+    handlers are put back after it."""
+
+    def __enter__(self):
+        self._previous = _handle(self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig in list(self._previous):
+            _restore(self._previous, sig)
+
+
+class PreemptionNotice(_Handling):
     """`with PreemptionNotice() as notice:` ... `notice.reached(step)` is True at the step to save and stop at, and
     `notice.reason` then says what stopped it."""
 
     def __enter__(self) -> PreemptionNotice:
         self.reason = ""  # what stops the run, once a signal came
-        self._previous = _handle(self._note)
-        return self
+        return super().__enter__()
 
-    def _note(self, signum, frame) -> None:
+    def _on_signal(self, signum, frame) -> None:
         self.reason = self.reason or SIGNALS[signum]
         if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
             _restore(self._previous, signal.SIGINT)
@@ -74,24 +86,12 @@ class PreemptionNotice:
             self.reason = SIGNALS[signal.SIGTERM]
         return bool(self.reason)
 
-    def __exit__(self, *exc) -> None:
-        for sig in list(self._previous):
-            _restore(self._previous, sig)
 
-
-class StopsAtOnce:
+class StopsAtOnce(_Handling):
     """`with StopsAtOnce(what):` SIGTERM or Ctrl-C raise `Preempted("stopped by <signal> <what>")` at once."""
 
     def __init__(self, what: str):
         self.what = what
 
-    def __enter__(self) -> StopsAtOnce:
-        self._previous = _handle(self._stop)
-        return self
-
-    def _stop(self, signum, frame) -> None:
+    def _on_signal(self, signum, frame) -> None:
         raise Preempted(f"stopped by {SIGNALS[signum]} {self.what}")
-
-    def __exit__(self, *exc) -> None:
-        for sig in list(self._previous):
-            _restore(self._previous, sig)
