@@ -331,6 +331,9 @@ class Checkpoints:
                 self.manager.wait_until_finished()
         except Exception as err:  # orbax's writes are atomic: what it did not finish is a *-tmp folder it skips
             last, folder = self.manager.latest_step(), self.manager.directory
+            # Its writes' asyncio tasks fail unretrieved; asyncio logs each (tracebacks after jaxood's error).
+            unfinished = os.path.join(folder, f"{step}.orbax-checkpoint-tmp")
+            logging.getLogger("asyncio").addFilter(lambda record: unfinished not in record.getMessage())
             kept = f"the last good checkpoint (step {last}) is in {folder}" if last else f"none is in {folder} yet"
             raise NotSaved(
                 f"the checkpoint at step {step} could not be saved ({_root_message(err)}); {kept}. Free space there "
