@@ -34,6 +34,7 @@ import logging
 import os
 import pkgutil
 import re
+import sys
 import time
 from typing import Any
 
@@ -325,15 +326,13 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, step: int, state: TrainState) -> None:
+        folder = self.manager.directory
         try:
-            with _orbax_errors_unlogged():
+            with _failed_save_quiet(os.path.join(folder, f"{step}.orbax-checkpoint-tmp")):
                 self.manager.save(step, args=ocp.args.StandardSave(state))
                 self.manager.wait_until_finished()
         except Exception as err:  # orbax's writes are atomic: what it did not finish is a *-tmp folder it skips
-            last, folder = self.manager.latest_step(), self.manager.directory
-            # Its writes' asyncio tasks fail unretrieved; asyncio logs each (tracebacks after jaxood's error).
-            unfinished = os.path.join(folder, f"{step}.orbax-checkpoint-tmp")
-            logging.getLogger("asyncio").addFilter(lambda record: unfinished not in record.getMessage())
+            last = self.manager.latest_step()
             kept = f"the last good checkpoint (step {last}) is in {folder}" if last else f"none is in {folder} yet"
             raise NotSaved(
                 f"the checkpoint at step {step} could not be saved ({_root_message(err)}); {kept}. Free space there "
@@ -379,16 +378,29 @@ def _root_message(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _orbax_errors_unlogged():
-    """orbax logs a failed save's error from each of its threads (4 tracebacks) before raising it; the caller
-    raises it once, as jaxood's error. Other records and other times are logged as usual."""
-    logger = logging.getLogger("absl")
+def _failed_save_quiet(unfinished: str):
+    """A save that fails has orbax's threads and tasks say so, each with its traceback (~50 lines around the one
+    error the caller raises): orbax's error log from each thread, held back while saving; TensorStore's callbacks
+    into orbax's closed event loop (Python's unraisable hook) and asyncio's log of each unretrieved write task
+    (naming `unfinished`, the step's temporary folder), held back from then on. Nothing else is."""
+    absl = logging.getLogger("absl")
     only_below_error = lambda record: record.levelno < logging.ERROR  # noqa: E731
-    logger.addFilter(only_below_error)
+    absl.addFilter(only_below_error)
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda args: None if _closed_loop(args.exc_value) else previous(args)
     try:
         yield
+    except Exception:
+        logging.getLogger("asyncio").addFilter(lambda record: unfinished not in record.getMessage())
+        raise  # the unraisable hook stays: the failed writes' callbacks go on after
+    else:
+        sys.unraisablehook = previous
     finally:
-        logger.removeFilter(only_below_error)
+        absl.removeFilter(only_below_error)
+
+
+def _closed_loop(err: BaseException | None) -> bool:
+    return isinstance(err, RuntimeError) and str(err) == "Event loop is closed"
 
 
 # ---------------------------------------------------------------------- train

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 
 import conftest
 import flax.traverse_util
@@ -896,6 +897,8 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full_at_step_4)
     monkeypatch.setattr(tensorboardX.SummaryWriter, "close", close_on_a_full_disk)
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     config = small_config(tiny_hf[0], tmp_path, num_steps=6, eval_zero_shot=False, tensorboard=True)
     run = tmp_path / "run"
     with pytest.raises(NotSaved) as err:
@@ -906,11 +909,16 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
         "again to resume."
     )
     assert "the training log could not be closed: [Errno 28] No space left on device" in capsys.readouterr().out
-    # orbax's unfinished writes fail unretrieved; asyncio's log of them (after jaxood's error) is held back, alone.
+    # orbax's unfinished writes go on failing after it: asyncio's log of their tasks and TensorStore's callbacks
+    # into orbax's closed event loop are held back, and only they.
     unfinished = f"Task exception was never retrieved: {run / 'checkpoints' / '4.orbax-checkpoint-tmp'}/ocdbt"
     asyncio_log = logging.getLogger("asyncio")
     assert not asyncio_log.filter(logging.makeLogRecord({"msg": unfinished}))
     assert asyncio_log.filter(logging.makeLogRecord({"msg": "Task exception was never retrieved: another task"}))
+    closed, other = (types.SimpleNamespace(exc_value=RuntimeError(m)) for m in ("Event loop is closed", "other"))
+    sys.unraisablehook(closed)
+    sys.unraisablehook(other)
+    assert unraisable == [other]
     monkeypatch.setattr(ocp.CheckpointManager, "save", save)
     scalars = trainer.MetricWriter.scalars
 
