@@ -108,10 +108,13 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
     ]
     if changed:
         diff = "; ".join(f"{k}: {saved[k]!r} there, {now[k]!r} here" for k in changed)
+        moved = (
+            f" If the model's folder only moved, write its new path into {saved_path}." if "model" in changed else ""
+        )
         raise InvalidInput(
             f"{workdir} holds checkpoints of a run trained with other settings ({diff}). Resuming would continue "
             f"that run and report it under this config. Use a new --workdir, or set these back to the run's values "
-            f"(its config is {saved_path})."
+            f"(its config is {saved_path}).{moved}"
         )
     return saved
 

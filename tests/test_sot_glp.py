@@ -606,6 +606,15 @@ def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation
     with pytest.raises(InvalidInput, match=r"config\.json cannot be read as a saved config \(Expecting .*delete it"):
         trainer.train(other, str(run))
     (run / "config.json").write_text(saved)
+    # The model's folder moved: refused (other weights could be there), with how to say it only moved.
+    moved = tmp_path / "moved_clip"
+    shutil.copytree(tiny_hf[0], moved)
+    at_new_path = small_config(str(moved), tmp_path, num_steps=2, eval_zero_shot=False)
+    with pytest.raises(InvalidInput, match=r"model: .* If the model's folder only moved, write its new path into "):
+        trainer.train(at_new_path, str(run))
+    (run / "config.json").write_text(saved.replace(json.dumps(tiny_hf[0]), json.dumps(str(moved))))
+    trainer.train(at_new_path, str(run))
+    (run / "config.json").write_text(saved)
     capsys.readouterr()
     # The run's length, logging and SOT-GLP's evaluation-only keys may change: this evaluates step 2 again.
     again = small_config(
