@@ -41,6 +41,12 @@ class Preempted(UserError):
     resumes it."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of `err`'s message (another library's, for a one-line error of jaxood's), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
     """`main` for a command line: a `UserError` prints `error: <message>` on stderr and returns exit status 1."""
 

@@ -343,7 +343,6 @@ def evaluate(
         )
     distributed.maybe_initialize()
     id_source, ood_sources = inputs or open_inputs(config)
-    os.makedirs(workdir, exist_ok=True)
     with workdir_lock.holding(workdir):  # held already when training evaluates
         if model is None:
             model, params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype))

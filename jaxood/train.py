@@ -56,7 +56,7 @@ from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
-from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted
+from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_line
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip, convert
 from jaxood.models.convert import check_tree
@@ -377,7 +377,7 @@ def _root_message(err: BaseException) -> str:
         err = err.__cause__ or err.__context__
     if code := re.search(r"os_error_code='(\d+)'", str(err)):
         return os.strerror(int(code.group(1)))
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:400]
+    return first_line(err)[:400]
 
 
 @contextlib.contextmanager
@@ -507,7 +507,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         )
     check_train_settings(config)
     distributed.maybe_initialize()
-    os.makedirs(workdir, exist_ok=True)
     with workdir_lock.holding(workdir):
         return _train(config, workdir)
 
@@ -517,7 +516,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     # Input first: a missing dataset fails before any model work.
     train_source = make_source(config.train_dataset)
     eval_inputs = evaluation.open_inputs(config)  # eval_batch_size must split over the devices, and so must:
-    check_batch(config.batch_size, data_mesh(), "batch_size")
+    mesh = data_mesh()
+    check_batch(config.batch_size, mesh, "batch_size")
     caption_length = config.get("caption_length", 0)
     if not caption_length:  # the trained method predicts the training classes, and is scored on the ID labels
         check_same_classes(train_source.class_names, eval_inputs[0].class_names)
@@ -549,7 +549,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             f"{len(indices)} training images are fewer than one batch (batch_size {config.batch_size}): lower "
             "batch_size, or train on more images"
         )
-    mesh = data_mesh()
     if config.model == "scratch":  # pretraining: the architecture in config.model_arch, random weights
         model = clip.CLIP(arch, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
         clip_params = jax.device_get(clip.init_params(clip.CLIP(arch), config.seed))
@@ -614,6 +613,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         batches = itertools.chain([first], batches)
     progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start
+
+    def kept(step: int) -> str:  # for an error that stops the run
+        if step:
+            return f"The last good checkpoint (step {step}) is in {_checkpoint_dir(workdir)}"
+        return f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
+
     lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
     t0 = time.monotonic()
     # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
@@ -627,13 +632,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             save = stop or done % config.checkpoint_every == 0 or done == total
             if save or done % config.log_every == 0:  # a step saved is checked (and logged) first
                 finite, bad, metrics = jax.device_get((state.finite, state.bad_step, metrics))
-                kept = (
-                    f"The last good checkpoint (step {last_good}) is in {_checkpoint_dir(workdir)}"
-                    if last_good
-                    else f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
-                )
                 if not finite:
-                    raise LossNotFinite(f"the loss became NaN/inf at step {int(bad)}; stopped without saving. {kept}")
+                    raise LossNotFinite(
+                        f"the loss became NaN/inf at step {int(bad)}; stopped without saving. {kept(last_good)}"
+                    )
                 values = {k: float(v) for k, v in metrics.items()}
                 values["lr"] = float(lr_at(step))
                 values["steps_per_s"] = (done - start) / (time.monotonic() - t0)
@@ -641,7 +643,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                     writer.scalars(done, values)
                 except OSError as err:  # a full disk: the log's appends may meet it before a checkpoint does
                     raise NotSaved(
-                        f"the training log could not be written at step {done} ({err.strerror or err}). {kept}. "
+                        f"the training log could not be written at step {done} ({err.strerror or err}). "
+                        f"{kept(last_good)}. "
                         f"Free space in {workdir}, then run the same command again to resume."
                     ) from err
             if save:

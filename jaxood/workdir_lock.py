@@ -50,8 +50,9 @@ def _lock(workdir: str) -> tuple[int | None, str]:
 
 @contextlib.contextmanager
 def holding(workdir: str):
-    """`workdir` (which exists) locked by this run's first host for the block; every host raises `InvalidInput`
+    """`workdir` (made if missing) locked by this run's first host for the block; every host raises `InvalidInput`
     when another run holds it. Within a block holding it already (an evaluation inside training) it does nothing."""
+    os.makedirs(workdir, exist_ok=True)
     key = os.path.realpath(workdir)
     if key in _held:
         yield

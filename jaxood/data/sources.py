@@ -23,7 +23,7 @@ import numpy as np
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.preprocess import Undecodable
-from jaxood.errors import InputMissing, InvalidInput
+from jaxood.errors import InputMissing, InvalidInput, first_line
 from jaxood.progress import Progress
 
 LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while its labels are read
@@ -187,9 +187,8 @@ def open_tfds_builder(name: str, data_dir: str, **kwargs):
     try:
         return tfds.builder(name, data_dir=data_dir, **kwargs)
     except Exception as err:
-        lines = str(err).strip().splitlines()
-        guess = [line.strip() for line in lines[1:] if line.startswith("Did you mean")]
-        message = " ".join([lines[0] if lines else type(err).__name__, *guess])
+        guess = [line.strip() for line in str(err).strip().splitlines()[1:] if line.startswith("Did you mean")]
+        message = " ".join([first_line(err), *guess])
         raise DatasetMissing(f"TFDS cannot open the dataset {name!r} in {data_dir}: {message}") from None
 
 
@@ -226,7 +225,7 @@ class TfdsSource:
         except ValueError as err:  # an unknown split, a slice TFDS cannot parse, one past the end or an empty one
             splits = ", ".join(f"{k} ({v.num_examples} examples)" for k, v in sorted(builder.info.splits.items()))
             raise InvalidInput(
-                f"split {split!r} of TFDS dataset {name!r} cannot be read ({str(err).splitlines()[0]}). Its splits: "
+                f"split {split!r} of TFDS dataset {name!r} cannot be read ({first_line(err)}). Its splits: "
                 f"{splits}; a slice such as 'train[:10%]' or 'train[100:200]' must select at least one example"
             ) from None
         self.name, self.split = name, split
@@ -259,7 +258,7 @@ class TfdsSource:
         for start in range(0, n, 4096):
             stop = min(start + 4096, n)
             try:
-                labels[start:stop] = [self._record(i)[1] for i in range(start, stop)]
+                labels[start:stop] = [self.read(i)[1] for i in range(start, stop)]
             except Undecodable as err:  # every label is needed (few-shot sampling), and a cached guess would stay
                 raise DatasetMissing(
                     f"TFDS dataset {self.name!r} ({self.split}) in {self._data_dir} has a record that cannot be read "
@@ -275,18 +274,10 @@ class TfdsSource:
     def read(self, index: int) -> tuple[bytes, int]:
         """The encoded image and label of a record; `Undecodable` for one a damaged file cannot give (counted and
         reported by the loader, like an image PIL cannot decode)."""
-        return self._record(index)
-
-    def _record(self, index: int) -> tuple[bytes, int]:
         try:
             record = self._ds[index]
         except DAMAGED as err:
-            raise Undecodable(f"{self.name} {self.split} record {index}: {_first_line(err)}") from err
+            raise Undecodable(f"{self.name} {self.split} record {index}: {first_line(err)}") from err
         if record["image"] is None or record["label"] is None:  # what TFDS gives for a file cut short, at times
             raise Undecodable(f"{self.name} {self.split} record {index}: empty (its file may be cut short)")
         return record["image"], int(record["label"])
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
