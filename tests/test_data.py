@@ -563,7 +563,7 @@ def test_multi_device_loader_equals_single_device(folder):
             Loader(src, preprocess.clip_eval(16), global_batch=6)
             raise SystemExit("an indivisible global batch was accepted")
         except ValueError as err:
-            assert "not divisible by the 4 devices" in str(err)
+            assert "global batch 6 does not split over 4 devices: use a multiple of 4, such as 4 or 8" in str(err)
         np.savez({folder!r} + "/../multi.npz", **out)
         """
     )

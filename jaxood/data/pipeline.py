@@ -65,8 +65,8 @@ def check_batch(global_batch: int, mesh: Mesh, name: str = "global batch") -> No
     n = mesh.devices.size
     if global_batch % n:
         raise InvalidInput(
-            f"{name} {global_batch} does not split over {n} devices: use a multiple of {n} "
-            f"(it is not divisible by the {n} devices of the data mesh)"
+            f"{name} {global_batch} does not split over {n} devices: use a multiple of {n}, such as "
+            + " or ".join(str(b) for b in (global_batch // n * n, global_batch // n * n + n) if b)
         )
 
 
