@@ -343,6 +343,7 @@ def evaluate(
         )
     distributed.maybe_initialize()
     id_source, ood_sources = inputs or open_inputs(config)
+    workdir = os.path.expanduser(workdir)  # a shell leaves `--workdir=~/runs/x` as it is
     with workdir_lock.holding(workdir):  # held already when training evaluates
         if model is None:
             model, params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype))

@@ -52,7 +52,7 @@ def export(workdir: str, config, params, install: bool) -> str | None:
     # The trained CLIP's architecture: `model_arch` for random weights, else its config file (a hub id's from the
     # cache the trainer fetched it into).
     cfg = architecture(config)
-    out = convert.save(os.path.join(workdir, "export"), cfg, params["clip"], half=True)
+    out = convert.save(os.path.join(os.path.expanduser(workdir), "export"), cfg, params["clip"], half=True)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
     print(f"exported {out} ({size:.1f} MiB)", flush=True)
     if install:

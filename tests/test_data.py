@@ -332,21 +332,24 @@ def _fake_ilsvrc2012(manual_dir):
             add(val, f"ILSVRC2012_val_{i:08d}.JPEG", 10_000 + i)
 
 
-def test_prepare_imagenet_from_manual_archives(tmp_path, capsys):
+def test_prepare_imagenet_from_manual_archives(tmp_path, capsys, monkeypatch):
     """The README's ImageNet steps on tiny archives: without TensorFlow the one fix left is named (CI); with it
-    (`pip install tensorflow-cpu`), the split is prepared and read back without TensorFlow's help."""
+    (`pip install tensorflow-cpu`), the split is prepared and read back without TensorFlow's help. The folders are
+    given as a shell leaves `--manual_dir=~/manual`: the archives there were reported missing."""
     import importlib.util
 
     from jaxood.data import prepare
 
+    monkeypatch.setenv("HOME", str(tmp_path))
     data_dir = tmp_path / "tfds"
-    argv = ["--dataset=imagenet2012", f"--data_dir={data_dir}"]
+    argv = ["--dataset=imagenet2012", "--data_dir=~/tfds"]
     assert report_user_errors(prepare.main)(argv) == 1
     err = capsys.readouterr().err
     assert f"into {data_dir}/downloads/manual" in err and "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar" in err
     assert not os.path.exists(data_dir / "imagenet2012")  # refused before TFDS started
 
-    _fake_ilsvrc2012(str(data_dir / "downloads" / "manual"))
+    _fake_ilsvrc2012(str(tmp_path / "manual"))
+    argv.append("--manual_dir=~/manual")
     if importlib.util.find_spec("tensorflow") is None:
         assert report_user_errors(prepare.main)(argv) == 1
         assert "needs the Python module 'tensorflow': `pip install tensorflow-cpu`" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -307,6 +308,37 @@ def test_an_ood_set_of_undecodable_images_leaves_its_metrics_out_and_reports_the
     assert "No image scored in far: no metric against it (n/a), nor an average" in md
     assert {"hist_zero_shot_mcm.png", "roc_zero_shot_mcm.png"} <= set(os.listdir(tmp_path / "run"))
     assert "[far] no image of this set could be scored (3 undecodable)" in capsys.readouterr().out
+
+
+def test_paths_starting_with_a_tilde_are_in_the_home_folder(tiny_hf, tmp_path, monkeypatch):
+    """A shell leaves `--workdir=~/run` and `--config.model=~/clip` as they are (it expands `~` only at a word's
+    start): the workdir became a folder named `~` in the current one, the model was refused as neither a folder nor a
+    hub id, and a dataset under `~` was reported missing."""
+    import ml_collections
+    from conftest import load_config, write_image
+
+    from jaxood import evaluate
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    shutil.copytree(tiny_hf[0], home / "clip")
+    (home / "ood" / "things").mkdir(parents=True)
+    for i in range(2):
+        write_image(home / "ood" / "things" / f"{i}.png", seed=i)
+    (home / "ood.txt").write_text("things/0.png\nthings/1.png\n")
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    config = load_config("zeroshot", "toy", scores="mcm", eval_batch_size=8, model="~/clip", plots=False)
+    config.id_dataset.per_class, config.cache_dir = 1, "~/cache"
+    config.ood_datasets = ml_collections.ConfigDict(
+        {
+            "folder": {"kind": "folder", "root": "~/ood"},
+            "list": {"kind": "list", "root": "~/ood", "list_file": "~/ood.txt"},
+        }
+    )
+    results = evaluate.evaluate(config, "~/run")
+    assert results["counts"] == {"id": 12, "folder": 2, "list": 2}
+    assert (home / "run" / "results.md").exists() and (home / "cache").is_dir() and not os.listdir(cwd)
 
 
 def test_a_report_that_cannot_be_written_names_the_workdir_and_the_way_on(tiny_hf, tmp_path, monkeypatch):

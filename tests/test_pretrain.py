@@ -144,19 +144,24 @@ def tiny_pretrain_config(tmp_path):
 
 def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, capsys, monkeypatch):
     """`configs/toy_clip.py` through the shared trainer on a tiny architecture, then the export loads as float32.
-    In a multi-host job only the first host writes it (the hosts share the workdir)."""
+    In a multi-host job only the first host writes it (the hosts share the workdir). The workdir is given as a shell
+    leaves `--workdir=~/run`: it used to become a folder named `~` in the current one."""
     from jaxood import pretrain
     from jaxood.errors import InvalidInput
     from jaxood.train import train
 
     c = tiny_pretrain_config(tmp_path)
-    results, params = train(c, str(tmp_path / "run"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    results, params = train(c, "~/run")
     world = toy_world.ToyWorld("pretrain", per_class=1, size=32, seed=c.train_dataset.seed)
     # Object-free texture images (label -1) train too: every image of the split is used.
     assert (world.labels() == -1).any()
     assert f"{len(world)} training images" in capsys.readouterr().out
     assert set(results["id_accuracy"]) == {"zero-shot"}
-    out = pretrain.export(str(tmp_path / "run"), c, params, install=False)
+    out = pretrain.export("~/run", c, params, install=False)
+    assert out == str(tmp_path / "run" / "export") and not os.listdir(tmp_path / "cwd")
     model, restored = clip.load(out)
     assert model.cfg.vision.width == 32 and restored["logit_scale"].dtype == np.float32
     np.testing.assert_allclose(restored["logit_scale"], params["clip"]["logit_scale"], rtol=1e-3)

@@ -7,6 +7,9 @@ A dataset is a dict (or ConfigDict) with a `kind`:
 - `{"kind": "list", "root": ".../images_largescale", "list_file": ".../test_ninco.txt"}`
 - `{"kind": "toy", "split": "near_ood", "per_class": 50, "size": 64, "seed": 0}`
 
+Paths (`root`, `list_file`, `data_dir`) may start with `~`: a shell leaves
+`--config.ood_root=~/data` as it is, so jaxood expands it.
+
 `ood_benchmark(name, root)` gives the standard OOD sets of the papers.
 """
 
@@ -19,6 +22,7 @@ from jaxood.data.sources import FolderSource, ImageListSource, TfdsSource
 from jaxood.data.toy_world import ToyWorld
 from jaxood.errors import InvalidInput
 
+_PATHS = ("root", "list_file", "data_dir")
 _KEYS = {
     "tfds": {"name", "split", "data_dir"},
     "folder": {"root", "class_names"},
@@ -36,6 +40,7 @@ def make_source(spec: Mapping):
     unknown = set(spec) - _KEYS[kind]
     if unknown:
         raise InvalidInput(f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(_KEYS[kind])}")
+    spec.update({key: os.path.expanduser(spec[key]) for key in _PATHS if isinstance(spec.get(key), str)})
     if kind == "tfds":
         return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"))
     if kind == "folder":

@@ -27,8 +27,9 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
     import tensorflow_datasets as tfds
     from etils import epath
 
+    data_dir = os.path.expanduser(data_dir)  # a shell leaves `--data_dir=~/tensorflow_datasets` as it is
     builder = open_tfds_builder(dataset, data_dir, file_format="array_record")
-    manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
+    manual_dir = os.path.expanduser(manual_dir) if manual_dir else os.path.join(data_dir, "downloads", "manual")
     instructions = " ".join((builder.MANUAL_DOWNLOAD_INSTRUCTIONS or "").split())
     manual = epath.Path(manual_dir)  # TFDS's paths: a bucket (gs://) as well as a local folder
     if instructions and not (manual.is_dir() and any(manual.iterdir())):
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "--manual_dir", default=None, help="where manually downloaded archives are (default DATA_DIR/downloads/manual)"
     )
     args = ap.parse_args(argv)
-    print(f"prepared {args.dataset} in {prepare(args.dataset, os.path.expanduser(args.data_dir), args.manual_dir)}")
+    print(f"prepared {args.dataset} in {prepare(args.dataset, args.data_dir, args.manual_dir)}")
     return 0
 
 

@@ -479,11 +479,12 @@ def load(name_or_dir: str | os.PathLike, dtype=jnp.float32, remat: bool = False)
 
 
 def resolve(name_or_dir: str | os.PathLike) -> str | os.PathLike:
-    """`"toy"` as the embedded toy CLIP's folder (which must be there); any other name as it is."""
+    """`"toy"` as the embedded toy CLIP's folder (which must be there); a path starting with `~` expanded (a shell
+    leaves `--config.model=~/clip` as it is); any other name as it is."""
     from jaxood.models import convert
 
     if name_or_dir != "toy":
-        return name_or_dir
+        return os.path.expanduser(name_or_dir)
     if not os.path.exists(os.path.join(TOY_CLIP_DIR, convert.JAXOOD_CONFIG)):
         raise InputMissing(
             f"the embedded toy CLIP is missing from {TOY_CLIP_DIR}; rebuild it with "
