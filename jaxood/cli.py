@@ -9,6 +9,13 @@ into a local folder `gs:/b/run` on each host; multi-host runs need a folder
 that every host mounts at the same path.
 """
 
+import difflib
+import importlib.util
+import os
+import re
+import sys
+
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -36,5 +43,85 @@ flags.register_validator(
 
 
 def run(main) -> None:
-    """`absl.app.run(main)`, with jaxood's own errors (`jaxood.errors.UserError`) printed as their message alone."""
-    app.run(report_user_errors(main))
+    """`absl.app.run(main)`, with jaxood's own errors (`jaxood.errors.UserError`) and what is wrong in the config
+    (`_parse_flags`) printed as their message alone."""
+    app.run(report_user_errors(main), flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with what is wrong in the config said in one line as jaxood's own errors are: an override
+    of a key the config does not have (before: a 40-line traceback of ml_collections' internals), a config file that
+    is not there (the same, at the config's first use), or a config whose `get_config` refuses its argument (absl's
+    message held that function's traceback). Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for
+    all."""
+    if os.environ.get("JAXOOD_TRACEBACK"):
+        return app.parse_flags_with_usage(argv)
+    try:
+        rest = flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, OSError) as err:
+        problem = _missing_config_file(argv) or _refused_config(err) or _unknown_override(argv)
+        if problem is None and isinstance(err, flags.Error):
+            _exit(f"FATAL Flags parsing error: {err}\nPass --helpshort or --helpfull to see help on flags.")
+        if problem is None:
+            raise
+    else:
+        if (problem := _missing_config_file(argv)) is None:
+            return rest
+    _exit(f"error: {problem}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
+
+
+def _exit(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def _config_argument(argv: list[str]) -> str | None:
+    """The `--config` value on the command line (`configs/sot_glp.py:demo`), the last one given; None without one."""
+    value = None
+    for i, arg in enumerate(argv[1:], 1):
+        if found := re.match(r"--?config(=|$)", arg):
+            value = arg[found.end() :] if found[1] else (argv[i + 1] if i + 1 < len(argv) else None)
+    return value
+
+
+def _missing_config_file(argv: list[str]) -> str | None:
+    """ml_collections keeps a missing config file's error until the config is first used."""
+    if (given := _config_argument(argv)) is None or os.path.isfile(path := given.split(":", 1)[0]):
+        return None
+    return (
+        f"--config={given}: there is no config file {path} (from the current folder {os.getcwd()}); the configs "
+        "ship in the jaxood checkout's configs/: run from there, or give the file's path"
+    )
+
+
+def _refused_config(err: Exception) -> str | None:
+    """The config file's `get_config` raised a ValueError (an unknown variant): its message, without the traceback
+    ml_collections put in it."""
+    found = re.match(r"flag (--config=\S*): Error whilst parsing config file:", str(err))
+    return found and f"{found[1]}: {str(err).strip().splitlines()[-1].strip().removeprefix('ValueError: ')}"
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+    """The first `--config.<key>=...` of `argv` whose key the config does not have, named with the nearest one."""
+    path, colon, variant = (_config_argument(argv) or "").partition(":")
+    try:  # loaded again as ml_collections loads it: its own loader is private, and the failed parse kept nothing
+        spec = importlib.util.spec_from_file_location("jaxood_config_keys", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config(*([variant] if colon else []))
+    except Exception:  # noqa: BLE001 -- a config that does not load keeps the library's own report
+        return None
+    for arg in argv[1:]:
+        if not (found := re.match(r"--config\.([^=]+)", arg)):
+            continue
+        node, path = config, []
+        for part in found[1].split("."):
+            if not isinstance(node, ml_collections.ConfigDict):
+                return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
+            if part not in node:
+                near = difflib.get_close_matches(part, list(node.keys()), n=1)
+                hint = f" (did you mean {'.'.join([*path, near[0]])}?)" if near else ""
+                return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
+            node = node[part]
+            path.append(part)
+    return None

@@ -998,17 +998,29 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
     assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"] and (run / "results.json").exists()
 
 
-def test_unknown_config_key_fails_before_work(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "jaxood.train",
-        "--config=configs/sot_glp.py:demo",
-        f"--workdir={tmp_path / 'w'}",
-        "--config.sot_glp.topk=3",
-    ]
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config=configs/sot_glp.py:demo", "--config.sot_glp.topk=3"],
+         "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
+        (["--config=configs/sot_glp.py:demo", "--config.sot_glp.top_k.x=3"],
+         "--config.sot_glp.top_k.x: sot_glp.top_k is a value (int), not a group of keys"),
+        (["--config=configs/sot_glp.py:fast"], "--config=configs/sot_glp.py:fast: unknown variant 'fast': choose "),
+        (["--config", "configs/sot-glp.py:demo"],
+         "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py (from the current folder "
+         f"{ROOT})"),
+        (["--config=configs/sot-glp.py:demo", "--config.batch_size=8"],
+         "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py "),
+    ],
+)  # fmt: skip
+def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, message):
+    """An unknown key, variant or config file: each printed a traceback of ml_collections' internals (40 lines for a
+    key), or of the config file's own refusal inside absl's report."""
+    cmd = [sys.executable, "-m", "jaxood.train", *args, f"--workdir={tmp_path / 'w'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0 and "topk" in out.stderr
+    assert out.returncode == 1 and out.stderr.startswith(f"error: {message}"), out.stderr
+    assert out.stderr.endswith("\n(JAXOOD_TRACEBACK=1 shows where it was raised)\n"), out.stderr
+    assert len(out.stderr.splitlines()) == 2, out.stderr
     assert not (tmp_path / "w").exists()
     with pytest.raises(ValueError, match="unknown variant 'fast'"):
         load_config("fast")
