@@ -312,14 +312,14 @@ def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, So
     """The ID source and the OOD sources by name, after checking the settings evaluation reads at its end:
     bad input fails here, before any work (train calls this first and passes the sources to `evaluate`)."""
     _check_settings(config)
-    id_source = make_source(config.id_dataset)
+    id_source = make_source(config.id_dataset, "id_dataset")
     if not id_source.class_names:  # there would be no class prompts: JAX's argmax of an empty sequence, later
         raise InvalidInput(
             f"the ID set ({dict(config.id_dataset)}) has no class names, which the class prompts and the ID accuracy "
             "need: use a labelled set (a toy split such as 'test', a folder with one sub-folder per class, a TFDS "
             "dataset), or give an image list its class_names"
         )
-    return id_source, {name: make_source(spec) for name, spec in config.ood_datasets.items()}
+    return id_source, {name: make_source(spec, f"ood_datasets.{name}") for name, spec in config.ood_datasets.items()}
 
 
 def evaluate(

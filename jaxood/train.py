@@ -515,7 +515,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
 def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """`train` in its workdir, which this run holds."""
     # Input first: a missing dataset fails before any model work.
-    train_source = make_source(config.train_dataset)
+    train_source = make_source(config.train_dataset, "train_dataset")
     eval_inputs = evaluation.open_inputs(config)  # eval_batch_size must split over the devices, and so must:
     mesh = data_mesh()
     check_batch(config.batch_size, mesh, "batch_size")

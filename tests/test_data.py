@@ -276,9 +276,17 @@ def test_tfds_missing_dataset_fails_offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    from jaxood.data.datasets import make_source
+
     data = tmp_path / "data"
     with pytest.raises(DatasetMissing, match=r"'cifar10' is not prepared .*jaxood.data.prepare --dataset=cifar10"):
         TfdsSource("cifar10", "train", data_dir=str(data))
+    # Named by its place in the config, with how to point it at a copy prepared elsewhere (not prepare's --data_dir).
+    spec = {"kind": "tfds", "name": "cifar10", "split": "test", "data_dir": str(data)}
+    with pytest.raises(DatasetMissing, match=r"^config\.id_dataset: TFDS dataset 'cifar10' is not prepared in ") as e:
+        make_source(spec, "id_dataset")
+    assert str(e.value).endswith("If it is prepared in another folder, give that as the dataset's data_dir or as "
+                                 "TFDS_DATA_DIR")  # fmt: skip
     with pytest.raises(DatasetMissing, match=r"ILSVRC2012_img_train.tar .*downloads/manual"):
         TfdsSource("imagenet2012", "validation", data_dir=str(data))
     with pytest.raises(DatasetMissing, match=r"'cifar_ten' .*: Dataset cifar_ten not found") as unknown:
@@ -680,7 +688,7 @@ def test_dataset_descriptions(folder, tmp_path):
         make_source({"kind": "hdf5"})
     mos = ood_benchmark("mos", str(tmp_path))
     assert list(mos) == ["iNaturalist", "SUN", "Places", "Textures"]
-    with pytest.raises(DatasetMissing, match=r"iNaturalist"):
-        make_source(mos["iNaturalist"])
+    with pytest.raises(DatasetMissing, match=r"^config\.ood_datasets\.iNaturalist: image folder not found at .*iNat"):
+        make_source(mos["iNaturalist"], "ood_datasets.iNaturalist")
     toy = ood_benchmark("toy", toy={"per_class": 2, "size": 32})
     assert {k: len(make_source(v)) for k, v in toy.items()} == {"near": 16, "far": 24, "spurious": 32}

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from jaxood.data.sources import FolderSource, ImageListSource, TfdsSource
 from jaxood.data.toy_world import ToyWorld
-from jaxood.errors import InvalidInput
+from jaxood.errors import InvalidInput, UserError
 
 _PATHS = ("root", "list_file", "data_dir")
 _KEYS = {
@@ -31,9 +31,18 @@ _KEYS = {
 }
 
 
-def make_source(spec: Mapping):
-    """The source a dataset description names; unknown kinds or keys are errors."""
-    spec = dict(spec)
+def make_source(spec: Mapping, key: str = ""):
+    """The source a dataset description names; unknown kinds or keys are errors. `key`, where the description sits
+    in the config (`id_dataset`, `ood_datasets.SUN`), starts the message of any error, as the entry to fix."""
+    try:
+        return _open(dict(spec))
+    except UserError as err:
+        if not key:
+            raise
+        raise type(err)(f"config.{key}: {err}") from err
+
+
+def _open(spec: dict):
     kind = spec.pop("kind", None)
     if kind not in _KEYS:
         raise InvalidInput(f"dataset kind {kind!r} is not one of {sorted(_KEYS)} (in {spec})")

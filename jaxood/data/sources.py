@@ -212,8 +212,8 @@ class TfdsSource:
             raise DatasetMissing(
                 f"TFDS dataset {name!r} is not prepared in {data_dir}: "
                 + hint.format(name=name, data_dir=data_dir, manual=manual)
-                + " (needs network and `pip install tensorflow-cpu` once;"
-                " set --data_dir or TFDS_DATA_DIR to where it lives)"
+                + " (needs network and `pip install tensorflow-cpu` once). If it is prepared in another folder, give"
+                " that as the dataset's data_dir or as TFDS_DATA_DIR"
             )
         try:
             self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
