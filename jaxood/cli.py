@@ -56,18 +56,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
     all."""
     if os.environ.get("JAXOOD_TRACEBACK"):
         return app.parse_flags_with_usage(argv)
+    rest = []
     try:
         rest = flags.FLAGS(argv)
+        problem = _missing_config_file(argv)
     except (flags.Error, AttributeError, KeyError, OSError) as err:
         problem = _missing_config_file(argv) or _refused_config(err) or _unknown_override(argv)
-        if problem is None and isinstance(err, flags.Error):
-            _exit(f"FATAL Flags parsing error: {err}\nPass --helpshort or --helpfull to see help on flags.")
-        if problem is None:
+        if problem is None and not isinstance(err, flags.Error):
             raise
-    else:
-        if (problem := _missing_config_file(argv)) is None:
-            return rest
-    _exit(f"error: {problem}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
+        if problem is None:  # absl's own report, as `app.parse_flags_with_usage` words it
+            _exit(f"FATAL Flags parsing error: {err}\nPass --helpshort or --helpfull to see help on flags.")
+    if problem:
+        _exit(f"error: {problem}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
+    return rest
 
 
 def _exit(message: str) -> None:

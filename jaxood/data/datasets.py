@@ -49,7 +49,7 @@ def _open(spec: dict):
     unknown = set(spec) - _KEYS[kind]
     if unknown:
         raise InvalidInput(f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(_KEYS[kind])}")
-    spec.update({key: os.path.expanduser(spec[key]) for key in _PATHS if isinstance(spec.get(key), str)})
+    spec.update({field: os.path.expanduser(spec[field]) for field in _PATHS if isinstance(spec.get(field), str)})
     if kind == "tfds":
         return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"))
     if kind == "folder":
