@@ -59,7 +59,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     rest = []
     try:
         rest = flags.FLAGS(argv)
-        problem = _missing_config_file(argv)
+        problem = _missing_config_file(argv) or _variant_override(argv)
     except (flags.Error, AttributeError, KeyError, OSError) as err:
         problem = _missing_config_file(argv) or _refused_config(err) or _unknown_override(argv)
         if problem is None and not isinstance(err, flags.Error):
@@ -92,6 +92,18 @@ def _missing_config_file(argv: list[str]) -> str | None:
     return (
         f"--config={given}: there is no config file {path} (from the current folder {os.getcwd()}); the configs "
         "ship in the jaxood checkout's configs/: run from there, or give the file's path"
+    )
+
+
+def _variant_override(argv: list[str]) -> str | None:
+    """`--config.variant=...` changed only the record of the variant (a results.json that said `noproj` of a run
+    trained as `paper`): the variant's settings come from the config file's argument."""
+    if not any(re.match(r"--config\.variant(=|$)", arg) for arg in argv[1:]):
+        return None
+    path = (_config_argument(argv) or "configs/<file>.py").split(":", 1)[0]
+    return (
+        f"--config.variant: the variant is chosen by the config file's argument, as in --config={path}:<variant>, "
+        "which sets its values; config.variant only records which one it was"
     )
 
 

@@ -1006,6 +1006,9 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot_glp.py:demo", "--config.sot_glp.top_k.x=3"],
          "--config.sot_glp.top_k.x: sot_glp.top_k is a value (int), not a group of keys"),
         (["--config=configs/sot_glp.py:fast"], "--config=configs/sot_glp.py:fast: unknown variant 'fast': choose "),
+        (["--config=configs/sot_glp.py:demo", "--config.variant=noproj"],
+         "--config.variant: the variant is chosen by the config file's argument, as in "
+         "--config=configs/sot_glp.py:<variant>, which sets its values"),
         (["--config", "configs/sot-glp.py:demo"],
          "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py (from the current folder "
          f"{ROOT})"),
@@ -1015,7 +1018,8 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
 )  # fmt: skip
 def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, message):
     """An unknown key, variant or config file: each printed a traceback of ml_collections' internals (40 lines for a
-    key), or of the config file's own refusal inside absl's report."""
+    key), or of the config file's own refusal inside absl's report. `--config.variant=noproj` trained the demo's
+    settings and recorded them as noproj's."""
     cmd = [sys.executable, "-m", "jaxood.train", *args, f"--workdir={tmp_path / 'w'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and out.stderr.startswith(f"error: {message}"), out.stderr
