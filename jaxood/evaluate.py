@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 
 from jaxood import distributed, report, settings, workdir_lock
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder
+from jaxood.data.classnames import is_wnid
 from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
@@ -318,6 +319,13 @@ def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, So
             f"the ID set ({dict(config.id_dataset)}) has no class names, which the class prompts and the ID accuracy "
             "need: use a labelled set (a toy split such as 'test', a folder with one sub-folder per class, a TFDS "
             "dataset), or give an image list its class_names"
+        )
+    if ids := [name for name in id_source.class_names if is_wnid(name)]:  # outside ImageNet-1k's: no names known
+        raise InvalidInput(
+            f"config.id_dataset: {len(ids)} of its {len(id_source.class_names)} classes are named by WordNet ids "
+            f"({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}) that are not ImageNet-1k's, so the class "
+            f"prompts would read 'a photo of a {ids[0]}.': give the dataset its class_names (for a folder, one per "
+            "sub-folder in sorted order)"
         )
     return id_source, {name: make_source(spec, f"ood_datasets.{name}") for name, spec in config.ood_datasets.items()}
 

@@ -45,6 +45,33 @@ def test_folder_source(folder):
     assert path.endswith(os.path.join("golden_retriever", "0.png")) and label == 0
 
 
+def test_imagenet_wordnet_id_folders_get_clip_names_and_other_ids_are_refused_as_id_classes(tmp_path):
+    """An ImageNet subset in WordNet-id folders (MCM's ImageNet-10/-20/-100) got its folder names as class names:
+    zero-shot prompts read 'a photo of a n01440764.'. Only all 1000 folders were named."""
+    import ml_collections
+    from conftest import load_config
+
+    from jaxood.data.classnames import imagenet_classnames, imagenet_names_by_wnid
+    from jaxood.evaluate import open_inputs
+
+    by_wnid = imagenet_names_by_wnid()
+    assert list(by_wnid) == sorted(by_wnid) and tuple(by_wnid.values()) == imagenet_classnames()  # label order
+    assert by_wnid["n01440764"] == "tench" and by_wnid["n15075141"] == "toilet paper"
+    for wnid in ("n02119789", "n01440764", "n01443537"):
+        (tmp_path / "subset" / wnid).mkdir(parents=True)
+        write_image(tmp_path / "subset" / wnid / "a.JPEG", 0)
+    assert FolderSource(str(tmp_path / "subset")).class_names == ("tench", "goldfish", "kit fox")
+    # WordNet ids outside ImageNet-1k have no names here: kept, and refused as the ID set's classes.
+    (tmp_path / "subset" / "n99999999").mkdir()
+    write_image(tmp_path / "subset" / "n99999999" / "a.JPEG", 0)
+    assert FolderSource(str(tmp_path / "subset")).class_names == ("n01440764", "n01443537", "n02119789", "n99999999")
+    config = load_config("zeroshot", "toy")
+    config.id_dataset = ml_collections.ConfigDict({"kind": "folder", "root": str(tmp_path / "subset")})
+    with pytest.raises(InvalidInput, match=r"config\.id_dataset: 4 of its 4 classes are named by WordNet ids "
+                       r"\(n01440764, n01443537, n02119789, \.\.\.\) .* 'a photo of a n01440764\.'"):  # fmt: skip
+        open_inputs(config)
+
+
 def test_folder_errors(tmp_path):
     with pytest.raises(DatasetMissing, match="not found at"):
         FolderSource(str(tmp_path / "nowhere"))

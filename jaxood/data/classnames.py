@@ -12,7 +12,23 @@ def imagenet_classnames() -> tuple[str, ...]:
 
     Two names repeat in that list ("missile", "sunglasses"), as in the original.
     """
-    with open(os.path.join(_ASSETS, "imagenet_classes.txt"), encoding="utf-8") as f:
-        names = tuple(line.rstrip("\n") for line in f if line.strip())
+    names = _lines("imagenet_classes.txt")
     assert len(names) == 1000, len(names)
     return names
+
+
+@functools.cache
+def imagenet_names_by_wnid() -> dict[str, str]:
+    """ImageNet-1k's WordNet ids (`n01440764`) to their CLIP-style names. The label order is the ids' sorted order
+    (`imagenet_wnids.txt`, TFDS's `imagenet2012/labels.txt`)."""
+    return dict(zip(_lines("imagenet_wnids.txt"), imagenet_classnames(), strict=True))
+
+
+def is_wnid(name: str) -> bool:
+    """`name` is a WordNet noun id, as ImageNet's folders are named (`n01440764`)."""
+    return len(name) == 9 and name[0] == "n" and name[1:].isdigit()
+
+
+def _lines(name: str) -> tuple[str, ...]:
+    with open(os.path.join(_ASSETS, name), encoding="utf-8") as f:
+        return tuple(line.rstrip("\n") for line in f if line.strip())

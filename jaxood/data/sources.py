@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
-from jaxood.data.classnames import imagenet_classnames
+from jaxood.data.classnames import imagenet_classnames, imagenet_names_by_wnid
 from jaxood.data.preprocess import Undecodable
 from jaxood.errors import InputMissing, InvalidInput, first_line
 from jaxood.progress import Progress
@@ -52,10 +52,6 @@ def clean_name(name: str) -> str:
     return name.replace("_", " ").strip()
 
 
-def _is_wnid(name: str) -> bool:
-    return len(name) == 9 and name[0] == "n" and name[1:].isdigit()
-
-
 class _FileListSource:
     """A list of image paths with labels (`self.paths`, `self._labels`)."""
 
@@ -75,9 +71,10 @@ class _FileListSource:
 class FolderSource(_FileListSource):
     """Images in `root/<class>/...` (recursively), classes sorted by folder name.
 
-    Folders named by WordNet ids (`n01440764`, ...) for all 1000 ImageNet
-    classes get the CLIP-style ImageNet names. Labels follow the sorted folder
-    order unless `class_names` is given explicitly.
+    Folders named by ImageNet-1k's WordNet ids (`n01440764`, ...) get the
+    CLIP-style ImageNet names: all 1000, or a subset such as MCM's ImageNet-10,
+    -20 and -100. Labels follow the sorted folder order unless `class_names` is
+    given explicitly.
     """
 
     def __init__(self, root: str, class_names: tuple[str, ...] | None = None, what: str = "image folder"):
@@ -111,8 +108,8 @@ class FolderSource(_FileListSource):
                     f"{root} has {len(folders)} class folders but {len(class_names)} class names were given"
                 )
             self.class_names = tuple(class_names)
-        elif len(folders) == 1000 and all(map(_is_wnid, folders)):
-            self.class_names = imagenet_classnames()
+        elif set(folders) <= imagenet_names_by_wnid().keys():
+            self.class_names = tuple(imagenet_names_by_wnid()[f] for f in folders)
         else:
             self.class_names = tuple(clean_name(f) for f in folders)
 
