@@ -45,6 +45,17 @@ def test_folder_source(folder):
     assert path.endswith(os.path.join("golden_retriever", "0.png")) and label == 0
 
 
+@pytest.mark.parametrize(
+    "tfds_name, name",
+    [("golden_retriever", "golden retriever"), ("/a/abbey", "abbey"), ("/b/bakery/shop", "shop bakery"),
+     ("/a/apartment_building/outdoor", "outdoor apartment building"), ("apartment_building/outdoor",
+     "outdoor apartment building"), ("/c/car_interior/backseat", "backseat car interior")],
+)  # fmt: skip
+def test_class_names_read_scene_category_paths_as_coop_does(tfds_name, name):
+    """TFDS's SUN397 labels are category paths: the prompts read 'a photo of a /a/abbey.'"""
+    assert sources.clean_name(tfds_name) == name
+
+
 def test_imagenet_wordnet_id_folders_get_clip_names_and_other_ids_are_refused_as_id_classes(tmp_path):
     """An ImageNet subset in WordNet-id folders (MCM's ImageNet-10/-20/-100) got its folder names as class names:
     zero-shot prompts read 'a photo of a n01440764.'. Only all 1000 folders were named."""

@@ -49,7 +49,13 @@ class Source(Protocol):
 
 
 def clean_name(name: str) -> str:
-    return name.replace("_", " ").strip()
+    """A class name for prompts: underscores as spaces; a SUN397 / Places365 category path (TFDS's
+    `/a/apartment_building/outdoor`) as CoOp reads it, its index letter dropped and the qualifier first
+    (`outdoor apartment building`), where the path itself went into the prompt."""
+    parts = [part for part in name.split("/") if part]
+    if len(parts) > 1 and len(parts[0]) == 1 and name.startswith("/"):
+        parts = parts[1:]
+    return " ".join(reversed(parts)).replace("_", " ").strip()
 
 
 class _FileListSource:
