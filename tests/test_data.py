@@ -183,6 +183,14 @@ def tiny_tfds(tmp_path_factory) -> str:
     return str(data_dir)
 
 
+def test_tfds_labels_named_by_imagenet_wordnet_ids_get_clip_names(tiny_tfds, tmp_path):
+    """TFDS's imagenet_v2, imagenet_r, imagenet_a and imagenet_sketch label by the 1000 WordNet ids: only
+    imagenet2012 got names, so their prompts read 'a photo of a n01440764.' (here the ids replace tiny_shapes')."""
+    shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "tiny_shapes" / "1.0.0" / "label.labels.txt").write_text("n01443537\nn01440764\n")
+    assert TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).class_names == ("goldfish", "tench")
+
+
 def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tiny_tfds, tmp_path, monkeypatch, capsys):
     shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
     src = TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))

@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
-from jaxood.data.classnames import imagenet_classnames, imagenet_names_by_wnid
+from jaxood.data.classnames import imagenet_names_by_wnid
 from jaxood.data.preprocess import Undecodable
 from jaxood.errors import InputMissing, InvalidInput, first_line
 from jaxood.progress import Progress
@@ -58,6 +58,16 @@ def clean_name(name: str) -> str:
     return " ".join(reversed(parts)).replace("_", " ").strip()
 
 
+def prompt_names(names) -> tuple[str, ...]:
+    """Class names for prompts: ImageNet-1k's WordNet ids as their CLIP-style names when every name is one (an
+    ImageNet folder, a subset of it such as MCM's ImageNet-10, and TFDS's imagenet2012, imagenet_v2, imagenet_r,
+    imagenet_a, imagenet_sketch, whose labels are the 1000 ids); else each name through `clean_name`."""
+    by_wnid = imagenet_names_by_wnid()
+    if names and all(name in by_wnid for name in names):
+        return tuple(by_wnid[name] for name in names)
+    return tuple(clean_name(name) for name in names)
+
+
 class _FileListSource:
     """A list of image paths with labels (`self.paths`, `self._labels`)."""
 
@@ -78,9 +88,9 @@ class FolderSource(_FileListSource):
     """Images in `root/<class>/...` (recursively), classes sorted by folder name.
 
     Folders named by ImageNet-1k's WordNet ids (`n01440764`, ...) get the
-    CLIP-style ImageNet names: all 1000, or a subset such as MCM's ImageNet-10,
-    -20 and -100. Labels follow the sorted folder order unless `class_names` is
-    given explicitly.
+    CLIP-style ImageNet names (`prompt_names`): all 1000, or a subset such as
+    MCM's ImageNet-10, -20 and -100. Labels follow the sorted folder order unless
+    `class_names` is given explicitly.
     """
 
     def __init__(self, root: str, class_names: tuple[str, ...] | None = None, what: str = "image folder"):
@@ -114,10 +124,8 @@ class FolderSource(_FileListSource):
                     f"{root} has {len(folders)} class folders but {len(class_names)} class names were given"
                 )
             self.class_names = tuple(class_names)
-        elif set(folders) <= imagenet_names_by_wnid().keys():
-            self.class_names = tuple(imagenet_names_by_wnid()[f] for f in folders)
         else:
-            self.class_names = tuple(clean_name(f) for f in folders)
+            self.class_names = prompt_names(folders)
 
 
 class ImageListSource(_FileListSource):
@@ -235,10 +243,7 @@ class TfdsSource:
         self._cache_key = f"{builder.info.full_name}-{split}".replace("/", "_").replace(":", "_")
         self._data_dir = data_dir
         label = builder.info.features["label"]
-        if name.startswith("imagenet2012"):
-            self.class_names = imagenet_classnames()
-        else:
-            self.class_names = tuple(clean_name(n) for n in label.names)
+        self.class_names = prompt_names(label.names)
 
     def __len__(self) -> int:
         return len(self._ds)
