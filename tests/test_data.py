@@ -157,10 +157,12 @@ from PIL import Image
 
 class TinyShapes(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
+    LABELLED = True
 
     def _info(self):
-        names = ["red_box", "blue_ball"]
-        features = {"image": tfds.features.Image(shape=(None, None, 3)), "label": tfds.features.ClassLabel(names=names)}
+        features = {"image": tfds.features.Image(shape=(None, None, 3))}
+        if self.LABELLED:
+            features["label"] = tfds.features.ClassLabel(names=["red_box", "blue_ball"])
         return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
 
     def _split_generators(self, dl_manager):
@@ -168,19 +170,48 @@ class TinyShapes(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, n):
         for i in range(n):
-            yield i, {"image": Image.fromarray(np.full((12, 10, 3), 20 * i, np.uint8)), "label": i % 2}
+            image = Image.fromarray(np.full((12, 10, 3), 20 * i, np.uint8))
+            yield i, {"image": image, "label": i % 2} if self.LABELLED else {"image": image}
 
-TinyShapes(data_dir=sys.argv[1], file_format="array_record").download_and_prepare()
+class TinyTextures(TinyShapes):  # images alone, as TFDS's lsun
+    LABELLED = False
+
+class TinyVectors(TinyShapes):  # no images
+    def _info(self):
+        features = {"vector": tfds.features.Tensor(shape=(3,), dtype=np.float32)}
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _generate_examples(self, n):
+        for i in range(n):
+            yield i, {"vector": np.full(3, i, np.float32)}
+
+for builder in (TinyShapes, TinyTextures, TinyVectors):
+    builder(data_dir=sys.argv[1], file_format="array_record").download_and_prepare()
 """
 
 
 @pytest.fixture(scope="module")
 def tiny_tfds(tmp_path_factory) -> str:
-    """A TFDS data dir with `tiny_shapes` prepared in array_record by another process, as `jaxood.data.prepare` or a
-    custom builder on another machine would: the tests read it from its files alone (each from a copy)."""
+    """A TFDS data dir with `tiny_shapes` (and the unlabelled `tiny_textures`) prepared in array_record by another
+    process, as `jaxood.data.prepare` or a custom builder on another machine would: the tests read it from its files
+    alone (each from a copy)."""
     data_dir = tmp_path_factory.mktemp("tfds")
     subprocess.run([sys.executable, "-c", _TINY_SHAPES, str(data_dir)], check=True, capture_output=True, timeout=300)
     return str(data_dir)
+
+
+def test_tfds_dataset_without_labels_reads_as_unlabelled_images(tiny_tfds, tmp_path):
+    """A TFDS dataset of images alone (lsun, as an OOD set) stopped with a KeyError traceback on its 'label'; one with
+    no 'image' is refused, naming its features, where a loader thread failed on its first record."""
+    from jaxood.data.pipeline import Loader
+
+    shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
+    with pytest.raises(InvalidInput, match=r"'tiny_vectors' has no 'image' feature \(its features: vector\)"):
+        TfdsSource("tiny_vectors", "train", data_dir=str(tmp_path))
+    src = TfdsSource("tiny_textures", "train", data_dir=str(tmp_path))
+    assert src.class_names == () and src.labels().tolist() == [-1] * 6
+    batches = list(Loader(src, preprocess.clip_eval(16), global_batch=4).evaluate())
+    assert sorted(np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])] for b in batches])) == [-1] * 6
 
 
 def test_tfds_labels_named_by_imagenet_wordnet_ids_get_clip_names(tiny_tfds, tmp_path):

@@ -242,8 +242,15 @@ class TfdsSource:
         self.name, self.split = name, split
         self._cache_key = f"{builder.info.full_name}-{split}".replace("/", "_").replace(":", "_")
         self._data_dir = data_dir
-        label = builder.info.features["label"]
-        self.class_names = prompt_names(label.names)
+        features = builder.info.features.keys()
+        if "image" not in features:
+            raise InvalidInput(
+                f"TFDS dataset {name!r} has no 'image' feature (its features: {', '.join(sorted(features))}): jaxood "
+                "reads a TFDS dataset's 'image', with its 'label' where it has one"
+            )
+        # A dataset of images alone (lsun) serves as an OOD set: label -1, no class names.
+        self._labelled = "label" in features
+        self.class_names = prompt_names(builder.info.features["label"].names) if self._labelled else ()
 
     def __len__(self) -> int:
         return len(self._ds)
@@ -256,6 +263,8 @@ class TfdsSource:
         shared = None if "://" in self._data_dir else os.path.join(self._data_dir, name)
         own = os.path.join(DEFAULT_CACHE, "tfds", re.sub(r"[^\w.-]+", "_", self._data_dir), name)
         n = len(self._ds)
+        if not self._labelled:
+            return np.full(n, -1, np.int32)
         for path in filter(None, (shared, own)):
             cached = load_npy(path, (n,))
             if cached is not None:
@@ -286,6 +295,7 @@ class TfdsSource:
             record = self._ds[index]
         except DAMAGED as err:
             raise Undecodable(f"{self.name} {self.split} record {index}: {first_line(err)}") from err
-        if record["image"] is None or record["label"] is None:  # what TFDS gives for a file cut short, at times
+        label = record["label"] if self._labelled else -1
+        if record["image"] is None or label is None:  # what TFDS gives for a file cut short, at times
             raise Undecodable(f"{self.name} {self.split} record {index}: empty (its file may be cut short)")
-        return record["image"], int(record["label"])
+        return record["image"], int(label)
