@@ -320,12 +320,12 @@ def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, So
             "need: use a labelled set (a toy split such as 'test', a folder with one sub-folder per class, a TFDS "
             "dataset), or give an image list its class_names"
         )
-    if ids := [name for name in id_source.class_names if is_wnid(name)]:  # outside ImageNet-1k's: no names known
+    if ids := [name for name in id_source.class_names if is_wnid(name)]:  # names are known for ImageNet-1k's alone
         raise InvalidInput(
             f"config.id_dataset: {len(ids)} of its {len(id_source.class_names)} classes are named by WordNet ids "
-            f"({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}) that are not ImageNet-1k's, so the class "
-            f"prompts would read 'a photo of a {ids[0]}.': give the dataset its class_names (for a folder, one per "
-            "sub-folder in sorted order)"
+            f"({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}), not all ImageNet-1k's (whose names jaxood "
+            f"knows), so the class prompts would read 'a photo of a {ids[0]}.': give the dataset its class_names "
+            "(for a folder, one per sub-folder in sorted order)"
         )
     return id_source, {name: make_source(spec, f"ood_datasets.{name}") for name, spec in config.ood_datasets.items()}
 
