@@ -84,9 +84,31 @@ def test_imagenet_wordnet_id_folders_get_clip_names_and_other_ids_are_refused_as
         open_inputs(config)
 
 
+def test_a_flat_folder_is_one_unlabelled_set_and_images_beside_class_folders_are_said(folder, tmp_path, capsys):
+    """A folder of images without class folders (how OOD sets often come) was refused as having no class folders;
+    images beside class folders were left out silently."""
+    from jaxood.data.datasets import make_source
+
+    flat = tmp_path / "flat"
+    shutil.copytree(os.path.join(folder, "tench"), flat)
+    src = make_source({"kind": "folder", "root": str(flat)})
+    assert len(src) == 4 and src.labels().tolist() == [-1] * 4 and src.class_names == ()
+    with pytest.raises(InvalidInput, match=r"holds images but no class folders for the 2 class names"):
+        FolderSource(str(flat), class_names=("a", "b"))
+    write_image(os.path.join(folder, "stray.png"), 0)
+    capsys.readouterr()
+    assert len(FolderSource(folder)) == 13
+    assert "1 image(s) lie in it beside its class folders, in none of them, and are left out (e.g. stray.png)" in (
+        capsys.readouterr().out
+    )
+
+
 def test_folder_errors(tmp_path):
     with pytest.raises(DatasetMissing, match="not found at"):
         FolderSource(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetMissing, match="has no class sub-folders, nor images"):
+        FolderSource(str(tmp_path / "empty"))
     (tmp_path / "d" / "cat").mkdir(parents=True)
     (tmp_path / "d" / "empty_class").mkdir()
     write_image(tmp_path / "d" / "cat" / "a.png", 0)

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from jaxood import distributed
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
 from jaxood.data.classnames import imagenet_names_by_wnid
 from jaxood.data.preprocess import Undecodable
@@ -85,7 +86,8 @@ class _FileListSource:
 
 
 class FolderSource(_FileListSource):
-    """Images in `root/<class>/...` (recursively), classes sorted by folder name.
+    """Images in `root/<class>/...` (recursively), classes sorted by folder name; or, in a folder without class
+    folders, its images as one unlabelled set (label -1, no class names: an OOD set).
 
     Folders named by ImageNet-1k's WordNet ids (`n01440764`, ...) get the
     CLIP-style ImageNet names (`prompt_names`): all 1000, or a subset such as
@@ -99,9 +101,21 @@ class FolderSource(_FileListSource):
                 f"{what} not found at {root}: expected one sub-folder per class with the images inside "
                 "(see README, 'Datasets', for where each OOD set comes from)"
             )
-        folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-        if not folders:
-            raise DatasetMissing(f"{what} at {root} has no class sub-folders")
+        entries = sorted(os.listdir(root))
+        folders = [d for d in entries if os.path.isdir(os.path.join(root, d))]
+        loose = [os.path.join(root, f) for f in entries if f.lower().endswith(IMAGE_EXTENSIONS) and f not in folders]
+        if not folders and not loose:
+            raise DatasetMissing(f"{what} at {root} has no class sub-folders, nor images")
+        if not folders:  # a flat folder of images, as OOD sets often come: unlabelled (-1), no class names
+            if class_names:
+                raise InvalidInput(f"{root} holds images but no class folders for the {len(class_names)} class names")
+            self.paths, self._labels, self.class_names = loose, np.full(len(loose), -1, np.int32), ()
+            return
+        if loose:
+            distributed.log(
+                f"{root}: {len(loose)} image(s) lie in it beside its class folders, in none of them, and are left out "
+                f"(e.g. {os.path.basename(loose[0])}); move them into their class's folder to use them"
+            )
         self.paths: list[str] = []
         labels: list[int] = []
         for label, folder in enumerate(folders):
