@@ -11,14 +11,16 @@ Variants:
   25.4 / 94.2 (from the methods' papers; this config has not been run here).
 - `imagenet,openood_v15`: the same ID set against OpenOOD v1.5's ImageNet OOD
   sets (SSB-hard, NINCO, iNaturalist, Textures, OpenImage-O; image lists under
-  `ood_root`, default /data/openood). `imagenet,mos` is the default.
+  `ood_root`, default /data/openood), with OpenOOD's near-OOD (SSB-hard, NINCO)
+  and far-OOD averages (`ood_groups`) beside the average of all five.
+  `imagenet,mos` is the default.
 - `toy`: the toy world (ID test, near/far/spurious OOD) with the embedded tiny
   CLIP (`model = "toy"`; another via `--config.model=DIR`).
 """
 
 import ml_collections
 
-from jaxood.data.datasets import ood_benchmark
+from jaxood.data.datasets import ood_benchmark, ood_groups
 
 IMAGENET_OOD = {"mos": "/data/mos", "openood_v15": "/data/openood"}  # ImageNet's OOD benchmarks, default roots
 
@@ -68,11 +70,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 for name, spec in ood_benchmark(benchmark, "ROOT").items()
             }
         )
+        c.ood_groups = ml_collections.ConfigDict(ood_groups(benchmark), sort_keys=False)  # near, then far
     elif variant == "toy":
         c.model = "toy"
         toy = {"per_class": 50, "size": 64, "seed": 1}
         c.id_dataset = ml_collections.ConfigDict({"kind": "toy", "split": "test", **toy})
         c.ood_datasets = ml_collections.ConfigDict(ood_benchmark("toy", toy=toy))
+        c.ood_groups = ml_collections.ConfigDict()
         c.neglabel.max_candidates = 3000
         c.csp.max_candidates = 1000
         c.csp.n_groups = 10

@@ -55,7 +55,7 @@ SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "negl
 # The config keys only evaluation reads (configs/zeroshot.py): a resumed training run may change them (jaxood.train).
 EVAL_KEYS = (
     "eval_batch_size", "scores", "mcm_template", "mcm", "gl_mcm", "neglabel", "csp", "cache_dir", "plots", "ood_root",
-    "id_dataset", "ood_datasets",
+    "id_dataset", "ood_datasets", "ood_groups",
 )  # fmt: skip
 
 
@@ -214,12 +214,15 @@ def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int
     return result
 
 
-def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> dict:
-    """The metrics of every score row on every OOD set and their mean, ID accuracy, counts.
+def compute_results(
+    scorer: Scorer, id_out: dict, ood_outs: dict[str, dict], groups: dict[str, tuple[str, ...]] | None = None
+) -> dict:
+    """The metrics of every score row on every OOD set and their mean, ID accuracy, counts; with `groups` (group ->
+    OOD set names), "ood_groups": each group's sets and, per row, their mean.
 
     A NaN score has no rank, so a row's metrics on an OOD set are None where the ID set or that OOD set has one
-    (and so is its mean); "nan_scores" counts them per row and set, and the scores stay in scores.npz. They are
-    None too against a set with no scored example (every image undecodable): that stopped the whole evaluation.
+    (and so is any mean over it); "nan_scores" counts them per row and set, and the scores stay in scores.npz. They
+    are None too against a set with no scored example (every image undecodable): that stopped the whole evaluation.
     """
     table, nan_scores = {}, {}
     for row in scorer.rows:
@@ -230,9 +233,7 @@ def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> 
             else metrics.ood_metrics(id_out[row], out[row])
             for name, out in ood_outs.items()
         }
-        computed = list(per_set.values())
-        mean = None if None in computed else {m: float(np.mean([c[m] for c in computed])) for m in computed[0]}
-        table[row] = {**per_set, "mean": mean}
+        table[row] = {**per_set, "mean": _mean(list(per_set.values()))}
         if any(nans.values()):
             nan_scores[row] = {name: n for name, n in nans.items() if n}
     id_labels = id_out["label"]
@@ -247,7 +248,16 @@ def compute_results(scorer: Scorer, id_out: dict, ood_outs: dict[str, dict]) -> 
         "counts": {"id": int(len(id_labels)), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
         "unreadable": {"id": id_out["unreadable"], **{k: v["unreadable"] for k, v in ood_outs.items()}},
         "nan_scores": nan_scores,
-    }
+        **({"ood_groups": {
+            group: {"sets": list(sets), "mean": {row: _mean([table[row][s] for s in sets]) for row in table}}
+            for group, sets in groups.items()
+        }} if groups else {}),
+    }  # fmt: skip
+
+
+def _mean(computed: list[dict | None]) -> dict | None:
+    """Each metric's mean over sets; None when any set has none."""
+    return None if None in computed else {m: float(np.mean([c[m] for c in computed])) for m in computed[0]}
 
 
 def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -288,9 +298,25 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
     fields = [field for _, field, _, _ in string.Formatter().parse(config.mcm_template) if field is not None]
     if fields != [""]:
         raise InvalidInput(f"mcm_template {config.mcm_template!r} needs exactly one {{}}, where the class name goes")
+    ood_groups(config)
     text_cache_dir(config)
     check_batch(settings.whole(config, "eval_batch_size", 1), data_mesh(), "eval_batch_size")
     _check_score_settings(config)
+
+
+def ood_groups(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
+    """`config.ood_groups` (group -> comma-separated OOD set names; none in a config without it): the groups of OOD
+    sets averaged apart, such as OpenOOD v1.5's near and far; each names one or more of `config.ood_datasets`."""
+    groups = {g: tuple(s.strip() for s in str(sets).split(",") if s.strip()) for g, sets in
+              (config.get("ood_groups") or {}).items()}  # fmt: skip
+    for group, sets in groups.items():
+        unknown = [s for s in sets if s not in config.ood_datasets]
+        if unknown or not sets:
+            raise InvalidInput(
+                f"ood_groups.{group} names {', '.join(unknown) or 'no OOD set'}: each group names one or more of the "
+                f"OOD sets, {', '.join(config.ood_datasets)}"
+            )
+    return groups
 
 
 def _check_score_settings(config: ml_collections.ConfigDict) -> None:
@@ -364,7 +390,7 @@ def evaluate(
             name: score_dataset(name, src, scorer, transform, config.eval_batch_size, mesh)
             for name, src in ood_sources.items()
         }
-        results = compute_results(scorer, id_out, ood_outs)
+        results = compute_results(scorer, id_out, ood_outs, ood_groups(config))
         results["unreadable"] = {**(unreadable or {}), **results["unreadable"]}
         for name, n in results["counts"].items():
             if not n:

@@ -29,8 +29,10 @@ def _pct(x: float) -> str:
 
 
 def markdown(results: dict) -> str:
-    """FPR95 / AUROC per OOD set and their average, one row per method / score; then AUPR."""
+    """FPR95 / AUROC per OOD set, each group's average (OpenOOD's near and far) and the average of all, one row per
+    method / score; then AUPR."""
     table = results["ood"]
+    groups = results.get("ood_groups") or {}
     rows = list(table)
     sets = [s for s in results["counts"] if s != "id"]
     acc = results.get("id_accuracy") or {}
@@ -40,32 +42,39 @@ def markdown(results: dict) -> str:
         accuracy = ", ".join(f"{method} {acc_of(method)}" for method in acc) or "none"
         return f"{counts}\n\nNo score rows (config.scores names none). ID accuracy (%): {accuracy}\n"
     acc_cell = lambda r: acc_of(r.split(" / ")[0])  # noqa: E731
+    # Columns (title, the OOD sets it covers, its metrics per row): each set, each group's average, the average.
+    columns = [(s, [s], {r: table[r][s] for r in rows}) for s in sets]
+    columns += [(f"{g} avg", group["sets"], group["mean"]) for g, group in groups.items()]
+    columns += [("Avg", sets, {r: table[r]["mean"] for r in rows})]
+    # A metric is None against a set with no scored example ("n/a") or with NaN scores ("NaN"), and so is a mean.
+    unscored = [s for s in sets if not (results["counts"]["id"] and results["counts"][s])]
+
+    def cell(row: str, column: tuple, metric: str) -> str:
+        _, covered, by_row = column
+        if by_row[row] is None:
+            return "n/a" if set(covered) & set(unscored) else "NaN"
+        return _pct(by_row[row][metric])
+
     lines = [
         counts,
         "",
         "FPR95 (%) lower is better / AUROC (%) higher is better",
         "",
-        "| Method / score | ID acc | "
-        + " | ".join(f"{s} FPR95 | {s} AUROC" for s in sets)
-        + " | Avg FPR95 | Avg AUROC |",
-        "|---|---|" + "---|---|" * (len(sets) + 1),
+        "| Method / score | ID acc | " + " | ".join(f"{t} FPR95 | {t} AUROC" for t, _, _ in columns) + " |",
+        "|---|---|" + "---|---|" * len(columns),
     ]
-    # A metric is None against a set with NaN scores ("NaN") or with no scored example ("n/a"), and so is the mean.
-    unscored = [s for s in sets if not (results["counts"]["id"] and results["counts"][s])]
-    missing = {s: "n/a" if s in unscored else "NaN" for s in sets} | {"mean": "n/a" if unscored else "NaN"}
-    cell = lambda r, s, m: missing[s] if table[r][s] is None else _pct(table[r][s][m])  # noqa: E731
     for r in rows:
-        cells = [f"{cell(r, s, 'fpr95')} | {cell(r, s, 'auroc')}" for s in [*sets, "mean"]]
+        cells = [f"{cell(r, c, 'fpr95')} | {cell(r, c, 'auroc')}" for c in columns]
         lines.append(f"| {r} | {acc_cell(r)} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "AUPR-In / AUPR-Out (%)",
         "",
-        "| Method / score | " + " | ".join(sets) + " | Avg |",
-        "|---|" + "---|" * (len(sets) + 1),
+        "| Method / score | " + " | ".join(t for t, _, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for r in rows:
-        cells = [f"{cell(r, s, 'aupr_in')} / {cell(r, s, 'aupr_out')}" for s in [*sets, "mean"]]
+        cells = [f"{cell(r, c, 'aupr_in')} / {cell(r, c, 'aupr_out')}" for c in columns]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     bad = {k: v for k, v in results.get("unreadable", {}).items() if v}
     if bad:

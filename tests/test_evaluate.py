@@ -196,6 +196,45 @@ def test_compute_results_uses_masked_scores_only():
     assert res["unreadable"] == {"id": 0, "a": 1}
 
 
+def test_openood_near_and_far_averages_are_reported_beside_the_average_of_all(tmp_path):
+    """OpenOOD v1.5 reports near-OOD (SSB-hard, NINCO) and far-OOD averages: the report had only the average of all
+    five sets, which no OpenOOD table has."""
+    from conftest import load_config
+
+    from jaxood import report
+    from jaxood.errors import InvalidInput
+    from jaxood.evaluate import Scorer, compute_results, ood_groups
+
+    config = load_config("zeroshot", "imagenet,openood_v15")
+    groups = ood_groups(config)
+    assert groups == {"near": ("SSB-hard", "NINCO"), "far": ("iNaturalist", "Textures", "OpenImage-O")}
+    rng = np.random.RandomState(0)
+    id_out = {"m / s": rng.rand(50) + 0.5, "pred/m": np.zeros(50, int), "label": np.zeros(50, int), "unreadable": 0}
+    shift = {"SSB-hard": 0.4, "NINCO": 0.3, "iNaturalist": 0.1, "Textures": 0.0, "OpenImage-O": 0.2}
+    ood = {s: {"m / s": rng.rand(40) + d, "label": -np.ones(40, int), "unreadable": 0} for s, d in shift.items()}
+    res = compute_results(Scorer(fn=lambda args, images: {}, args=(), rows=("m / s",)), id_out, ood, groups)
+    per_set = {s: metrics.ood_metrics(id_out["m / s"], ood[s]["m / s"]) for s in shift}
+    near, far = res["ood_groups"]["near"], res["ood_groups"]["far"]
+    assert near["sets"] == ["SSB-hard", "NINCO"] and far["sets"] == ["iNaturalist", "Textures", "OpenImage-O"]
+    assert near["mean"]["m / s"]["auroc"] == pytest.approx(np.mean([per_set[s]["auroc"] for s in near["sets"]]))
+    assert far["mean"]["m / s"]["fpr95"] == pytest.approx(np.mean([per_set[s]["fpr95"] for s in far["sets"]]))
+    row = next(line for line in report.markdown(res).splitlines() if line.startswith("| m / s | "))
+    cells = [float(c) for c in row.split(" | ")[2:-1] + [row.split(" | ")[-1].rstrip(" |")]]
+    expected = [m for s in shift for m in (per_set[s]["fpr95"], per_set[s]["auroc"])]
+    expected += [near["mean"]["m / s"]["fpr95"], near["mean"]["m / s"]["auroc"]]
+    expected += [far["mean"]["m / s"]["fpr95"], far["mean"]["m / s"]["auroc"]]
+    expected += [res["ood"]["m / s"]["mean"]["fpr95"], res["ood"]["m / s"]["mean"]["auroc"]]
+    assert cells == pytest.approx([round(100 * e, 2) for e in expected], abs=1e-9)
+    assert "| Method / score | ID acc | SSB-hard FPR95 | SSB-hard AUROC | " in report.markdown(res)
+    assert " | near avg FPR95 | near avg AUROC | far avg FPR95 | far avg AUROC | Avg FPR95 | Avg AUROC |" in (
+        report.markdown(res)
+    )
+    # A group naming a set the config does not have is refused before work.
+    config.ood_groups.near = "SSB-hard,NINC0"
+    with pytest.raises(InvalidInput, match=r"ood_groups\.near names NINC0: each group names one or more of the OOD"):
+        ood_groups(config)
+
+
 def test_report_without_score_rows_shows_the_id_accuracy():
     """An empty config.scores with a method that has no score of its own (CLIP pretraining) failed with an
     IndexError after the whole evaluation (and after pretraining, before its export)."""
@@ -298,13 +337,18 @@ def test_an_ood_set_of_undecodable_images_leaves_its_metrics_out_and_reports_the
     config.ood_datasets.near.per_class = 1
     config.ood_datasets.far = ml_collections.ConfigDict({"kind": "folder", "root": str(tmp_path / "broken")})
     del config.ood_datasets["spurious"]
+    config.ood_groups = ml_collections.ConfigDict({"close": "near", "all": "near,far"}, sort_keys=False)
     results = evaluate.evaluate(config, str(tmp_path / "run"))
     assert results["counts"]["far"] == 0 and results["unreadable"]["far"] == 3
     table = results["ood"]["zero-shot / MCM"]
     assert table["far"] is None and table["mean"] is None and table["near"]["auroc"] > 0
+    groups = results["ood_groups"]  # a group's average is n/a with the set, and computed without it
+    assert groups["close"]["mean"]["zero-shot / MCM"] == table["near"]
+    assert groups["all"]["mean"]["zero-shot / MCM"] is None
     md = (tmp_path / "run" / "results.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| zero-shot / MCM | "))
-    assert row.startswith("| zero-shot / MCM | ") and row.endswith(" | n/a | n/a |") and "| n/a | n/a | " in row, row
+    near = f"{100 * table['near']['fpr95']:.2f} | {100 * table['near']['auroc']:.2f}"
+    assert row.endswith(f" | n/a | n/a | {near} | {near} | n/a | n/a | n/a | n/a |"), row  # far, near, close, all, Avg
     assert "No image scored in far: no metric against it (n/a), nor an average" in md
     assert {"hist_zero_shot_mcm.png", "roc_zero_shot_mcm.png"} <= set(os.listdir(tmp_path / "run"))
     assert "[far] no image of this set could be scored (3 undecodable)" in capsys.readouterr().out

@@ -92,3 +92,10 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
         return {k: {"kind": "toy", "split": s, **toy} for k, s in
                 (("near", "near_ood"), ("far", "far_ood"), ("spurious", "spurious_ood"))}  # fmt: skip
     raise InvalidInput(f"unknown OOD benchmark {name!r}; choose mos, openood_v15 or toy")
+
+
+def ood_groups(name: str) -> dict[str, str]:
+    """The groups of a benchmark's OOD sets its papers average apart (comma-separated names): OpenOOD v1.5 reports
+    near-OOD (SSB-hard, NINCO) and far-OOD (iNaturalist, Textures, OpenImage-O) averages; MOS and the toy world
+    report one average."""
+    return {"near": "SSB-hard,NINCO", "far": "iNaturalist,Textures,OpenImage-O"} if name == "openood_v15" else {}
