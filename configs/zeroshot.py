@@ -68,14 +68,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             {
                 name: {key: under_root(value) for key, value in spec.items()}
                 for name, spec in ood_benchmark(benchmark, "ROOT").items()
-            }
+            },
+            sort_keys=False,  # the papers' order, in the report too (ConfigDict sorts keys by default)
         )
-        c.ood_groups = ml_collections.ConfigDict(ood_groups(benchmark), sort_keys=False)  # near, then far
+        c.ood_groups = ml_collections.ConfigDict(ood_groups(benchmark), sort_keys=False)
     elif variant == "toy":
         c.model = "toy"
         toy = {"per_class": 50, "size": 64, "seed": 1}
         c.id_dataset = ml_collections.ConfigDict({"kind": "toy", "split": "test", **toy})
-        c.ood_datasets = ml_collections.ConfigDict(ood_benchmark("toy", toy=toy))
+        c.ood_datasets = ml_collections.ConfigDict(ood_benchmark("toy", toy=toy), sort_keys=False)
         c.ood_groups = ml_collections.ConfigDict()
         c.neglabel.max_candidates = 3000
         c.csp.max_candidates = 1000
