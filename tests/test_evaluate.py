@@ -206,6 +206,9 @@ def test_openood_near_and_far_averages_are_reported_beside_the_average_of_all(tm
     from jaxood.evaluate import Scorer, compute_results, ood_groups
 
     config = load_config("zeroshot", "imagenet,openood_v15")
+    # The sets in the papers' order, as the tables show them (ConfigDict sorts its keys unless told not to).
+    assert list(config.ood_datasets) == ["SSB-hard", "NINCO", "iNaturalist", "Textures", "OpenImage-O"]
+    assert list(load_config("zeroshot").ood_datasets) == ["iNaturalist", "SUN", "Places", "Textures"]
     groups = ood_groups(config)
     assert groups == {"near": ("SSB-hard", "NINCO"), "far": ("iNaturalist", "Textures", "OpenImage-O")}
     rng = np.random.RandomState(0)
