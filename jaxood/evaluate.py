@@ -238,7 +238,7 @@ def compute_results(
             nan_scores[row] = {name: n for name, n in nans.items() if n}
     id_labels = id_out["label"]
     labelled = id_labels >= 0
-    return {
+    results = {
         "id_accuracy": {
             k.split("/", 1)[1]: metrics.accuracy(v[labelled], id_labels[labelled]) if labelled.any() else None
             for k, v in id_out.items()
@@ -248,11 +248,13 @@ def compute_results(
         "counts": {"id": int(len(id_labels)), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
         "unreadable": {"id": id_out["unreadable"], **{k: v["unreadable"] for k, v in ood_outs.items()}},
         "nan_scores": nan_scores,
-        **({"ood_groups": {
+    }
+    if groups:
+        results["ood_groups"] = {
             group: {"sets": list(sets), "mean": {row: _mean([table[row][s] for s in sets]) for row in table}}
             for group, sets in groups.items()
-        }} if groups else {}),
-    }  # fmt: skip
+        }
+    return results
 
 
 def _mean(computed: list[dict | None]) -> dict | None:
@@ -307,8 +309,8 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
 def ood_groups(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
     """`config.ood_groups` (group -> comma-separated OOD set names; none in a config without it): the groups of OOD
     sets averaged apart, such as OpenOOD v1.5's near and far; each names one or more of `config.ood_datasets`."""
-    groups = {g: tuple(s.strip() for s in str(sets).split(",") if s.strip()) for g, sets in
-              (config.get("ood_groups") or {}).items()}  # fmt: skip
+    given = config.get("ood_groups") or {}
+    groups = {group: tuple(s.strip() for s in str(sets).split(",") if s.strip()) for group, sets in given.items()}
     for group, sets in groups.items():
         unknown = [s for s in sets if s not in config.ood_datasets]
         if unknown or not sets:
