@@ -71,16 +71,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             },
             sort_keys=False,  # the papers' order, in the report too (ConfigDict sorts keys by default)
         )
-        c.ood_groups = ml_collections.ConfigDict(ood_groups(benchmark), sort_keys=False)
     elif variant == "toy":
+        benchmark = "toy"
         c.model = "toy"
         toy = {"per_class": 50, "size": 64, "seed": 1}
         c.id_dataset = ml_collections.ConfigDict({"kind": "toy", "split": "test", **toy})
-        c.ood_datasets = ml_collections.ConfigDict(ood_benchmark("toy", toy=toy), sort_keys=False)
-        c.ood_groups = ml_collections.ConfigDict()
+        c.ood_datasets = ml_collections.ConfigDict(ood_benchmark(benchmark, toy=toy), sort_keys=False)
         c.neglabel.max_candidates = 3000
         c.csp.max_candidates = 1000
         c.csp.n_groups = 10
     else:
         raise ValueError(f"unknown variant {variant!r}: choose imagenet or toy")
+    c.ood_groups = ml_collections.ConfigDict(ood_groups(benchmark), sort_keys=False)  # OpenOOD's near, then far
     return c
