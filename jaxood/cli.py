@@ -52,12 +52,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with what is wrong in the config said in one line as jaxood's own errors are: an override
     of a key the config does not have (before: a 40-line traceback of ml_collections' internals), a config file that
     is not there (the same, at the config's first use), a config whose `get_config` refuses its argument (absl's
-    message held that function's traceback), and `--config.variant=...` (`_variant_override`). Other flag errors keep
-    absl's report; JAXOOD_TRACEBACK=1 keeps it for all."""
+    message held that function's traceback), and `--config.variant=...` (`_variant_override`), on the command line or
+    in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all."""
     if os.environ.get("JAXOOD_TRACEBACK"):
         return app.parse_flags_with_usage(argv)
     rest = []
     try:
+        argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]  # a --flagfile's lines in place
         rest = flags.FLAGS(argv)
         problem = _missing_config_file(argv) or _variant_override(argv)
     except (flags.Error, AttributeError, KeyError, OSError) as err:

@@ -1014,12 +1014,16 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          f"{ROOT})"),
         (["--config=configs/sot-glp.py:demo", "--config.batch_size=8"],
          "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py "),
+        (["--flagfile={tmp_path}/flags"],
+         "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
     ],
 )  # fmt: skip
 def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, message):
     """An unknown key, variant or config file: each printed a traceback of ml_collections' internals (40 lines for a
     key), or of the config file's own refusal inside absl's report. `--config.variant=noproj` trained the demo's
-    settings and recorded them as noproj's."""
+    settings and recorded them as noproj's. The same mistakes in a `--flagfile` kept the traceback."""
+    (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
+    args = [arg.format(tmp_path=tmp_path) for arg in args]
     cmd = [sys.executable, "-m", "jaxood.train", *args, f"--workdir={tmp_path / 'w'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and out.stderr.startswith(f"error: {message}"), out.stderr
