@@ -280,8 +280,8 @@ class TrainState:
     trainable: Any
     opt_state: Any
     mutable: Any
-    finite: jax.Array  # every loss so far finite
-    bad_step: jax.Array  # first step with a non-finite loss, -1 if none
+    finite: jax.Array  # every loss and gradient so far finite
+    bad_step: jax.Array  # first step (numbered from 1) with a non-finite loss or gradient, -1 if none
 
 
 def make_step(method, tx, seed: int):
@@ -297,17 +297,18 @@ def make_step(method, tx, seed: int):
         (loss, (metrics, mutable)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.trainable)
         updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        ok = jnp.isfinite(loss)
+        grad_norm = optax.tree_utils.tree_norm(grads)
+        # A finite loss can have NaN/inf gradients (a sqrt at 0, an OT backward), which make every parameter NaN.
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new = TrainState(
             step=state.step + 1,
             trainable=trainable,
             opt_state=opt_state,
             mutable=mutable,
             finite=state.finite & ok,
-            bad_step=jnp.where(state.finite & ~ok, state.step, state.bad_step),
+            bad_step=jnp.where(state.finite & ~ok, state.step + 1, state.bad_step),  # numbered as logged and saved
         )
-        metrics = dict(metrics, grad_norm=optax.tree_utils.tree_norm(grads))
-        return new, metrics
+        return new, dict(metrics, grad_norm=grad_norm)
 
     return step_fn
 
@@ -635,7 +636,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 finite, bad, metrics = jax.device_get((state.finite, state.bad_step, metrics))
                 if not finite:
                     raise LossNotFinite(
-                        f"the loss became NaN/inf at step {int(bad)}; stopped without saving. {kept(last_good)}"
+                        f"the loss or its gradient became NaN/inf at step {int(bad)}; stopped without saving. "
+                        f"{kept(last_good)}"
                     )
                 values = {k: float(v) for k, v in metrics.items()}
                 values["lr"] = float(lr_at(step))

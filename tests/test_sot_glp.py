@@ -690,10 +690,9 @@ def test_a_longer_resumed_run_says_how_its_learning_rate_changes(tiny_hf, tmp_pa
     ) in capsys.readouterr().out
 
 
-def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_path, monkeypatch):
-    """A method whose loss turns NaN on its 4th call (counted in its mutable state)."""
-    import types
-
+def _sot_glp_with_loss(monkeypatch, name: str, change) -> None:
+    """Registers the method `name`: SOT-GLP with its loss changed by `change(value, params, calls)`, where `calls`
+    counts the loss's calls in the method's own state."""
     from jaxood.methods import Method
 
     def build(config, model, params, names, mesh):
@@ -701,15 +700,20 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_pa
 
         def loss(p, state, batch, rng):
             value, (metrics, _) = base.loss(p, {}, batch, rng)
-            value = jnp.where(state["calls"] >= 3, jnp.nan, value)
-            return value, (metrics, {"calls": state["calls"] + 1})
+            return change(value, p, state["calls"]), (metrics, {"calls": state["calls"] + 1})
 
         return Method(base.params, base.trainable, loss, base.scorer, state={"calls": jnp.zeros((), jnp.int32)})
 
-    monkeypatch.setitem(sys.modules, "jaxood.methods.nan_after_three", types.SimpleNamespace(build=build))
+    monkeypatch.setitem(sys.modules, f"jaxood.methods.{name}", types.SimpleNamespace(build=build))
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_path, monkeypatch):
+    """A method whose loss turns NaN on its 4th call: step 4, as the log and the checkpoints number it (the message
+    said step 3, next to "the last good checkpoint (step 3)")."""
+    _sot_glp_with_loss(monkeypatch, "nan_after_three", lambda value, p, calls: jnp.where(calls >= 3, jnp.nan, value))
     config = small_config(tiny_hf[0], tmp_path, num_steps=6, checkpoint_every=1, log_every=3, tensorboard=True)
     config.method = "nan_after_three"
-    with pytest.raises(FloatingPointError, match=r"NaN/inf at step 3; .*last good checkpoint \(step 3\)"):
+    with pytest.raises(FloatingPointError, match=r"NaN/inf at step 4; .*last good checkpoint \(step 3\)"):
         trainer.train(config, str(tmp_path / "run"))
     step, params = _final_trainable(tmp_path / "run")
     assert step == 3 and all(np.isfinite(v).all() for v in params.values())
@@ -721,10 +725,29 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_pa
     # Before the first checkpoint there is none to point to (the message used to name one at step 0).
     config.checkpoint_every, config.tensorboard = 10, False
     with pytest.raises(
-        FloatingPointError, match=r"step 3; .*\. No checkpoint was saved before it \(checkpoint_every 10\)"
+        FloatingPointError, match=r"step 4; .*\. No checkpoint was saved before it \(checkpoint_every 10\)"
     ):
         trainer.train(config, str(tmp_path / "early"))
     assert os.listdir(tmp_path / "early" / "checkpoints") == []
+
+
+def test_nan_gradient_of_a_finite_loss_stops_before_its_step_is_saved(tiny_hf, tmp_path, monkeypatch):
+    """A method whose loss stays finite while its gradient turns NaN on the 4th call (0 * sqrt'(0) = 0 * inf): the
+    guard checked the loss alone, so the NaN parameters of step 4 were saved as a good checkpoint, and the run
+    stopped a step later, on the loss they gave, pointing at that checkpoint."""
+
+    def nan_gradient_after_three(value, p, calls):
+        total = sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(p))
+        at_zero = total - jax.lax.stop_gradient(total) + jnp.where(calls >= 3, 0.0, 1.0)  # 1, then 0 (same gradient)
+        return value + 0.0 * jnp.sqrt(at_zero)
+
+    _sot_glp_with_loss(monkeypatch, "nan_gradient", nan_gradient_after_three)
+    config = small_config(tiny_hf[0], tmp_path, num_steps=6, checkpoint_every=1, log_every=3)
+    config.method = "nan_gradient"
+    with pytest.raises(FloatingPointError, match=r"its gradient became NaN/inf at step 4; .*checkpoint \(step 3\)"):
+        trainer.train(config, str(tmp_path / "run"))
+    step, params = _final_trainable(tmp_path / "run")
+    assert step == 3 and all(np.isfinite(v).all() for v in params.values())
 
 
 @contextlib.contextmanager
