@@ -115,12 +115,18 @@ def test_install_into_a_package_folder_it_may_not_write_fails_before_work(monkey
 
 
 def test_half_precision_export_restores_float32(tiny_hf, tmp_path):
+    """An array with a value beyond float16's range stays float32 (float16 stored it as inf, silently)."""
     model, params = clip.load(tiny_hf[0])
+    params["logit_scale"] = np.asarray(7e4, np.float32)
     convert.save(str(tmp_path / "half"), model.cfg, params, half=True)
     _, restored = clip.load(str(tmp_path / "half"))
     leaf = restored["text_projection"]["kernel"]
     assert leaf.dtype == np.float32
     np.testing.assert_allclose(leaf, params["text_projection"]["kernel"], rtol=1e-3, atol=1e-4)
+    assert restored["logit_scale"] == np.float32(7e4)
+    assert os.path.getsize(tmp_path / "half" / convert.JAXOOD_PARAMS) < 0.6 * sum(
+        a.nbytes for a in jax.tree.leaves(params)
+    )
 
 
 def tiny_pretrain_overrides(tmp_path) -> dict:

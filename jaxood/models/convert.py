@@ -279,13 +279,19 @@ def is_hub_id(name: str) -> bool:
 def save(directory: str, cfg: CLIPConfig, params: Mapping, half: bool = False) -> str:
     """Save params as a jaxood checkpoint, so later loads skip conversion.
 
-    `half=True` stores float16 (half the size; loading restores float32).
+    `half=True` stores float16 (half the size; loading restores float32), except an array with a value beyond
+    float16's range (65504), which float16 would store as inf: it stays float32.
     """
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, JAXOOD_CONFIG), "w") as f:
         json.dump(cfg.to_dict(), f, indent=1)
-    dtype = np.float16 if half else np.float32
-    host = jax.tree.map(lambda a: np.asarray(a, dtype), flax.core.unfreeze(params))
+
+    def stored(array) -> np.ndarray:
+        array = np.asarray(array, np.float32)
+        fits = half and not (np.abs(array) > np.finfo(np.float16).max).any()
+        return array.astype(np.float16) if fits else array
+
+    host = jax.tree.map(stored, flax.core.unfreeze(params))
     with open(os.path.join(directory, JAXOOD_PARAMS), "wb") as f:
         f.write(flax.serialization.msgpack_serialize(host))
     return directory
