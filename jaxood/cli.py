@@ -2,7 +2,7 @@
 
 `--config=configs/<file>.py[:variant]` is an ml_collections config file read
 with `lock_config=True`, so `--config.<key>=...` with an unknown key fails
-before any work starts. So do a `--workdir` that names a file (or lies under one, or
+before any work starts. So do an empty `--workdir`, one that names a file (or lies under one, or
 in a folder jaxood may not write) and a `--workdir` URL: jaxood writes its workdir
 with the local file system (orbax included), which would turn `gs://b/run`
 into a local folder `gs:/b/run` on each host; multi-host runs need a folder
@@ -25,6 +25,12 @@ from jaxood.errors import report_user_errors
 CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/zeroshot.py:toy.", lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
+flags.register_validator(
+    "workdir",
+    lambda workdir: workdir != "",
+    "--workdir is empty (a shell variable that is not set, as in --workdir=$RUN?): give the folder for the run's "
+    "checkpoints, logs and results.",
+)  # it failed in os.makedirs('') with a traceback
 flags.register_validator(
     "workdir",
     lambda workdir: workdir is None or "://" not in workdir,

@@ -106,6 +106,13 @@ def test_workdir_url_is_refused_before_work(tiny_hf, tmp_path):
     assert not os.path.exists(os.path.join(ROOT, "gs:"))  # the folder its results went to before
 
 
+def test_empty_workdir_is_refused_before_work(tiny_hf, tmp_path):
+    """`--workdir=$RUN` with RUN unset: a traceback from os.makedirs('')."""
+    out = _evaluate("", tiny_hf[0], tmp_path / "c")
+    assert out.returncode == 1 and "--workdir is empty (a shell variable that is not set" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize("workdir", ["file", "file/run"])
 def test_workdir_at_a_file_is_refused_before_work(tiny_hf, tmp_path, workdir):
     """A file where the workdir (or a folder above it) should be failed only when the report was written, after the
