@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import string
 from collections.abc import Callable
@@ -310,15 +311,27 @@ def ood_groups(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
     """`config.ood_groups` (group -> comma-separated OOD set names; none in a config without it): the groups of OOD
     sets averaged apart, such as OpenOOD v1.5's near and far; each names one or more of `config.ood_datasets`."""
     given = config.get("ood_groups") or {}
-    groups = {group: tuple(s.strip() for s in str(sets).split(",") if s.strip()) for group, sets in given.items()}
+    groups = {
+        group: tuple(s.strip() for s in str(given[group]).split(",") if s.strip()) for group in given_order(given)
+    }
     for group, sets in groups.items():
         unknown = [s for s in sets if s not in config.ood_datasets]
         if unknown or not sets:
             raise InvalidInput(
                 f"ood_groups.{group} names {', '.join(unknown) or 'no OOD set'}: each group names one or more of the "
-                f"OOD sets, {', '.join(config.ood_datasets)}"
+                f"OOD sets, {', '.join(given_order(config.ood_datasets))}"
             )
     return groups
+
+
+def given_order(group) -> list[str]:
+    """A config group's keys in the order they were given. A ConfigDict lists its keys sorted unless it was made
+    with sort_keys=False, as the configs make `ood_datasets` and `ood_groups` (the papers' order); a dict set over
+    one, on the command line (`--config.ood_datasets="{...}"`) or in Python, becomes a sorted one, whose JSON (what
+    config.json records) keeps the order given."""
+    if isinstance(group, ml_collections.ConfigDict):
+        return list(json.loads(group.to_json_best_effort()))
+    return list(group)
 
 
 def _check_score_settings(config: ml_collections.ConfigDict) -> None:
@@ -355,7 +368,8 @@ def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, So
             f"knows), so the class prompts would read 'a photo of a {ids[0]}.': give the dataset its class_names "
             "(for a folder, one per sub-folder in sorted order)"
         )
-    return id_source, {name: make_source(spec, f"ood_datasets.{name}") for name, spec in config.ood_datasets.items()}
+    ood = config.ood_datasets
+    return id_source, {name: make_source(ood[name], f"ood_datasets.{name}") for name in given_order(ood)}
 
 
 def evaluate(

@@ -332,6 +332,25 @@ def test_nan_scores_are_reported_in_the_table_plots_and_log(tiny_hf, tmp_path, c
     assert "[m / nan] NaN scores (id " in capsys.readouterr().out
 
 
+def test_ood_sets_and_groups_given_as_dicts_keep_their_order():
+    """A dict set over `ood_datasets` or `ood_groups`, in Python or on the command line
+    (`--config.ood_datasets="{...}"`), becomes a ConfigDict that lists its keys sorted: the report's columns and
+    groups came in alphabetical order, not in the order given."""
+    from conftest import load_config
+
+    from jaxood import evaluate
+
+    config = load_config("zeroshot", "toy")
+    near, far = config.ood_datasets.near.to_dict(), config.ood_datasets.far.to_dict()
+    config.ood_datasets = {"zz_far": far, "aa_near": near}
+    config.ood_groups = {"only_far": "zz_far", "all": "zz_far,aa_near"}
+    assert list(config.ood_datasets) == ["aa_near", "zz_far"]  # as ml_collections lists them
+    _, ood = evaluate.open_inputs(config)
+    assert list(ood) == ["zz_far", "aa_near"]
+    assert evaluate.ood_groups(config) == {"only_far": ("zz_far",), "all": ("zz_far", "aa_near")}
+    assert list(evaluate.ood_groups(config)) == ["only_far", "all"]
+
+
 def test_an_ood_set_of_undecodable_images_leaves_its_metrics_out_and_reports_the_rest(tiny_hf, tmp_path, capsys):
     """Every image of `far` undecodable: the evaluation used to stop at the metrics, after scoring every set."""
     import ml_collections
