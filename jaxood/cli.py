@@ -141,6 +141,11 @@ def _unknown_override(argv: list[str]) -> str | None:
             if part not in node:
                 near = difflib.get_close_matches(part, list(node.keys()), n=1)
                 hint = f" (did you mean {'.'.join([*path, near[0]])}?)" if near else ""
+                if "kind" in node:  # a dataset entry (jaxood.data.datasets): another kind brings its own keys
+                    hint += (
+                        f"; a dataset of another kind is given whole, as in --config.{'.'.join(path)}=\"{{'kind': "
+                        "'folder', 'root': '/path/to/images'}\" (README, 'Datasets')"
+                    )
                 return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
             node = node[part]
             path.append(part)

@@ -1037,6 +1037,9 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          f"{ROOT})"),
         (["--config=configs/sot-glp.py:demo", "--config.batch_size=8"],
          "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py "),
+        (["--config=configs/sot_glp.py:demo", "--config.train_dataset.root=/data/x"],
+         "--config.train_dataset.root: the config has no key train_dataset.root; a dataset of another kind is given "
+         "whole, as in --config.train_dataset=\"{'kind': 'folder', 'root': '/path/to/images'}\""),
         (["--flagfile={tmp_path}/flags"],
          "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
     ],
