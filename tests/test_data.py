@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import ml_collections
 import numpy as np
 import pytest
 from conftest import write_image
@@ -786,6 +787,10 @@ def test_dataset_descriptions(folder, tmp_path):
         make_source({"kind": "toy", "split": "test", "sise": 3})
     with pytest.raises(ValueError, match="dataset kind 'hdf5'"):
         make_source({"kind": "hdf5"})
+    # A path where the description goes (--config.ood_datasets="{'iNat': '/data/inat'}"): a ValueError of dict().
+    with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.iNat: '/data/inat' is not a dataset description"):
+        make_source("/data/inat", "ood_datasets.iNat")
+    assert len(make_source(ml_collections.ConfigDict({"kind": "folder", "root": folder}))) == 13  # as configs hold it
     mos = ood_benchmark("mos", str(tmp_path))
     assert list(mos) == ["iNaturalist", "SUN", "Places", "Textures"]
     with pytest.raises(DatasetMissing, match=r"^config\.ood_datasets\.iNaturalist: image folder not found at .*iNat"):
