@@ -20,7 +20,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 # The source: in a git checkout, what git tracks and new files it does not ignore (not .venv, nor runs/ with its
 # checkpoints, which would be copied to every worker); otherwise the folder without .venv, .git and runs/.
-src=$(mktemp -d)/jaxood_src.tgz
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT  # the archive is a copy of the checkout: one per launch stayed in /tmp
+src=$tmp/jaxood_src.tgz
 if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   (cd "$here" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
     if [ -e "$f" ]; then printf '%s\0' "$f"; fi  # not a tracked file deleted here

@@ -45,7 +45,9 @@ def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_c
     out.mkdir()
     (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
     (bin_dir / "gcloud").chmod(stat.S_IRWXU)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out)}
+    temp = tmp_path / "temp"  # where the launcher packs the checkout (mktemp's TMPDIR)
+    temp.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out), "TMPDIR": str(temp)}
     cmd = "python -m jaxood.train --config=configs/sot_glp.py --workdir=/mnt/runs/x"
     run = subprocess.run(
         [str(repo / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", cmd], env=env, capture_output=True, text=True
@@ -59,6 +61,7 @@ def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_c
     script = "\n".join(ssh[ssh.index("--command") + 1 :])
     assert "tar -xzf /tmp/jaxood_src.tgz" in script
     assert script.index("export JAXOOD_DISTRIBUTED=1") < script.index(cmd)
+    assert list(temp.iterdir()) == []  # each launch left its archive, a copy of the checkout, in /tmp
 
 
 def test_slurm_script_runs_the_command_under_srun_from_the_checkout_and_names_a_missing_venv(tmp_path):
