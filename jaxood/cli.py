@@ -22,7 +22,20 @@ from ml_collections import config_flags
 from jaxood.cache import can_hold_a_folder
 from jaxood.errors import report_user_errors
 
-CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/zeroshot.py:toy.", lock_config=True)
+
+def _exit(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+try:
+    CONFIG = config_flags.DEFINE_config_file(
+        "config", None, "Config file, e.g. configs/zeroshot.py:toy.", lock_config=True
+    )
+except flags.CantOpenFlagFileError as err:  # ml_collections reads the command's flag files as it defines the flag
+    if os.environ.get("JAXOOD_TRACEBACK"):
+        raise
+    _exit(f"error: {str(err).removeprefix('ERROR:: ')}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
 WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
 flags.register_validator(
@@ -76,11 +89,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if problem:
         _exit(f"error: {problem}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
     return rest
-
-
-def _exit(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-    sys.exit(1)
 
 
 def _config_argument(argv: list[str]) -> str | None:

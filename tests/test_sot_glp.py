@@ -1042,14 +1042,20 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "whole, as in --config.train_dataset=\"{'kind': 'folder', 'root': '/path/to/images'}\""),
         (["--flagfile={tmp_path}/flags"],
          "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
+        (["--flagfile={tmp_path}/no_flags"],
+         "Unable to open flagfile: [Errno 2] No such file or directory: '{tmp_path}/no_flags'"),
     ],
 )  # fmt: skip
 def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, message):
     """An unknown key, variant or config file: each printed a traceback of ml_collections' internals (40 lines for a
     key), or of the config file's own refusal inside absl's report. `--config.variant=noproj` trained the demo's
-    settings and recorded them as noproj's. The same mistakes in a `--flagfile` kept the traceback."""
+    settings and recorded them as noproj's. The same mistakes in a `--flagfile` kept the traceback, as did a flag file
+    that is not there (ml_collections reads the flag files as jaxood.cli defines --config)."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
-    args = [arg.format(tmp_path=tmp_path) for arg in args]
+    args, message = (
+        [arg.replace("{tmp_path}", str(tmp_path)) for arg in args],
+        message.replace("{tmp_path}", str(tmp_path)),
+    )
     cmd = [sys.executable, "-m", "jaxood.train", *args, f"--workdir={tmp_path / 'w'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and out.stderr.startswith(f"error: {message}"), out.stderr
