@@ -155,6 +155,29 @@ def test_value_value_variants_differ(tiny_hf):
     assert np.abs(a - b).max() > 1e-3
 
 
+def test_gl_mcm_value_patches_against_hf_torch(tiny_hf):
+    """GL-MCM's local features, as its code (and LoCoOp's) computes them: the last block with each token attending
+    to itself alone (`x + out_proj(v_proj(ln_1 x))`, then its MLP), `post_layernorm`, the visual projection; here
+    from the HF PyTorch model's own modules, on the input of its last layer."""
+    directory, hf_model = tiny_hf
+    model, params = clip.load(directory)
+    images = _images(2, 32, seed=3)
+    with torch.no_grad():
+        pixels = torch.from_numpy(images.transpose(0, 3, 1, 2))
+        vision, last = hf_model.vision_model, hf_model.vision_model.encoder.layers[-1]
+        h = vision(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]  # the last layer's input
+        y = h + last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(h)))
+        y = y + last.mlp(last.layer_norm2(y))
+        want_local = hf_model.visual_projection(vision.post_layernorm(y[:, 1:])).numpy()
+        want_global = hf_model.get_image_features(pixel_values=pixels).pooler_output.numpy()
+    got_global, got_local = model.apply({"params": params}, images, method="encode_image_value_patches")
+    chex.assert_shape(got_local, (2, 16, 32))
+    np.testing.assert_allclose(got_global, want_global, atol=1e-4)
+    np.testing.assert_allclose(got_local, want_local, atol=1e-4)
+    _, vv = model.apply({"params": params}, images, method="encode_image_dense")
+    assert np.abs(got_local - vv).max() > 1e-3  # not the V-V stream
+
+
 # ------------------------------------------------------------- text: EOT, prompts
 
 

@@ -162,17 +162,18 @@ def _attend(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with HF's q/k/v/out projections.
+    """Multi-head self-attention with HF's q/k/v/out projections: `(out, vv, value)`.
 
-    With `value_value=True` it also returns the value-value stream
-    `out_proj(softmax(v v^T / sqrt(dh)) v)` computed from the same projections.
+    With `value_value=True`, `vv` is the value-value stream `out_proj(softmax(v v^T / sqrt(dh)) v)`; with
+    `value=True`, `value` is each token's own value `out_proj(v)`, attending to nothing else (GL-MCM's local
+    features); both from the same projections, else None.
     """
 
     heads: int
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, h: Array, mask: Array | None = None, value_value: bool = False):
+    def __call__(self, h: Array, mask: Array | None = None, value_value: bool = False, value: bool = False):
         width = h.shape[-1]
         dense = functools.partial(nn.Dense, width, dtype=self.dtype, param_dtype=jnp.float32)
         b, length, _ = h.shape
@@ -181,9 +182,8 @@ class SelfAttention(nn.Module):
         out_proj = dense(name="out_proj")
         merge = lambda y: y.transpose(0, 2, 1, 3).reshape(b, length, width)  # noqa: E731
         out = out_proj(merge(_attend(q, k, v, mask)))
-        if not value_value:
-            return out, None
-        return out, out_proj(merge(_attend(v, v, v, None)))
+        vv = out_proj(merge(_attend(v, v, v, None))) if value_value else None
+        return out, vv, (out_proj(merge(v)) if value else None)
 
 
 class MLP(nn.Module):
@@ -204,11 +204,15 @@ def _layer_norm(eps: float, dtype, name: str | None = None) -> nn.LayerNorm:
 
 
 class EncoderLayer(nn.Module):
-    """Pre-LN residual block. Optionally carries the V-V stream alongside.
+    """Pre-LN residual block: `(x, x_vv, x_value)`. Optionally carries the V-V stream alongside, or gives this
+    block's value path.
 
     The V-V stream `x_vv` accumulates the value-value attention output of this
     block (computed from the ordinary stream's `layer_norm1(x)`), with no MLP;
-    with `vv_add_ori` it also receives the ordinary attention output.
+    with `vv_add_ori` it also receives the ordinary attention output. The value
+    path (`value_path=True`) is the block with each token attending to itself
+    alone, `y = x + out_proj(v)`, then `y + mlp(layer_norm2(y))`: GL-MCM's local
+    features (as MaskCLIP's), from the last block; else None.
     """
 
     cfg: TowerConfig
@@ -216,16 +220,21 @@ class EncoderLayer(nn.Module):
     vv_add_ori: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, x_vv: Array | None = None, mask: Array | None = None):
+    def __call__(self, x: Array, x_vv: Array | None = None, mask: Array | None = None, value_path: bool = False):
         h = _layer_norm(self.cfg.eps, self.dtype, "layer_norm1")(x)
-        attn, attn_vv = SelfAttention(self.cfg.heads, self.dtype, name="self_attn")(h, mask, x_vv is not None)
+        attention = SelfAttention(self.cfg.heads, self.dtype, name="self_attn")
+        attn, attn_vv, attn_value = attention(h, mask, x_vv is not None, value_path)
         if x_vv is not None:
             x_vv = x_vv + attn_vv + (attn if self.vv_add_ori else 0)
+        mlp = MLP(self.cfg.mlp_dim, self.cfg.act, self.dtype, name="mlp")
+        layer_norm2 = _layer_norm(self.cfg.eps, self.dtype, "layer_norm2")
+        x_value = None
+        if value_path:
+            x_value = x + attn_value
+            x_value = x_value + mlp(layer_norm2(x_value))
         x = x + attn
-        x = x + MLP(self.cfg.mlp_dim, self.cfg.act, self.dtype, name="mlp")(
-            _layer_norm(self.cfg.eps, self.dtype, "layer_norm2")(x)
-        )
-        return x, x_vv
+        x = x + mlp(layer_norm2(x))
+        return x, x_vv, x_value
 
 
 class Encoder(nn.Module):
@@ -234,13 +243,22 @@ class Encoder(nn.Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None = None, value_value: bool = False, vv_layer0_ori: bool = False):
-        layer_cls = nn.remat(EncoderLayer) if self.remat else EncoderLayer
-        x_vv = x if value_value else None
+    def __call__(
+        self,
+        x: Array,
+        mask: Array | None = None,
+        value_value: bool = False,
+        vv_layer0_ori: bool = False,
+        last_value: bool = False,
+    ):
+        """`(x, x_vv, x_value)`: the output, the V-V stream (`value_value`) and the last block's value path
+        (`last_value`), each None when not asked for."""
+        layer_cls = nn.remat(EncoderLayer, static_argnums=(4,)) if self.remat else EncoderLayer
+        x_vv, x_value = (x if value_value else None), None
         for i in range(self.cfg.layers):
             layer = layer_cls(self.cfg, self.dtype, vv_add_ori=vv_layer0_ori and i == 0, name=f"layers_{i}")
-            x, x_vv = layer(x, x_vv, mask)
-        return x, x_vv
+            x, x_vv, x_value = layer(x, x_vv, mask, last_value and i == self.cfg.layers - 1)  # the last block's
+        return x, x_vv, x_value
 
 
 class VisionEmbeddings(nn.Module):
@@ -278,12 +296,14 @@ class VisionTransformer(nn.Module):
         self.encoder = Encoder(c.vision, self.dtype, self.remat)
         self.post_layernorm = _layer_norm(c.vision.eps, self.dtype)
 
-    def __call__(self, images: Array, value_value: bool = False, vv_layer0_ori: bool = False):
-        """Returns `(pooled (B, W), vv_patches (B, N, W) or None)`, both after `post_layernorm`."""
+    def __call__(self, images: Array, value_value: bool = False, vv_layer0_ori: bool = False, last_value=False):
+        """Returns `(pooled (B, W), patches (B, N, W) or None)`, both after `post_layernorm`: the patches of the V-V
+        stream (`value_value`) or of the last block's value path (`last_value`)."""
         x = self.pre_layrnorm(self.embeddings(images))
-        x, x_vv = self.encoder(x, None, value_value, vv_layer0_ori)
+        x, x_vv, x_value = self.encoder(x, None, value_value, vv_layer0_ori, last_value)
         pooled = self.post_layernorm(x[:, 0])
-        return pooled, (self.post_layernorm(x_vv[:, 1:]) if value_value else None)
+        local = x_vv if value_value else x_value
+        return pooled, (None if local is None else self.post_layernorm(local[:, 1:]))
 
 
 class TextEmbeddings(nn.Module):
@@ -317,7 +337,7 @@ class TextTransformer(nn.Module):
             raise ValueError(f"text length {length} exceeds the context length {self.cfg.context_length}")
         x = (token_embeddings + self.embeddings.position_embedding.embedding[:length]).astype(self.dtype)
         mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
-        x, _ = self.encoder(x, mask)
+        x, _, _ = self.encoder(x, mask)
         pooled = jnp.take_along_axis(x, eot_index[:, None, None].astype(jnp.int32), axis=1)[:, 0]
         return self.final_layer_norm(pooled)
 
@@ -380,6 +400,13 @@ class CLIP(nn.Module):
             self.visual_projection(pooled).astype(jnp.float32),
             self.visual_projection(local).astype(jnp.float32),
         )
+
+    def encode_image_value_patches(self, images: Array) -> tuple[Array, Array]:
+        """Global `(B, D)` and GL-MCM's local patch features `(B, N, D)`, not normalised: the last block's value
+        path (`EncoderLayer`), `post_layernorm`, then the visual projection, as GL-MCM's and LoCoOp's code take
+        them (MaskCLIP's dense features)."""
+        pooled, local = self.vision_model(images, last_value=True)
+        return self.visual_projection(pooled).astype(jnp.float32), self.visual_projection(local).astype(jnp.float32)
 
     def embed_tokens(self, ids: Array) -> Array:
         """Token embeddings `(B, L, W)` of ids (for splicing learned context vectors)."""
