@@ -36,7 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.scores = "mcm,gl_mcm,max_logit,neglabel,csp"
     c.mcm_template = "a photo of a {}."
     c.mcm = ml_collections.ConfigDict({"temperature": 1.0})
-    c.gl_mcm = ml_collections.ConfigDict({"lambda_local": 1.0, "temperature": 1.0})
+    # local_features: "value", GL-MCM's own (the last block's value path, as its code and LoCoOp's take them; what
+    # the papers' "CLIP (GL)" rows are), or "vv", the value-value stream SOT-GLP's local prompts and score read.
+    c.gl_mcm = ml_collections.ConfigDict({"lambda_local": 1.0, "temperature": 1.0, "local_features": "value"})
     # max_candidates > 0 keeps an evenly spaced subset of each word type (quick runs only).
     c.neglabel = ml_collections.ConfigDict(
         {"percent": 0.15, "eta": 0.05, "temperature": 0.01, "n_groups": 1, "seed": 0, "max_candidates": 0}

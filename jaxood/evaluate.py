@@ -52,6 +52,9 @@ from jaxood.scores.wordnet import load_pool
 from jaxood.text_features import model_fingerprint, templated_features
 
 ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "max_logit", "neglabel", "csp")
+# Zero-shot GL-MCM's local patch features (`config.gl_mcm.local_features`) -> the CLIP method giving them: GL-MCM's
+# own (the last block's value path) or the V-V stream (SOT-GLP's).
+GL_MCM_LOCAL_FEATURES = {"value": "encode_image_value_patches", "vv": "encode_image_dense"}
 SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "neglabel": "NegLabel", "csp": "CSP"}
 # The config keys only evaluation reads (configs/zeroshot.py): a resumed training run may change them (jaxood.train).
 EVAL_KEYS = (
@@ -166,11 +169,11 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
     for kind in ("neglabel", "csp"):
         if kind in names:
             aux[kind + "_pos"], aux[kind + "_neg"] = negative_groups(features, class_names, config[kind], kind)
-    dense = "gl_mcm" in names
+    dense = "gl_mcm" in names and GL_MCM_LOCAL_FEATURES[config.gl_mcm.local_features]
 
     def fn(params, aux, images):
         if dense:
-            g, local = model.apply({"params": params}, images, method="encode_image_dense")
+            g, local = model.apply({"params": params}, images, method=dense)
         else:
             g = model.apply({"params": params}, images, method="encode_image")
         g = mcm_lib.normalize(g)
@@ -340,6 +343,11 @@ def _check_score_settings(config: ml_collections.ConfigDict) -> None:
     for key in ("mcm.temperature", "gl_mcm.temperature"):
         settings.number(config, key, above=0)
     settings.number(config, "gl_mcm.lambda_local", least=0)
+    if config.gl_mcm.local_features not in GL_MCM_LOCAL_FEATURES:
+        raise InvalidInput(
+            f"gl_mcm.local_features must be one of {', '.join(GL_MCM_LOCAL_FEATURES)} (GL-MCM's own, or the V-V "
+            f"stream SOT-GLP reads), got {config.gl_mcm.local_features!r}"
+        )
     for s in ("neglabel", "csp"):
         settings.number(config, f"{s}.temperature", above=0)
         settings.number(config, f"{s}.percent", above=0, most=1)  # of each word type's candidates

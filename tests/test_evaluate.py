@@ -472,6 +472,36 @@ def test_zero_shot_max_logit_is_the_max_of_hf_clip_logits(tiny_hf, tmp_path):
     np.testing.assert_allclose(got, ref.max(-1).values.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("local_features", ["value", "vv"])
+def test_zero_shot_gl_mcm_reads_gl_mcm_local_features_or_the_v_v_stream(tiny_hf, local_features):
+    """Zero-shot GL-MCM's local term: GL-MCM's own local features by default (the papers' "CLIP (GL)" rows), or the
+    V-V stream SOT-GLP reads; it read the V-V stream alone, so its ImageNet row was not GL-MCM's."""
+    from conftest import load_config
+
+    from jaxood.errors import InvalidInput
+    from jaxood.evaluate import open_inputs, zero_shot_scorer
+    from jaxood.models import clip
+    from jaxood.models.tokenizer import tokenize
+    from jaxood.scores import mcm
+
+    model, params = clip.load(tiny_hf[0])
+    config = load_config("zeroshot", "toy", scores="gl_mcm", cache_dir="")
+    assert config.gl_mcm.local_features == "value"
+    config.gl_mcm.local_features, config.gl_mcm.lambda_local = local_features, 0.5
+    names = ["circle", "square", "star"]
+    images = np.random.RandomState(4).randn(3, 32, 32, 3).astype(np.float32)
+    got = zero_shot_scorer(config, model, params, names)(images)
+    method = {"value": "encode_image_value_patches", "vv": "encode_image_dense"}[local_features]
+    g, local = model.apply({"params": params}, images, method=method)
+    prompts = tokenize([f"a photo of a {n}." for n in names])
+    text = mcm.normalize(model.apply({"params": params}, prompts, method="encode_text"))
+    want = mcm.gl_mcm(mcm.normalize(g) @ text.T, mcm.normalize(local) @ text.T, 0.5, 1.0)
+    np.testing.assert_allclose(got["zero-shot / GL-MCM"], want, atol=1e-5)
+    config.gl_mcm.local_features = "patch"
+    with pytest.raises(InvalidInput, match=r"gl_mcm.local_features must be one of value, vv \(GL-MCM's own"):
+        open_inputs(config)
+
+
 def test_zero_shot_scoring_and_text_encoding_keep_clip_on_device(tiny_hf, tmp_path):
     """CLIP goes to the devices once, not with every batch: scoring images and encoding prompts, with the
     inputs placed explicitly, make no implicit host-to-device transfer (a ViT-B/16 is 600 MB per batch)."""
