@@ -296,7 +296,7 @@ class VisionTransformer(nn.Module):
         self.encoder = Encoder(c.vision, self.dtype, self.remat)
         self.post_layernorm = _layer_norm(c.vision.eps, self.dtype)
 
-    def __call__(self, images: Array, value_value: bool = False, vv_layer0_ori: bool = False, last_value=False):
+    def __call__(self, images: Array, value_value: bool = False, vv_layer0_ori: bool = False, last_value: bool = False):
         """Returns `(pooled (B, W), patches (B, N, W) or None)`, both after `post_layernorm`: the patches of the V-V
         stream (`value_value`) or of the last block's value path (`last_value`)."""
         x = self.pre_layrnorm(self.embeddings(images))
