@@ -311,12 +311,17 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
 
 
 def ood_groups(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
-    """`config.ood_groups` (group -> comma-separated OOD set names; none in a config without it): the groups of OOD
-    sets averaged apart, such as OpenOOD v1.5's near and far; each names one or more of `config.ood_datasets`."""
+    """`config.ood_groups` (group -> comma-separated OOD set names, or a list of them; none in a config without it):
+    the groups of OOD sets averaged apart, such as OpenOOD v1.5's near and far; each names one or more of
+    `config.ood_datasets`."""
     given = config.get("ood_groups") or {}
-    groups = {
-        group: tuple(s.strip() for s in str(given[group]).split(",") if s.strip()) for group in given_order(given)
-    }
+
+    def names(sets) -> tuple[str, ...]:  # a list was read as its text, "['near'" and " 'far']", and refused
+        return tuple(
+            s.strip() for s in (sets if isinstance(sets, (list, tuple)) else str(sets).split(",")) if s.strip()
+        )
+
+    groups = {group: names(given[group]) for group in given_order(given)}
     for group, sets in groups.items():
         unknown = [s for s in sets if s not in config.ood_datasets]
         if unknown or not sets:

@@ -349,6 +349,8 @@ def test_ood_sets_and_groups_given_as_dicts_keep_their_order():
     assert list(ood) == ["zz_far", "aa_near"]
     assert evaluate.ood_groups(config) == {"only_far": ("zz_far",), "all": ("zz_far", "aa_near")}
     assert list(evaluate.ood_groups(config)) == ["only_far", "all"]
+    config.ood_groups = {"all": ["zz_far", "aa_near"]}  # a list, as --config.ood_groups="{'all': [...]}" gives it
+    assert evaluate.ood_groups(config) == {"all": ("zz_far", "aa_near")}
 
 
 def test_an_ood_set_of_undecodable_images_leaves_its_metrics_out_and_reports_the_rest(tiny_hf, tmp_path, capsys):
