@@ -169,11 +169,12 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
     for kind in ("neglabel", "csp"):
         if kind in names:
             aux[kind + "_pos"], aux[kind + "_neg"] = negative_groups(features, class_names, config[kind], kind)
-    dense = "gl_mcm" in names and GL_MCM_LOCAL_FEATURES[config.gl_mcm.local_features]
+    # The CLIP method giving GL-MCM's local features with the global one; None without GL-MCM (global alone).
+    with_local = GL_MCM_LOCAL_FEATURES[config.gl_mcm.local_features] if "gl_mcm" in names else None
 
     def fn(params, aux, images):
-        if dense:
-            g, local = model.apply({"params": params}, images, method=dense)
+        if with_local:
+            g, local = model.apply({"params": params}, images, method=with_local)
         else:
             g = model.apply({"params": params}, images, method="encode_image")
         g = mcm_lib.normalize(g)
@@ -317,9 +318,8 @@ def ood_groups(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
     given = config.get("ood_groups") or {}
 
     def names(sets) -> tuple[str, ...]:  # a list was read as its text, "['near'" and " 'far']", and refused
-        return tuple(
-            s.strip() for s in (sets if isinstance(sets, (list, tuple)) else str(sets).split(",")) if s.strip()
-        )
+        listed = sets if isinstance(sets, (list, tuple)) else str(sets).split(",")
+        return tuple(s.strip() for s in listed if s.strip())
 
     groups = {group: names(given[group]) for group in given_order(given)}
     for group, sets in groups.items():
