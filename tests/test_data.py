@@ -496,16 +496,35 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------- preprocessing
 
 
-def test_clip_eval_matches_hf_image_processor(tmp_path):
+@pytest.mark.parametrize("size", [(300, 257), (500, 375), (375, 500), (500, 333)])
+def test_clip_eval_matches_hf_image_processor(tmp_path, size):
+    """500 x 375 is ImageNet's commonest size; its longer side scales to 298.67, which Hugging Face and torchvision
+    round down (jaxood rounded it up: a 299-pixel side and a crop shifted by one pixel)."""
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    write_image(tmp_path / "a.jpg", 1, size=(300, 257))
+    write_image(tmp_path / "a.jpg", 1, size=size)
     img = preprocess.decode(str(tmp_path / "a.jpg"))
     want = CLIPImageProcessorPil()(images=[img], return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
     got = preprocess.clip_eval(224)(img)
     assert got.shape == (224, 224, 3) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=2e-2)  # one uint8 rounding step / std
     assert np.mean(np.abs(got - want)) < 1e-3
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (640, 427), (500, 333), (224, 300), (1000, 10)])
+def test_shorter_side_resize_gives_hf_and_torchvision_sizes(size):
+    from transformers.image_transforms import get_resize_output_image_size
+
+    got = preprocess.ResizeShorter(224)(Image.new("RGB", size)).size
+    want_h, want_w = get_resize_output_image_size(np.zeros((size[1], size[0], 3)), 224, default_to_square=False)
+    assert got == (want_w, want_h)
+
+
+def test_centre_crop_offsets_round_as_torchvisions():
+    """A side 75 pixels over the crop: torchvision (OpenAI CLIP's transform) starts it at round(37.5) = 38."""
+    pixels = np.random.default_rng(0).integers(0, 256, (224, 299, 3), np.uint8)
+    got = np.asarray(preprocess.CenterCrop(224)(Image.fromarray(pixels)))
+    np.testing.assert_array_equal(got, pixels[:, 38:262])
 
 
 def test_train_augmentation_deterministic_and_varied(tmp_path):

@@ -47,16 +47,22 @@ Op = Callable[[Image.Image, np.random.Generator], object]
 
 @dataclasses.dataclass(frozen=True)
 class ResizeShorter:
+    """Shorter side to `size`, the longer one to `int(size * long / short)`: rounded down, as torchvision's
+    `Resize(size)` (OpenAI CLIP's and the papers' transform) and Hugging Face's `CLIPImageProcessor` do."""
+
     size: int
 
     def __call__(self, img: Image.Image, rng=None) -> Image.Image:
         w, h = img.size
-        s = self.size / min(w, h)
-        return img.resize((max(self.size, round(w * s)), max(self.size, round(h * s))), BICUBIC)
+        long = int(self.size * max(w, h) / min(w, h))
+        return img.resize((self.size, long) if w <= h else (long, self.size), BICUBIC)
 
 
 @dataclasses.dataclass(frozen=True)
 class CenterCrop:
+    """torchvision's `CenterCrop`: offsets `round((side - size) / 2)` (Hugging Face's processor rounds them down,
+    which differs by one pixel where `side - size` is odd)."""
+
     size: int
 
     def __call__(self, img: Image.Image, rng=None) -> Image.Image:
