@@ -9,6 +9,7 @@ into a local folder `gs:/b/run` on each host; multi-host runs need a folder
 that every host mounts at the same path.
 """
 
+import ast
 import difflib
 import importlib.util
 import os
@@ -130,7 +131,9 @@ def _refused_config(err: Exception) -> str | None:
 
 
 def _unknown_override(argv: list[str]) -> str | None:
-    """The first `--config.<key>=...` of `argv` whose key the config does not have, named with the nearest one."""
+    """The first `--config.<key>=...` of `argv` whose key the config does not have, named with the nearest one, or
+    that gives a group of keys (a dataset entry) something other than a dict (`--config.id_dataset=/data/x`: before,
+    ml_collections' parse error of the path, with no word of the form it wants)."""
     path, colon, variant = (_config_argument(argv) or "").partition(":")
     try:  # loaded again as ml_collections loads it: its own loader is private, and the failed parse kept nothing
         spec = importlib.util.spec_from_file_location("jaxood_config_keys", path)
@@ -157,4 +160,23 @@ def _unknown_override(argv: list[str]) -> str | None:
                 return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
             node = node[part]
             path.append(part)
+        given = arg[found.end() :].removeprefix("=")
+        if isinstance(node, ml_collections.ConfigDict) and arg[found.end() :] and not _is_dict_literal(given):
+            key = ".".join(path)
+            example = (
+                f"as in --config.{key}=\"{{'kind': 'folder', 'root': '/path/to/images'}}\" (README, 'Datasets')"
+                if "kind" in node  # a dataset entry (jaxood.data.datasets)
+                else f"its keys now: {', '.join(node.keys())}"
+            )
+            return (
+                f"--config.{key}={given}: config.{key} is a group of keys, given whole as a Python dict ({example}) "
+                f"or key by key (--config.{key}.<key>=...)"
+            )
     return None
+
+
+def _is_dict_literal(text: str) -> bool:
+    try:
+        return isinstance(ast.literal_eval(text), dict)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
