@@ -175,6 +175,8 @@ def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
     assert out.returncode == 1
     assert "'imagenet2012' is not prepared" in out.stderr and "ILSVRC2012_img_train.tar" in out.stderr
     assert "Traceback" not in out.stderr  # the message alone, not under 30 lines of jaxood's internals
+    # ... nor after TFDS's warning that a folder which is not there "has no dataset_info.json"
+    assert out.stderr.startswith("error: config.id_dataset: TFDS dataset 'imagenet2012' is not prepared"), out.stderr
 
 
 def test_score_names_ignore_spaces_and_repeats():

@@ -14,6 +14,7 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Protocol
@@ -217,6 +218,19 @@ def open_tfds_builder(name: str, data_dir: str, **kwargs):
         raise DatasetMissing(f"TFDS cannot open the dataset {name!r} in {data_dir}: {message}") from None
 
 
+def _is_prepared(builder) -> bool:
+    """`builder.is_prepared()`, without TFDS's warning "Variant folder <data_dir>/<name>/<version> has no
+    dataset_info.json" for a dataset not prepared there (a folder that need not exist), which came before jaxood's
+    error saying what to do."""
+    absl = logging.getLogger("absl")
+    no_info = lambda record: not record.getMessage().startswith("Variant folder ")  # noqa: E731
+    absl.addFilter(no_info)
+    try:
+        return builder.is_prepared()
+    finally:
+        absl.removeFilter(no_info)
+
+
 class TfdsSource:
     """A TFDS split prepared in `array_record` format under `data_dir`.
 
@@ -229,7 +243,7 @@ class TfdsSource:
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
         builder = open_tfds_builder(name, data_dir)
-        if not builder.is_prepared():
+        if not _is_prepared(builder):
             hint = _MANUAL.get(
                 name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
             )
