@@ -472,6 +472,8 @@ def test_prepare_imagenet_from_manual_archives(tmp_path, capsys, monkeypatch):
 
 
 def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
+    import socket
+
     import requests
 
     from jaxood.data import prepare
@@ -484,13 +486,36 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
     assert "TFDS cannot open the dataset 'cifar_ten'" in err and "Did you mean" in err
     assert len(err.splitlines()) == 2  # the message and the JAXOOD_TRACEBACK hint, not every dataset TFDS knows
 
+    # No address for the dataset's host: said at once, where TFDS retried for 3.4 minutes before its error.
+    def no_address(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("prepare tried to download although no host had an address")
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_address)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", no_download)
+    err = run("--dataset=cifar10")
+    assert "cannot download cifar10 (no address for www.cs.toronto.edu: no network): preparing it needs network" in err
+    assert f"copy the folder {tmp_path}/cifar10/" in err
+
+    # A proxy resolves the names, downloads already in place need none, and a host with an address is tried:
+    # each goes on to TFDS's download, whose failure is said the same way.
     def offline(*args, **kwargs):
         raise requests.ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", offline)
-    err = run("--dataset=cifar10")
-    assert "downloading cifar10 failed (Failed to resolve 'www.cs.toronto.edu'): preparing it needs network" in err
-    assert f"copy the folder {tmp_path}/cifar10/" in err
+    with monkeypatch.context() as proxied:
+        proxied.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+        assert "cannot download cifar10 (Failed to resolve 'www.cs.toronto.edu'): preparing" in run("--dataset=cifar10")
+    with monkeypatch.context() as resolved:
+        resolved.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [])
+        assert "cannot download cifar10 (Failed to resolve 'www.cs.toronto.edu'): preparing" in run("--dataset=cifar10")
+    (tmp_path / "downloads").mkdir(exist_ok=True)
+    (tmp_path / "downloads" / "www.cs.toronto.edu_kriz_cifar-10-binary.tar.gz").write_bytes(b"")
+    assert "cannot download cifar10 (Failed to resolve 'www.cs.toronto.edu'): preparing" in run("--dataset=cifar10")
 
 
 # ------------------------------------------------------------- preprocessing
