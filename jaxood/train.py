@@ -622,7 +622,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         return f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
 
     lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
-    t0 = time.monotonic()
+    last_line = (start, time.monotonic())  # (step, time) of the log's previous line, for steps_per_s
     # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
     # going on. A preemption notice (SIGTERM) or Ctrl-C saves the step it ends at and stops (jaxood.preemption).
     writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard, start)
@@ -641,7 +641,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                     )
                 values = {k: float(v) for k, v in metrics.items()}
                 values["lr"] = float(lr_at(step))
-                values["steps_per_s"] = (done - start) / (time.monotonic() - t0)
+                now = time.monotonic()
+                values["steps_per_s"] = (done - last_line[0]) / (now - last_line[1])  # since the line before
+                last_line = (done, now)
                 try:
                     writer.scalars(done, values)
                 except OSError as err:  # a full disk: the log's appends may meet it before a checkpoint does

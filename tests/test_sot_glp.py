@@ -678,6 +678,16 @@ def test_a_workdir_on_a_file_system_without_locks_is_used_unlocked(tmp_path, mon
         assert "cannot be locked ([Errno 37] No locks available): nothing stops a second run" in capsys.readouterr().out
 
 
+def test_logged_steps_per_s_is_the_rate_since_the_line_before(tiny_hf, tmp_path, monkeypatch):
+    """The log's and TensorBoard's steps_per_s was the mean rate since the run (re)started: a curve that only flattens
+    out, hiding a slowdown late in a run. A clock reading 0, 1, 4, 9 s at the start and after steps 1, 2, 3 gives
+    1, 1/3 and 1/5 steps/s (the mean gave 1, 1/2, 1/3)."""
+    readings = iter(float(i * i) for i in range(100))
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(monotonic=lambda: next(readings)))
+    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=3, log_every=1), str(tmp_path / "run"))
+    assert [r["steps_per_s"] for r in _logged(tmp_path / "run")] == pytest.approx([1, 1 / 3, 1 / 5])
+
+
 def test_a_longer_resumed_run_says_how_its_learning_rate_changes(tiny_hf, tmp_path, capsys):
     """Lengthening a finished cosine run restarts its learning rate from near zero to mid-schedule, which the log
     did not mention: it names both rates at the step it resumes from."""
