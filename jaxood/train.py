@@ -627,19 +627,22 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     # going on. A preemption notice (SIGTERM) or Ctrl-C saves the step it ends at and stops (jaxood.preemption).
     writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard, start)
     with PreemptionNotice() as preemption, contextlib.closing(writer):
+        unlogged = []  # each step's metrics since the log's previous line, on the device until that line
         for step, batch in zip(range(start, total), batches):
             state, metrics = step_fn(state, frozen, batch)
+            unlogged.append(metrics)
             done = step + 1
             stop = preemption.reached(done)
             save = stop or done % config.checkpoint_every == 0 or done == total
             if save or done % config.log_every == 0:  # a step saved is checked (and logged) first
-                finite, bad, metrics = jax.device_get((state.finite, state.bad_step, metrics))
+                finite, bad, unlogged = jax.device_get((state.finite, state.bad_step, unlogged))
                 if not finite:
                     raise LossNotFinite(
                         f"the loss or its gradient became NaN/inf at step {int(bad)}; stopped without saving. "
                         f"{kept(last_good)}"
                     )
-                values = {k: float(v) for k, v in metrics.items()}
+                values = {k: float(np.mean([m[k] for m in unlogged])) for k in unlogged[0]}  # over those steps
+                unlogged = []
                 values["lr"] = float(lr_at(step))
                 now = time.monotonic()
                 values["steps_per_s"] = (done - last_line[0]) / (now - last_line[1])  # since the line before

@@ -678,6 +678,20 @@ def test_a_workdir_on_a_file_system_without_locks_is_used_unlocked(tmp_path, mon
         assert "cannot be locked ([Errno 37] No locks available): nothing stops a second run" in capsys.readouterr().out
 
 
+def test_logged_losses_are_means_over_the_steps_since_the_line_before(tiny_hf, tmp_path):
+    """A line every 2 steps gives the mean of the 2 steps' values that a line every step gives: it gave the last
+    step's alone, a curve as noisy as one batch (the demo's logged loss jumped from 0.24 to 3.09 and back)."""
+    every = {n: small_config(tiny_hf[0], tmp_path, num_steps=4, log_every=n, eval_zero_shot=False) for n in (1, 2)}
+    for n, config in every.items():
+        trainer.train(config, str(tmp_path / f"every_{n}"))
+    each, pairs = _logged(tmp_path / "every_1"), _logged(tmp_path / "every_2")
+    assert [r["step"] for r in pairs] == [2, 4]
+    for line, (first, second) in zip(pairs, (each[0:2], each[2:4])):
+        for key in ("loss", "loss_global", "loss_local", "train_acc", "grad_norm"):
+            assert line[key] == pytest.approx((first[key] + second[key]) / 2, rel=1e-6), key
+        assert line["lr"] == second["lr"]  # the rate of the step logged
+
+
 def test_logged_steps_per_s_is_the_rate_since_the_line_before(tiny_hf, tmp_path, monkeypatch):
     """The log's and TensorBoard's steps_per_s was the mean rate since the run (re)started: a curve that only flattens
     out, hiding a slowdown late in a run. A clock reading 0, 1, 4, 9 s at the start and after steps 1, 2, 3 gives
