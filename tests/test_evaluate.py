@@ -617,3 +617,25 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused_before_training
     expected = f"{key} 63 does not split over 2 devices: use a multiple of 2, such as 62 or 64"
     assert expected in out.stderr, out.stderr[-3000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_progress_gives_seconds_per_step_under_one_a_second(monkeypatch):
+    """A step of 282 s (the paper config on a CPU) read "0.0 steps/s"; it reads "281.8 s/step"."""
+    import io
+    import types
+
+    from jaxood import progress
+
+    clock = iter([0.0, 281.8, 563.6, 563.6, 563.7])
+    monkeypatch.setattr(progress, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    out = io.StringIO()
+    slow = progress.Progress("train", 3, "steps", every=0, stream=out)
+    slow.update()
+    slow.update()
+    fast = progress.Progress("ID", 100, "images", every=0, stream=out)  # starts at 563.6 s
+    fast.update(50)
+    assert out.getvalue().splitlines() == [
+        "[train] 1/3 steps (281.8 s/step, elapsed 4m41s, ETA 9m23s)",
+        "[train] 2/3 steps (281.8 s/step, elapsed 9m23s, ETA 4m41s)",
+        "[ID] 50/100 images (500.0 images/s, elapsed 0m00s, ETA 0m00s)",
+    ]
