@@ -428,3 +428,21 @@ def test_hub_id_offline_gives_clear_error():
 def test_not_a_directory_nor_hub_id(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a directory nor a Hugging Face hub id"):
         clip.load(str(tmp_path / "nope"))
+
+
+def test_the_readme_python_api_example_runs():
+    """The README's Python API block, on the embedded tiny CLIP (its hub id needs network) and 64-pixel images:
+    every call it shows exists and gives the shapes its comments name for this CLIP."""
+    from conftest import ROOT
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        block = re.search(r"## Python API\n\n```python\n(.*?)```", f.read(), re.S)[1]
+    hub_id, size = 'clip.load("openai/clip-vit-base-patch16")', "(8, 224, 224, 3)"
+    assert hub_id in block and size in block
+    ns = {}
+    exec(block.replace(hub_id, 'clip.load("toy")').replace(size, "(8, 64, 64, 3)"), ns)  # noqa: S102
+    cfg = ns["model"].cfg
+    d = cfg.projection_dim
+    assert ns["img"].shape == ns["glob"].shape == (8, d) and ns["local"].shape == (8, cfg.num_patches, d)
+    assert ns["txt"].shape == (1, d) and ns["emb"].shape == (1, 77, cfg.text.width)
+    np.testing.assert_allclose(ns["glob"], ns["img"], rtol=1e-5, atol=1e-5)  # the same global feature
