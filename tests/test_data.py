@@ -369,6 +369,28 @@ def test_a_file_written_whole_keeps_the_old_one_until_the_new_one_is_complete(tm
     assert path.read_text() == "new" and os.listdir(tmp_path) == ["config.json"]
 
 
+def test_eurosat_and_caltech101_prompts_use_coop_class_names(tmp_path):
+    """TFDS's EuroSAT labels went into prompts as "a photo of a AnnualCrop.", Caltech101's as "airplanes": CoOp's
+    names are what the few-shot papers measured. TFDS's own label lists (read without the data); other datasets keep
+    theirs."""
+    import tensorflow_datasets as tfds
+
+    from jaxood.data.sources import tfds_prompt_names
+
+    def labels(name):
+        return tfds.builder(name, data_dir=str(tmp_path)).info.features["label"].names
+
+    assert tfds_prompt_names("eurosat", labels("eurosat")) == (
+        "Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Highway or Road", "Industrial Buildings",
+        "Pasture Land", "Permanent Crop Land", "Residential Buildings", "River", "Sea or Lake",
+    )  # fmt: skip
+    caltech = tfds_prompt_names("caltech101", labels("caltech101"))
+    assert len(caltech) == 102 and caltech[:5] == ("accordion", "airplane", "anchor", "ant", "background google")
+    assert {"face", "faces easy", "leopard", "motorbike", "car side"} <= set(caltech)
+    assert not {"airplanes", "faces", "leopards", "motorbikes"} & set(caltech)
+    assert tfds_prompt_names("food101", labels("food101"))[:2] == ("apple pie", "baby back ribs")
+
+
 def test_tfds_missing_dataset_fails_offline(tmp_path, monkeypatch):
     import socket
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxood import distributed
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
-from jaxood.data.classnames import imagenet_names_by_wnid
+from jaxood.data.classnames import COOP_NAMES, imagenet_names_by_wnid
 from jaxood.data.preprocess import Undecodable
 from jaxood.errors import InputMissing, InvalidInput, first_line
 from jaxood.progress import Progress
@@ -58,6 +58,13 @@ def clean_name(name: str) -> str:
     if len(parts) > 1 and len(parts[0]) == 1 and name.startswith("/"):
         parts = parts[1:]
     return " ".join(reversed(parts)).replace("_", " ").strip()
+
+
+def tfds_prompt_names(dataset: str, labels) -> tuple[str, ...]:
+    """A TFDS dataset's label names for prompts: CoOp's names where it renamed them (EuroSAT, Caltech101:
+    `classnames.COOP_NAMES`), then `prompt_names`."""
+    renamed = COOP_NAMES.get(dataset, {})
+    return prompt_names([renamed.get(label, label) for label in labels])
 
 
 def prompt_names(names) -> tuple[str, ...]:
@@ -278,7 +285,9 @@ class TfdsSource:
             )
         # A dataset of images alone (lsun) serves as an OOD set: label -1, no class names.
         self._labelled = "label" in features
-        self.class_names = prompt_names(builder.info.features["label"].names) if self._labelled else ()
+        self.class_names = (
+            tfds_prompt_names(builder.name, builder.info.features["label"].names) if self._labelled else ()
+        )
 
     def __len__(self) -> int:
         return len(self._ds)
