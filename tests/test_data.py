@@ -47,14 +47,18 @@ def test_folder_source(folder):
 
 
 @pytest.mark.parametrize(
-    "tfds_name, name",
-    [("golden_retriever", "golden retriever"), ("/a/abbey", "abbey"), ("/b/bakery/shop", "shop bakery"),
-     ("/a/apartment_building/outdoor", "outdoor apartment building"), ("apartment_building/outdoor",
-     "outdoor apartment building"), ("/c/car_interior/backseat", "backseat car interior")],
+    "dataset, label, name",
+    [("oxford_iiit_pet", "golden_retriever", "golden retriever"), ("sun397", "/a/abbey", "abbey"),
+     ("sun397", "/b/bakery/shop", "shop bakery"), ("sun397", "/a/apartment_building/outdoor",
+     "outdoor apartment building"), ("places365_small", "apartment_building/outdoor", "outdoor apartment building"),
+     ("sun397", "/c/car_interior/backseat", "backseat car interior"),
+     ("cars196", "AM General Hummer SUV 2000", "2000 AM General Hummer SUV"),
+     ("cars196", "Ram C/V Cargo Van Minivan 2012", "2012 Ram C/V Cargo Van Minivan")],
 )  # fmt: skip
-def test_class_names_read_scene_category_paths_as_coop_does(tfds_name, name):
-    """TFDS's SUN397 labels are category paths: the prompts read 'a photo of a /a/abbey.'"""
-    assert sources.clean_name(tfds_name) == name
+def test_class_names_read_tfds_labels_as_coop_does(dataset, label, name):
+    """TFDS's SUN397 labels are category paths: the prompts read 'a photo of a /a/abbey.' Stanford Cars' year goes
+    first, as in CoOp; and its one name with a slash is not a path: it read 'V Cargo Van Minivan 2012 Ram C'."""
+    assert sources.tfds_prompt_names(dataset, [label]) == (name,)
 
 
 def test_imagenet_wordnet_id_folders_get_clip_names_and_other_ids_are_refused_as_id_classes(tmp_path):
@@ -369,7 +373,7 @@ def test_a_file_written_whole_keeps_the_old_one_until_the_new_one_is_complete(tm
     assert path.read_text() == "new" and os.listdir(tmp_path) == ["config.json"]
 
 
-def test_eurosat_and_caltech101_prompts_use_coop_class_names(tmp_path):
+def test_tfds_prompts_use_coop_class_names(tmp_path):
     """TFDS's EuroSAT labels went into prompts as "a photo of a AnnualCrop.", Caltech101's as "airplanes": CoOp's
     names are what the few-shot papers measured. TFDS's own label lists (read without the data); other datasets keep
     theirs."""
@@ -389,6 +393,9 @@ def test_eurosat_and_caltech101_prompts_use_coop_class_names(tmp_path):
     assert {"face", "faces easy", "leopard", "motorbike", "car side"} <= set(caltech)
     assert not {"airplanes", "faces", "leopards", "motorbikes"} & set(caltech)
     assert tfds_prompt_names("food101", labels("food101"))[:2] == ("apple pie", "baby back ribs")
+    for name, count in (("sun397", 397), ("places365_small", 365), ("cars196", 196)):  # whole lists stay distinct
+        names = tfds_prompt_names(name, labels(name))
+        assert len(set(names)) == len(names) == count and not any("/" in n for n in names if name != "cars196")
 
 
 def test_tfds_missing_dataset_fails_offline(tmp_path, monkeypatch):

@@ -24,8 +24,8 @@ def imagenet_names_by_wnid() -> dict[str, str]:
     return dict(zip(_lines("imagenet_wnids.txt"), imagenet_classnames(), strict=True))
 
 
-# CoOp's prompt names for the TFDS datasets whose labels read badly in a prompt ("a photo of a AnnualCrop."), from
-# CoOp's datasets/eurosat.py and caltech101.py (NEW_CNAMES): the names the few-shot papers' tables were measured with.
+# CoOp's names for the classes of EuroSAT and Caltech101 whose labels read badly in a prompt ("a photo of a
+# AnnualCrop."), from CoOp's datasets/eurosat.py and caltech101.py (NEW_CNAMES).
 COOP_NAMES = {
     "eurosat": {
         "AnnualCrop": "Annual Crop Land", "Forest": "Forest", "HerbaceousVegetation": "Herbaceous Vegetation Land",
@@ -35,6 +35,21 @@ COOP_NAMES = {
     },
     "caltech101": {"airplanes": "airplane", "faces": "face", "leopards": "leopard", "motorbikes": "motorbike"},
 }  # fmt: skip
+
+
+def coop_name(dataset: str, label: str) -> str:
+    """A TFDS label of `dataset` as CoOp's code reads that dataset's labels, the names the few-shot papers measured
+    with: SUN397's category paths (`/a/apartment_building/outdoor`, index letter dropped, qualifier first:
+    "outdoor apartment_building"; Places365's, without the letter, alike), Stanford Cars' year first ("AM General
+    Hummer SUV 2000": "2000 AM General Hummer SUV"), `COOP_NAMES`; any other label as it is. Only these datasets'
+    labels are paths: "Ram C/V Cargo Van Minivan 2012" is a car."""
+    if dataset in ("sun397", "places365_small"):
+        parts = [part for part in label.split("/") if part]
+        return " ".join(reversed(parts[1:] if label.startswith("/") else parts))
+    if dataset == "cars196":
+        *model, year = label.split(" ")
+        return " ".join([year, *model])
+    return COOP_NAMES.get(dataset, {}).get(label, label)
 
 
 def is_wnid(name: str) -> bool:

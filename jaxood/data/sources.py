@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxood import distributed
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
-from jaxood.data.classnames import COOP_NAMES, imagenet_names_by_wnid
+from jaxood.data.classnames import coop_name, imagenet_names_by_wnid
 from jaxood.data.preprocess import Undecodable
 from jaxood.errors import InputMissing, InvalidInput, first_line
 from jaxood.progress import Progress
@@ -50,31 +50,21 @@ class Source(Protocol):
     def read(self, index: int) -> tuple[object, int]: ...
 
 
-def clean_name(name: str) -> str:
-    """A class name for prompts: underscores as spaces; a SUN397 / Places365 category path (TFDS's
-    `/a/apartment_building/outdoor`) as CoOp reads it, its index letter dropped and the qualifier first
-    (`outdoor apartment building`), where the path itself went into the prompt."""
-    parts = [part for part in name.split("/") if part]
-    if len(parts) > 1 and len(parts[0]) == 1 and name.startswith("/"):
-        parts = parts[1:]
-    return " ".join(reversed(parts)).replace("_", " ").strip()
-
-
 def tfds_prompt_names(dataset: str, labels) -> tuple[str, ...]:
-    """A TFDS dataset's label names for prompts: CoOp's names where it renamed them (EuroSAT, Caltech101:
-    `classnames.COOP_NAMES`), then `prompt_names`."""
-    renamed = COOP_NAMES.get(dataset, {})
-    return prompt_names([renamed.get(label, label) for label in labels])
+    """A TFDS dataset's label names for prompts, read as CoOp's dataset code reads them where that differs
+    (`classnames.coop_name`: SUN397's and Places365's category paths, Stanford Cars' year, EuroSAT's and
+    Caltech101's renamed classes), then `prompt_names`."""
+    return prompt_names([coop_name(dataset, label) for label in labels])
 
 
 def prompt_names(names) -> tuple[str, ...]:
     """Class names for prompts: ImageNet-1k's WordNet ids as their CLIP-style names when every name is one (an
     ImageNet folder, a subset of it such as MCM's ImageNet-10, and TFDS's imagenet2012, imagenet_v2, imagenet_r,
-    imagenet_a, imagenet_sketch, whose labels are the 1000 ids); else each name through `clean_name`."""
+    imagenet_a, imagenet_sketch, whose labels are the 1000 ids); else each name with underscores as spaces."""
     by_wnid = imagenet_names_by_wnid()
     if names and all(name in by_wnid for name in names):
         return tuple(by_wnid[name] for name in names)
-    return tuple(clean_name(name) for name in names)
+    return tuple(name.replace("_", " ").strip() for name in names)
 
 
 class _FileListSource:
