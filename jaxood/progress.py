@@ -21,7 +21,7 @@ def _fmt(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, label: str, total: int, unit: str = "it", every: float = 10.0, stream=None):
+    def __init__(self, label: str, total: int, unit: str = "items", every: float = 10.0, stream=None):
         self.label, self.total, self.unit, self.every = label, total, unit, every
         self.stream = stream or sys.stdout
         self.start = self.last = time.monotonic()
