@@ -381,6 +381,13 @@ def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, So
             f"knows), so the class prompts would read 'a photo of a {ids[0]}.': give the dataset its class_names "
             "(for a folder, one per sub-folder in sorted order)"
         )
+    names = id_source.class_names
+    if all(name.isdigit() for name in names):  # TFDS names a label it has no name for by its number
+        distributed.log(
+            f"config.id_dataset: its class names are numbers ({', '.join(names[:3])}, ...), so its prompts read "
+            f"'{config.mcm_template.format(names[0])}': right for digits (MNIST, SVHN); a dataset whose classes are "
+            "only numbered (TFDS's caltech_birds2011) needs its names as the entry's class_names"
+        )
     ood = config.ood_datasets
     return id_source, {name: make_source(ood[name], f"ood_datasets.{name}") for name in given_order(ood)}
 

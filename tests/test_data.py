@@ -250,6 +250,31 @@ def test_tfds_labels_named_by_imagenet_wordnet_ids_get_clip_names(tiny_tfds, tmp
     assert TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).class_names == ("goldfish", "tench")
 
 
+def test_tfds_class_names_replace_its_labels_and_numbered_id_classes_are_said(tiny_tfds, tmp_path, capsys):
+    """TFDS names a class it has no name for by its number (caltech_birds2011's 200 species are '0' to '199'): the
+    prompts read 'a photo of a 0.' with no word said. A TFDS entry may now give its class_names, as a folder or list
+    can, and an ID set named by numbers alone is said."""
+    from conftest import load_config
+
+    from jaxood.data.datasets import make_source
+    from jaxood.evaluate import open_inputs
+
+    shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "tiny_shapes" / "1.0.0" / "label.labels.txt").write_text("0\n1\n")
+    entry = {"kind": "tfds", "name": "tiny_shapes", "split": "train", "data_dir": str(tmp_path)}
+    config = load_config("zeroshot", "toy")
+    config.id_dataset = entry
+    open_inputs(config)
+    assert "config.id_dataset: its class names are numbers (0, 1, ...), so its prompts read 'a photo of a 0.'" in (
+        capsys.readouterr().out
+    )
+    config.id_dataset = {**entry, "class_names": ["red box", "blue ball"]}
+    assert open_inputs(config)[0].class_names == ("red box", "blue ball")
+    assert "class names are numbers" not in capsys.readouterr().out
+    with pytest.raises(InvalidInput, match=r"^config\.id_dataset: TFDS dataset 'tiny_shapes' has 2 classes but 3 cl"):
+        make_source({**entry, "class_names": ["a", "b", "c"]}, "id_dataset")
+
+
 def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tiny_tfds, tmp_path, monkeypatch, capsys):
     shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
     src = TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))

@@ -24,7 +24,7 @@ from jaxood.errors import InvalidInput, UserError
 
 _PATHS = ("root", "list_file", "data_dir")
 _KEYS = {
-    "tfds": {"name", "split", "data_dir"},
+    "tfds": {"name", "split", "data_dir", "class_names"},
     "folder": {"root", "class_names"},
     "list": {"root", "list_file", "class_names"},
     "toy": {"split", "per_class", "size", "seed", "spurious_p"},
@@ -56,7 +56,9 @@ def _open(spec: dict):
         raise InvalidInput(f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(_KEYS[kind])}")
     spec.update({field: os.path.expanduser(spec[field]) for field in _PATHS if isinstance(spec.get(field), str)})
     if kind == "tfds":
-        return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"))
+        return TfdsSource(
+            spec["name"], spec.get("split", "test"), spec.get("data_dir"), tuple(spec.get("class_names") or ())
+        )
     if kind == "folder":
         names = spec.get("class_names")
         return FolderSource(spec["root"], tuple(names) if names else None)

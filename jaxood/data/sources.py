@@ -232,10 +232,11 @@ class TfdsSource:
     """A TFDS split prepared in `array_record` format under `data_dir`.
 
     jaxood never downloads implicitly: a dataset that is not prepared raises
-    `DatasetMissing` at once, naming the command that prepares it.
+    `DatasetMissing` at once, naming the command that prepares it. `class_names`, one per label, replace the
+    dataset's own (`tfds_prompt_names`) in the prompts.
     """
 
-    def __init__(self, name: str, split: str, data_dir: str | None = None):
+    def __init__(self, name: str, split: str, data_dir: str | None = None, class_names: tuple[str, ...] = ()):
         import tensorflow_datasets as tfds
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
@@ -275,9 +276,13 @@ class TfdsSource:
             )
         # A dataset of images alone (lsun) serves as an OOD set: label -1, no class names.
         self._labelled = "label" in features
-        self.class_names = (
-            tfds_prompt_names(builder.name, builder.info.features["label"].names) if self._labelled else ()
-        )
+        labels = builder.info.features["label"].names if self._labelled else []
+        if class_names and len(class_names) != len(labels):
+            raise InvalidInput(
+                f"TFDS dataset {name!r} has {len(labels)} classes but {len(class_names)} class names were given"
+                + ("" if labels else " (it has no labels: an OOD set)")
+            )
+        self.class_names = tuple(class_names) or tfds_prompt_names(builder.name, labels)
 
     def __len__(self) -> int:
         return len(self._ds)
