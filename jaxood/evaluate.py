@@ -400,9 +400,11 @@ def evaluate(
     scorer: Scorer | None = None,
     inputs: tuple[Source, dict[str, Source]] | None = None,
     unreadable: dict[str, int] | None = None,
+    step: int | None = None,
 ) -> dict:
     """Run the evaluation of `config` and write the report into `workdir` (`inputs`: `open_inputs(config)`;
-    `unreadable`: undecodable images of sets read before, {"train": n} from training, reported first)."""
+    `unreadable`: undecodable images of sets read before, {"train": n} from training, reported first; `step`: the
+    training step whose parameters the trained rows are, recorded in the report)."""
     if scorer is None and "method" in config:
         raise InvalidInput(
             f"{config.method!r} in this config is a training method, but jaxood.evaluate scores a CLIP as it is "
@@ -440,6 +442,8 @@ def evaluate(
                 "with any are left out (null in results.json; the scores are in scores.npz). Check the model's "
                 "weights, and config.dtype: float16 overflows where bfloat16 and float32 do not."
             )
+        if step is not None:
+            results["step"] = step
         results["config"] = config.to_dict()
         results["versions"] = report.versions()
         if distributed.is_first_host():

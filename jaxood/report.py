@@ -38,6 +38,8 @@ def markdown(results: dict) -> str:
     acc = results.get("id_accuracy") or {}
     acc_of = lambda method: _pct(acc[method]) if acc.get(method) is not None else "n/a"  # noqa: E731
     counts = f"ID examples: {results['counts']['id']}; OOD: " + ", ".join(f"{s} {results['counts'][s]}" for s in sets)
+    if "step" in results:  # a training run's report: which of its checkpoints the trained rows are
+        counts = f"Training step evaluated: {results['step']}\n\n{counts}"
     if not rows:  # an empty config.scores, and a method with no score of its own (CLIP pretraining)
         accuracy = ", ".join(f"{method} {acc_of(method)}" for method in acc) or "none"
         return f"{counts}\n\nNo score rows (config.scores names none). ID accuracy (%): {accuracy}\n"

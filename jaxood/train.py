@@ -675,8 +675,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     # Zero-shot rows: the CLIP as training left it (the frozen one, or for pretraining the one just trained,
     # from scratch or continued from a saved model), where it already is: on the devices.
     eval_clip = params["clip"]
+    evaluated = max(start, total)  # a workdir trained past the config's steps is evaluated where it is
     stopped = (
-        f"while evaluating step {max(start, total)}, whose checkpoint is in {_checkpoint_dir(workdir)}; no report "
+        f"while evaluating step {evaluated}, whose checkpoint is in {_checkpoint_dir(workdir)}; no report "
         "was written. Run the same command again to evaluate it."
     )
     with StopsAtOnce(stopped):
@@ -685,7 +686,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             id_names = eval_inputs[0].class_names
             scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, eval_clip, id_names), scorer)
         results = evaluation.evaluate(
-            config, workdir, model=model, params=eval_clip, scorer=scorer, inputs=eval_inputs, unreadable=unreadable
+            config,
+            workdir,
+            model=model,
+            params=eval_clip,
+            scorer=scorer,
+            inputs=eval_inputs,
+            unreadable=unreadable,
+            step=evaluated,
         )
     return results, params
 

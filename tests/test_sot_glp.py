@@ -524,6 +524,8 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
     ]
     assert set(results["id_accuracy"]) == {"zero-shot", "SOT-GLP"}
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sot_glp"
+    assert results["step"] == 1
+    assert (tmp_path / "run" / "results.md").read_text().startswith("Training step evaluated: 1\n")
 
 
 def test_training_reports_its_undecodable_images_once_each(tiny_hf, tmp_path, monkeypatch, capsys):
@@ -625,11 +627,14 @@ def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation
     again = small_config(
         tiny_hf[0], tmp_path, num_steps=1, eval_zero_shot=False, progress_every=5.0, **{"sot_glp.ood_temperature": 0.5}
     )
-    trainer.train(again, str(run))
+    results, _ = trainer.train(again, str(run))
     assert (
         "resumed from the checkpoint at step 2, at or past the config's 1 steps: evaluating it"
         in capsys.readouterr().out
     )
+    # The report says which step it evaluated: the config (num_steps 1) does not.
+    assert results["step"] == json.loads((run / "results.json").read_text())["step"] == 2
+    assert (run / "results.md").read_text().startswith("Training step evaluated: 2\n\nID examples: ")
 
 
 def test_a_run_in_a_workdir_another_run_holds_is_refused_until_that_run_ends(tiny_hf, tmp_path):
