@@ -332,7 +332,7 @@ class Checkpoints:
     def save(self, step: int, state: TrainState) -> None:
         folder = self.manager.directory
         try:
-            with _failed_save_quiet(os.path.join(folder, f"{step}.orbax-checkpoint-tmp")):
+            with _orbax_failure_quiet(os.path.join(folder, f"{step}.orbax-checkpoint-tmp")):
                 self.manager.save(step, args=ocp.args.StandardSave(state))
                 self.manager.wait_until_finished()
         except Exception as err:  # orbax's writes are atomic: what it did not finish is a *-tmp folder it skips
@@ -358,11 +358,13 @@ class Checkpoints:
     @contextlib.contextmanager
     def _readable(self, step: int):
         """Orbax's or TensorStore's error reading a damaged checkpoint (a failed copy or disk; orbax's own writes are
-        atomic) as one naming the folder and the way on: before, 60 lines of TensorStore's spec."""
+        atomic) as one naming the folder and the way on: before, 60 lines of TensorStore's spec, and at exit ~40
+        lines of its reads' callbacks into orbax's closed event loop."""
+        folder = os.path.join(self.manager.directory, str(step))
         try:
-            yield
+            with _orbax_failure_quiet(folder):
+                yield
         except Exception as err:
-            folder = os.path.join(self.manager.directory, str(step))
             earlier = [s for s in self.manager.all_steps() if s < step]
             way_on = f"resume from step {max(earlier)}, the latest before it" if earlier else "start again from step 0"
             raise InvalidInput(
@@ -382,11 +384,12 @@ def _root_message(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _failed_save_quiet(unfinished: str):
-    """A save that fails has orbax's threads and tasks say so, each with its traceback (~50 lines around the one
-    error the caller raises): orbax's error log from each thread, held back while saving; TensorStore's callbacks
-    into orbax's closed event loop (Python's unraisable hook) and asyncio's log of each unretrieved write task
-    (naming `unfinished`, the step's temporary folder), held back from then on. Nothing else is."""
+def _orbax_failure_quiet(folder: str):
+    """A save or restore that fails has orbax's threads and tasks say so, each with its traceback (~40-50 lines
+    around the one error the caller raises): orbax's error log from each thread, held back while it runs;
+    TensorStore's callbacks into orbax's closed event loop (Python's unraisable hook) and asyncio's log of each
+    unretrieved task naming `folder` (the step's folder, or its temporary one for a save), held back from then on.
+    Nothing else is."""
     absl = logging.getLogger("absl")
     only_below_error = lambda record: record.levelno < logging.ERROR  # noqa: E731
     absl.addFilter(only_below_error)
@@ -395,8 +398,8 @@ def _failed_save_quiet(unfinished: str):
     try:
         yield
     except Exception:
-        logging.getLogger("asyncio").addFilter(lambda record: unfinished not in record.getMessage())
-        raise  # the unraisable hook stays: the failed writes' callbacks go on after
+        logging.getLogger("asyncio").addFilter(lambda record: folder not in record.getMessage())
+        raise  # the unraisable hook stays: the failed reads' and writes' callbacks go on after
     else:
         sys.unraisablehook = previous
     finally:
