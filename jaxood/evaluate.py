@@ -51,11 +51,16 @@ from jaxood.scores import metrics, neglabel
 from jaxood.scores.wordnet import load_pool
 from jaxood.text_features import model_fingerprint, templated_features
 
-ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "max_logit", "neglabel", "csp")
+ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "max_logit", "msp", "energy", "neglabel", "csp")
 # Zero-shot GL-MCM's local patch features (`config.gl_mcm.local_features`) -> the CLIP method giving them: GL-MCM's
 # own (the last block's value path) or the V-V stream (SOT-GLP's).
 GL_MCM_LOCAL_FEATURES = {"value": "encode_image_value_patches", "vv": "encode_image_dense"}
-SCORE_TITLES = {"mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "neglabel": "NegLabel", "csp": "CSP"}
+SCORE_TITLES = {
+    "mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "msp": "MSP", "energy": "Energy", "neglabel": "NegLabel",
+    "csp": "CSP",
+}  # fmt: skip
+# Scores of CLIP's logits `exp(logit_scale) cos` (T = 1), as a classifier's.
+LOGIT_SCORES = {"max_logit": logits_lib.max_logit, "msp": logits_lib.msp, "energy": logits_lib.energy}
 # The config keys only evaluation reads (configs/zeroshot.py): a resumed training run may change them (jaxood.train).
 EVAL_KEYS = (
     "eval_batch_size", "scores", "mcm_template", "mcm", "gl_mcm", "neglabel", "csp", "cache_dir", "plots", "ood_root",
@@ -159,7 +164,8 @@ def negative_groups(features: Callable, class_names, c: ml_collections.ConfigDic
 
 
 def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str = "zero-shot") -> Scorer:
-    """MCM, GL-MCM, MaxLogit (of CLIP's logits `exp(logit_scale) cos`), NegLabel and CSP of a CLIP as it is."""
+    """MCM, GL-MCM, MaxLogit, MSP and Energy (of CLIP's logits `exp(logit_scale) cos`), NegLabel and CSP of a CLIP
+    as it is."""
     names = zero_shot_score_names(config)
     cache_dir = text_cache_dir(config)
     fingerprint = model_fingerprint(params)  # the text tower hashed once for every prompt set's cache key
@@ -187,8 +193,8 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
             elif s == "gl_mcm":
                 local_cos = mcm_lib.normalize(local) @ aux["text"].T
                 out[row] = mcm_lib.gl_mcm(cos, local_cos, config.gl_mcm.lambda_local, config.gl_mcm.temperature)
-            elif s == "max_logit":
-                out[row] = logits_lib.max_logit(jnp.exp(params["logit_scale"]) * cos)
+            elif s in LOGIT_SCORES:
+                out[row] = LOGIT_SCORES[s](jnp.exp(params["logit_scale"]) * cos)
             else:
                 out[row] = neglabel.neglabel_score(g, aux[s + "_pos"], aux[s + "_neg"], config[s].temperature)
         return out

@@ -454,8 +454,10 @@ def test_no_decodable_id_image_leaves_every_metric_out():
     assert "| m / x | n/a | n/a | n/a | n/a | n/a |" in md and md.endswith("\n\nNo ID image scored: no metric (n/a)\n")
 
 
-def test_zero_shot_max_logit_is_the_max_of_hf_clip_logits(tiny_hf, tmp_path):
-    """The zero-shot MaxLogit row against Hugging Face PyTorch CLIP's `logits_per_image` (`exp(logit_scale) cos`)."""
+def test_zero_shot_logit_scores_against_hf_clip_logits(tiny_hf, tmp_path):
+    """The zero-shot MaxLogit, MSP and Energy rows against Hugging Face PyTorch CLIP's `logits_per_image`
+    (`exp(logit_scale) cos`). MSP and Energy, the spec's post-hoc scores of any zero-shot model, were refused as
+    unknown scores."""
     import torch
     from conftest import load_config
 
@@ -464,16 +466,18 @@ def test_zero_shot_max_logit_is_the_max_of_hf_clip_logits(tiny_hf, tmp_path):
     from jaxood.models.tokenizer import tokenize
 
     model, params = clip.load(tiny_hf[0])
-    config = load_config("zeroshot", "toy", scores="mcm,max_logit", cache_dir=str(tmp_path / "cache"))
+    config = load_config("zeroshot", "toy", scores="mcm,max_logit,msp,energy", cache_dir=str(tmp_path / "cache"))
     names = ["circle", "square", "red star"]
     scorer = zero_shot_scorer(config, model, params, names)
-    assert scorer.rows == ("zero-shot / MCM", "zero-shot / MaxLogit")
+    assert scorer.rows == ("zero-shot / MCM", "zero-shot / MaxLogit", "zero-shot / MSP", "zero-shot / Energy")
     images = np.random.RandomState(3).randn(4, 32, 32, 3).astype(np.float32)
-    got = np.asarray(scorer(images)["zero-shot / MaxLogit"])
+    got = {row.split(" / ")[1]: np.asarray(v) for row, v in scorer(images).items() if " / " in row}
     ids = torch.as_tensor(np.asarray(tokenize([config.mcm_template.format(n) for n in names])), dtype=torch.long)
     with torch.no_grad():
         ref = tiny_hf[1](input_ids=ids, pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2))).logits_per_image
-    np.testing.assert_allclose(got, ref.max(-1).values.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got["MaxLogit"], ref.max(-1).values.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got["MSP"], ref.softmax(-1).max(-1).values.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["Energy"], ref.logsumexp(-1).numpy(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("local_features", ["value", "vv"])
