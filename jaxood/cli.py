@@ -21,6 +21,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxood.cache import can_hold_a_folder
+from jaxood.data.datasets import EXAMPLE_ENTRY
 from jaxood.errors import report_user_errors
 
 
@@ -82,7 +83,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
         rest = flags.FLAGS(argv)
         problem = _missing_config_file(argv) or _variant_override(argv)
     except (flags.Error, AttributeError, KeyError, OSError) as err:
-        problem = _missing_config_file(argv) or _refused_config(err) or _unknown_override(argv)
+        problem = _missing_config_file(argv) or _refused_config(err) or _override_problem(argv)
         if problem is None and not isinstance(err, flags.Error):
             raise
         if problem is None:  # absl's own report, as `app.parse_flags_with_usage` words it
@@ -130,7 +131,7 @@ def _refused_config(err: Exception) -> str | None:
     return found and f"{found[1]}: {str(err).strip().splitlines()[-1].strip().removeprefix('ValueError: ')}"
 
 
-def _unknown_override(argv: list[str]) -> str | None:
+def _override_problem(argv: list[str]) -> str | None:
     """The first `--config.<key>=...` of `argv` whose key the config does not have, named with the nearest one, or
     that gives a group of keys (a dataset entry) something other than a dict (`--config.id_dataset=/data/x`: before,
     ml_collections' parse error of the path, with no word of the form it wants)."""
@@ -153,26 +154,24 @@ def _unknown_override(argv: list[str]) -> str | None:
                 near = difflib.get_close_matches(part, list(node.keys()), n=1)
                 hint = f" (did you mean {'.'.join([*path, near[0]])}?)" if near else ""
                 if "kind" in node:  # a dataset entry (jaxood.data.datasets): another kind brings its own keys
-                    hint += (
-                        f"; a dataset of another kind is given whole, as in --config.{'.'.join(path)}=\"{{'kind': "
-                        "'folder', 'root': '/path/to/images'}\" (README, 'Datasets')"
-                    )
+                    hint += f"; a dataset of another kind is given whole, as in {_whole_entry('.'.join(path))}"
                 return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
             node = node[part]
             path.append(part)
         given = arg[found.end() :].removeprefix("=")
         if isinstance(node, ml_collections.ConfigDict) and arg[found.end() :] and not _is_dict_literal(given):
             key = ".".join(path)
-            example = (
-                f"as in --config.{key}=\"{{'kind': 'folder', 'root': '/path/to/images'}}\" (README, 'Datasets')"
-                if "kind" in node  # a dataset entry (jaxood.data.datasets)
-                else f"its keys now: {', '.join(node.keys())}"
-            )
+            example = f"as in {_whole_entry(key)}" if "kind" in node else f"its keys now: {', '.join(node.keys())}"
             return (
                 f"--config.{key}={given}: config.{key} is a group of keys, given whole as a Python dict ({example}) "
                 f"or key by key (--config.{key}.<key>=...)"
             )
     return None
+
+
+def _whole_entry(key: str) -> str:
+    """A dataset entry given whole on the command line."""
+    return f"--config.{key}=\"{EXAMPLE_ENTRY}\" (README, 'Datasets')"
 
 
 def _is_dict_literal(text: str) -> bool:

@@ -31,14 +31,18 @@ _KEYS = {
 }
 
 
+# A whole dataset entry, as error messages show one (README, 'Datasets', has every kind).
+EXAMPLE_ENTRY = "{'kind': 'folder', 'root': '/path/to/images'}"
+
+
 def make_source(spec: Mapping, key: str = ""):
     """The source a dataset description names; unknown kinds or keys are errors. `key`, where the description sits
     in the config (`id_dataset`, `ood_datasets.SUN`), starts the message of any error, as the entry to fix."""
     try:
         if not hasattr(spec, "keys"):  # not a dict or ConfigDict, but a path: dict() failed with a ValueError
             raise InvalidInput(
-                f"{spec!r} is not a dataset description: give a dict with its kind, as "
-                "{'kind': 'folder', 'root': '/path/to/images'} (README, 'Datasets')"
+                f"{spec!r} is not a dataset description: give a dict with its kind, as {EXAMPLE_ENTRY} (README, "
+                "'Datasets')"
             )
         return _open(dict(spec))
     except UserError as err:
