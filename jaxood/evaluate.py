@@ -51,7 +51,6 @@ from jaxood.scores import metrics, neglabel
 from jaxood.scores.wordnet import load_pool
 from jaxood.text_features import model_fingerprint, templated_features
 
-ZERO_SHOT_SCORES = ("mcm", "gl_mcm", "max_logit", "msp", "energy", "neglabel", "csp")
 # Zero-shot GL-MCM's local patch features (`config.gl_mcm.local_features`) -> the CLIP method giving them: GL-MCM's
 # own (the last block's value path) or the V-V stream (SOT-GLP's).
 GL_MCM_LOCAL_FEATURES = {"value": "encode_image_value_patches", "vv": "encode_image_dense"}
@@ -59,6 +58,7 @@ SCORE_TITLES = {
     "mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "msp": "MSP", "energy": "Energy", "neglabel": "NegLabel",
     "csp": "CSP",
 }  # fmt: skip
+ZERO_SHOT_SCORES = tuple(SCORE_TITLES)  # what config.scores may name
 # Scores of CLIP's logits `exp(logit_scale) cos` (T = 1), as a classifier's.
 LOGIT_SCORES = {"max_logit": logits_lib.max_logit, "msp": logits_lib.msp, "energy": logits_lib.energy}
 # The config keys only evaluation reads (configs/zeroshot.py): a resumed training run may change them (jaxood.train).
