@@ -59,15 +59,13 @@ def _open(spec: dict):
     if unknown:
         raise InvalidInput(f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(_KEYS[kind])}")
     spec.update({field: os.path.expanduser(spec[field]) for field in _PATHS if isinstance(spec.get(field), str)})
+    names = tuple(spec["class_names"]) if spec.get("class_names") else None  # none given: the dataset's own
     if kind == "tfds":
-        return TfdsSource(
-            spec["name"], spec.get("split", "test"), spec.get("data_dir"), tuple(spec.get("class_names") or ())
-        )
+        return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"), names)
     if kind == "folder":
-        names = spec.get("class_names")
-        return FolderSource(spec["root"], tuple(names) if names else None)
+        return FolderSource(spec["root"], names)
     if kind == "list":
-        return ImageListSource(spec["root"], spec["list_file"], tuple(spec.get("class_names") or ()))
+        return ImageListSource(spec["root"], spec["list_file"], names or ())
     return ToyWorld(**spec)
 
 

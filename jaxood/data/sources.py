@@ -67,6 +67,19 @@ def prompt_names(names) -> tuple[str, ...]:
     return tuple(name.replace("_", " ").strip() for name in names)
 
 
+def _named_classes(given: tuple[str, ...] | None, own: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """The class names for prompts: `given` (a config's `class_names`, one per class in label order) in place of the
+    dataset's `own`, which None leaves; a count that does not match is refused, `where` saying how many classes the
+    dataset has."""
+    if given is None:
+        return own
+    if len(given) != len(own):
+        raise InvalidInput(
+            f"{where} but {len(given)} class names were given" + ("" if own else " (it has no labels: an OOD set)")
+        )
+    return tuple(given)
+
+
 class _FileListSource:
     """A list of image paths with labels (`self.paths`, `self._labels`)."""
 
@@ -130,14 +143,9 @@ class FolderSource(_FileListSource):
             self.paths += files
             labels += [label] * len(files)
         self._labels = np.asarray(labels, np.int32)
-        if class_names is not None:
-            if len(class_names) != len(folders):
-                raise InvalidInput(
-                    f"{root} has {len(folders)} class folders but {len(class_names)} class names were given"
-                )
-            self.class_names = tuple(class_names)
-        else:
-            self.class_names = prompt_names(folders)
+        self.class_names = _named_classes(
+            class_names, prompt_names(folders), f"{root} has {len(folders)} class folders"
+        )
 
 
 class ImageListSource(_FileListSource):
@@ -236,7 +244,7 @@ class TfdsSource:
     dataset's own (`tfds_prompt_names`) in the prompts.
     """
 
-    def __init__(self, name: str, split: str, data_dir: str | None = None, class_names: tuple[str, ...] = ()):
+    def __init__(self, name: str, split: str, data_dir: str | None = None, class_names: tuple[str, ...] | None = None):
         import tensorflow_datasets as tfds
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
@@ -277,12 +285,8 @@ class TfdsSource:
         # A dataset of images alone (lsun) serves as an OOD set: label -1, no class names.
         self._labelled = "label" in features
         labels = builder.info.features["label"].names if self._labelled else []
-        if class_names and len(class_names) != len(labels):
-            raise InvalidInput(
-                f"TFDS dataset {name!r} has {len(labels)} classes but {len(class_names)} class names were given"
-                + ("" if labels else " (it has no labels: an OOD set)")
-            )
-        self.class_names = tuple(class_names) or tfds_prompt_names(builder.name, labels)
+        where = f"TFDS dataset {name!r} has {len(labels)} classes"
+        self.class_names = _named_classes(class_names, tfds_prompt_names(builder.name, labels), where)
 
     def __len__(self) -> int:
         return len(self._ds)
