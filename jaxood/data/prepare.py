@@ -59,7 +59,8 @@ def _unresolved_hosts(builder, downloads: str) -> list[str]:
     """The hosts the dataset downloads from, when none of them has an address (no network); else []. Offline, TFDS
     tries each download 10 times, backing off for 3.4 minutes in all, before it fails. Not checked where a proxy
     resolves the names, or where DATA_DIR/downloads holds more than the manual archives (downloads put in place)."""
-    if urllib.request.getproxies() or any(name != "manual" for name in _listdir(downloads)):
+    placed = os.listdir(downloads) if os.path.isdir(downloads) else []
+    if urllib.request.getproxies() or any(name != "manual" for name in placed):
         return []
     hosts = sorted({urllib.parse.urlsplit(url).hostname for url in builder.url_infos or {}} - {None})
     for host in hosts:
@@ -69,10 +70,6 @@ def _unresolved_hosts(builder, downloads: str) -> list[str]:
         except OSError:
             continue
     return hosts
-
-
-def _listdir(folder: str) -> list[str]:
-    return os.listdir(folder) if os.path.isdir(folder) else []
 
 
 def _needs_network(dataset: str, builder, reason: str) -> InputMissing:
