@@ -89,6 +89,19 @@ def test_imagenet_wordnet_id_folders_get_clip_names_and_other_ids_are_refused_as
         open_inputs(config)
 
 
+@pytest.mark.parametrize("given", ["dog", "cat,dog", 3, ["cat", 2, "dog"]])
+def test_class_names_that_are_not_a_list_of_strings_are_refused(folder, given):
+    """One string was read as a sequence of names, one per character: 'dog' named the fixture's 3 classes 'd', 'o'
+    and 'g' with no word said, and 'cat,dog' was refused as 7 names."""
+    from jaxood.data.datasets import make_source
+
+    with pytest.raises(InvalidInput, match=r"^config\.id_dataset: class_names must be a list of strings, one per "
+                       r"class in label order, as \['cat', 'dog'\]; got " + re.escape(repr(given)) + "$"):  # fmt: skip
+        make_source({"kind": "folder", "root": folder, "class_names": given}, "id_dataset")
+    entry = {"kind": "folder", "root": folder, "class_names": ("cat", "dog", "fish")}
+    assert make_source(entry).class_names == ("cat", "dog", "fish")
+
+
 def test_a_flat_folder_is_one_unlabelled_set_and_images_beside_class_folders_are_said(folder, tmp_path, capsys):
     """A folder of images without class folders (how OOD sets often come) was refused as having no class folders;
     images beside class folders were left out silently."""

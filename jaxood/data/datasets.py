@@ -23,7 +23,8 @@ from jaxood.data.toy_world import ToyWorld
 from jaxood.errors import InvalidInput, UserError
 
 _PATHS = ("root", "list_file", "data_dir")
-_KEYS = {
+# The keys each kind of entry may have (besides `kind`).
+ENTRY_KEYS = {
     "tfds": {"name", "split", "data_dir", "class_names"},
     "folder": {"root", "class_names"},
     "list": {"root", "list_file", "class_names"},
@@ -53,13 +54,15 @@ def make_source(spec: Mapping, key: str = ""):
 
 def _open(spec: dict):
     kind = spec.pop("kind", None)
-    if kind not in _KEYS:
-        raise InvalidInput(f"dataset kind {kind!r} is not one of {sorted(_KEYS)} (in {spec})")
-    unknown = set(spec) - _KEYS[kind]
+    if kind not in ENTRY_KEYS:
+        raise InvalidInput(f"dataset kind {kind!r} is not one of {sorted(ENTRY_KEYS)} (in {spec})")
+    unknown = set(spec) - ENTRY_KEYS[kind]
     if unknown:
-        raise InvalidInput(f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(_KEYS[kind])}")
+        raise InvalidInput(
+            f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(ENTRY_KEYS[kind])}"
+        )
     spec.update({field: os.path.expanduser(spec[field]) for field in _PATHS if isinstance(spec.get(field), str)})
-    names = tuple(spec["class_names"]) if spec.get("class_names") else None  # none given: the dataset's own
+    names = _class_names(spec.get("class_names"))
     if kind == "tfds":
         return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"), names)
     if kind == "folder":
@@ -67,6 +70,18 @@ def _open(spec: dict):
     if kind == "list":
         return ImageListSource(spec["root"], spec["list_file"], names or ())
     return ToyWorld(**spec)
+
+
+def _class_names(given) -> tuple[str, ...] | None:
+    """A config's `class_names` as a tuple; None or empty leaves the dataset's own. One string is refused: read as a
+    sequence it gave a class per character ('cat,dog' was 7 names)."""
+    if not given:
+        return None
+    if not isinstance(given, (list, tuple)) or not all(isinstance(name, str) for name in given):
+        raise InvalidInput(
+            f"class_names must be a list of strings, one per class in label order, as ['cat', 'dog']; got {given!r}"
+        )
+    return tuple(given)
 
 
 def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict[str, dict]:
