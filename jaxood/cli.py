@@ -21,7 +21,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxood.cache import can_hold_a_folder
-from jaxood.data.datasets import EXAMPLE_ENTRY
+from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
 from jaxood.errors import report_user_errors
 
 
@@ -153,7 +153,13 @@ def _override_problem(argv: list[str]) -> str | None:
             if part not in node:
                 near = difflib.get_close_matches(part, list(node.keys()), n=1)
                 hint = f" (did you mean {'.'.join([*path, near[0]])}?)" if near else ""
-                if "kind" in node:  # a dataset entry (jaxood.data.datasets): another kind brings its own keys
+                if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
+                    given = arg[found.end() :].removeprefix("=")
+                    entry = repr({"kind": node.kind, **node.to_dict(), part: _literal(given, given)})
+                    hint = f"; a key this {node.kind!r} entry may have is given with the whole entry, as in " + (
+                        f'--config.{".".join(path)}="{entry}"'
+                    )
+                elif "kind" in node:  # a dataset entry (jaxood.data.datasets): another kind brings its own keys
                     hint += f"; a dataset of another kind is given whole, as in {_whole_entry('.'.join(path))}"
                 return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
             node = node[part]
@@ -175,7 +181,12 @@ def _whole_entry(key: str) -> str:
 
 
 def _is_dict_literal(text: str) -> bool:
+    return isinstance(_literal(text, None), dict)
+
+
+def _literal(text: str, otherwise):
+    """The Python literal `text` spells, as ml_collections reads a flag's value; `otherwise` if it spells none."""
     try:
-        return isinstance(ast.literal_eval(text), dict)
+        return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return False
+        return otherwise

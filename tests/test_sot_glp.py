@@ -1088,6 +1088,10 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot_glp.py:demo", "--config.train_dataset.root=/data/x"],
          "--config.train_dataset.root: the config has no key train_dataset.root; a dataset of another kind is given "
          "whole, as in --config.train_dataset=\"{'kind': 'folder', 'root': '/path/to/images'}\""),
+        (["--config=configs/sot_glp.py", "--config.id_dataset.class_names=['cat', 'dog']"],
+         "--config.id_dataset.class_names: the config has no key id_dataset.class_names; a key this 'tfds' entry may "
+         "have is given with the whole entry, as in --config.id_dataset=\"{'kind': 'tfds', 'data_dir': '', 'name': "
+         "'imagenet2012', 'split': 'validation', 'class_names': ['cat', 'dog']}\"\n"),
         (["--config=configs/sot_glp.py:demo", "--config.id_dataset=/data/x"],
          "--config.id_dataset=/data/x: config.id_dataset is a group of keys, given whole as a Python dict (as in "
          "--config.id_dataset=\"{'kind': 'folder', 'root': '/path/to/images'}\" (README, 'Datasets')) or key by key "
@@ -1105,7 +1109,8 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     """An unknown key, variant or config file: each printed a traceback of ml_collections' internals (40 lines for a
     key), or of the config file's own refusal inside absl's report. `--config.variant=noproj` trained the demo's
     settings and recorded them as noproj's. A path where a dataset entry goes gave ml_collections' parse error of the
-    path. The same mistakes in a `--flagfile` kept the traceback, as did a flag file
+    path. A key a dataset entry may have but lacks (class_names on TFDS) got the hint for another kind of entry. The
+    same mistakes in a `--flagfile` kept the traceback, as did a flag file
     that is not there (ml_collections reads the flag files as jaxood.cli defines --config)."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
     args, message = (
