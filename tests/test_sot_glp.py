@@ -26,6 +26,7 @@ from jaxood.errors import InvalidInput, Preempted
 from jaxood.methods import sot_glp
 from jaxood.models import clip
 from jaxood.models.convert import CheckpointMismatch
+from jaxood.models.tokenizer import tokenize
 from jaxood.scores.mcm import mcm, normalize
 from jaxood.text_features import encode_texts
 
@@ -156,6 +157,132 @@ def test_scorer_reports_gl_mcm_its_global_and_local_terms_and_max_logit(tiny_mod
     np.testing.assert_allclose(out["SOT-GLP / MaxLogit"], 100 * cos.max(-1), atol=1e-3)
     np.testing.assert_allclose(out["SOT-GLP / GL-MCM"], out["SOT-GLP / MCM"] + out["SOT-GLP / L-MCM"], atol=1e-6)
     assert np.all(np.asarray(out["SOT-GLP / L-MCM"]) >= 1 / len(names) - 1e-6)  # a max of softmaxes over classes
+
+
+def _spec_features(model, params, trainable, names, vv_layer0_ori, images):
+    """The methods.md §1 features, built from the CLIP's public calls alone: each prompt is "X X X X {name}." with
+    its 4 context embeddings put where the X's are, pooled at its EOT; the images' V-V patches through `local_proj`.
+    Returns (global text (G, C, D), local text (C, P, D), image (B, D), patches (B, N, D)), all normalised, as float64.
+    """
+    v = {"params": params}
+    unit = lambda x: np.float64(x) / np.linalg.norm(np.float64(x), axis=-1, keepdims=True)  # noqa: E731
+
+    def prompts(ctx):  # ctx (C, n, 4, W): class c's n context blocks
+        ids = tokenize([f"X X X X {name}." for name in names])
+        emb = np.asarray(model.apply(v, ids, method="embed_tokens"))
+        out = []
+        for block in range(ctx.shape[1]):
+            e = emb.copy()
+            e[:, 1:5] = ctx[:, block]
+            out.append(model.apply(v, jnp.asarray(e), jnp.asarray(ids.argmax(-1)), method="encode_text_embeddings"))
+        return unit(np.stack(out, 1))  # (C, n, D)
+
+    g_ctx = np.broadcast_to(np.asarray(trainable["global_ctx"])[None], (len(names), *trainable["global_ctx"].shape))
+    global_t = prompts(g_ctx).swapaxes(0, 1)
+    local_t = prompts(np.asarray(trainable["local_ctx"]))
+    z, patches = model.apply(v, images, trainable["local_proj"], vv_layer0_ori, method="encode_image_dense")
+    return global_t, local_t, unit(z), unit(patches)
+
+
+def _spec_local_score(patches, local_t, top_k, epsilon, reduction):
+    """phi[b, c]: the top-K patches by mean similarity to class c's prompts, matched by a converged plan."""
+    sim = np.einsum("bnd,cpd->bcnp", patches, local_t)
+    phi = np.zeros(sim.shape[:2])
+    for b, c in np.ndindex(*phi.shape):
+        s = sim[b, c][np.argsort(-sim[b, c].mean(1), kind="stable")[:top_k]]  # (K, P)
+        phi[b, c] = np.sum(np_sinkhorn(1 - s, epsilon, 3000) * s)
+    return (phi / sim.shape[-1] if reduction == "mean" else phi), sim
+
+
+def _spec_log_softmax(x):
+    shifted = x - x.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _spec_ce(logits, labels, mask):
+    return -np.mean(_spec_log_softmax(logits)[np.arange(len(labels)), labels][mask])
+
+
+SPEC_VARIANTS = {
+    "paper": {"sot_glp.lam": 0.25, "sot_glp.ood_temperature": 1.0},
+    "reference": {
+        "sot_glp.lam": 1.0, "sot_glp.vv_layer0_ori": True, "sot_glp.local_reduction": "mean",
+        "sot_glp.ood_temperature": 1000.0, "sot_glp.prediction": "reference",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", SPEC_VARIANTS)
+def test_loss_predictions_and_scores_follow_the_spec_computed_in_numpy(tiny_model, tmp_path, tiny_hf, variant):
+    """The whole method against methods.md §1 in float64 NumPy, from the CLIP's public calls: the loss
+    `CE(s_g) + lambda CE(phi / tau)` (one global prompt, so no prompt dropout; a masked-out image), the prediction
+    (`s_g + lambda phi / tau`; reference `mean_G cos + phi` with phi / P and layer 0's ordinary attention in the V-V
+    stream) and the scores: GL-MCM = MCM of the mean global cosines + max over patches and classes of the softmax of
+    the mean local cosines, at T (reference: T = 1000), and MaxLogit of the prediction. Every trained parameter is
+    moved off its initial value first, so each must be read where the spec reads it."""
+    model, params = tiny_model
+    c = {"sot_glp.n_global": 1, "sot_glp.n_local": 2, "sot_glp.top_k": 4, "sot_glp.ot_iterations": 300}
+    config = small_config(tiny_hf[0], tmp_path, **c, **SPEC_VARIANTS[variant])
+    names = ["red fox", "tench", "airliner"]
+    method = sot_glp.build(config, model, params, names, data_mesh())
+    trainable, frozen, _ = trainer.partition(method.params, method.trainable)
+    rng = np.random.RandomState(3)
+    trainable = {k: np.asarray(x) + 0.05 * rng.randn(*x.shape).astype(np.float32) for k, x in trainable.items()}
+    images = rng.randn(4, 32, 32, 3).astype(np.float32)
+    labels, mask = np.array([0, 2, 1, 1]), np.array([True, True, True, False])
+    s = config.sot_glp
+    global_t, local_t, z, patches = _spec_features(model, params, trainable, names, s.vv_layer0_ori, images)
+    tau, lam, t = s.tau, s.lam, s.ood_temperature
+    mean_cos = np.einsum("bd,gcd->bc", z, global_t) / s.n_global
+    phi, sim = _spec_local_score(patches, local_t, s.top_k, s.ot_epsilon, s.local_reduction)
+    want_loss = _spec_ce(mean_cos / tau, labels, mask) + lam * _spec_ce(phi / tau, labels, mask)
+
+    batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels), "mask": jnp.asarray(mask)}
+    params_now = trainer.merge({k: jnp.asarray(x) for k, x in trainable.items()}, frozen)
+    loss, (metrics, _) = method.loss(params_now, {}, batch, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-4)
+    np.testing.assert_allclose(metrics["loss_local"], _spec_ce(phi / tau, labels, mask), rtol=1e-4)
+
+    logits = mean_cos + phi if variant == "reference" else mean_cos / tau + lam * phi / tau
+    want = {
+        "SOT-GLP / MCM": np.exp(_spec_log_softmax(mean_cos / t)).max(-1),
+        "SOT-GLP / L-MCM": np.exp(_spec_log_softmax(sim.mean(-1).swapaxes(1, 2) / t)).max(-1).max(-1),
+        "SOT-GLP / MaxLogit": logits.max(-1),
+    }
+    want["SOT-GLP / GL-MCM"] = want["SOT-GLP / MCM"] + want["SOT-GLP / L-MCM"]
+    out = method.scorer(params_now)(jnp.asarray(images))
+    for key, value in want.items():
+        np.testing.assert_allclose(out[key], value, rtol=1e-5, atol=1e-4, err_msg=key)  # logits up to ~10
+    np.testing.assert_array_equal(out["pred/SOT-GLP"], logits.argmax(-1))
+
+
+def test_prompt_dropout_gives_each_image_a_random_few_of_the_global_prompts(tiny_model, tmp_path, tiny_hf):
+    """In training each image's global logit averages `max(G - int(0.75 G), 1)` of the G global prompts, drawn at
+    random (G = 8: 2 of them); evaluation averages all G. One image, lambda 0: the loss is CE of one pair's mean
+    cosine / tau, and over 60 draws the pairs vary."""
+    model, params = tiny_model
+    config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.n_global": 8, "sot_glp.lam": 0.0})
+    names = ["red fox", "tench", "airliner"]
+    method = sot_glp.build(config, model, params, names, data_mesh())
+    trainable, frozen, _ = trainer.partition(method.params, method.trainable)
+    rng = np.random.RandomState(4)
+    trainable = {k: np.asarray(x) + 0.05 * rng.randn(*x.shape).astype(np.float32) for k, x in trainable.items()}
+    images = rng.randn(1, 32, 32, 3).astype(np.float32)
+    global_t, _, z, _ = _spec_features(model, params, trainable, names, False, images)
+    cos = np.einsum("d,gcd->gc", z[0], global_t)  # (G, C)
+    pairs = [(i, j) for i in range(8) for j in range(i + 1, 8)]
+    candidates = np.array([_spec_ce((cos[i] + cos[j])[None] / 2 / 0.01, np.array([1]), np.array([True]))
+                           for i, j in pairs])  # fmt: skip
+    assert np.min(np.abs(candidates[:, None] - candidates[None]) + 10 * np.eye(len(pairs))) > 1e-3  # tellable apart
+    batch = {"image": jnp.asarray(images), "label": jnp.array([1]), "mask": jnp.array([True])}
+    params_now = trainer.merge({k: jnp.asarray(x) for k, x in trainable.items()}, frozen)
+    loss = jax.jit(lambda key: method.loss(params_now, {}, batch, key)[0])
+    seen = set()
+    for key in jax.random.split(jax.random.PRNGKey(0), 60):
+        gap = np.abs(candidates - float(loss(key)))
+        assert gap.min() < 1e-3 * max(1.0, abs(float(loss(key)))), gap.min()
+        seen.add(int(gap.argmin()))
+    assert len(seen) >= 15, seen  # of 28 pairs
 
 
 def test_an_image_with_nan_logits_has_no_predicted_class(tiny_model, tmp_path, tiny_hf):
