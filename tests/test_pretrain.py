@@ -37,6 +37,38 @@ def test_contrastive_loss_by_hand():
     assert float(big) == pytest.approx(float(clamped), rel=1e-6)
 
 
+def test_pretraining_loss_and_its_gradients_equal_hf_clip_return_loss(tiny_hf):
+    """The pretraining step's loss against Hugging Face PyTorch CLIP's own `return_loss=True` loss (the symmetric
+    cross-entropy of `logits_per_image` and `logits_per_text`) on the same weights, and its gradients for the
+    logit scale and both projections against torch's autograd (HF keeps projections as (out, in) matrices)."""
+    import torch
+
+    from jaxood.methods import clip_pretrain
+    from jaxood.models.tokenizer import tokenize
+
+    model, params = clip.load(tiny_hf[0])
+    method = clip_pretrain.build(None, model, params, (), None)
+    rng = np.random.RandomState(5)
+    images = rng.randn(4, 32, 32, 3).astype(np.float32)
+    ids = np.asarray(tokenize(["a red circle.", "a blue square on grass.", "a green star.", "a photo of a fox."]))
+    batch = {"image": jnp.asarray(images), "text": jnp.asarray(ids), "mask": jnp.ones(4, bool)}
+    loss, grads = jax.value_and_grad(lambda p: method.loss(p, {}, batch, jax.random.PRNGKey(0))[0])(method.params)
+    hf = tiny_hf[1]
+    hf.zero_grad()
+    out = hf(
+        input_ids=torch.as_tensor(ids, dtype=torch.long),
+        pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2)),
+        return_loss=True,
+    )
+    out.loss.backward()
+    np.testing.assert_allclose(loss, out.loss.item(), rtol=1e-5)
+    g = grads["clip"]
+    np.testing.assert_allclose(g["logit_scale"], hf.logit_scale.grad.item(), rtol=1e-4, atol=1e-6)
+    for ours, theirs in (("text_projection", hf.text_projection), ("visual_projection", hf.visual_projection)):
+        np.testing.assert_allclose(g[ours]["kernel"], theirs.weight.grad.numpy().T, rtol=1e-4, atol=1e-6)
+    hf.zero_grad()
+
+
 def test_caption_batches():
     world = toy_world.ToyWorld("pretrain", per_class=2, size=32)
     batch = next(Loader(world, preprocess.clip_eval(32), 8, caption_length=24).train(0, 1))
