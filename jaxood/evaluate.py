@@ -394,6 +394,14 @@ def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, So
             f"'{config.mcm_template.format(names[0])}': right for digits (MNIST, SVHN); a dataset whose classes are "
             "only numbered (TFDS's caltech_birds2011) needs its names as the entry's class_names"
         )
+    if len(nested := getattr(id_source, "nested", {})) == len(names):  # SUN397's a/abbey/... read as classes a-z
+        first, subs = next(iter(nested.items()))
+        distributed.log(
+            f"config.id_dataset: each of its {len(names)} class folders keeps its images in sub-folders ({first}: "
+            f"{', '.join(subs[:3])}{', ...' if len(subs) > 3 else ''}), and each is read as one class, as "
+            "torchvision's ImageFolder reads them; if the sub-folders are the classes (SUN397's a/abbey layout), give "
+            "the set as a list entry with its class_names, or use TFDS's sun397"
+        )
     ood = config.ood_datasets
     return id_source, {name: make_source(ood[name], f"ood_datasets.{name}") for name in given_order(ood)}
 

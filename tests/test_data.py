@@ -288,6 +288,36 @@ def test_tfds_class_names_replace_its_labels_and_numbered_id_classes_are_said(ti
         make_source({**entry, "class_names": ["a", "b", "c"]}, "id_dataset")
 
 
+def test_an_id_folder_whose_classes_all_lie_in_sub_folders_is_said(tmp_path, capsys):
+    """SUN397 as CoOp unpacks it (`SUN397/a/abbey/...`) read as 26 classes named by letters, each the classes under
+    it, with no word said: its prompts read 'a photo of a a.'. A folder is still read as torchvision's ImageFolder
+    reads it, and the log now says it; one sub-folder per class (Tiny-ImageNet's `n01443537/images/`) is not
+    nesting, and neither are class folders with images of their own."""
+    from conftest import load_config
+
+    from jaxood.evaluate import open_inputs
+
+    config = load_config("zeroshot", "toy")
+    for layout, said in (
+        ({"a/abbey": 2, "a/airport_terminal": 1, "b/badlands": 1, "b/bakery/shop": 1}, True),
+        ({"n01443537/images": 2, "n01440764/images": 1}, False),
+        ({"a/abbey": 1, "a": 1, "b/badlands": 1, "b/bakery": 1}, False),
+    ):
+        root = tmp_path / str(len(os.listdir(tmp_path)))
+        for folder, count in layout.items():
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                write_image(root / folder / f"{i}.jpg", i)
+        config.id_dataset = {"kind": "folder", "root": str(root)}
+        capsys.readouterr()
+        id_source = open_inputs(config)[0]
+        assert len(id_source.class_names) == 2
+        out = capsys.readouterr().out
+        assert ("config.id_dataset: each of its 2 class folders keeps its images in sub-folders (a: abbey, "
+                "airport_terminal), and each is read as one class, as torchvision's ImageFolder reads them; if the "
+                "sub-folders are the classes (SUN397's a/abbey layout)" in out) == said, out  # fmt: skip
+
+
 def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tiny_tfds, tmp_path, monkeypatch, capsys):
     shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
     src = TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))

@@ -103,7 +103,8 @@ class FolderSource(_FileListSource):
     Folders named by ImageNet-1k's WordNet ids (`n01440764`, ...) get the
     CLIP-style ImageNet names (`prompt_names`): all 1000, or a subset such as
     MCM's ImageNet-10, -20 and -100. Labels follow the sorted folder order unless
-    `class_names` is given explicitly.
+    `class_names` is given explicitly. `nested` names the class folders that keep all their images in two or more
+    sub-folders (SUN397's `a/abbey/...`), which the ID set's check reports.
     """
 
     def __init__(self, root: str, class_names: tuple[str, ...] | None = None, what: str = "image folder"):
@@ -129,6 +130,7 @@ class FolderSource(_FileListSource):
             )
         self.paths: list[str] = []
         labels: list[int] = []
+        self.nested: dict[str, list[str]] = {}  # class folder -> its sub-folders, where they hold all its images
         for label, folder in enumerate(folders):
             files = sorted(
                 os.path.join(dirpath, f)
@@ -140,6 +142,9 @@ class FolderSource(_FileListSource):
                 raise DatasetMissing(
                     f"class folder {os.path.join(root, folder)} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
                 )
+            within = {os.path.relpath(f, os.path.join(root, folder)).split(os.sep)[0] for f in files}
+            if len(within) > 1 and not any(f.lower().endswith(IMAGE_EXTENSIONS) for f in within):
+                self.nested[folder] = sorted(within)
             self.paths += files
             labels += [label] * len(files)
         self._labels = np.asarray(labels, np.int32)
