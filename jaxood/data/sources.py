@@ -132,19 +132,16 @@ class FolderSource(_FileListSource):
         labels: list[int] = []
         self.nested: dict[str, list[str]] = {}  # class folder -> its sub-folders, where they hold all its images
         for label, folder in enumerate(folders):
-            files = sorted(
-                os.path.join(dirpath, f)
-                for dirpath, _, names in os.walk(os.path.join(root, folder))
-                for f in names
-                if f.lower().endswith(IMAGE_EXTENSIONS)
-            )
+            class_dir, files, within = os.path.join(root, folder), [], set()
+            for dirpath, _, names in os.walk(class_dir):
+                if images := [os.path.join(dirpath, f) for f in names if f.lower().endswith(IMAGE_EXTENSIONS)]:
+                    files += images
+                    within.add(os.path.relpath(dirpath, class_dir).split(os.sep)[0])  # "." for class_dir itself
             if not files:
-                raise DatasetMissing(
-                    f"class folder {os.path.join(root, folder)} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
-                )
-            within = {os.path.relpath(f, os.path.join(root, folder)).split(os.sep)[0] for f in files}
-            if len(within) > 1 and not any(f.lower().endswith(IMAGE_EXTENSIONS) for f in within):
+                raise DatasetMissing(f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            if len(within) > 1 and "." not in within:
                 self.nested[folder] = sorted(within)
+            files.sort()
             self.paths += files
             labels += [label] * len(files)
         self._labels = np.asarray(labels, np.int32)
