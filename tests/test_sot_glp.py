@@ -203,6 +203,20 @@ def _spec_ce(logits, labels, mask):
     return -np.mean(_spec_log_softmax(logits)[np.arange(len(labels)), labels][mask])
 
 
+SPEC_NAMES = ("red fox", "tench", "airliner")
+
+
+def _method_moved_off_its_init(tiny_model, config, seed):
+    """SOT-GLP on SPEC_NAMES with every trained parameter moved off its initial value (so each must be read where
+    the spec reads it): (method, trainable as NumPy, frozen, the RandomState for the test's inputs)."""
+    model, params = tiny_model
+    method = sot_glp.build(config, model, params, SPEC_NAMES, data_mesh())
+    trainable, frozen, _ = trainer.partition(method.params, method.trainable)
+    rng = np.random.RandomState(seed)
+    trainable = {k: np.asarray(x) + 0.05 * rng.randn(*x.shape).astype(np.float32) for k, x in trainable.items()}
+    return method, trainable, frozen, rng
+
+
 SPEC_VARIANTS = {
     "paper": {"sot_glp.lam": 0.25, "sot_glp.ood_temperature": 1.0},
     "reference": {
@@ -218,20 +232,15 @@ def test_loss_predictions_and_scores_follow_the_spec_computed_in_numpy(tiny_mode
     `CE(s_g) + lambda CE(phi / tau)` (one global prompt, so no prompt dropout; a masked-out image), the prediction
     (`s_g + lambda phi / tau`; reference `mean_G cos + phi` with phi / P and layer 0's ordinary attention in the V-V
     stream) and the scores: GL-MCM = MCM of the mean global cosines + max over patches and classes of the softmax of
-    the mean local cosines, at T (reference: T = 1000), and MaxLogit of the prediction. Every trained parameter is
-    moved off its initial value first, so each must be read where the spec reads it."""
+    the mean local cosines, at T (reference: T = 1000), and MaxLogit of the prediction."""
     model, params = tiny_model
     c = {"sot_glp.n_global": 1, "sot_glp.n_local": 2, "sot_glp.top_k": 4, "sot_glp.ot_iterations": 300}
     config = small_config(tiny_hf[0], tmp_path, **c, **SPEC_VARIANTS[variant])
-    names = ["red fox", "tench", "airliner"]
-    method = sot_glp.build(config, model, params, names, data_mesh())
-    trainable, frozen, _ = trainer.partition(method.params, method.trainable)
-    rng = np.random.RandomState(3)
-    trainable = {k: np.asarray(x) + 0.05 * rng.randn(*x.shape).astype(np.float32) for k, x in trainable.items()}
+    method, trainable, frozen, rng = _method_moved_off_its_init(tiny_model, config, seed=3)
     images = rng.randn(4, 32, 32, 3).astype(np.float32)
     labels, mask = np.array([0, 2, 1, 1]), np.array([True, True, True, False])
     s = config.sot_glp
-    global_t, local_t, z, patches = _spec_features(model, params, trainable, names, s.vv_layer0_ori, images)
+    global_t, local_t, z, patches = _spec_features(model, params, trainable, SPEC_NAMES, s.vv_layer0_ori, images)
     tau, lam, t = s.tau, s.lam, s.ood_temperature
     mean_cos = np.einsum("bd,gcd->bc", z, global_t) / s.n_global
     phi, sim = _spec_local_score(patches, local_t, s.top_k, s.ot_epsilon, s.local_reduction)
@@ -262,13 +271,9 @@ def test_prompt_dropout_gives_each_image_a_random_few_of_the_global_prompts(tiny
     cosine / tau, and over 60 draws the pairs vary."""
     model, params = tiny_model
     config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.n_global": 8, "sot_glp.lam": 0.0})
-    names = ["red fox", "tench", "airliner"]
-    method = sot_glp.build(config, model, params, names, data_mesh())
-    trainable, frozen, _ = trainer.partition(method.params, method.trainable)
-    rng = np.random.RandomState(4)
-    trainable = {k: np.asarray(x) + 0.05 * rng.randn(*x.shape).astype(np.float32) for k, x in trainable.items()}
+    method, trainable, frozen, rng = _method_moved_off_its_init(tiny_model, config, seed=4)
     images = rng.randn(1, 32, 32, 3).astype(np.float32)
-    global_t, _, z, _ = _spec_features(model, params, trainable, names, False, images)
+    global_t, _, z, _ = _spec_features(model, params, trainable, SPEC_NAMES, False, images)
     cos = np.einsum("d,gcd->gc", z[0], global_t)  # (G, C)
     pairs = [(i, j) for i in range(8) for j in range(i + 1, 8)]
     candidates = np.array([_spec_ce((cos[i] + cos[j])[None] / 2 / 0.01, np.array([1]), np.array([True]))
