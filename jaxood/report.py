@@ -9,6 +9,7 @@ import os
 import re
 import time
 
+import jax
 import numpy as np
 
 PACKAGES = ("jaxood", "jax", "jaxlib", "flax", "optax", "ott-jax", "numpy", "transformers")
@@ -22,6 +23,15 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[p] = "not installed"
     return out
+
+
+def devices() -> dict:
+    """What the numbers were computed on (bfloat16 on accelerators, float32 on CPU): JAX's platform, the device
+    kind, how many devices and hosts."""
+    first = jax.devices()[0]
+    return {
+        "platform": first.platform, "kind": first.device_kind, "count": jax.device_count(), "hosts": jax.process_count()
+    }  # fmt: skip
 
 
 def _pct(x: float) -> str:

@@ -566,8 +566,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     total = config.num_steps or config.epochs * loader.steps_per_epoch
     per = "all" if caption_length else f"{config.shots or 'all'} per class"
     distributed.log(
-        f"{len(indices)} training images ({per}, {len(class_names)} classes), "
-        f"{loader.steps_per_epoch} steps/epoch, {total} steps, {jax.device_count()} device(s)"
+        f"{len(indices)} training images ({per}, {len(class_names)} classes), {loader.steps_per_epoch} steps/epoch, "
+        f"{total} steps, {jax.device_count()} {jax.devices()[0].platform} device(s)"
     )
 
     method = method_module.build(config, model, clip_params, class_names, mesh)

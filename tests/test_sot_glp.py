@@ -583,7 +583,7 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
 
     env = _one_device_env()
     logs = _run_two_hosts(command(tmp_path / "hosts"))
-    for line in ("2 device(s)", "trainable parameters:", "train step: compiled in", "| SOT-GLP / GL-MCM |"):
+    for line in ("2 cpu device(s)", "trainable parameters:", "train step: compiled in", "| SOT-GLP / GL-MCM |"):
         assert line in logs[0] and line not in logs[1], line
     shutil.copytree(tmp_path / "hosts", tmp_path / "hosts_on_one")  # at its last step: restored, evaluated again
     for workdir, flags in (("one", "--xla_force_host_platform_device_count=2"), ("hosts_on_one", "")):
@@ -658,6 +658,7 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sot_glp"
     assert results["step"] == 1
     assert (tmp_path / "run" / "results.md").read_text().startswith("Training step evaluated: 1\n")
+    assert results["devices"] == {"platform": "cpu", "kind": "cpu", "count": jax.device_count(), "hosts": 1}
 
 
 def test_training_reports_its_undecodable_images_once_each(tiny_hf, tmp_path, monkeypatch, capsys):
