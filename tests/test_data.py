@@ -98,8 +98,9 @@ def test_class_names_that_are_not_a_list_of_strings_are_refused(folder, given):
     with pytest.raises(InvalidInput, match=r"^config\.id_dataset: class_names must be a list of strings, one per "
                        r"class in label order, as \['cat', 'dog'\]; got " + re.escape(repr(given)) + "$"):  # fmt: skip
         make_source({"kind": "folder", "root": folder, "class_names": given}, "id_dataset")
-    entry = {"kind": "folder", "root": folder, "class_names": ("cat", "dog", "fish")}
-    assert make_source(entry).class_names == ("cat", "dog", "fish")
+    names = ("cat", "dog", "fish")
+    for given in (names, list(names), np.array(names)):
+        assert make_source({"kind": "folder", "root": folder, "class_names": given}).class_names == names
 
 
 def test_a_flat_folder_is_one_unlabelled_set_and_images_beside_class_folders_are_said(folder, tmp_path, capsys):

@@ -75,13 +75,13 @@ def _open(spec: dict):
 def _class_names(given) -> tuple[str, ...] | None:
     """A config's `class_names` as a tuple; None or empty leaves the dataset's own. One string is refused: read as a
     sequence it gave a class per character ('cat,dog' was 7 names)."""
-    if not given:
+    if given is None:
         return None
-    if not isinstance(given, (list, tuple)) or not all(isinstance(name, str) for name in given):
+    if isinstance(given, (str, bytes)) or not hasattr(given, "__len__") or not all(isinstance(n, str) for n in given):
         raise InvalidInput(
             f"class_names must be a list of strings, one per class in label order, as ['cat', 'dog']; got {given!r}"
         )
-    return tuple(given)
+    return tuple(map(str, given)) or None
 
 
 def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict[str, dict]:
