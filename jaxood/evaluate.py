@@ -460,7 +460,7 @@ def evaluate(
             results["step"] = step
         results["config"] = config.to_dict()
         results["versions"] = report.versions()
-        results["devices"] = report.devices()
+        results["devices"] = report.devices(model.dtype)
         if distributed.is_first_host():
             try:
                 if kept := report.keep_earlier(workdir):

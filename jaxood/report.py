@@ -25,12 +25,13 @@ def versions() -> dict[str, str]:
     return out
 
 
-def devices() -> dict:
-    """What the numbers were computed on (bfloat16 on accelerators, float32 on CPU): JAX's platform, the device
-    kind, how many devices and hosts."""
+def devices(compute_dtype) -> dict:
+    """What the numbers were computed on: JAX's platform, the device kind, how many devices and hosts, and the
+    CLIP's compute dtype (config.dtype "auto" is bfloat16 on accelerators, float32 on CPU)."""
     first = jax.devices()[0]
     return {
-        "platform": first.platform, "kind": first.device_kind, "count": jax.device_count(), "hosts": jax.process_count()
+        "platform": first.platform, "kind": first.device_kind, "count": jax.device_count(),
+        "hosts": jax.process_count(), "compute_dtype": jax.numpy.dtype(compute_dtype).name,
     }  # fmt: skip
 
 

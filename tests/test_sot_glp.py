@@ -658,7 +658,9 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sot_glp"
     assert results["step"] == 1
     assert (tmp_path / "run" / "results.md").read_text().startswith("Training step evaluated: 1\n")
-    assert results["devices"] == {"platform": "cpu", "kind": "cpu", "count": jax.device_count(), "hosts": 1}
+    assert results["devices"] == {
+        "platform": "cpu", "kind": "cpu", "count": jax.device_count(), "hosts": 1, "compute_dtype": "float32"
+    }  # fmt: skip
 
 
 def test_training_reports_its_undecodable_images_once_each(tiny_hf, tmp_path, monkeypatch, capsys):
