@@ -54,3 +54,40 @@ def test_shortened_demo_sot_glp_beats_zero_shot_on_id_accuracy(tmp_path):
     assert accuracy["SOT-GLP"] >= accuracy["zero-shot"] + 1 / 240 - 1e-9, accuracy
     assert ood["SOT-GLP / GL-MCM"]["near"]["auroc"] >= ood["zero-shot / GL-MCM"]["near"]["auroc"] - 0.05, ood
     assert ood["SOT-GLP / GL-MCM"]["far"]["auroc"] >= 0.9, ood
+
+
+def _table_rows(lines) -> dict[str, list[float]]:
+    """The first results table's rows ('| Method / score | ID acc | ...'), by row name, as numbers."""
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.strip().startswith("| ") and " / " in cells[0] and cells[0] not in rows:
+            try:
+                rows[cells[0]] = [float(c) for c in cells[1:]]
+            except ValueError:  # the header ("ID acc"), or past the first table (the AUPR table's "x / y" cells)
+                if rows:
+                    break
+    return rows
+
+
+def test_readme_demo_table_is_what_the_demo_prints(tmp_path):
+    """The issue's bar: the numbers in README's demo section are the ones its first command produces. Each session
+    compared them by hand; the demo (60 steps, the full toy sets) now runs here and its table is checked against
+    README's, row for row. On this machine they are equal to the digit; the 0.5-point tolerance allows for another
+    CPU's float rounding over the 60 steps. A row off by more means README needs the demo's new table."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read().split("## Status")[0]  # the set-up section, where the demo table is
+    want = _table_rows(readme.splitlines())
+    cmd = [sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={tmp_path}"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = _table_rows((tmp_path / "results.md").read_text().splitlines())
+    assert list(got) == list(want) and len(want) == 7, (list(got), list(want))
+    for row in want:
+        np.testing.assert_allclose(got[row], want[row], atol=0.5, err_msg=row)
