@@ -17,6 +17,7 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from test_ot import np_sinkhorn
 
@@ -1273,6 +1274,41 @@ def test_schedule_warmup_and_per_epoch_cosine():
     lr = trainer.schedule(r.optim, steps_per_epoch=10, total_steps=100)  # no warm-up, cosine stepped per epoch
     assert float(lr(0)) == pytest.approx(0.01) and float(lr(9)) == pytest.approx(0.01)
     assert float(lr(50)) == pytest.approx(0.005) and float(lr(59)) == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name):
+    """The paper's SGD (momentum 0.9, weight decay 0.01 added to the gradient, as PyTorch's SGD does) and AdamW
+    (decoupled decay) against torch.optim on the same gradients, with the warm-up + cosine schedule set as each
+    step's learning rate and the gradient's global norm clipped first (torch's clip_grad_norm_): 12 steps, two
+    parameter arrays in one group."""
+    import torch
+
+    c = load_config("paper", **{"optim.name": name, "optim.clip_norm": 1.0})
+    rng = np.random.RandomState(0)
+    params = {"a": rng.randn(3, 4).astype(np.float32), "b": rng.randn(5).astype(np.float32)}
+    grads = [{k: rng.randn(*v.shape).astype(np.float32) for k, v in params.items()} for _ in range(12)]
+    tx = trainer.make_optimizer(c, {"a": "prompts", "b": "prompts"}, steps_per_epoch=2, total_steps=12)
+    lr = trainer.schedule(c.optim, steps_per_epoch=2, total_steps=12)  # 5 warm-up epochs: 10 steps, then cosine
+    ours, state = params, tx.init(params)
+    theirs = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    o = c.optim
+    if name == "sgd":
+        opt = torch.optim.SGD(theirs.values(), lr=0.0, momentum=o.momentum, weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.AdamW(theirs.values(), lr=0.0, betas=(o.b1, o.b2), weight_decay=o.weight_decay)
+    for step, g in enumerate(grads):
+        updates, state = tx.update(g, state, ours)
+        ours = optax.apply_updates(ours, updates)
+        for k, p in theirs.items():
+            p.grad = torch.tensor(g[k])
+        torch.nn.utils.clip_grad_norm_(theirs.values(), o.clip_norm)
+        for group in opt.param_groups:
+            group["lr"] = float(lr(step))
+        opt.step()
+    for k, p in theirs.items():
+        np.testing.assert_allclose(ours[k], p.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    assert not np.allclose(ours["a"], params["a"], atol=1e-3)  # it moved
 
 
 @pytest.mark.parametrize(
