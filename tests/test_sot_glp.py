@@ -1274,6 +1274,16 @@ def test_schedule_warmup_and_per_epoch_cosine():
     lr = trainer.schedule(r.optim, steps_per_epoch=10, total_steps=100)  # no warm-up, cosine stepped per epoch
     assert float(lr(0)) == pytest.approx(0.01) and float(lr(9)) == pytest.approx(0.01)
     assert float(lr(50)) == pytest.approx(0.005) and float(lr(59)) == pytest.approx(0.005)
+    # The released code's scheduler: torch's CosineAnnealingLR over the epochs, stepped once an epoch.
+    import torch
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=r.optim.lr)
+    torch_lr = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    for epoch in range(10):
+        for step in range(10 * epoch, 10 * epoch + 10):
+            assert float(lr(step)) == pytest.approx(torch_lr.get_last_lr()[0], rel=1e-5), (epoch, step)
+        opt.step()
+        torch_lr.step()
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
