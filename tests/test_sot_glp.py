@@ -1274,7 +1274,8 @@ def test_schedule_warmup_and_per_epoch_cosine():
     lr = trainer.schedule(r.optim, steps_per_epoch=10, total_steps=100)  # no warm-up, cosine stepped per epoch
     assert float(lr(0)) == pytest.approx(0.01) and float(lr(9)) == pytest.approx(0.01)
     assert float(lr(50)) == pytest.approx(0.005) and float(lr(59)) == pytest.approx(0.005)
-    # The released code's scheduler: torch's CosineAnnealingLR over the epochs, stepped once an epoch.
+    # methods.md's "cosine stepped per epoch" as PyTorch code writes it: CosineAnnealingLR over the epochs, stepped
+    # once an epoch.
     import torch
 
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=r.optim.lr)
