@@ -113,6 +113,7 @@ class FolderSource(_FileListSource):
                 f"{what} not found at {root}: expected one sub-folder per class with the images inside "
                 "(see README, 'Datasets', for where each OOD set comes from)"
             )
+        self.nested: dict[str, list[str]] = {}  # class folder -> its sub-folders, where they hold all its images
         entries = sorted(os.listdir(root))
         folders = [d for d in entries if os.path.isdir(os.path.join(root, d))]
         loose = [os.path.join(root, f) for f in entries if f.lower().endswith(IMAGE_EXTENSIONS) and f not in folders]
@@ -130,7 +131,6 @@ class FolderSource(_FileListSource):
             )
         self.paths: list[str] = []
         labels: list[int] = []
-        self.nested: dict[str, list[str]] = {}  # class folder -> its sub-folders, where they hold all its images
         for label, folder in enumerate(folders):
             class_dir, files, within = os.path.join(root, folder), [], set()
             for dirpath, _, names in os.walk(class_dir):
