@@ -146,7 +146,7 @@ def _override_problem(argv: list[str]) -> str | None:
     for arg in argv[1:]:
         if not (found := re.match(r"--config\.([^=]+)", arg)):
             continue
-        node, path = config, []
+        node, path, given = config, [], arg[found.end() :].removeprefix("=")
         for part in found[1].split("."):
             if not isinstance(node, ml_collections.ConfigDict):
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
@@ -154,7 +154,7 @@ def _override_problem(argv: list[str]) -> str | None:
                 near = difflib.get_close_matches(part, list(node.keys()), n=1)
                 hint = f" (did you mean {'.'.join([*path, near[0]])}?)" if near else ""
                 if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
-                    given = arg[found.end() :].removeprefix("=")
+                    # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
                     entry = repr({"kind": node.kind, **node.to_dict(), part: _literal(given, given)})
                     hint = f"; a key this {node.kind!r} entry may have is given with the whole entry, as in " + (
                         f'--config.{".".join(path)}="{entry}"'
@@ -164,8 +164,7 @@ def _override_problem(argv: list[str]) -> str | None:
                 return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
             node = node[part]
             path.append(part)
-        given = arg[found.end() :].removeprefix("=")
-        if isinstance(node, ml_collections.ConfigDict) and arg[found.end() :] and not _is_dict_literal(given):
+        if isinstance(node, ml_collections.ConfigDict) and arg[found.end() :] and not isinstance(_literal(given), dict):
             key = ".".join(path)
             example = f"as in {_whole_entry(key)}" if "kind" in node else f"its keys now: {', '.join(node.keys())}"
             return (
@@ -180,11 +179,7 @@ def _whole_entry(key: str) -> str:
     return f"--config.{key}=\"{EXAMPLE_ENTRY}\" (README, 'Datasets')"
 
 
-def _is_dict_literal(text: str) -> bool:
-    return isinstance(_literal(text, None), dict)
-
-
-def _literal(text: str, otherwise):
+def _literal(text: str, otherwise=None):
     """The Python literal `text` spells, as ml_collections reads a flag's value; `otherwise` if it spells none."""
     try:
         return ast.literal_eval(text)
