@@ -114,7 +114,8 @@ def main(argv=None) -> dict:
     r["text_torch_77"] = _rate(lambda: torch_text(False), len(ids), args.seconds, warmup=False)
     r["text_torch_cut"] = _rate(lambda: torch_text(True), len(ids), args.seconds, warmup=False)
     print(
-        f"(a) encode_image ViT-B/16 {size}px batch {args.image_batch}: jaxood {r['image_jax']:.2f} img/s, "
+        f"(a) encode_image {args.model or 'ViT-B/16 (random weights)'}, {size} px, batch {args.image_batch}: "
+        f"jaxood {r['image_jax']:.2f} img/s, "
         f"torch {r['image_torch']:.2f} img/s, ratio {r['image_jax'] / r['image_torch']:.2f}x"
     )
     print(
