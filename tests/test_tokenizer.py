@@ -76,3 +76,17 @@ def test_batch_equals_single():
 def test_custom_context_length():
     ids = tokenize(["a photo of a dog"], context_length=5)
     assert ids.tolist() == [[49406, 320, 1125, 539, 49407]]
+
+
+def test_every_word_jaxood_prompts_with_matches_hf(hf_tokenizer):
+    """The texts jaxood tokenizes for real: all 139,277 WordNet lemmas of the NegLabel / CSP pool and the 1000
+    ImageNet class names (apostrophes, digits, hyphens, periods, accents), as HF tokenizes them."""
+    from jaxood.data.classnames import imagenet_classnames
+    from jaxood.scores.wordnet import load_pool
+
+    texts = list(load_pool().words) + list(imagenet_classnames())
+    assert len(texts) == 140_277
+    got = tokenize(texts)
+    want = hf_tokenizer(texts)["input_ids"]
+    differ = [t for t, g, w in zip(texts, got, want) if g[: len(w)].tolist() != w or g[len(w) :].any()]
+    assert not differ, differ[:10]
