@@ -1344,6 +1344,7 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("sot_glp.n_global", 0, "sot_glp.n_global must be a whole number of at least 1, got 0"),
         ("sot_glp.top_k", 65, "sot_glp.top_k must be a whole number from 1 to 64, got 65"),
         ("sot_glp.tau", 0.0, "sot_glp.tau must be a number > 0, got 0.0"),
+        ("sot_glp.ot_iterations", 1, "sot_glp.ot_iterations must be a whole number of at least 2, got 1"),
         ("sot_glp.prompt_chunk", -1, "sot_glp.prompt_chunk must be a whole number of at least 0, got -1"),
         ("ood_datasets.far.per_class", 0, "toy world split 'far_ood': per_class must be a whole number of at least 1"),
         (
@@ -1375,7 +1376,8 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     on other classes than the ID test set's scored the predictions against the wrong labels, silently. So did
     0 epochs, or a batch larger than the training set (both made 0 steps), and -1 shots (all but one image per
     class) and a misspelt optimiser override or group (ignored) ran silently; a batch of 0, 0 global prompts and
-    more patches than the image has failed in the step or the loader with Python's or JAX's errors, a reversed crop
+    more patches than the image has failed in the step or the loader with Python's or JAX's errors (one Sinkhorn iteration
+    too, with jaxood.ot's ValueError), a reversed crop
     scale and a negative seed with NumPy's. An empty init_text failed with a ZeroDivisionError, and one so long
     that a class name no longer fitted in CLIP's context cut the name off the prompt, silently. A toy world set of
     0 images per class failed after training, at its metrics; a spurious-background probability of 2 ran as 1."""
