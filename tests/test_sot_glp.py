@@ -1376,11 +1376,11 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     on other classes than the ID test set's scored the predictions against the wrong labels, silently. So did
     0 epochs, or a batch larger than the training set (both made 0 steps), and -1 shots (all but one image per
     class) and a misspelt optimiser override or group (ignored) ran silently; a batch of 0, 0 global prompts and
-    more patches than the image has failed in the step or the loader with Python's or JAX's errors (one Sinkhorn iteration
-    too, with jaxood.ot's ValueError), a reversed crop
-    scale and a negative seed with NumPy's. An empty init_text failed with a ZeroDivisionError, and one so long
-    that a class name no longer fitted in CLIP's context cut the name off the prompt, silently. A toy world set of
-    0 images per class failed after training, at its metrics; a spurious-background probability of 2 ran as 1."""
+    more patches than the image has failed in the step or the loader with Python's or JAX's errors (one Sinkhorn
+    iteration too, with jaxood.ot's ValueError), a reversed crop scale and a negative seed with NumPy's. An empty
+    init_text failed with a ZeroDivisionError, and one so long that a class name no longer fitted in CLIP's context
+    cut the name off the prompt, silently. A toy world set of 0 images per class failed after training, at its
+    metrics; a spurious-background probability of 2 ran as 1."""
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):
