@@ -140,22 +140,43 @@ def _subsample(cands: neglabel.Candidates, limit: int) -> neglabel.Candidates:
     )
 
 
+def negative_candidates(c: ml_collections.ConfigDict, kind: str) -> neglabel.Candidates:
+    """The candidate words NegLabel (`kind="neglabel"`) or CSP mines its negative labels from, `c` its settings."""
+    pool = load_pool()
+    cands = neglabel.csp_candidates(pool, seed=c.seed) if kind == "csp" else neglabel.neglabel_candidates(pool)
+    return _subsample(cands, c.max_candidates)
+
+
+def _too_few_negatives(
+    kept: int, candidates: int, c: ml_collections.ConfigDict, kind: str, mined: bool
+) -> InvalidInput:
+    """`kind.n_groups` groups need a negative label each (with none, every image got the same score, silently).
+    Before mining, `kept` is what `percent` allows; CSP's mining first drops candidates too close to an ID class."""
+    after = f", after csp.max_id_similarity {c.max_id_similarity} dropped those closer to an ID class" if mined else ""
+    return InvalidInput(
+        f"{kind}.n_groups {c.n_groups} needs a negative label per group, but {kind} keeps {'' if mined else 'at most '}"
+        f"{kept} of its {candidates} candidates ({kind}.percent {c.percent} of each word type's{after}): "
+        + ("raise csp.max_id_similarity, " if mined else "")
+        + f"raise {kind}.percent or {kind}.max_candidates (0: all)"
+        + (f", or lower {kind}.n_groups" if kept else "")
+    )
+
+
 def negative_groups(features: Callable, class_names, c: ml_collections.ConfigDict, kind: str):
     """(ID text features, grouped negative features) for NegLabel (`kind="neglabel"`) or CSP.
 
     `features(words, templates, label=...)`: `templated_features` of the CLIP.
     """
-    pool = load_pool()
+    cands = negative_candidates(c, kind)
     if kind == "csp":
-        cands = neglabel.csp_candidates(pool, seed=c.seed)
         id_templates, max_sim = neglabel.CSP_TEMPLATES, c.max_id_similarity
     else:
-        cands = neglabel.neglabel_candidates(pool)
         id_templates, max_sim = neglabel.ID_TEMPLATES, None
-    cands = _subsample(cands, c.max_candidates)
     pos = features(class_names, id_templates, label=f"{kind} ID prompts")
     feats = features(cands.words, cands.templates, label=f"{kind} candidates")
     kept = neglabel.mine(feats, cands.word_type, pos, c.percent, c.eta, max_sim)
+    if len(kept) < c.n_groups:  # CSP's candidates close to an ID class are dropped first; the features stay cached
+        raise _too_few_negatives(len(kept), len(cands.words), c, kind, mined=True)
     distributed.log(
         f"[{kind}] kept {len(kept)} negative labels of {len(cands.words)} candidates "
         f"({int((cands.word_type[kept] == 0).sum())} nouns), {c.n_groups} group(s)"
@@ -367,6 +388,12 @@ def _check_score_settings(config: ml_collections.ConfigDict) -> None:
         settings.whole(config, f"{s}.seed", 0, 2**32 - 1)
         settings.whole(config, f"{s}.max_candidates", 0)
     settings.number(config, "csp.max_id_similarity", least=-1, most=1)  # a cosine
+    for kind in ("neglabel", "csp"):  # each group needs a negative label
+        if kind not in zero_shot_score_names(config):
+            continue
+        cands = negative_candidates(config[kind], kind)
+        if (most := neglabel.kept_at_most(cands.word_type, config[kind].percent)) < config[kind].n_groups:
+            raise _too_few_negatives(most, len(cands.words), config[kind], kind, mined=False)
 
 
 def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, Source]]:

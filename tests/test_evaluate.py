@@ -607,6 +607,51 @@ def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, messag
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
 
 
+@pytest.mark.parametrize("entry", ["train", "evaluate"])
+@pytest.mark.parametrize(
+    "kind, settings, message",
+    [
+        # The toy config keeps 3000 candidates per word type, NegLabel 0.15 of each: 900 negatives.
+        ("neglabel", {"n_groups": 901}, "neglabel.n_groups 901 needs a negative label per group, but neglabel keeps "
+         r"at most 900 of its 6000 candidates \(neglabel.percent 0.15 of each word type's\): raise neglabel.percent"),
+        ("neglabel", {"percent": 0.0001}, "neglabel.n_groups 1 needs a negative label per group, but neglabel keeps "
+         "at most 0 of its 6000 candidates .*: raise neglabel.percent or neglabel.max_candidates \\(0: all\\)$"),
+        ("csp", {"max_candidates": 30}, r"csp.n_groups 10 needs .* keeps at most 8 of its 60 candidates"),
+    ],
+)  # fmt: skip
+def test_fewer_negative_labels_than_groups_are_refused_before_work(entry, kind, settings, message, tmp_path):
+    """NegLabel / CSP with fewer negative labels than groups failed once the ~70k candidates were encoded, with
+    group_negatives' bare ValueError; with none at all (a `percent` keeping no candidate) every image got the same
+    score, and its row AUROC 50, silently."""
+    from conftest import load_config
+
+    from jaxood.errors import InvalidInput
+    from jaxood.evaluate import evaluate
+    from jaxood.train import train
+
+    config = load_config("sot_glp" if entry == "train" else "zeroshot", "demo" if entry == "train" else "toy")
+    config.scores = f"mcm,{kind}"
+    config[kind].max_candidates = 3000
+    config[kind].update(settings)
+    with pytest.raises(InvalidInput, match=message):
+        (train if entry == "train" else evaluate)(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
+
+
+def test_csp_keeping_fewer_negatives_than_groups_after_its_similarity_cut_is_named(tiny_hf, tmp_path):
+    """CSP drops the candidates closer than `max_id_similarity` to an ID class before it keeps `percent`: how many
+    remain is known once they are encoded. Too few for its groups failed with group_negatives' bare ValueError."""
+    out = _evaluate(tmp_path / "run", tiny_hf[0], tmp_path / "c", "--config.scores=mcm,csp",
+                    "--config.csp.max_id_similarity=-1.0")  # fmt: skip
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert (
+        "error: csp.n_groups 10 needs a negative label per group, but csp keeps 0 of its 300 candidates (csp.percent "
+        "0.15 of each word type's, after csp.max_id_similarity -1.0 dropped those closer to an ID class): raise "
+        "csp.max_id_similarity, raise csp.percent or csp.max_candidates (0: all)\n"
+    ) in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run" / "results.json").exists()
+
+
 @pytest.mark.parametrize("key", ["eval_batch_size", "batch_size"])
 def test_a_batch_that_does_not_split_over_the_devices_is_refused_before_training(key, tmp_path):
     """On 2 devices an eval batch of 63 used to fail only at the closing evaluation, after the whole training run;

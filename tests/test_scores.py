@@ -151,10 +151,11 @@ def test_mining_keeps_lowest_quantile_per_word_type():
     assert np.argsort(d[:5])[:2].tolist() == [4, 3] or np.argsort(d[:5])[:2].tolist() == [3, 4]
     kept = neglabel.mine(cand, types, id_feats, percent=0.4)  # int(0.4 * 5) = 2 nouns, int(0.4 * 4) = 1 adj
     assert kept.tolist() == [3, 4, 5]  # cos at 170 (-0.97..) < cos at 130; adjective at 100 degrees
+    assert neglabel.kept_at_most(types, 0.4) == 3 and neglabel.kept_at_most(types, 0.2) == 1  # 1 noun, 0 adjectives
     # CSP's near-duplicate exclusion first drops the noun at 20 degrees (cos 10 deg = 0.985 to
     # class 10) and the adjective at 15 (cos 5 deg = 0.996); all others are below cos 40 deg.
     kept = neglabel.mine(cand, types, id_feats, percent=1.0, max_id_similarity=0.95)
-    assert sorted(kept.tolist()) == [1, 2, 3, 4, 5, 7, 8]
+    assert sorted(kept.tolist()) == [1, 2, 3, 4, 5, 7, 8]  # fewer than kept_at_most(types, 1.0), 9
 
 
 def test_candidate_pools():

@@ -97,8 +97,18 @@ def mine(
     for t in np.unique(word_type):
         idx = np.flatnonzero((word_type == t) & keep_mask)
         order = idx[np.argsort(d[idx], kind="stable")]
-        kept.append(order[: int(percent * len(idx))])
+        kept.append(order[: _kept_count(len(idx), percent)])
     return np.concatenate(kept)
+
+
+def _kept_count(candidates: int, percent: float) -> int:
+    return int(percent * candidates)
+
+
+def kept_at_most(word_type: np.ndarray, percent: float) -> int:
+    """How many negatives `mine` keeps of candidates of these word types: all of them, unless `max_id_similarity`
+    drops some first."""
+    return sum(_kept_count(n, percent) for n in np.unique(word_type, return_counts=True)[1])
 
 
 def group_negatives(neg_features: np.ndarray, n_groups: int = 1, seed: int = 0) -> np.ndarray:
