@@ -63,6 +63,14 @@ def number_problem(
     return ""
 
 
+def choice(config: ml_collections.ConfigDict, key: str, allowed: tuple) -> object:
+    """`config[key]` (dotted) is one of `allowed`; returned."""
+    value = _at(config, key)
+    if value not in allowed:
+        raise InvalidInput(f"{key} must be one of {allowed}, got {value!r}")
+    return value
+
+
 def _at(config: ml_collections.ConfigDict, key: str):
     for part in key.split("."):
         config = config[part]

@@ -132,6 +132,16 @@ OPTIM_RANGES = {
     "clip_norm": {"least": 0}, "momentum": {"least": 0, "below": 1}, "b1": {"least": 0, "below": 1},
     "b2": {"least": 0, "below": 1},
 }  # fmt: skip
+OPTIM_CHOICES = {"name": ("sgd", "adamw"), "schedule_unit": ("step", "epoch")}
+
+
+def _check_optim(config: ml_collections.ConfigDict, key: str) -> None:
+    """One optimiser setting, `key` dotted (`optim.lr`, `optim.groups.prompts.lr`), in its range or its choices."""
+    name = key.rsplit(".", 1)[1]
+    if name in OPTIM_RANGES:
+        settings.number(config, key, **OPTIM_RANGES[name])
+    elif name in OPTIM_CHOICES:
+        settings.choice(config, key, OPTIM_CHOICES[name])
 
 
 def check_train_settings(config: ml_collections.ConfigDict) -> None:
@@ -139,7 +149,8 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     of 0 with a ZeroDivisionError once the step had compiled (`log_every`, `checkpoint_every`, `batch_size`),
     0 checkpoints kept by deleting each (`keep_checkpoints`), 0 steps by evaluating the untrained method, -1 shots
     by taking all but one image per class, a reversed crop scale or a negative seed with NumPy's errors, a
-    misspelt optimiser override by being ignored, a caption length of 0 by training CLIP pretraining as a
+    misspelt optimiser override by being ignored, a misspelt optimiser or schedule unit once the weights had
+    loaded, a caption length of 0 by training CLIP pretraining as a
     classifier (failing on its classes), and one of 1 or above CLIP's 77 tokens with NumPy's or JAX's errors."""
     for key in ("log_every", "checkpoint_every", "keep_checkpoints", "batch_size"):
         settings.whole(config, key, 1)
@@ -158,8 +169,8 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
             f"augment.scale must be (low, high) with 0 < low <= high <= 1, the crops' areas as fractions of the "
             f"image's; got {scale!r}"
         )
-    for key in sorted(OPTIM_RANGES.keys() & config.optim.keys()):  # an optimiser reads only its own
-        settings.number(config, f"optim.{key}", **OPTIM_RANGES[key])
+    for key in sorted(config.optim.keys()):  # an optimiser reads only its own
+        _check_optim(config, f"optim.{key}")
     for group, overrides in config.optim.get("groups", {}).items():
         for key in overrides.keys():
             if key not in config.optim or key == "groups":
@@ -167,8 +178,7 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
                     f"optim.groups.{group}.{key}: {key!r} is not an optimiser setting; a group may override "
                     f"{sorted(set(config.optim.keys()) - {'groups'})}"
                 )
-            if key in OPTIM_RANGES:
-                settings.number(config, f"optim.groups.{group}.{key}", **OPTIM_RANGES[key])
+            _check_optim(config, f"optim.groups.{group}.{key}")
 
 
 def check_same_classes(train: tuple[str, ...], test: tuple[str, ...]) -> None:
@@ -228,9 +238,7 @@ def merge(trainable: dict, frozen: dict) -> dict:
 def schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
     """Linear warm-up then cosine to `min_lr`, stepped per step or per epoch (`opt.schedule_unit`)."""
     warmup = int(round(opt.warmup_epochs * steps_per_epoch))
-    per_epoch = opt.schedule_unit == "epoch"
-    if opt.schedule_unit not in ("step", "epoch"):
-        raise InvalidInput(f"schedule_unit must be 'step' or 'epoch', got {opt.schedule_unit!r}")
+    per_epoch = opt.schedule_unit == "epoch"  # else "step" (check_train_settings)
 
     def lr(step):
         step = jnp.asarray(step, jnp.float32)
@@ -248,9 +256,7 @@ def _group_tx(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.Gradi
             optax.add_decayed_weights(opt.weight_decay),
             optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov),
         )
-    if opt.name == "adamw":
-        return optax.adamw(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
-    raise InvalidInput(f"optimiser {opt.name!r} is not one of sgd, adamw")
+    return optax.adamw(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)  # "adamw" (check_train_settings)
 
 
 def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:

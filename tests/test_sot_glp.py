@@ -1341,6 +1341,12 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("optim.groups", {"prompts": {"lrr": 0.1}}, r"optim.groups.prompts.lrr: 'lrr' is not an optimiser setting"),
         ("optim.groups", {"prompts": {"lr": -0.1}}, r"optim.groups.prompts.lr must be a number >= 0, got -0.1"),
         ("optim.groups", {"promts": {"lr": 0.1}}, r"optim.groups overrides \['promts'\], but sot_glp's trainable"),
+        ("optim.name", "adam", r"optim.name must be one of \('sgd', 'adamw'\), got 'adam'"),
+        (
+            "optim.groups",
+            {"prompts": {"schedule_unit": "epochs"}},
+            r"optim.groups.prompts.schedule_unit must be one of \('step', 'epoch'\), got 'epochs'",
+        ),
         ("sot_glp.n_global", 0, "sot_glp.n_global must be a whole number of at least 1, got 0"),
         ("sot_glp.top_k", 65, "sot_glp.top_k must be a whole number from 1 to 64, got 65"),
         ("sot_glp.tau", 0.0, "sot_glp.tau must be a number > 0, got 0.0"),
@@ -1375,7 +1381,8 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     with a ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently. Training
     on other classes than the ID test set's scored the predictions against the wrong labels, silently. So did
     0 epochs, or a batch larger than the training set (both made 0 steps), and -1 shots (all but one image per
-    class) and a misspelt optimiser override or group (ignored) ran silently; a batch of 0, 0 global prompts and
+    class) and a misspelt optimiser override or group (ignored) ran silently (a misspelt optimiser or schedule
+    unit failed once the weights had loaded and the training labels were read); a batch of 0, 0 global prompts and
     more patches than the image has failed in the step or the loader with Python's or JAX's errors (one Sinkhorn
     iteration too, with jaxood.ot's ValueError), a reversed crop scale and a negative seed with NumPy's. An empty
     init_text failed with a ZeroDivisionError, and one so long that a class name no longer fitted in CLIP's context

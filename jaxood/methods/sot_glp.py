@@ -143,9 +143,8 @@ def check_settings(config: ml_collections.ConfigDict, arch: clip.CLIPConfig) -> 
             f"sot_glp.init_text {c.init_text!r} has no words: its tokens set the prompts' context length and "
             "initialise the global prompts (the paper's 'a photo of a': 4 tokens)"
         )
-    for key, allowed in (("prediction", PREDICTIONS), ("local_reduction", LOCAL_REDUCTIONS)):
-        if c[key] not in allowed:
-            raise InvalidInput(f"sot_glp.{key} must be one of {allowed}, got {c[key]!r}")
+    settings.choice(config, "sot_glp.prediction", PREDICTIONS)
+    settings.choice(config, "sot_glp.local_reduction", LOCAL_REDUCTIONS)
     for key in ("n_global", "n_local"):
         settings.whole(config, f"sot_glp.{key}", 1)
     settings.whole(config, "sot_glp.ot_iterations", 2)  # jaxood.ot's least (1 failed in the traced step)
