@@ -9,6 +9,8 @@ with a meaning nobody meant (0 training steps evaluated the untrained prompts;
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from jaxood.errors import InvalidInput
@@ -57,9 +59,10 @@ def number_problem(
         (below, "<", lambda v, b: v < b),
     ]
     is_number = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
-    if not is_number or not all(ok(value, b) for b, _, ok in bounds if b is not None):
+    infinite = isinstance(value, float) and math.isinf(value)
+    if not is_number or infinite or not all(ok(value, b) for b, _, ok in bounds if b is not None):
         span = "".join(f" and {op} {b}" for b, op, _ in bounds if b is not None).removeprefix(" and")
-        return f"must be a number{span}, got {value!r}"
+        return f"must be a {'finite ' if infinite else ''}number{span}, got {value!r}"
     return ""
 
 

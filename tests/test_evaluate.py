@@ -577,6 +577,7 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
         ("ood_datasets", {}, "names no OOD set"),
         ("ood_datasets", {"mean": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r"an OOD set \['mean'\]"),
         ("mcm.temperature", 0.0, r"mcm.temperature must be a number > 0, got 0.0"),
+        ("mcm.temperature", float("inf"), r"mcm.temperature must be a finite number > 0, got inf"),
         ("gl_mcm.lambda_local", -1.0, r"gl_mcm.lambda_local must be a number >= 0, got -1.0"),
         ("neglabel.percent", 1.5, r"neglabel.percent must be a number > 0 and <= 1, got 1.5"),
         ("csp.percent", 0.0, r"csp.percent must be a number > 0 and <= 1, got 0.0"),
@@ -588,9 +589,9 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
 def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, message, tmp_path, monkeypatch):
     """Evaluation reads these only at its end, after a whole training run: a gs:// text-feature cache used to become
     a local folder `gs:`, and a misspelt score or prompt template failed after training. A score's temperature of 0
-    gave NaN scores, a NegLabel/CSP `percent` above 1 kept every candidate, silently; `percent` 0 or 0 groups failed
-    after the candidates were encoded. An ID set without class names (a toy OOD split) failed at JAX's argmax of
-    no class prompts. Now nothing starts."""
+    gave NaN scores, an infinite one the same score to every image, a NegLabel/CSP `percent` above 1 kept every
+    candidate, silently; `percent` 0 or 0 groups failed after the candidates were encoded. An ID set without class
+    names (a toy OOD split) failed at JAX's argmax of no class prompts. Now nothing starts."""
     from conftest import load_config
 
     from jaxood.errors import InvalidInput

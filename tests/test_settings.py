@@ -13,6 +13,11 @@ def _config():
     return ml_collections.ConfigDict({"a": {"n": 3, "x": 0.5, "flag": True, "name": "big"}})
 
 
+def _set(config, key, value):
+    config.a[key] = value
+    return config
+
+
 def test_values_in_range_are_returned():
     c = _config()
     assert settings.whole(c, "a.n", 1, 3) == 3 and settings.number(c, "a.x", above=0, most=0.5) == 0.5
@@ -26,6 +31,17 @@ def test_values_in_range_are_returned():
         (lambda c: settings.whole(c, "a.flag", 0), "a.flag must be a whole number of at least 0, got True"),
         (lambda c: settings.number(c, "a.x", least=0, below=0.5), "a.x must be a number >= 0 and < 0.5, got 0.5"),
         (lambda c: settings.number(c, "a.name"), "a.name must be a number, got 'big'"),  # no bound: no stray space
+        # An infinite temperature gave every image the same score (AUROC 50), silently; an infinite tau trained on
+        # zero logits.
+        (
+            lambda c: settings.number(_set(c, "x", float("inf")), "a.x", above=0),
+            "a.x must be a finite number > 0, got inf",
+        ),
+        (lambda c: settings.number(_set(c, "x", float("-inf")), "a.x"), "a.x must be a finite number, got -inf"),
+        (
+            lambda c: settings.choice(c, "a.name", ("small", "medium")),
+            "a.name must be one of ('small', 'medium'), got 'big'",
+        ),
     ],
 )
 def test_out_of_range_names_key_range_and_value(check, message):
