@@ -125,10 +125,13 @@ def test_neglabel_score_by_hand():
 
 
 def test_group_negatives_drops_remainder_with_fixed_permutation():
+    """As NegLabel's `grouping`: `neg[:, :-drop]` first (the last of the mined order, the adjectives nearest the ID
+    classes), then one seeded permutation of the rest. Permuting first dropped a random one."""
     neg = np.arange(7 * 2, dtype=float).reshape(7, 2)
     g = neglabel.group_negatives(neg, 3, seed=1)
     assert g.shape == (3, 2, 2)
-    perm = np.random.RandomState(1).permutation(7)[:6]
+    assert sorted(g[..., 0].ravel().tolist()) == [0, 2, 4, 6, 8, 10]  # rows 0-5: the last, 6, is dropped
+    perm = np.random.RandomState(1).permutation(6)
     np.testing.assert_array_equal(g.reshape(6, 2), neg[perm])
     np.testing.assert_array_equal(g, neglabel.group_negatives(neg, 3, seed=1))
 

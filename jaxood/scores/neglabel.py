@@ -112,15 +112,16 @@ def kept_at_most(word_type: np.ndarray, percent: float) -> int:
 
 
 def group_negatives(neg_features: np.ndarray, n_groups: int = 1, seed: int = 0) -> np.ndarray:
-    """(G, M', D) negatives: with grouping, the remainder is dropped and one seeded permutation applied."""
+    """(G, M', D) negatives: with grouping, as NegLabel's code groups them, the last `M % G` are dropped (in `mine`'s
+    order: the adjectives nearest the ID classes), then one seeded permutation splits the rest into G groups."""
     neg = np.asarray(neg_features)
     if n_groups <= 1:
         return neg[None]
     usable = len(neg) - len(neg) % n_groups
     if usable == 0:
         raise ValueError(f"{len(neg)} negatives cannot form {n_groups} groups")
-    perm = np.random.RandomState(seed).permutation(len(neg))[:usable]
-    return neg[perm].reshape(n_groups, usable // n_groups, -1)
+    perm = np.random.RandomState(seed).permutation(usable)
+    return neg[:usable][perm].reshape(n_groups, usable // n_groups, -1)
 
 
 def neglabel_score(image: jax.Array, pos: jax.Array, neg_groups: jax.Array, temperature: float = 0.01) -> jax.Array:
