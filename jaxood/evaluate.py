@@ -227,7 +227,7 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
 def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int, mesh) -> dict:
     """Scores of every readable example of `source` once: {row: (N,) array, "pred/<method>", "label", "index" (the
     example's position in `source`), "unreadable" (how many were not)}."""
-    loader = Loader(source, transform, batch_size, mesh=mesh)
+    loader = Loader(source, transform, batch_size, mesh=mesh, name="eval_batch_size")
     progress = Progress(label, len(source), "images")
     chunks: dict[str, list[np.ndarray]] = {}
     unreadable = 0  # over all hosts: each host decodes only its rows, and only the first writes the results

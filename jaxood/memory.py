@@ -26,12 +26,17 @@ def step_bytes(compiled: jax.stages.Compiled) -> int:
     return m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
 
 
+def host_bytes() -> int:
+    """This host's RAM."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def device_bytes() -> int:
     """Memory of one local device: the accelerator allocator's limit, or on CPU the host's RAM shared by its devices."""
     stats = jax.local_devices()[0].memory_stats()
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
+    return host_bytes() // jax.local_device_count()
 
 
 def compile_within_memory(fn: jax.stages.Wrapped, *args, what: str, fixes: str) -> jax.stages.Compiled:

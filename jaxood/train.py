@@ -53,7 +53,7 @@ from jaxood import distributed, report, settings, workdir_lock
 from jaxood import evaluate as evaluation
 from jaxood.cache import write_whole
 from jaxood.data.datasets import make_source
-from jaxood.data.pipeline import Loader, check_batch, data_mesh, every_device, replicate
+from jaxood.data.pipeline import Loader, check_batch, check_host_memory, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_line
@@ -542,6 +542,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     arch = architecture(config)
     if arch and hasattr(method_module, "check_settings"):  # else build checks them, once the model is loaded
         method_module.check_settings(config, arch)
+    if arch:  # the loaders check again as they start: the closing evaluation's then comes after training
+        for key in ("batch_size", "eval_batch_size"):
+            check_host_memory(config[key], arch.image_size, key)
     saved_config = check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")
@@ -567,7 +570,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         model, clip_params = clip.load(config.model, dtype=clip.compute_dtype(config.dtype), remat=config.remat)
     transform = clip_train(model.cfg.image_size, tuple(config.augment.scale), config.augment.flip)
     loader = Loader(
-        train_source, transform, config.batch_size, indices, seed=config.seed, mesh=mesh, caption_length=caption_length
+        train_source,
+        transform,
+        config.batch_size,
+        indices,
+        seed=config.seed,
+        mesh=mesh,
+        caption_length=caption_length,
+        name="batch_size",
     )
     total = config.num_steps or config.epochs * loader.steps_per_epoch
     per = "all" if caption_length else f"{config.shots or 'all'} per class"

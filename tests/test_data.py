@@ -939,3 +939,18 @@ def test_dataset_descriptions(folder, tmp_path):
         make_source(mos["iNaturalist"], "ood_datasets.iNaturalist")
     toy = ood_benchmark("toy", toy={"per_class": 2, "size": 32})
     assert {k: len(make_source(v)) for k, v in toy.items()} == {"near": 16, "far": 24, "spurious": 32}
+
+
+def test_the_loaders_batches_must_fit_in_the_hosts_memory(monkeypatch):
+    """Each host holds 4 batches of its own share of the global batch, float32 (a batch beyond its memory failed with
+    NumPy's "Unable to allocate" traceback, or the system killed the process)."""
+    from jaxood.data import pipeline
+
+    monkeypatch.setattr(pipeline, "host_bytes", lambda: 2**30)  # 1 GiB
+    pipeline.check_host_memory(1024, 224, "batch_size", process_count=4)  # 4 x 256 x 224 x 224 x 3 x 4 B: 0.57 GiB
+    with pytest.raises(InvalidInput) as err:
+        pipeline.check_host_memory(1024, 224, "batch_size", process_count=2)
+    assert str(err.value) == (
+        "batch_size 1024: the loader holds 4 batches of 512 images of 224x224 on each host at once, 1.1 GiB, more "
+        "than this host's 1.0 GiB of memory: lower batch_size"
+    )

@@ -584,6 +584,12 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
         ("neglabel.eta", 1.0, r"neglabel.eta must be a number >= 0 and < 1, got 1.0"),
         ("csp.n_groups", 0, r"csp.n_groups must be a whole number of at least 1, got 0"),
         ("id_dataset.split", "near_ood", r"the ID set \(.*'near_ood'.*\) has no class names"),
+        (
+            "eval_batch_size",
+            10**8,
+            r"eval_batch_size 100000000: the loader holds 4 batches of 100000000 images of 64x64 on each host at "
+            r"once, 18310.5 GiB, more than this host's [\d.]+ GiB of memory: lower eval_batch_size",
+        ),
     ],
 )
 def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, message, tmp_path, monkeypatch):
@@ -591,7 +597,9 @@ def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, messag
     a local folder `gs:`, and a misspelt score or prompt template failed after training. A score's temperature of 0
     gave NaN scores, an infinite one the same score to every image, a NegLabel/CSP `percent` above 1 kept every
     candidate, silently; `percent` 0 or 0 groups failed after the candidates were encoded. An ID set without class
-    names (a toy OOD split) failed at JAX's argmax of no class prompts. Now nothing starts."""
+    names (a toy OOD split) failed at JAX's argmax of no class prompts. An eval batch larger than the host's memory
+    failed with NumPy's "Unable to allocate" traceback as the ID set's first batch was read (jaxood.evaluate refuses
+    it as its loader starts, before any image is read). Now nothing starts."""
     from conftest import load_config
 
     from jaxood.errors import InvalidInput

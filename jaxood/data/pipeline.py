@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxood.data.preprocess import Compose, Undecodable, decode
 from jaxood.errors import InvalidInput
+from jaxood.memory import GiB, host_bytes
 from jaxood.models.tokenizer import tokenize
 
 DATA_AXIS = "data"
@@ -70,8 +71,25 @@ def check_batch(global_batch: int, mesh: Mesh, name: str = "global batch") -> No
         )
 
 
+def check_host_memory(
+    global_batch: int, image_size: int, name: str, prefetch: int = 2, process_count: int | None = None
+) -> None:
+    """A loader holds `prefetch + 2` batches of float32 images on each host at once (the one in use, those
+    prefetched, the one being read): more than the host's memory failed with NumPy's "Unable to allocate" traceback,
+    or the system killed the process."""
+    local = global_batch // (process_count or jax.process_count())
+    held = (prefetch + 2) * local * image_size**2 * 3 * 4
+    if held > (have := host_bytes()):
+        raise InvalidInput(
+            f"{name} {global_batch}: the loader holds {prefetch + 2} batches of {local} images of {image_size}x"
+            f"{image_size} on each host at once, {held / GiB:.1f} GiB, more than this host's {have / GiB:.1f} GiB of "
+            f"memory: lower {name}"
+        )
+
+
 class Loader:
-    """Batches of one source (restricted to `indices`) for training or evaluation."""
+    """Batches of one source (restricted to `indices`) for training or evaluation; `name` is the global batch's
+    setting, for its errors."""
 
     def __init__(
         self,
@@ -86,6 +104,7 @@ class Loader:
         process_index: int | None = None,
         process_count: int | None = None,
         caption_length: int = 0,
+        name: str = "global batch",
     ):
         self.source, self.transform, self.seed = source, transform, seed
         if caption_length and not hasattr(source, "read_captioned"):
@@ -95,7 +114,8 @@ class Loader:
         self.mesh = mesh if mesh is not None else data_mesh()
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
-        check_batch(global_batch, self.mesh)
+        check_batch(global_batch, self.mesh, name)
+        check_host_memory(global_batch, transform.size, name, prefetch, self.process_count)
         self.global_batch = global_batch
         self.local_batch = global_batch // self.process_count
         self.sharding = split_rows(self.mesh)
