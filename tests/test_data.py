@@ -933,6 +933,19 @@ def test_dataset_descriptions(folder, tmp_path):
     with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.iNat: '/data/inat' is not a dataset description"):
         make_source("/data/inat", "ood_datasets.iNat")
     assert len(make_source(ml_collections.ConfigDict({"kind": "folder", "root": folder}))) == 13  # as configs hold it
+    # An entry without a key its kind needs failed with a KeyError ('root'), or the toy world's TypeError.
+    for spec, missing in (
+        ({"kind": "folder"}, "'root'"),
+        ({"kind": "tfds", "split": "train"}, "'name'"),
+        ({"kind": "list"}, "'list_file' and 'root'"),
+        ({"kind": "toy", "per_class": 1}, "'split'"),
+    ):
+        with pytest.raises(InvalidInput) as err:
+            make_source(spec, "ood_datasets.x")
+        assert str(err.value) == (
+            f"config.ood_datasets.x: a {spec['kind']!r} dataset needs {missing}, missing from {spec} (README, "
+            "'Datasets', has every kind)"
+        )
     mos = ood_benchmark("mos", str(tmp_path))
     assert list(mos) == ["iNaturalist", "SUN", "Places", "Textures"]
     with pytest.raises(DatasetMissing, match=r"^config\.ood_datasets\.iNaturalist: image folder not found at .*iNat"):

@@ -30,6 +30,7 @@ ENTRY_KEYS = {
     "list": {"root", "list_file", "class_names"},
     "toy": {"split", "per_class", "size", "seed", "spurious_p"},
 }
+REQUIRED_KEYS = {"tfds": {"name"}, "folder": {"root"}, "list": {"root", "list_file"}, "toy": {"split"}}
 
 
 # A whole dataset entry, as error messages show one (README, 'Datasets', has every kind).
@@ -60,6 +61,11 @@ def _open(spec: dict):
     if unknown:
         raise InvalidInput(
             f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(ENTRY_KEYS[kind])}"
+        )
+    if missing := REQUIRED_KEYS[kind] - set(spec):  # a KeyError (a TypeError for the toy world) before
+        raise InvalidInput(
+            f"a {kind!r} dataset needs {' and '.join(map(repr, sorted(missing)))}, missing from "
+            f"{ {'kind': kind, **spec} } (README, 'Datasets', has every kind)"
         )
     spec.update({field: os.path.expanduser(spec[field]) for field in _PATHS if isinstance(spec.get(field), str)})
     names = _class_names(spec.get("class_names"))
