@@ -2,6 +2,7 @@
 
 import io
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -933,6 +934,17 @@ def test_dataset_descriptions(folder, tmp_path):
     with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.iNat: '/data/inat' is not a dataset description"):
         make_source("/data/inat", "ood_datasets.iNat")
     assert len(make_source(ml_collections.ConfigDict({"kind": "folder", "root": folder}))) == 13  # as configs hold it
+    assert len(make_source({"kind": "folder", "root": pathlib.Path(folder)})) == 13  # a path object, in Python
+    # A path or name of another type failed in os or TFDS with a TypeError, or was named as a missing folder.
+    for spec, message in (
+        ({"kind": "list", "root": folder, "list_file": None}, "list_file must be a string (a path), got None"),
+        ({"kind": "folder", "root": 5}, "root must be a string (a path), got 5"),
+        ({"kind": "tfds", "name": 3}, "name must be a string (a TFDS dataset's name), got 3"),
+        ({"kind": "toy", "split": 1}, "split must be a string (a split's name), got 1"),
+    ):
+        with pytest.raises(InvalidInput) as err:
+            make_source(spec, "ood_datasets.x")
+        assert str(err.value) == f"config.ood_datasets.x: {message}"
     # An entry without a key its kind needs failed with a KeyError ('root'), or the toy world's TypeError.
     for spec, missing in (
         ({"kind": "folder"}, "'root'"),

@@ -23,6 +23,7 @@ from jaxood.data.toy_world import ToyWorld
 from jaxood.errors import InvalidInput, UserError
 
 _PATHS = ("root", "list_file", "data_dir")
+_TEXT = {"name": "a TFDS dataset's name", "split": "a split's name", **dict.fromkeys(_PATHS, "a path")}
 # The keys each kind of entry may have (besides `kind`).
 ENTRY_KEYS = {
     "tfds": {"name", "split", "data_dir", "class_names"},
@@ -67,6 +68,10 @@ def _open(spec: dict):
             f"a {kind!r} dataset needs {' and '.join(map(repr, sorted(missing)))}, missing from "
             f"{ {'kind': kind, **spec} } (README, 'Datasets', has every kind)"
         )
+    spec.update({field: os.fspath(spec[field]) for field in _PATHS if isinstance(spec.get(field), os.PathLike)})
+    for field in ("name", "split", *_PATHS):  # a number or None failed in os or TFDS with a TypeError, at best
+        if field in spec and not isinstance(spec[field], str) and not (field == "data_dir" and spec[field] is None):
+            raise InvalidInput(f"{field} must be a string ({_TEXT[field]}), got {spec[field]!r}")
     spec.update({field: os.path.expanduser(spec[field]) for field in _PATHS if isinstance(spec.get(field), str)})
     names = _class_names(spec.get("class_names"))
     if kind == "tfds":
