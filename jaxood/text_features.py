@@ -1,8 +1,9 @@
 """L2-normalised CLIP text features of templated prompts, in batches, cached on disk.
 
-The cache key is a hash of the text tower's parameters and of the exact
-prompts, so a second evaluation with the same model and templates reads the
-~70k WordNet candidates' features instead of encoding them again.
+The cache key is a hash of the text tower's parameters, the CLIP's architecture
+and compute dtype, and the exact prompts, so a second evaluation with the same
+model and templates reads the ~70k WordNet candidates' features instead of
+encoding them again.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def templated_features(
     """
     per_word = templates if templates and not isinstance(templates[0], str) else [tuple(templates)] * len(words)
     key = hashlib.sha1((fingerprint or model_fingerprint(params)).encode())
+    key.update(f"{np.dtype(model.dtype).name} {model.cfg}".encode())  # how the weights compute: bfloat16 differs
     for w, t in zip(words, per_word):
         key.update(("\x00".join(t) + "\x01" + w + "\x02").encode())
     path = os.path.join(cache_dir, "text_features", key.hexdigest() + ".npy") if cache_dir else None

@@ -566,6 +566,27 @@ def test_text_encoding_split_over_four_devices_matches_one(tiny_hf, tmp_path):
     )
 
 
+def test_text_features_are_cached_per_compute_dtype(tiny_hf, tmp_path):
+    """A bfloat16 run's text features (config.dtype "auto" on an accelerator) were served to a float32 run of the same
+    weights and prompts from the cache, so its NegLabel / MCM rows depended on what had run before."""
+    import jax.numpy as jnp
+
+    from jaxood.models import clip
+    from jaxood.text_features import templated_features
+
+    words, cache = ["dog", "cat", "tench"], str(tmp_path / "cache")
+    by_dtype = {}
+    for dtype in (jnp.bfloat16, jnp.float32, jnp.bfloat16):
+        model, params = clip.load(tiny_hf[0], dtype=dtype)
+        by_dtype.setdefault(dtype, []).append(templated_features(model, params, words, ["a photo of a {}."], cache))
+    assert len(os.listdir(os.path.join(cache, "text_features"))) == 2
+    np.testing.assert_array_equal(*by_dtype[jnp.bfloat16])  # the second bfloat16 run: its own cache file
+    model, params = clip.load(tiny_hf[0])
+    want = templated_features(model, params, words, ["a photo of a {}."], cache_dir="")  # not cached
+    np.testing.assert_allclose(by_dtype[jnp.float32][0], want, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(by_dtype[jnp.bfloat16][0], want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("entry", ["train", "evaluate"])
 @pytest.mark.parametrize(
     "key, value, message",
