@@ -6,7 +6,8 @@ Mining (host, once per model): each candidate's text feature gets
 `percent` are kept (15% of the type's candidates that remain after CSP's
 near-duplicate exclusion). Scoring (jit):
 `S = sum_ID softmax([pos, neg] / T)[ID part]`, averaged over groups of
-negatives when grouping is on (remainder dropped, one seeded permutation).
+negatives when grouping is on (the remainder dropped from the end, then one
+seeded permutation, as NegLabel's code groups them).
 """
 
 from __future__ import annotations
