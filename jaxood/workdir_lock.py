@@ -52,12 +52,18 @@ def _lock(workdir: str) -> tuple[int | None, str]:
 def holding(workdir: str):
     """`workdir` (made if missing) locked by this run's first host for the block; every host raises `InvalidInput`
     when another run holds it. Within a block holding it already (an evaluation inside training) it does nothing."""
-    os.makedirs(workdir, exist_ok=True)
     key = os.path.realpath(workdir)
     if key in _held:
         yield
         return
-    fd, holder = _lock(workdir) if distributed.is_first_host() else (None, "")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        fd, holder = _lock(workdir) if distributed.is_first_host() else (None, "")
+    except OSError as err:  # where `os.access` said yes (an NFS mount squashing root, /proc) and the file system no
+        raise InvalidInput(
+            f"the workdir {workdir} cannot be used ({err.strerror or err}): give a --workdir in a folder this user "
+            "may write"
+        ) from err
     if jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(np.int32(bool(holder))):
         holder = holder or "see the first host's error"
     if holder:

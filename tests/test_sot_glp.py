@@ -815,6 +815,32 @@ def test_a_workdir_on_a_file_system_without_locks_is_used_unlocked(tmp_path, mon
         assert "cannot be locked ([Errno 37] No locks available): nothing stops a second run" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("step", ["makedirs", "open"])
+def test_a_workdir_the_file_system_refuses_is_named(step, tmp_path, monkeypatch):
+    """The command line's check asks `os.access`, which an NFS mount squashing root, or /proc, answers yes for while
+    making the folder or its lock file fails: that was os.makedirs' or os.open's traceback."""
+    import errno
+
+    from jaxood import workdir_lock
+    from jaxood.errors import InvalidInput
+
+    real = getattr(workdir_lock.os, step)
+
+    def refused(path, *args, **kwargs):
+        if str(tmp_path) in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(workdir_lock.os, step, refused)
+    run = tmp_path / "run"
+    with pytest.raises(InvalidInput) as err:
+        with workdir_lock.holding(str(run)):
+            pass
+    assert str(err.value) == (
+        f"the workdir {run} cannot be used (Permission denied): give a --workdir in a folder this user may write"
+    )
+
+
 def test_logged_losses_are_means_over_the_steps_since_the_line_before(tiny_hf, tmp_path):
     """A line every 2 steps gives the mean of the 2 steps' values that a line every step gives: it gave the last
     step's alone, a curve as noisy as one batch (the demo's logged loss jumped from 0.24 to 3.09 and back)."""
