@@ -57,6 +57,8 @@ def test_out_of_range_names_key_range_and_value(check, message):
         (["--batch", "0"], "--batch: must be a whole number of at least 1, got 0"),
         (["--prompt_chunk", "1.5"], "--prompt_chunk: '1.5' is not a whole number"),
         (["--dtype", "float8"], "--dtype: invalid choice: 'float8'"),
+        # Installed from a copy, the package has no configs/ beside it: that was a FileNotFoundError's traceback.
+        (["--config", "/no/configs/sot_glp.py"], "--config: no config file /no/configs/sot_glp.py: the configs ship"),
     ],
 )
 def test_benchmark_flags_are_range_checked(argv, message, capsys):

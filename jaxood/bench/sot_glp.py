@@ -12,12 +12,16 @@ with gradients, the image tower (both streams, gradient to the local
 projection), and the top-K + Sinkhorn local score. Each step's memory per
 device (XLA's buffer sizes, `jaxood.memory.step_bytes`) is printed as it
 compiles; `--memory` stops there, so sizes too large to run are still measured.
+The settings are the paper config's, from the checkout's `configs/sot_glp.py`
+(`--config` names that file where jaxood was installed from a copy).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
+import os
 import time
 from unittest import mock
 
@@ -44,12 +48,12 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
-def _config(args):
-    import importlib.util
-    import os
+# The checkout's config, beside the package (an editable install); `--config` names it for any other install.
+CHECKOUT_CONFIG = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "sot_glp.py"))
 
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "sot_glp.py")
-    spec = importlib.util.spec_from_file_location("sot_glp_config", path)
+
+def _config(args):
+    spec = importlib.util.spec_from_file_location("sot_glp_config", args.config)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     config = mod.get_config("paper")
@@ -74,7 +78,13 @@ def main(argv=None) -> dict:
     )
     ap.add_argument("--memory", action="store_true", help="compile and print the memory only; time nothing")
     ap.add_argument("--step_only", action="store_true", help="time the step, not where its time goes")
+    ap.add_argument("--config", default=CHECKOUT_CONFIG, help="configs/sot_glp.py of a jaxood checkout")
     args = ap.parse_args(argv)
+    if not os.path.isfile(args.config):  # a package installed from a copy has no configs/ beside it
+        ap.error(
+            f"--config: no config file {args.config}: the configs ship in the jaxood checkout's configs/; give "
+            "--config=CHECKOUT/configs/sot_glp.py"
+        )
 
     cfg = clip.CLIPConfig.from_hf(VIT_B16)
     dtype = clip.compute_dtype(args.dtype)
