@@ -362,10 +362,12 @@ def test_config_files_cut_short_or_of_another_model_are_named(tiny_hf, tmp_path,
         clip.load(str(d))
 
 
-@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "open_clip too", "sharded"])
 def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, tmp_path, monkeypatch, weights):
     """Hub repos such as openai/clip-vit-base-patch16 may keep only pytorch_model.bin (next to tf_model.h5 and
     flax_model.msgpack) on their main branch: asking for safetensors alone fetched config.json and no weights.
+    LAION's (laion/CLIP-ViT-B-32-laion2B-s34B-b79K) keep OpenCLIP's copies of the weights beside Hugging Face's:
+    `*.safetensors` fetched open_clip_model.safetensors as well, the weights twice.
     The hub is a folder here, its download `snapshot_download`'s filter (fnmatch over the repo's file names)."""
     import fnmatch
 
@@ -375,8 +377,16 @@ def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, 
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(os.path.join(directory, "config.json"), repo)
-    if weights == "model.safetensors":
+    if weights == "sharded":  # model-00001-of-0000N.safetensors and model.safetensors.index.json
+        hf_model.save_pretrained(tmp_path / "sharded", max_shard_size="5MB")
+        for name in os.listdir(tmp_path / "sharded"):
+            if "safetensors" in name:
+                shutil.copy(tmp_path / "sharded" / name, repo)
+    elif weights != "pytorch_model.bin":
         shutil.copy(os.path.join(directory, "model.safetensors"), repo)
+    if weights == "open_clip too":
+        for other in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            (repo / other).write_bytes(b"OpenCLIP's names for its weights: never fetched")
     torch.save(hf_model.state_dict(), repo / "pytorch_model.bin")
     for other in ("tf_model.h5", "flax_model.msgpack"):
         (repo / other).write_bytes(b"never fetched")
@@ -395,10 +405,14 @@ def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     _, params = clip.load("someorg/clip-like")
     chex.assert_trees_all_equal(params, clip.load(directory)[1])
-    if weights == "model.safetensors":
-        assert fetched == [["config.json", "model.safetensors"]]
-    else:
+    if weights == "pytorch_model.bin":
         assert fetched == [["config.json"], ["config.json", "pytorch_model.bin"]]
+    elif weights == "sharded":
+        (names,) = fetched
+        shards = [n for n in names if re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", n)]
+        assert len(shards) > 1 and names == ["config.json", *shards, "model.safetensors.index.json"]
+    else:
+        assert fetched == [["config.json", "model.safetensors"]]
 
 
 def test_jaxood_checkpoint_roundtrip_and_mismatch(tiny_hf, tmp_path):

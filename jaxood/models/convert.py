@@ -230,8 +230,13 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
 
 
 # What `download` fetches besides config.json, in order of preference: safetensors (single or sharded), else the
-# PyTorch pickle (read without torch). Not every repo has safetensors on its main branch.
-HUB_WEIGHTS = (("*.safetensors", "*.safetensors.index.json"), ("pytorch_model.bin",))
+# PyTorch pickle (read without torch). Not every repo has safetensors on its main branch. Hugging Face's names only:
+# LAION's repos keep OpenCLIP's copy of the weights beside them (open_clip_model.safetensors), which `*.safetensors`
+# fetched too.
+HUB_WEIGHTS = (
+    ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json"),
+    ("pytorch_model.bin",),
+)
 
 
 def download(repo_id: str) -> str:
