@@ -436,7 +436,8 @@ def test_hub_id_offline_gives_clear_error():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode != 0
     assert "could not fetch 'openai/clip-vit-base-patch16'" in out.stderr
-    assert "--local-dir" in out.stderr
+    # The files `load` reads, not the whole repo (the weights up to four times over, in other frameworks' formats).
+    assert "`hf download openai/clip-vit-base-patch16 config.json pytorch_model.bin --local-dir DIR`" in out.stderr
 
 
 def test_not_a_directory_nor_hub_id(tmp_path):

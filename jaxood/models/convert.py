@@ -267,9 +267,11 @@ def hub_config(repo_id: str) -> CLIPConfig:
 def _not_fetched(repo_id: str, err: Exception) -> InputMissing:
     return InputMissing(
         f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
-        f"Without network: on a machine with access run `hf download {repo_id} --local-dir DIR` "
-        "(or `huggingface-cli download ...`), copy DIR here and pass DIR instead of the hub id; "
-        "DIR needs config.json and model.safetensors (or pytorch_model.bin)."
+        f"Without network: on a machine with access run `hf download {repo_id} config.json pytorch_model.bin "
+        "--local-dir DIR` (or `huggingface-cli download ...`), copy DIR here and pass DIR instead of the hub id. "
+        "A repo without pytorch_model.bin has model.safetensors, or shards of it "
+        "(model.safetensors.index.json and the model-*.safetensors it names): name those. Only these files: the "
+        "whole repo can hold the weights four times over (TensorFlow, Flax and OpenCLIP copies)."
     )
 
 
