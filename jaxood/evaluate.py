@@ -321,7 +321,9 @@ def text_cache_dir(config: ml_collections.ConfigDict) -> str:
 
 
 def _check_settings(config: ml_collections.ConfigDict) -> None:
-    """The settings evaluation reads only at its end (scores, OOD set names, prompt, cache folder, batch)."""
+    """The settings evaluation reads only at its end (scores, OOD set names, prompt, cache folder, batch), and the
+    CLIP's compute dtype (training read it only once the training labels were read: minutes for ImageNet)."""
+    settings.choice(config, "dtype", clip.COMPUTE_DTYPES)
     zero_shot_score_names(config)
     reserved = {"id", "mean"} & set(config.ood_datasets)  # the ID set's and the average's names in the results
     if not config.ood_datasets or reserved:

@@ -599,6 +599,7 @@ def test_text_features_are_cached_per_compute_dtype(tiny_hf, tmp_path):
         ("ood_datasets", {"mean": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r"an OOD set \['mean'\]"),
         ("mcm.temperature", 0.0, r"mcm.temperature must be a number > 0, got 0.0"),
         ("mcm.temperature", float("inf"), r"mcm.temperature must be a finite number > 0, got inf"),
+        ("dtype", "float64", r"dtype must be one of \('auto', 'float32', 'bfloat16', 'float16'\), got 'float64'"),
         ("gl_mcm.lambda_local", -1.0, r"gl_mcm.lambda_local must be a number >= 0, got -1.0"),
         ("neglabel.percent", 1.5, r"neglabel.percent must be a number > 0 and <= 1, got 1.5"),
         ("csp.percent", 0.0, r"csp.percent must be a number > 0 and <= 1, got 0.0"),
