@@ -1350,7 +1350,7 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("sot_glp.prediction", "referense", "sot_glp.prediction must be one of .* got 'referense'"),
         ("sot_glp.local_reduction", "max", "sot_glp.local_reduction must be one of .* got 'max'"),
         ("method", "sotglp", r"config.method 'sotglp' is not one of \['clip_pretrain', 'sot_glp'\]"),
-        ("dtype", "fp16", "dtype 'fp16' is not one of"),
+        ("dtype", "fp16", r"dtype must be one of \('auto', 'float32', 'bfloat16', 'float16'\), got 'fp16'"),
         ("log_every", 0, "log_every must be a whole number of at least 1, got 0"),
         ("checkpoint_every", 0, "checkpoint_every must be a whole number of at least 1, got 0"),
         ("keep_checkpoints", 0, "keep_checkpoints must be a whole number of at least 1, got 0"),
