@@ -27,6 +27,7 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 GRAD_MODES = ("stop", "unrolled")
+MIN_ITERATIONS = 2  # the iterations run in blocks of 2 or more (above)
 
 
 def _inner_block(iterations: int) -> int:
@@ -55,8 +56,8 @@ def sinkhorn_plan(
     """Transport plans `(..., n, m)` for costs `(..., n, m)`; marginals default to uniform 1/n and 1/m."""
     if grad not in GRAD_MODES:
         raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
-    if iterations < 2:
-        raise ValueError(f"need at least 2 Sinkhorn iterations, got {iterations}")
+    if iterations < MIN_ITERATIONS:
+        raise ValueError(f"need at least {MIN_ITERATIONS} Sinkhorn iterations, got {iterations}")
     *batch, n, m = cost.shape
     a = jnp.full((*batch, n), 1.0 / n, cost.dtype) if a is None else jnp.broadcast_to(a, (*batch, n))
     b = jnp.full((*batch, m), 1.0 / m, cost.dtype) if b is None else jnp.broadcast_to(b, (*batch, m))

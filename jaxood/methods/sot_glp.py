@@ -147,7 +147,7 @@ def check_settings(config: ml_collections.ConfigDict, arch: clip.CLIPConfig) -> 
     settings.choice(config, "sot_glp.local_reduction", LOCAL_REDUCTIONS)
     for key in ("n_global", "n_local"):
         settings.whole(config, f"sot_glp.{key}", 1)
-    settings.whole(config, "sot_glp.ot_iterations", 2)  # jaxood.ot's least (1 failed in the traced step)
+    settings.whole(config, "sot_glp.ot_iterations", ot.MIN_ITERATIONS)  # 1 failed in the traced step, in jaxood.ot
     settings.whole(config, "sot_glp.top_k", 1, arch.num_patches)  # the image's patches
     settings.whole(config, "sot_glp.prompt_chunk", 0)  # 0: all prompts at once
     for key in ("ot_epsilon", "tau", "ood_temperature"):
