@@ -68,11 +68,13 @@ def _open(spec: dict):
             f"a {kind!r} dataset needs {' and '.join(map(repr, sorted(missing)))}, missing from "
             f"{ {'kind': kind, **spec} } (README, 'Datasets', has every kind)"
         )
-    spec.update({field: os.fspath(spec[field]) for field in _PATHS if isinstance(spec.get(field), os.PathLike)})
-    for field in ("name", "split", *_PATHS):  # a number or None failed in os or TFDS with a TypeError, at best
-        if field in spec and not isinstance(spec[field], str) and not (field == "data_dir" and spec[field] is None):
-            raise InvalidInput(f"{field} must be a string ({_TEXT[field]}), got {spec[field]!r}")
-    spec.update({field: os.path.expanduser(spec[field]) for field in _PATHS if isinstance(spec.get(field), str)})
+    for field in [f for f in _TEXT if f in spec]:  # a number or None failed in os or TFDS with a TypeError, at best
+        value = os.fspath(spec[field]) if field in _PATHS and isinstance(spec[field], os.PathLike) else spec[field]
+        if field == "data_dir" and value is None:  # TFDS's default folder
+            continue
+        if not isinstance(value, str):
+            raise InvalidInput(f"{field} must be a string ({_TEXT[field]}), got {value!r}")
+        spec[field] = os.path.expanduser(value) if field in _PATHS else value
     names = _class_names(spec.get("class_names"))
     if kind == "tfds":
         return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"), names)
