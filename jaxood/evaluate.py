@@ -390,9 +390,8 @@ def _check_score_settings(config: ml_collections.ConfigDict) -> None:
         settings.whole(config, f"{s}.seed", 0, 2**32 - 1)
         settings.whole(config, f"{s}.max_candidates", 0)
     settings.number(config, "csp.max_id_similarity", least=-1, most=1)  # a cosine
-    for kind in ("neglabel", "csp"):  # each group needs a negative label
-        if kind not in zero_shot_score_names(config):
-            continue
+    named = zero_shot_score_names(config)
+    for kind in [k for k in ("neglabel", "csp") if k in named]:  # each group needs a negative label
         cands = negative_candidates(config[kind], kind)
         if (most := neglabel.kept_at_most(cands.word_type, config[kind].percent)) < config[kind].n_groups:
             raise _too_few_negatives(most, len(cands.words), config[kind], kind, mined=False)
