@@ -37,10 +37,10 @@ from jax.experimental import multihost_utils
 from jaxood import distributed, report, settings, workdir_lock
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder
 from jaxood.data.classnames import is_wnid
-from jaxood.data.datasets import make_source
+from jaxood.data.datasets import make_sources
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
-from jaxood.data.sources import DatasetMissing, Source
+from jaxood.data.sources import Source
 from jaxood.errors import InvalidInput, NotSaved
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
@@ -397,28 +397,12 @@ def _check_score_settings(config: ml_collections.ConfigDict) -> None:
             raise _too_few_negatives(most, len(cands.words), config[kind], kind, mined=False)
 
 
-def _open_sources(entries: dict) -> dict[str, Source]:
-    """The sources of dataset entries by their config keys; every missing one is named in one error (ImageNet and
-    MOS' four OOD sets took five runs to learn of)."""
-    sources, missing = {}, []
-    for key, spec in entries.items():
-        try:
-            sources[key] = make_source(spec, key)
-        except DatasetMissing as err:
-            missing.append(str(err))
-    if len(missing) > 1:
-        raise DatasetMissing(f"{len(missing)} of the {len(entries)} datasets are missing:\n" + "\n".join(missing))
-    if missing:
-        raise DatasetMissing(missing[0])
-    return sources
-
-
 def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, Source]]:
     """The ID source and the OOD sources by name, after checking the settings evaluation reads at its end:
     bad input fails here, before any work (train calls this first and passes the sources to `evaluate`)."""
     _check_settings(config)
     ood = config.ood_datasets
-    opened = _open_sources({"id_dataset": config.id_dataset, **{f"ood_datasets.{n}": ood[n] for n in given_order(ood)}})
+    opened = make_sources({"id_dataset": config.id_dataset, **{f"ood_datasets.{n}": ood[n] for n in given_order(ood)}})
     id_source = opened.pop("id_dataset")
     if not id_source.class_names:  # there would be no class prompts: JAX's argmax of an empty sequence, later
         raise InvalidInput(
