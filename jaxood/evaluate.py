@@ -26,7 +26,7 @@ import json
 import os
 import string
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -397,12 +397,26 @@ def _check_score_settings(config: ml_collections.ConfigDict) -> None:
             raise _too_few_negatives(most, len(cands.words), config[kind], kind, mined=False)
 
 
-def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, Source]]:
-    """The ID source and the OOD sources by name, after checking the settings evaluation reads at its end:
-    bad input fails here, before any work (train calls this first and passes the sources to `evaluate`)."""
+class Inputs(NamedTuple):
+    """A run's datasets, opened (`open_inputs`)."""
+
+    id: Source
+    ood: dict[str, Source]  # by name, in the config's order
+    train: Source | None = None  # a training run's training set
+
+
+def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Inputs:
+    """The ID source and the OOD sources by name (and `train`: the training set, `config.train_dataset`), after
+    checking the settings evaluation reads at its end: bad input fails here, before any work, and every missing
+    dataset is named in one error (train calls this first and passes the sources to `evaluate`)."""
     _check_settings(config)
     ood = config.ood_datasets
-    opened = make_sources({"id_dataset": config.id_dataset, **{f"ood_datasets.{n}": ood[n] for n in given_order(ood)}})
+    opened = make_sources({
+        **({"train_dataset": config.train_dataset} if train else {}),
+        "id_dataset": config.id_dataset,
+        **{f"ood_datasets.{n}": ood[n] for n in given_order(ood)},
+    })  # fmt: skip
+    train_source = opened.pop("train_dataset", None)
     id_source = opened.pop("id_dataset")
     if not id_source.class_names:  # there would be no class prompts: JAX's argmax of an empty sequence, later
         raise InvalidInput(
@@ -432,7 +446,8 @@ def open_inputs(config: ml_collections.ConfigDict) -> tuple[Source, dict[str, So
             "torchvision's ImageFolder reads them; if the sub-folders are the classes (SUN397's a/abbey layout), give "
             "the set as a list entry with its class_names, or use TFDS's sun397"
         )
-    return id_source, {key.removeprefix("ood_datasets."): source for key, source in opened.items()}
+    ood_sources = {key.removeprefix("ood_datasets."): source for key, source in opened.items()}
+    return Inputs(id_source, ood_sources, train_source)
 
 
 def evaluate(
@@ -441,7 +456,7 @@ def evaluate(
     model=None,
     params=None,
     scorer: Scorer | None = None,
-    inputs: tuple[Source, dict[str, Source]] | None = None,
+    inputs: Inputs | None = None,
     unreadable: dict[str, int] | None = None,
     step: int | None = None,
 ) -> dict:
@@ -457,7 +472,7 @@ def evaluate(
             "configs/zeroshot.py."
         )
     distributed.maybe_initialize()
-    id_source, ood_sources = inputs or open_inputs(config)
+    id_source, ood_sources, _ = inputs or open_inputs(config)
     workdir = os.path.expanduser(workdir)  # a shell leaves `--workdir=~/runs/x` as it is
     with workdir_lock.holding(workdir):  # held already when training evaluates
         if model is None:

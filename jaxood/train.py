@@ -52,7 +52,6 @@ import jaxood.methods
 from jaxood import distributed, report, settings, workdir_lock
 from jaxood import evaluate as evaluation
 from jaxood.cache import write_whole
-from jaxood.data.datasets import make_source
 from jaxood.data.pipeline import Loader, check_batch, check_host_memory, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
@@ -524,14 +523,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """`train` in its workdir, which this run holds."""
-    # Input first: a missing dataset fails before any model work.
-    train_source = make_source(config.train_dataset, "train_dataset")
-    eval_inputs = evaluation.open_inputs(config)  # eval_batch_size must split over the devices, and so must:
+    # Input first: a missing dataset fails before any model work, and every missing one in one error.
+    eval_inputs = evaluation.open_inputs(config, train=True)  # eval_batch_size must split over the devices, and so:
     mesh = data_mesh()
     check_batch(config.batch_size, mesh, "batch_size")
     caption_length = config.get("caption_length", 0)
     if not caption_length:  # the trained method predicts the training classes, and is scored on the ID labels
-        check_same_classes(train_source.class_names, eval_inputs[0].class_names)
+        check_same_classes(eval_inputs.train.class_names, eval_inputs.id.class_names)
     try:
         method_module = importlib.import_module(f"jaxood.methods.{config.method}")
     except ModuleNotFoundError as err:
@@ -552,6 +550,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         with write_whole(os.path.join(workdir, "config.json")) as f:
             f.write(config.to_json_best_effort(indent=1))
     # The training images before the model: too few shots or images fail before a download or load.
+    train_source = eval_inputs.train
     class_names = train_source.class_names
     # Image-text training learns from every captioned image, object-free ones (label -1) included.
     if caption_length:
@@ -702,7 +701,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     with StopsAtOnce(stopped):
         scorer = method.scorer(params)
         if config.eval_zero_shot:
-            id_names = eval_inputs[0].class_names
+            id_names = eval_inputs.id.class_names
             scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, eval_clip, id_names), scorer)
         results = evaluation.evaluate(
             config,

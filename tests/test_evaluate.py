@@ -184,6 +184,32 @@ def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
         assert f"\nconfig.ood_datasets.{name}: image folder not found at {tmp_path / folder}" in out.stderr
 
 
+def test_training_names_its_missing_training_set_with_the_evaluation_sets(tmp_path):
+    """A training run refused a missing training set alone, and named the ID and OOD sets missing beside it only in
+    its next run. The paper config's ImageNet train and validation splits are one dataset, named once."""
+    from conftest import load_config
+
+    from jaxood import train
+    from jaxood.data.sources import DatasetMissing
+
+    config = load_config("sot_glp", "paper", **{"train_dataset.data_dir": str(tmp_path), "ood_root": str(tmp_path)})
+    config.id_dataset.data_dir = str(tmp_path)
+    with pytest.raises(DatasetMissing) as err:
+        train.train(config, str(tmp_path / "run"))
+    lines = str(err.value).splitlines()
+    assert lines[:2] == [
+        "6 of the 6 datasets are missing:",
+        f"config.train_dataset, config.id_dataset: TFDS dataset 'imagenet2012' is not prepared in {tmp_path}: "
+        f"download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org into "
+        f"{tmp_path / 'downloads' / 'manual'}, then run `python -m jaxood.data.prepare --dataset=imagenet2012 "
+        f"--data_dir={tmp_path}` (needs network and `pip install tensorflow-cpu` once). If it is prepared in another "
+        "folder, give that as the dataset's data_dir or as TFDS_DATA_DIR",
+    ]
+    assert [line.split(":")[0] for line in lines[2:]] == [
+        f"config.ood_datasets.{name}" for name in ("iNaturalist", "SUN", "Places", "Textures")
+    ]
+
+
 def test_score_names_ignore_spaces_and_repeats():
     """ "mcm, gl_mcm" was refused as an unknown score ' gl_mcm'; a repeated name made its row twice."""
     from conftest import load_config
@@ -352,7 +378,7 @@ def test_ood_sets_and_groups_given_as_dicts_keep_their_order():
     config.ood_datasets = {"zz_far": far, "aa_near": near}
     config.ood_groups = {"only_far": "zz_far", "all": "zz_far,aa_near"}
     assert list(config.ood_datasets) == ["aa_near", "zz_far"]  # as ml_collections lists them
-    _, ood = evaluate.open_inputs(config)
+    ood = evaluate.open_inputs(config).ood
     assert list(ood) == ["zz_far", "aa_near"]
     assert evaluate.ood_groups(config) == {"only_far": ("zz_far",), "all": ("zz_far", "aa_near")}
     assert list(evaluate.ood_groups(config)) == ["only_far", "all"]

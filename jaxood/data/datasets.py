@@ -42,33 +42,39 @@ EXAMPLE_ENTRY = "{'kind': 'folder', 'root': '/path/to/images'}"
 def make_source(spec: Mapping, key: str = ""):
     """The source a dataset description names; unknown kinds or keys are errors. `key`, where the description sits
     in the config (`id_dataset`, `ood_datasets.SUN`), starts the message of any error, as the entry to fix."""
-    try:
-        if not hasattr(spec, "keys"):  # not a dict or ConfigDict, but a path: dict() failed with a ValueError
-            raise InvalidInput(
-                f"{spec!r} is not a dataset description: give a dict with its kind, as {EXAMPLE_ENTRY} (README, "
-                "'Datasets')"
-            )
-        return _open(dict(spec))
-    except UserError as err:
-        if not key:
-            raise
-        raise type(err)(f"config.{key}: {err}") from err
+    return make_sources({key: spec})[key]
 
 
 def make_sources(entries: Mapping[str, Mapping]) -> dict:
     """`make_source` of each entry (config key -> description), by key; every missing dataset is named in one error
-    (ImageNet and MOS' four OOD sets took five runs to learn of)."""
-    sources, missing = {}, []
+    (ImageNet and MOS' four OOD sets took five runs to learn of), a dataset several keys name once, with its keys
+    (a training run's ImageNet train split and ID validation split are one missing dataset)."""
+    sources, missing = {}, {}  # a missing dataset's message -> the keys naming it, in the entries' order
     for key, spec in entries.items():
         try:
-            sources[key] = make_source(spec, key)
+            if not hasattr(spec, "keys"):  # not a dict or ConfigDict, but a path: dict() failed with a ValueError
+                raise InvalidInput(
+                    f"{spec!r} is not a dataset description: give a dict with its kind, as {EXAMPLE_ENTRY} (README, "
+                    "'Datasets')"
+                )
+            sources[key] = _open(dict(spec))
         except DatasetMissing as err:
-            missing.append(str(err))
-    if len(missing) > 1:
-        raise DatasetMissing(f"{len(missing)} of the {len(entries)} datasets are missing:\n" + "\n".join(missing))
-    if missing:
-        raise DatasetMissing(missing[0])
+            missing.setdefault(str(err), []).append(key)
+        except UserError as err:
+            raise type(err)(_at([key], err)) from err
+    lines = [_at(keys, message) for message, keys in missing.items()]
+    if len(lines) > 1:
+        n = sum(map(len, missing.values()))
+        raise DatasetMissing(f"{n} of the {len(entries)} datasets are missing:\n" + "\n".join(lines))
+    if lines:
+        raise DatasetMissing(lines[0])
     return sources
+
+
+def _at(keys: list[str], message) -> str:
+    """An error's message, after the config keys of the entries it is about (`config.id_dataset: ...`), if any."""
+    where = ", ".join(f"config.{key}" for key in keys if key)
+    return f"{where}: {message}" if where else str(message)
 
 
 def _open(spec: dict):
