@@ -7,7 +7,7 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   groups with cosine schedules (per step or per epoch) and linear warm-up;
 - one `jax.jit` step with explicit shardings over a data-parallel `Mesh`,
   the state donated, the step's rng `fold_in(seed, step)`;
-- orbax checkpoints in `DIR/checkpoints` with auto-resume: a restarted run
+- orbax checkpoints in `DIR/checkpoints` (`jaxood.checkpoints`) with auto-resume: a restarted run
   continues where it stopped and ends bit-identical (batches are a function of
   the step). Only the run's length, data paths, logging and evaluation settings
   may change on resume; any other difference from `DIR/config.json` is refused
@@ -16,7 +16,7 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   checkpoint stays good. A preemption notice (SIGTERM) or Ctrl-C saves the
   step it ends at and stops the run (`jaxood.preemption`). One run at a time
   holds DIR (`jaxood.workdir_lock`);
-- metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`), progress with ETA,
+- metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`; `jaxood.metric_log`), progress with ETA,
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
   the zero-shot baseline rows.
 
@@ -30,11 +30,9 @@ import contextlib
 import importlib
 import itertools
 import json
-import logging
 import os
 import pkgutil
 import re
-import sys
 import time
 from typing import Any
 
@@ -45,20 +43,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 import jaxood.methods
 from jaxood import distributed, report, settings, workdir_lock
 from jaxood import evaluate as evaluation
 from jaxood.cache import write_whole
+from jaxood.checkpoints import Checkpoints
 from jaxood.data.pipeline import Loader, check_batch, check_host_memory, data_mesh, every_device, replicate
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
-from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_line
+from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted
 from jaxood.memory import compile_within_memory
+from jaxood.metric_log import METRICS, MetricWriter
 from jaxood.models import clip, convert
-from jaxood.models.convert import check_tree
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
 from jaxood.progress import Progress
@@ -318,171 +316,7 @@ def make_step(method, tx, seed: int):
     return step_fn
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
-class Checkpoints:
-    """orbax CheckpointManager around TrainState; restoring is strict and names mismatched leaves."""
-
-    def __init__(self, directory: str, keep: int):
-        self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            item_handlers=ocp.StandardCheckpointHandler(),  # so a fresh manager can read a saved tree's metadata
-        )
-
-    def latest(self) -> int | None:
-        return self.manager.latest_step()
-
-    def save(self, step: int, state: TrainState) -> None:
-        folder = self.manager.directory
-        try:
-            with _orbax_failure_quiet(os.path.join(folder, f"{step}.orbax-checkpoint-tmp")):
-                self.manager.save(step, args=ocp.args.StandardSave(state))
-                self.manager.wait_until_finished()
-        except Exception as err:  # orbax's writes are atomic: what it did not finish is a *-tmp folder it skips
-            last = self.manager.latest_step()
-            kept = f"the last good checkpoint (step {last}) is in {folder}" if last else f"none is in {folder} yet"
-            raise NotSaved(
-                f"the checkpoint at step {step} could not be saved ({_root_message(err)}); {kept}. Free space there "
-                "(or lower keep_checkpoints), then run the same command again to resume."
-            ) from err
-
-    def restore(self, step: int, like: TrainState) -> TrainState:
-        # The saved tree's metadata first: a mismatch is named here, before orbax would fail inside TensorStore.
-        with self._readable(step):
-            saved = self.manager.item_metadata(step)
-        saved = getattr(saved, "tree", saved)  # orbax TreeMetadata -> nested dict of ArrayMetadata
-        # Both as nested dicts (tuples and lists of optimiser states keyed "0", "1", ...), as orbax stores them.
-        as_dict = flax.serialization.to_state_dict
-        what, fix = f"checkpoint at step {step}", "restore it with the config it was trained with"
-        check_tree(as_dict(like), as_dict(saved), what=what, fix=fix)
-        with self._readable(step):
-            return self.manager.restore(step, args=ocp.args.StandardRestore(like))
-
-    @contextlib.contextmanager
-    def _readable(self, step: int):
-        """Orbax's or TensorStore's error reading a damaged checkpoint (a failed copy or disk; orbax's own writes are
-        atomic) as one naming the folder and the way on: before, 60 lines of TensorStore's spec, and at exit ~40
-        lines of its reads' callbacks into orbax's closed event loop."""
-        folder = os.path.join(self.manager.directory, str(step))
-        try:
-            with _orbax_failure_quiet(folder):
-                yield
-        except Exception as err:
-            earlier = [s for s in self.manager.all_steps() if s < step]
-            way_on = f"resume from step {max(earlier)}, the latest before it" if earlier else "start again from step 0"
-            raise InvalidInput(
-                f"the checkpoint at step {step} cannot be read ({_root_message(err)}); it may be damaged. Move "
-                f"{folder} out of the checkpoints folder to {way_on}."
-            ) from err
-
-
-def _root_message(err: BaseException) -> str:
-    """The first line of the innermost cause of `err`: TensorStore's own message, under orbax's wrappers; for an
-    operating system's error (a full disk, a quota) its reason alone, which TensorStore gives after long paths."""
-    while err.__cause__ or err.__context__:
-        err = err.__cause__ or err.__context__
-    if code := re.search(r"os_error_code='(\d+)'", str(err)):
-        return os.strerror(int(code.group(1)))
-    return first_line(err)[:400]
-
-
-@contextlib.contextmanager
-def _orbax_failure_quiet(folder: str):
-    """A save or restore that fails has orbax's threads and tasks say so, each with its traceback (~40-50 lines
-    around the one error the caller raises): orbax's error log from each thread, held back while it runs;
-    TensorStore's callbacks into orbax's closed event loop (Python's unraisable hook) and asyncio's log of each
-    unretrieved task naming `folder` (the step's folder, or its temporary one for a save), held back from then on.
-    Nothing else is."""
-    absl = logging.getLogger("absl")
-    only_below_error = lambda record: record.levelno < logging.ERROR  # noqa: E731
-    absl.addFilter(only_below_error)
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda args: None if _closed_loop(args.exc_value) else previous(args)
-    try:
-        yield
-    except Exception:
-        logging.getLogger("asyncio").addFilter(lambda record: folder not in record.getMessage())
-        raise  # the unraisable hook stays: the failed reads' and writes' callbacks go on after
-    else:
-        sys.unraisablehook = previous
-    finally:
-        absl.removeFilter(only_below_error)
-
-
-def _closed_loop(err: BaseException | None) -> bool:
-    return isinstance(err, RuntimeError) and str(err) == "Event loop is closed"
-
-
 # ---------------------------------------------------------------------- train
-
-
-METRICS, SUPERSEDED = "metrics.jsonl", "metrics.superseded.jsonl"
-
-
-class MetricWriter:
-    """Scalars to stdout, `metrics.jsonl` and TensorBoard (tensorboardX: clu's writers import TensorFlow).
-
-    A run that starts at step `start` (a resumed one: its latest checkpoint) logs the steps after it again. The
-    records an earlier attempt left of those (one killed, or stopped by a NaN, between checkpoints) move from
-    metrics.jsonl to metrics.superseded.jsonl, and TensorBoard hides its events of them (`purge_step`): before,
-    both curves showed those steps twice.
-    """
-
-    def __init__(self, workdir: str, enabled: bool, tensorboard: bool, start: int = 0):
-        self.enabled = enabled
-        self._tb = None
-        if enabled:
-            path = os.path.join(workdir, METRICS)
-            if moved := _supersede_after(path, start, os.path.join(workdir, SUPERSEDED)):
-                print(f"{METRICS}: {moved} record(s) after step {start}, trained again now, moved to {SUPERSEDED}")
-            self._jsonl = open(path, "a")
-            if tensorboard:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start + 1)
-
-    def scalars(self, step: int, values: dict) -> None:
-        if not self.enabled:
-            return
-        print(f"[step {step}] " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
-        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
-        self._jsonl.flush()
-        if self._tb:
-            for k, v in values.items():
-                self._tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        """Flushes and closes the logs; a failure to (a full disk) is said, not raised: it would replace the error
-        a run may be stopping with (the checkpoint that did not fit). metrics.jsonl is flushed at each record."""
-        if not self.enabled:
-            return
-        for log in filter(None, (self._jsonl, self._tb)):
-            try:
-                log.close()
-            except OSError as err:
-                print(f"the training log could not be closed: {err}", flush=True)
-
-
-def _supersede_after(path: str, step: int, superseded: str) -> int:
-    """Move the records of `path` (JSON lines) past `step`, and any line cut short, to `superseded`; how many."""
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        lines = [line if line.endswith("\n") else line + "\n" for line in f]
-    kept, moved = [], []
-    for line in lines:
-        try:
-            (kept if json.loads(line)["step"] <= step else moved).append(line)
-        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
-            moved.append(line)
-    if moved:
-        with open(superseded, "a") as f:
-            f.writelines(moved)
-        with write_whole(path) as f:
-            f.writelines(kept)
-    return len(moved)
 
 
 def architecture(config: ml_collections.ConfigDict) -> clip.CLIPConfig | None:

@@ -23,9 +23,11 @@ from scipy.special import log_softmax, softmax
 from test_ot import np_sinkhorn
 
 from jaxood import train as trainer
+from jaxood.checkpoints import Checkpoints
 from jaxood.data.pipeline import data_mesh
 from jaxood.errors import InvalidInput, Preempted
 from jaxood.methods import sot_glp
+from jaxood.metric_log import MetricWriter
 from jaxood.models import clip
 from jaxood.models.convert import CheckpointMismatch
 from jaxood.models.tokenizer import tokenize
@@ -711,7 +713,7 @@ def test_trainer_drops_the_host_copy_of_the_clip(tiny_hf, tmp_path, monkeypatch)
 
 
 def _final_trainable(workdir):
-    ckpt = trainer.Checkpoints(os.path.join(workdir, "checkpoints"), 2)
+    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), 2)
     step = ckpt.latest()
     meta = ckpt.manager.restore(step)
     return step, {k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(meta["trainable"], sep="/").items()}
@@ -1045,7 +1047,7 @@ def test_sigterm_or_ctrl_c_saves_the_step_it_ends_at_and_stops_and_the_same_comm
     import signal
 
     config = small_config(tiny_hf[0], tmp_path, num_steps=6, checkpoint_every=10, eval_zero_shot=False)
-    scalars = trainer.MetricWriter.scalars
+    scalars = MetricWriter.scalars
 
     def scalars_then_signals(writer, step, values):
         scalars(writer, step, values)
@@ -1053,7 +1055,7 @@ def test_sigterm_or_ctrl_c_saves_the_step_it_ends_at_and_stops_and_the_same_comm
             for name in signals:
                 os.kill(os.getpid(), getattr(signal, name))
 
-    monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars_then_signals)
+    monkeypatch.setattr(MetricWriter, "scalars", scalars_then_signals)
     run = tmp_path / "run"
     with _interruptible():
         before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -1064,7 +1066,7 @@ def test_sigterm_or_ctrl_c_saves_the_step_it_ends_at_and_stops_and_the_same_comm
     assert not (run / "results.json").exists()
     if stops_with is None:
         return
-    monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars)
+    monkeypatch.setattr(MetricWriter, "scalars", scalars)
     trainer.train(config, str(run))
     logged = [r["step"] for r in _logged(run)]
     assert logged == [1, 2, 3, 4, 5, 6] and (run / "results.json").exists()
@@ -1144,14 +1146,14 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
     sys.unraisablehook(other)
     assert unraisable == [other]
     monkeypatch.setattr(ocp.CheckpointManager, "save", save)
-    scalars = trainer.MetricWriter.scalars
+    scalars = MetricWriter.scalars
 
     def full_at_step_5(writer, step, values):  # the log's append meets the full disk first
         if step == 5:
             raise OSError(28, "No space left on device")
         scalars(writer, step, values)
 
-    monkeypatch.setattr(trainer.MetricWriter, "scalars", full_at_step_5)
+    monkeypatch.setattr(MetricWriter, "scalars", full_at_step_5)
     with pytest.raises(NotSaved) as err:
         trainer.train(config, str(run))
     assert "resumed from the checkpoint at step 2, 4 steps to go" in capsys.readouterr().out
@@ -1159,7 +1161,7 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
         f"the training log could not be written at step 5 (No space left on device). The last good checkpoint "
         f"(step 4) is in {run / 'checkpoints'}. Free space in {run}, then run the same command again to resume."
     )
-    monkeypatch.setattr(trainer.MetricWriter, "scalars", scalars)
+    monkeypatch.setattr(MetricWriter, "scalars", scalars)
     trainer.train(config, str(run))
     assert "resumed from the checkpoint at step 4, 2 steps to go" in capsys.readouterr().out
 

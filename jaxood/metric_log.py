@@ -1,0 +1,74 @@
+"""A training run's log: each logged step's scalars to stdout, `WORKDIR/metrics.jsonl` and TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from jaxood.cache import write_whole
+
+METRICS, SUPERSEDED = "metrics.jsonl", "metrics.superseded.jsonl"
+
+
+class MetricWriter:
+    """Scalars to stdout, `metrics.jsonl` and TensorBoard (tensorboardX: clu's writers import TensorFlow).
+
+    A run that starts at step `start` (a resumed one: its latest checkpoint) logs the steps after it again. The
+    records an earlier attempt left of those (one killed, or stopped by a NaN, between checkpoints) move from
+    metrics.jsonl to metrics.superseded.jsonl, and TensorBoard hides its events of them (`purge_step`): before,
+    both curves showed those steps twice.
+    """
+
+    def __init__(self, workdir: str, enabled: bool, tensorboard: bool, start: int = 0):
+        self.enabled = enabled
+        self._tb = None
+        if enabled:
+            path = os.path.join(workdir, METRICS)
+            if moved := _supersede_after(path, start, os.path.join(workdir, SUPERSEDED)):
+                print(f"{METRICS}: {moved} record(s) after step {start}, trained again now, moved to {SUPERSEDED}")
+            self._jsonl = open(path, "a")
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start + 1)
+
+    def scalars(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        print(f"[step {step}] " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
+        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self._jsonl.flush()
+        if self._tb:
+            for k, v in values.items():
+                self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        """Flushes and closes the logs; a failure to (a full disk) is said, not raised: it would replace the error
+        a run may be stopping with (the checkpoint that did not fit). metrics.jsonl is flushed at each record."""
+        if not self.enabled:
+            return
+        for log in filter(None, (self._jsonl, self._tb)):
+            try:
+                log.close()
+            except OSError as err:
+                print(f"the training log could not be closed: {err}", flush=True)
+
+
+def _supersede_after(path: str, step: int, superseded: str) -> int:
+    """Move the records of `path` (JSON lines) past `step`, and any line cut short, to `superseded`; how many."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = [line if line.endswith("\n") else line + "\n" for line in f]
+    kept, moved = [], []
+    for line in lines:
+        try:
+            (kept if json.loads(line)["step"] <= step else moved).append(line)
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+            moved.append(line)
+    if moved:
+        with open(superseded, "a") as f:
+            f.writelines(moved)
+        with write_whole(path) as f:
+            f.writelines(kept)
+    return len(moved)
