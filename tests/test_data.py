@@ -578,7 +578,7 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
     from jaxood.data import prepare
 
     def run(*argv):
-        assert report_user_errors(prepare.main)([*argv, f"--data_dir={tmp_path}"]) == 1
+        assert report_user_errors(prepare.main)([f"--data_dir={tmp_path}", *argv]) == 1  # a later one replaces it
         return capsys.readouterr().err
 
     err = run("--dataset=cifar_ten")
@@ -596,6 +596,12 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(socket, "getaddrinfo", no_address)
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", no_download)
+    # A data_dir that cannot be made or written, named before any download (TFDS's traceback came after one).
+    err = run("--dataset=cifar10", "--data_dir=/proc/jaxood")
+    assert err.startswith("error: --data_dir /proc/jaxood cannot be written (") and "TFDS writes the downloads" in err
+    with monkeypatch.context() as read_only:  # os.access as a user other than root sees a read-only folder
+        read_only.setattr(os, "access", lambda path, mode: False)
+        assert "(this user may not write it)" in run("--dataset=cifar10", f"--data_dir={tmp_path / 'ro'}")
     err = run("--dataset=cifar10")
     assert "cannot download cifar10 (no address for www.cs.toronto.edu: no network): preparing it needs network" in err
     assert f"copy the folder {tmp_path}/cifar10/" in err

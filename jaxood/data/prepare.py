@@ -6,8 +6,9 @@
 Writes `array_record` files that jaxood reads without TensorFlow. Preparing
 most TFDS datasets needs TensorFlow once (`pip install tensorflow-cpu`) and
 network (ImageNet: the archives downloaded by hand instead). Every failure a
-user can fix (unknown name, archives not in place, a missing module, no
-network) prints one line naming the fix and exits with status 1.
+user can fix (unknown name, a data_dir it cannot write, archives not in place,
+a missing module, no network) prints one line naming the fix and exits with
+status 1.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import sys
 import urllib.parse
 import urllib.request
 
+from jaxood.cache import can_hold_a_folder
 from jaxood.data.sources import open_tfds_builder
-from jaxood.errors import InputMissing, UserError, report_user_errors
+from jaxood.errors import InputMissing, InvalidInput, UserError, report_user_errors
 
 PIP_PACKAGES = {"tensorflow": "tensorflow-cpu"}  # module TFDS imports -> what to `pip install` for it
 
@@ -32,6 +34,8 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
 
     data_dir = os.path.expanduser(data_dir)  # a shell leaves `--data_dir=~/tensorflow_datasets` as it is
     builder = open_tfds_builder(dataset, data_dir, file_format="array_record")
+    if "://" not in data_dir:  # a bucket's permissions are checked by TFDS as it writes
+        _check_writable(data_dir)
     manual_dir = os.path.expanduser(manual_dir) if manual_dir else os.path.join(data_dir, "downloads", "manual")
     instructions = " ".join((builder.MANUAL_DOWNLOAD_INSTRUCTIONS or "").split())
     manual = epath.Path(manual_dir)  # TFDS's paths: a bucket (gs://) as well as a local folder
@@ -53,6 +57,22 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
     except (requests.ConnectionError, requests.Timeout) as err:
         raise _needs_network(dataset, builder, str(err).splitlines()[0]) from err
     return builder.data_dir
+
+
+def _check_writable(data_dir: str) -> None:
+    """`data_dir` can be made and written: TFDS failed with a traceback once it started, after a download if the
+    folder existed but was read-only."""
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        problem = "" if can_hold_a_folder(data_dir) else "this user may not write it"
+    except OSError as err:
+        problem = err.strerror or str(err)
+    if problem:
+        raise InvalidInput(
+            f"--data_dir {data_dir} cannot be written ({problem}): TFDS writes the downloads and the prepared "
+            "dataset there. Give a folder this user may write, then point the dataset's data_dir (or TFDS_DATA_DIR) "
+            "at it"
+        )
 
 
 def _unresolved_hosts(builder, downloads: str) -> list[str]:
