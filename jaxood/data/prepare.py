@@ -60,8 +60,7 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
 
 
 def _check_writable(data_dir: str) -> None:
-    """`data_dir` can be made and written: TFDS failed with a traceback once it started, after a download if the
-    folder existed but was read-only."""
+    """`data_dir` can be made and written, checked before TFDS starts: TFDS failed on it with its own traceback."""
     try:
         os.makedirs(data_dir, exist_ok=True)
         problem = "" if can_hold_a_folder(data_dir) else "this user may not write it"
