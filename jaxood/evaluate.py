@@ -59,6 +59,8 @@ SCORE_TITLES = {
     "csp": "CSP",
 }  # fmt: skip
 ZERO_SHOT_SCORES = tuple(SCORE_TITLES)  # what config.scores may name
+# The zero-shot scores that are a softmax over the ID classes: with one class, 1 for every image.
+OVER_ID_CLASSES = ("mcm", "gl_mcm", "msp")
 # Scores of CLIP's logits `exp(logit_scale) cos` (T = 1), as a classifier's.
 LOGIT_SCORES = {"max_logit": logits_lib.max_logit, "msp": logits_lib.msp, "energy": logits_lib.energy}
 # The config keys only evaluation reads (configs/zeroshot.py): a resumed training run may change them (jaxood.train).
@@ -424,6 +426,8 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
             "need: use a labelled set (a toy split such as 'test', a folder with one sub-folder per class, a TFDS "
             "dataset), or give an image list its class_names"
         )
+    if len(id_source.class_names) == 1:  # pretraining learns from captions, not the ID classes
+        _check_one_class(config, id_source.class_names[0], train and not config.get("caption_length", 0))
     if ids := [name for name in id_source.class_names if is_wnid(name)]:  # names are known for ImageNet-1k's alone
         raise InvalidInput(
             f"config.id_dataset: {len(ids)} of its {len(id_source.class_names)} classes are named by WordNet ids "
@@ -448,6 +452,26 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
         )
     ood_sources = {key.removeprefix("ood_datasets."): source for key, source in opened.items()}
     return Inputs(id_source, ood_sources, train_source)
+
+
+def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: bool) -> None:
+    """An ID set of one class (a folder holding all its images in one sub-folder) is refused where it makes the
+    run meaningless: a method trained as a classifier of the ID classes (`classifier`) has a loss of 0 from the
+    first step, and MCM, GL-MCM and MSP are a softmax over them (every image scored 1: AUROC 50, silently)."""
+    over = [s for s in zero_shot_score_names(config) if s in OVER_ID_CLASSES]
+    if not (classifier or over):
+        return
+    why = (
+        f"{config.method} learns to tell the ID classes apart: with one, its loss is 0 from the first step"
+        if classifier
+        else f"{', '.join(SCORE_TITLES[s] for s in over)} (config.scores) are a softmax over the ID classes: with "
+        "one, every image scores 1 (AUROC 50)"
+    )
+    raise InvalidInput(
+        f"config.id_dataset has one class ({name!r}), and {why}. Give the ID set its classes (a folder: one "
+        "sub-folder per class)"
+        + ("" if classifier else ", or score it with MaxLogit, Energy, NegLabel or CSP alone (config.scores)")
+    )
 
 
 def evaluate(

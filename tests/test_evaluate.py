@@ -669,6 +669,50 @@ def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, messag
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
 
 
+@pytest.mark.parametrize(
+    "entry, scores, message",
+    [
+        ("evaluate", "max_logit,mcm,msp", r"config\.id_dataset has one class \('dog'\), and MCM, MSP "
+         r"\(config\.scores\) are a softmax over the ID classes: with one, every image scores 1 \(AUROC 50\)\. "
+         r"Give the ID set its classes \(a folder: one sub-folder per class\), or score it with MaxLogit, Energy, "
+         r"NegLabel or CSP alone"),
+        ("evaluate", "max_logit,energy", None),
+        ("train", "max_logit", r"config\.id_dataset has one class \('dog'\), and sot_glp learns to tell the ID "
+         r"classes apart: with one, its loss is 0 from the first step\. Give the ID set its classes \(a folder: one "
+         r"sub-folder per class\)$"),
+        ("pretrain", "max_logit", None),  # it learns from captions: the ID classes are only for its zero-shot rows
+    ],
+)  # fmt: skip
+def test_an_id_set_of_one_class_is_refused_where_it_makes_the_rows_constant(entry, scores, message, tmp_path):
+    """An ID folder holding its images in one sub-folder gave MCM and GL-MCM rows of AUROC 50.00 and 100 % ID
+    accuracy, silently: a softmax over one class is 1 for every image."""
+    from conftest import load_config, write_image
+
+    from jaxood.errors import InvalidInput
+    from jaxood.evaluate import open_inputs
+
+    (tmp_path / "one" / "dog").mkdir(parents=True)
+    for i in range(2):
+        write_image(tmp_path / "one" / "dog" / f"{i}.png", seed=i)
+    from jaxood.train import train
+
+    file_and_variant = {"evaluate": ("zeroshot", "toy"), "train": ("sot_glp", "demo"), "pretrain": ("toy_clip",)}
+    config = load_config(*file_and_variant[entry])
+    config.id_dataset = {"kind": "folder", "root": str(tmp_path / "one")}
+    if entry == "train":  # trained on the same one class
+        config.train_dataset = config.id_dataset
+    config.scores = scores
+    if message is None:
+        assert open_inputs(config, train=entry == "pretrain").id.class_names == ("dog",)
+    elif entry == "train":  # refused before any work
+        with pytest.raises(InvalidInput, match=message):
+            train(config, str(tmp_path / "run"))
+        assert not (tmp_path / "run" / "checkpoints").exists()
+    else:
+        with pytest.raises(InvalidInput, match=message):
+            open_inputs(config)
+
+
 @pytest.mark.parametrize("entry", ["train", "evaluate"])
 @pytest.mark.parametrize(
     "kind, settings, message",
