@@ -1,9 +1,12 @@
-"""A training run's log: each logged step's scalars to stdout, `WORKDIR/metrics.jsonl` and TensorBoard."""
+"""A training run's log: each logged step's scalars to stdout, `WORKDIR/metrics.jsonl` and TensorBoard; its
+evaluation's figures to TensorBoard too."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 
 from jaxood.cache import write_whole
 
@@ -72,3 +75,29 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
         with write_whole(path) as f:
             f.writelines(kept)
     return len(moved)
+
+
+def write_evaluation(workdir: str, step: int, results: dict) -> None:
+    """A training run's report (`jaxood.evaluate`'s results) as TensorBoard scalars at the step it evaluated, in
+    percent as its tables: `id_accuracy/<method>`, `<metric>/<OOD set or mean>/<row>` (`auroc/near/SOT-GLP/GL-MCM`)
+    and `<metric>/<group>_mean/<row>` for `config.ood_groups`, with any other character TensorBoard does not take
+    in a tag as `_`. They go to `WORKDIR/tb/eval`, a run of its own beside the training curves in `tb`, where the
+    runs of a sweep compare. A figure the report has none of (NaN scores) is left out; the step evaluated again
+    replaces them. Figures that cannot be written (a full disk) are said, not raised: the report is written
+    already."""
+    from tensorboardX import SummaryWriter
+
+    per_set = [(name, row, of) for row, sets in results["ood"].items() for name, of in sets.items()]
+    per_set += [  # OpenOOD's near and far means
+        (f"{group} mean", row, of) for group, means in results.get("ood_groups", {}).items()
+        for row, of in means["mean"].items()
+    ]  # fmt: skip
+    values = {f"id_accuracy/{method}": acc for method, acc in results["id_accuracy"].items() if acc is not None}
+    for name, row, of in per_set:
+        values.update({f"{metric}/{name}/{row}": v for metric, v in (of or {}).items()})
+    try:
+        with contextlib.closing(SummaryWriter(os.path.join(workdir, "tb", "eval"), purge_step=step)) as tb:
+            for tag, value in values.items():
+                tb.add_scalar(re.sub(r"[^-/\w.]", "_", tag.replace(" / ", "/")), 100 * value, step)
+    except OSError as err:
+        print(f"the evaluation's figures could not be written to TensorBoard: {err}", flush=True)

@@ -55,7 +55,7 @@ from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted
 from jaxood.memory import compile_within_memory
-from jaxood.metric_log import METRICS, MetricWriter
+from jaxood.metric_log import METRICS, MetricWriter, write_evaluation
 from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
@@ -547,6 +547,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             unreadable=unreadable,
             step=evaluated,
         )
+    if config.tensorboard and distributed.is_first_host():
+        write_evaluation(workdir, evaluated, results)
     return results, params
 
 

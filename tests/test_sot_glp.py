@@ -640,7 +640,7 @@ def test_sigterm_on_one_host_saves_one_step_on_every_host_and_stops_them(tiny_hf
 
 
 def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
-    config = small_config(tiny_hf[0], tmp_path, num_steps=1, plots=True)
+    config = small_config(tiny_hf[0], tmp_path, num_steps=1, plots=True, tensorboard=True)
     results, _ = trainer.train(config, str(tmp_path / "run"))
     files = set(os.listdir(tmp_path / "run"))
     assert {"results.json", "results.md", "config.json", "metrics.jsonl", "hist_sot_glp_gl_mcm.png"} <= files
@@ -660,6 +660,27 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
     assert results["devices"] == {
         "platform": "cpu", "kind": "cpu", "count": jax.device_count(), "hosts": 1, "compute_dtype": "float32"
     }  # fmt: skip
+    # The report's figures in TensorBoard too, at the step evaluated, in percent as the tables; evaluating it again
+    # (the same command on the finished run) replaces them.
+    config.ood_groups = {"shapes": "near,far"}
+    results, _ = trainer.train(config, str(tmp_path / "run"))
+    tb = tmp_path / "run" / "tb" / "eval"
+    for tag, figure in (
+        ("id_accuracy/SOT-GLP", results["id_accuracy"]["SOT-GLP"]),
+        ("auroc/near/SOT-GLP/GL-MCM", results["ood"]["SOT-GLP / GL-MCM"]["near"]["auroc"]),
+        ("fpr95/mean/zero-shot/MCM", results["ood"]["zero-shot / MCM"]["mean"]["fpr95"]),
+        (
+            "aupr_out/shapes_mean/SOT-GLP/MaxLogit",
+            results["ood_groups"]["shapes"]["mean"]["SOT-GLP / MaxLogit"]["aupr_out"],
+        ),
+    ):
+        assert _tensorboard_scalars(tb, tag) == {1: pytest.approx(100 * figure)}, tag
+    # Each evaluation's file: its figures (2 accuracies, 7 rows x 4 sets and means x 4 metrics; then 7 x 4 of the
+    # group), after the mark that has TensorBoard drop what earlier files hold from the evaluated step on.
+    files = [list(_tensorboard_events(path)) for path in sorted(tb.iterdir())]
+    assert [sum(1 for e in events if e.summary.value) for events in files] == [2 + 7 * 4 * 4, 2 + 7 * 4 * 4 + 7 * 4]
+    for events in files:
+        assert any(e.session_log.status == e.session_log.START and e.step == 1 for e in events)
 
 
 def test_training_reports_its_undecodable_images_once_each(tiny_hf, tmp_path, monkeypatch, capsys):
@@ -1086,7 +1107,7 @@ def _tensorboard_events(path):
 def _tensorboard_scalars(folder, tag) -> dict[int, float]:
     """{step: value} of `tag` in the TensorBoard event files in `folder`, the later files' winning."""
     found = {}
-    for path in sorted(folder.iterdir()):
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):  # not tb/eval, the evaluation's run
         for event in _tensorboard_events(path):
             for value in event.summary.value:
                 if value.tag == tag:
