@@ -378,11 +378,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         for key in ("batch_size", "eval_batch_size"):
             check_host_memory(config[key], arch.image_size, key)
     saved_config = check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))
-    if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
-        multihost_utils.sync_global_devices("jaxood.train: resume checked")
-    if distributed.is_first_host():  # whole or not at all (a run killed while writing it could not be resumed)
-        with write_whole(os.path.join(workdir, "config.json")) as f:
-            f.write(config.to_json_best_effort(indent=1))
     # The training images before the model: too few shots or images fail before a download or load.
     train_source = eval_inputs.train
     class_names = train_source.class_names
@@ -465,6 +460,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         fixes = ", ".join(filter(None, (method.memory_fixes, TRAIN_STEP_FIXES)))  # the method's own first
         step_fn = compile_within_memory(step_fn, state, frozen, first, what="train step", fixes=fixes)
         batches = itertools.chain([first], batches)
+    # The run's config, once nothing before its first step has refused it (a refused run leaves no workdir).
+    if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
+        multihost_utils.sync_global_devices("jaxood.train: resume checked")
+    if distributed.is_first_host():  # whole or not at all (a run killed while writing it could not be resumed)
+        with write_whole(os.path.join(workdir, "config.json")) as f:
+            f.write(config.to_json_best_effort(indent=1))
     progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start
 

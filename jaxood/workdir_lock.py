@@ -9,7 +9,9 @@ holder (`pid N on HOST`) for the error a second run gets. On a file system
 without locks (some NFS mounts) a run says so and goes on unlocked.
 
 `jaxood.evaluate` holds it too, since it writes the report; inside training
-(which holds it already) its evaluation takes no second lock.
+(which holds it already) its evaluation takes no second lock. A workdir the
+run made is removed again if the run stops before writing anything in it (a
+setting refused once the weights loaded), so a refused run leaves no folder.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import socket
 
 import jax
@@ -56,6 +59,7 @@ def holding(workdir: str):
     if key in _held:
         yield
         return
+    made = not os.path.lexists(workdir)
     try:
         os.makedirs(workdir, exist_ok=True)
         fd, holder = _lock(workdir) if distributed.is_first_host() else (None, "")
@@ -74,7 +78,24 @@ def holding(workdir: str):
     _held.add(key)
     try:
         yield
+    except BaseException:
+        if made and fd is not None:
+            _remove_if_unused(workdir)
+        raise
     finally:
         _held.discard(key)
         if fd is not None:
             os.close(fd)  # the only descriptor of the locked file: closing it drops the lock
+
+
+def _remove_if_unused(workdir: str) -> None:
+    """Remove a workdir this run made when the run stopped with nothing in it but its lock (and empty folders, such
+    as the checkpoints' before the first): a refused run left it behind. Removed while still locked: a run starting
+    in it meanwhile is told it is in use."""
+    for folder, _, files in os.walk(workdir):
+        if any(folder != workdir or name != LOCK_FILE for name in files):
+            return
+    try:
+        shutil.rmtree(workdir)
+    except OSError:  # kept as it is: the error the run stops with says what went wrong
+        pass

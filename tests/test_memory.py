@@ -1,7 +1,5 @@
 """The memory a compiled step needs, and the trainer refusing a step that cannot fit before it runs."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import pytest
@@ -34,7 +32,7 @@ def test_trainer_refuses_a_step_larger_than_a_device_before_it_runs(tiny_hf, tmp
     )  # the method's own fix first: the demo's 12 classes x (2 + 2) prompts on one device
     with pytest.raises(ValueError, match=refused):
         trainer.train(config, str(tmp_path / "run"))
-    assert os.listdir(tmp_path / "run" / "checkpoints") == []  # no step ran
+    assert not (tmp_path / "run").exists()  # no step ran: the workdir it made is removed again
     assert "train step: " in capsys.readouterr().out
 
 

@@ -838,6 +838,37 @@ def test_a_workdir_on_a_file_system_without_locks_is_used_unlocked(tmp_path, mon
         assert "cannot be locked ([Errno 37] No locks available): nothing stops a second run" in capsys.readouterr().out
 
 
+def test_a_run_refused_in_a_workdir_it_made_leaves_no_folder(tiny_hf, tmp_path):
+    """A run refused once it held its workdir (here: too few images for 5 shots, found after the lock; an evaluation
+    batch too large for the host, found as its loader starts) left the folder it made, with its lock file and
+    config.json. A workdir that was there before stays, and so does one the run wrote anything in."""
+    from conftest import load_config
+
+    from jaxood import evaluate, workdir_lock
+
+    config = small_config(tiny_hf[0], tmp_path, num_steps=1, shots=5)
+    runs = tmp_path / "runs"
+    with pytest.raises(InvalidInput, match="5-shot sampling: "):
+        trainer.train(config, str(runs / "new"))
+    assert os.listdir(runs) == []  # the folders above it stay
+    (runs / "there").mkdir()
+    with pytest.raises(InvalidInput, match="5-shot sampling: "):
+        trainer.train(config, str(runs / "there"))
+    assert os.listdir(runs / "there") == [workdir_lock.LOCK_FILE]
+    zero_shot = load_config(
+        "zeroshot", "toy", model=tiny_hf[0], cache_dir=str(tmp_path / "cache"), eval_batch_size=10**8
+    )
+    with pytest.raises(InvalidInput, match="eval_batch_size 100000000: the loader holds"):
+        evaluate.evaluate(zero_shot, str(runs / "eval"))
+    assert os.listdir(runs) == ["there"]
+    with pytest.raises(RuntimeError):  # a run stopped after its log began (a NaN before the first checkpoint)
+        with workdir_lock.holding(str(runs / "logged")):
+            (runs / "logged" / "checkpoints").mkdir()
+            (runs / "logged" / "metrics.jsonl").touch()
+            raise RuntimeError
+    assert sorted(os.listdir(runs / "logged")) == [workdir_lock.LOCK_FILE, "checkpoints", "metrics.jsonl"]
+
+
 @pytest.mark.parametrize("step", ["makedirs", "open"])
 def test_a_workdir_the_file_system_refuses_is_named(step, tmp_path, monkeypatch):
     """The command line's check asks `os.access`, which an NFS mount squashing root, or /proc, answers yes for while
