@@ -312,6 +312,22 @@ def test_legacy_torch_checkpoint_is_named_as_such(tiny_hf, tmp_path):
         clip.load(str(d))
 
 
+def test_a_model_folder_without_a_config_or_weights_names_what_it_lacks(tiny_hf, tmp_path):
+    """A folder that is not a CLIP's, one whose weights were not downloaded, and a path to a file (the config) are
+    each named with what a CLIP folder holds."""
+    from jaxood.errors import InputMissing
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputMissing, match=r"empty has no config.json: it is not a Hugging Face CLIP directory$"):
+        clip.load(str(tmp_path / "empty"))
+    (tmp_path / "config_only").mkdir()
+    shutil.copy(os.path.join(tiny_hf[0], "config.json"), tmp_path / "config_only")
+    with pytest.raises(InputMissing, match=r"config_only has config.json but no weights: expected model.safetensors, "):
+        clip.load(str(tmp_path / "config_only"))
+    with pytest.raises(InputMissing, match=r"config.json' is neither a directory nor a Hugging Face hub id"):
+        clip.load(os.path.join(tiny_hf[0], "config.json"))
+
+
 def _saved_clip(tiny_hf, d, jaxood: bool):
     """The tiny CLIP in the new folder `d`: as a jaxood checkpoint, or a copy of its Hugging Face directory."""
     if jaxood:

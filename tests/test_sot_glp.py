@@ -1339,6 +1339,20 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
         load_config("fast")
 
 
+def test_freezing_rules_must_cover_every_leaf_and_leave_one_trainable():
+    """The first matching rule decides a leaf's group; a method whose rules miss a leaf, or freeze all, is named."""
+    params = {"clip": {"visual": {"w": np.zeros(2)}, "text": {"w": np.zeros(3)}}, "prompts": {"ctx": np.ones(4)}}
+    rules = (("^prompts/", "prompt"), ("^clip/visual/", "frozen"), ("^clip/", "clip"))
+    trainable, frozen, labels = trainer.partition(params, rules)
+    assert labels == {"prompts": {"ctx": "prompt"}, "clip": {"text": {"w": "clip"}}}
+    assert frozen == {"clip": {"visual": {"w": params["clip"]["visual"]["w"]}}}
+    assert jax.tree.structure(trainer.merge(trainable, frozen)) == jax.tree.structure(params)
+    with pytest.raises(ValueError, match=r"no trainable/frozen rule covers these parameters: \['clip/text/w'\]"):
+        trainer.partition(params, rules[:2])
+    with pytest.raises(ValueError, match="the rules leave no trainable parameter"):
+        trainer.partition(params, ((".", "frozen"),))
+
+
 def test_schedule_warmup_and_per_epoch_cosine():
     c = load_config("paper")
     lr = trainer.schedule(c.optim, steps_per_epoch=10, total_steps=100)  # 5 warm-up epochs = 50 steps
