@@ -28,6 +28,12 @@ from ott.solvers.linear import sinkhorn
 
 GRAD_MODES = ("stop", "unrolled")
 MIN_ITERATIONS = 2  # the iterations run in blocks of 2 or more (above)
+# The least epsilon for costs of order 1 (SOT-GLP's 1 - cos). The plan is exp((f + g - C) / epsilon), with the
+# potentials f, g rounded in float32 (~1e-7 of their size): the smaller epsilon, the more that rounding moves the
+# plan's entries, and its total mass with them. Measured on 512 CLIP-like problems (10 x 4, costs 0.6-1, 100
+# iterations), the largest error of a plan's total mass: 0.04 % at 1e-4, 0.2 % at 1e-5, 2 % at 1e-6, 37 % at 1e-7
+# (and a mean mass of 3.9 at 1e-8).
+MIN_EPSILON = 1e-5
 
 
 def _inner_block(iterations: int) -> int:

@@ -39,12 +39,13 @@ def number(
     above: float | None = None,
     most: float | None = None,
     below: float | None = None,
+    why: str = "",
 ) -> float:
     """`config[key]` (dotted) is a real number `>= least`, `> above`, `<= most` and `< below` (each where given);
-    returned."""
+    returned. `why` (a bound's reason) follows the error's message."""
     value = _at(config, key)
     if problem := number_problem(value, least, above, most, below):
-        raise InvalidInput(f"{key} {problem}")
+        raise InvalidInput(f"{key} {problem}" + (f": {why}" if why else ""))
     return value
 
 

@@ -34,6 +34,15 @@ def test_plans_match_numpy_and_have_uniform_marginals():
     np.testing.assert_allclose(plans.sum(-2), 0.25, atol=1e-5)
 
 
+def test_plans_keep_their_mass_down_to_the_least_epsilon():
+    """`MIN_EPSILON`'s premise, on CLIP-like costs (1 - cos, 0.6-1): float32 rounding of the potentials, amplified
+    by 1 / epsilon in the plan's exponent, leaves each plan's total mass within 0.5 % of 1 there (0.2 % measured;
+    2 % at 1e-6 and 37 % at 1e-7, measured when the bound was set)."""
+    cost = jnp.asarray(np.random.RandomState(0).uniform(0.6, 1.0, (512, 10, 4)).astype(np.float32))
+    mass = np.asarray(ot.sinkhorn_plan(cost, ot.MIN_EPSILON, 100)).sum((-2, -1))
+    np.testing.assert_allclose(mass, 1.0, rtol=5e-3)
+
+
 def test_custom_marginals():
     rng = np.random.RandomState(1)
     cost = rng.rand(6, 3).astype(np.float32)

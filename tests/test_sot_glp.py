@@ -1444,6 +1444,12 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("sot_glp.n_global", 0, "sot_glp.n_global must be a whole number of at least 1, got 0"),
         ("sot_glp.top_k", 65, "sot_glp.top_k must be a whole number from 1 to 64, got 65"),
         ("sot_glp.tau", 0.0, "sot_glp.tau must be a number > 0, got 0.0"),
+        (
+            "sot_glp.ot_epsilon",
+            1e-8,  # trained on a local loss of 6e4 (8.8 at 1e-6 to 1e-3), silently
+            r"sot_glp.ot_epsilon must be a number >= 1e-05, got 1e-08: below it the float32 Sinkhorn plans lose "
+            r"their mass to rounding \(jaxood.ot.MIN_EPSILON\)",
+        ),
         ("sot_glp.ot_iterations", 1, "sot_glp.ot_iterations must be a whole number of at least 2, got 1"),
         ("sot_glp.prompt_chunk", -1, "sot_glp.prompt_chunk must be a whole number of at least 0, got -1"),
         ("ood_datasets.far.per_class", 0, "toy world split 'far_ood': per_class must be a whole number of at least 1"),
