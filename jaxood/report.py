@@ -215,7 +215,8 @@ def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
         fig, axes = plt.subplots(1, len(ood_outs), figsize=(4.2 * len(ood_outs), 3.4), squeeze=False)
         for ax, (name, out) in zip(axes[0], ood_outs.items()):
             shown_id, shown_ood = finite(ids), finite(out[row])
-            bins = np.histogram_bin_edges(np.r_[shown_id, shown_ood], bins=40)
+            # In float64: scores a float32 ulp apart (a saturated softmax, ~1 - 6e-8 and 1) have no 40 float32 bins.
+            bins = np.histogram_bin_edges(np.r_[shown_id, shown_ood].astype(np.float64), bins=40)
             for shown, x, label in ((shown_id, ids, "ID"), (shown_ood, out[row], name)):
                 if shown.size:  # a density of no values divides by zero
                     ax.hist(shown, bins=bins, alpha=0.55, density=True, label=f"{label} ({count(shown, x)})")

@@ -307,6 +307,19 @@ def test_training_curves_plot_every_logged_scalar(tmp_path):
     assert path == str(tmp_path / "training_curves.png") and Image.open(path).size == (3 * 324, 252)  # 3 panels
 
 
+def test_plots_of_saturated_scores_are_drawn(tmp_path):
+    """MCM at a small temperature (1e-6: a softmax saturated at 1) gives float32 scores an ulp apart, which NumPy
+    cannot bin 40 ways in float32: the evaluation stopped with its traceback after writing results.json, before
+    printing the table."""
+    from jaxood import report
+
+    one, below = np.float32(1.0), np.nextafter(np.float32(1.0), np.float32(0.0))
+    ids, ood = np.array([one, one, below], np.float32), np.array([below, below, one], np.float32)
+    table = {"m / s": {"a": metrics.ood_metrics(ids, ood)}}
+    written = report.plots(str(tmp_path), table, {"m / s": ids}, {"a": {"m / s": ood}})
+    assert sorted(os.path.basename(p) for p in written) == ["hist_m_s.png", "roc_m_s.png"]
+
+
 def test_nan_scores_leave_only_their_metrics_out():
     """A NaN score has no rank (ranking it anyway gave a number with no meaning): the metrics it touches are None
     (a NaN in ID: every set's), counted per row and set; the other sets, the means without NaN, and the other rows
