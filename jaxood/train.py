@@ -358,9 +358,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
 def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """`train` in its workdir, which this run holds."""
     # Input first: a missing dataset fails before any model work, and every missing one in one error.
-    eval_inputs = evaluation.open_inputs(config, train=True)  # eval_batch_size must split over the devices, and so:
+    eval_inputs = evaluation.open_inputs(config, train=True)
     mesh = data_mesh()
-    check_batch(config.batch_size, mesh, "batch_size")
+    check_batch(config.batch_size, mesh, "batch_size")  # split over the devices, as open_inputs checks eval's
     caption_length = config.get("caption_length", 0)
     if not caption_length:  # the trained method predicts the training classes, and is scored on the ID labels
         check_same_classes(eval_inputs.train.class_names, eval_inputs.id.class_names)
