@@ -158,6 +158,12 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         raise InvalidInput("num_steps and epochs are both 0, which trains no step: set one of them to at least 1")
     if "caption_length" in config:  # image-text training: SOT, at least one token, EOT
         settings.whole(config, "caption_length", 3, CONTEXT_LENGTH)
+        if config.shots:  # ignored, silently: the captioned images carry no class to pick shots of
+            raise InvalidInput(
+                f"shots {config.shots} picks training images per class, but image-text pretraining (caption_length "
+                f"{config.caption_length}) learns from every captioned image, object-free ones included: set shots "
+                "to 0, or train on fewer images through the dataset entry (the toy world's per_class)"
+            )
     if config.model == "scratch":
         clip.check_arch(config)
     scale = tuple(config.augment.scale)
