@@ -132,7 +132,11 @@ def test_folder_errors(tmp_path):
     (tmp_path / "d" / "cat").mkdir(parents=True)
     (tmp_path / "d" / "empty_class").mkdir()
     write_image(tmp_path / "d" / "cat" / "a.png", 0)
-    with pytest.raises(DatasetMissing, match=r"empty_class holds no images"):
+    with pytest.raises(DatasetMissing, match=r"empty_class holds no images \(\.jpg, .*\.jfif\)$"):
+        FolderSource(str(tmp_path / "d"))
+    (tmp_path / "d" / "empty_class").rmdir()
+    (tmp_path / "d" / ".ipynb_checkpoints").mkdir()  # left by Jupyter beside the class folders
+    with pytest.raises(DatasetMissing, match=r"ipynb_checkpoints holds no images .* \(a hidden folder is read as a "):
         FolderSource(str(tmp_path / "d"))
 
 

@@ -138,7 +138,14 @@ class FolderSource(_FileListSource):
                     files += images
                     within.add(os.path.relpath(dirpath, class_dir).split(os.sep)[0])  # "." for class_dir itself
             if not files:
-                raise DatasetMissing(f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                hidden = (  # Jupyter's .ipynb_checkpoints, beside the class folders one browsed
+                    " (a hidden folder is read as a class too, as torchvision's ImageFolder reads it: move it out)"
+                    if folder.startswith(".")
+                    else ""
+                )
+                raise DatasetMissing(
+                    f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}){hidden}"
+                )
             if len(within) > 1 and "." not in within:
                 self.nested[folder] = sorted(within)
             files.sort()
