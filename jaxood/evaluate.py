@@ -461,6 +461,7 @@ def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: b
     over = [s for s in zero_shot_score_names(config) if s in OVER_ID_CLASSES]
     if not (classifier or over):
         return
+    others = [SCORE_TITLES[s] for s in ZERO_SHOT_SCORES if s not in OVER_ID_CLASSES]  # they score one class
     why = (
         f"{config.method} learns to tell the ID classes apart: with one, its loss is 0 from the first step"
         if classifier
@@ -470,7 +471,7 @@ def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: b
     raise InvalidInput(
         f"config.id_dataset has one class ({name!r}), and {why}. Give the ID set its classes (a folder: one "
         "sub-folder per class)"
-        + ("" if classifier else ", or score it with MaxLogit, Energy, NegLabel or CSP alone (config.scores)")
+        + ("" if classifier else f", or score it with {', '.join(others[:-1])} or {others[-1]} alone (config.scores)")
     )
 
 
