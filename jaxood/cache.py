@@ -22,6 +22,17 @@ def can_hold_a_folder(path: str) -> bool:
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
+def writable_folder_problem(path: str) -> str:
+    """Why `path` cannot be a folder this user writes, once made (with its parents) if missing; "" when it can.
+    Making it asks the file system, where `os.access` alone says yes to what it refuses (an NFS mount squashing root,
+    /proc)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        return err.strerror or str(err)
+    return "" if can_hold_a_folder(path) else "this user may not write it"
+
+
 def load_npy(path: str, shape: tuple[int, ...]) -> np.ndarray | None:
     """The array cached at `path`, or None when there is none to use: no file, or one that is damaged (cut short by
     a full disk, edited) or of another shape. A damaged file is said and then computed again, as a missing one is:

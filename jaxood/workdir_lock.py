@@ -27,6 +27,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxood import distributed
+from jaxood.cache import writable_folder_problem
 from jaxood.errors import InvalidInput
 
 LOCK_FILE = ".jaxood.lock"
@@ -60,14 +61,16 @@ def holding(workdir: str):
         yield
         return
     made = not os.path.lexists(workdir)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        fd, holder = _lock(workdir) if distributed.is_first_host() else (None, "")
-    except OSError as err:  # where `os.access` said yes (an NFS mount squashing root, /proc) and the file system no
+    fd, holder, problem = None, "", writable_folder_problem(workdir)
+    if not problem and distributed.is_first_host():
+        try:
+            fd, holder = _lock(workdir)
+        except OSError as err:  # where `os.access` said yes (an NFS mount squashing root, /proc) and the file system no
+            problem = err.strerror or str(err)
+    if problem:
         raise InvalidInput(
-            f"the workdir {workdir} cannot be used ({err.strerror or err}): give a --workdir in a folder this user "
-            "may write"
-        ) from err
+            f"the workdir {workdir} cannot be used ({problem}): give a --workdir in a folder this user may write"
+        )
     if jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(np.int32(bool(holder))):
         holder = holder or "see the first host's error"
     if holder:

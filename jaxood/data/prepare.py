@@ -20,7 +20,7 @@ import sys
 import urllib.parse
 import urllib.request
 
-from jaxood.cache import can_hold_a_folder
+from jaxood.cache import writable_folder_problem
 from jaxood.data.sources import open_tfds_builder
 from jaxood.errors import InputMissing, InvalidInput, UserError, report_user_errors
 
@@ -34,8 +34,12 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
 
     data_dir = os.path.expanduser(data_dir)  # a shell leaves `--data_dir=~/tensorflow_datasets` as it is
     builder = open_tfds_builder(dataset, data_dir, file_format="array_record")
-    if "://" not in data_dir:  # a bucket's permissions are checked by TFDS as it writes
-        _check_writable(data_dir)
+    if "://" not in data_dir and (problem := writable_folder_problem(data_dir)):  # TFDS failed with its traceback
+        raise InvalidInput(
+            f"--data_dir {data_dir} cannot be written ({problem}): TFDS writes the downloads and the prepared "
+            "dataset there. Give a folder this user may write, then point the dataset's data_dir (or TFDS_DATA_DIR) "
+            "at it"
+        )  # a bucket's permissions are checked by TFDS as it writes
     manual_dir = os.path.expanduser(manual_dir) if manual_dir else os.path.join(data_dir, "downloads", "manual")
     instructions = " ".join((builder.MANUAL_DOWNLOAD_INSTRUCTIONS or "").split())
     manual = epath.Path(manual_dir)  # TFDS's paths: a bucket (gs://) as well as a local folder
@@ -57,21 +61,6 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
     except (requests.ConnectionError, requests.Timeout) as err:
         raise _needs_network(dataset, builder, str(err).splitlines()[0]) from err
     return builder.data_dir
-
-
-def _check_writable(data_dir: str) -> None:
-    """`data_dir` can be made and written, checked before TFDS starts: TFDS failed on it with its own traceback."""
-    try:
-        os.makedirs(data_dir, exist_ok=True)
-        problem = "" if can_hold_a_folder(data_dir) else "this user may not write it"
-    except OSError as err:
-        problem = err.strerror or str(err)
-    if problem:
-        raise InvalidInput(
-            f"--data_dir {data_dir} cannot be written ({problem}): TFDS writes the downloads and the prepared "
-            "dataset there. Give a folder this user may write, then point the dataset's data_dir (or TFDS_DATA_DIR) "
-            "at it"
-        )
 
 
 def _unresolved_hosts(builder, downloads: str) -> list[str]:
