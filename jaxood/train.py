@@ -262,15 +262,22 @@ def _group_tx(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.Gradi
     return optax.adamw(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)  # "adamw" (check_train_settings)
 
 
-def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
-    """optax.multi_transform over the trainable leaves' groups (`config.optim` per group, overrides in `groups`)."""
-    groups, overrides, txs = sorted(set(jax.tree.leaves(labels))), config.optim.get("groups", {}), {}
-    unknown = sorted(set(overrides.keys()) - set(groups))
+def check_optim_groups(config: ml_collections.ConfigDict, groups) -> None:
+    """`config.optim.groups` overrides only the optimiser groups the method's parameters train in (any other
+    would be ignored, silently)."""
+    groups = sorted(groups)
+    unknown = sorted(set(config.optim.get("groups", {}).keys()) - set(groups))
     if unknown:
         raise InvalidInput(
             f"optim.groups overrides {unknown}, but {config.method}'s trainable parameters are in {groups}: the "
             "overrides would be ignored. Name one of those groups."
         )
+
+
+def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
+    """optax.multi_transform over the trainable leaves' groups (`config.optim` per group, overrides in `groups`)."""
+    groups, overrides, txs = sorted(set(jax.tree.leaves(labels))), config.optim.get("groups", {}), {}
+    check_optim_groups(config, groups)
     for group in groups:
         opt = ml_collections.ConfigDict(config.optim.to_dict())
         for k, v in dict(overrides.get(group, {})).items():
@@ -377,6 +384,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             raise  # the method exists but imports something missing
         methods = sorted(m.name for m in pkgutil.iter_modules(jaxood.methods.__path__))
         raise InvalidInput(f"config.method {config.method!r} is not one of {methods}") from None
+    # The method's rules name its optimiser groups: a misspelt override fails here, not once the weights load.
+    check_optim_groups(config, {group for _, group in method_module.trainable_rules(config)} - {"frozen"})
     arch = architecture(config)
     if arch and hasattr(method_module, "check_settings"):  # else build checks them, once the model is loaded
         method_module.check_settings(config, arch)

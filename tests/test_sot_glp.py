@@ -950,7 +950,11 @@ def _sot_glp_with_loss(monkeypatch, name: str, change) -> None:
 
         return Method(base.params, base.trainable, loss, base.scorer, state={"calls": jnp.zeros((), jnp.int32)})
 
-    monkeypatch.setitem(sys.modules, f"jaxood.methods.{name}", types.SimpleNamespace(build=build))
+    monkeypatch.setitem(
+        sys.modules,
+        f"jaxood.methods.{name}",
+        types.SimpleNamespace(build=build, trainable_rules=sot_glp.trainable_rules),
+    )
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_hf, tmp_path, monkeypatch):
@@ -1524,11 +1528,15 @@ def test_sot_glp_settings_are_refused_before_the_weights_load(model, tiny_hf, mo
     [
         ("batch_size", 256, r"192 training images are fewer than one batch \(batch_size 256\)"),
         ("shots", 17, r"17-shot sampling: 12 of 12 classes have fewer than 17 examples"),
+        ("optim.groups", {"promts": {"lr": 0.1}}, r"optim.groups overrides \['promts'\], but sot_glp's trainable"),
     ],
 )
-def test_too_few_training_images_are_refused_before_the_weights_load(key, value, message, monkeypatch, tmp_path):
-    """The few-shot subset and the batch it must fill come from the training set's labels alone; they used to be
-    taken once the CLIP's weights had loaded (a ViT-B/16's 600 MB, a download for a hub id)."""
+def test_training_images_and_optimiser_groups_are_refused_before_the_weights_load(
+    key, value, message, monkeypatch, tmp_path
+):
+    """The few-shot subset and the batch it must fill come from the training set's labels alone, and the
+    optimiser groups from the method's rules; they used to be checked once the CLIP's weights had loaded (a
+    ViT-B/16's 600 MB, a download for a hub id)."""
     from jaxood.errors import InvalidInput
 
     def no_loading(*args, **kwargs):

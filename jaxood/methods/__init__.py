@@ -8,9 +8,11 @@ The trainer imports the module named by `config.method` and needs nothing else:
   CLIP under `"clip"` (evaluation's zero-shot rows use it as training left it).
   The trainer places it (and `state`) on the devices, then drops these host
   copies, so `loss` and `scorer` must take parameters as arguments, not keep them.
-- `trainable`: ordered `(regex, group)` rules over '/'-joined parameter paths;
-  the first match decides, group `"frozen"` freezes, every other group name
-  selects an optimiser group in `config.optim.groups`. Every leaf must match.
+- `trainable`: the module's `trainable_rules(config)`, ordered `(regex, group)`
+  rules over '/'-joined parameter paths; the first match decides, group
+  `"frozen"` freezes, every other group name selects an optimiser group in
+  `config.optim.groups`. Every leaf must match. The trainer reads the rules'
+  groups before any work, to refuse an override of a group the method lacks.
 - `loss(params, state, batch, rng) -> (loss, (metrics, state))`: `state` holds
   mutable collections (e.g. BatchNorm statistics; `{}` when none); `batch` has
   `image`, `label`, `mask`. Input gradients (`jax.grad` w.r.t. images) may be

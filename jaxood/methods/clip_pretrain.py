@@ -31,6 +31,12 @@ def contrastive_loss(img: jax.Array, txt: jax.Array, logit_scale: jax.Array, mas
     return (ce(logits) + ce(logits.T)) / 2, acc
 
 
+def trainable_rules(config) -> tuple[tuple[str, str], ...]:
+    """Every CLIP parameter trains, in optimiser group "clip"."""
+    del config
+    return ((r"^clip/", "clip"),)
+
+
 def build(config, model, clip_params, class_names, mesh) -> Method:
     del class_names, mesh
 
@@ -44,4 +50,4 @@ def build(config, model, clip_params, class_names, mesh) -> Method:
     def scorer(params) -> Scorer:  # evaluation shows the zero-shot rows of the trained CLIP
         return Scorer(lambda args, images: {}, (), ())
 
-    return Method(params={"clip": clip_params}, trainable=((r"^clip/", "clip"),), loss=loss, scorer=scorer)
+    return Method(params={"clip": clip_params}, trainable=trainable_rules(config), loss=loss, scorer=scorer)

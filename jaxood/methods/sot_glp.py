@@ -159,6 +159,15 @@ def check_settings(config: ml_collections.ConfigDict, arch: clip.CLIPConfig) -> 
     settings.number(config, "sot_glp.lam", least=0)
 
 
+def trainable_rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, str], ...]:
+    """The prompts (and the local projection, with `learn_proj`) train, in optimiser group "prompts"; CLIP is frozen."""
+    return (
+        (r"^(global_ctx|local_ctx)$", "prompts"),
+        (r"^local_proj$", "prompts" if config.sot_glp.learn_proj else "frozen"),
+        (r"^(clip/|name_embeddings$)", "frozen"),
+    )
+
+
 def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, class_names, mesh) -> Method:
     check_settings(config, model.cfg)
     c = config.sot_glp
@@ -177,11 +186,6 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         "local_proj": np.eye(model.cfg.vision.width, dtype=np.float32),
         "name_embeddings": prompts.embed(model, clip_params),
     }
-    trainable = (
-        (r"^(global_ctx|local_ctx)$", "prompts"),
-        (r"^local_proj$", "prompts" if c.learn_proj else "frozen"),
-        (r"^(clip/|name_embeddings$)", "frozen"),
-    )
 
     # The C * (G + P) prompt batch: G global blocks per class, then P local blocks per class.
     cls_global = np.tile(np.arange(n_classes), n_global)
@@ -277,4 +281,4 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         f"--config.sot_glp.prompt_chunk to fewer than the {chunk} prompts per device "
         "that go through the text tower at once (the text tower's activations shrink with it, for one more forward)"
     )
-    return Method(params=params, trainable=trainable, loss=loss, scorer=scorer, memory_fixes=fixes)
+    return Method(params=params, trainable=trainable_rules(config), loss=loss, scorer=scorer, memory_fixes=fixes)
