@@ -451,7 +451,28 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
             "the set as a list entry with its class_names, or use TFDS's sun397"
         )
     ood_sources = {key.removeprefix("ood_datasets."): source for key, source in opened.items()}
+    _check_ood_apart(config, id_source, ood_sources, train_source)
     return Inputs(id_source, ood_sources, train_source)
+
+
+def _check_ood_apart(config: ml_collections.ConfigDict, id_source, ood_sources: dict, train_source) -> None:
+    """No OOD set reads the ID set's images (its AUROC would be 50 by construction, its report meaningless) or the
+    training set's (the method would be trained on the images it is to call OOD); a copied config entry ran so,
+    silently."""
+    for key, source in (("id_dataset", id_source), ("train_dataset", train_source)):
+        same = [name for name, ood in ood_sources.items() if source is not None and ood.identity == source.identity]
+        if same:
+            raise InvalidInput(
+                f"{', '.join(f'config.ood_datasets.{name}' for name in same)} "
+                f"{'reads' if len(same) == 1 else 'read'} the same images as "
+                f"config.{key} ({dict(config[key])}): "
+                + (
+                    "an OOD set must hold images of other classes than the ID set's, or its AUROC is 50 by construction"
+                    if key == "id_dataset"
+                    else "the method would be trained on the images it is then to call OOD"
+                )
+                + ". Name another dataset."
+            )
 
 
 def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: bool) -> None:

@@ -294,6 +294,45 @@ def test_tfds_class_names_replace_its_labels_and_numbered_id_classes_are_said(ti
         make_source({**entry, "class_names": ["a", "b", "c"]}, "id_dataset")
 
 
+def test_an_ood_set_reading_the_id_or_training_images_is_refused(tiny_tfds, folder, tmp_path):
+    """An OOD entry copied from the ID entry (or naming its folder another way) scored the ID images as OOD: AUROC
+    about 50, reported as a result. One copied from the training entry trained the method on its own OOD images.
+    Each kind of dataset is compared by what it reads: a folder's or list's real path, a TFDS dataset's folder,
+    version and split, a toy split's settings (defaults filled in)."""
+    from conftest import load_config
+
+    from jaxood.evaluate import open_inputs
+
+    shutil.copytree(tiny_tfds, tmp_path / "tfds")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "id.txt").write_text("golden_retriever/1.jpg 0\nsea_lion/1.jpg 1\n")
+    config = load_config("zeroshot", "toy")
+    tfds_entry = {"kind": "tfds", "name": "tiny_shapes", "split": "train", "data_dir": str(tmp_path / "tfds")}
+    list_entry = {"kind": "list", "root": folder, "list_file": str(tmp_path / "lists" / "id.txt")}
+    for id_entry, same, other in (
+        ({"kind": "folder", "root": folder}, {"kind": "folder", "root": folder + "/../folder/"}, list_entry),
+        ({**list_entry, "class_names": ["dog", "seal"]}, {**list_entry, "root": folder + "/"}, {"kind": "folder",
+         "root": folder}),
+        (tfds_entry, {**tfds_entry, "data_dir": str(tmp_path / "tfds") + "/"}, {**tfds_entry, "split": "train[:3]"}),
+        ({"kind": "toy", "split": "test"}, {"kind": "toy", "split": "test", "seed": 0}, {"kind": "toy", "split": "test",
+         "seed": 1}),
+    ):  # fmt: skip
+        config.id_dataset = id_entry
+        config.ood_datasets = {"near": other, "copy": same}
+        with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.copy reads the same images as config\."
+                           r"id_dataset \(.*\): an OOD set must hold images of other classes than the ID set's, or its "
+                           r"AUROC is 50 by construction\. Name another dataset\.$"):  # fmt: skip
+            open_inputs(config)
+        config.ood_datasets = {"near": other}
+        assert list(open_inputs(config).ood) == ["near"]
+    config = load_config("sot_glp", "demo")
+    config.ood_datasets.far = dict(config.train_dataset)
+    with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.far reads the same images as config\.train_"
+                       r"dataset \(.*\): the method would be trained on the images it is then to call"):  # fmt: skip
+        open_inputs(config, train=True)
+    open_inputs(config)  # evaluating alone, no training set
+
+
 def test_an_id_folder_whose_classes_all_lie_in_sub_folders_is_said(tmp_path, capsys):
     """SUN397 as CoOp unpacks it (`SUN397/a/abbey/...`) read as 26 classes named by letters, each the classes under
     it, with no word said: its prompts read 'a photo of a a.'. A folder is still read as torchvision's ImageFolder

@@ -42,6 +42,7 @@ class DatasetMissing(InputMissing):
 
 class Source(Protocol):
     class_names: tuple[str, ...]
+    identity: tuple  # what images it reads: two sources with the same identity read the same images
 
     def __len__(self) -> int: ...
 
@@ -113,6 +114,7 @@ class FolderSource(_FileListSource):
                 f"{what} not found at {root}: expected one sub-folder per class with the images inside "
                 "(see README, 'Datasets', for where each OOD set comes from)"
             )
+        self.identity = ("folder", os.path.realpath(root))
         self.nested: dict[str, list[str]] = {}  # class folder -> its sub-folders, where they hold all its images
         entries = sorted(os.listdir(root))
         folders = [d for d in entries if os.path.isdir(os.path.join(root, d))]
@@ -165,6 +167,7 @@ class ImageListSource(_FileListSource):
             raise DatasetMissing(
                 f"image list {list_file} not found (OpenOOD v1.5 ships these lists in benchmark_imglist/)"
             )
+        self.identity = ("list", os.path.realpath(root), os.path.realpath(list_file))
         self.paths, labels, missing = [], [], []
         n_classes = len(class_names)
         # A byte-order mark (Windows editors) is no part of the first path; bytes that are not UTF-8 (a Latin-1
@@ -283,6 +286,7 @@ class TfdsSource:
                 f"{splits}; a slice such as 'train[:10%]' or 'train[100:200]' must select at least one example"
             ) from None
         self.name, self.split = name, split
+        self.identity = ("tfds", os.path.realpath(data_dir), builder.info.full_name, split)
         self._cache_key = f"{builder.info.full_name}-{split}".replace("/", "_").replace(":", "_")
         self._data_dir = data_dir
         features = builder.info.features.keys()

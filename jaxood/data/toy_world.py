@@ -267,6 +267,7 @@ class ToyWorld:
         except InvalidInput as err:
             raise InvalidInput(f"toy world split {split!r}: {err}") from None
         self.split, self.size, self.seed, self.spurious_p = split, size, seed, spurious_p
+        self.identity = ("toy", split, per_class, size, seed, spurious_p)
         fg_id = fine_grained_id_classes()
         self.class_names: tuple[str, ...]
         self._objects: tuple[str | None, ...]
