@@ -294,9 +294,10 @@ def test_tfds_class_names_replace_its_labels_and_numbered_id_classes_are_said(ti
         make_source({**entry, "class_names": ["a", "b", "c"]}, "id_dataset")
 
 
-def test_an_ood_set_reading_the_id_or_training_images_is_refused(tiny_tfds, folder, tmp_path):
+def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refused(tiny_tfds, folder, tmp_path):
     """An OOD entry copied from the ID entry (or naming its folder another way) scored the ID images as OOD: AUROC
-    about 50, reported as a result. One copied from the training entry trained the method on its own OOD images.
+    50, reported as a result. One copied from the training entry trained the method on its own OOD images, and two
+    OOD entries reading the same images counted them twice in the mean.
     Each kind of dataset is compared by what it reads: a folder's or list's real path, a TFDS dataset's folder,
     version and split, a toy split's settings (defaults filled in)."""
     from conftest import load_config
@@ -322,6 +323,11 @@ def test_an_ood_set_reading_the_id_or_training_images_is_refused(tiny_tfds, fold
         with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.copy reads the same images as config\."
                            r"id_dataset \(.*\): an OOD set must hold images of other classes than the ID set's, or its "
                            r"AUROC is 50 by construction\. Name another dataset\.$"):  # fmt: skip
+            open_inputs(config)
+        config.ood_datasets = {"near": other, "far": dict(other)}
+        with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.near and config\.ood_datasets\.far read "
+                           r"the same images \(a copied entry .*\): each would be a row of its own, and the mean over "
+                           r"the OOD sets would count them twice\. Point each at its own dataset\.$"):  # fmt: skip
             open_inputs(config)
         config.ood_datasets = {"near": other}
         assert list(open_inputs(config).ood) == ["near"]
