@@ -47,15 +47,27 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+# A command stopped by Ctrl-C where no handler saves first (loading, compiling, a second Ctrl-C in training).
+INTERRUPTED = (
+    "stopped by Ctrl-C. Files written before it are kept: a training run resumes from its last checkpoint when the "
+    "same command runs again."
+)
+
+
 def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
-    """`main` for a command line: a `UserError` prints `error: <message>` on stderr and returns exit status 1."""
+    """`main` for a command line: a `UserError` prints `error: <message>` on stderr and returns exit status 1; Ctrl-C
+    (KeyboardInterrupt: before training, where it was a traceback of whatever was running) prints `INTERRUPTED` and
+    returns 130, as a shell reports a command stopped by SIGINT."""
 
     def guarded(argv: list[str]) -> Any:
         try:
             return main(argv)
-        except UserError as err:
+        except (UserError, KeyboardInterrupt) as err:
             if os.environ.get("JAXOOD_TRACEBACK"):
                 raise
+            if isinstance(err, KeyboardInterrupt):
+                print(INTERRUPTED, file=sys.stderr, flush=True)
+                return 130
             print(f"error: {err}\n(JAXOOD_TRACEBACK=1 shows where it was raised)", file=sys.stderr, flush=True)
             return 1
 

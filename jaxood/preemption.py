@@ -19,7 +19,8 @@ usual: there is no progress since the last checkpoint to save yet.
 
 Ctrl-C (SIGINT) in a one-process run does the same: the step that ends next
 saves and the run stops, so an interactive run stopped by hand loses nothing; a
-second Ctrl-C stops it at once (Python's KeyboardInterrupt), as before.
+second Ctrl-C stops it at once (Python's KeyboardInterrupt, which the command line reports in one line,
+`jaxood.errors.INTERRUPTED`).
 
 During an evaluation, which writes its report only at its end, either signal
 stops a one-process run at once with `StopsAtOnce`'s `Preempted`, saying what

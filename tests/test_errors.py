@@ -23,6 +23,35 @@ def test_user_error_prints_its_message_and_exits_1(capsys, monkeypatch):
     assert "Traceback" not in err and "JAXOOD_TRACEBACK=1" in err
 
 
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):
+    """Ctrl-C where no handler saves first (here while the weights load) printed a traceback of whatever ran; now one
+    line, exit status 130 as a shell gives a command stopped by SIGINT, and the workdir the run made is gone."""
+    from conftest import load_config
+
+    from jaxood import train as trainer
+    from jaxood.models import clip
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
+    monkeypatch.setattr(clip, "load", interrupted)
+    workdir = tmp_path / "run"
+    main = report_user_errors(lambda argv: trainer.train(load_config("sot_glp", "demo"), str(workdir)))
+    try:
+        status = main([])
+    except KeyboardInterrupt:  # uncaught it would stop pytest itself
+        pytest.fail("Ctrl-C came through as a KeyboardInterrupt")
+    assert status == 130
+    err = capsys.readouterr().err
+    assert err == "stopped by Ctrl-C. Files written before it are kept: a training run resumes from its last " \
+        "checkpoint when the same command runs again.\n"  # fmt: skip
+    assert not workdir.exists()
+    monkeypatch.setenv("JAXOOD_TRACEBACK", "1")
+    with pytest.raises(KeyboardInterrupt):
+        main([])
+
+
 def test_other_errors_keep_their_traceback(monkeypatch):
     monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
     with pytest.raises(ZeroDivisionError):
