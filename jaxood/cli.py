@@ -22,7 +22,7 @@ from ml_collections import config_flags
 
 from jaxood.cache import can_hold_a_folder
 from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
-from jaxood.errors import report_user_errors
+from jaxood.errors import exit_with, report_user_errors
 
 
 def _exit(message: str) -> None:
@@ -66,7 +66,7 @@ flags.register_validator(
 def run(main) -> None:
     """`absl.app.run(main)`, with jaxood's own errors (`jaxood.errors.UserError`) and what is wrong in the config
     (`_parse_flags`) printed as their message alone."""
-    app.run(report_user_errors(main), flags_parser=_parse_flags)
+    app.run(lambda argv: exit_with(report_user_errors(main)(argv)), flags_parser=_parse_flags)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -1,5 +1,8 @@
 """The command lines print jaxood's own errors as their message alone; anything else keeps its traceback."""
 
+import subprocess
+import sys
+
 import pytest
 
 from jaxood.data.sources import DatasetMissing
@@ -50,6 +53,28 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("JAXOOD_TRACEBACK", "1")
     with pytest.raises(KeyboardInterrupt):
         main([])
+
+
+_EXITING = """
+import atexit, sys
+from jaxood.errors import InvalidInput, exit_with, report_user_errors
+atexit.register(lambda: print("finalised", flush=True))
+def main(argv):
+    raise KeyboardInterrupt if argv[0] == "ctrl-c" else InvalidInput("bad setting")
+exit_with(report_user_errors(main)(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("stop, status", [("ctrl-c", 130), ("bad setting", 1)])
+def test_a_command_stopped_by_ctrl_c_exits_without_finalising(stop, status):
+    """After Ctrl-C had interrupted an XLA compile (the train step's, as the weights loaded), the compile ran on in
+    a thread of its own and Python's finalisation crashed under it: "Fatal Python error: Segmentation fault" after
+    the message (jax 0.10.2). A command stopped by Ctrl-C now exits at once (its `with` and `finally` blocks have
+    run); any other exit still finalises."""
+    done = subprocess.run([sys.executable, "-c", _EXITING, stop], capture_output=True, text=True, timeout=120)
+    assert done.returncode == status, done.stderr
+    assert ("finalised" in done.stdout) == (status != 130)
+    assert done.stderr.startswith("stopped by Ctrl-C" if status == 130 else "error: bad setting")
 
 
 def test_other_errors_keep_their_traceback(monkeypatch):

@@ -22,7 +22,7 @@ import urllib.request
 
 from jaxood.cache import writable_folder_problem
 from jaxood.data.sources import open_tfds_builder
-from jaxood.errors import InputMissing, InvalidInput, UserError, report_user_errors
+from jaxood.errors import InputMissing, InvalidInput, UserError, exit_with, report_user_errors
 
 PIP_PACKAGES = {"tensorflow": "tensorflow-cpu"}  # module TFDS imports -> what to `pip install` for it
 
@@ -101,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(report_user_errors(main)(sys.argv[1:]))
+    exit_with(report_user_errors(main)(sys.argv[1:]))

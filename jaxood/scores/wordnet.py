@@ -24,7 +24,7 @@ import os
 import re
 import sys
 
-from jaxood.errors import InputMissing, InvalidInput, report_user_errors
+from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
 
 POOL_PATH = os.path.join(os.path.dirname(__file__), "assets", "wordnet30_pool.tsv.gz")
 
@@ -112,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(report_user_errors(main)(sys.argv[1:]))
+    exit_with(report_user_errors(main)(sys.argv[1:]))
