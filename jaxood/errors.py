@@ -42,6 +42,11 @@ class Preempted(UserError):
     resumes it."""
 
 
+class StoppedAtOnce(Preempted):
+    """A run stopped by either signal where it was, raised from the signal handler (an evaluation, which has
+    nothing to save before its end); the message says what was kept and what to rerun."""
+
+
 def first_line(err: BaseException) -> str:
     """The first line of `err`'s message (another library's, for a one-line error of jaxood's), or its type's name."""
     text = str(err).strip()
@@ -57,10 +62,15 @@ INTERRUPTED = (
 )
 
 
+class AtOnce(int):
+    """An exit status after which `exit_with` exits at once: the command was stopped by a signal where it was."""
+
+
 def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
     """`main` for a command line: a `UserError` prints `error: <message>` on stderr and returns exit status 1; Ctrl-C
     (KeyboardInterrupt: before training, where it was a traceback of whatever was running) prints `INTERRUPTED` and
-    returns `INTERRUPTED_STATUS`, as a shell reports a command stopped by SIGINT."""
+    returns `INTERRUPTED_STATUS`, as a shell reports a command stopped by SIGINT. Those two, and `StoppedAtOnce`,
+    stopped the command by a signal where it was: their status is `AtOnce`."""
 
     def guarded(argv: list[str]) -> Any:
         try:
@@ -70,19 +80,21 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
                 raise
             if isinstance(err, KeyboardInterrupt):
                 print(INTERRUPTED, file=sys.stderr, flush=True)
-                return INTERRUPTED_STATUS
+                return AtOnce(INTERRUPTED_STATUS)
             print(f"error: {err}\n(JAXOOD_TRACEBACK=1 shows where it was raised)", file=sys.stderr, flush=True)
-            return 1
+            return AtOnce(1) if isinstance(err, StoppedAtOnce) else 1
 
     return guarded
 
 
 def exit_with(status: int) -> NoReturn:
-    """A command line's exit with `status` (`report_user_errors`'): `sys.exit`, but after Ctrl-C
-    (`INTERRUPTED_STATUS`) at once, without the interpreter's finalisation. An XLA compile that Ctrl-C interrupted
-    runs on in a thread of its own, and finalising while it ran crashed with "Fatal Python error: Segmentation
-    fault" after the message (jax 0.10.2 on CPU); the run's `finally` and `with` blocks have all run by then."""
-    if status == INTERRUPTED_STATUS:
+    """A command line's exit with `status` (`report_user_errors`'): `sys.exit`, but after a stop by a signal
+    (`AtOnce`) at once, without the interpreter's finalisation. An XLA compile that the signal's exception
+    interrupted runs on in a thread of its own, and finalising while it ran crashed with "Fatal Python error:
+    Segmentation fault" after the message (jax 0.10.2 on CPU: Ctrl-C as the train step compiled, SIGTERM 2 s
+    into jaxood.evaluate, either around a bare jit compile); the run's `finally` and `with` blocks have all run
+    by then."""
+    if isinstance(status, AtOnce):
         logging.shutdown()  # absl's and Python's log handlers, flushed
         sys.stdout.flush()
         sys.stderr.flush()

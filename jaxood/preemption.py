@@ -23,7 +23,7 @@ second Ctrl-C stops it at once (Python's KeyboardInterrupt, which the command li
 `jaxood.errors.INTERRUPTED`).
 
 During an evaluation, which writes its report only at its end, either signal
-stops a one-process run at once with `StopsAtOnce`'s `Preempted`, saying what
+stops a one-process run at once with `StopsAtOnce`'s `StoppedAtOnce` (a `Preempted`), saying what
 was kept and what to rerun (it died with a bare "Terminated"). A signal the
 process was started to ignore (`cmd &` in a script ignores Ctrl-C) stays ignored.
 """
@@ -36,7 +36,7 @@ import threading
 import jax
 import orbax.checkpoint as ocp
 
-from jaxood.errors import Preempted
+from jaxood.errors import StoppedAtOnce
 
 SIGNALS = {signal.SIGTERM: "a preemption notice (SIGTERM)", signal.SIGINT: "Ctrl-C (SIGINT)"}
 
@@ -89,10 +89,10 @@ class PreemptionNotice(_Handling):
 
 
 class StopsAtOnce(_Handling):
-    """`with StopsAtOnce(what):` SIGTERM or Ctrl-C raise `Preempted("stopped by <signal> <what>")` at once."""
+    """`with StopsAtOnce(what):` SIGTERM or Ctrl-C raise `StoppedAtOnce("stopped by <signal> <what>")` at once."""
 
     def __init__(self, what: str):
         self.what = what
 
     def _on_signal(self, signum, frame) -> None:
-        raise Preempted(f"stopped by {SIGNALS[signum]} {self.what}")
+        raise StoppedAtOnce(f"stopped by {SIGNALS[signum]} {self.what}")

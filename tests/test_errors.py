@@ -57,24 +57,30 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):
 
 _EXITING = """
 import atexit, sys
-from jaxood.errors import InvalidInput, exit_with, report_user_errors
+from jaxood.errors import InvalidInput, StoppedAtOnce, exit_with, report_user_errors
 atexit.register(lambda: print("finalised", flush=True))
 def main(argv):
-    raise KeyboardInterrupt if argv[0] == "ctrl-c" else InvalidInput("bad setting")
+    raise {"ctrl-c": KeyboardInterrupt, "sigterm": StoppedAtOnce("stopped by SIGTERM")}.get(argv[0]) or InvalidInput(
+        "bad setting"
+    )
 exit_with(report_user_errors(main)(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("stop, status", [("ctrl-c", 130), ("bad setting", 1)])
-def test_a_command_stopped_by_ctrl_c_exits_without_finalising(stop, status):
-    """After Ctrl-C had interrupted an XLA compile (the train step's, as the weights loaded), the compile ran on in
-    a thread of its own and Python's finalisation crashed under it: "Fatal Python error: Segmentation fault" after
-    the message (jax 0.10.2). A command stopped by Ctrl-C now exits at once (its `with` and `finally` blocks have
-    run); any other exit still finalises."""
+@pytest.mark.parametrize(
+    "stop, status, said",
+    [("ctrl-c", 130, "stopped by Ctrl-C"), ("sigterm", 1, "error: stopped by SIGTERM"), ("bad", 1, "error: bad")],
+)
+def test_a_command_stopped_by_a_signal_exits_without_finalising(stop, status, said):
+    """After a signal's exception had interrupted an XLA compile (Ctrl-C as the train step compiled, SIGTERM 2 s
+    into jaxood.evaluate), the compile ran on in a thread of its own and Python's finalisation crashed
+    under it: "Fatal Python error: Segmentation fault" after the message (jax 0.10.2). A command stopped by a
+    signal where it was now exits at once (its `with` and `finally` blocks have run); any other exit still
+    finalises."""
     done = subprocess.run([sys.executable, "-c", _EXITING, stop], capture_output=True, text=True, timeout=120)
     assert done.returncode == status, done.stderr
-    assert ("finalised" in done.stdout) == (status != 130)
-    assert done.stderr.startswith("stopped by Ctrl-C" if status == 130 else "error: bad setting")
+    assert ("finalised" in done.stdout) == (stop == "bad")
+    assert done.stderr.startswith(said), done.stderr
 
 
 def test_other_errors_keep_their_traceback(monkeypatch):
