@@ -44,6 +44,7 @@ from jaxood.data.sources import Source
 from jaxood.errors import InvalidInput, NotSaved
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
+from jaxood.preemption import StopsAtOnce, raise_if_stopped
 from jaxood.progress import Progress
 from jaxood.scores import logits as logits_lib
 from jaxood.scores import mcm as mcm_lib
@@ -234,6 +235,7 @@ def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int
     chunks: dict[str, list[np.ndarray]] = {}
     unreadable = 0  # over all hosts: each host decodes only its rows, and only the first writes the results
     for batch in loader.evaluate():
+        raise_if_stopped()
         out = scorer(batch["image"])
         out.update(label=batch["label"], mask=batch["mask"], index=batch["index"])
         host = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
@@ -560,6 +562,7 @@ def evaluate(
         results["config"] = config.to_dict()
         results["versions"] = report.versions()
         results["devices"] = report.devices(model.dtype)
+        raise_if_stopped()
         if distributed.is_first_host():
             try:
                 if kept := report.keep_earlier(workdir):
@@ -582,7 +585,6 @@ def main(argv):
     from absl import logging
 
     from jaxood.cli import CONFIG, WORKDIR
-    from jaxood.preemption import StopsAtOnce
 
     logging.set_verbosity(logging.WARNING)
     with StopsAtOnce("while evaluating; no report was written. Run the same command again."):

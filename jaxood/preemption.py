@@ -34,7 +34,6 @@ import signal
 import threading
 
 import jax
-import orbax.checkpoint as ocp
 
 from jaxood.errors import StoppedAtOnce
 
@@ -73,6 +72,9 @@ class PreemptionNotice(_Handling):
     `notice.reason` then says what stopped it."""
 
     def __enter__(self) -> PreemptionNotice:
+        import orbax.checkpoint as ocp  # here: jaxood.evaluate imports this module, and needs no orbax
+
+        self._reached_preemption = ocp.multihost.reached_preemption
         self.reason = ""  # what stops the run, once a signal came
         return super().__enter__()
 
@@ -83,16 +85,40 @@ class PreemptionNotice(_Handling):
             print("Ctrl-C: saving at the end of this step, then stopping (Ctrl-C again stops at once)", flush=True)
 
     def reached(self, step: int) -> bool:
-        if not self.reason and ocp.multihost.reached_preemption(step):
+        if not self.reason and self._reached_preemption(step):
             self.reason = SIGNALS[signal.SIGTERM]
         return bool(self.reason)
 
 
 class StopsAtOnce(_Handling):
-    """`with StopsAtOnce(what):` SIGTERM or Ctrl-C raise `StoppedAtOnce("stopped by <signal> <what>")` at once."""
+    """`with StopsAtOnce(what):` SIGTERM or Ctrl-C raise `StoppedAtOnce("stopped by <signal> <what>")` at once.
+
+    Python runs a handler wherever the main thread is, a callback included, and there it may swallow the
+    handler's exception: in JAX's garbage-collection callback it printed "Exception ignored in
+    <function _xla_gc_callback>" and the evaluation went on to write its report (2 of 30 SIGTERMs while
+    jaxood.evaluate compiled). So the stop is kept too, and `raise_if_stopped` raises it again where the work
+    asks, before each batch and before the report.
+    """
+
+    pending = ""  # the message of a stop whose exception has not ended the block yet
 
     def __init__(self, what: str):
         self.what = what
 
+    def __enter__(self) -> StopsAtOnce:
+        StopsAtOnce.pending = ""
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        StopsAtOnce.pending = ""
+        super().__exit__(*exc)
+
     def _on_signal(self, signum, frame) -> None:
-        raise StoppedAtOnce(f"stopped by {SIGNALS[signum]} {self.what}")
+        StopsAtOnce.pending = f"stopped by {SIGNALS[signum]} {self.what}"
+        raise StoppedAtOnce(StopsAtOnce.pending)
+
+
+def raise_if_stopped() -> None:
+    """The `StoppedAtOnce` of a signal within `StopsAtOnce` whose exception was swallowed where it was raised."""
+    if StopsAtOnce.pending:
+        raise StoppedAtOnce(StopsAtOnce.pending)

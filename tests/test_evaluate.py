@@ -807,3 +807,39 @@ def test_progress_gives_seconds_per_step_under_one_a_second(monkeypatch):
         "[train] 2/3 steps (281.8 s/step, elapsed 9m23s, ETA 4m41s)",
         "[ID] 50/100 images (500.0 images/s, elapsed 0m00s, ETA 0m00s)",
     ]
+
+
+def test_a_stop_whose_exception_was_swallowed_still_stops_the_evaluation():
+    """A signal's exception raised inside a callback that swallows it (JAX's garbage-collection callback printed
+    "Exception ignored in <function _xla_gc_callback>") let the evaluation go on and write its report: 2 of 30
+    SIGTERMs while jaxood.evaluate compiled. The stop is kept, and the next batch raises it."""
+    import signal
+    import time
+
+    from jaxood.data.pipeline import data_mesh
+    from jaxood.data.preprocess import clip_eval
+    from jaxood.data.toy_world import ToyWorld
+    from jaxood.errors import StoppedAtOnce
+    from jaxood.evaluate import score_dataset
+    from jaxood.preemption import StopsAtOnce
+
+    source, batches = ToyWorld("far_ood", per_class=1, size=16), []
+
+    def scorer(images):
+        batches.append(len(images))
+        return {"mean": images.mean((1, 2, 3))}
+
+    args = (source, scorer, clip_eval(16), 4, data_mesh())
+    assert len(score_dataset("far", *args)["mean"]) == len(source) == 4 * len(batches)
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(StoppedAtOnce, match="^stopped by a preemption notice \\(SIGTERM\\) while testing$"):
+        with StopsAtOnce("while testing"):
+            try:  # as the garbage-collection callback swallowed it
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except StoppedAtOnce:
+                pass
+            batches.clear()
+            score_dataset("far", *args)
+    assert batches == [] and signal.getsignal(signal.SIGTERM) is previous
+    assert len(score_dataset("far", *args)["mean"]) == len(source)  # the next block starts with no stop
