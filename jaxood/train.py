@@ -424,9 +424,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     )
     total = config.num_steps or config.epochs * loader.steps_per_epoch
     per = "all" if caption_length else f"{config.shots or 'all'} per class"
+    # Both set: an --config.epochs given over a config that counts steps (configs/toy_clip.py) was ignored, unsaid.
+    overrides = f" (num_steps, which overrides epochs {config.epochs})" if config.num_steps and config.epochs else ""
     distributed.log(
         f"{len(indices)} training images ({per}, {len(class_names)} classes), {loader.steps_per_epoch} steps/epoch, "
-        f"{total} steps, {jax.device_count()} {jax.devices()[0].platform} device(s)"
+        f"{total} steps{overrides}, {jax.device_count()} {jax.devices()[0].platform} device(s)"
     )
 
     method = method_module.build(config, model, clip_params, class_names, mesh)

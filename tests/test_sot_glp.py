@@ -1212,7 +1212,9 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
     monkeypatch.setattr(MetricWriter, "scalars", full_at_step_5)
     with pytest.raises(NotSaved) as err:
         trainer.train(config, str(run))
-    assert "resumed from the checkpoint at step 2, 4 steps to go" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resumed from the checkpoint at step 2, 4 steps to go" in out
+    assert "6 steps (num_steps, which overrides epochs 1), 1 cpu device(s)" in out  # small_config's epochs 1
     assert str(err.value) == (
         f"the training log could not be written at step 5 (No space left on device). The last good checkpoint "
         f"(step 4) is in {run / 'checkpoints'}. Free space in {run}, then run the same command again to resume."
