@@ -460,7 +460,8 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
 def _check_ood_apart(config: ml_collections.ConfigDict, id_source, ood_sources: dict, train_source) -> None:
     """No OOD set reads the ID set's images (its AUROC would be 50 by construction, its report meaningless), the
     training set's (the method would be trained on the images it is to call OOD) or another OOD set's (the mean
-    over the sets would count them twice); a copied config entry ran so, silently."""
+    over the sets would count them twice); a copied config entry ran so, silently. An ID set that reads the
+    training set's images is said."""
     by_identity: dict[tuple, list[str]] = {}
     for name, ood in ood_sources.items():
         by_identity.setdefault(ood.identity, []).append(name)
@@ -469,6 +470,12 @@ def _check_ood_apart(config: ml_collections.ConfigDict, id_source, ood_sources: 
             "; ".join(" and ".join(f"config.ood_datasets.{name}" for name in names) for names in twice)
             + " read the same images (a copied entry whose path was left as it was?): each would be a row of its "
             "own, and the mean over the OOD sets would count them twice. Point each at its own dataset."
+        )
+    if train_source is not None and train_source.identity == id_source.identity:  # a sanity check, or a slip
+        distributed.log(
+            "config.id_dataset reads the training set's images (config.train_dataset): ID accuracy and the OOD "
+            "metrics will be measured on images the method trained on, which flatters both; give the ID set a "
+            "held-out split for results to report"
         )
     for key, source in (("id_dataset", id_source), ("train_dataset", train_source)):
         same = [name for name, ood in ood_sources.items() if source is not None and ood.identity == source.identity]

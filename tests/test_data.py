@@ -294,10 +294,11 @@ def test_tfds_class_names_replace_its_labels_and_numbered_id_classes_are_said(ti
         make_source({**entry, "class_names": ["a", "b", "c"]}, "id_dataset")
 
 
-def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refused(tiny_tfds, folder, tmp_path):
+def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refused(tiny_tfds, folder, tmp_path, capsys):
     """An OOD entry copied from the ID entry (or naming its folder another way) scored the ID images as OOD: AUROC
     50, reported as a result. One copied from the training entry trained the method on its own OOD images, and two
-    OOD entries reading the same images counted them twice in the mean.
+    OOD entries reading the same images counted them twice in the mean. An ID set reading the training images
+    flattered both accuracy and OOD metrics unsaid; it is now said (a sanity check may want it).
     Each kind of dataset is compared by what it reads: a folder's or list's real path, a TFDS dataset's folder,
     version and split, a toy split's settings (defaults filled in)."""
     from conftest import load_config
@@ -337,6 +338,14 @@ def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refuse
                        r"dataset \(.*\): the method would be trained on the images it is then to call"):  # fmt: skip
         open_inputs(config, train=True)
     open_inputs(config)  # evaluating alone, no training set
+    config = load_config("sot_glp", "demo")
+    capsys.readouterr()
+    open_inputs(config, train=True)
+    assert "reads the training set's images" not in capsys.readouterr().out
+    config.id_dataset = dict(config.train_dataset)  # evaluated on the images it trained on: said, not refused
+    open_inputs(config, train=True)
+    assert "config.id_dataset reads the training set's images (config.train_dataset): ID accuracy and the OOD " \
+        "metrics will be measured on images the method trained on" in capsys.readouterr().out  # fmt: skip
 
 
 def test_an_id_folder_whose_classes_all_lie_in_sub_folders_is_said(tmp_path, capsys):
