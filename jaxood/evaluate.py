@@ -453,15 +453,15 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
             "the set as a list entry with its class_names, or use TFDS's sun397"
         )
     ood_sources = {key.removeprefix("ood_datasets."): source for key, source in opened.items()}
-    _check_ood_apart(config, id_source, ood_sources, train_source)
+    _check_sets_apart(config, id_source, ood_sources, train_source)
     return Inputs(id_source, ood_sources, train_source)
 
 
-def _check_ood_apart(config: ml_collections.ConfigDict, id_source, ood_sources: dict, train_source) -> None:
-    """No OOD set reads the ID set's images (its AUROC would be 50 by construction, its report meaningless), the
-    training set's (the method would be trained on the images it is to call OOD) or another OOD set's (the mean
-    over the sets would count them twice); a copied config entry ran so, silently. An ID set that reads the
-    training set's images is said."""
+def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources: dict, train_source) -> None:
+    """The datasets read images apart, by their sources' `identity`: no OOD set reads the ID set's images (its
+    AUROC would be 50 by construction, its report meaningless), the training set's (the method would be trained on
+    the images it is to call OOD) or another OOD set's (the mean over the sets would count them twice); a copied
+    config entry ran so, silently. An ID set that reads the training set's images is said, not refused."""
     by_identity: dict[tuple, list[str]] = {}
     for name, ood in ood_sources.items():
         by_identity.setdefault(ood.identity, []).append(name)
