@@ -461,7 +461,9 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
     """The datasets read images apart, by their sources' `identity`: no OOD set reads the ID set's images (its
     AUROC would be 50 by construction, its report meaningless), the training set's (the method would be trained on
     the images it is to call OOD) or another OOD set's (the mean over the sets would count them twice); a copied
-    config entry ran so, silently. An ID set that reads the training set's images is said, not refused."""
+    config entry ran so, silently. An ID set that reads the training set's images is said, not refused. Folders
+    and lists are compared by their files too (`real_paths`): an OOD set all of whose files the ID or training
+    set reads is refused, one that shares some is said."""
     by_identity: dict[tuple, list[str]] = {}
     for name, ood in ood_sources.items():
         by_identity.setdefault(ood.identity, []).append(name)
@@ -478,18 +480,33 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
             "held-out split for results to report"
         )
     for key, source in (("id_dataset", id_source), ("train_dataset", train_source)):
-        same = [name for name, ood in ood_sources.items() if source is not None and ood.identity == source.identity]
-        if same:
+        if source is None:
+            continue
+        why = (
+            "an OOD set must hold images of other classes than the ID set's, or its AUROC is 50 by construction"
+            if key == "id_dataset"
+            else "the method would be trained on the images it is then to call OOD"
+        )
+        if same := [name for name, ood in ood_sources.items() if ood.identity == source.identity]:
             raise InvalidInput(
                 f"{', '.join(f'config.ood_datasets.{name}' for name in same)} "
-                f"{'reads' if len(same) == 1 else 'read'} the same images as "
-                f"config.{key} ({dict(config[key])}): "
-                + (
-                    "an OOD set must hold images of other classes than the ID set's, or its AUROC is 50 by construction"
-                    if key == "id_dataset"
-                    else "the method would be trained on the images it is then to call OOD"
+                f"{'reads' if len(same) == 1 else 'read'} the same images as config.{key} ({dict(config[key])}): "
+                f"{why}. Name another dataset."
+            )
+        theirs = source.real_paths() if hasattr(source, "real_paths") else set()  # folders and lists: files
+        for name, ood in ood_sources.items():
+            mine = ood.real_paths() if theirs and hasattr(ood, "real_paths") else set()
+            if not (shared := len(mine & theirs)):
+                continue
+            if shared == len(mine):  # a folder inside the other set's, a list of its files
+                raise InvalidInput(
+                    f"config.ood_datasets.{name}: all {shared} of its images are config.{key}'s too (its folder lies "
+                    f"inside that set's, or its list names that set's files): {why}. Name another dataset."
                 )
-                + ". Name another dataset."
+            what = "they are scored as ID and as OOD" if key == "id_dataset" else "the method trains on them"
+            distributed.log(
+                f"config.ood_datasets.{name}: {shared} of its {len(mine)} images are config.{key}'s too (the same "
+                f"files): {what}"
             )
 
 

@@ -298,7 +298,8 @@ def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refuse
     """An OOD entry copied from the ID entry (or naming its folder another way) scored the ID images as OOD: AUROC
     50, reported as a result. One copied from the training entry trained the method on its own OOD images, and two
     OOD entries reading the same images counted them twice in the mean. An ID set reading the training images
-    flattered both accuracy and OOD metrics unsaid; it is now said (a sanity check may want it).
+    flattered both accuracy and OOD metrics unsaid; it is now said (a sanity check may want it). So was an OOD
+    folder inside the ID folder (now refused) and a list naming some of its files (now said).
     Each kind of dataset is compared by what it reads: a folder's or list's real path, a TFDS dataset's folder,
     version and split, a toy split's settings (defaults filled in)."""
     from conftest import load_config
@@ -311,10 +312,12 @@ def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refuse
     config = load_config("zeroshot", "toy")
     tfds_entry = {"kind": "tfds", "name": "tiny_shapes", "split": "train", "data_dir": str(tmp_path / "tfds")}
     list_entry = {"kind": "list", "root": folder, "list_file": str(tmp_path / "lists" / "id.txt")}
+    (tmp_path / "elsewhere").mkdir()
+    write_image(tmp_path / "elsewhere" / "0.png", 0)
+    elsewhere = {"kind": "folder", "root": str(tmp_path / "elsewhere")}
     for id_entry, same, other in (
-        ({"kind": "folder", "root": folder}, {"kind": "folder", "root": folder + "/../folder/"}, list_entry),
-        ({**list_entry, "class_names": ["dog", "seal"]}, {**list_entry, "root": folder + "/"}, {"kind": "folder",
-         "root": folder}),
+        ({"kind": "folder", "root": folder}, {"kind": "folder", "root": folder + "/../folder/"}, elsewhere),
+        ({**list_entry, "class_names": ["dog", "seal"]}, {**list_entry, "root": folder + "/"}, elsewhere),
         (tfds_entry, {**tfds_entry, "data_dir": str(tmp_path / "tfds") + "/"}, {**tfds_entry, "split": "train[:3]"}),
         ({"kind": "toy", "split": "test"}, {"kind": "toy", "split": "test", "seed": 0}, {"kind": "toy", "split": "test",
          "seed": 1}),
@@ -338,6 +341,23 @@ def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refuse
                        r"dataset \(.*\): the method would be trained on the images it is then to call"):  # fmt: skip
         open_inputs(config, train=True)
     open_inputs(config)  # evaluating alone, no training set
+    # Folders and lists are compared by their files too: a folder inside the ID set's is refused, a list that
+    # names some of its files is said.
+    config = load_config("zeroshot", "toy")
+    config.id_dataset = {"kind": "folder", "root": folder}
+    write_image(tmp_path / "other.png", 0)
+    (tmp_path / "lists" / "ood.txt").write_text("other.png\nfolder/tench/0.png\n")
+    config.ood_datasets = {"inside": {"kind": "folder", "root": folder + "/tench"}}
+    with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.inside: all 4 of its images are config\.id_"
+                       r"dataset's too \(its folder lies inside that set's, or its list names that set's files\): an "
+                       r"OOD set must hold images of other classes"):  # fmt: skip
+        open_inputs(config)
+    config.ood_datasets = {"some": {"kind": "list", "root": str(tmp_path), "list_file": str(tmp_path / "lists" /
+                                                                                            "ood.txt")}}  # fmt: skip
+    capsys.readouterr()
+    open_inputs(config)
+    assert "config.ood_datasets.some: 1 of its 2 images are config.id_dataset's too (the same files): they are " \
+        "scored as ID and as OOD" in capsys.readouterr().out  # fmt: skip
     config = load_config("sot_glp", "demo")
     capsys.readouterr()
     open_inputs(config, train=True)

@@ -14,6 +14,7 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -95,6 +96,12 @@ class _FileListSource:
 
     def read(self, index: int) -> tuple[str, int]:
         return self.paths[index], int(self._labels[index])
+
+    def real_paths(self) -> set[str]:
+        """Its image files, each folder's links and `..` resolved (one `realpath` per folder): where two sources'
+        sets meet, they read the same files."""
+        real = functools.cache(os.path.realpath)
+        return {os.path.join(real(os.path.dirname(path)), os.path.basename(path)) for path in self.paths}
 
 
 class FolderSource(_FileListSource):
