@@ -123,7 +123,7 @@ def test_a_flat_folder_is_one_unlabelled_set_and_images_beside_class_folders_are
     )
 
 
-def test_folder_errors(tmp_path):
+def test_folder_errors(tmp_path, capsys):
     with pytest.raises(DatasetMissing, match="not found at"):
         FolderSource(str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
@@ -138,6 +138,13 @@ def test_folder_errors(tmp_path):
     (tmp_path / "d" / ".ipynb_checkpoints").mkdir()  # left by Jupyter beside the class folders
     with pytest.raises(DatasetMissing, match=r"ipynb_checkpoints holds no images .* \(a hidden folder is read as a "):
         FolderSource(str(tmp_path / "d"))
+    # One with images is a class, as in ImageFolder, and said: it became a class named '.thumbnails' unsaid.
+    (tmp_path / "d" / ".ipynb_checkpoints").rename(tmp_path / "d" / ".thumbnails")
+    write_image(tmp_path / "d" / ".thumbnails" / "a.png", 1)
+    capsys.readouterr()
+    assert FolderSource(str(tmp_path / "d")).class_names == (".thumbnails", "cat")
+    assert f"{tmp_path / 'd'}: its hidden folder(s) .thumbnails are read as classes, as torchvision's ImageFolder " \
+        "reads them" in capsys.readouterr().out  # fmt: skip
 
 
 def test_image_list_source(folder, tmp_path):

@@ -138,6 +138,11 @@ class FolderSource(_FileListSource):
                 f"{root}: {len(loose)} image(s) lie in it beside its class folders, in none of them, and are left out "
                 f"(e.g. {os.path.basename(loose[0])}); move them into their class's folder to use them"
             )
+        if hidden := [folder for folder in folders if folder.startswith(".")]:  # an empty one is refused below
+            distributed.log(
+                f"{root}: its hidden folder(s) {', '.join(hidden)} are read as classes, as torchvision's ImageFolder "
+                "reads them (the labels follow that order); move them out if they are not classes"
+            )
         self.paths: list[str] = []
         labels: list[int] = []
         for label, folder in enumerate(folders):
