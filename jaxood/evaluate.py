@@ -479,6 +479,7 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
             "metrics will be measured on images the method trained on, which flatters both; give the ID set a "
             "held-out split for results to report"
         )
+    ood_files: dict[str, set[str]] = {}  # each OOD set's files, read once for the ID and the training set
     for key, source in (("id_dataset", id_source), ("train_dataset", train_source)):
         if source is None:
             continue
@@ -495,7 +496,11 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
             )
         theirs = source.real_paths() if hasattr(source, "real_paths") else set()  # folders and lists: files
         for name, ood in ood_sources.items():
-            mine = ood.real_paths() if theirs and hasattr(ood, "real_paths") else set()
+            if not (theirs and hasattr(ood, "real_paths")):
+                continue
+            if name not in ood_files:
+                ood_files[name] = ood.real_paths()
+            mine = ood_files[name]
             if not (shared := len(mine & theirs)):
                 continue
             if shared == len(mine):  # a folder inside the other set's, a list of its files
