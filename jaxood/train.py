@@ -385,7 +385,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         methods = sorted(m.name for m in pkgutil.iter_modules(jaxood.methods.__path__))
         raise InvalidInput(f"config.method {config.method!r} is not one of {methods}") from None
     # The method's rules name its optimiser groups: a misspelt override fails here, not once the weights load.
-    check_optim_groups(config, {group for _, group in method_module.trainable_rules(config)} - {"frozen"})
+    rules = method_module.trainable_rules(config)
+    check_optim_groups(config, {group for _, group in rules} - {"frozen"})
     arch = architecture(config)
     if arch and hasattr(method_module, "check_settings"):  # else build checks them, once the model is loaded
         method_module.check_settings(config, arch)
@@ -432,7 +433,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     )
 
     method = method_module.build(config, model, clip_params, class_names, mesh)
-    trainable, frozen, labels = partition(method.params, method.trainable)
+    trainable, frozen, labels = partition(method.params, rules)
     n_train = sum(np.size(x) for x in jax.tree.leaves(trainable))
     distributed.log(
         f"trainable parameters: {n_train:,} in {len(jax.tree.leaves(trainable))} arrays; frozen: "

@@ -104,7 +104,7 @@ def test_the_step_takes_the_class_names_as_an_argument_not_as_compiled_constants
     config = small_config(tiny_hf[0], tmp_path)
     names = [f"class {i}" for i in range(40)]
     method = sot_glp.build(config, model, params, names, data_mesh())
-    trainable, frozen, _ = trainer.partition(method.params, method.trainable)
+    trainable, frozen, _ = trainer.partition(method.params, sot_glp.trainable_rules(config))
     assert frozen["name_embeddings"].shape[0] == 40
     batch = {
         "image": jnp.zeros((2, 32, 32, 3), jnp.float32),
@@ -124,7 +124,7 @@ def test_only_prompts_and_projection_are_trained(tiny_model, tmp_path, learn_pro
     config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.learn_proj": learn_proj})
     names = [f"class {i}" for i in range(5)]
     method = sot_glp.build(config, model, params, names, data_mesh())
-    trainable, frozen, labels = trainer.partition(method.params, method.trainable)
+    trainable, frozen, labels = trainer.partition(method.params, sot_glp.trainable_rules(config))
     expected = {"global_ctx", "local_ctx"} | ({"local_proj"} if learn_proj else set())
     assert set(trainable) == expected
     assert "clip" in frozen and ("local_proj" in frozen) == (not learn_proj)
@@ -210,7 +210,7 @@ def _method_moved_off_its_init(tiny_model, config, seed):
     the spec reads it): (method, trainable as NumPy, frozen, the RandomState for the test's inputs)."""
     model, params = tiny_model
     method = sot_glp.build(config, model, params, SPEC_NAMES, data_mesh())
-    trainable, frozen, _ = trainer.partition(method.params, method.trainable)
+    trainable, frozen, _ = trainer.partition(method.params, sot_glp.trainable_rules(config))
     rng = np.random.RandomState(seed)
     trainable = {k: np.asarray(x) + 0.05 * rng.randn(*x.shape).astype(np.float32) for k, x in trainable.items()}
     return method, trainable, frozen, rng
@@ -326,7 +326,7 @@ def test_prompts_in_chunks_give_the_same_loss_gradients_and_scores_in_less_memor
     for chunk in (0, 30):
         config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.prompt_chunk": chunk})
         method = sot_glp.build(config, model, params, names, data_mesh())
-        trainable, frozen, _ = trainer.partition(method.params, method.trainable)
+        trainable, frozen, _ = trainer.partition(method.params, sot_glp.trainable_rules(config))
         loss = functools.partial(
             lambda m, t, f: m.loss(trainer.merge(t, f), {}, batch, jax.random.PRNGKey(0))[0], method
         )
@@ -354,7 +354,7 @@ def test_zero_shot_and_sot_glp_rows_encode_the_images_once(tiny_model, tmp_path,
     names = [f"class {i}" for i in range(10)]
     config = small_config(tiny_hf[0], tmp_path, scores="mcm,gl_mcm,max_logit")
     method = sot_glp.build(config, model, params, names, data_mesh())
-    trainable, frozen, _ = trainer.partition(method.params, method.trainable)
+    trainable, frozen, _ = trainer.partition(method.params, sot_glp.trainable_rules(config))
     placed = trainer.merge(replicate(trainable), replicate(frozen))  # on the devices, as the trainer holds them
     separate = (evaluation.zero_shot_scorer(config, model, placed["clip"], names), method.scorer(placed))
     both = evaluation.combine(*separate)
@@ -409,7 +409,7 @@ def _one_step_script(n_devices, model_dir, out, prompt_chunk=0):
         model, params = clip.load({model_dir!r})
         src = make_source(config.train_dataset)
         method = sot_glp.build(config, model, params, src.class_names, mesh)
-        trainable, frozen, labels = trainer.partition(method.params, method.trainable)
+        trainable, frozen, labels = trainer.partition(method.params, sot_glp.trainable_rules(config))
         tx = trainer.make_optimizer(config, labels, 6, 12)
         trainable, frozen = replicate(trainable, mesh), replicate(frozen, mesh)
         state = trainer.TrainState(step=jax.numpy.asarray(0), trainable=trainable, opt_state=tx.init(trainable),
@@ -948,7 +948,7 @@ def _sot_glp_with_loss(monkeypatch, name: str, change) -> None:
             value, (metrics, _) = base.loss(p, {}, batch, rng)
             return change(value, p, state["calls"]), (metrics, {"calls": state["calls"] + 1})
 
-        return Method(base.params, base.trainable, loss, base.scorer, state={"calls": jnp.zeros((), jnp.int32)})
+        return Method(base.params, loss, base.scorer, state={"calls": jnp.zeros((), jnp.int32)})
 
     monkeypatch.setitem(
         sys.modules,

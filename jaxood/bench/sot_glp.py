@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
         with patch:
             method = sot_glp.build(config, model, params, names, mesh)
         length = 77 if full_length else prompts.ids.shape[1]
-        trainable, frozen, labels = trainer.partition(method.params, method.trainable)
+        trainable, frozen, labels = trainer.partition(method.params, sot_glp.trainable_rules(config))
         tx = trainer.make_optimizer(config, labels, 100, 5000)
         state = trainer.TrainState(
             step=jnp.asarray(0),

@@ -1,18 +1,21 @@
 """OOD methods.
 
-Each module `jaxood.methods.<name>` has `build(config, model, clip_params, class_names, mesh) -> Method`.
+Each module `jaxood.methods.<name>` has `trainable_rules(config)` and
+`build(config, model, clip_params, class_names, mesh) -> Method`.
 
-The trainer imports the module named by `config.method` and needs nothing else:
+`trainable_rules(config)`: ordered `(regex, group)` rules over '/'-joined
+parameter paths; the first match decides, group `"frozen"` freezes, every other
+group name selects an optimiser group in `config.optim.groups`. Every leaf of
+`Method.params` must match. The trainer reads them before any work (to refuse
+an override of a group the method lacks) and splits the parameters with them.
+
+The trainer imports the module named by `config.method` and needs nothing else; the `Method` that `build`
+returns has:
 
 - `params`: the full initial parameter tree (frozen and trainable leaves), the
   CLIP under `"clip"` (evaluation's zero-shot rows use it as training left it).
   The trainer places it (and `state`) on the devices, then drops these host
   copies, so `loss` and `scorer` must take parameters as arguments, not keep them.
-- `trainable`: the module's `trainable_rules(config)`, ordered `(regex, group)`
-  rules over '/'-joined parameter paths; the first match decides, group
-  `"frozen"` freezes, every other group name selects an optimiser group in
-  `config.optim.groups`. Every leaf must match. The trainer reads the rules'
-  groups before any work, to refuse an override of a group the method lacks.
 - `loss(params, state, batch, rng) -> (loss, (metrics, state))`: `state` holds
   mutable collections (e.g. BatchNorm statistics; `{}` when none); `batch` has
   `image`, `label`, `mask`. Input gradients (`jax.grad` w.r.t. images) may be
@@ -45,7 +48,6 @@ import jax.numpy as jnp
 @dataclasses.dataclass
 class Method:
     params: dict
-    trainable: tuple[tuple[str, str], ...]
     loss: Callable
     scorer: Callable
     state: dict = dataclasses.field(default_factory=dict)

@@ -50,4 +50,4 @@ def build(config, model, clip_params, class_names, mesh) -> Method:
     def scorer(params) -> Scorer:  # evaluation shows the zero-shot rows of the trained CLIP
         return Scorer(lambda args, images: {}, (), ())
 
-    return Method(params={"clip": clip_params}, trainable=trainable_rules(config), loss=loss, scorer=scorer)
+    return Method(params={"clip": clip_params}, loss=loss, scorer=scorer)

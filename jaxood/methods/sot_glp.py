@@ -281,4 +281,4 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         f"--config.sot_glp.prompt_chunk to fewer than the {chunk} prompts per device "
         "that go through the text tower at once (the text tower's activations shrink with it, for one more forward)"
     )
-    return Method(params=params, trainable=trainable_rules(config), loss=loss, scorer=scorer, memory_fixes=fixes)
+    return Method(params=params, loss=loss, scorer=scorer, memory_fixes=fixes)
