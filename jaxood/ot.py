@@ -16,6 +16,10 @@ a finite-difference 0.0082 on a 4x3 problem) when the solver checks
 convergence after every iteration (`inner_iterations=1`), and right with
 blocks of 2 or more; the iterations therefore run in blocks of the largest
 divisor of `iterations` in 2..10 (or all at once).
+
+A fixed count can stop before the plan is balanced: `marginal_error(plan)` says
+how far each plan's marginals are from the asked ones (SOT-GLP's training logs
+it, and warns above `MARGINAL_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ MIN_ITERATIONS = 2  # the iterations run in blocks of 2 or more (above)
 # iterations), the largest error of a plan's total mass: 0.04 % at 1e-4, 0.2 % at 1e-5, 2 % at 1e-6, 37 % at 1e-7
 # (and a mean mass of 3.9 at 1e-8).
 MIN_EPSILON = 1e-5
+# Above it a plan is not the balanced transport asked for: over 1 % of its unit mass sits off the marginals. Measured
+# on 512 CLIP-like problems (10 x 4, costs 0.6-1), the largest error after 100 iterations: 3e-7 at epsilon 0.1 (the
+# default), 1e-6 at 0.03, 0.008 at 0.01, 0.2 at 0.003, 0.4 at 0.001 (0.001 after 1000 iterations).
+MARGINAL_TOLERANCE = 0.01
 
 
 def _inner_block(iterations: int) -> int:
@@ -49,6 +57,17 @@ def _solve(cost: jax.Array, a: jax.Array, b: jax.Array, epsilon: float, iteratio
         implicit_diff=None,
     )
     return solver(linear_problem.LinearProblem(geom, a=a, b=b)).matrix
+
+
+def marginal_error(plan: jax.Array, a: jax.Array | None = None, b: jax.Array | None = None) -> jax.Array:
+    """`(...)`: the larger L1 distance of a plan's row and column sums from the marginals `a`, `b` (uniform by
+    default, as in `sinkhorn_plan`), a fraction of the plan's unit mass: 0 for a balanced plan, at most 2."""
+    n, m = plan.shape[-2:]
+    a = jnp.full((n,), 1.0 / n, plan.dtype) if a is None else a
+    b = jnp.full((m,), 1.0 / m, plan.dtype) if b is None else b
+    rows = jnp.abs(plan.sum(-1) - a).sum(-1)
+    columns = jnp.abs(plan.sum(-2) - b).sum(-1)
+    return jnp.maximum(rows, columns)
 
 
 def sinkhorn_plan(

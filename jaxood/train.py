@@ -17,6 +17,7 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   step it ends at and stops the run (`jaxood.preemption`). One run at a time
   holds DIR (`jaxood.workdir_lock`);
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`; `jaxood.metric_log`), progress with ETA,
+  a warning the first time a logged metric exceeds the method's limit for it (`Method.metric_limits`),
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
   the zero-shot baseline rows.
 
@@ -493,6 +494,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         return f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
 
     lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
+    limits = dict(method.metric_limits)  # the ones not yet exceeded
     last_line = (start, time.monotonic())  # (step, time) of the log's previous line, for steps_per_s
     # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
     # going on. A preemption notice (SIGTERM) or Ctrl-C saves the step it ends at and stops (jaxood.preemption).
@@ -514,6 +516,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                     )
                 values = {k: float(np.mean([m[k] for m in unlogged])) for k in unlogged[0]}  # over those steps
                 unlogged = []
+                for name in [k for k, (most, _) in limits.items() if values[k] > most]:
+                    most, message = limits.pop(name)  # said once: the log's later lines show how it goes
+                    distributed.log(f"warning: {name}={values[name]:.4g} at step {done} is above {most}: {message}")
                 values["lr"] = float(lr_at(step))
                 now = time.monotonic()
                 values["steps_per_s"] = (done - last_line[0]) / (now - last_line[1])  # since the line before

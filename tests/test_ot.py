@@ -43,6 +43,25 @@ def test_plans_keep_their_mass_down_to_the_least_epsilon():
     np.testing.assert_allclose(mass, 1.0, rtol=5e-3)
 
 
+def test_marginal_error_by_hand():
+    plan = jnp.asarray([[0.5, 0.0], [0.25, 0.25]])  # rows 0.5 0.5 (exact), columns 0.75 0.25 (0.25 + 0.25 off)
+    np.testing.assert_allclose(ot.marginal_error(plan), 0.5)
+    a, b = jnp.asarray([0.5, 0.5]), jnp.asarray([0.75, 0.25])
+    np.testing.assert_allclose(ot.marginal_error(plan, a, b), 0.0)
+    np.testing.assert_allclose(ot.marginal_error(jnp.stack([plan, jnp.full((2, 2), 0.5)])), [0.5, 1.0])  # mass 2
+
+
+def test_marginal_tolerance_parts_converged_plans_from_cut_short_ones():
+    """The tolerance's premise on CLIP-like costs: 100 iterations balance the plans at the default epsilon 0.1 (and
+    at 0.03), not at 0.003, where more iterations do (measured when it was set: 3e-7, 1e-6, 0.2; 6e-4 after 1000)."""
+    cost = jnp.asarray(np.random.RandomState(0).uniform(0.6, 1.0, (512, 10, 4)).astype(np.float32))
+    error = lambda eps, it: float(ot.marginal_error(jax.jit(lambda c: ot.sinkhorn_plan(c, eps, it))(cost)).max())  # noqa: E731
+    assert error(0.1, 100) < ot.MARGINAL_TOLERANCE / 100
+    assert error(0.03, 100) < ot.MARGINAL_TOLERANCE / 100
+    assert error(0.003, 100) > 10 * ot.MARGINAL_TOLERANCE
+    assert error(0.003, 1000) < ot.MARGINAL_TOLERANCE
+
+
 def test_custom_marginals():
     rng = np.random.RandomState(1)
     cost = rng.rand(6, 3).astype(np.float32)

@@ -22,6 +22,7 @@ import pytest
 from scipy.special import log_softmax, softmax
 from test_ot import np_sinkhorn
 
+from jaxood import ot
 from jaxood import train as trainer
 from jaxood.checkpoints import Checkpoints
 from jaxood.data.pipeline import data_mesh
@@ -907,6 +908,29 @@ def test_logged_losses_are_means_over_the_steps_since_the_line_before(tiny_hf, t
         for key in ("loss", "loss_global", "loss_local", "train_acc", "grad_norm"):
             assert line[key] == pytest.approx((first[key] + second[key]) / 2, rel=1e-6), key
         assert line["lr"] == second["lr"]  # the rate of the step logged
+
+
+def test_unbalanced_sinkhorn_plans_are_logged_and_warned_of_once(tiny_hf, tmp_path, capsys):
+    """Too few Sinkhorn iterations for the epsilon left the plans unbalanced (`jaxood.ot.MARGINAL_TOLERANCE`), and
+    the local loss silently not the paper's: the log gives each step's largest marginal error and warns the first
+    time it is above the tolerance, naming both settings."""
+    for name, eps, iterations in (("balanced", 0.1, 20), ("cut_short", 1e-3, 2)):
+        overrides = {"sot_glp.ot_epsilon": eps, "sot_glp.ot_iterations": iterations}
+        trainer.train(
+            small_config(tiny_hf[0], tmp_path, num_steps=3, eval_zero_shot=False, **overrides), str(tmp_path / name)
+        )
+        errors = [r[sot_glp.OT_ERROR] for r in _logged(tmp_path / name)]
+        out = capsys.readouterr().out
+        if name == "balanced":
+            assert len(errors) == 3 and max(errors) < ot.MARGINAL_TOLERANCE / 100 and "warning" not in out
+        else:
+            assert min(errors) > ot.MARGINAL_TOLERANCE
+            assert out.count("warning: ") == 1
+            assert (
+                f"warning: {sot_glp.OT_ERROR}={errors[0]:.4g} at step 1 is above {ot.MARGINAL_TOLERANCE}: the step's "
+                "Sinkhorn plans are not balanced after its 2 iterations at epsilon 0.001, so the local loss is not the "
+                "paper's balanced OT. Raise --config.sot_glp.ot_iterations"
+            ) in out
 
 
 def test_logged_steps_per_s_is_the_rate_since_the_line_before(tiny_hf, tmp_path, monkeypatch):

@@ -26,6 +26,10 @@ returns has:
   the image tower they share once.
 - `memory_fixes` (optional): the method's own settings that shrink its step,
   which the trainer names first when a step is too large for a device.
+- `metric_limits` (optional): `{metric: (most, message)}` for metrics of `loss`
+  that say the step is not computing what the method means (an unconverged
+  solver); the trainer logs a warning with the message the first time a logged
+  value exceeds its most.
 
 A module may also have `check_settings(config, arch)`, which refuses its own settings' bad values for a CLIP of
 architecture `arch` (`jaxood.models.clip.CLIPConfig`): the trainer calls it before any work where the
@@ -52,6 +56,7 @@ class Method:
     scorer: Callable
     state: dict = dataclasses.field(default_factory=dict)
     memory_fixes: str = ""  # the method's settings that shrink its step, named when a step cannot fit
+    metric_limits: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)  # {metric: (most, why)}
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:

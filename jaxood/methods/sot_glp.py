@@ -48,6 +48,8 @@ NAME = "SOT-GLP"
 RESUME_MAY_CHANGE = ("sot_glp.ood_temperature", "sot_glp.prediction", "sot_glp.prompt_chunk")
 PREDICTIONS = ("paper", "reference")  # s_g + lambda phi / tau, or the released softmax(100 (mean_G cos + phi) / 2)
 LOCAL_REDUCTIONS = ("sum", "mean")  # phi = sum T sim (paper), or that / P (released code)
+# The training log's largest marginal error of a step's plans (jaxood.ot.marginal_error), over its real images.
+OT_ERROR = "ot_marginal_error"
 SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM", "MaxLogit")  # the OOD score, its global and local terms, the prediction's
 
 
@@ -56,18 +58,23 @@ def patch_prompt_similarity(local: jax.Array, local_text: jax.Array) -> jax.Arra
     return jnp.einsum("bnd,cpd->bcnp", local, local_text)
 
 
-def local_score_from_similarity(
-    sim: jax.Array, top_k: int = 10, epsilon: float = 0.1, iterations: int = 100, reduction: str = "sum"
-) -> jax.Array:
-    """`phi (B, C)` from `patch_prompt_similarity`; see `local_score`."""
-    if reduction not in LOCAL_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {LOCAL_REDUCTIONS}, got {reduction!r}")
+def sparse_transport(
+    sim: jax.Array, top_k: int = 10, epsilon: float = 0.1, iterations: int = 100
+) -> tuple[jax.Array, jax.Array]:
+    """`(plan, support)`, both `(B, C, K, P)`: each (image, class)'s top-K patches' similarities to its prompts and
+    their balanced plan; see `local_score`."""
     saliency = jax.lax.stop_gradient(sim.mean(-1))  # (B, C, N)
     _, idx = jax.lax.top_k(saliency, top_k)  # (B, C, K)
     support = jnp.take_along_axis(sim, idx[..., None], axis=2)  # (B, C, K, P)
-    plan = ot.sinkhorn_plan(1.0 - support, epsilon, iterations, grad="stop")
+    return ot.sinkhorn_plan(1.0 - support, epsilon, iterations, grad="stop"), support
+
+
+def transported_similarity(plan: jax.Array, support: jax.Array, reduction: str = "sum") -> jax.Array:
+    """`phi (B, C)` from `sparse_transport`'s plan and support; see `local_score`."""
+    if reduction not in LOCAL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {LOCAL_REDUCTIONS}, got {reduction!r}")
     phi = jnp.sum(plan * support, axis=(-2, -1))
-    return phi / sim.shape[-1] if reduction == "mean" else phi
+    return phi / support.shape[-1] if reduction == "mean" else phi
 
 
 def local_score(
@@ -90,9 +97,8 @@ def local_score(
       reduction: "sum" (paper: `sum_{u,v} T sim`) or "mean" (released code:
         `mean_v sum_u`, i.e. a further 1/P).
     """
-    return local_score_from_similarity(
-        patch_prompt_similarity(local, local_text), top_k, epsilon, iterations, reduction
-    )
+    sim = patch_prompt_similarity(local, local_text)
+    return transported_similarity(*sparse_transport(sim, top_k, epsilon, iterations), reduction)
 
 
 def _masked_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
@@ -236,13 +242,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         )
         return normalize(g), normalize(local)
 
-    local_phi = functools.partial(
-        local_score_from_similarity,
-        top_k=c.top_k,
-        epsilon=c.ot_epsilon,
-        iterations=c.ot_iterations,
-        reduction=c.local_reduction,
-    )
+    transport = functools.partial(sparse_transport, top_k=c.top_k, epsilon=c.ot_epsilon, iterations=c.ot_iterations)
 
     def loss(params, state, batch, rng):
         global_t, local_t = text_features(params)
@@ -252,18 +252,21 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         noise = jax.random.uniform(rng, (z.shape[0], n_global))
         chosen = (jnp.argsort(jnp.argsort(noise, axis=1), axis=1) < keep).astype(cos.dtype)  # `keep` per image
         s_global = jnp.einsum("bgc,bg->bc", cos, chosen) / keep / c.tau
-        phi = local_phi(patch_prompt_similarity(patches, local_t))
+        plan, support = transport(patch_prompt_similarity(patches, local_t))
+        phi = transported_similarity(plan, support, c.local_reduction)
         l_global = _masked_ce(s_global, batch["label"], batch["mask"])
         l_local = _masked_ce(phi / c.tau, batch["label"], batch["mask"])
         total = l_global + c.lam * l_local
         acc = masked_mean((jnp.argmax(s_global, -1) == batch["label"]).astype(s_global.dtype), batch["mask"])
-        return total, ({"loss": total, "loss_global": l_global, "loss_local": l_local, "train_acc": acc}, state)
+        unbalanced = jnp.max(jnp.where(batch["mask"][:, None], ot.marginal_error(plan), 0.0))  # real images only
+        metrics = {"loss": total, "loss_global": l_global, "loss_local": l_local, "train_acc": acc}
+        return total, ({**metrics, OT_ERROR: unbalanced}, state)
 
     def predict_and_score(params, global_t, local_t, images):
         z, patches = image_features(params, images)
         mean_cos = jnp.einsum("bd,gcd->bc", z, global_t) / n_global
         sim = patch_prompt_similarity(patches, local_t)  # (B, C, N, P), shared by phi and the OOD score
-        phi = local_phi(sim)
+        phi = transported_similarity(*transport(sim), c.local_reduction)
         logits = (mean_cos + phi) if c.prediction == "reference" else (mean_cos / c.tau + c.lam * phi / c.tau)
         t = c.ood_temperature
         local_mcm = mcm(jnp.swapaxes(sim.mean(-1), 1, 2), t)  # mean over prompts -> (B, N, C)
@@ -281,4 +284,12 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         f"--config.sot_glp.prompt_chunk to fewer than the {chunk} prompts per device "
         "that go through the text tower at once (the text tower's activations shrink with it, for one more forward)"
     )
-    return Method(params=params, loss=loss, scorer=scorer, memory_fixes=fixes)
+    limits = {
+        OT_ERROR: (
+            ot.MARGINAL_TOLERANCE,
+            f"the step's Sinkhorn plans are not balanced after its {c.ot_iterations} iterations at epsilon "
+            f"{c.ot_epsilon}, so the local loss is not the paper's balanced OT. Raise --config.sot_glp.ot_iterations "
+            "(a resumed run may not change it: start a new workdir) or --config.sot_glp.ot_epsilon",
+        )
+    }
+    return Method(params=params, loss=loss, scorer=scorer, memory_fixes=fixes, metric_limits=limits)
