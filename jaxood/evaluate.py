@@ -5,7 +5,8 @@ score, then writes to the workdir:
 
 - `results.json`: per score and OOD set fpr95, auroc, aupr_in, aupr_out and
   their mean; id_accuracy; example counts; undecodable images; NaN scores (a
-  row's metrics on a set with any are null); the config; package versions.
+  row's metrics on a set with any are null); tied (ID, OOD) pairs; the config;
+  package versions.
 - `results.md`: tables laid out like the papers' (rows = method / score,
   columns = OOD sets and their average).
 - `scores.npz`: every example's scores, predictions, label and index in its
@@ -259,8 +260,10 @@ def compute_results(
     A NaN score has no rank, so a row's metrics on an OOD set are None where the ID set or that OOD set has one
     (and so is any mean over it); "nan_scores" counts them per row and set, and the scores stay in scores.npz. They
     are None too against a set with no scored example (every image undecodable): that stopped the whole evaluation.
+    "tied_pairs" gives, per row and set where any are, the fraction of (ID, OOD) pairs with equal scores
+    (`metrics.tied_pairs`).
     """
-    table, nan_scores = {}, {}
+    table, nan_scores, tied = {}, {}, {}
     for row in scorer.rows:
         nans = {name: int(np.isnan(out[row]).sum()) for name, out in {"id": id_out, **ood_outs}.items()}
         per_set = {
@@ -270,6 +273,9 @@ def compute_results(
             for name, out in ood_outs.items()
         }
         table[row] = {**per_set, "mean": _mean(list(per_set.values()))}
+        ties = {name: metrics.tied_pairs(id_out[row], ood_outs[name][row]) for name, m in per_set.items() if m}
+        if any(ties.values()):
+            tied[row] = {name: t for name, t in ties.items() if t}
         if any(nans.values()):
             nan_scores[row] = {name: n for name, n in nans.items() if n}
     id_labels = id_out["label"]
@@ -284,6 +290,7 @@ def compute_results(
         "counts": {"id": int(len(id_labels)), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
         "unreadable": {"id": id_out["unreadable"], **{k: v["unreadable"] for k, v in ood_outs.items()}},
         "nan_scores": nan_scores,
+        "tied_pairs": tied,
     }
     if groups:
         results["ood_groups"] = {

@@ -236,6 +236,35 @@ def test_compute_results_uses_masked_scores_only():
     assert res["unreadable"] == {"id": 0, "a": 1}
 
 
+def test_tied_id_and_ood_scores_are_counted_and_said_where_they_move_auroc():
+    """A score that saturates (MCM at temperature 0.01 on the toy world: 15 % of the (ID, near) pairs at one value,
+    the same float32 1.0) ties ID and OOD images, which AUROC counts half: the table gave its figure as if exact.
+    The results count the tied pairs per row and set, and the report says how far AUROC could move, from 0.1 % of
+    the pairs (0.05 points)."""
+    from jaxood import report
+    from jaxood.evaluate import Scorer, compute_results
+
+    rows = ("m / saturated", "m / one", "m / none")
+    scorer = Scorer(fn=lambda args, images: {}, args=(), rows=rows)
+    ids = np.r_[np.ones(10), np.linspace(0.1, 0.9, 990)]  # 10 ID images at 1
+    below = np.linspace(0.0, 0.05, 1000)  # no ID score among them
+    ood_scores = {
+        "m / saturated": np.r_[np.ones(200), below[200:]],
+        "m / one": np.r_[1.0, below[1:]],
+        "m / none": below,
+    }
+    id_out = {**dict.fromkeys(rows, ids), "pred/m": np.zeros(1000, int), "label": np.zeros(1000, int), "unreadable": 0}
+    ood = {"a": {**ood_scores, "label": -np.ones(1000, int), "unreadable": 0}}
+    res = compute_results(scorer, id_out, ood)
+    assert res["tied_pairs"] == {"m / saturated": {"a": 10 * 200 / 1e6}, "m / one": {"a": 10 / 1e6}}
+    md = report.markdown(res)
+    assert (
+        "m / saturated: equal ID and OOD scores (of the pairs: a 0.20 %), which AUROC counts half and FPR95 as false "
+        "positives: its AUROC could be up to 0.10 points higher or lower had the score told them apart"
+    ) in md
+    assert "m / one:" not in md  # 0.001 % of the pairs: AUROC moves by 0.0005 points at most
+
+
 def test_openood_near_and_far_averages_are_reported_beside_the_average_of_all(tmp_path):
     """OpenOOD v1.5 reports near-OOD (SSB-hard, NINCO) and far-OOD averages: the report had only the average of all
     five sets, which no OpenOOD table has."""

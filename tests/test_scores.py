@@ -48,6 +48,26 @@ def test_metrics_match_sklearn(seed, ties):
     assert np.trapezoid(tpr, fpr) == pytest.approx(m["auroc"], abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_tied_pairs_count_every_pair_with_equal_scores(seed):
+    rng = np.random.RandomState(seed)
+    id_s = np.r_[rng.randint(0, 6, 40), np.inf, -np.inf].astype(np.float32)  # infinities tie with their like
+    ood_s = np.r_[rng.randint(3, 9, 30), np.inf, 2.5].astype(np.float32)
+    by_pair = np.mean(id_s[:, None] == ood_s[None, :])
+    assert metrics.tied_pairs(id_s, ood_s) == pytest.approx(by_pair, abs=1e-12)
+    assert metrics.tied_pairs(id_s, ood_s) > 0
+    assert metrics.tied_pairs([0.9, 0.8], [0.85, 0.1, 7.0]) == 0.0
+
+
+def test_tied_pairs_bound_how_far_auroc_moves_were_the_ties_broken():
+    """AUROC counts a tie half: breaking each tied pair for ID (or for OOD) moves it by half the tied fraction."""
+    id_s, ood_s = np.array([1.0, 1.0, 0.5]), np.array([1.0, 0.2])  # 2 of 6 pairs tied
+    assert metrics.tied_pairs(id_s, ood_s) == pytest.approx(1 / 3)
+    assert metrics.auroc(id_s, ood_s) == pytest.approx(4 / 6)
+    assert metrics.auroc(id_s + [1e-6, 1e-6, 0], ood_s) == pytest.approx(4 / 6 + 1 / 6)
+    assert metrics.auroc(id_s, ood_s + [1e-6, 0]) == pytest.approx(4 / 6 - 1 / 6)
+
+
 def test_fpr95_hand_cases():
     ids = np.arange(1, 21, dtype=float)  # floor(0.05 * 20) = 1 -> threshold is the 2nd smallest, 2
     assert metrics.tpr95_threshold(ids[::-1]) == 2.0  # the threshold the report's histograms draw, too

@@ -5,6 +5,9 @@
   (OOD scored by `-score`) (= sklearn's `average_precision_score`).
 - `roc_curve`: the (FPR, TPR) points the report plots (= sklearn's `roc_curve`
   with `drop_intermediate=False`); their trapezoid area is `auroc`.
+- `tied_pairs`: the fraction of (ID, OOD) pairs whose scores are equal, which
+  AUROC counts half: had the score told them apart, AUROC could be up to half
+  of it higher or lower (a softmax saturated at 1 in float32 ties many).
 - `fpr95`: the threshold is the largest score that keeps at least 95% of the ID
   samples at or above it (the `floor(0.05 n)`-th smallest ID score); FPR95 is
   the fraction of OOD samples at or above that threshold (ties count as false
@@ -57,6 +60,14 @@ def average_precision(pos_scores, neg_scores) -> float:
     recall = tp / len(pos_scores)
     precision = tp / (tp + fp)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def tied_pairs(id_scores, ood_scores) -> float:
+    """The fraction of (ID, OOD) pairs with equal scores."""
+    values, counts = np.unique(np.asarray(id_scores, np.float64), return_counts=True)
+    ood = np.asarray(ood_scores, np.float64)
+    at = np.minimum(np.searchsorted(values, ood), len(values) - 1)
+    return float(counts[at][values[at] == ood].sum() / (counts.sum() * len(ood)))
 
 
 def tpr95_threshold(id_scores) -> float:
