@@ -510,10 +510,10 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
             mine = ood_files[name]
             if not (shared := len(mine & theirs)):
                 continue
-            if shared == len(mine):  # a folder inside the other set's, a list of its files
+            if shared == len(mine):  # a folder inside the other set's, a list of its files or links to them
                 raise InvalidInput(
                     f"config.ood_datasets.{name}: all {shared} of its images are config.{key}'s too (its folder lies "
-                    f"inside that set's, or its list names that set's files): {why}. Name another dataset."
+                    f"inside that set's, or its list or its links name that set's files): {why}. Name another dataset."
                 )
             what = "they are scored as ID and as OOD" if key == "id_dataset" else "the method trains on them"
             distributed.log(

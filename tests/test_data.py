@@ -356,8 +356,8 @@ def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refuse
     (tmp_path / "lists" / "ood.txt").write_text("other.png\nfolder/tench/0.png\n")
     config.ood_datasets = {"inside": {"kind": "folder", "root": folder + "/tench"}}
     with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.inside: all 4 of its images are config\.id_"
-                       r"dataset's too \(its folder lies inside that set's, or its list names that set's files\): an "
-                       r"OOD set must hold images of other classes"):  # fmt: skip
+                       r"dataset's too \(its folder lies inside that set's, or its list or its links name that set's "
+                       r"files\): an OOD set must hold images of other classes"):  # fmt: skip
         open_inputs(config)
     config.ood_datasets = {"some": {"kind": "list", "root": str(tmp_path), "list_file": str(tmp_path / "lists" /
                                                                                             "ood.txt")}}  # fmt: skip
@@ -373,6 +373,28 @@ def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refuse
     open_inputs(config, train=True)
     assert "config.id_dataset reads the training set's images (config.train_dataset): ID accuracy and the OOD " \
         "metrics will be measured on images the method trained on" in capsys.readouterr().out  # fmt: skip
+
+
+def test_an_ood_folder_of_links_to_the_id_sets_files_is_compared_by_the_files_linked(folder, tmp_path, capsys):
+    """A set made by linking files (ImageNet's classes split into ID and OOD folders of links) was compared by the
+    links' own paths: an OOD folder of links to the ID set's images was taken for other images, unsaid."""
+    from conftest import load_config
+
+    from jaxood.evaluate import open_inputs
+
+    config = load_config("zeroshot", "toy")
+    config.id_dataset = {"kind": "folder", "root": folder}
+    (tmp_path / "links").mkdir()
+    for name in ("0.png", "1.jpg"):
+        (tmp_path / "links" / f"tench_{name}").symlink_to(os.path.join(folder, "tench", name))
+    config.ood_datasets = {"linked": {"kind": "folder", "root": str(tmp_path / "links")}}
+    with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.linked: all 2 of its images are config\.id_data"):
+        open_inputs(config)
+    write_image(tmp_path / "links" / "own.png", 0)
+    (tmp_path / "links" / "dangling.png").symlink_to(tmp_path / "nowhere.png")  # unreadable: the loader says so
+    capsys.readouterr()
+    open_inputs(config)
+    assert "config.ood_datasets.linked: 2 of its 4 images are config.id_dataset's too" in capsys.readouterr().out
 
 
 def test_an_id_folder_whose_classes_all_lie_in_sub_folders_is_said(tmp_path, capsys):

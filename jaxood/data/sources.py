@@ -82,6 +82,16 @@ def _named_classes(given: tuple[str, ...] | None, own: tuple[str, ...], where: s
     return tuple(given)
 
 
+def _linked_names(folder: str) -> frozenset[str]:
+    """The names in `folder` that are symbolic links (none where it cannot be listed: its files are unreadable,
+    which the loader reports)."""
+    try:
+        with os.scandir(folder or ".") as entries:
+            return frozenset(e.name for e in entries if e.is_symlink())
+    except OSError:
+        return frozenset()
+
+
 class _FileListSource:
     """A list of image paths with labels (`self.paths`, `self._labels`)."""
 
@@ -98,10 +108,16 @@ class _FileListSource:
         return self.paths[index], int(self._labels[index])
 
     def real_paths(self) -> set[str]:
-        """Its image files, each folder's links and `..` resolved (one `realpath` per folder): where two sources'
-        sets meet, they read the same files."""
+        """Its image files with links and `..` resolved: where two sources' sets meet, they read the same files.
+        One `realpath` and one listing per folder, and one `realpath` per file that is a link (a set made of links
+        into another's folders, as ImageNet's classes split into ID and OOD by linking their files)."""
         real = functools.cache(os.path.realpath)
-        return {os.path.join(real(os.path.dirname(path)), os.path.basename(path)) for path in self.paths}
+        links = functools.cache(_linked_names)
+        out = set()
+        for path in self.paths:
+            folder, name = os.path.split(path)
+            out.add(os.path.realpath(path) if name in links(folder) else os.path.join(real(folder), name))
+        return out
 
 
 class FolderSource(_FileListSource):
