@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import string
@@ -470,7 +471,7 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
     the images it is to call OOD) or another OOD set's (the mean over the sets would count them twice); a copied
     config entry ran so, silently. An ID set that reads the training set's images is said, not refused. Folders
     and lists are compared by their files too (`real_paths`): an OOD set all of whose files the ID or training
-    set reads is refused, one that shares some is said."""
+    set reads is refused, one that shares some is said, and so are two OOD sets that share files."""
     by_identity: dict[tuple, list[str]] = {}
     for name, ood in ood_sources.items():
         by_identity.setdefault(ood.identity, []).append(name)
@@ -486,7 +487,8 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
             "metrics will be measured on images the method trained on, which flatters both; give the ID set a "
             "held-out split for results to report"
         )
-    ood_files: dict[str, set[str]] = {}  # each OOD set's files, read once for the ID and the training set
+    # Each folder or list OOD set's files, read once for the ID set, the training set and the other OOD sets.
+    ood_files = {name: ood.real_paths() for name, ood in ood_sources.items() if hasattr(ood, "real_paths")}
     for key, source in (("id_dataset", id_source), ("train_dataset", train_source)):
         if source is None:
             continue
@@ -502,12 +504,7 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
                 f"{why}. Name another dataset."
             )
         theirs = source.real_paths() if hasattr(source, "real_paths") else set()  # folders and lists: files
-        for name, ood in ood_sources.items():
-            if not (theirs and hasattr(ood, "real_paths")):
-                continue
-            if name not in ood_files:
-                ood_files[name] = ood.real_paths()
-            mine = ood_files[name]
+        for name, mine in ood_files.items():
             if not (shared := len(mine & theirs)):
                 continue
             if shared == len(mine):  # a folder inside the other set's, a list of its files or links to them
@@ -519,6 +516,12 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
             distributed.log(
                 f"config.ood_datasets.{name}: {shared} of its {len(mine)} images are config.{key}'s too (the same "
                 f"files): {what}"
+            )
+    for (name, mine), (other, theirs) in itertools.combinations(ood_files.items(), 2):
+        if shared := len(mine & theirs):
+            distributed.log(
+                f"config.ood_datasets.{name} and config.ood_datasets.{other} share {shared} images (the same files, "
+                f"of {len(mine)} and {len(theirs)}): the mean over the OOD sets counts them twice"
             )
 
 

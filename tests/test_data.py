@@ -397,6 +397,32 @@ def test_an_ood_folder_of_links_to_the_id_sets_files_is_compared_by_the_files_li
     assert "config.ood_datasets.linked: 2 of its 4 images are config.id_dataset's too" in capsys.readouterr().out
 
 
+def test_two_ood_sets_sharing_files_are_said(folder, tmp_path, capsys):
+    """Two OOD entries reading the same dataset are refused; two that share only some files (a folder and a
+    sub-folder of it, a list of some of another set's files) were not said, and the mean over the sets counted
+    those files twice."""
+    from conftest import load_config
+
+    from jaxood.evaluate import open_inputs
+
+    config = load_config("zeroshot", "toy")
+    config.ood_datasets = {
+        "all": {"kind": "folder", "root": folder},
+        "part": {"kind": "folder", "root": folder + "/tench"},
+    }
+    config.ood_datasets["other"] = {"kind": "folder", "root": str(tmp_path / "other")}
+    (tmp_path / "other").mkdir()
+    write_image(tmp_path / "other" / "0.png", 0)
+    capsys.readouterr()
+    open_inputs(config)
+    out = capsys.readouterr().out
+    assert (
+        "config.ood_datasets.all and config.ood_datasets.part share 4 images (the same files, of 13 and 4): the mean "
+        "over the OOD sets counts them twice"
+    ) in out
+    assert out.count(" share ") == 1
+
+
 def test_an_id_folder_whose_classes_all_lie_in_sub_folders_is_said(tmp_path, capsys):
     """SUN397 as CoOp unpacks it (`SUN397/a/abbey/...`) read as 26 classes named by letters, each the classes under
     it, with no word said: its prompts read 'a photo of a a.'. A folder is still read as torchvision's ImageFolder
