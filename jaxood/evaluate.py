@@ -470,8 +470,9 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
     AUROC would be 50 by construction, its report meaningless), the training set's (the method would be trained on
     the images it is to call OOD) or another OOD set's (the mean over the sets would count them twice); a copied
     config entry ran so, silently. An ID set that reads the training set's images is said, not refused. Folders
-    and lists are compared by their files too (`real_paths`): an OOD set all of whose files the ID or training
-    set reads is refused, one that shares some is said, and so are two OOD sets that share files."""
+    and lists are compared by their files too, TFDS splits by their records (`records`): an OOD set all of whose
+    images the ID or training set reads is refused, one that shares some is said, and so are two OOD sets that
+    share images."""
     by_identity: dict[tuple, list[str]] = {}
     for name, ood in ood_sources.items():
         by_identity.setdefault(ood.identity, []).append(name)
@@ -487,8 +488,8 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
             "metrics will be measured on images the method trained on, which flatters both; give the ID set a "
             "held-out split for results to report"
         )
-    # Each folder or list OOD set's files, read once for the ID set, the training set and the other OOD sets.
-    ood_files = {name: ood.real_paths() for name, ood in ood_sources.items() if hasattr(ood, "real_paths")}
+    # Each OOD set's files or records, read once for the ID set, the training set and the other OOD sets.
+    ood_records = {name: ood.records() for name, ood in ood_sources.items() if hasattr(ood, "records")}
     for key, source in (("id_dataset", id_source), ("train_dataset", train_source)):
         if source is None:
             continue
@@ -503,25 +504,26 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
                 f"{'reads' if len(same) == 1 else 'read'} the same images as config.{key} ({dict(config[key])}): "
                 f"{why}. Name another dataset."
             )
-        theirs = source.real_paths() if hasattr(source, "real_paths") else set()  # folders and lists: files
-        for name, mine in ood_files.items():
+        theirs = source.records() if hasattr(source, "records") else set()  # toy sets: their identity alone
+        for name, mine in ood_records.items():
             if not (shared := len(mine & theirs)):
                 continue
-            if shared == len(mine):  # a folder inside the other set's, a list of its files or links to them
+            if shared == len(mine):  # a folder inside the other set's, a list of its files, a slice of its split
                 raise InvalidInput(
                     f"config.ood_datasets.{name}: all {shared} of its images are config.{key}'s too (its folder lies "
-                    f"inside that set's, or its list or its links name that set's files): {why}. Name another dataset."
+                    f"inside that set's, its list or its links name that set's files, or its TFDS split is a part of "
+                    f"that set's): {why}. Name another dataset."
                 )
             what = "they are scored as ID and as OOD" if key == "id_dataset" else "the method trains on them"
             distributed.log(
                 f"config.ood_datasets.{name}: {shared} of its {len(mine)} images are config.{key}'s too (the same "
-                f"files): {what}"
+                f"files or TFDS records): {what}"
             )
-    for (name, mine), (other, theirs) in itertools.combinations(ood_files.items(), 2):
+    for (name, mine), (other, theirs) in itertools.combinations(ood_records.items(), 2):
         if shared := len(mine & theirs):
             distributed.log(
-                f"config.ood_datasets.{name} and config.ood_datasets.{other} share {shared} images (the same files, "
-                f"of {len(mine)} and {len(theirs)}): the mean over the OOD sets counts them twice"
+                f"config.ood_datasets.{name} and config.ood_datasets.{other} share {shared} images (the same files "
+                f"or TFDS records, of {len(mine)} and {len(theirs)}): the mean over the OOD sets counts them twice"
             )
 
 

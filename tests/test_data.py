@@ -325,7 +325,8 @@ def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refuse
     for id_entry, same, other in (
         ({"kind": "folder", "root": folder}, {"kind": "folder", "root": folder + "/../folder/"}, elsewhere),
         ({**list_entry, "class_names": ["dog", "seal"]}, {**list_entry, "root": folder + "/"}, elsewhere),
-        (tfds_entry, {**tfds_entry, "data_dir": str(tmp_path / "tfds") + "/"}, {**tfds_entry, "split": "train[:3]"}),
+        (tfds_entry, {**tfds_entry, "data_dir": str(tmp_path / "tfds") + "/", "split": "train[:100%]"},
+         {**tfds_entry, "name": "tiny_textures"}),
         ({"kind": "toy", "split": "test"}, {"kind": "toy", "split": "test", "seed": 0}, {"kind": "toy", "split": "test",
          "seed": 1}),
     ):  # fmt: skip
@@ -356,15 +357,16 @@ def test_an_ood_set_reading_the_id_training_or_another_ood_sets_images_is_refuse
     (tmp_path / "lists" / "ood.txt").write_text("other.png\nfolder/tench/0.png\n")
     config.ood_datasets = {"inside": {"kind": "folder", "root": folder + "/tench"}}
     with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.inside: all 4 of its images are config\.id_"
-                       r"dataset's too \(its folder lies inside that set's, or its list or its links name that set's "
-                       r"files\): an OOD set must hold images of other classes"):  # fmt: skip
+                       r"dataset's too \(its folder lies inside that set's, its list or its links name that set's "
+                       r"files, or its TFDS split is a part of that set's\): an OOD set must hold images of other "
+                       r"classes"):  # fmt: skip
         open_inputs(config)
     config.ood_datasets = {"some": {"kind": "list", "root": str(tmp_path), "list_file": str(tmp_path / "lists" /
                                                                                             "ood.txt")}}  # fmt: skip
     capsys.readouterr()
     open_inputs(config)
-    assert "config.ood_datasets.some: 1 of its 2 images are config.id_dataset's too (the same files): they are " \
-        "scored as ID and as OOD" in capsys.readouterr().out  # fmt: skip
+    assert "config.ood_datasets.some: 1 of its 2 images are config.id_dataset's too (the same files or TFDS " \
+        "records): they are scored as ID and as OOD" in capsys.readouterr().out  # fmt: skip
     config = load_config("sot_glp", "demo")
     capsys.readouterr()
     open_inputs(config, train=True)
@@ -417,10 +419,44 @@ def test_two_ood_sets_sharing_files_are_said(folder, tmp_path, capsys):
     open_inputs(config)
     out = capsys.readouterr().out
     assert (
-        "config.ood_datasets.all and config.ood_datasets.part share 4 images (the same files, of 13 and 4): the mean "
-        "over the OOD sets counts them twice"
+        "config.ood_datasets.all and config.ood_datasets.part share 4 images (the same files or TFDS records, of 13 "
+        "and 4): the mean over the OOD sets counts them twice"
     ) in out
     assert out.count(" share ") == 1
+
+
+def test_tfds_splits_are_compared_by_the_records_they_read(tiny_tfds, tmp_path, capsys):
+    """TFDS sets were compared by their split's spelling: `train` and `train[:100%]` were other datasets, and slices
+    of one split that overlap (`train[:4]`, `train[2:]`) were not said. They are compared by the records their shard
+    files give (`RecordRanges`), as folders and lists by their files."""
+    from conftest import load_config
+
+    from jaxood.data.sources import RecordRanges
+    from jaxood.evaluate import open_inputs
+
+    shutil.copytree(tiny_tfds, tmp_path / "tfds")
+    entry = {"kind": "tfds", "name": "tiny_shapes", "data_dir": str(tmp_path / "tfds")}
+    both = TfdsSource("tiny_shapes", "train+train", data_dir=entry["data_dir"]).records()
+    assert len(both) == 6 and len(both & TfdsSource("tiny_shapes", "train[3:]", entry["data_dir"]).records()) == 3
+    assert len(both & {"a file"}) == len({"a file"} & both) == 0
+    assert len(RecordRanges({"s": [(0, 4), (2, 6), (8, 9)]}) & RecordRanges({"s": [(5, 10)], "t": [(0, 3)]})) == 2
+    config = load_config("zeroshot", "toy")
+    config.id_dataset = {**entry, "split": "train[:4]"}
+    config.ood_datasets = {"inside": {**entry, "split": "train[1:3]"}}
+    with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.inside: all 2 of its images are config\.id_data"):
+        open_inputs(config)
+    config.ood_datasets = {
+        "half": {**entry, "split": "train[2:]"}, "rest": {**entry, "split": "train[4:]"},
+        "last": {**entry, "split": "train[-1:]"},
+    }  # fmt: skip
+    capsys.readouterr()
+    open_inputs(config)
+    out = capsys.readouterr().out
+    assert "config.ood_datasets.half: 2 of its 4 images are config.id_dataset's too (the same files or TFDS" in out
+    assert "config.ood_datasets.half and config.ood_datasets.rest share 2 images" in out
+    assert "config.ood_datasets.rest and config.ood_datasets.last share 1 images" in out
+    assert "config.ood_datasets.half and config.ood_datasets.last share 1 images" in out
+    assert out.count(" share ") == 3 and out.count("config.id_dataset's too") == 1
 
 
 def test_an_id_folder_whose_classes_all_lie_in_sub_folders_is_said(tmp_path, capsys):

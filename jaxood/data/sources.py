@@ -44,6 +44,8 @@ class DatasetMissing(InputMissing):
 class Source(Protocol):
     class_names: tuple[str, ...]
     identity: tuple  # what images it reads: two sources with the same identity read the same images
+    # Folders, lists and TFDS splits also have `records()`, the files or records they read, which `&` and `len`
+    # compare (jaxood.evaluate's check that the sets read images apart).
 
     def __len__(self) -> int: ...
 
@@ -92,6 +94,40 @@ def _linked_names(folder: str) -> frozenset[str]:
         return frozenset()
 
 
+class RecordRanges:
+    """The records a TFDS split or slice reads, as sorted, merged half-open index ranges per shard file: where two
+    meet (`a & b`, `len`), they read the same records. Ranges, not a key per record: ImageNet's 1.28 M keys took
+    1.2 s and 190 MiB (measured), a comparison with a set of files nothing. With a set of files `&` is empty."""
+
+    def __init__(self, ranges: dict[str, list[tuple[int, int]]]):
+        self.ranges = {}
+        for shard, spans in ranges.items():
+            merged: list[tuple[int, int]] = []
+            for start, stop in sorted(spans):
+                if merged and start <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+                elif start < stop:
+                    merged.append((start, stop))
+            if merged:
+                self.ranges[shard] = merged
+
+    def key(self) -> tuple:
+        return tuple(sorted((shard, tuple(spans)) for shard, spans in self.ranges.items()))
+
+    def __len__(self) -> int:
+        return sum(stop - start for spans in self.ranges.values() for start, stop in spans)
+
+    def __and__(self, other) -> RecordRanges:
+        if not isinstance(other, RecordRanges):
+            return RecordRanges({})
+        return RecordRanges({
+            shard: [(max(a, c), min(b, d)) for a, b in spans for c, d in other.ranges.get(shard, ())]
+            for shard, spans in self.ranges.items()
+        })  # fmt: skip
+
+    __rand__ = __and__  # a set of files & ranges
+
+
 class _FileListSource:
     """A list of image paths with labels (`self.paths`, `self._labels`)."""
 
@@ -107,7 +143,7 @@ class _FileListSource:
     def read(self, index: int) -> tuple[str, int]:
         return self.paths[index], int(self._labels[index])
 
-    def real_paths(self) -> set[str]:
+    def records(self) -> set[str]:
         """Its image files with links and `..` resolved: where two sources' sets meet, they read the same files.
         One `realpath` and one listing per folder, and one `realpath` per file that is a link (a set made of links
         into another's folders, as ImageNet's classes split into ID and OOD by linking their files)."""
@@ -314,7 +350,13 @@ class TfdsSource:
                 f"{splits}; a slice such as 'train[:10%]' or 'train[100:200]' must select at least one example"
             ) from None
         self.name, self.split = name, split
-        self.identity = ("tfds", os.path.realpath(data_dir), builder.info.full_name, split)
+        ranges: dict[str, list[tuple[int, int]]] = {}  # the split's or slice's records per shard file
+        for shard in builder.info.splits[split].file_instructions:
+            path = str(shard.filename)
+            path = path if "://" in path else os.path.realpath(path)
+            ranges.setdefault(path, []).append((shard.skip, shard.skip + shard.take))
+        self._records = RecordRanges(ranges)
+        self.identity = ("tfds", self._records.key())  # train and train[:100%] read the same records
         self._cache_key = f"{builder.info.full_name}-{split}".replace("/", "_").replace(":", "_")
         self._data_dir = data_dir
         features = builder.info.features.keys()
@@ -331,6 +373,10 @@ class TfdsSource:
 
     def __len__(self) -> int:
         return len(self._ds)
+
+    def records(self) -> RecordRanges:
+        """The records it reads (`RecordRanges`), to compare with another TFDS split's or slice's."""
+        return self._records
 
     def labels(self) -> np.ndarray:
         """Every label; read once (records only, images stay encoded) and cached."""
