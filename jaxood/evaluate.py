@@ -469,10 +469,10 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
     """The datasets read images apart, by their sources' `identity`: no OOD set reads the ID set's images (its
     AUROC would be 50 by construction, its report meaningless), the training set's (the method would be trained on
     the images it is to call OOD) or another OOD set's (the mean over the sets would count them twice); a copied
-    config entry ran so, silently. An ID set that reads the training set's images is said, not refused. Folders
-    and lists are compared by their files too, TFDS splits by their records (`records`): an OOD set all of whose
-    images the ID or training set reads is refused, one that shares some is said, and so are two OOD sets that
-    share images."""
+    config entry ran so, silently. An ID set that reads the training set's images, or some, is said, not refused.
+    Folders and lists are compared by their files too, TFDS splits by their records (`records`): an OOD set all of
+    whose images the ID or training set reads is refused, one that shares some is said, and so are two OOD sets
+    that share images."""
     by_identity: dict[tuple, list[str]] = {}
     for name, ood in ood_sources.items():
         by_identity.setdefault(ood.identity, []).append(name)
@@ -482,17 +482,27 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
             + " read the same images (a copied entry whose path was left as it was?): each would be a row of its "
             "own, and the mean over the OOD sets would count them twice. Point each at its own dataset."
         )
-    if train_source is not None and train_source.identity == id_source.identity:  # a sanity check, or a slip
-        distributed.log(
-            "config.id_dataset reads the training set's images (config.train_dataset): ID accuracy and the OOD "
-            "metrics will be measured on images the method trained on, which flatters both; give the ID set a "
-            "held-out split for results to report"
-        )
-    # Each OOD set's files or records, read once for the ID set, the training set and the other OOD sets.
-    ood_records = {name: ood.records() for name, ood in ood_sources.items() if hasattr(ood, "records")}
-    for key, source in (("id_dataset", id_source), ("train_dataset", train_source)):
-        if source is None:
-            continue
+    # Each set's files or records, read once (toy sets have none: their identity alone tells).
+    records = lambda source: source.records() if hasattr(source, "records") else set()  # noqa: E731
+    ood_records = {name: records(ood) for name, ood in ood_sources.items()}
+    compared = {"id_dataset": (id_source, records(id_source))}
+    if train_source is not None:
+        compared["train_dataset"] = (train_source, records(train_source))
+        ids = compared["id_dataset"][1]
+        shared = len(ids & compared["train_dataset"][1])
+        if train_source.identity == id_source.identity or 0 < shared == len(ids):  # a sanity check, or a slip
+            distributed.log(
+                "config.id_dataset reads the training set's images (config.train_dataset): ID accuracy and the OOD "
+                "metrics will be measured on images the method trained on, which flatters both; give the ID set a "
+                "held-out split for results to report"
+            )
+        elif shared:  # a held-out slice that is not
+            distributed.log(
+                f"config.id_dataset: {shared} of its {len(ids)} images are config.train_dataset's too (the same files "
+                "or TFDS records): ID accuracy and the OOD metrics will be measured partly on images the method may "
+                "train on, which flatters both; give the ID set a held-out split for results to report"
+            )
+    for key, (source, theirs) in compared.items():
         why = (
             "an OOD set must hold images of other classes than the ID set's, or its AUROC is 50 by construction"
             if key == "id_dataset"
@@ -504,7 +514,6 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
                 f"{'reads' if len(same) == 1 else 'read'} the same images as config.{key} ({dict(config[key])}): "
                 f"{why}. Name another dataset."
             )
-        theirs = source.records() if hasattr(source, "records") else set()  # toy sets: their identity alone
         for name, mine in ood_records.items():
             if not (shared := len(mine & theirs)):
                 continue

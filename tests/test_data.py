@@ -457,6 +457,17 @@ def test_tfds_splits_are_compared_by_the_records_they_read(tiny_tfds, tmp_path, 
     assert "config.ood_datasets.rest and config.ood_datasets.last share 1 images" in out
     assert "config.ood_datasets.half and config.ood_datasets.last share 1 images" in out
     assert out.count(" share ") == 3 and out.count("config.id_dataset's too") == 1
+    config = load_config("sot_glp", "demo")  # an ID slice that overlaps the training slice: said, with how many
+    config.train_dataset = {**entry, "split": "train[:4]"}
+    for split, said in (
+        ("train[2:]", "config.id_dataset: 2 of its 4 images are config.train_dataset's too"),
+        ("train[1:3]", "config.id_dataset reads the training set's images"),
+        ("train[4:]", None),
+    ):
+        config.id_dataset = {**entry, "split": split}
+        open_inputs(config, train=True)
+        out = capsys.readouterr().out
+        assert (said in out) if said else ("config.id_dataset" not in out), split
 
 
 def test_an_id_folder_whose_classes_all_lie_in_sub_folders_is_said(tmp_path, capsys):
