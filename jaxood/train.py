@@ -275,14 +275,36 @@ def check_optim_groups(config: ml_collections.ConfigDict, groups) -> None:
         )
 
 
+def group_optim(config: ml_collections.ConfigDict, group: str) -> ml_collections.ConfigDict:
+    """An optimiser group's settings: `config.optim` with the group's overrides from `config.optim.groups`."""
+    opt = ml_collections.ConfigDict(config.optim.to_dict())
+    for k, v in dict(config.optim.get("groups", {}).get(group, {})).items():
+        opt[k] = v
+    return opt
+
+
+def warmup_outlasting_the_run(config: ml_collections.ConfigDict, groups, steps_per_epoch: int, total: int) -> str:
+    """What to say (or "") where a group's warm-up lasts the whole run: its learning rate only rises and its cosine
+    never starts (the paper config's 5 warm-up epochs in a quick `--config.epochs=3` run, unsaid)."""
+    said = []
+    for group in sorted(groups):
+        opt = group_optim(config, group)
+        warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+        if warmup >= total:
+            said.append(
+                f"optim.warmup_epochs {opt.warmup_epochs:g} of group {group} is {warmup} steps, the run {total}: its "
+                f"learning rate only rises, to {opt.lr * total / warmup:.4g} of its {opt.lr:g}, and its cosine "
+                "decay never starts; lower warmup_epochs for a run this short"
+            )
+    return "; ".join(said)
+
+
 def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
     """optax.multi_transform over the trainable leaves' groups (`config.optim` per group, overrides in `groups`)."""
-    groups, overrides, txs = sorted(set(jax.tree.leaves(labels))), config.optim.get("groups", {}), {}
+    groups, txs = sorted(set(jax.tree.leaves(labels))), {}
     check_optim_groups(config, groups)
     for group in groups:
-        opt = ml_collections.ConfigDict(config.optim.to_dict())
-        for k, v in dict(overrides.get(group, {})).items():
-            opt[k] = v
+        opt = group_optim(config, group)
         txs[group] = _group_tx(opt, schedule(opt, steps_per_epoch, total_steps))
     tx = optax.multi_transform(txs, labels)
     return optax.chain(optax.clip_by_global_norm(config.optim.clip_norm), tx) if config.optim.clip_norm else tx
@@ -387,7 +409,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         raise InvalidInput(f"config.method {config.method!r} is not one of {methods}") from None
     # The method's rules name its optimiser groups: a misspelt override fails here, not once the weights load.
     rules = method_module.trainable_rules(config)
-    check_optim_groups(config, {group for _, group in rules} - {"frozen"})
+    groups = {group for _, group in rules} - {"frozen"}
+    check_optim_groups(config, groups)
     arch = architecture(config)
     if arch and hasattr(method_module, "check_settings"):  # else build checks them, once the model is loaded
         method_module.check_settings(config, arch)
@@ -432,6 +455,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         f"{len(indices)} training images ({per}, {len(class_names)} classes), {loader.steps_per_epoch} steps/epoch, "
         f"{total} steps{overrides}, {jax.device_count()} {jax.devices()[0].platform} device(s)"
     )
+    if said := warmup_outlasting_the_run(config, groups, loader.steps_per_epoch, total):
+        distributed.log(said)
 
     method = method_module.build(config, model, clip_params, class_names, mesh)
     trainable, frozen, labels = partition(method.params, rules)

@@ -960,6 +960,22 @@ def test_a_longer_resumed_run_says_how_its_learning_rate_changes(tiny_hf, tmp_pa
     ) in capsys.readouterr().out
 
 
+def test_a_warm_up_as_long_as_the_run_is_said(tiny_hf, tmp_path, capsys):
+    """The paper config's 5 warm-up epochs in a short run (`--config.epochs=3`) kept the learning rate rising to the
+    end, below the one set, and never started its cosine decay, unsaid. Here 6 steps an epoch: a 1-epoch warm-up
+    outlasts a 4-step run, and a per-group override is read as the optimiser reads it."""
+    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False), str(tmp_path / "short"))
+    assert (
+        "optim.warmup_epochs 1 of group prompts is 6 steps, the run 4: its learning rate only rises, to 0.03333 of "
+        "its 0.05, and its cosine decay never starts; lower warmup_epochs for a run this short"
+    ) in capsys.readouterr().out
+    assert [r["lr"] for r in _logged(tmp_path / "short")] == pytest.approx([0.05 * s / 6 for s in range(1, 5)])
+    config = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False)
+    config.optim.groups = {"prompts": {"warmup_epochs": 0.5}}  # 3 steps: the cosine starts
+    trainer.train(config, str(tmp_path / "override"))
+    assert "warmup_epochs" not in capsys.readouterr().out
+
+
 def _sot_glp_with_loss(monkeypatch, name: str, change) -> None:
     """Registers the method `name`: SOT-GLP with its loss changed by `change(value, params, calls)`, where `calls`
     counts the loss's calls in the method's own state."""
