@@ -239,9 +239,14 @@ def merge(trainable: dict, frozen: dict) -> dict:
 # ------------------------------------------------------------------ optimiser
 
 
+def warmup_steps(opt: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """The steps of a group's linear warm-up (`opt.warmup_epochs`, rounded to whole steps)."""
+    return int(round(opt.warmup_epochs * steps_per_epoch))
+
+
 def schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
     """Linear warm-up then cosine to `min_lr`, stepped per step or per epoch (`opt.schedule_unit`)."""
-    warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+    warmup = warmup_steps(opt, steps_per_epoch)
     per_epoch = opt.schedule_unit == "epoch"  # else "step" (check_train_settings)
 
     def lr(step):
@@ -289,12 +294,12 @@ def warmup_outlasting_the_run(config: ml_collections.ConfigDict, groups, steps_p
     said = []
     for group in sorted(groups):
         opt = group_optim(config, group)
-        warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+        warmup = warmup_steps(opt, steps_per_epoch)
         if warmup >= total:
             said.append(
                 f"optim.warmup_epochs {opt.warmup_epochs:g} of group {group} is {warmup} steps, the run {total}: its "
-                f"learning rate only rises, to {opt.lr * total / warmup:.4g} of its {opt.lr:g}, and its cosine "
-                "decay never starts; lower warmup_epochs for a run this short"
+                f"learning rate only rises, to {float(schedule(opt, steps_per_epoch, total)(total - 1)):.4g} of its "
+                f"{opt.lr:g}, and its cosine decay never starts; lower warmup_epochs for a run this short"
             )
     return "; ".join(said)
 
