@@ -147,7 +147,8 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     of 0 with a ZeroDivisionError once the step had compiled (`log_every`, `checkpoint_every`, `batch_size`),
     0 checkpoints kept by deleting each (`keep_checkpoints`), 0 steps by evaluating the untrained method, -1 shots
     by taking all but one image per class, a reversed crop scale or a negative seed with NumPy's errors, a
-    misspelt optimiser override by being ignored, a misspelt optimiser or schedule unit once the weights had
+    misspelt optimiser override by being ignored, a `min_lr` above `lr` by raising the rate it should lower, a
+    misspelt optimiser or schedule unit once the weights had
     loaded, a caption length of 0 by training CLIP pretraining as a classifier (failing on its classes), and one
     of 1 or above CLIP's 77 tokens with NumPy's or JAX's errors."""
     for key in ("log_every", "checkpoint_every", "keep_checkpoints", "batch_size"):
@@ -183,6 +184,15 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
                     f"{sorted(set(config.optim.keys()) - {'groups'})}"
                 )
             _check_optim(config, f"optim.groups.{group}.{key}")
+    for group in (None, *config.optim.get("groups", {}).keys()):  # the base settings, then each group's
+        opt = config.optim if group is None else group_optim(config, group)
+        if opt.min_lr > opt.lr:  # the cosine rose to it, silently: a rate given as a fraction of lr, say
+            named = "optim" if group is None else f"optimiser group {group} (optim with optim.groups.{group})"
+            raise InvalidInput(
+                f"{named}: min_lr {opt.min_lr:g} is above lr {opt.lr:g}, so the cosine schedule would raise the "
+                f"learning rate to {opt.min_lr:g} instead of lowering it. min_lr is the rate the run ends at, in lr's "
+                "units (not a fraction of lr): set it at most lr"
+            )
 
 
 def check_same_classes(train: tuple[str, ...], test: tuple[str, ...]) -> None:

@@ -1483,6 +1483,16 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("optim.groups", {"promts": {"lr": 0.1}}, r"optim.groups overrides \['promts'\], but sot_glp's trainable"),
         ("optim.name", "adam", r"optim.name must be one of \('sgd', 'adamw'\), got 'adam'"),
         (
+            "optim.min_lr",
+            0.1,  # a tenth of lr meant, as a fraction: the rate rose from 0.05 to 0.1, silently
+            r"optim: min_lr 0.1 is above lr 0.05, so the cosine schedule would raise the learning rate to 0.1 ",
+        ),
+        (
+            "optim.groups",
+            {"prompts": {"min_lr": 0.1}},
+            r"optimiser group prompts \(optim with optim.groups.prompts\): min_lr 0.1 is above lr 0.05, so",
+        ),
+        (
             "optim.groups",
             {"prompts": {"schedule_unit": "epochs"}},
             r"optim.groups.prompts.schedule_unit must be one of \('step', 'epoch'\), got 'epochs'",
@@ -1527,7 +1537,8 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     with a ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently. Training
     on other classes than the ID test set's scored the predictions against the wrong labels, silently. So did
     0 epochs, or a batch larger than the training set (both made 0 steps), and -1 shots (all but one image per
-    class) and a misspelt optimiser override or group (ignored) ran silently (a misspelt optimiser or schedule
+    class), a misspelt optimiser override or group (ignored) and a min_lr above lr (the cosine rose to it) ran
+    silently (a misspelt optimiser or schedule
     unit failed once the weights had loaded and the training labels were read); a batch of 0, 0 global prompts and
     more patches than the image has failed in the step or the loader with Python's or JAX's errors (one Sinkhorn
     iteration too, with jaxood.ot's ValueError), a reversed crop scale and a negative seed with NumPy's. An empty
