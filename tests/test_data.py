@@ -123,6 +123,40 @@ def test_a_flat_folder_is_one_unlabelled_set_and_images_beside_class_folders_are
     )
 
 
+def test_files_that_are_not_images_by_their_name_are_said_and_pgm_images_read(folder, tmp_path, capsys):
+    """A class's photos in a format jaxood does not read by name (`.heic` from a phone) were left out unsaid, and
+    `.pgm` images, which torchvision's ImageFolder reads, too. Hidden files (`.DS_Store`) are not said."""
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(os.path.join(folder, "tench", "grey.pgm"))
+    for name in ("a.heic", "b.HEIC", "notes"):
+        pathlib.Path(folder, "sea_lion", name).write_bytes(b"x")
+    pathlib.Path(folder, "tench", ".DS_Store").write_bytes(b"x")
+    pathlib.Path(folder, "README.txt").write_bytes(b"x")  # beside the class folders: no image, not said
+    capsys.readouterr()
+    src = FolderSource(folder)
+    assert len(src) == 14 and np.bincount(src.labels()).tolist() == [4, 5, 5]
+    assert preprocess.decode(src.read(13)[0]).size == (40, 30)
+    out = capsys.readouterr().out
+    assert (
+        f"{folder}: 3 file(s) in its image folders are not images by their name and are left out (.heic 2, (no "
+        f"extension) 1; e.g. {os.path.join('sea_lion', 'a.heic')}): jaxood reads .jpg .jpeg .png" in out
+    )
+    assert "DS_Store" not in out and "README" not in out
+
+    flat = tmp_path / "flat"
+    shutil.copytree(os.path.join(folder, "tench"), flat)
+    (flat / "c.avif").write_bytes(b"x")
+    capsys.readouterr()
+    assert len(FolderSource(str(flat))) == 5
+    assert (
+        f"{flat}: 1 file(s) in its image folders are not images by their name and are left out (.avif 1; e.g. "
+        "c.avif)" in capsys.readouterr().out
+    )
+    capsys.readouterr()
+    shutil.rmtree(os.path.join(folder, "sea_lion"))
+    FolderSource(folder)
+    assert "left out" not in capsys.readouterr().out
+
+
 def test_folder_errors(tmp_path, capsys):
     with pytest.raises(DatasetMissing, match="not found at"):
         FolderSource(str(tmp_path / "nowhere"))

@@ -14,6 +14,7 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -34,7 +35,8 @@ LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while it
 # data hash mismatch"), a file cut short (every record of it: "Invalid Riegeli/records file ... Failed to read
 # RiegeliPostscript", or TFDS gives empty records), one that went away (OSError).
 DAMAGED = (RuntimeError, OSError)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".jfif")
+# torchvision's ImageFolder's (.pgm was missing), .gif and .jfif; a file named otherwise is left out, and said
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 
 
 class DatasetMissing(InputMissing):
@@ -82,6 +84,18 @@ def _named_classes(given: tuple[str, ...] | None, own: tuple[str, ...], where: s
             f"{where} but {len(given)} class names were given" + ("" if own else " (it has no labels: an OOD set)")
         )
     return tuple(given)
+
+
+def _say_left_out(root: str, others: list[str]) -> None:
+    """Say the files in a set's image folders that are not images by their name (`IMAGE_EXTENSIONS`), which are left
+    out: a class's `.heic` or `.avif` photos were dropped unsaid. Hidden files (`.DS_Store`) are no data: not said."""
+    if others := [p for p in others if not os.path.basename(p).startswith(".")]:
+        kinds = collections.Counter(os.path.splitext(p)[1].lower() or "(no extension)" for p in others)
+        distributed.log(
+            f"{root}: {len(others)} file(s) in its image folders are not images by their name and are left out "
+            f"({', '.join(f'{kind} {n}' for kind, n in kinds.most_common())}; e.g. {os.path.relpath(others[0], root)}"
+            f"): jaxood reads {' '.join(IMAGE_EXTENSIONS)}; convert them to one of those to use them"
+        )
 
 
 def _linked_names(folder: str) -> frozenset[str]:
@@ -183,6 +197,7 @@ class FolderSource(_FileListSource):
         if not folders:  # a flat folder of images, as OOD sets often come: unlabelled (-1), no class names
             if class_names:
                 raise InvalidInput(f"{root} holds images but no class folders for the {len(class_names)} class names")
+            _say_left_out(root, [os.path.join(root, f) for f in entries if not f.lower().endswith(IMAGE_EXTENSIONS)])
             self.paths, self._labels, self.class_names = loose, np.full(len(loose), -1, np.int32), ()
             return
         if loose:
@@ -197,10 +212,13 @@ class FolderSource(_FileListSource):
             )
         self.paths: list[str] = []
         labels: list[int] = []
+        others: list[str] = []  # files in the class folders that are not images by their name
         for label, folder in enumerate(folders):
             class_dir, files, within = os.path.join(root, folder), [], set()
             for dirpath, _, names in os.walk(class_dir):
-                if images := [os.path.join(dirpath, f) for f in names if f.lower().endswith(IMAGE_EXTENSIONS)]:
+                is_image = [f.lower().endswith(IMAGE_EXTENSIONS) for f in names]
+                others += [os.path.join(dirpath, f) for f, image in zip(names, is_image) if not image]
+                if images := [os.path.join(dirpath, f) for f, image in zip(names, is_image) if image]:
                     files += images
                     within.add(os.path.relpath(dirpath, class_dir).split(os.sep)[0])  # "." for class_dir itself
             if not files:
@@ -217,6 +235,7 @@ class FolderSource(_FileListSource):
             files.sort()
             self.paths += files
             labels += [label] * len(files)
+        _say_left_out(root, others)
         self._labels = np.asarray(labels, np.int32)
         self.class_names = _named_classes(
             class_names, prompt_names(folders), f"{root} has {len(folders)} class folders"
