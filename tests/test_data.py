@@ -192,6 +192,23 @@ def test_image_list_source(folder, tmp_path):
         ImageListSource(folder, str(lst))
 
 
+def test_an_image_list_naming_an_image_twice_is_said(folder, tmp_path, capsys):
+    """A list that names an image on two lines (lists joined, `a/./b.jpg` beside `a/b.jpg`) counted it twice in the
+    metrics, and with two labels once wrong in the ID accuracy, unsaid."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("tench/0.png 2\nsea_lion/1.jpg 1\ntench/./0.png 2\nsea_lion/1.jpg 0\ngolden_retriever/3.jpg 0\n")
+    capsys.readouterr()
+    assert len(ImageListSource(folder, str(lst), class_names=("a", "b", "c"))) == 5  # each line is one example
+    assert (
+        f"{lst}: 2 line(s) name an image an earlier line names (e.g. line 3 repeats line 1: "
+        f"{os.path.join(folder, 'tench/./0.png')}); 1 of them with another label (line 4: 0, line 2: 1). Each line "
+        "is one example, so a repeated image counts once per line in the metrics"
+    ) in capsys.readouterr().out
+    lst.write_text("tench/0.png 2\nsea_lion/1.jpg 1\n")
+    ImageListSource(folder, str(lst))
+    assert "earlier line" not in capsys.readouterr().out
+
+
 def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):
     """A list saved with a byte-order mark had it read into its first path (missing: "img/\ufeffa.png"), and one in
     Latin-1 naming a Latin-1 file failed with UnicodeDecodeError; each now reads the files it names, and the
