@@ -21,6 +21,7 @@ Evaluation runs sharded over all devices, and counts every example once.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
@@ -451,6 +452,17 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
             f"config.id_dataset: its class names are numbers ({', '.join(names[:3])}, ...), so its prompts read "
             f"'{config.mcm_template.format(names[0])}': right for digits (MNIST, SVHN); a dataset whose classes are "
             "only numbered (TFDS's caltech_birds2011) needs its names as the entry's class_names"
+        )
+    same_text = collections.defaultdict(list)  # CLIP's tokenizer lowercases and collapses white space
+    for label, name in enumerate(names):
+        same_text[" ".join(name.lower().split())].append(label)
+    if shared := {name: labels for name, labels in same_text.items() if len(labels) > 1}:
+        distributed.log(
+            f"config.id_dataset: {len(shared)} class name(s) name two or more of its classes ("
+            + ", ".join(f"{name!r}: {', '.join(map(str, labels))}" for name, labels in list(shared.items())[:5])
+            + f"{', ...' if len(shared) > 5 else ''}), so their prompts are one text and zero-shot cannot tell "
+            "those classes apart (their softmax splits between them). OpenAI's ImageNet names, which the papers "
+            "use, repeat 'missile' and 'sunglasses'; for another dataset give distinct class_names"
         )
     if len(nested := getattr(id_source, "nested", {})) == len(names):  # SUN397's a/abbey/... read as classes a-z
         first, subs = next(iter(nested.items()))

@@ -327,6 +327,24 @@ def test_tfds_labels_named_by_imagenet_wordnet_ids_get_clip_names(tiny_tfds, tmp
     assert TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).class_names == ("goldfish", "tench")
 
 
+def test_id_classes_sharing_a_prompt_name_are_said(folder, capsys):
+    """Two ID classes whose names CLIP's tokenizer reads as one text ('Sea lion' and 'sea  lion') have one prompt:
+    zero-shot cannot tell them apart, unsaid. OpenAI's ImageNet names repeat two, as the papers use them."""
+    from conftest import load_config
+
+    from jaxood.evaluate import open_inputs
+
+    config = load_config("zeroshot", "toy")
+    config.id_dataset = {"kind": "folder", "root": folder, "class_names": ["Sea lion", "tench", "sea  lion"]}
+    capsys.readouterr()
+    open_inputs(config)
+    assert "config.id_dataset: 1 class name(s) name two or more of its classes ('sea lion': 0, 2), so their prompts " \
+        "are one text and zero-shot cannot tell those classes apart" in capsys.readouterr().out  # fmt: skip
+    config.id_dataset = {"kind": "folder", "root": folder}
+    open_inputs(config)
+    assert "two or more" not in capsys.readouterr().out
+
+
 def test_tfds_class_names_replace_its_labels_and_numbered_id_classes_are_said(tiny_tfds, tmp_path, capsys):
     """TFDS names a class it has no name for by its number (caltech_birds2011's 200 species are '0' to '199'): the
     prompts read 'a photo of a 0.' with no word said. A TFDS entry may now give its class_names, as a folder or list
