@@ -157,6 +157,22 @@ def test_files_that_are_not_images_by_their_name_are_said_and_pgm_images_read(fo
     assert "left out" not in capsys.readouterr().out
 
 
+def test_linked_sub_folders_of_a_class_are_read_once_each(tmp_path):
+    """A class folder's linked sub-folder was not walked, so its images were left out, unsaid; torchvision's
+    ImageFolder follows links. A second link to a folder already read, or a link back up (a loop), adds nothing."""
+    (tmp_path / "data" / "cat" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    for i, path in enumerate(["data/cat/a.png", "data/cat/sub/b.png", "elsewhere/c.png", "elsewhere/d.png"]):
+        write_image(tmp_path / path, i)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "data" / "cat" / "linked")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "data" / "cat" / "sub" / "again")
+    os.symlink(tmp_path / "data" / "cat", tmp_path / "data" / "cat" / "sub" / "loop")
+    cat = tmp_path / "data" / "cat"
+    assert FolderSource(str(tmp_path / "data")).paths == [
+        str(cat / name) for name in ("a.png", "linked/c.png", "linked/d.png", "sub/b.png")
+    ]
+
+
 def test_folder_errors(tmp_path, capsys):
     with pytest.raises(DatasetMissing, match="not found at"):
         FolderSource(str(tmp_path / "nowhere"))

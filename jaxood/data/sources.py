@@ -214,8 +214,15 @@ class FolderSource(_FileListSource):
         labels: list[int] = []
         others: list[str] = []  # files in the class folders that are not images by their name
         for label, folder in enumerate(folders):
-            class_dir, files, within = os.path.join(root, folder), [], set()
-            for dirpath, _, names in os.walk(class_dir):
+            class_dir, files, within, walked = os.path.join(root, folder), [], set(), set()
+            # Into linked sub-folders too, as torchvision's ImageFolder walks (their images were left out, unsaid),
+            # each real folder once: a link to a folder already walked, or a loop, adds nothing.
+            for dirpath, subfolders, names in os.walk(class_dir, followlinks=True):
+                if (real := os.path.realpath(dirpath)) in walked:
+                    subfolders.clear()
+                    continue
+                walked.add(real)
+                subfolders.sort()  # which of two links to one folder is walked: the first by name, on any disk
                 is_image = [f.lower().endswith(IMAGE_EXTENSIONS) for f in names]
                 others += [os.path.join(dirpath, f) for f, image in zip(names, is_image) if not image]
                 if images := [os.path.join(dirpath, f) for f, image in zip(names, is_image) if image]:
