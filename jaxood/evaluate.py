@@ -290,6 +290,7 @@ def compute_results(
         },
         "ood": table,
         "counts": {"id": int(len(id_labels)), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
+        "id_labelled": int(labelled.sum()),  # the ID accuracy's images: a list's lines without a label have none
         "unreadable": {"id": id_out["unreadable"], **{k: v["unreadable"] for k, v in ood_outs.items()}},
         "nan_scores": nan_scores,
         "tied_pairs": tied,

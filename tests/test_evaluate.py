@@ -236,6 +236,22 @@ def test_compute_results_uses_masked_scores_only():
     assert res["unreadable"] == {"id": 0, "a": 1}
 
 
+def test_id_accuracy_over_the_labelled_images_is_said_with_their_count():
+    """An ID image list whose lines partly lack a label (-1) gave its ID accuracy over the labelled ones alone, in a
+    table headed by all the ID images, unsaid."""
+    from jaxood import report
+    from jaxood.evaluate import Scorer, compute_results
+
+    scorer = Scorer(fn=lambda args, images: {}, args=(), rows=("m / s",))
+    id_out = {"m / s": np.array([0.9, 0.8, 0.7]), "pred/m": np.array([0, 1, 1]), "unreadable": 0}
+    ood = {"a": {"m / s": np.array([0.1, 0.75]), "label": np.array([-1, -1]), "unreadable": 0}}
+    res = compute_results(scorer, {**id_out, "label": np.array([0, -1, 0])}, ood)
+    assert res["id_accuracy"] == {"m": 0.5} and res["id_labelled"] == 2
+    assert "ID accuracy is over the 2 ID images with a label, of 3 (the others have none" in report.markdown(res)
+    res = compute_results(scorer, {**id_out, "label": np.array([0, 1, 0])}, ood)
+    assert res["id_labelled"] == 3 and "with a label" not in report.markdown(res)
+
+
 def test_tied_id_and_ood_scores_are_counted_and_said_where_they_move_auroc():
     """A score that saturates (MCM at temperature 0.01 on the toy world: 15 % of the (ID, near) pairs at one value,
     the same float32 1.0) ties ID and OOD images, which AUROC counts half: the table gave its figure as if exact.
