@@ -986,6 +986,8 @@ def test_few_shot_exact_and_deterministic():
         np.testing.assert_array_equal(a, sampling.few_shot_indices(labels, k, seed=3))
     assert not np.array_equal(sampling.few_shot_indices(labels, 4, 0), sampling.few_shot_indices(labels, 4, 1))
     assert len(sampling.few_shot_indices(labels, None)) == 300 - 7
+    with pytest.raises(ValueError, match=r"^training on every image: 1 of 11 classes have no example \(class \(ex"):
+        sampling.few_shot_indices(labels, None, num_classes=11)  # a class without an image trained on nothing
     with pytest.raises(ValueError, match=r"10 of 10 classes have fewer than 40 examples \(class \(examples\): 0 \("):
         sampling.few_shot_indices(labels, 40)
     # A class with no example at all (a partly prepared dataset) is short too, once the class count is known.

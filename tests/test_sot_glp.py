@@ -1600,6 +1600,35 @@ def test_training_images_and_optimiser_groups_are_refused_before_the_weights_loa
         trainer.train(load_config("demo", **{key: value}), str(tmp_path / "run"))
 
 
+def test_training_images_without_a_label_are_said(monkeypatch, tmp_path, capsys):
+    """A training list's lines without a label (-1) were left out of every class's images, unsaid."""
+    from jaxood.data.datasets import make_source
+
+    config = load_config("demo", shots=0, batch_size=2)
+    names = make_source(config.id_dataset).class_names
+    lines = []
+    for i in range(14):  # one image of each of the 12 classes, and two without a label
+        conftest.write_image(tmp_path / f"{i}.png", i)
+        lines.append(f"{i}.png {i}" if i < 12 else f"{i}.png")
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    config.train_dataset = {"kind": "list", "root": str(tmp_path), "list_file": str(tmp_path / "train.txt"),
+                            "class_names": list(names)}  # fmt: skip
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(clip, "load", no_loading)
+    with pytest.raises(AssertionError, match="the weights were loaded"):
+        trainer.train(config, str(tmp_path / "run"))
+    assert "config.train_dataset: 2 of its 14 images have no label (an image list's lines without one) and are not " \
+        "trained on" in capsys.readouterr().out  # fmt: skip
+    # A class with no image at all is refused, training on every image as with shots (it trained on nothing).
+    (tmp_path / "train.txt").write_text("\n".join(lines[1:]) + "\n")
+    with pytest.raises(InvalidInput, match=r"^training on every image: 1 of 12 classes have no example \(class "
+                       r"\(examples\): 0 \(0\)\); check that the training set is complete$"):  # fmt: skip
+        trainer.train(config, str(tmp_path / "run"))
+
+
 def test_class_mismatch_names_the_first_difference():
     from jaxood.errors import InvalidInput
 

@@ -14,20 +14,25 @@ def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0, num_c
     at `shots`; the result is sorted. A class with fewer than `shots` examples
     is an error naming it, and so is a class with none at all below the
     highest label or `num_classes` (a partly prepared dataset would otherwise
-    train those classes' prompts on nothing).
+    train those classes' prompts on nothing), with `shots` None too.
     """
     labels = np.asarray(labels)
+    per_class = np.bincount(labels[labels >= 0], minlength=num_classes)
+    short = np.flatnonzero(per_class < (shots or 1))  # every image: a class without one trained on nothing, unsaid
+    if short.size:
+        shown = ", ".join(f"{c} ({per_class[c]})" for c in short[:10]) + (", ..." if short.size > 10 else "")
+        sampled, fewer, fix = (
+            (f"{shots}-shot sampling", f"fewer than {shots} examples", ", or lower --config.shots")
+            if shots
+            else ("training on every image", "no example", "")
+        )
+        raise InvalidInput(
+            f"{sampled}: {short.size} of {per_class.size} classes have {fewer} (class (examples): {shown}); check "
+            f"that the training set is complete{fix}"
+        )
     if shots is None:
         return np.flatnonzero(labels >= 0)
     rng = np.random.RandomState(seed)
-    per_class = np.bincount(labels[labels >= 0], minlength=num_classes)
-    short = np.flatnonzero(per_class < shots)
-    if short.size:
-        shown = ", ".join(f"{c} ({per_class[c]})" for c in short[:10]) + (", ..." if short.size > 10 else "")
-        raise InvalidInput(
-            f"{shots}-shot sampling: {short.size} of {per_class.size} classes have fewer than {shots} examples "
-            f"(class (examples): {shown}); check that the training set is complete, or lower --config.shots"
-        )
     order = np.argsort(labels, kind="stable")  # unlabelled (< 0) first, then class 0, 1, ...
     starts = np.count_nonzero(labels < 0) + np.cumsum(per_class) - per_class
     picked = [order[s + rng.permutation(c)[:shots]] for s, c in zip(starts, per_class) if c]
