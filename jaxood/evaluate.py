@@ -515,6 +515,10 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
                 "or TFDS records): ID accuracy and the OOD metrics will be measured partly on images the method may "
                 "train on, which flatters both; give the ID set a held-out split for results to report"
             )
+    every = {**compared, **{f"ood_datasets.{n}": (ood_sources[n], files) for n, files in ood_records.items()}}
+    for key, (source, files) in every.items():
+        if hasattr(source, "repeats") and len(files) < len(source):  # a file read twice: once per example
+            _say_repeats(key, source)
     for key, (source, theirs) in compared.items():
         why = (
             "an OOD set must hold images of other classes than the ID set's, or its AUROC is 50 by construction"
@@ -547,6 +551,26 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
                 f"config.ood_datasets.{name} and config.ood_datasets.{other} share {shared} images (the same files "
                 f"or TFDS records, of {len(mine)} and {len(theirs)}): the mean over the OOD sets counts them twice"
             )
+
+
+def _say_repeats(key: str, source) -> None:
+    """Say a set's examples that read a file an earlier one reads (`source.repeats()`): a list joined from two
+    counted the images they share twice in the metrics, and one with two labels once wrong in the ID accuracy."""
+    repeats, labels = source.repeats(), source.labels()
+    i, j = repeats[0]
+    relabelled = [(i, j) for i, j in repeats if labels[i] != labels[j]]
+    other = (
+        f"; {len(relabelled)} of them with another label ({labels[relabelled[0][1]]} for "
+        f"{source.paths[relabelled[0][1]]}, then {labels[relabelled[0][0]]} for {source.paths[relabelled[0][0]]})"
+        if relabelled
+        else ""
+    )
+    distributed.log(
+        f"config.{key}: {len(repeats)} of its {len(source)} images read a file an earlier one reads (e.g. "
+        f"{source.paths[i]}, the file of {source.paths[j]}){other}. Each is one example, so such a file counts once "
+        "per example in the metrics (and in training): remove the repeats (a list's repeated lines, a folder's "
+        "links to one file) to count each image once"
+    )
 
 
 def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: bool) -> None:

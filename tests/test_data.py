@@ -208,21 +208,35 @@ def test_image_list_source(folder, tmp_path):
         ImageListSource(folder, str(lst))
 
 
-def test_an_image_list_naming_an_image_twice_is_said(folder, tmp_path, capsys):
-    """A list that names an image on two lines (lists joined, `a/./b.jpg` beside `a/b.jpg`) counted it twice in the
-    metrics, and with two labels once wrong in the ID accuracy, unsaid."""
+def test_a_set_reading_a_file_twice_is_said(folder, tmp_path, capsys):
+    """A list that names an image on two lines (lists joined, `a/./b.jpg` beside `a/b.jpg`), or a folder of two links
+    to one file, counted it twice in the metrics, and a list with two labels once wrong in the ID accuracy, unsaid."""
+    from conftest import load_config
+
+    from jaxood.evaluate import open_inputs
+
     lst = tmp_path / "list.txt"
     lst.write_text("tench/0.png 2\nsea_lion/1.jpg 1\ntench/./0.png 2\nsea_lion/1.jpg 0\ngolden_retriever/3.jpg 0\n")
+    (tmp_path / "links").mkdir()
+    for name in ("a.png", "b.png"):
+        os.symlink(os.path.join(folder, "tench", "2.png"), tmp_path / "links" / name)
+    config = load_config("zeroshot", "toy")
+    config.id_dataset = {"kind": "list", "root": folder, "list_file": str(lst), "class_names": ["a", "b", "c"]}
+    config.ood_datasets.far = {"kind": "folder", "root": str(tmp_path / "links")}
     capsys.readouterr()
-    assert len(ImageListSource(folder, str(lst), class_names=("a", "b", "c"))) == 5  # each line is one example
+    assert len(open_inputs(config)[0]) == 5  # each line is one example
+    out = capsys.readouterr().out
     assert (
-        f"{lst}: 2 line(s) name an image an earlier line names (e.g. line 3 repeats line 1: "
-        f"{os.path.join(folder, 'tench/./0.png')}); 1 of them with another label (line 4: 0, line 2: 1). Each line "
-        "is one example, so a repeated image counts once per line in the metrics"
-    ) in capsys.readouterr().out
+        f"config.id_dataset: 2 of its 5 images read a file an earlier one reads (e.g. "
+        f"{os.path.join(folder, 'tench/./0.png')}, the file of {os.path.join(folder, 'tench/0.png')}); 1 of them "
+        f"with another label (1 for {os.path.join(folder, 'sea_lion/1.jpg')}, then 0 for "
+        f"{os.path.join(folder, 'sea_lion/1.jpg')}). Each is one example, so such a file counts once per example"
+    ) in out
+    assert f"config.ood_datasets.far: 1 of its 2 images read a file an earlier one reads (e.g. {tmp_path}" in out
     lst.write_text("tench/0.png 2\nsea_lion/1.jpg 1\n")
-    ImageListSource(folder, str(lst))
-    assert "earlier line" not in capsys.readouterr().out
+    (tmp_path / "links" / "b.png").unlink()
+    open_inputs(config)
+    assert "earlier one" not in capsys.readouterr().out
 
 
 def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):

@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -157,17 +158,26 @@ class _FileListSource:
     def read(self, index: int) -> tuple[str, int]:
         return self.paths[index], int(self._labels[index])
 
-    def records(self) -> set[str]:
-        """Its image files with links and `..` resolved: where two sources' sets meet, they read the same files.
-        One `realpath` and one listing per folder, and one `realpath` per file that is a link (a set made of links
-        into another's folders, as ImageNet's classes split into ID and OOD by linking their files)."""
+    def _files(self) -> Iterator[str]:
+        """Each example's file with links and `..` resolved. One `realpath` and one listing per folder, and one
+        `realpath` per file that is a link (a set made of links into another's folders, as ImageNet's classes split
+        into ID and OOD by linking their files)."""
         real = functools.cache(os.path.realpath)
         links = functools.cache(_linked_names)
-        out = set()
         for path in self.paths:
             folder, name = os.path.split(path)
-            out.add(os.path.realpath(path) if name in links(folder) else os.path.join(real(folder), name))
-        return out
+            yield os.path.realpath(path) if name in links(folder) else os.path.join(real(folder), name)
+
+    def records(self) -> set[str]:
+        """Its image files (`_files`): where two sources' sets meet, they read the same files; one smaller than the
+        source has repeats."""
+        return set(self._files())
+
+    def repeats(self) -> list[tuple[int, int]]:
+        """(example, the earlier example) for each example whose file an earlier one reads: a list's repeated lines
+        (`a/./b.jpg` beside `a/b.jpg` too), a folder's two links to one file."""
+        first: dict[str, int] = {}
+        return [(i, j) for i, file in enumerate(self._files()) if (j := first.setdefault(file, i)) != i]
 
 
 class FolderSource(_FileListSource):
@@ -249,22 +259,6 @@ class FolderSource(_FileListSource):
         )
 
 
-def _say_repeated(list_file: str, repeats: list[tuple[int, int, int, int, str]]) -> None:
-    """Say a list's lines that name an image an earlier line names: each line is one example, so the image weighed
-    twice in the metrics (or was trained on twice), unsaid; with another label, its ID accuracy is wrong once."""
-    line, at, _, _, path = repeats[0]
-    relabelled = [r for r in repeats if r[2] != r[3]]
-    other = ""
-    if relabelled:
-        line2, at2, label, its, _ = relabelled[0]
-        other = f"; {len(relabelled)} of them with another label (line {line2}: {label}, line {at2}: {its})"
-    distributed.log(
-        f"{list_file}: {len(repeats)} line(s) name an image an earlier line names (e.g. line {line} repeats line "
-        f"{at}: {path}){other}. Each line is one example, so a repeated image counts once per line in the metrics "
-        "(and in training): remove the repeats to count each image once"
-    )
-
-
 class ImageListSource(_FileListSource):
     """OpenOOD-style list: each line `relative/path label` (label optional, -1 if absent)."""
 
@@ -275,8 +269,6 @@ class ImageListSource(_FileListSource):
             )
         self.identity = ("list", os.path.realpath(root), os.path.realpath(list_file))
         self.paths, labels, missing = [], [], []
-        first: dict[str, tuple[int, int]] = {}  # each image's first line and label
-        repeats: list[tuple[int, int, int, int, str]] = []  # (line, first line, label, first label, path)
         n_classes = len(class_names)
         # A byte-order mark (Windows editors) is no part of the first path; bytes that are not UTF-8 (a Latin-1
         # file name) stay the bytes the file system has, as Python's own os functions keep them.
@@ -309,11 +301,6 @@ class ImageListSource(_FileListSource):
                     )
                 self.paths.append(path)
                 labels.append(label)
-                at, its = first.setdefault(os.path.normpath(path), (lineno, label))
-                if at != lineno:
-                    repeats.append((lineno, at, label, its, path))
-        if repeats:
-            _say_repeated(list_file, repeats)
         if missing:
             raise DatasetMissing(
                 f"{len(missing)} file(s) named in {list_file} do not exist under {root}, e.g.\n  "
