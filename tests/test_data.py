@@ -975,6 +975,26 @@ def test_16_bit_grey_images_keep_their_tones(fmt):
     np.testing.assert_array_equal(rgb, np.repeat((grey16 >> 8).astype(np.uint8)[..., None], 3, -1))
 
 
+def test_32_bit_grey_images_keep_their_tones_or_are_undecodable_with_their_range():
+    """A 32-bit integer grey image ("I", as Pillow 10 opened 16-bit PNGs) was clipped at 255 by convert("RGB"),
+    nearly white; a float one in 0-1 came out black. Now: in 0-255 as it is, in 0-65535 as 16-bit grey (its top
+    byte), otherwise (a float image, or one outside 0-65535) undecodable, with its range: counted and reported."""
+
+    def tiff(pixels):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "TIFF")
+        assert Image.open(io.BytesIO(buf.getvalue())).mode == ("F" if pixels.dtype.kind == "f" else "I")
+        return buf.getvalue()
+
+    grey = np.arange(256, dtype=np.int32).reshape(16, 16)
+    np.testing.assert_array_equal(np.asarray(preprocess.decode(tiff(grey)))[..., 0], grey)
+    np.testing.assert_array_equal(np.asarray(preprocess.decode(tiff(grey * 257)))[..., 0], grey)  # 16-bit's top byte
+    for pixels, shown in [(grey - 1, "integer grey pixels (-1 to 254)"), (grey * 65536, "integer grey pixels (0 to"),
+                          (grey / 255.0, "float grey pixels (0 to 1)")]:  # fmt: skip
+        with pytest.raises(preprocess.Undecodable, match=re.escape(f"record: 32-bit {shown}") + ".* save the image "):
+            preprocess.decode(tiff(pixels.astype(np.float32 if pixels.dtype.kind == "f" else np.int32)))
+
+
 def test_undecodable_bytes(monkeypatch):
     with pytest.raises(preprocess.Undecodable):
         preprocess.decode(b"\x89PNG but not really")

@@ -34,12 +34,30 @@ def decode(raw) -> Image.Image:
     try:
         img = Image.open(raw if isinstance(raw, str) else io.BytesIO(raw))
         img.load()
+        if img.mode in ("I", "F"):  # 32-bit grey, which convert() clips at 255
+            img = _grey32(img)
         if img.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF): its top byte, as PIL reads 16-bit colour
             img = Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))  # convert() would clip it at 255: white
         return img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         # PIL refuses images past twice Image.MAX_IMAGE_PIXELS (179 M pixels); raising that limit decodes them
         raise Undecodable(f"{raw if isinstance(raw, str) else 'record'}: {err}") from err
+
+
+def _grey32(img: Image.Image) -> Image.Image:
+    """A 32-bit integer ("I") grey image in 0-255 as it is, in 0-65535 as 16-bit grey ("I;16": Pillow 10 opened
+    16-bit PNGs so, and they came out white); a float ("F") one, or one outside 0-65535, has no known scale (a
+    float image in 0-1 came out black): ValueError, so undecodable, with its range."""
+    pixels = np.asarray(img)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if img.mode == "I" and 0 <= low and high <= 255:
+        return img
+    if img.mode == "I" and 0 <= low and high <= 65535:
+        return Image.fromarray(pixels.astype(np.uint16))
+    kind = "integer" if img.mode == "I" else "float"
+    raise ValueError(
+        f"32-bit {kind} grey pixels ({low:g} to {high:g}) have no known scale to 8-bit: save the image in 8 or 16 bits"
+    )
 
 
 Op = Callable[[Image.Image, np.random.Generator], object]
