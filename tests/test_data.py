@@ -173,6 +173,24 @@ def test_linked_sub_folders_of_a_class_are_read_once_each(tmp_path):
     ]
 
 
+def test_class_names_given_for_numbered_class_folders_are_said_in_their_text_order(tmp_path, capsys):
+    """Class folders numbered by label (a dataset exported as 0 to 99) sort as text (0, 1, 10, 11, ..., 2), as in
+    torchvision's ImageFolder, and class_names are matched to them in that order: names given in label order
+    named classes 10 and up wrongly, unsaid."""
+    for label in range(12):
+        (tmp_path / "d" / str(label)).mkdir(parents=True)
+        write_image(tmp_path / "d" / str(label) / "a.png", label)
+    names = [f"class {label}" for label in range(12)]
+    capsys.readouterr()
+    assert FolderSource(str(tmp_path / "d"), class_names=names).class_names[2] == "class 2"  # folder 10's name
+    assert f"{tmp_path / 'd'}: its class folders are numbers, which sort as text (0, 1, 10, 11, ...), and the " \
+        "class_names name them in that order (10: 'class 2')" in capsys.readouterr().out  # fmt: skip
+    FolderSource(str(tmp_path / "d"))  # no names given: the numbers are the names (said for an ID set)
+    shutil.rmtree(tmp_path / "d" / "10"), shutil.rmtree(tmp_path / "d" / "11")
+    FolderSource(str(tmp_path / "d"), class_names=names[:10])  # 0 to 9 sort alike either way
+    assert "sort as text" not in capsys.readouterr().out
+
+
 def test_folder_errors(tmp_path, capsys):
     with pytest.raises(DatasetMissing, match="not found at"):
         FolderSource(str(tmp_path / "nowhere"))

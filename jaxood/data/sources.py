@@ -257,6 +257,13 @@ class FolderSource(_FileListSource):
         self.class_names = _named_classes(
             class_names, prompt_names(folders), f"{root} has {len(folders)} class folders"
         )
+        if class_names and all(f.isdigit() for f in folders) and folders != (by_number := sorted(folders, key=int)):
+            i = next(i for i, (a, b) in enumerate(zip(folders, by_number)) if a != b)
+            distributed.log(  # a dataset exported to folders by label (0 to 99), its names given in label order
+                f"{root}: its class folders are numbers, which sort as text ({', '.join(folders[:4])}, ...), and the "
+                f"class_names name them in that order ({folders[i]}: {self.class_names[i]!r}), as torchvision's "
+                "ImageFolder labels them; if yours follow the numbers, give them in the folders' order"
+            )
 
 
 class ImageListSource(_FileListSource):
