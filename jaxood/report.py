@@ -49,6 +49,10 @@ def markdown(results: dict) -> str:
     acc = results.get("id_accuracy") or {}
     acc_of = lambda method: _pct(acc[method]) if acc.get(method) is not None else "n/a"  # noqa: E731
     counts = f"ID examples: {results['counts']['id']}; OOD: " + ", ".join(f"{s} {results['counts'][s]}" for s in sets)
+    if model := (results.get("config") or {}).get("model"):  # which CLIP, on what: a report read apart from its json
+        dev = results.get("devices")
+        where = f"; {dev['compute_dtype']} on {dev['count']} {dev['kind']} device(s)" if dev else ""
+        counts = f"Model: {model}{where}\n\n{counts}"
     if "step" in results:  # a training run's report: which of its checkpoints the trained rows are
         counts = f"Training step evaluated: {results['step']}\n\n{counts}"
     if not rows:  # an empty config.scores, and a method with no score of its own (CLIP pretraining)

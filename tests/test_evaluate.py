@@ -52,6 +52,8 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
     assert res["versions"]["jax"]
     md = (tmp_path / "run1" / "results.md").read_text()
     assert "| zero-shot / GL-MCM |" in md and "Avg FPR95" in md
+    # Which CLIP, computed how and where: a report read apart from its results.json did not say.
+    assert md.startswith(f"Model: {tiny_hf[0]}; float32 on 1 cpu device(s)\n\nID examples: 48; OOD: near 24,")
     # scores.npz holds what the table was computed from: its metrics again, exactly, from the saved scores.
     with np.load(tmp_path / "run1" / "scores.npz") as saved:
         scores = dict(saved)

@@ -790,7 +790,8 @@ def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation
     )
     # The report says which step it evaluated: the config (num_steps 1) does not.
     assert results["step"] == json.loads((run / "results.json").read_text())["step"] == 2
-    assert (run / "results.md").read_text().startswith("Training step evaluated: 2\n\nID examples: ")
+    head = f"Training step evaluated: 2\n\nModel: {tiny_hf[0]}; float32 on 1 cpu device(s)\n\nID examples: "
+    assert (run / "results.md").read_text().startswith(head)
 
 
 def test_a_run_in_a_workdir_another_run_holds_is_refused_until_that_run_ends(tiny_hf, tmp_path):
