@@ -35,6 +35,10 @@ def devices(compute_dtype) -> dict:
     }  # fmt: skip
 
 
+# The least fraction of tied (ID, OOD) pairs a report says (metrics.tied_pairs): AUROC could move 0.05 points.
+TIES_NOTED = 1e-3
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -124,8 +128,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The least fraction of tied (ID, OOD) pairs a report says (metrics.tied_pairs): AUROC could move 0.05 points.
-TIES_NOTED = 1e-3
 EARLIER = "earlier_results"
 RESULTS_JSON, RESULTS_MD, SCORES = "results.json", "results.md", "scores.npz"
 PLOT_KINDS = ("hist", "roc")  # one figure of each per score row
