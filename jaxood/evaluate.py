@@ -370,7 +370,8 @@ def ood_groups(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
         if unknown or not sets:
             raise InvalidInput(
                 f"ood_groups.{group} names {', '.join(unknown) or 'no OOD set'}: each group names one or more of the "
-                f"OOD sets, {', '.join(given_order(config.ood_datasets))}"
+                f"OOD sets, {', '.join(given_order(config.ood_datasets))} (OOD sets given on the command line need "
+                "their groups given too, --config.ood_groups=\"{'near': 'A,B'}\", or none: --config.ood_groups=\"{}\")"
             )
     return groups
 

@@ -323,6 +323,15 @@ def test_openood_near_and_far_averages_are_reported_beside_the_average_of_all(tm
     config.ood_groups.near = "SSB-hard,NINC0"
     with pytest.raises(InvalidInput, match=r"ood_groups\.near names NINC0: each group names one or more of the OOD"):
         ood_groups(config)
+    # OOD sets replaced on the command line leave the benchmark's groups naming the old ones: the way on is said.
+    config.ood_datasets = {"x": {"kind": "folder", "root": "/data/x"}}
+    hint = "OOD sets, x (OOD sets given on the command line need their groups given too, --config.ood_groups="
+    with pytest.raises(
+        InvalidInput, match=re.escape(hint + "\"{'near': 'A,B'}\", or none: --config.ood_groups=\"{}\")")
+    ):
+        ood_groups(config)
+    config.ood_groups = {}
+    assert ood_groups(config) == {}
 
 
 def test_report_without_score_rows_shows_the_id_accuracy():
