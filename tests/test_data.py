@@ -192,6 +192,11 @@ def test_class_names_given_for_numbered_class_folders_are_said_in_their_text_ord
 
 
 def test_folder_errors(tmp_path, capsys):
+    # A file given as the folder (an archive not unpacked) was "not found" there.
+    for name, kind in [("val.tar", "an archive: unpack it and give the folder"), ("list.txt", "a file")]:
+        (tmp_path / name).write_bytes(b"x")
+        with pytest.raises(DatasetMissing, match=f"^image folder {tmp_path / name} is {kind}, not a folder of images"):
+            FolderSource(str(tmp_path / name))
     with pytest.raises(DatasetMissing, match="not found at"):
         FolderSource(str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()

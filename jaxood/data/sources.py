@@ -40,6 +40,9 @@ DAMAGED = (RuntimeError, OSError)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 
 
+ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip", ".7z", ".rar", ".tar.bz2", ".tar.xz")
+
+
 class DatasetMissing(InputMissing):
     """A dataset is not where jaxood was told to look; the message says what to get and where to put it."""
 
@@ -192,6 +195,12 @@ class FolderSource(_FileListSource):
     """
 
     def __init__(self, root: str, class_names: tuple[str, ...] | None = None, what: str = "image folder"):
+        if os.path.isfile(root):  # an archive not unpacked, a list file: it was "not found" there
+            kind = "an archive: unpack it and give the folder" if root.lower().endswith(ARCHIVES) else "a file"
+            raise DatasetMissing(  # collected with the other missing datasets (make_sources)
+                f"{what} {root} is {kind}, not a folder of images (a list of images is an entry of kind 'list', with "
+                "its root and list_file)"
+            )
         if not os.path.isdir(root):
             raise DatasetMissing(
                 f"{what} not found at {root}: expected one sub-folder per class with the images inside "
