@@ -229,6 +229,8 @@ def test_image_list_source(folder, tmp_path):
     lst.write_text("tench/0.png 2\ntench/missing.png 2\n")
     with pytest.raises(DatasetMissing, match=r"list.txt:2: .*tench/missing.png"):
         ImageListSource(folder, str(lst))
+    with pytest.raises(DatasetMissing, match=f"^image list {folder} is a folder, not a list file"):  # IsADirectoryError
+        ImageListSource(folder, folder)
 
 
 def test_a_set_reading_a_file_twice_is_said(folder, tmp_path, capsys):

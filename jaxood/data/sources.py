@@ -283,6 +283,11 @@ class ImageListSource(_FileListSource):
             raise DatasetMissing(
                 f"image list {list_file} not found (OpenOOD v1.5 ships these lists in benchmark_imglist/)"
             )
+        if os.path.isdir(list_file):  # Python's IsADirectoryError, a traceback
+            raise DatasetMissing(
+                f"image list {list_file} is a folder, not a list file of `relative/path [label]` lines (a folder of "
+                "images is an entry of kind 'folder')"
+            )
         self.identity = ("list", os.path.realpath(root), os.path.realpath(list_file))
         self.paths, labels, missing = [], [], []
         n_classes = len(class_names)
