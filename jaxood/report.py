@@ -100,14 +100,12 @@ def markdown(results: dict) -> str:
     bad = {k: v for k, v in results.get("unreadable", {}).items() if v}
     if bad:
         lines += ["", "Undecodable images skipped (masked out): " + ", ".join(f"{k} {v}" for k, v in bad.items())]
-    if (
-        results["counts"]["id"]
-        and (labelled := results.get("id_labelled", results["counts"]["id"])) < (results["counts"]["id"])
-    ):  # an image list's lines without a label: -1
+    n_id = results["counts"]["id"]
+    if n_id and (labelled := results.get("id_labelled", n_id)) < n_id:  # an image list's lines without a label
         lines += [
             "",
-            f"ID accuracy is over the {labelled} ID images with a label, of {results['counts']['id']} (the others "
-            "have none, as an image list's lines without one); the OOD metrics use all of them",
+            f"ID accuracy is over the {labelled} ID images with a label, of {n_id} (the others have none, as an image "
+            "list's lines without one); the OOD metrics use all of them",
         ]
     if not results["counts"]["id"]:
         lines += ["", "No ID image scored: no metric (n/a)"]

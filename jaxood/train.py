@@ -148,9 +148,9 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     0 checkpoints kept by deleting each (`keep_checkpoints`), 0 steps by evaluating the untrained method, -1 shots
     by taking all but one image per class, a reversed crop scale or a negative seed with NumPy's errors, a
     misspelt optimiser override by being ignored, a `min_lr` above `lr` by raising the rate it should lower, a
-    misspelt optimiser or schedule unit once the weights had
-    loaded, a caption length of 0 by training CLIP pretraining as a classifier (failing on its classes), and one
-    of 1 or above CLIP's 77 tokens with NumPy's or JAX's errors."""
+    misspelt optimiser or schedule unit once the weights had loaded, a caption length of 0 by training CLIP
+    pretraining as a classifier (failing on its classes), and one of 1 or above CLIP's 77 tokens with NumPy's or
+    JAX's errors."""
     for key in ("log_every", "checkpoint_every", "keep_checkpoints", "batch_size"):
         settings.whole(config, key, 1)
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)

@@ -38,9 +38,7 @@ LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while it
 DAMAGED = (RuntimeError, OSError)
 # torchvision's ImageFolder's (.pgm was missing), .gif and .jfif; a file named otherwise is left out, and said
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
-
-
-ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip", ".7z", ".rar", ".tar.bz2", ".tar.xz")
+ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip", ".7z", ".rar", ".tar.bz2", ".tar.xz")  # a folder set given unpacked
 
 
 class DatasetMissing(InputMissing):
