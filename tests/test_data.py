@@ -125,11 +125,13 @@ def test_a_flat_folder_is_one_unlabelled_set_and_images_beside_class_folders_are
 
 def test_files_that_are_not_images_by_their_name_are_said_and_pgm_images_read(folder, tmp_path, capsys):
     """A class's photos in a format jaxood does not read by name (`.heic` from a phone) were left out unsaid, and
-    `.pgm` images, which torchvision's ImageFolder reads, too. Hidden files (`.DS_Store`) are not said."""
+    `.pgm` images, which torchvision's ImageFolder reads, too. Hidden files (`.DS_Store`) are not said, and macOS's
+    `._` twins of copied files are no images (each was an undecodable example, and a few-shot pick)."""
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(os.path.join(folder, "tench", "grey.pgm"))
     for name in ("a.heic", "b.HEIC", "notes"):
         pathlib.Path(folder, "sea_lion", name).write_bytes(b"x")
     pathlib.Path(folder, "tench", ".DS_Store").write_bytes(b"x")
+    pathlib.Path(folder, "tench", "._0.png").write_bytes(b"x")  # macOS's metadata twin: read, undecodable, before
     pathlib.Path(folder, "README.txt").write_bytes(b"x")  # beside the class folders: no image, not said
     capsys.readouterr()
     src = FolderSource(folder)

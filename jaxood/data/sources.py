@@ -88,6 +88,12 @@ def _named_classes(given: tuple[str, ...] | None, own: tuple[str, ...], where: s
     return tuple(given)
 
 
+def _is_image(name: str) -> bool:
+    """An image by its name (`IMAGE_EXTENSIONS`, any case), but not macOS's metadata twin of a file (`._x.jpg`, beside
+    each file copied from a Mac to another disk): it was read as an image, undecodable, and took a few-shot pick."""
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("._")
+
+
 def _say_left_out(root: str, others: list[str]) -> None:
     """Say the files in a set's image folders that are not images by their name (`IMAGE_EXTENSIONS`), which are left
     out: a class's `.heic` or `.avif` photos were dropped unsaid. Hidden files (`.DS_Store`) are no data: not said."""
@@ -208,13 +214,13 @@ class FolderSource(_FileListSource):
         self.nested: dict[str, list[str]] = {}  # class folder -> its sub-folders, where they hold all its images
         entries = sorted(os.listdir(root))
         folders = [d for d in entries if os.path.isdir(os.path.join(root, d))]
-        loose = [os.path.join(root, f) for f in entries if f.lower().endswith(IMAGE_EXTENSIONS) and f not in folders]
+        loose = [os.path.join(root, f) for f in entries if _is_image(f) and f not in folders]
         if not folders and not loose:
             raise DatasetMissing(f"{what} at {root} has no class sub-folders, nor images")
         if not folders:  # a flat folder of images, as OOD sets often come: unlabelled (-1), no class names
             if class_names:
                 raise InvalidInput(f"{root} holds images but no class folders for the {len(class_names)} class names")
-            _say_left_out(root, [os.path.join(root, f) for f in entries if not f.lower().endswith(IMAGE_EXTENSIONS)])
+            _say_left_out(root, [os.path.join(root, f) for f in entries if not _is_image(f)])
             self.paths, self._labels, self.class_names = loose, np.full(len(loose), -1, np.int32), ()
             return
         if loose:
@@ -240,7 +246,7 @@ class FolderSource(_FileListSource):
                     continue
                 walked.add(real)
                 subfolders.sort()  # which of two links to one folder is walked: the first by name, on any disk
-                is_image = [f.lower().endswith(IMAGE_EXTENSIONS) for f in names]
+                is_image = [_is_image(f) for f in names]
                 others += [os.path.join(dirpath, f) for f, image in zip(names, is_image) if not image]
                 if images := [os.path.join(dirpath, f) for f, image in zip(names, is_image) if image]:
                     files += images
