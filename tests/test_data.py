@@ -62,6 +62,14 @@ def test_class_names_read_tfds_labels_as_coop_does(dataset, label, name):
     assert sources.tfds_prompt_names(dataset, [label]) == (name,)
 
 
+def test_names_after_a_wordnet_id_lose_it_as_stanford_dogs_folders_name_them():
+    """Stanford Dogs' folders (and TFDS's stanford_dogs labels) put a WordNet id first: the prompts read 'a photo of
+    a n02085620-Chihuahua.'."""
+    names = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02086240-Shih-Tzu"]
+    assert sources.prompt_names(names) == ("Chihuahua", "Japanese spaniel", "Shih-Tzu")
+    assert sources.prompt_names(["n02085620-Chihuahua", "beagle"]) == ("n02085620-Chihuahua", "beagle")  # not all
+
+
 def test_imagenet_wordnet_id_folders_get_clip_names_and_other_ids_are_refused_as_id_classes(tmp_path):
     """An ImageNet subset in WordNet-id folders (MCM's ImageNet-10/-20/-100) got its folder names as class names:
     zero-shot prompts read 'a photo of a n01440764.'. Only all 1000 folders were named."""

@@ -65,13 +65,20 @@ def tfds_prompt_names(dataset: str, labels) -> tuple[str, ...]:
     return prompt_names([coop_name(dataset, label) for label in labels])
 
 
+WNID_FIRST = re.compile(r"n\d{8}-.")  # a WordNet id, then the class's name (Stanford Dogs)
+
+
 def prompt_names(names) -> tuple[str, ...]:
     """Class names for prompts: ImageNet-1k's WordNet ids as their CLIP-style names when every name is one (an
     ImageNet folder, a subset of it such as MCM's ImageNet-10, and TFDS's imagenet2012, imagenet_v2, imagenet_r,
-    imagenet_a, imagenet_sketch, whose labels are the 1000 ids); else each name with underscores as spaces."""
+    imagenet_a, imagenet_sketch, whose labels are the 1000 ids); else each name with underscores as spaces, and
+    without the WordNet id that Stanford Dogs' folders put first (`n02085620-Chihuahua`: the prompts read "a photo
+    of a n02085620-Chihuahua.")."""
     by_wnid = imagenet_names_by_wnid()
     if names and all(name in by_wnid for name in names):
         return tuple(by_wnid[name] for name in names)
+    if names and all(WNID_FIRST.match(name) for name in names):
+        names = [name[len("n01234567-") :] for name in names]
     return tuple(name.replace("_", " ").strip() for name in names)
 
 
