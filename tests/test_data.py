@@ -210,7 +210,11 @@ def test_folder_errors(tmp_path, capsys):
     with pytest.raises(DatasetMissing, match="not found at"):
         FolderSource(str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetMissing, match="has no class sub-folders, nor images"):
+    with pytest.raises(DatasetMissing, match="has no class sub-folders, nor images$"):
+        FolderSource(str(tmp_path / "empty"))
+    for wnid in ("n01440764", "n01443537"):  # ImageNet's training tar, unpacked once: a tar per class
+        (tmp_path / "empty" / f"{wnid}.tar").write_bytes(b"x")
+    with pytest.raises(DatasetMissing, match=r"nor images \(it holds 2 archive\(s\), as n01440764.tar: unpack them;"):
         FolderSource(str(tmp_path / "empty"))
     (tmp_path / "d" / "cat").mkdir(parents=True)
     (tmp_path / "d" / "empty_class").mkdir()

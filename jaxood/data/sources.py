@@ -223,7 +223,14 @@ class FolderSource(_FileListSource):
         folders = [d for d in entries if os.path.isdir(os.path.join(root, d))]
         loose = [os.path.join(root, f) for f in entries if _is_image(f) and f not in folders]
         if not folders and not loose:
-            raise DatasetMissing(f"{what} at {root} has no class sub-folders, nor images")
+            archives = [f for f in entries if f.lower().endswith(ARCHIVES)]
+            unpack = (  # ILSVRC2012_img_train.tar unpacks to a folder of 1000 tars, one per class
+                f" (it holds {len(archives)} archive(s), as {archives[0]}: unpack them; ImageNet's training tar "
+                "holds one tar per class, each to unpack into a folder of its name)"
+                if archives
+                else ""
+            )
+            raise DatasetMissing(f"{what} at {root} has no class sub-folders, nor images{unpack}")
         if not folders:  # a flat folder of images, as OOD sets often come: unlabelled (-1), no class names
             if class_names:
                 raise InvalidInput(f"{root} holds images but no class folders for the {len(class_names)} class names")
