@@ -78,6 +78,22 @@ def test_caption_batches():
     assert any(c.endswith(".") for c in captions) or any(" on a" in c for c in captions)
 
 
+def test_captions_cut_at_caption_length_are_said_once(capsys):
+    """Captions longer than caption_length were cut to it (EOT kept), unsaid: at 5, 'a photo of a red circle on
+    grass' trained as 'a photo of', without its object."""
+    world = toy_world.ToyWorld("pretrain", per_class=2, size=32)
+    capsys.readouterr()
+    loader = Loader(world, preprocess.clip_eval(32), 8, caption_length=5)
+    batches = loader.train(0, 2)
+    for _ in range(2):
+        next(batches)
+    out = capsys.readouterr().out
+    assert out.count("captions longer than caption_length 5 (SOT, 3 tokens, EOT) are cut to it, as 'a photo of") == 1
+    assert "raise caption_length to train on whole captions" in out
+    next(Loader(world, preprocess.clip_eval(32), 8, caption_length=24).train(0, 1))  # the longest toy caption fits
+    assert "cut" not in capsys.readouterr().out
+
+
 def test_captions_required_for_image_text_training(tmp_path):
     (tmp_path / "a").mkdir()
     write_image(tmp_path / "a" / "x.png", seed=0, size=(8, 8))

@@ -28,10 +28,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxood import distributed
 from jaxood.data.preprocess import Compose, Undecodable, decode
 from jaxood.errors import InvalidInput
 from jaxood.memory import GiB, host_bytes
-from jaxood.models.tokenizer import tokenize
+from jaxood.models.tokenizer import get_tokenizer, tokenize
 
 DATA_AXIS = "data"
 
@@ -123,6 +124,7 @@ class Loader:
         self._pool = concurrent.futures.ThreadPoolExecutor(num_threads or min(16, 2 * (os.cpu_count() or 1)))
         self._lock = threading.Lock()
         self.unreadable: dict[int, str] = {}
+        self._said_cut = False  # captions cut at caption_length (_say_cut_captions)
 
     # ------------------------------------------------------------------ host
 
@@ -172,7 +174,22 @@ class Loader:
         batch = {"image": image, "label": label, "mask": mask, "index": np.asarray(mine, np.int32)}
         if self.caption_length:
             batch["text"] = tokenize(texts, self.caption_length)
+            if not self._said_cut:
+                self._say_cut_captions(texts, batch["text"])
         return batch
+
+    def _say_cut_captions(self, texts: list[str], ids: np.ndarray) -> None:
+        """Say, once, that captions longer than `caption_length` are cut to it (EOT kept): the object's name at a
+        caption's end was trained away, unsaid (`--config.caption_length=5` on the toy world's captions)."""
+        tokenizer = get_tokenizer()
+        full = [row for row in np.flatnonzero(ids[:, -1] == tokenizer.eot_id) if texts[row]]  # ends at EOT: cut?
+        if cut := [(texts[r], n) for r in full if (n := len(tokenizer.encode(texts[r]))) > self.caption_length - 2]:
+            self._said_cut = True
+            text, n = cut[0]
+            distributed.log(
+                f"captions longer than caption_length {self.caption_length} (SOT, {self.caption_length - 2} tokens, "
+                f"EOT) are cut to it, as {text!r} ({n} tokens): raise caption_length to train on whole captions"
+            )
 
     def to_global(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return {k: jax.make_array_from_process_local_data(self.sharding, v) for k, v in batch.items()}
