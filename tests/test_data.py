@@ -241,7 +241,10 @@ def test_image_list_source(folder, tmp_path):
     assert len(src) == 3 and src.labels().tolist() == [2, 1, -1]
     assert src.read(1)[0] == os.path.join(folder, "sea_lion/1.jpg")
     lst.write_text("tench/0.png 2\ntench/missing.png 2\n")
-    with pytest.raises(DatasetMissing, match=r"list.txt:2: .*tench/missing.png"):
+    with pytest.raises(DatasetMissing, match=r"list.txt:2: .*tench/missing.png\nCheck the image root \(the list's pa"):
+        ImageListSource(folder, str(lst))
+    lst.write_text("tench/0.png,2\nsea_lion/1.jpg,1\n")  # a CSV: each line one path, none there
+    with pytest.raises(DatasetMissing, match=r"relative to it\)\. Its lines hold commas: a list is `relative/path "):
         ImageListSource(folder, str(lst))
     with pytest.raises(DatasetMissing, match=f"^image list {folder} is a folder, not a list file"):  # IsADirectoryError
         ImageListSource(folder, folder)

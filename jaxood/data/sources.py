@@ -324,7 +324,7 @@ class ImageListSource(_FileListSource):
                     )
                 path = os.path.join(root, parts[0])
                 if not os.path.exists(path):
-                    missing.append(f"{list_file}:{lineno}: {path}")
+                    missing.append((lineno, path))
                 text = parts[1] if len(parts) > 1 else "-1"
                 label = int(text) if re.fullmatch(r"-?\d+", text) else None
                 # A label the class names do not cover was scored (ID accuracy) or trained against a missing class.
@@ -341,10 +341,15 @@ class ImageListSource(_FileListSource):
                 self.paths.append(path)
                 labels.append(label)
         if missing:
+            commas = (  # a CSV: `a.jpg,3` read as one path
+                " Its lines hold commas: a list is `relative/path [label]` split at white space, not CSV."
+                if all("," in path for _, path in missing)
+                else ""
+            )
             raise DatasetMissing(
                 f"{len(missing)} file(s) named in {list_file} do not exist under {root}, e.g.\n  "
-                + "\n  ".join(missing[:5])
-                + "\nCheck the image root (the list's paths are relative to it)."
+                + "\n  ".join(f"{list_file}:{lineno}: {path}" for lineno, path in missing[:5])
+                + f"\nCheck the image root (the list's paths are relative to it).{commas}"
             )
         if not self.paths:
             raise DatasetMissing(f"image list {list_file} is empty")
