@@ -326,6 +326,8 @@ def test_a_model_folder_without_a_config_or_weights_names_what_it_lacks(tiny_hf,
         clip.load(str(tmp_path / "config_only"))
     with pytest.raises(InputMissing, match=r"config.json' is neither a directory nor a Hugging Face hub id"):
         clip.load(os.path.join(tiny_hf[0], "config.json"))
+    with pytest.raises(InputMissing, match=r"^'Toy' is neither .*, or toy \(the tiny CLIP that ships with jaxood\)$"):
+        clip.load("Toy")  # the embedded CLIP's name, misspelt: the choices did not name it
 
 
 def _saved_clip(tiny_hf, d, jaxood: bool):

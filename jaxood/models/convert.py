@@ -360,7 +360,8 @@ def load_params(name_or_dir: str | os.PathLike) -> tuple[CLIPConfig, dict]:
     if not is_hub_id(name):
         raise InputMissing(
             f"{name!r} is neither a directory nor a Hugging Face hub id (owner/name): pass a local "
-            "Hugging Face CLIP directory (config.json + model.safetensors) or a jaxood checkpoint directory"
+            "Hugging Face CLIP directory (config.json + model.safetensors), a jaxood checkpoint directory, or toy "
+            "(the tiny CLIP that ships with jaxood)"
         )
     cfg, state = read_hf_dir(download(name))
     return cfg, convert_state_dict(state, cfg)
