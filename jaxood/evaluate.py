@@ -47,6 +47,7 @@ from jaxood.data.sources import Source
 from jaxood.errors import InvalidInput, NotSaved
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
+from jaxood.models.tokenizer import get_tokenizer
 from jaxood.preemption import StopsAtOnce, raise_if_stopped
 from jaxood.progress import Progress
 from jaxood.scores import logits as logits_lib
@@ -455,10 +456,10 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
             f"'{config.mcm_template.format(names[0])}': right for digits (MNIST, SVHN); a dataset whose classes are "
             "only numbered (TFDS's caltech_birds2011) needs its names as the entry's class_names"
         )
-    same_text = collections.defaultdict(list)  # CLIP's tokenizer lowercases and collapses white space
+    same_tokens = collections.defaultdict(list)  # names the tokenizer reads alike (case, white space, NFC)
     for label, name in enumerate(names):
-        same_text[" ".join(name.lower().split())].append(label)
-    if shared := {name: labels for name, labels in same_text.items() if len(labels) > 1}:
+        same_tokens[tuple(get_tokenizer().encode(name))].append(label)
+    if shared := {" ".join(names[ls[0]].lower().split()): ls for ls in same_tokens.values() if len(ls) > 1}:
         distributed.log(
             f"config.id_dataset: {len(shared)} class name(s) name two or more of its classes ("
             + ", ".join(f"{name!r}: {', '.join(map(str, labels))}" for name, labels in list(shared.items())[:5])
