@@ -498,11 +498,10 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
             "own, and the mean over the OOD sets would count them twice. Point each at its own dataset."
         )
     # Each set's files or records, read once (toy sets have none: their identity alone tells).
-    records = lambda source: source.records() if hasattr(source, "records") else set()  # noqa: E731
-    ood_records = {name: records(ood) for name, ood in ood_sources.items()}
-    compared = {"id_dataset": (id_source, records(id_source))}
+    ood_records = {name: getattr(ood, "records", set)() for name, ood in ood_sources.items()}
+    compared = {"id_dataset": (id_source, getattr(id_source, "records", set)())}
     if train_source is not None:
-        compared["train_dataset"] = (train_source, records(train_source))
+        compared["train_dataset"] = (train_source, getattr(train_source, "records", set)())
         ids = compared["id_dataset"][1]
         shared = len(ids & compared["train_dataset"][1])
         if train_source.identity == id_source.identity or 0 < shared == len(ids):  # a sanity check, or a slip
@@ -558,18 +557,18 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
 def _say_repeats(key: str, source) -> None:
     """Say a set's examples that read a file an earlier one reads (`source.repeats()`): a list joined from two
     counted the images they share twice in the metrics, and one with two labels once wrong in the ID accuracy."""
-    repeats, labels = source.repeats(), source.labels()
+    repeats, labels, paths = source.repeats(), source.labels(), source.paths
     i, j = repeats[0]
-    relabelled = [(i, j) for i, j in repeats if labels[i] != labels[j]]
-    other = (
-        f"; {len(relabelled)} of them with another label ({labels[relabelled[0][1]]} for "
-        f"{source.paths[relabelled[0][1]]}, then {labels[relabelled[0][0]]} for {source.paths[relabelled[0][0]]})"
-        if relabelled
-        else ""
-    )
+    other = ""
+    if relabelled := [(a, b) for a, b in repeats if labels[a] != labels[b]]:
+        a, b = relabelled[0]
+        other = (
+            f"; {len(relabelled)} of them with another label ({labels[b]} for {paths[b]}, then {labels[a]} for "
+            f"{paths[a]})"
+        )
     distributed.log(
         f"config.{key}: {len(repeats)} of its {len(source)} images read a file an earlier one reads (e.g. "
-        f"{source.paths[i]}, the file of {source.paths[j]}){other}. Each is one example, so such a file counts once "
+        f"{paths[i]}, the file of {paths[j]}){other}. Each is one example, so such a file counts once "
         "per example in the metrics (and in training): remove the repeats (a list's repeated lines, a folder's "
         "links to one file) to count each image once"
     )

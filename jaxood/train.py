@@ -440,13 +440,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if caption_length:
         indices = np.arange(len(train_source))
     else:
-        labels = train_source.labels()
-        if unlabelled := int(np.count_nonzero(labels < 0)):  # left out of the classes' images, unsaid
+        train_labels = train_source.labels()  # `labels` below are the parameters' optimiser groups
+        if unlabelled := int(np.count_nonzero(train_labels < 0)):  # left out of the classes' images, unsaid
             distributed.log(
-                f"config.train_dataset: {unlabelled} of its {len(labels)} images have no label (an image list's "
-                "lines without one) and are not trained on: give them their labels to train on them"
+                f"config.train_dataset: {unlabelled} of its {len(train_labels)} images have no label (an image "
+                "list's lines without one) and are not trained on: give them their labels to train on them"
             )
-        indices = few_shot_indices(labels, config.shots or None, config.seed, len(class_names))
+        indices = few_shot_indices(train_labels, config.shots or None, config.seed, len(class_names))
     if len(indices) < config.batch_size:  # epochs would make 0 steps (and evaluate the untrained method), silently
         raise InvalidInput(
             f"{len(indices)} training images are fewer than one batch (batch_size {config.batch_size}): lower "

@@ -65,7 +65,7 @@ def tfds_prompt_names(dataset: str, labels) -> tuple[str, ...]:
     return prompt_names([coop_name(dataset, label) for label in labels])
 
 
-WNID_FIRST = re.compile(r"n\d{8}-.")  # a WordNet id, then the class's name (Stanford Dogs)
+WNID_FIRST = re.compile(r"n\d{8}-(.+)")  # a WordNet id, then the class's name (Stanford Dogs)
 
 
 def prompt_names(names) -> tuple[str, ...]:
@@ -77,8 +77,8 @@ def prompt_names(names) -> tuple[str, ...]:
     by_wnid = imagenet_names_by_wnid()
     if names and all(name in by_wnid for name in names):
         return tuple(by_wnid[name] for name in names)
-    if names and all(WNID_FIRST.match(name) for name in names):
-        names = [name[len("n01234567-") :] for name in names]
+    if names and all(found := [WNID_FIRST.fullmatch(name) for name in names]):
+        names = [match.group(1) for match in found]
     return tuple(name.replace("_", " ").strip() for name in names)
 
 
