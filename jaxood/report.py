@@ -99,7 +99,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     bad = {k: v for k, v in results.get("unreadable", {}).items() if v}
     if bad:
-        lines += ["", "Undecodable images skipped (masked out): " + ", ".join(f"{k} {v}" for k, v in bad.items())]
+        lines += ["", "Undecodable images skipped: " + ", ".join(f"{k} {v}" for k, v in bad.items())]
     n_id = results["counts"]["id"]
     if n_id and (labelled := results.get("id_labelled", n_id)) < n_id:  # an image list's lines without a label
         lines += [

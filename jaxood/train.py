@@ -51,7 +51,17 @@ from jaxood import distributed, report, settings, workdir_lock
 from jaxood import evaluate as evaluation
 from jaxood.cache import write_whole
 from jaxood.checkpoints import Checkpoints
-from jaxood.data.pipeline import Loader, check_batch, check_host_memory, data_mesh, every_device, replicate
+from jaxood.data.pipeline import (
+    DecodeCheck,
+    Loader,
+    check_batch,
+    check_host_memory,
+    data_mesh,
+    every_device,
+    listed,
+    on_host,
+    replicate,
+)
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted
@@ -392,6 +402,38 @@ def _log_schedule_change(optim, saved: dict, steps_per_epoch: int, start: int, t
     )
 
 
+def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """The images to train on, and how many undecodable ones few-shot sampling passed over (every host's).
+
+    With `shots`, each class's are its first `shots` decodable images in the seed's order: an undecodable pick was
+    masked out of every step, and its class trained on fewer shots, said only at the end. Checking the picks
+    decodes them once more (ImageNet's 16 shots: 16,000 images); every image (shots 0) is not checked here.
+    """
+    class_names = source.class_names
+    if not config.shots:
+        return few_shot_indices(labels, None, config.seed, len(class_names)), 0
+    check = DecodeCheck(source)
+    try:
+        indices = few_shot_indices(labels, config.shots, config.seed, len(class_names), check)
+    finally:  # said before a class left without any is refused
+        if check.found:
+            print(
+                f"[train] {config.shots}-shot sampling passed over {len(check.found)} undecodable image(s)"
+                f"{on_host(check.process_index, check.process_count)}, each for the next image of its class: "
+                f"{listed(check.found)}",
+                flush=True,
+            )
+    have = np.bincount(labels[indices], minlength=len(class_names))
+    if (short := np.flatnonzero(have < config.shots)).size:
+        shown = ", ".join(f"{class_names[c]} ({have[c]})" for c in short[:10]) + (", ..." if short.size > 10 else "")
+        distributed.log(
+            f"warning: {short.size} of {len(class_names)} classes have fewer than {config.shots} decodable training "
+            f"images and train on those they have (class (decodable images): {shown}): replace the undecodable ones "
+            f"to train on {config.shots}"
+        )
+    return indices, check.total
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
     if "method" not in config:  # its training settings are missing too: a KeyError on the first one, before
@@ -438,7 +480,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     class_names = train_source.class_names
     # Image-text training learns from every captioned image, object-free ones (label -1) included.
     if caption_length:
-        indices = np.arange(len(train_source))
+        indices, passed_over = np.arange(len(train_source)), 0
     else:
         train_labels = train_source.labels()  # `labels` below are the parameters' optimiser groups
         if unlabelled := int(np.count_nonzero(train_labels < 0)):  # left out of the classes' images, unsaid
@@ -446,7 +488,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 f"config.train_dataset: {unlabelled} of its {len(train_labels)} images have no label (an image "
                 "list's lines without one) and are not trained on: give them their labels to train on them"
             )
-        indices = few_shot_indices(train_labels, config.shots or None, config.seed, len(class_names))
+        indices, passed_over = _training_images(config, train_source, train_labels)
     if len(indices) < config.batch_size:  # epochs would make 0 steps (and evaluate the untrained method), silently
         raise InvalidInput(
             f"{len(indices)} training images are fewer than one batch (batch_size {config.batch_size}): lower "
@@ -587,8 +629,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                     f"checkpoint in {_checkpoint_dir(workdir)}. Run the same command again to resume from it."
                 )
     loader.log_unreadable("train")
-    # Distinct images the steps of this run (since it started or resumed) could not decode, over every host.
-    unreadable = {"train": loader.unreadable_total()} if remaining else {}
+    # Distinct images the steps of this run (since it started or resumed) could not decode, over every host, and
+    # those its few-shot sampling passed over.
+    unreadable = {"train": passed_over + loader.unreadable_total()} if remaining or passed_over else {}
     if config.plots and distributed.is_first_host():
         with open(os.path.join(workdir, METRICS)) as f:
             report.training_curves(workdir, [json.loads(line) for line in f])

@@ -21,9 +21,9 @@ def test_data_benchmark_runs_every_part(capsys):
     from jaxood.bench import data
 
     r = data.main(["--images", "8", "--batch", "4", "--steps", "1", "--toy_images", "28", "--records", "16"])
-    _positive(r, ("train", "eval", "toy_seconds", "label_records_per_s"))
+    _positive(r, ("train", "eval", "toy_seconds", "label_records_per_s", "decode_check"))
     out = capsys.readouterr().out
-    for part in ("(a) train pipeline", "(b) eval pipeline", "(c) toy world: 28 images", "(d) TFDS label scan"):
+    for part in ("(a) train", "(b) eval pipeline", "(c) toy world: 28 images", "(d) TFDS label", "(e) few-shot decode"):
         assert part in out
 
 

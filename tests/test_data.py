@@ -1072,6 +1072,66 @@ def test_few_shot_exact_and_deterministic():
         sampling.few_shot_indices(labels, 4, num_classes=12)
 
 
+def test_few_shot_sampling_passes_over_undecodable_picks_for_the_next_of_their_class():
+    """An undecodable pick was masked out of every step, and its class trained on fewer shots. Now each class takes
+    its first `shots` decodable examples in the seed's order (a seeded permutation per class, drawn in class order);
+    a class with fewer keeps those it has, and one with none is refused, naming it. When all decode, the picks are
+    those of the sampler without the check."""
+    labels = np.array([0] * 6 + [1] * 5 + [2] * 4 + [-1])
+    rng = np.random.RandomState(7)
+    orders = [np.flatnonzero(labels == c)[rng.permutation(n)] for c, n in enumerate((6, 5, 4))]
+    calls = []
+
+    def decodes_except(bad):
+        def decodes(indices):
+            calls.append(list(indices))
+            return ~np.isin(indices, bad)
+
+        return decodes
+
+    plain = sampling.few_shot_indices(labels, 3, seed=7)
+    np.testing.assert_array_equal(plain, np.sort(np.concatenate([o[:3] for o in orders])))
+    np.testing.assert_array_equal(sampling.few_shot_indices(labels, 3, seed=7, decodes=decodes_except([15])), plain)
+    assert len(calls) == 1 and sorted(calls[0]) == plain.tolist()  # one call over every class's picks
+    # Class 0's first and its first replacement undecodable; class 1's second; class 2 left with two of four.
+    bad = [orders[0][0], orders[0][3], orders[1][1], orders[2][0], orders[2][2]]
+    calls.clear()
+    got = sampling.few_shot_indices(labels, 3, seed=7, decodes=decodes_except(bad))
+    want = [orders[0][[1, 2, 4]], orders[1][[0, 2, 3]], orders[2][[1, 3]]]
+    np.testing.assert_array_equal(got, np.sort(np.concatenate(want)))
+    assert [sorted(c) for c in calls] == [
+        sorted(np.concatenate([o[:3] for o in orders])),
+        sorted([orders[0][3], orders[1][3], orders[2][3]]),  # each class's next, for the picks that failed
+        [orders[0][4]],
+    ]
+    # A class with no decodable example trains on nothing: refused, naming it.
+    with pytest.raises(InvalidInput, match=r"^3-shot sampling: 1 of 3 classes have no decodable example \(class: 2\); "
+                       r"replace their undecodable images \(the log names them\)$"):  # fmt: skip
+        sampling.few_shot_indices(labels, 3, seed=7, decodes=decodes_except(orders[2]))
+
+
+def test_the_decode_check_names_this_hosts_undecodable_examples(folder, monkeypatch):
+    """`DecodeCheck` (the few-shot sampler's) decodes as a step reads: the planted file is the one undecodable, with
+    why. A host of two decodes every second example only, names only its own, and takes the other's from the swap
+    (here a stand-in for the two processes' collective: test_sot_glp runs two)."""
+    from jaxood.data import pipeline
+
+    src = FolderSource(folder)
+    broken = src.paths.index(os.path.join(folder, "sea_lion", "9_broken.jpg"))
+    check = pipeline.DecodeCheck(src, num_threads=2)
+    ok = check(np.arange(len(src)))
+    assert np.flatnonzero(~ok).tolist() == [broken] and check.total == 1
+    assert list(check.found) == [broken] and "9_broken.jpg: cannot identify image file" in check.found[broken]
+    decoded, real = [], pipeline.why_undecodable
+    monkeypatch.setattr(pipeline, "why_undecodable", lambda source, i: decoded.append(int(i)) or real(source, i))
+    theirs = np.isin(np.arange(len(src)), [broken]).astype(np.uint8)  # the other host found the broken file
+    monkeypatch.setattr(pipeline.multihost_utils, "process_allgather", lambda mine: np.stack([mine, theirs]))
+    other = pipeline.DecodeCheck(src, process_index=1 - broken % 2, process_count=2)
+    assert np.flatnonzero(~other(np.arange(len(src)))).tolist() == [broken] and other.total == 1
+    assert sorted(decoded) == list(range(1 - broken % 2, len(src), 2))
+    assert other.found == {}
+
+
 def test_class_split_and_relabel():
     ids, ood = sampling.class_split(150, 46)
     assert len(ids) == 150 and len(ood) == 46 and not set(ids) & set(ood)

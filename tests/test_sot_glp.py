@@ -557,12 +557,45 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     subprocess.run(command(tmp_path / "one"), env=_one_device_env(), cwd=ROOT, check=True, capture_output=True)
     results = [json.loads((tmp_path / w / "results.json").read_text()) for w in ("hosts", "one")]
     assert results[0]["unreadable"]["broken"] == results[1]["unreadable"]["broken"] == 2
-    assert "Undecodable images skipped (masked out): broken 2" in (tmp_path / "hosts" / "results.md").read_text()
+    assert "Undecodable images skipped: broken 2" in (tmp_path / "hosts" / "results.md").read_text()
     assert results[0]["counts"] == results[1]["counts"]  # every image once
     _assert_same_results(results[0], results[1], "hosts")
     with np.load(tmp_path / "hosts" / "scores.npz") as scores:  # each score next to its image's position
         np.testing.assert_array_equal(scores["broken/index"], [0, 1, 2, 3, 4, 7])
         np.testing.assert_array_equal(scores["id/index"], np.arange(36))
+
+
+def test_two_hosts_pass_over_the_same_undecodable_few_shot_picks_as_one_host(tmp_path):
+    """Each host decodes every second few-shot pick and the hosts swap what they found: both take the picks one
+    host takes alone, each naming only the undecodable images it decoded itself."""
+    from conftest import write_image
+
+    for c in ("a", "b"):
+        (tmp_path / "set" / c).mkdir(parents=True)
+        for i in range(5):
+            write_image(tmp_path / "set" / c / f"{i}.png", seed=i, size=(8, 8))
+    for name in ("a/0.png", "a/3.png", "b/1.png", "b/2.png"):
+        (tmp_path / "set" / name).write_bytes(b"not a png")
+    script = textwrap.dedent(f"""
+        import json
+        from jaxood import distributed
+        distributed.maybe_initialize()
+        from jaxood.data.pipeline import DecodeCheck
+        from jaxood.data.sampling import few_shot_indices
+        from jaxood.data.sources import FolderSource
+
+        source = FolderSource({str(tmp_path / "set")!r})
+        check = DecodeCheck(source)
+        picks = few_shot_indices(source.labels(), 3, 0, 2, check)
+        print(json.dumps({{"picks": picks.tolist(), "total": check.total, "found": sorted(check.found)}}))
+    """)
+    one = subprocess.run([sys.executable, "-c", script], env=_one_device_env(), cwd=ROOT, capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    alone = json.loads(one.stdout.splitlines()[-1])
+    hosts = [json.loads(log.splitlines()[-1]) for log in _run_two_hosts([sys.executable, "-c", script])]
+    assert alone == {"picks": [1, 2, 4, 5, 8, 9], "total": 4, "found": [0, 3, 6, 7]}  # every broken file met
+    assert [host["picks"] for host in hosts] == [alone["picks"]] * 2 and [host["total"] for host in hosts] == [4, 4]
+    assert sorted(hosts[0]["found"] + hosts[1]["found"]) == alone["found"] and hosts[0]["found"] and hosts[1]["found"]
 
 
 def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_path):
@@ -697,15 +730,65 @@ def test_training_reports_its_undecodable_images_once_each(tiny_hf, tmp_path, mo
         return (b"not an image" if self.split == "train" and index in (3, 30) else image), label
 
     monkeypatch.setattr(toy_world.ToyWorld, "read", two_broken)
-    config = small_config(tiny_hf[0], tmp_path, epochs=2)
+    config = small_config(tiny_hf[0], tmp_path, epochs=2, shots=0)  # every image: few-shot picks are checked first
     results, _ = trainer.train(config, str(tmp_path / "run"))
     assert "[train] 2 undecodable image(s) skipped (masked out): #3 record" in capsys.readouterr().out
     assert list(results["unreadable"])[:2] == ["train", "id"]
     assert results["unreadable"]["train"] == 2
     assert json.loads((tmp_path / "run" / "results.json").read_text())["unreadable"]["train"] == 2
-    assert "Undecodable images skipped (masked out): train 2\n" in (tmp_path / "run" / "results.md").read_text()
+    assert "Undecodable images skipped: train 2\n" in (tmp_path / "run" / "results.md").read_text()
     again, _ = trainer.train(config, str(tmp_path / "run"))
     assert "train" not in again["unreadable"] and "Undecodable" not in (tmp_path / "run" / "results.md").read_text()
+
+
+def test_few_shot_training_passes_over_undecodable_picks_and_counts_them(tiny_hf, tmp_path, monkeypatch, capsys):
+    """An undecodable few-shot pick was masked out of every step, its class training on fewer shots, said only at
+    the end. Now the sampler passes it over for the next image of its class, and says so as training starts; a
+    class left with fewer than `shots` decodable images is warned of, and one with none is refused before the
+    weights load. `results.json` counts the images passed over under "train"."""
+    from jaxood.data import toy_world
+    from jaxood.data.datasets import make_source
+
+    config = small_config(tiny_hf[0], tmp_path, **{"train_dataset.per_class": 5})
+    source = make_source(config.train_dataset)
+    labels = source.labels()
+    plain = trainer.few_shot_indices(labels, 4, config.seed, len(source.class_names))
+    read, bad = toy_world.ToyWorld.read, set()
+
+    def broken(self, index):
+        image, label = read(self, index)
+        return (b"not an image" if self.split == "train" and index in bad else image), label
+
+    monkeypatch.setattr(toy_world.ToyWorld, "read", broken)
+    bad.update(np.flatnonzero(labels == 2).tolist())
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights were loaded")
+
+    with monkeypatch.context() as m:
+        m.setattr(clip, "load", no_loading)
+        with pytest.raises(InvalidInput, match=r"^4-shot sampling: 1 of 12 classes have no decodable example \(cl"):
+            trainer.train(config, str(tmp_path / "refused"))
+    assert "[train] 4-shot sampling passed over 5 undecodable image(s), each for the next image of its class: #" \
+        in capsys.readouterr().out  # fmt: skip
+    # Class 0's first pick, and two of class 1's five images.
+    bad.clear()
+    bad.update([int(plain[labels[plain] == 0][0]), *np.flatnonzero(labels == 1)[:2].tolist()])
+    results, _ = trainer.train(config, str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    first = min(bad)
+    assert out.count("4-shot sampling passed over") == 1
+    assert f"[train] 4-shot sampling passed over 3 undecodable image(s), each for the next image of its class: " \
+        f"#{first} record: cannot identify" in out  # fmt: skip
+    names = source.class_names
+    assert (
+        f"warning: 1 of 12 classes have fewer than 4 decodable training images and train on those they have (class "
+        f"(decodable images): {names[1]} (3)): replace the undecodable ones to train on 4\n"
+    ) in out
+    assert "47 training images (4 per class, 12 classes)" in out
+    assert "undecodable image(s) skipped (masked out)" not in out  # no step met them
+    assert results["unreadable"]["train"] == 3
+    assert "Undecodable images skipped: train 3\n" in (tmp_path / "run" / "results.md").read_text()
 
 
 def test_trainer_drops_the_host_copy_of_the_clip(tiny_hf, tmp_path, monkeypatch):

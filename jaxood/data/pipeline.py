@@ -88,6 +88,58 @@ def check_host_memory(
         )
 
 
+def listed(undecodable: dict[int, str]) -> str:
+    """The first five undecodable examples, `#index why`, and how many more."""
+    items = sorted(undecodable.items())
+    more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
+    return "; ".join(f"#{i} {why}" for i, why in items[:5]) + more
+
+
+def on_host(process_index: int, process_count: int) -> str:
+    """ " on host 1 of 4" in a multi-host job, for what one host saw; nothing with one host."""
+    return f" on host {process_index} of {process_count}" if process_count > 1 else ""
+
+
+def why_undecodable(source, index: int) -> str | None:
+    """Why example `index` of `source` does not decode as a step reads it (None when it does)."""
+    try:
+        decode(source.read(int(index))[0])
+    except Undecodable as err:
+        return printable(err)
+    return None
+
+
+def printable(err: Undecodable) -> str:
+    """Why an example is undecodable, printable: a file name that is no UTF-8 (Python's surrogates) as \\udce9."""
+    return str(err).encode("utf-8", "backslashreplace").decode()
+
+
+class DecodeCheck:
+    """Whether examples of `source` decode, for `few_shot_indices`: a call over indices returns one bool each, the
+    same on every host. Each host decodes its share (every `process_count`-th) on a thread pool and the hosts swap
+    what they found; `found` keeps this host's undecodable examples with why, `total` counts every host's."""
+
+    def __init__(self, source, num_threads: int | None = None, process_index=None, process_count=None):
+        self.source = source
+        self.num_threads = num_threads or min(16, 2 * (os.cpu_count() or 1))
+        self.process_index = jax.process_index() if process_index is None else process_index
+        self.process_count = jax.process_count() if process_count is None else process_count
+        self.found: dict[int, str] = {}
+        self.total = 0
+
+    def __call__(self, indices: np.ndarray) -> np.ndarray:
+        mine = np.asarray(indices)[self.process_index :: self.process_count]
+        with concurrent.futures.ThreadPoolExecutor(self.num_threads) as pool:
+            whys = list(pool.map(lambda i: why_undecodable(self.source, i), mine))
+        self.found.update((int(i), why) for i, why in zip(mine, whys) if why is not None)
+        bad = np.zeros(len(indices), bool)
+        bad[self.process_index :: self.process_count] = [why is not None for why in whys]
+        if self.process_count > 1:
+            bad = multihost_utils.process_allgather(bad.astype(np.uint8)).any(axis=0)
+        self.total += int(bad.sum())
+        return ~bad
+
+
 class Loader:
     """Batches of one source (restricted to `indices`) for training or evaluation; `name` is the global batch's
     setting, for its errors."""
@@ -151,8 +203,8 @@ class Loader:
                 raw, label = self.source.read(int(index))
             img = decode(raw)
         except Undecodable as err:
-            with self._lock:  # a file name that is no UTF-8 (kept as Python's surrogates) printable, as \udce9
-                self.unreadable[int(index)] = str(err).encode("utf-8", "backslashreplace").decode()
+            with self._lock:
+                self.unreadable[int(index)] = printable(err)
             size = self.transform.size
             return np.zeros((size, size, 3), np.float32), label, False, caption
         rng = np.random.default_rng([self.seed, epoch, int(index)])
@@ -257,11 +309,8 @@ class Loader:
         """One line on this host's undecodable images, naming the host in a multi-host job (empty when none)."""
         if not self.unreadable:
             return ""
-        items = sorted(self.unreadable.items())
-        shown = "; ".join(f"#{i} {msg}" for i, msg in items[:5])
-        more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
-        host = f" on host {self.process_index} of {self.process_count}" if self.process_count > 1 else ""
-        return f"{len(items)} undecodable image(s) skipped (masked out){host}: {shown}{more}"
+        host = on_host(self.process_index, self.process_count)
+        return f"{len(self.unreadable)} undecodable image(s) skipped (masked out){host}: {listed(self.unreadable)}"
 
     def unreadable_total(self) -> int:
         """How many distinct examples no host could decode so far. With several hosts every host must call it (a

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from jaxood.errors import InvalidInput
 
 
-def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0, num_classes: int = 0) -> np.ndarray:
+def few_shot_indices(
+    labels: np.ndarray,
+    shots: int | None,
+    seed: int = 0,
+    num_classes: int = 0,
+    decodes: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """Indices of exactly `shots` examples per class (all examples when `shots` is None).
 
     For each class (label >= 0), a seeded permutation of its examples is cut
@@ -15,6 +23,12 @@ def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0, num_c
     is an error naming it, and so is a class with none at all below the
     highest label or `num_classes` (a partly prepared dataset would otherwise
     train those classes' prompts on nothing), with `shots` None too.
+
+    With `decodes` (indices -> whether each example decodes, a bool array), an
+    undecodable pick is passed over for the next example of its class in the
+    seeded order (it was masked out of every step, and its class trained on
+    fewer shots): a class with fewer than `shots` decodable examples keeps
+    those it has, and one with none is an error naming it.
     """
     labels = np.asarray(labels)
     per_class = np.bincount(labels[labels >= 0], minlength=num_classes)
@@ -35,8 +49,31 @@ def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int = 0, num_c
     rng = np.random.RandomState(seed)
     order = np.argsort(labels, kind="stable")  # unlabelled (< 0) first, then class 0, 1, ...
     starts = np.count_nonzero(labels < 0) + np.cumsum(per_class) - per_class
-    picked = [order[s + rng.permutation(c)[:shots]] for s, c in zip(starts, per_class) if c]
+    orders = [order[s + rng.permutation(c)] for s, c in zip(starts, per_class) if c]  # every class has c >= shots
+    picked = [o[:shots] for o in orders] if decodes is None else _decodable_picks(orders, shots, decodes)
     return np.sort(np.concatenate(picked)) if picked else np.zeros((0,), np.int64)
+
+
+def _decodable_picks(orders: list[np.ndarray], shots: int, decodes) -> list[np.ndarray]:
+    """Each class's first `shots` examples in its seeded `order` that decode, checked in rounds: one call of
+    `decodes` over every class's tries, then over the next examples of the classes whose tries failed."""
+    picked = [o[:0] for o in orders]
+    tried = np.zeros(len(orders), np.int64)
+    while True:
+        want = [min(shots - len(p), len(o) - t) for p, o, t in zip(picked, orders, tried)]
+        if not any(want):
+            break
+        tries = [o[t : t + w] for o, t, w in zip(orders, tried, want)]
+        ok = np.split(np.asarray(decodes(np.concatenate(tries)), bool), np.cumsum(want)[:-1])
+        picked = [np.concatenate([p, t[k]]) for p, t, k in zip(picked, tries, ok)]
+        tried += want
+    if none := [c for c, p in enumerate(picked) if not len(p)]:
+        shown = ", ".join(map(str, none[:10])) + (", ..." if len(none) > 10 else "")
+        raise InvalidInput(
+            f"{shots}-shot sampling: {len(none)} of {len(orders)} classes have no decodable example (class: {shown}); "
+            "replace their undecodable images (the log names them)"
+        )
+    return picked
 
 
 def class_split(n_id: int, n_ood: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
