@@ -905,6 +905,13 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
     err = run("--dataset=cifar_ten")
     assert "TFDS cannot open the dataset 'cifar_ten'" in err and "Did you mean" in err
     assert len(err.splitlines()) == 2  # the message and the JAXOOD_TRACEBACK hint, not every dataset TFDS knows
+    # Empty flags (a shell variable not set): TFDS's "Parsing builder name string failed", or a data_dir of "".
+    err = run("--dataset=")
+    assert err.startswith("error: --dataset is empty (a shell variable that is not set, as in --dataset=$NAME?): give "
+                          "a TFDS name, such as cifar10 or imagenet2012\n")  # fmt: skip
+    err = run("--dataset=cifar10", "--data_dir=")
+    assert err.startswith("error: --data_dir is empty (a shell variable that is not set, as in --data_dir=$NAME?): "
+                          "give the folder to prepare it in")  # fmt: skip
 
     # No address for the dataset's host: said at once, where TFDS retried for 3.4 minutes before its error.
     def no_address(host, *args, **kwargs):

@@ -28,6 +28,14 @@ PIP_PACKAGES = {"tensorflow": "tensorflow-cpu"}  # module TFDS imports -> what t
 
 
 def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
+    # Empty, as `--dataset=$NAME` with NAME unset: TFDS's "Parsing builder name string failed", or "--data_dir  cannot
+    # be written (No such file or directory)".
+    for flag, value, give in (
+        ("--dataset", dataset, "a TFDS name, such as cifar10 or imagenet2012"),
+        ("--data_dir", data_dir, "the folder to prepare it in (no flag: TFDS_DATA_DIR or ~/tensorflow_datasets)"),
+    ):
+        if not value.strip():
+            raise InvalidInput(f"{flag} is empty (a shell variable that is not set, as in {flag}=$NAME?): give {give}")
     import requests
     import tensorflow_datasets as tfds
     from etils import epath
