@@ -1357,6 +1357,17 @@ def test_dataset_descriptions(folder, tmp_path):
         ({"kind": "folder", "root": 5}, "root must be a string (a path), got 5"),
         ({"kind": "tfds", "name": 3}, "name must be a string (a TFDS dataset's name), got 3"),
         ({"kind": "toy", "split": 1}, "split must be a string (a split's name), got 1"),
+        # Empty, as a shell variable not set leaves it: "image folder not found at :", TFDS's "Parsing builder name
+        # string failed".
+        ({"kind": "folder", "root": ""}, "root is empty (a shell variable that is not set?): give a path"),
+        (
+            {"kind": "tfds", "name": " "},
+            "name is empty (a shell variable that is not set?): give a TFDS dataset's name",
+        ),
+        (
+            {"kind": "list", "root": folder, "list_file": ""},
+            "list_file is empty (a shell variable that is not set?): give a path",
+        ),
     ):
         with pytest.raises(InvalidInput) as err:
             make_source(spec, "ood_datasets.x")
@@ -1374,6 +1385,9 @@ def test_dataset_descriptions(folder, tmp_path):
             f"config.ood_datasets.x: a {spec['kind']!r} dataset needs {missing}, missing from {spec} (README, "
             "'Datasets', has every kind)"
         )
+    # A list's root may be empty: its paths are then relative to the current folder (or absolute).
+    (tmp_path / "abs.txt").write_text(f"{os.path.join(folder, 'tench', '0.png')} 0\n")
+    assert len(make_source({"kind": "list", "root": "", "list_file": str(tmp_path / "abs.txt")})) == 1
     mos = ood_benchmark("mos", str(tmp_path))
     assert list(mos) == ["iNaturalist", "SUN", "Places", "Textures"]
     with pytest.raises(DatasetMissing, match=r"^config\.ood_datasets\.iNaturalist: image folder not found at .*iNat"):

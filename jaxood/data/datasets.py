@@ -33,6 +33,9 @@ ENTRY_KEYS = {
     "toy": {"split", "per_class", "size", "seed", "spurious_p"},
 }
 REQUIRED_KEYS = {"tfds": {"name"}, "folder": {"root"}, "list": {"root", "list_file"}, "toy": {"split"}}
+# The text that is nothing when empty (a shell variable not set: a folder "not found at :"); a list's root may be
+# empty, its paths then relative to the current folder.
+NOT_EMPTY = {"tfds": {"name", "split"}, "folder": {"root"}, "list": {"list_file"}, "toy": set()}
 
 
 # A whole dataset entry, as error messages show one (README, 'Datasets', has every kind).
@@ -97,6 +100,8 @@ def _open(spec: dict):
             continue
         if not isinstance(value, str):
             raise InvalidInput(f"{field} must be a string ({_TEXT[field]}), got {value!r}")
+        if field in NOT_EMPTY[kind] and not value.strip():
+            raise InvalidInput(f"{field} is empty (a shell variable that is not set?): give {_TEXT[field]}")
         spec[field] = os.path.expanduser(value) if field in _PATHS else value
     names = _class_names(spec.get("class_names"))
     if kind == "tfds":
