@@ -651,11 +651,22 @@ def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tiny_
     labels = src.labels()
     assert len(src) == 6 and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
     assert "[labels tiny_shapes train] 6/6 records" in capsys.readouterr().out
-    # Labels are cached next to the data (whole files only), and images decode through the same path as files.
-    assert os.listdir(tmp_path / "jaxood_labels") == ["tiny_shapes_1.0.0-train.npy"]
+    # Labels are cached next to the data (whole files only), named by the split and a fingerprint of its records'
+    # files; images decode through the same path as files.
+    (cached,) = (tmp_path / "jaxood_labels").iterdir()
+    assert re.fullmatch(r"tiny_shapes_1\.0\.0-train-[0-9a-f]{12}\.npy", cached.name), cached.name
     np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).labels(), labels)
+    # The dataset prepared again under its version, as many records labelled otherwise (here: the cache made stale,
+    # then its file written again): the old labels were served, as the cache was keyed by name and split only.
+    np.save(cached, 1 - labels)
+    np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).labels(), 1 - labels)
+    (shard,) = (tmp_path / "tiny_shapes" / "1.0.0").glob("*.array_record-*")
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
+    np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).labels(), labels)
+    (cached,) = [p for p in (tmp_path / "jaxood_labels").iterdir() if p != cached]
+    np.testing.assert_array_equal(np.load(cached), labels)
+    src = TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))
     # A damaged cache file (cut short) is said, read again from the records and replaced.
-    cached = tmp_path / "jaxood_labels" / "tiny_shapes_1.0.0-train.npy"
     cached.write_bytes(cached.read_bytes()[:100])
     capsys.readouterr()
     np.testing.assert_array_equal(src.labels(), labels)
@@ -745,7 +756,8 @@ def test_tfds_labels_of_a_read_only_data_dir_are_cached_in_the_users_own_cache(t
     (data_dir / "jaxood_labels").write_text("")  # no folder can be made there, even by root (as tests run in CI)
     labels = TfdsSource("tiny_shapes", "train", data_dir=str(data_dir)).labels()
     own = tmp_path / "cache" / "tfds" / re.sub(r"[^\w.-]+", "_", str(data_dir)) / "jaxood_labels"
-    np.testing.assert_array_equal(np.load(own / "tiny_shapes_1.0.0-train.npy"), labels)
+    (cached,) = own.iterdir()
+    np.testing.assert_array_equal(np.load(cached), labels)
     (data_dir / "jaxood_labels").unlink()
     shutil.move(own, data_dir / "jaxood_labels")  # as an administrator would have cached them
     np.testing.assert_array_equal(TfdsSource("tiny_shapes", "train", data_dir=str(data_dir)).labels(), labels)

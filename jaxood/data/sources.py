@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -392,6 +393,22 @@ def _is_prepared(builder) -> bool:
         absl.removeFilter(no_info)
 
 
+def _shards_fingerprint(instructions) -> str:
+    """12 hex digits naming the records a split reads, in order, and their files as they are now (name, size, time
+    written): the label cache of a dataset prepared again under the same version, its records as many but labelled
+    otherwise, kept the old labels. A file in a bucket (gs://) is named by its name and records only."""
+    shards = []
+    for shard in instructions:
+        path = str(shard.filename)
+        try:
+            stat = None if "://" in path else os.stat(path)
+        except OSError:  # a file that went away is said when its records are read (`DAMAGED`)
+            stat = None
+        written = (stat.st_size, stat.st_mtime_ns) if stat else ()
+        shards.append((os.path.basename(path), shard.skip, shard.take, *written))
+    return hashlib.sha256(repr(shards).encode()).hexdigest()[:12]
+
+
 class TfdsSource:
     """A TFDS split prepared in `array_record` format under `data_dir`.
 
@@ -431,13 +448,15 @@ class TfdsSource:
             ) from None
         self.name, self.split = name, split
         ranges: dict[str, list[tuple[int, int]]] = {}  # the split's or slice's records per shard file
-        for shard in builder.info.splits[split].file_instructions:
+        instructions = builder.info.splits[split].file_instructions
+        for shard in instructions:
             path = str(shard.filename)
             path = path if "://" in path else os.path.realpath(path)
             ranges.setdefault(path, []).append((shard.skip, shard.skip + shard.take))
         self._records = RecordRanges(ranges)
         self.identity = ("tfds", self._records.key())  # train and train[:100%] read the same records
-        self._cache_key = f"{builder.info.full_name}-{split}".replace("/", "_").replace(":", "_")
+        readable = f"{builder.info.full_name}-{split}".replace("/", "_").replace(":", "_")
+        self._cache_key = f"{readable}-{_shards_fingerprint(instructions)}"
         self._data_dir = data_dir
         features = builder.info.features.keys()
         if "image" not in features:
