@@ -419,8 +419,8 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
         if check.found:
             print(
                 f"[train] {config.shots}-shot sampling passed over {len(check.found)} undecodable image(s)"
-                f"{on_host(check.process_index, check.process_count)}, each for the next image of its class: "
-                f"{listed(check.found)}",
+                f"{on_host(check.process_index, check.process_count)}, taking the next image of its class for each "
+                f"where there is one: {listed(check.found)}",
                 flush=True,
             )
     have = np.bincount(labels[indices], minlength=len(class_names))

@@ -769,8 +769,8 @@ def test_few_shot_training_passes_over_undecodable_picks_and_counts_them(tiny_hf
         m.setattr(clip, "load", no_loading)
         with pytest.raises(InvalidInput, match=r"^4-shot sampling: 1 of 12 classes have no decodable example \(cl"):
             trainer.train(config, str(tmp_path / "refused"))
-    assert "[train] 4-shot sampling passed over 5 undecodable image(s), each for the next image of its class: #" \
-        in capsys.readouterr().out  # fmt: skip
+    assert "[train] 4-shot sampling passed over 5 undecodable image(s), taking the next image of its class for each " \
+        "where there is one: #" in capsys.readouterr().out  # fmt: skip
     # Class 0's first pick, and two of class 1's five images.
     bad.clear()
     bad.update([int(plain[labels[plain] == 0][0]), *np.flatnonzero(labels == 1)[:2].tolist()])
@@ -778,8 +778,8 @@ def test_few_shot_training_passes_over_undecodable_picks_and_counts_them(tiny_hf
     out = capsys.readouterr().out
     first = min(bad)
     assert out.count("4-shot sampling passed over") == 1
-    assert f"[train] 4-shot sampling passed over 3 undecodable image(s), each for the next image of its class: " \
-        f"#{first} record: cannot identify" in out  # fmt: skip
+    assert f"[train] 4-shot sampling passed over 3 undecodable image(s), taking the next image of its class for " \
+        f"each where there is one: #{first} record: cannot identify" in out  # fmt: skip
     names = source.class_names
     assert (
         f"warning: 1 of 12 classes have fewer than 4 decodable training images and train on those they have (class "
