@@ -160,10 +160,12 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     misspelt optimiser override by being ignored, a `min_lr` above `lr` by raising the rate it should lower, a
     misspelt optimiser or schedule unit once the weights had loaded, a caption length of 0 by training CLIP
     pretraining as a classifier (failing on its classes), and one of 1 or above CLIP's 77 tokens with NumPy's or
-    JAX's errors."""
+    JAX's errors, and a negative `progress_every` by printing a progress line at every step."""
     for key in ("log_every", "checkpoint_every", "keep_checkpoints", "batch_size"):
         settings.whole(config, key, 1)
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
+    # Seconds between progress lines: a negative one (or NaN) printed at every step, unsaid; 0 asks for that.
+    settings.number(config, "progress_every", least=0, why="the seconds between progress lines (0: every step)")
     settings.whole(config, "shots", 0)
     num_steps, epochs = settings.whole(config, "num_steps", 0), settings.whole(config, "epochs", 0)
     if num_steps == epochs == 0:

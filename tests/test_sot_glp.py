@@ -1559,6 +1559,11 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("epochs", -1, "epochs must be a whole number of at least 0, got -1"),
         ("shots", -1, "shots must be a whole number of at least 0, got -1"),
         ("seed", -3, "seed must be a whole number from 0 to 4294967295, got -3"),
+        (  # a progress line at every step, unsaid
+            "progress_every",
+            -5.0,
+            r"progress_every must be a number >= 0, got -5.0: the seconds between progress lines \(0: every step\)",
+        ),
         ("augment.scale", (0.5, 0.1), r"augment.scale must be \(low, high\) with 0 < low <= high <= 1"),
         ("optim.lr", -1.0, "optim.lr must be a number >= 0, got -1.0"),
         ("optim.momentum", 1.0, "optim.momentum must be a number >= 0 and < 1, got 1.0"),
