@@ -1025,6 +1025,18 @@ def test_random_resized_crop_area_in_scale_range():
         assert 0.2 < area < 0.56, (seed, area)
 
 
+@pytest.mark.parametrize("w, h, box", [(1000, 10, (493, 0, 506, 10)), (10, 1000, (0, 493, 10, 506))])
+def test_random_resized_crop_falls_back_to_the_largest_centred_crop_within_the_ratios(w, h, box):
+    """No crop of the ratio range reaches the smallest area of an image this long (at most 13 x 10 at 4/3, 1.3 % of
+    it, < 8 %): after its 10 tries, torchvision's fallback, the centred crop of the nearest ratio, 13 x 10 (round(10
+    * 4/3)) at (1000 - 13) // 2 = 493, resized."""
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    want = np.asarray(img.resize((16, 16), preprocess.BICUBIC, box=box))
+    crop = preprocess.RandomResizedCrop(16)
+    for seed in range(5):
+        np.testing.assert_array_equal(np.asarray(crop(img, np.random.default_rng(seed))), want)
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
 def test_16_bit_grey_images_keep_their_tones(fmt):
     """A 16-bit grey image decodes to the 8-bit grey of its top byte, as PIL reads 16-bit colour (48-bit RGB PNGs);
