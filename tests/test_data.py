@@ -248,6 +248,11 @@ def test_image_list_source(folder, tmp_path):
         ImageListSource(folder, str(lst))
     with pytest.raises(DatasetMissing, match=f"^image list {folder} is a folder, not a list file"):  # IsADirectoryError
         ImageListSource(folder, folder)
+    with pytest.raises(DatasetMissing, match=r"^image list \S+nowhere.txt not found \(OpenOOD v1.5 ships these lists "):
+        ImageListSource(folder, str(tmp_path / "nowhere.txt"))
+    lst.write_text("\n  \n")  # blank lines only: no example, where a set of none would score nothing
+    with pytest.raises(DatasetMissing, match=r"^image list \S+list.txt is empty$"):
+        ImageListSource(folder, str(lst))
 
 
 def test_a_set_reading_a_file_twice_is_said(folder, tmp_path, capsys):
