@@ -96,8 +96,13 @@ def listed(undecodable: dict[int, str]) -> str:
 
 
 def on_host(process_index: int, process_count: int) -> str:
-    """ " on host 1 of 4" in a multi-host job, for what one host saw; nothing with one host."""
+    """The words ` on host 1 of 4` after what one host saw, in a multi-host job; nothing with one host."""
     return f" on host {process_index} of {process_count}" if process_count > 1 else ""
+
+
+def printable(err: Undecodable) -> str:
+    """Why an example is undecodable, printable: a file name that is no UTF-8 (Python's surrogates) as \\udce9."""
+    return str(err).encode("utf-8", "backslashreplace").decode()
 
 
 def why_undecodable(source, index: int) -> str | None:
@@ -107,11 +112,6 @@ def why_undecodable(source, index: int) -> str | None:
     except Undecodable as err:
         return printable(err)
     return None
-
-
-def printable(err: Undecodable) -> str:
-    """Why an example is undecodable, printable: a file name that is no UTF-8 (Python's surrogates) as \\udce9."""
-    return str(err).encode("utf-8", "backslashreplace").decode()
 
 
 class DecodeCheck:

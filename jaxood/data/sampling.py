@@ -54,7 +54,9 @@ def few_shot_indices(
     return np.sort(np.concatenate(picked)) if picked else np.zeros((0,), np.int64)
 
 
-def _decodable_picks(orders: list[np.ndarray], shots: int, decodes) -> list[np.ndarray]:
+def _decodable_picks(
+    orders: list[np.ndarray], shots: int, decodes: Callable[[np.ndarray], np.ndarray]
+) -> list[np.ndarray]:
     """Each class's first `shots` examples in its seeded `order` that decode, checked in rounds: one call of
     `decodes` over every class's tries, then over the next examples of the classes whose tries failed."""
     picked = [o[:0] for o in orders]
