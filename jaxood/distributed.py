@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 
 def maybe_initialize() -> None:
@@ -34,3 +36,9 @@ def log(message: str) -> None:
     """Print a line about the whole job once: from the first host (every host would print the same line)."""
     if is_first_host():
         print(message, flush=True)
+
+
+def every_host(array: np.ndarray) -> np.ndarray:
+    """`array` of every host of the job, stacked in host order: what each host found, swapped (a collective: every
+    host must call it, with an array of the same shape)."""
+    return np.asarray(multihost_utils.process_allgather(array))

@@ -1,6 +1,7 @@
 """Sources, preprocessing, few-shot sampling, sharded loading and the toy world."""
 
 import io
+import json
 import os
 import pathlib
 import re
@@ -700,6 +701,58 @@ def test_tfds_source_reads_array_record_without_tensorflow_or_builder_code(tiny_
     assert os.listdir(tmp_path / "cache" / "tfds") == ["gs_b_tfds"] and not os.path.exists("gs:")
 
 
+_LABELS_ON_EACH_HOST = """
+import json, sys
+from jaxood import distributed
+distributed.maybe_initialize()
+import jax
+from jaxood.data import sources
+from jaxood.data.preprocess import Undecodable
+
+sources.DEFAULT_CACHE = f"{sys.argv[2]}/cache{jax.process_index()}"  # each host's own cache
+read, seen = sources.TfdsSource.read, []
+
+def counted(self, i):
+    seen.append(i)
+    if i == int(sys.argv[3]):
+        raise Undecodable(f"record {i}: planted")
+    return read(self, i)
+
+sources.TfdsSource.read = counted
+try:
+    labels = sources.TfdsSource("tiny_shapes", "train", data_dir=sys.argv[1]).labels().tolist()
+except sources.DatasetMissing as err:
+    labels = str(err)
+print(json.dumps({"labels": labels, "read": seen}))
+"""
+
+
+def test_two_hosts_read_the_labels_of_a_tfds_split_in_shares(tiny_tfds, tmp_path, monkeypatch):
+    """Each host of a job read every record of a TFDS split for its labels, all at once (ImageNet's 1.28 M records,
+    their images' bytes included, from each host of a pod). Each now reads its share and the hosts swap them. A
+    record one host cannot read stops every host, each naming it; a host with a cache of its own (the others
+    have none: a host replaced after a preemption) gives its share from it, and the others read theirs."""
+    from test_sot_glp import _run_two_hosts
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_tfds, data)
+    (data / "jaxood_labels").write_text("")  # no cache next to the data: each host keeps its own
+    monkeypatch.setattr(sources, "DEFAULT_CACHE", str(tmp_path / "single"))
+    want = TfdsSource("tiny_shapes", "train", data_dir=str(data)).labels().tolist()
+
+    def hosts(damaged):
+        logs = _run_two_hosts([sys.executable, "-c", _LABELS_ON_EACH_HOST, str(data), str(tmp_path), str(damaged)])
+        return [json.loads(log.splitlines()[-1]) for log in logs]
+
+    first, second = hosts(damaged=4)
+    assert "has a record that cannot be read (record 4, read by host 1): its files are damaged" in first["labels"]
+    assert "has a record that cannot be read (record 4: planted): its files are damaged" in second["labels"]
+    assert [first["read"], second["read"]] == [[0, 1, 2], [3, 4]]
+    assert hosts(damaged=-1) == [{"labels": want, "read": [0, 1, 2]}, {"labels": want, "read": [3, 4, 5]}]
+    shutil.rmtree(tmp_path / "cache1")
+    assert hosts(damaged=-1) == [{"labels": want, "read": []}, {"labels": want, "read": [3, 4, 5]}]
+
+
 @pytest.mark.parametrize("damage", ["bytes changed", "cut short", "gone"])
 def test_a_damaged_tfds_file_is_named_for_its_labels_and_its_images_are_counted_as_unreadable(
     damage, tiny_tfds, tmp_path
@@ -1166,8 +1219,8 @@ def test_the_decode_check_names_this_hosts_undecodable_examples(folder, monkeypa
     assert list(check.found) == [broken] and "9_broken.jpg: cannot identify image file" in check.found[broken]
     decoded, real = [], pipeline.why_undecodable
     monkeypatch.setattr(pipeline, "why_undecodable", lambda source, i: decoded.append(int(i)) or real(source, i))
-    theirs = np.isin(np.arange(len(src)), [broken]).astype(np.uint8)  # the other host found the broken file
-    monkeypatch.setattr(pipeline.multihost_utils, "process_allgather", lambda mine: np.stack([mine, theirs]))
+    theirs = np.isin(np.arange(len(src)), [broken])  # the other host found the broken file
+    monkeypatch.setattr(pipeline.distributed, "every_host", lambda mine: np.stack([mine, theirs]))
     other = pipeline.DecodeCheck(src, process_index=1 - broken % 2, process_count=2)
     assert np.flatnonzero(~other(np.arange(len(src)))).tolist() == [broken] and other.total == 1
     assert sorted(decoded) == list(range(1 - broken % 2, len(src), 2))
@@ -1242,7 +1295,7 @@ def test_training_counts_each_undecodable_image_once_over_hosts_and_epochs(folde
             host.host_batch(idx, epoch)
     assert [len(host.unreadable) for host in hosts] == [1, 1]  # both met it (seed 1: host 1 in epochs 1-2, 0 in 3-4)
     assert hosts[0].unreadable.keys() == hosts[1].unreadable.keys()
-    monkeypatch.setattr(pipeline.multihost_utils, "process_allgather", lambda bits: np.stack([
+    monkeypatch.setattr(pipeline.distributed, "every_host", lambda bits: np.stack([
         host._unreadable_bits() for host in hosts
     ]))  # fmt: skip
     assert [host.unreadable_total() for host in hosts] == [1, 1]

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxood import distributed
@@ -135,7 +134,7 @@ class DecodeCheck:
         bad = np.zeros(len(indices), bool)
         bad[self.process_index :: self.process_count] = [why is not None for why in whys]
         if self.process_count > 1:
-            bad = multihost_utils.process_allgather(bad.astype(np.uint8)).any(axis=0)
+            bad = distributed.every_host(bad).any(axis=0)
         self.total += int(bad.sum())
         return ~bad
 
@@ -317,7 +316,7 @@ class Loader:
         collective): over several epochs each host meets its own share of an image, so the hosts' counts overlap."""
         if self.process_count == 1:
             return len(self.unreadable)
-        every_host = multihost_utils.process_allgather(self._unreadable_bits())  # (hosts, bytes)
+        every_host = distributed.every_host(self._unreadable_bits())  # (hosts, bytes)
         return int(np.unpackbits(np.bitwise_or.reduce(every_host)).sum())
 
     def _unreadable_bits(self) -> np.ndarray:

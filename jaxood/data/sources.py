@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterator
 from typing import Protocol
 
+import jax
 import numpy as np
 
 from jaxood import distributed
@@ -478,7 +479,12 @@ class TfdsSource:
         return self._records
 
     def labels(self) -> np.ndarray:
-        """Every label; read once (records only, images stay encoded) and cached."""
+        """Every label; read once (records only, images stay encoded) and cached.
+
+        In a multi-host job each host reads its share of the records and the hosts swap them: every host read them
+        all before, all at once (ImageNet's 1.28 M records, its images' bytes included, from each host of a pod).
+        So every host must call it, as training does.
+        """
         # Next to the data, shared by its users; but os.path cannot write to a bucket (gs://), nor anyone to a
         # read-only mount: then (unless the shared one is there already) in this user's own cache.
         name = os.path.join("jaxood_labels", self._cache_key + ".npy")
@@ -487,28 +493,54 @@ class TfdsSource:
         n = len(self._ds)
         if not self._labelled:
             return np.full(n, -1, np.int32)
-        for path in filter(None, (shared, own)):
-            cached = load_npy(path, (n,))
-            if cached is not None:
-                return cached
-        # ImageNet's 1.28 M records take ~3 min from a local disk (`python -m jaxood.bench.data`), more from a bucket.
-        progress = Progress(f"labels {self.name} {self.split}", n, "records") if n >= LABELS_PROGRESS_MIN else None
-        labels = np.empty(n, np.int32)
-        for start in range(0, n, 4096):
-            stop = min(start + 4096, n)
-            try:
-                labels[start:stop] = [self.read(i)[1] for i in range(start, stop)]
-            except Undecodable as err:  # every label is needed (few-shot sampling), and a cached guess would stay
-                raise DatasetMissing(
-                    f"TFDS dataset {self.name!r} ({self.split}) in {self._data_dir} has a record that cannot be read "
-                    f"({err}): its files are damaged, cut short by a copy or a full disk. Prepare it again "
-                    f"(`python -m jaxood.data.prepare --dataset={self.name} --data_dir={self._data_dir}`) or "
-                    "restore its files."
-                ) from None
-            if progress:
-                progress.update(stop - start)
+        cached = next((c for c in (load_npy(p, (n,)) for p in filter(None, (shared, own))) if c is not None), None)
+        hosts, host = jax.process_count(), jax.process_index()
+        every_host_cached = cached is not None
+        if hosts > 1:  # every host reads, or none: one with a cache of its own (a host replaced after a preemption
+            # has none) would not wait for the others
+            every_host_cached = bool(distributed.every_host(np.array([every_host_cached])).all())
+        if every_host_cached:
+            return cached
+        share = -(-n // hosts)
+        start, stop = min(host * share, n), min((host + 1) * share, n)
+        labels, failed = (cached[start:stop], None) if cached is not None else self._read_labels(start, stop, n)
+        if hosts > 1:
+            first_bad = distributed.every_host(np.array([-1 if failed is None else failed[0]]))[:, 0]
+            if failed is None and (first_bad >= 0).any():  # read by another host, which names its error
+                other = int(np.flatnonzero(first_bad >= 0)[0])
+                failed = (int(first_bad[other]), f"record {first_bad[other]}, read by host {other}")
+        if failed is not None:  # every label is needed (few-shot sampling), and a cached guess would stay
+            raise DatasetMissing(
+                f"TFDS dataset {self.name!r} ({self.split}) in {self._data_dir} has a record that cannot be read "
+                f"({failed[1]}): its files are damaged, cut short by a copy or a full disk. Prepare it again "
+                f"(`python -m jaxood.data.prepare --dataset={self.name} --data_dir={self._data_dir}`) or "
+                "restore its files."
+            )
+        if hosts > 1:
+            padded = np.full(share, -1, np.int32)
+            padded[: len(labels)] = labels
+            labels = distributed.every_host(padded).reshape(-1)[:n]
         save_npy(shared if shared and can_hold_a_folder(os.path.dirname(shared)) else own, labels)
         return labels
+
+    def _read_labels(self, start: int, stop: int, n: int) -> tuple[np.ndarray, tuple[int, str] | None]:
+        """The labels of records `start` to `stop` of `n`, and the first one that cannot be read (its index and
+        why), if any."""
+        # ImageNet's 1.28 M records take ~3 min from a local disk (`python -m jaxood.bench.data`), more from a bucket.
+        share = f", records {start}-{stop - 1} of {n}" if stop - start < n else ""  # one host's, of several
+        label = f"labels {self.name} {self.split}{share}"
+        progress = Progress(label, stop - start, "records") if n >= LABELS_PROGRESS_MIN else None
+        labels = np.empty(stop - start, np.int32)
+        for begin in range(start, stop, 4096):
+            end = min(begin + 4096, stop)
+            for i in range(begin, end):
+                try:
+                    labels[i - start] = self.read(i)[1]
+                except Undecodable as err:
+                    return labels, (i, str(err))
+            if progress:
+                progress.update(end - begin)
+        return labels, None
 
     def read(self, index: int) -> tuple[bytes, int]:
         """The encoded image and label of a record; `Undecodable` for one a damaged file cannot give (counted and
