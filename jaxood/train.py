@@ -431,7 +431,8 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
         distributed.log(
             f"warning: {short.size} of {len(class_names)} classes have fewer than {config.shots} decodable training "
             f"images and train on those they have (class (decodable images): {shown}): replace the undecodable ones "
-            f"to train on {config.shots}"
+            f"and start a new run to train on {config.shots} (a resumed run would change its images at the step it "
+            "resumes)"
         )
     return indices, check.total
 

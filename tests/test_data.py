@@ -1205,7 +1205,7 @@ def test_few_shot_sampling_passes_over_undecodable_picks_for_the_next_of_their_c
         sampling.few_shot_indices(labels, 3, seed=7, decodes=decodes_except(orders[2]))
 
 
-def test_the_decode_check_names_this_hosts_undecodable_examples(folder, monkeypatch):
+def test_the_decode_check_names_this_hosts_undecodable_examples(folder, monkeypatch, capsys):
     """`DecodeCheck` (the few-shot sampler's) decodes as a step reads: the planted file is the one undecodable, with
     why. A host of two decodes every second example only, names only its own, and takes the other's from the swap
     (here a stand-in for the two processes' collective: test_sot_glp runs two)."""
@@ -1214,7 +1214,9 @@ def test_the_decode_check_names_this_hosts_undecodable_examples(folder, monkeypa
     src = FolderSource(folder)
     broken = src.paths.index(os.path.join(folder, "sea_lion", "9_broken.jpg"))
     check = pipeline.DecodeCheck(src, num_threads=2)
+    monkeypatch.setattr(pipeline, "DECODE_PROGRESS_MIN", 13)  # as for ImageNet's 16,000 picks: progress and ETA
     ok = check(np.arange(len(src)))
+    assert "[few-shot picks] 13/13 images (" in capsys.readouterr().out
     assert np.flatnonzero(~ok).tolist() == [broken] and check.total == 1
     assert list(check.found) == [broken] and "9_broken.jpg: cannot identify image file" in check.found[broken]
     decoded, real = [], pipeline.why_undecodable

@@ -783,7 +783,8 @@ def test_few_shot_training_passes_over_undecodable_picks_and_counts_them(tiny_hf
     names = source.class_names
     assert (
         f"warning: 1 of 12 classes have fewer than 4 decodable training images and train on those they have (class "
-        f"(decodable images): {names[1]} (3)): replace the undecodable ones to train on 4\n"
+        f"(decodable images): {names[1]} (3)): replace the undecodable ones and start a new run to train on 4 (a "
+        "resumed run would change its images at the step it resumes)\n"
     ) in out
     assert "47 training images (4 per class, 12 classes)" in out
     assert "undecodable image(s) skipped (masked out)" not in out  # no step met them

@@ -32,8 +32,10 @@ from jaxood.data.preprocess import Compose, Undecodable, decode
 from jaxood.errors import InvalidInput
 from jaxood.memory import GiB, host_bytes
 from jaxood.models.tokenizer import get_tokenizer, tokenize
+from jaxood.progress import Progress
 
 DATA_AXIS = "data"
+DECODE_PROGRESS_MIN = 10_000  # a few-shot decode check this long reports progress (ImageNet's 16 shots: 16,000)
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -128,8 +130,16 @@ class DecodeCheck:
 
     def __call__(self, indices: np.ndarray) -> np.ndarray:
         mine = np.asarray(indices)[self.process_index :: self.process_count]
+        # ImageNet's 16,000 picks take 10-12 s on 2 cores from the page cache (`jaxood.bench.data`), more from a
+        # network file system or a bucket: with progress from DECODE_PROGRESS_MIN (this host's share, shown by the
+        # first host).
+        progress = Progress("few-shot picks", len(mine), "images") if len(indices) >= DECODE_PROGRESS_MIN else None
+        whys = []
         with concurrent.futures.ThreadPoolExecutor(self.num_threads) as pool:
-            whys = list(pool.map(lambda i: why_undecodable(self.source, i), mine))
+            for why in pool.map(lambda i: why_undecodable(self.source, i), mine):
+                whys.append(why)
+                if progress:
+                    progress.update()
         self.found.update((int(i), why) for i, why in zip(mine, whys) if why is not None)
         bad = np.zeros(len(indices), bool)
         bad[self.process_index :: self.process_count] = [why is not None for why in whys]
