@@ -47,6 +47,12 @@ class StoppedAtOnce(Preempted):
     nothing to save before its end); the message says what was kept and what to rerun."""
 
 
+def first_ten(items) -> str:
+    """`items` (text) joined by commas, the first ten of them, then "..." where there are more: a message's examples."""
+    items = list(items)
+    return ", ".join(items[:10]) + (", ..." if len(items) > 10 else "")
+
+
 def first_line(err: BaseException) -> str:
     """The first line of `err`'s message (another library's, for a one-line error of jaxood's), or its type's name."""
     text = str(err).strip()

@@ -64,7 +64,7 @@ from jaxood.data.pipeline import (
 )
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
-from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted
+from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten
 from jaxood.memory import compile_within_memory
 from jaxood.metric_log import METRICS, MetricWriter, write_evaluation
 from jaxood.models import clip, convert
@@ -427,7 +427,7 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
             )
     have = np.bincount(labels[indices], minlength=len(class_names))
     if (short := np.flatnonzero(have < config.shots)).size:
-        shown = ", ".join(f"{class_names[c]} ({have[c]})" for c in short[:10]) + (", ..." if short.size > 10 else "")
+        shown = first_ten(f"{class_names[c]} ({have[c]})" for c in short)
         distributed.log(
             f"warning: {short.size} of {len(class_names)} classes have fewer than {config.shots} decodable training "
             f"images and train on those they have (class (decodable images): {shown}): replace the undecodable ones "

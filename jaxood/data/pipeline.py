@@ -35,6 +35,7 @@ from jaxood.models.tokenizer import get_tokenizer, tokenize
 from jaxood.progress import Progress
 
 DATA_AXIS = "data"
+LOADER_THREADS = min(16, 2 * (os.cpu_count() or 1))  # decoding threads per host (PIL releases the GIL)
 DECODE_PROGRESS_MIN = 10_000  # a few-shot decode check this long reports progress (ImageNet's 16 shots: 16,000)
 
 
@@ -122,7 +123,7 @@ class DecodeCheck:
 
     def __init__(self, source, num_threads: int | None = None, process_index=None, process_count=None):
         self.source = source
-        self.num_threads = num_threads or min(16, 2 * (os.cpu_count() or 1))
+        self.num_threads = num_threads or LOADER_THREADS
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
         self.found: dict[int, str] = {}
@@ -182,7 +183,7 @@ class Loader:
         self.local_batch = global_batch // self.process_count
         self.sharding = split_rows(self.mesh)
         self.prefetch = prefetch
-        self._pool = concurrent.futures.ThreadPoolExecutor(num_threads or min(16, 2 * (os.cpu_count() or 1)))
+        self._pool = concurrent.futures.ThreadPoolExecutor(num_threads or LOADER_THREADS)
         self._lock = threading.Lock()
         self.unreadable: dict[int, str] = {}
         self._said_cut = False  # captions cut at caption_length (_say_cut_captions)

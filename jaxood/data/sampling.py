@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxood.errors import InvalidInput
+from jaxood.errors import InvalidInput, first_ten
 
 
 def few_shot_indices(
@@ -34,7 +34,7 @@ def few_shot_indices(
     per_class = np.bincount(labels[labels >= 0], minlength=num_classes)
     short = np.flatnonzero(per_class < (shots or 1))  # every image: a class without one trained on nothing, unsaid
     if short.size:
-        shown = ", ".join(f"{c} ({per_class[c]})" for c in short[:10]) + (", ..." if short.size > 10 else "")
+        shown = first_ten(f"{c} ({per_class[c]})" for c in short)
         sampled, fewer, fix = (
             (f"{shots}-shot sampling", f"fewer than {shots} examples", ", or lower --config.shots")
             if shots
@@ -70,7 +70,7 @@ def _decodable_picks(
         picked = [np.concatenate([p, t[k]]) for p, t, k in zip(picked, tries, ok)]
         tried += want
     if none := [c for c, p in enumerate(picked) if not len(p)]:
-        shown = ", ".join(map(str, none[:10])) + (", ..." if len(none) > 10 else "")
+        shown = first_ten(map(str, none))
         raise InvalidInput(
             f"{shots}-shot sampling: {len(none)} of {len(orders)} classes have no decodable example (class: {shown}); "
             "replace their undecodable images (the log names them)"

@@ -504,8 +504,11 @@ class TfdsSource:
         share = -(-n // hosts)
         start, stop = min(host * share, n), min((host + 1) * share, n)
         labels, failed = (cached[start:stop], None) if cached is not None else self._read_labels(start, stop, n)
-        if hosts > 1:
-            first_bad = distributed.every_host(np.array([-1 if failed is None else failed[0]]))[:, 0]
+        if hosts > 1:  # each host's labels, then the first record it could not read (-1: none), swapped at once
+            mine = np.full(share + 1, -1, np.int64)
+            mine[: len(labels)], mine[share] = labels, -1 if failed is None else failed[0]
+            every = distributed.every_host(mine)
+            labels, first_bad = every[:, :share].reshape(-1)[:n].astype(np.int32), every[:, share]
             if failed is None and (first_bad >= 0).any():  # read by another host, which names its error
                 other = int(np.flatnonzero(first_bad >= 0)[0])
                 failed = (int(first_bad[other]), f"record {first_bad[other]}, read by host {other}")
@@ -516,10 +519,6 @@ class TfdsSource:
                 f"(`python -m jaxood.data.prepare --dataset={self.name} --data_dir={self._data_dir}`) or "
                 "restore its files."
             )
-        if hosts > 1:
-            padded = np.full(share, -1, np.int32)
-            padded[: len(labels)] = labels
-            labels = distributed.every_host(padded).reshape(-1)[:n]
         save_npy(shared if shared and can_hold_a_folder(os.path.dirname(shared)) else own, labels)
         return labels
 
