@@ -11,11 +11,16 @@
 # gs:// paths through gcsfs, installed here with jaxood. The workdir (checkpoints are
 # written by every worker through orbax) must be a folder every worker mounts at the
 # same path, such as a Filestore NFS share; jaxood refuses a gs:// workdir.
+#
+# jaxood needs Python 3.11 or later. TPU VM images built on Ubuntu 22.04 (tpu-ubuntu2204-base) have 3.10 as
+# python3: install a newer one on every worker (sudo apt-get install -y python3.11 python3.11-venv) and name it
+# with WORKER_PYTHON=python3.11. A worker whose Python is older stops before installing anything, saying so.
 set -euo pipefail
 TPU_NAME=${1:?TPU name}
 ZONE=${2:?zone}
 CMD=${3:?command to run}
 REPO_DIR=${REPO_DIR:-jaxood}
+WORKER_PYTHON=${WORKER_PYTHON:-python3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 # The source: in a git checkout, what git tracks and new files it does not ignore (not .venv, nor runs/ with its
@@ -33,8 +38,19 @@ fi
 gcloud compute tpus tpu-vm scp "$src" "$TPU_NAME":/tmp/ --zone "$ZONE" --worker=all
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
   set -e
+  if ! $WORKER_PYTHON -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    found=\$($WORKER_PYTHON --version 2>/dev/null || echo 'not found')
+    echo \"error: jaxood needs Python 3.11 or later, and this worker's $WORKER_PYTHON is \$found (TPU VM images on\" \\
+      \"Ubuntu 22.04 have Python 3.10). Install a newer one on every worker (sudo apt-get install -y python3.11\" \\
+      \"python3.11-venv) and launch again with WORKER_PYTHON=python3.11\" >&2
+    exit 1
+  fi
   mkdir -p ~/$REPO_DIR && tar -xzf /tmp/jaxood_src.tgz -C ~/$REPO_DIR && cd ~/$REPO_DIR
-  python3 -m venv .venv && . .venv/bin/activate
+  # A venv an older launch made with another Python is made again.
+  want=\$($WORKER_PYTHON -c 'import sys; print(sys.version_info[:2])')
+  have=\$(.venv/bin/python -c 'import sys; print(sys.version_info[:2])' 2>/dev/null || true)
+  if [ \"\$have\" = \"\$want\" ]; then $WORKER_PYTHON -m venv .venv; else $WORKER_PYTHON -m venv --clear .venv; fi
+  . .venv/bin/activate
   pip install -q -U pip && pip install -q 'jax[tpu]' gcsfs -e .
   export JAXOOD_DISTRIBUTED=1
   $CMD

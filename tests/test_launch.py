@@ -4,6 +4,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tarfile
 
 from conftest import ROOT
@@ -38,7 +39,12 @@ def _checkout(tmp_path):
     return repo
 
 
-def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_command_on_every_worker(tmp_path):
+CMD = "python -m jaxood.train --config=configs/sot_glp.py --workdir=/mnt/runs/x"
+
+
+def _launch(tmp_path, **env_vars) -> tuple[str, list[str]]:
+    """Run `launch/tpu_pod.sh` from a checkout (`_checkout`) with the stand-in `gcloud`: the script it has every
+    worker run, and gcloud's ssh arguments. The archive it sends is in `tmp_path/out`."""
     repo = _checkout(tmp_path)
     bin_dir, out = tmp_path / "bin", tmp_path / "out"
     bin_dir.mkdir()
@@ -48,20 +54,72 @@ def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_c
     temp = tmp_path / "temp"  # where the launcher packs the checkout (mktemp's TMPDIR)
     temp.mkdir()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out), "TMPDIR": str(temp)}
-    cmd = "python -m jaxood.train --config=configs/sot_glp.py --workdir=/mnt/runs/x"
     run = subprocess.run(
-        [str(repo / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", cmd], env=env, capture_output=True, text=True
+        [str(repo / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", CMD],
+        env={**env, **env_vars},
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr
-    with tarfile.open(out / "jaxood_src.tgz") as tar:
+    assert list(temp.iterdir()) == []  # each launch left its archive, a copy of the checkout, in /tmp
+    ssh = (out / "ssh.txt").read_text().splitlines()
+    return "\n".join(ssh[ssh.index("--command") + 1 :]), ssh
+
+
+def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_command_on_every_worker(tmp_path):
+    script, ssh = _launch(tmp_path)
+    with tarfile.open(tmp_path / "out" / "jaxood_src.tgz") as tar:
         shipped = sorted(name.removeprefix("./") for name in tar.getnames())
     assert shipped == [".gitignore", "launch/tpu_pod.sh", "new_config.py", "setup.cfg"]
-    ssh = (out / "ssh.txt").read_text().splitlines()
     assert ssh[:5] == ["compute", "tpus", "tpu-vm", "ssh", "my-tpu"] and "--worker=all" in ssh
-    script = "\n".join(ssh[ssh.index("--command") + 1 :])
     assert "tar -xzf /tmp/jaxood_src.tgz" in script
-    assert script.index("export JAXOOD_DISTRIBUTED=1") < script.index(cmd)
-    assert list(temp.iterdir()) == []  # each launch left its archive, a copy of the checkout, in /tmp
+    assert script.index("export JAXOOD_DISTRIBUTED=1") < script.index(CMD)
+
+
+def _on_a_worker(script: str, home, path: str) -> subprocess.CompletedProcess:
+    """The worker's script run here, in `home`, up to its install step (which needs the network), from the archive
+    the launcher sent."""
+    script = script.replace("/tmp/jaxood_src.tgz", str(home.parent / "out" / "jaxood_src.tgz"))
+    script = script[: script.index("pip install")]
+    return subprocess.run(
+        ["bash", "-c", script], env={**os.environ, "HOME": str(home), "PATH": path}, capture_output=True, text=True
+    )
+
+
+def test_tpu_pod_launcher_stops_on_a_worker_whose_python_is_older_than_3_11_naming_the_fix(tmp_path):
+    """TPU VM images on Ubuntu 22.04 have Python 3.10 as python3, where `pip install -e .` failed on every worker
+    with pip's "requires a different Python"."""
+    script, _ = _launch(tmp_path)
+    home, bin_dir = tmp_path / "home", tmp_path / "worker_bin"
+    home.mkdir()
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(  # Python 3.10: its version, and False to `sys.version_info >= (3, 11)`
+        '#!/usr/bin/env bash\nif [ "$1" = --version ]; then echo "Python 3.10.12"; else exit 1; fi\n'
+    )
+    (bin_dir / "python3").chmod(stat.S_IRWXU)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    old = _on_a_worker(script, home, path)
+    assert old.returncode == 1
+    assert "jaxood needs Python 3.11 or later, and this worker's python3 is Python 3.10.12" in old.stderr
+    assert "launch again with WORKER_PYTHON=python3.11" in old.stderr
+    assert not (home / "jaxood").exists()  # stopped before unpacking or making a venv
+    missing = _on_a_worker(_launch(tmp_path / "b", WORKER_PYTHON="python3.99")[0], home, path)
+    assert missing.returncode == 1 and "this worker's python3.99 is not found" in missing.stderr
+
+
+def test_tpu_pod_launcher_makes_again_a_venv_of_another_python_on_a_worker(tmp_path):
+    """`python3.11 -m venv .venv` over a venv of Python 3.10 kept its 3.10 interpreter."""
+    script, _ = _launch(tmp_path, WORKER_PYTHON=sys.executable)
+    home = tmp_path / "home"
+    (home / "jaxood" / ".venv" / "bin").mkdir(parents=True)
+    older = home / "jaxood" / ".venv" / "bin" / "python"
+    older.write_text("#!/usr/bin/env bash\necho '(3, 10)'\n")
+    older.chmod(stat.S_IRWXU)
+    run = _on_a_worker(script, home, os.environ["PATH"])
+    assert run.returncode == 0, run.stderr
+    version = subprocess.run([str(older), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True)
+    assert version.stdout.decode().strip() == str(sys.version_info[:2])
+    assert (home / "jaxood" / "setup.cfg").exists()  # the checkout unpacked beside it
 
 
 def test_slurm_script_runs_the_command_under_srun_from_the_checkout_and_names_a_missing_venv(tmp_path):
