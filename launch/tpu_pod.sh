@@ -15,12 +15,19 @@
 # jaxood needs Python 3.11 or later. TPU VM images built on Ubuntu 22.04 (tpu-ubuntu2204-base) have 3.10 as
 # python3: install a newer one on every worker (sudo apt-get install -y python3.11 python3.11-venv) and name it
 # with WORKER_PYTHON=python3.11. A worker whose Python is older stops before installing anything, saying so.
+#
+# The command runs in the ssh session, so a dropped connection (a laptop gone to sleep) ends it on every worker, and
+# it resumes from its last checkpoint when launched again. DETACH=1 starts it in the background instead, with its
+# output in ~/$REPO_DIR/launch.log on each worker, and prints how to follow and stop it.
 set -euo pipefail
 TPU_NAME=${1:?TPU name}
 ZONE=${2:?zone}
 CMD=${3:?command to run}
 REPO_DIR=${REPO_DIR:-jaxood}
 WORKER_PYTHON=${WORKER_PYTHON:-python3}
+DETACH=${DETACH:-0}
+case "$DETACH" in 0 | 1) ;; *) echo "error: DETACH must be 0 or 1, not '$DETACH'" >&2; exit 2 ;; esac
+cmd_q=$(printf '%q' "$CMD")  # one word for `bash -c` on the worker
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 # The source: in a git checkout, what git tracks and new files it does not ignore (not .venv, nor runs/ with its
@@ -53,5 +60,16 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command
   . .venv/bin/activate
   pip install -q -U pip && pip install -q 'jax[tpu]' gcsfs -e .
   export JAXOOD_DISTRIBUTED=1
-  $CMD
+  if [ $DETACH = 1 ]; then
+    echo \"== launched \$(date -u '+%F %T') UTC\" >> launch.log  # after the earlier launches' output
+    nohup setsid bash -c $cmd_q >> launch.log 2>&1 < /dev/null &
+    echo \"\$(hostname): started in the background (process \$!), its output in ~/$REPO_DIR/launch.log\"
+  else
+    $CMD
+  fi
 "
+if [ "$DETACH" = 1 ]; then
+  ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")
+  echo "Follow worker 0: ${ssh[*]} --worker=0 --command 'tail -f ~/$REPO_DIR/launch.log'"
+  echo "Stop it, saving the step it is at: ${ssh[*]} --worker=all --command \"pkill -TERM -f 'm jaxood[.]'\""
+fi

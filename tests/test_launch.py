@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 
 from conftest import ROOT
 
@@ -42,9 +43,9 @@ def _checkout(tmp_path):
 CMD = "python -m jaxood.train --config=configs/sot_glp.py --workdir=/mnt/runs/x"
 
 
-def _launch(tmp_path, **env_vars) -> tuple[str, list[str]]:
+def _launch(tmp_path, cmd=CMD, **env_vars) -> tuple[str, list[str], str]:
     """Run `launch/tpu_pod.sh` from a checkout (`_checkout`) with the stand-in `gcloud`: the script it has every
-    worker run, and gcloud's ssh arguments. The archive it sends is in `tmp_path/out`."""
+    worker run, gcloud's ssh arguments and what the launcher printed. The archive it sends is in `tmp_path/out`."""
     repo = _checkout(tmp_path)
     bin_dir, out = tmp_path / "bin", tmp_path / "out"
     bin_dir.mkdir()
@@ -55,7 +56,7 @@ def _launch(tmp_path, **env_vars) -> tuple[str, list[str]]:
     temp.mkdir()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out), "TMPDIR": str(temp)}
     run = subprocess.run(
-        [str(repo / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", CMD],
+        [str(repo / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", cmd],
         env={**env, **env_vars},
         capture_output=True,
         text=True,
@@ -63,11 +64,11 @@ def _launch(tmp_path, **env_vars) -> tuple[str, list[str]]:
     assert run.returncode == 0, run.stderr
     assert list(temp.iterdir()) == []  # each launch left its archive, a copy of the checkout, in /tmp
     ssh = (out / "ssh.txt").read_text().splitlines()
-    return "\n".join(ssh[ssh.index("--command") + 1 :]), ssh
+    return "\n".join(ssh[ssh.index("--command") + 1 :]), ssh, run.stdout
 
 
 def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_command_on_every_worker(tmp_path):
-    script, ssh = _launch(tmp_path)
+    script, ssh, _ = _launch(tmp_path)
     with tarfile.open(tmp_path / "out" / "jaxood_src.tgz") as tar:
         shipped = sorted(name.removeprefix("./") for name in tar.getnames())
     assert shipped == [".gitignore", "launch/tpu_pod.sh", "new_config.py", "setup.cfg"]
@@ -76,11 +77,15 @@ def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_c
     assert script.index("export JAXOOD_DISTRIBUTED=1") < script.index(CMD)
 
 
+INSTALL = "pip install -q -U pip && pip install -q 'jax[tpu]' gcsfs -e ."
+
+
 def _on_a_worker(script: str, home, path: str) -> subprocess.CompletedProcess:
-    """The worker's script run here, in `home`, up to its install step (which needs the network), from the archive
-    the launcher sent."""
+    """The worker's script run here, in `home`, from the archive the launcher sent, without its install step (which
+    needs the network)."""
     script = script.replace("/tmp/jaxood_src.tgz", str(home.parent / "out" / "jaxood_src.tgz"))
-    script = script[: script.index("pip install")]
+    assert INSTALL in script
+    script = script.replace(INSTALL, ":")
     return subprocess.run(
         ["bash", "-c", script], env={**os.environ, "HOME": str(home), "PATH": path}, capture_output=True, text=True
     )
@@ -89,7 +94,7 @@ def _on_a_worker(script: str, home, path: str) -> subprocess.CompletedProcess:
 def test_tpu_pod_launcher_stops_on_a_worker_whose_python_is_older_than_3_11_naming_the_fix(tmp_path):
     """TPU VM images on Ubuntu 22.04 have Python 3.10 as python3, where `pip install -e .` failed on every worker
     with pip's "requires a different Python"."""
-    script, _ = _launch(tmp_path)
+    script, _, _ = _launch(tmp_path)
     home, bin_dir = tmp_path / "home", tmp_path / "worker_bin"
     home.mkdir()
     bin_dir.mkdir()
@@ -109,7 +114,7 @@ def test_tpu_pod_launcher_stops_on_a_worker_whose_python_is_older_than_3_11_nami
 
 def test_tpu_pod_launcher_makes_again_a_venv_of_another_python_on_a_worker(tmp_path):
     """`python3.11 -m venv .venv` over a venv of Python 3.10 kept its 3.10 interpreter."""
-    script, _ = _launch(tmp_path, WORKER_PYTHON=sys.executable)
+    script, _, _ = _launch(tmp_path, "true", WORKER_PYTHON=sys.executable)
     home = tmp_path / "home"
     (home / "jaxood" / ".venv" / "bin").mkdir(parents=True)
     older = home / "jaxood" / ".venv" / "bin" / "python"
@@ -120,6 +125,37 @@ def test_tpu_pod_launcher_makes_again_a_venv_of_another_python_on_a_worker(tmp_p
     version = subprocess.run([str(older), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True)
     assert version.stdout.decode().strip() == str(sys.version_info[:2])
     assert (home / "jaxood" / "setup.cfg").exists()  # the checkout unpacked beside it
+
+
+def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log(tmp_path):
+    """In the ssh session a dropped connection ends the run on every worker; DETACH=1 starts it in the background,
+    its output appended to ~/jaxood/launch.log, and says how to follow and stop it."""
+    cmd = "echo \"from $JAXOOD_DISTRIBUTED\"; sleep 1; echo 'it ran'"
+    home = tmp_path / "home"
+    home.mkdir()
+    attached = _on_a_worker(_launch(tmp_path / "a", cmd, WORKER_PYTHON=sys.executable)[0], home, os.environ["PATH"])
+    assert attached.returncode == 0 and attached.stdout.splitlines()[-2:] == ["from 1", "it ran"]
+    script, _, said = _launch(tmp_path, cmd, WORKER_PYTHON=sys.executable, DETACH="1")
+    assert "--worker=0 --command 'tail -f ~/jaxood/launch.log'" in said
+    assert "--worker=all --command \"pkill -TERM -f 'm jaxood[.]'\"" in said
+    for launch in (1, 2):
+        detached = _on_a_worker(script, home, os.environ["PATH"])
+        assert detached.returncode == 0, detached.stderr
+        assert "started in the background" in detached.stdout and "it ran" not in detached.stdout
+        log = home / "jaxood" / "launch.log"
+        deadline = time.monotonic() + 30
+        while log.read_text().count("it ran") < launch and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lines = log.read_text().splitlines()
+        assert len(lines) == 3 * launch and lines[-3].startswith("== launched ")
+        assert lines[-2:] == ["from 1", "it ran"]  # after the earlier launch's output
+    refused = subprocess.run(
+        [str(tmp_path / "repo" / "launch" / "tpu_pod.sh"), "t", "z", "true"],
+        env={**os.environ, "DETACH": "yes"},
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "DETACH must be 0 or 1, not 'yes'" in refused.stderr
 
 
 def test_slurm_script_runs_the_command_under_srun_from_the_checkout_and_names_a_missing_venv(tmp_path):
