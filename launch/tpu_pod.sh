@@ -8,7 +8,7 @@
 # jaxood call jax.distributed.initialize(), which on TPU VMs finds the coordinator
 # by itself. Each host reads only its slice of every batch. Data must be readable
 # from every worker (a GCS bucket or identical local copies; set TFDS_DATA_DIR). TFDS reads
-# gs:// paths through gcsfs, installed here with jaxood. The workdir (checkpoints are
+# a bucket's metadata through gcsfs, installed here with jaxood, and array_record its records. The workdir (checkpoints are
 # written by every worker through orbax) must be a folder every worker mounts at the
 # same path, such as a Filestore NFS share; jaxood refuses a gs:// workdir.
 #
