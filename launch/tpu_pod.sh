@@ -52,13 +52,18 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command
       \"python3.11-venv) and launch again with WORKER_PYTHON=python3.11\" >&2
     exit 1
   fi
-  mkdir -p ~/$REPO_DIR && tar -xzf /tmp/jaxood_src.tgz -C ~/$REPO_DIR && cd ~/$REPO_DIR
+  # One command a line: set -e does not stop at a failure inside an && list (a tar that could not unpack went on to
+  # install from the home folder).
+  mkdir -p ~/$REPO_DIR
+  tar -xzf /tmp/jaxood_src.tgz -C ~/$REPO_DIR
+  cd ~/$REPO_DIR
   # A venv an older launch made with another Python is made again.
   want=\$($WORKER_PYTHON -c 'import sys; print(sys.version_info[:2])')
   have=\$(.venv/bin/python -c 'import sys; print(sys.version_info[:2])' 2>/dev/null || true)
   if [ \"\$have\" = \"\$want\" ]; then $WORKER_PYTHON -m venv .venv; else $WORKER_PYTHON -m venv --clear .venv; fi
   . .venv/bin/activate
-  pip install -q -U pip && pip install -q 'jax[tpu]' gcsfs -e .
+  pip install -q -U pip
+  pip install -q 'jax[tpu]' gcsfs -e .
   export JAXOOD_DISTRIBUTED=1
   if [ $DETACH = 1 ]; then
     echo \"== launched \$(date -u '+%F %T') UTC\" >> launch.log  # after the earlier launches' output

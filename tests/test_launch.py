@@ -77,18 +77,23 @@ def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_c
     assert script.index("export JAXOOD_DISTRIBUTED=1") < script.index(CMD)
 
 
-INSTALL = "pip install -q -U pip && pip install -q 'jax[tpu]' gcsfs -e ."
+INSTALL = ("pip install -q -U pip\n", "pip install -q 'jax[tpu]' gcsfs -e .\n")
 
 
-def _on_a_worker(script: str, home, path: str) -> subprocess.CompletedProcess:
-    """The worker's script run here, in `home`, from the archive the launcher sent, without its install step (which
-    needs the network)."""
-    script = script.replace("/tmp/jaxood_src.tgz", str(home.parent / "out" / "jaxood_src.tgz"))
-    assert INSTALL in script
-    script = script.replace(INSTALL, ":")
+def _on_a_worker(script: str, home, path: str, sent) -> subprocess.CompletedProcess:
+    """The worker's script run here, in `home`, from the archive `sent` (the launcher's, in its `tmp_path/out`),
+    without its install step (which needs the network)."""
+    script = script.replace("/tmp/jaxood_src.tgz", str(sent))
+    for step in INSTALL:
+        assert step in script
+        script = script.replace(step, ":\n")
     return subprocess.run(
         ["bash", "-c", script], env={**os.environ, "HOME": str(home), "PATH": path}, capture_output=True, text=True
     )
+
+
+def _sent(tmp_path):
+    return tmp_path / "out" / "jaxood_src.tgz"
 
 
 def test_tpu_pod_launcher_stops_on_a_worker_whose_python_is_older_than_3_11_naming_the_fix(tmp_path):
@@ -103,12 +108,12 @@ def test_tpu_pod_launcher_stops_on_a_worker_whose_python_is_older_than_3_11_nami
     )
     (bin_dir / "python3").chmod(stat.S_IRWXU)
     path = f"{bin_dir}:{os.environ['PATH']}"
-    old = _on_a_worker(script, home, path)
+    old = _on_a_worker(script, home, path, _sent(tmp_path))
     assert old.returncode == 1
     assert "jaxood needs Python 3.11 or later, and this worker's python3 is Python 3.10.12" in old.stderr
     assert "launch again with WORKER_PYTHON=python3.11" in old.stderr
     assert not (home / "jaxood").exists()  # stopped before unpacking or making a venv
-    missing = _on_a_worker(_launch(tmp_path / "b", WORKER_PYTHON="python3.99")[0], home, path)
+    missing = _on_a_worker(_launch(tmp_path / "b", WORKER_PYTHON="python3.99")[0], home, path, _sent(tmp_path / "b"))
     assert missing.returncode == 1 and "this worker's python3.99 is not found" in missing.stderr
 
 
@@ -120,11 +125,22 @@ def test_tpu_pod_launcher_makes_again_a_venv_of_another_python_on_a_worker(tmp_p
     older = home / "jaxood" / ".venv" / "bin" / "python"
     older.write_text("#!/usr/bin/env bash\necho '(3, 10)'\n")
     older.chmod(stat.S_IRWXU)
-    run = _on_a_worker(script, home, os.environ["PATH"])
+    run = _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path))
     assert run.returncode == 0, run.stderr
     version = subprocess.run([str(older), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True)
     assert version.stdout.decode().strip() == str(sys.version_info[:2])
     assert (home / "jaxood" / "setup.cfg").exists()  # the checkout unpacked beside it
+
+
+def test_a_worker_that_cannot_unpack_the_checkout_stops_there(tmp_path):
+    """A failure inside an && list does not stop a `set -e` script: a worker whose archive did not unpack went on to
+    make a venv in its home folder and install from there."""
+    script, _, _ = _launch(tmp_path, "echo the command ran", WORKER_PYTHON=sys.executable)
+    home = tmp_path / "home"
+    home.mkdir()
+    run = _on_a_worker(script, home, os.environ["PATH"], tmp_path / "nowhere.tgz")
+    assert run.returncode != 0 and "nowhere.tgz" in run.stderr
+    assert "the command ran" not in run.stdout and not (home / ".venv").exists()
 
 
 def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log(tmp_path):
@@ -133,13 +149,15 @@ def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log
     cmd = "echo \"from $JAXOOD_DISTRIBUTED\"; sleep 1; echo 'it ran'"
     home = tmp_path / "home"
     home.mkdir()
-    attached = _on_a_worker(_launch(tmp_path / "a", cmd, WORKER_PYTHON=sys.executable)[0], home, os.environ["PATH"])
+    attached = _on_a_worker(
+        _launch(tmp_path / "a", cmd, WORKER_PYTHON=sys.executable)[0], home, os.environ["PATH"], _sent(tmp_path / "a")
+    )
     assert attached.returncode == 0 and attached.stdout.splitlines()[-2:] == ["from 1", "it ran"]
     script, _, said = _launch(tmp_path, cmd, WORKER_PYTHON=sys.executable, DETACH="1")
     assert "--worker=0 --command 'tail -f ~/jaxood/launch.log'" in said
     assert "--worker=all --command \"pkill -TERM -f 'm jaxood[.]'\"" in said
     for launch in (1, 2):
-        detached = _on_a_worker(script, home, os.environ["PATH"])
+        detached = _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path))
         assert detached.returncode == 0, detached.stderr
         assert "started in the background" in detached.stdout and "it ran" not in detached.stdout
         log = home / "jaxood" / "launch.log"
