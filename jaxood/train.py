@@ -447,7 +447,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     check_train_settings(config)
     distributed.maybe_initialize()
     workdir = os.path.expanduser(workdir)  # a shell leaves `--workdir=~/runs/x` as it is
-    with workdir_lock.holding(workdir):
+    with workdir_lock.holding(workdir, shared=True):  # every host writes and reads the checkpoints there
         return _train(config, workdir)
 
 

@@ -12,6 +12,11 @@ without locks (some NFS mounts) a run says so and goes on unlocked.
 (which holds it already) its evaluation takes no second lock. A workdir the
 run made is removed again if the run stops before writing anything in it (a
 setting refused once the weights loaded), so a refused run leaves no folder.
+
+A multi-host training run also checks that its workdir is one folder every host
+sees (`shared=True`): every host writes its share of each checkpoint there and
+reads them all back on resume. With a local path on each host (`/tmp/run`) each
+host trained in its own folder, and the job hung at the first checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import fcntl
 import os
 import shutil
 import socket
+import time
 
 import jax
 import numpy as np
@@ -53,9 +59,10 @@ def _lock(workdir: str) -> tuple[int | None, str]:
 
 
 @contextlib.contextmanager
-def holding(workdir: str):
+def holding(workdir: str, shared: bool = False):
     """`workdir` (made if missing) locked by this run's first host for the block; every host raises `InvalidInput`
-    when another run holds it. Within a block holding it already (an evaluation inside training) it does nothing."""
+    when another run holds it, or, with `shared` in a multi-host job, when it is not one folder every host sees.
+    Within a block holding it already (an evaluation inside training) it does nothing."""
     key = os.path.realpath(workdir)
     if key in _held:
         yield
@@ -80,6 +87,8 @@ def holding(workdir: str):
         )
     _held.add(key)
     try:
+        if shared and jax.process_count() > 1:
+            _check_shared(workdir)
         yield
     except BaseException:
         if made and fd is not None:
@@ -89,6 +98,41 @@ def holding(workdir: str):
         _held.discard(key)
         if fd is not None:
             os.close(fd)  # the only descriptor of the locked file: closing it drops the lock
+
+
+SHARED_WAIT_S = 10  # how long a host looks for the first host's file: a network file system may show it late
+
+
+def _check_shared(workdir: str) -> None:
+    """Every host of the job sees a file the first host writes in `workdir`, or every host raises `InvalidInput`
+    naming those that do not. A new name each time, which no host can have cached as missing."""
+
+    def marker(token: int) -> str:
+        return os.path.join(workdir, f".jaxood.shared.{token:x}")
+
+    token = 0
+    if distributed.is_first_host():
+        token = int(np.random.default_rng().integers(1, 2**31))  # int32: what JAX's collectives carry
+        try:
+            with open(marker(token), "w") as f:
+                f.write(f"written by the first host, {socket.gethostname()}, to see that every host sees it\n")
+        except OSError as err:  # said by every host below: a host raising alone would leave the others waiting
+            print(f"{marker(token)} could not be written: {err}", flush=True)
+            token = 0
+    token = int(multihost_utils.broadcast_one_to_all(np.int32(token)))  # after the first host wrote its file
+    deadline = time.monotonic() + SHARED_WAIT_S
+    while token and not (seen := os.path.exists(marker(token))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    every = distributed.every_host(np.array([bool(token) and seen]))[:, 0]
+    if token and distributed.is_first_host():
+        os.remove(marker(token))
+    if not every.all():
+        blind = ", ".join(str(h) for h in np.flatnonzero(~every))
+        raise InvalidInput(
+            f"the workdir {workdir} is not one folder every host sees: host(s) {blind} of {len(every)} do not see the "
+            f"file the first host wrote in it. Every host writes its share of each checkpoint there and reads them "
+            "back on resume: give a --workdir on a file system every host mounts at the same path (NFS, Filestore)"
+        )
 
 
 def _remove_if_unused(workdir: str) -> None:

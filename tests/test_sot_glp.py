@@ -598,6 +598,28 @@ def test_two_hosts_pass_over_the_same_undecodable_few_shot_picks_as_one_host(tmp
     assert sorted(hosts[0]["found"] + hosts[1]["found"]) == alone["found"] and hosts[0]["found"] and hosts[1]["found"]
 
 
+def test_two_hosts_refuse_a_workdir_that_is_not_one_folder_both_see(tiny_hf, tmp_path):
+    """A local path on each host (`/tmp/run` on every TPU VM): each host trained in its own folder until the first
+    checkpoint, and there the job hung (checked: 10 minutes, then killed). Here each host is given its own folder:
+    both stop before any work, naming the host that does not see the first host's file."""
+    overrides = small_overrides(tiny_hf[0], tmp_path / "unused", num_steps=3, checkpoint_every=2)
+    flags = " ".join(f"'--config.{k}={v}'" for k, v in overrides.items())
+    command = ["bash", "-c", f'exec {sys.executable} -m jaxood.train --config=configs/sot_glp.py:demo '
+               f'--workdir={tmp_path}/host$SLURM_PROCID {flags}']  # fmt: skip
+    hosts = _start_two_hosts(command)
+    try:
+        logs = [host.communicate(timeout=300)[0] for host in hosts]
+    finally:  # without the check both hosts trained in their own folders and hung at the first checkpoint
+        for host in hosts:
+            host.kill()
+    assert [host.returncode for host in hosts] == [1, 1], logs
+    for i, log in enumerate(logs):
+        assert f"the workdir {tmp_path}/host{i} is not one folder every host sees: host(s) 1 of 2 do not see" in log
+        assert "trainable parameters" not in log  # before any work
+    assert not (tmp_path / "host0").exists()  # the folder the first host made, removed again
+    assert not list((tmp_path / "host1").iterdir())
+
+
 def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_path):
     """The multi-host path as `launch/slurm_gpu.sbatch` starts it: two `python -m jaxood.train` processes with
     JAXOOD_DISTRIBUTED=1 and SLURM's variables (jax.distributed finds the coordinator from them; gloo
