@@ -43,7 +43,8 @@ else
   tar -C "$here" --exclude=.venv --exclude=.git --exclude=runs -czf "$src" .
 fi
 gcloud compute tpus tpu-vm scp "$src" "$TPU_NAME":/tmp/ --zone "$ZONE" --worker=all
-gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
+ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")  # the run's ssh, and the one its hints print
+"${ssh[@]}" --worker=all --command "
   set -e
   if ! $WORKER_PYTHON -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     found=\$($WORKER_PYTHON --version 2>/dev/null || echo 'not found')
@@ -74,7 +75,6 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command
   fi
 "
 if [ "$DETACH" = 1 ]; then
-  ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")
   echo "Follow worker 0: ${ssh[*]} --worker=0 --command 'tail -f ~/$REPO_DIR/launch.log'"
   echo "Stop it, saving the step it is at: ${ssh[*]} --worker=all --command \"pkill -TERM -f 'm jaxood[.]'\""
 fi
