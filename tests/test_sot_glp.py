@@ -483,11 +483,16 @@ def _start_two_hosts(command: list[str]) -> list[subprocess.Popen]:
     ]
 
 
-def _run_two_hosts(command: list[str]) -> list[str]:
-    """`command` run as two hosts of one job; their outputs."""
+def _run_two_hosts(command: list[str], returncodes=(0, 0), timeout: float = 600) -> list[str]:
+    """`command` run as two hosts of one job, which must end with `returncodes`; their outputs. Hosts still running
+    after `timeout` seconds (a job that hangs) are killed, not left behind."""
     hosts = _start_two_hosts(command)
-    logs = [host.communicate(timeout=600)[0] for host in hosts]
-    assert [host.returncode for host in hosts] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    try:
+        logs = [host.communicate(timeout=timeout)[0] for host in hosts]
+    finally:
+        for host in hosts:
+            host.kill()
+    assert [host.returncode for host in hosts] == list(returncodes), logs[0][-3000:] + logs[1][-3000:]
     return logs
 
 
@@ -606,13 +611,8 @@ def test_two_hosts_refuse_a_workdir_that_is_not_one_folder_both_see(tiny_hf, tmp
     flags = " ".join(f"'--config.{k}={v}'" for k, v in overrides.items())
     command = ["bash", "-c", f'exec {sys.executable} -m jaxood.train --config=configs/sot_glp.py:demo '
                f'--workdir={tmp_path}/host$SLURM_PROCID {flags}']  # fmt: skip
-    hosts = _start_two_hosts(command)
-    try:
-        logs = [host.communicate(timeout=300)[0] for host in hosts]
-    finally:  # without the check both hosts trained in their own folders and hung at the first checkpoint
-        for host in hosts:
-            host.kill()
-    assert [host.returncode for host in hosts] == [1, 1], logs
+    # Without the check both hosts trained in their own folders and hung at the first checkpoint.
+    logs = _run_two_hosts(command, returncodes=(1, 1), timeout=300)
     for i, log in enumerate(logs):
         assert f"the workdir {tmp_path}/host{i} is not one folder every host sees: host(s) 1 of 2 do not see" in log
         assert "trainable parameters" not in log  # before any work
