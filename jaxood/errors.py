@@ -38,8 +38,8 @@ class NotSaved(UserError, OSError):
 
 
 class Preempted(UserError):
-    """Training stopped at a preemption notice (SIGTERM) or Ctrl-C after saving a checkpoint; the same command
-    resumes it."""
+    """Training stopped at a preemption notice (SIGTERM), Ctrl-C or a closed terminal after saving a checkpoint; the
+    same command resumes it."""
 
 
 class StoppedAtOnce(Preempted):

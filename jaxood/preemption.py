@@ -22,7 +22,19 @@ saves and the run stops, so an interactive run stopped by hand loses nothing; a
 second Ctrl-C stops it at once (Python's KeyboardInterrupt, which the command line reports in one line,
 `jaxood.errors.INTERRUPTED`).
 
-During an evaluation, which writes its report only at its end, either signal
+A closed terminal or output pipe does the same: an ssh connection that drops (a
+laptop gone to sleep) sends SIGHUP to a command in a terminal; a command without
+one (`ssh host cmd`, or piped to a `tee` that ended) finds its next print failing
+(EPIPE; EIO on a terminal that hung up). SIGHUP killed the run, and the failed
+print stopped it before it saved: every step since its last checkpoint was lost.
+Within the training loop the output from then on goes to `HANGUP_LOG` in the
+workdir (`host<i>.` before the name on the other hosts of a multi-host job), and
+the run saves and stops as at a preemption notice; a host of a multi-host job
+sends itself SIGTERM, so JAX's preemption service stops every host at one step.
+`nohup` (as `DETACH=1` of the TPU launcher uses) ignores SIGHUP, and an ignored
+signal stays ignored.
+
+During an evaluation, which writes its report only at its end, SIGTERM, Ctrl-C or SIGHUP
 stops a one-process run at once with `StopsAtOnce`'s `StoppedAtOnce` (a `Preempted`), saying what
 was kept and what to rerun (it died with a bare "Terminated"). A signal the
 process was started to ignore (`cmd &` in a script ignores Ctrl-C) stays ignored.
@@ -30,22 +42,33 @@ process was started to ignore (`cmd &` in a script ignores Ctrl-C) stays ignored
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
+import stat
+import sys
 import threading
+import time
 
 import jax
 
 from jaxood.errors import StoppedAtOnce
 
-SIGNALS = {signal.SIGTERM: "a preemption notice (SIGTERM)", signal.SIGINT: "Ctrl-C (SIGINT)"}
+SIGNALS = {
+    signal.SIGTERM: "a preemption notice (SIGTERM)",
+    signal.SIGINT: "Ctrl-C (SIGINT)",
+    signal.SIGHUP: "a closed terminal (SIGHUP)",
+}
+HANGUP_LOG = "after_hangup.log"  # in the workdir: a training run's output once its terminal closed
+_CLOSED = (errno.EPIPE, errno.EIO)  # a print to a pipe no one reads any more, or to a terminal that hung up
 
 
-def _handle(handler) -> dict:
-    """`handler` for each of SIGNALS this process may handle (one process, in the main thread, where Python runs
-    handlers; not one it was started to ignore); the handlers they replace."""
-    if jax.distributed.is_initialized() or threading.current_thread() is not threading.main_thread():
+def _handle(handler, signals) -> dict:
+    """`handler` for each of `signals` this process may handle (in the main thread, where Python runs handlers;
+    not one it was started to ignore); the handlers they replace."""
+    if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, handler) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+    return {sig: signal.signal(sig, handler) for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
 def _restore(previous: dict, sig) -> None:
@@ -55,11 +78,13 @@ def _restore(previous: dict, sig) -> None:
 
 
 class _Handling:
-    """A subclass's `_on_signal` handles SIGNALS within the block (where `_handle` may install it); the previous
-    handlers are put back after it."""
+    """A subclass's `_on_signal` handles SIGNALS within the block (where `_handle` may install it): in a job joined
+    with `jax.distributed`, only those of its `multi_host`; the previous handlers are put back after it."""
+
+    multi_host: tuple = ()
 
     def __enter__(self):
-        self._previous = _handle(self._on_signal)
+        self._previous = _handle(self._on_signal, self.multi_host if jax.distributed.is_initialized() else SIGNALS)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -68,26 +93,98 @@ class _Handling:
 
 
 class PreemptionNotice(_Handling):
-    """`with PreemptionNotice() as notice:` ... `notice.reached(step)` is True at the step to save and stop at, and
-    `notice.reason` then says what stopped it."""
+    """`with PreemptionNotice(workdir) as notice:` ... `notice.reached(step)` is True at the step to save and stop
+    at, and `notice.reason` then says what stopped it. Within the block a closed terminal (SIGHUP, or a print that
+    fails as one to a closed pipe or terminal fails) moves the output to `HANGUP_LOG` in `workdir` and stops the run
+    as a preemption notice does."""
+
+    multi_host = (signal.SIGHUP,)  # JAX's preemption service takes SIGTERM there
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
 
     def __enter__(self) -> PreemptionNotice:
         import orbax.checkpoint as ocp  # here: jaxood.evaluate imports this module, and needs no orbax
 
         self._reached_preemption = ocp.multihost.reached_preemption
         self.reason = ""  # what stops the run, once a signal came
+        self.hung_up = ""  # what closed the output, once something did
+        self._streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = (_Printed(stream, self._output_closed) for stream in self._streams)
         return super().__enter__()
 
+    def __exit__(self, *exc) -> None:
+        sys.stdout, sys.stderr = self._streams
+        super().__exit__(*exc)
+
     def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            self._output_closed(SIGNALS[signum])
+            return
         self.reason = self.reason or SIGNALS[signum]
         if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
             _restore(self._previous, signal.SIGINT)
             print("Ctrl-C: saving at the end of this step, then stopping (Ctrl-C again stops at once)", flush=True)
 
+    def _output_closed(self, what: str) -> None:
+        """Output from now on to the hang-up log; the run stops at the end of this step (every host's, through
+        JAX's preemption service, in a multi-host job)."""
+        if self.hung_up:
+            return
+        self.hung_up = what
+        host = f"host{jax.process_index()}." if jax.process_index() else ""
+        path = os.path.join(self.workdir, host + HANGUP_LOG)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:  # a workdir gone read-only: the output is lost, the steps are not
+            fd = os.open(os.devnull, os.O_WRONLY)
+        os.write(fd, f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {what}; the output from here on:\n".encode())
+        for standard in (1, 2):  # output and error, where they go to the terminal or a pipe; a file stays
+            if not _is_file(standard):
+                os.dup2(fd, standard)
+        os.close(fd)
+        if jax.distributed.is_initialized():
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            self.reason = self.reason or what
+
     def reached(self, step: int) -> bool:
         if not self.reason and self._reached_preemption(step):
-            self.reason = SIGNALS[signal.SIGTERM]
+            self.reason = self.hung_up or SIGNALS[signal.SIGTERM]
         return bool(self.reason)
+
+
+def _is_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+class _Printed:
+    """sys.stdout or sys.stderr within `PreemptionNotice`: a write or flush that fails as one to a closed pipe or
+    terminal fails calls `closed` (which moves the stream's file descriptor elsewhere) and is made again."""
+
+    def __init__(self, stream, closed):
+        self._stream, self._closed = stream, closed
+
+    def _again(self, method: str, *args):
+        try:
+            return getattr(self._stream, method)(*args)
+        except OSError as err:
+            if err.errno not in _CLOSED:
+                raise
+            self._closed(f"a closed terminal or pipe (printing to it failed: {err.strerror})")
+            return getattr(self._stream, method)(*args)
+
+    def write(self, text: str) -> int:
+        return self._again("write", text)
+
+    def flush(self) -> None:
+        self._again("flush")
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 class StopsAtOnce(_Handling):

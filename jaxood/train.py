@@ -13,8 +13,8 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   may change on resume; any other difference from `DIR/config.json` is refused
   before any work (`check_resume`). The loss is checked on device every step,
   and a NaN/inf stops the run naming the step, without saving, so the last
-  checkpoint stays good. A preemption notice (SIGTERM) or Ctrl-C saves the
-  step it ends at and stops the run (`jaxood.preemption`). One run at a time
+  checkpoint stays good. A preemption notice (SIGTERM), Ctrl-C or a closed
+  terminal saves the step it ends at and stops the run (`jaxood.preemption`). One run at a time
   holds DIR (`jaxood.workdir_lock`);
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`; `jaxood.metric_log`), progress with ETA,
   a warning the first time a logged metric exceeds the method's limit for it (`Method.metric_limits`),
@@ -588,9 +588,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     limits = dict(method.metric_limits)  # the ones not yet exceeded
     last_line = (start, time.monotonic())  # (step, time) of the log's previous line, for steps_per_s
     # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
-    # going on. A preemption notice (SIGTERM) or Ctrl-C saves the step it ends at and stops (jaxood.preemption).
+    # going on. A preemption notice (SIGTERM), Ctrl-C or a closed terminal saves the step it ends at and stops
+    # (jaxood.preemption).
     writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard, start)
-    with PreemptionNotice() as preemption, contextlib.closing(writer):
+    with PreemptionNotice(workdir) as preemption, contextlib.closing(writer):
         unlogged = []  # each step's metrics since the log's previous line, on the device until that line
         for step, batch in zip(range(start, total), batches):
             state, metrics = step_fn(state, frozen, batch)

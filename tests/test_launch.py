@@ -144,7 +144,7 @@ def test_a_worker_that_cannot_unpack_the_checkout_stops_there(tmp_path):
 
 
 def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log(tmp_path):
-    """In the ssh session a dropped connection ends the run on every worker; DETACH=1 starts it in the background,
+    """In the ssh session a dropped connection stops the run on every worker; DETACH=1 starts it in the background,
     its output appended to ~/jaxood/launch.log, and says how to follow and stop it."""
     cmd = "echo \"from $JAXOOD_DISTRIBUTED\"; sleep 1; echo 'it ran'"
     home = tmp_path / "home"

@@ -661,34 +661,65 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     assert [results[w]["unreadable"].get("train") for w in ("one", "hosts", "hosts_on_one")] == [0, 0, None]
 
 
-def test_sigterm_on_one_host_saves_one_step_on_every_host_and_stops_them(tiny_hf, tmp_path):
+def _train_command(model_dir, tmp_path, workdir, **overrides) -> list[str]:
+    """`python -m jaxood.train` of the small demo config (`small_overrides`) into `workdir`."""
+    overrides = small_overrides(model_dir, tmp_path, **overrides)
+    return [
+        sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={workdir}",
+        *(f"--config.{k}={v}" for k, v in overrides.items()),
+    ]  # fmt: skip
+
+
+CLOSED_PIPE = "a closed terminal or pipe (printing to it failed: Broken pipe)"
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM to the second host", "the first host's output closed"])
+def test_sigterm_on_one_host_or_its_closed_output_saves_one_step_on_every_host_and_stops_them(tiny_hf, tmp_path, stop):
     """Two hosts as in the test above; SIGTERM reaches the second alone (a preempted VM of a pod). JAX's preemption
     service tells the first, both save the same step and stop there, each saying so. Before, JAX's service caught
     the signal and noted it, and both hosts trained on (here to the end; on a cluster until the scheduler's
     SIGKILL, losing every step since the last checkpoint). A long run, so the agreement (asynchronous: some steps
-    later; 12 here) comes well before its end; the rerun of the same command is the resume path of the test above."""
+    later; 12 here) comes well before its end; the rerun of the same command is the resume path of the test above.
+
+    Or the pipe the first host prints to closes (the TPU launcher's ssh connection dropped): its next line failed
+    and stopped it unsaved, and the job with it. Now that host's output goes to `after_hangup.log` in
+    the workdir, and it sends itself SIGTERM, which stops both hosts as above."""
     import signal
 
     total = 400
-    overrides = small_overrides(tiny_hf[0], tmp_path, num_steps=total, checkpoint_every=total, eval_zero_shot=False)
-    command = [
-        sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={tmp_path / 'run'}",
-        *(f"--config.{k}={v}" for k, v in overrides.items()),
-    ]  # fmt: skip
-    hosts = _start_two_hosts(command)
+    run = tmp_path / "run"
+    hosts = _start_two_hosts(
+        _train_command(tiny_hf[0], tmp_path, run, num_steps=total, checkpoint_every=total, eval_zero_shot=False)
+    )
     first = []
-    for line in hosts[0].stdout:  # until the job is training
-        first.append(line)
-        if line.startswith("[step 2]"):
-            hosts[1].send_signal(signal.SIGTERM)
-            break
-    logs = ["".join(first) + hosts[0].communicate(timeout=600)[0], hosts[1].communicate(timeout=600)[0]]
+    closed = stop == "the first host's output closed"
+    try:
+        for line in hosts[0].stdout:  # until the job is training
+            first.append(line)
+            if line.startswith("[step 2]"):
+                if closed:
+                    hosts[0].stdout.close()
+                else:
+                    hosts[1].send_signal(signal.SIGTERM)
+                break
+        logs = ["".join(first) + ("" if closed else hosts[0].communicate(timeout=600)[0])]
+        logs.append(hosts[1].communicate(timeout=600)[0])
+        hosts[0].wait(timeout=60)
+    finally:
+        for host in hosts:
+            host.kill()
+    if closed:
+        assert not os.path.exists(run / "host1.after_hangup.log")
+        logs[0] += (run / "after_hangup.log").read_text()
+        assert logs[0].count(f"] {CLOSED_PIPE}; the output from here on:\n[step ") == 1, logs[0]
     assert [host.returncode for host in hosts] == [1, 1], logs[0][-3000:] + logs[1][-3000:]
-    stops = [re.findall(r"error: stopped at step (\d+) of 400 by a preemption notice", log) for log in logs]
+    reasons = [CLOSED_PIPE if closed else "a preemption notice (SIGTERM)", "a preemption notice (SIGTERM)"]
+    stops = [re.findall(rf"error: stopped at step (\d+) of 400 by {re.escape(why)}, after", log) for log, why in
+             zip(logs, reasons)]  # fmt: skip
     assert len(stops[0]) == 1 and stops[0] == stops[1], logs
     step = int(stops[0][0])
-    assert 2 < step < total and os.listdir(tmp_path / "run" / "checkpoints") == [str(step)]
-    logged = [r["step"] for r in _logged(tmp_path / "run")]
+    assert 2 < step < total and os.listdir(run / "checkpoints") == [str(step)]
+    logged = [r["step"] for r in _logged(run)]
     assert logged == list(range(1, step + 1))
 
 
@@ -1160,7 +1191,7 @@ def _interruptible():
         signal.signal(signal.SIGINT, previous)
 
 
-def test_a_signal_the_process_was_started_to_ignore_stays_ignored():
+def test_a_signal_the_process_was_started_to_ignore_stays_ignored(tmp_path):
     """`cmd &` in a script starts cmd ignoring Ctrl-C, meant for the script; training's handler used to take it
     over, so a Ctrl-C to the script stopped the run in its background."""
     import signal
@@ -1169,7 +1200,7 @@ def test_a_signal_the_process_was_started_to_ignore_stays_ignored():
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        for context in (PreemptionNotice(), StopsAtOnce("while testing")):
+        for context in (PreemptionNotice(str(tmp_path)), StopsAtOnce("while testing")):
             with context:
                 assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
                 assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # this one is handled
@@ -1179,7 +1210,7 @@ def test_a_signal_the_process_was_started_to_ignore_stays_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_a_signal_while_evaluating_stops_at_once_saying_what_to_rerun(sig, tiny_hf, tmp_path, monkeypatch):
     """The evaluation writes its report at its end, so a signal stops it at once. The process used to die with a
     bare "Terminated" (or Ctrl-C's traceback); training's now names the checkpoint evaluated, which the same
@@ -1201,7 +1232,7 @@ def test_a_signal_while_evaluating_stops_at_once_saying_what_to_rerun(sig, tiny_
     run = tmp_path / "run"
     stopped = f"stopped by {SIGNALS[getattr(signal, sig)]} while evaluating"
     with _interruptible():
-        before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        before = {s: signal.getsignal(s) for s in SIGNALS}
         checkpoints = run / "checkpoints"
         message = f"{stopped} step 2, whose checkpoint is in {checkpoints}; no report was written. Run the same "
         with pytest.raises(Preempted, match=re.escape(message + "command again to evaluate it.")):
@@ -1249,6 +1280,8 @@ def test_sigterm_or_ctrl_c_saves_the_step_it_ends_at_and_stops_and_the_same_comm
     are the previous ones again after."""
     import signal
 
+    from jaxood.preemption import SIGNALS
+
     config = small_config(tiny_hf[0], tmp_path, num_steps=6, checkpoint_every=10, eval_zero_shot=False)
     scalars = MetricWriter.scalars
 
@@ -1261,7 +1294,7 @@ def test_sigterm_or_ctrl_c_saves_the_step_it_ends_at_and_stops_and_the_same_comm
     monkeypatch.setattr(MetricWriter, "scalars", scalars_then_signals)
     run = tmp_path / "run"
     with _interruptible():
-        before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        before = {sig: signal.getsignal(sig) for sig in SIGNALS}
         with pytest.raises(KeyboardInterrupt if stops_with is None else Preempted, match=stops_with):
             trainer.train(config, str(run))
         assert {sig: signal.getsignal(sig) for sig in before} == before
@@ -1273,6 +1306,49 @@ def test_sigterm_or_ctrl_c_saves_the_step_it_ends_at_and_stops_and_the_same_comm
     trainer.train(config, str(run))
     logged = [r["step"] for r in _logged(run)]
     assert logged == [1, 2, 3, 4, 5, 6] and (run / "results.json").exists()
+
+
+@pytest.mark.parametrize("closes", ["terminal", "pipe"])
+def test_a_closed_terminal_or_pipe_saves_the_step_it_ends_at_with_the_output_after_in_the_workdir(
+    tiny_hf, tmp_path, closes
+):
+    """An ssh connection that drops (a laptop gone to sleep): the terminal of a command run in one hangs up, and the
+    kernel sends it SIGHUP (here a pseudo-terminal whose other end closes, and the signal sent as the kernel sends
+    it); the next line a command prints into a pipe no one reads any more fails (EPIPE). SIGHUP killed the run, and
+    the failed line stopped it before it saved: every step since the last checkpoint was lost (here all of them).
+    Now the output from then on goes to `after_hangup.log` in the workdir, and the step that ends next saves and
+    stops the run, saying so there."""
+    import pty
+    import signal
+
+    run = tmp_path / "run"
+    command = _train_command(tiny_hf[0], tmp_path, run, num_steps=400, checkpoint_every=400, eval_zero_shot=False)
+    env = _one_device_env()
+    if closes == "terminal":
+        ours, its = pty.openpty()
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=its, stderr=its, start_new_session=True)
+        os.close(its)
+        printed = b""
+        while b"[step 3]" not in printed:
+            printed += os.read(ours, 4096)
+        os.close(ours)
+        process.send_signal(signal.SIGHUP)
+        why = "a closed terminal (SIGHUP)"
+    else:
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        while not process.stdout.readline().startswith(b"[step 3]"):
+            pass
+        process.stdout.close()
+        why = CLOSED_PIPE
+    try:
+        assert process.wait(timeout=300) == 1
+    finally:
+        process.kill()
+    after = (run / "after_hangup.log").read_text()
+    assert after.startswith("[") and f"] {why}; the output from here on:\n" in after.splitlines(keepends=True)[0]
+    step = int(re.findall(rf"^error: stopped at step (\d+) of 400 by {re.escape(why)}, after saving", after, re.M)[0])
+    assert 3 < step < 400 and os.listdir(run / "checkpoints") == [str(step)], after
+    assert [r["step"] for r in _logged(run)] == list(range(1, step + 1))
 
 
 def _tensorboard_events(path):
