@@ -68,7 +68,10 @@ ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")  # the run's ssh
   export JAXOOD_DISTRIBUTED=1
   if [ $DETACH = 1 ]; then
     echo \"== launched \$(date -u '+%F %T') UTC\" >> launch.log  # after the earlier launches' output
+    # setsid: the run's own process group, whose number (the process's: a shell without job control starts it
+    # outside its own group, so setsid does not fork) the stop command reads from launch.pid
     nohup setsid bash -c $cmd_q >> launch.log 2>&1 < /dev/null &
+    echo \$! > launch.pid
     echo \"\$(hostname): started in the background (process \$!), its output in ~/$REPO_DIR/launch.log\"
   else
     $CMD
@@ -76,5 +79,5 @@ ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")  # the run's ssh
 "
 if [ "$DETACH" = 1 ]; then
   echo "Follow worker 0: ${ssh[*]} --worker=0 --command 'tail -f ~/$REPO_DIR/launch.log'"
-  echo "Stop it, saving the step it is at: ${ssh[*]} --worker=all --command \"pkill -TERM -f 'm jaxood[.]'\""
+  echo "Stop it, saving the step it is at: ${ssh[*]} --worker=all --command 'kill -TERM -- -\$(cat ~/$REPO_DIR/launch.pid)'"
 fi

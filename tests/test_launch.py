@@ -145,7 +145,8 @@ def test_a_worker_that_cannot_unpack_the_checkout_stops_there(tmp_path):
 
 def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log(tmp_path):
     """In the ssh session a dropped connection stops the run on every worker; DETACH=1 starts it in the background,
-    its output appended to ~/jaxood/launch.log, and says how to follow and stop it."""
+    its output appended to ~/jaxood/launch.log, and says how to follow and stop it. The stop command it prints sends
+    SIGTERM to that run's processes alone; it matched every jaxood command on the worker (`pkill -f`)."""
     cmd = "echo \"from $JAXOOD_DISTRIBUTED\"; sleep 1; echo 'it ran'"
     home = tmp_path / "home"
     home.mkdir()
@@ -155,7 +156,8 @@ def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log
     assert attached.returncode == 0 and attached.stdout.splitlines()[-2:] == ["from 1", "it ran"]
     script, _, said = _launch(tmp_path, cmd, WORKER_PYTHON=sys.executable, DETACH="1")
     assert "--worker=0 --command 'tail -f ~/jaxood/launch.log'" in said
-    assert "--worker=all --command \"pkill -TERM -f 'm jaxood[.]'\"" in said
+    stop = "kill -TERM -- -$(cat ~/jaxood/launch.pid)"
+    assert f"--worker=all --command '{stop}'" in said
     for launch in (1, 2):
         detached = _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path))
         assert detached.returncode == 0, detached.stderr
@@ -167,6 +169,23 @@ def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log
         lines = log.read_text().splitlines()
         assert len(lines) == 3 * launch and lines[-3].startswith("== launched ")
         assert lines[-2:] == ["from 1", "it ran"]  # after the earlier launch's output
+    # A run that goes on until stopped, its shell and its child (sleep) in one process group, and another jaxood
+    # command running beside it (its command line as `python -m jaxood.evaluate ...` has it)
+    forever = "trap 'echo stopped by SIGTERM; exit 0' TERM; echo running; while :; do sleep 0.1; done"
+    script, _, _ = _launch(tmp_path / "b", forever, WORKER_PYTHON=sys.executable, DETACH="1")
+    beside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "jaxood.evaluate"])
+    try:
+        assert _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path / "b")).returncode == 0
+        deadline = time.monotonic() + 30
+        while not log.read_text().endswith("running\n") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert subprocess.run(["bash", "-c", stop], env={**os.environ, "HOME": str(home)}).returncode == 0
+        while not log.read_text().endswith("stopped by SIGTERM\n") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        last = log.read_text().split("== launched ")[-1]  # bash says "Terminated" of the sleep stopped with it
+        assert "\nrunning\n" in last and last.endswith("\nstopped by SIGTERM\n") and beside.poll() is None
+    finally:
+        beside.kill()
     refused = subprocess.run(
         [str(tmp_path / "repo" / "launch" / "tpu_pod.sh"), "t", "z", "true"],
         env={**os.environ, "DETACH": "yes"},
