@@ -675,7 +675,7 @@ def main(argv):
     from jaxood.cli import CONFIG, WORKDIR
 
     logging.set_verbosity(logging.WARNING)
-    with StopsAtOnce("while evaluating; no report was written. Run the same command again."):
+    with StopsAtOnce(WORKDIR.value, "while evaluating; no report was written. Run the same command again."):
         evaluate(CONFIG.value, WORKDIR.value)
 
 

@@ -27,17 +27,18 @@ laptop gone to sleep) sends SIGHUP to a command in a terminal; a command without
 one (`ssh host cmd`, or piped to a `tee` that ended) finds its next print failing
 (EPIPE; EIO on a terminal that hung up). SIGHUP killed the run, and the failed
 print stopped it before it saved: every step since its last checkpoint was lost.
-Within the training loop the output from then on goes to `HANGUP_LOG` in the
-workdir (`host<i>.` before the name on the other hosts of a multi-host job), and
-the run saves and stops as at a preemption notice; a host of a multi-host job
-sends itself SIGTERM, so JAX's preemption service stops every host at one step.
-`nohup` (as `DETACH=1` of the TPU launcher uses) ignores SIGHUP, and an ignored
-signal stays ignored.
+Now the output from then on goes to `HANGUP_LOG` in the workdir (`host<i>.`
+before the name on the other hosts of a multi-host job), after a line with the
+time and the cause, and the run saves and stops as at a preemption notice; a host
+of a multi-host job sends itself SIGTERM, so JAX's preemption service stops every
+host at one step. `nohup` (as `DETACH=1` of the TPU launcher uses) ignores
+SIGHUP, and an ignored signal stays ignored.
 
-During an evaluation, which writes its report only at its end, SIGTERM, Ctrl-C or SIGHUP
-stops a one-process run at once with `StopsAtOnce`'s `StoppedAtOnce` (a `Preempted`), saying what
-was kept and what to rerun (it died with a bare "Terminated"). A signal the
-process was started to ignore (`cmd &` in a script ignores Ctrl-C) stays ignored.
+During an evaluation, which writes its report only at its end, SIGTERM, Ctrl-C
+or a closed terminal (the output moved as above) stops a one-process run at
+once with `StopsAtOnce`'s `StoppedAtOnce` (a `Preempted`), saying what was kept
+and what to rerun (it died with a bare "Terminated"). A signal the process was
+started to ignore (`cmd &` in a script ignores Ctrl-C) stays ignored.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ SIGNALS = {
     signal.SIGINT: "Ctrl-C (SIGINT)",
     signal.SIGHUP: "a closed terminal (SIGHUP)",
 }
-HANGUP_LOG = "after_hangup.log"  # in the workdir: a training run's output once its terminal closed
+HANGUP_LOG = "after_hangup.log"  # in the workdir: a run's output once its terminal or output pipe closed
 _CLOSED = (errno.EPIPE, errno.EIO)  # a print to a pipe no one reads any more, or to a terminal that hung up
 
 
@@ -78,80 +79,54 @@ def _restore(previous: dict, sig) -> None:
 
 
 class _Handling:
-    """A subclass's `_on_signal` handles SIGNALS within the block (where `_handle` may install it): in a job joined
-    with `jax.distributed`, only those of its `multi_host`; the previous handlers are put back after it."""
+    """Within the block a subclass's `_on_signal` handles SIGNALS (where `_handle` may install it; in a job joined
+    with `jax.distributed`, only those of its `multi_host`), and its `_on_closed` a closed terminal: SIGHUP, or a
+    print failing as one to a closed pipe or terminal fails. That moves the output to `HANGUP_LOG` in `workdir`
+    first. The previous handlers and streams are put back after the block."""
 
     multi_host: tuple = ()
-
-    def __enter__(self):
-        self._previous = _handle(self._on_signal, self.multi_host if jax.distributed.is_initialized() else SIGNALS)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig in list(self._previous):
-            _restore(self._previous, sig)
-
-
-class PreemptionNotice(_Handling):
-    """`with PreemptionNotice(workdir) as notice:` ... `notice.reached(step)` is True at the step to save and stop
-    at, and `notice.reason` then says what stopped it. Within the block a closed terminal (SIGHUP, or a print that
-    fails as one to a closed pipe or terminal fails) moves the output to `HANGUP_LOG` in `workdir` and stops the run
-    as a preemption notice does."""
-
-    multi_host = (signal.SIGHUP,)  # JAX's preemption service takes SIGTERM there
 
     def __init__(self, workdir: str):
         self.workdir = workdir
 
-    def __enter__(self) -> PreemptionNotice:
-        import orbax.checkpoint as ocp  # here: jaxood.evaluate imports this module, and needs no orbax
-
-        self._reached_preemption = ocp.multihost.reached_preemption
-        self.reason = ""  # what stops the run, once a signal came
+    def __enter__(self):
         self.hung_up = ""  # what closed the output, once something did
         self._streams = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = (_Printed(stream, self._output_closed) for stream in self._streams)
-        return super().__enter__()
+        self._previous = _handle(self._signalled, self.multi_host if jax.distributed.is_initialized() else SIGNALS)
+        return self
 
     def __exit__(self, *exc) -> None:
         sys.stdout, sys.stderr = self._streams
-        super().__exit__(*exc)
+        for sig in list(self._previous):
+            _restore(self._previous, sig)
 
-    def _on_signal(self, signum, frame) -> None:
+    def _signalled(self, signum, frame) -> None:
         if signum == signal.SIGHUP:
             self._output_closed(SIGNALS[signum])
-            return
-        self.reason = self.reason or SIGNALS[signum]
-        if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
-            _restore(self._previous, signal.SIGINT)
-            print("Ctrl-C: saving at the end of this step, then stopping (Ctrl-C again stops at once)", flush=True)
+        else:
+            self._on_signal(signum)
 
     def _output_closed(self, what: str) -> None:
-        """Output from now on to the hang-up log; the run stops at the end of this step (every host's, through
-        JAX's preemption service, in a multi-host job)."""
-        if self.hung_up:
-            return
-        self.hung_up = what
-        host = f"host{jax.process_index()}." if jax.process_index() else ""
-        path = os.path.join(self.workdir, host + HANGUP_LOG)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError:  # a workdir gone read-only: the output is lost, the steps are not
-            fd = os.open(os.devnull, os.O_WRONLY)
-        os.write(fd, f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {what}; the output from here on:\n".encode())
-        for standard in (1, 2):  # output and error, where they go to the terminal or a pipe; a file stays
-            if not _is_file(standard):
-                os.dup2(fd, standard)
-        os.close(fd)
-        if jax.distributed.is_initialized():
-            os.kill(os.getpid(), signal.SIGTERM)
-        else:
-            self.reason = self.reason or what
+        if not self.hung_up:
+            self.hung_up = what
+            _move_output(self.workdir, what)
+            self._on_closed(what)
 
-    def reached(self, step: int) -> bool:
-        if not self.reason and self._reached_preemption(step):
-            self.reason = self.hung_up or SIGNALS[signal.SIGTERM]
-        return bool(self.reason)
+
+def _move_output(workdir: str, what: str) -> None:
+    """The process's output and errors to `HANGUP_LOG` in `workdir` (the host's own on the other hosts of a job),
+    after a line with the time and `what` moved them; where they go to a file, they stay."""
+    host = f"host{jax.process_index()}." if jax.process_index() else ""
+    try:
+        fd = os.open(os.path.join(workdir, host + HANGUP_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:  # a workdir gone read-only, or not made yet: the output is lost, the steps are not
+        fd = os.open(os.devnull, os.O_WRONLY)
+    os.write(fd, f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {what}; the output from here on:\n".encode())
+    for standard in (1, 2):
+        if not _is_file(standard):
+            os.dup2(fd, standard)
+    os.close(fd)
 
 
 def _is_file(fd: int) -> bool:
@@ -162,8 +137,8 @@ def _is_file(fd: int) -> bool:
 
 
 class _Printed:
-    """sys.stdout or sys.stderr within `PreemptionNotice`: a write or flush that fails as one to a closed pipe or
-    terminal fails calls `closed` (which moves the stream's file descriptor elsewhere) and is made again."""
+    """sys.stdout or sys.stderr within `_Handling`: a write or flush that fails as one to a closed pipe or terminal
+    fails calls `closed` (which moves the output elsewhere) and is made again."""
 
     def __init__(self, stream, closed):
         self._stream, self._closed = stream, closed
@@ -187,8 +162,43 @@ class _Printed:
         return getattr(self._stream, name)
 
 
+class PreemptionNotice(_Handling):
+    """`with PreemptionNotice(workdir) as notice:` ... `notice.reached(step)` is True at the step to save and stop
+    at, and `notice.reason` then says what stopped it: a signal, or a closed terminal (the output then goes to
+    `HANGUP_LOG` in `workdir`)."""
+
+    multi_host = (signal.SIGHUP,)  # JAX's preemption service takes SIGTERM there
+
+    def __enter__(self) -> PreemptionNotice:
+        import orbax.checkpoint as ocp  # here: jaxood.evaluate imports this module, and needs no orbax
+
+        self._reached_preemption = ocp.multihost.reached_preemption
+        self.reason = ""  # what stops the run, once a signal came
+        return super().__enter__()
+
+    def _on_signal(self, signum) -> None:
+        self.reason = self.reason or SIGNALS[signum]
+        if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
+            _restore(self._previous, signal.SIGINT)
+            print("Ctrl-C: saving at the end of this step, then stopping (Ctrl-C again stops at once)", flush=True)
+
+    def _on_closed(self, what: str) -> None:
+        """The run stops at the end of this step: every host's, through JAX's preemption service, in a multi-host
+        job."""
+        if jax.distributed.is_initialized():
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            self.reason = self.reason or what
+
+    def reached(self, step: int) -> bool:
+        if not self.reason and self._reached_preemption(step):
+            self.reason = self.hung_up or SIGNALS[signal.SIGTERM]
+        return bool(self.reason)
+
+
 class StopsAtOnce(_Handling):
-    """`with StopsAtOnce(what):` SIGTERM or Ctrl-C raise `StoppedAtOnce("stopped by <signal> <what>")` at once.
+    """`with StopsAtOnce(workdir, what):` SIGTERM, Ctrl-C or a closed terminal raise `StoppedAtOnce("stopped by
+    <what stopped it> <what>")` at once.
 
     Python runs a handler wherever the main thread is, a callback included, and there it may swallow the
     handler's exception: in JAX's garbage-collection callback it printed "Exception ignored in
@@ -199,7 +209,8 @@ class StopsAtOnce(_Handling):
 
     pending = ""  # the message of a stop whose exception has not ended the block yet
 
-    def __init__(self, what: str):
+    def __init__(self, workdir: str, what: str):
+        super().__init__(workdir)
         self.what = what
 
     def __enter__(self) -> StopsAtOnce:
@@ -210,8 +221,14 @@ class StopsAtOnce(_Handling):
         StopsAtOnce.pending = ""
         super().__exit__(*exc)
 
-    def _on_signal(self, signum, frame) -> None:
-        StopsAtOnce.pending = f"stopped by {SIGNALS[signum]} {self.what}"
+    def _on_signal(self, signum) -> None:
+        self._stop(SIGNALS[signum])
+
+    def _on_closed(self, what: str) -> None:
+        self._stop(what)
+
+    def _stop(self, by: str) -> None:
+        StopsAtOnce.pending = f"stopped by {by} {self.what}"
         raise StoppedAtOnce(StopsAtOnce.pending)
 
 

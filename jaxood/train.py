@@ -649,7 +649,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         f"while evaluating step {evaluated}, whose checkpoint is in {_checkpoint_dir(workdir)}; no report "
         "was written. Run the same command again to evaluate it."
     )
-    with StopsAtOnce(stopped):
+    with StopsAtOnce(workdir, stopped):
         scorer = method.scorer(params)
         if config.eval_zero_shot:
             id_names = eval_inputs.id.class_names

@@ -865,7 +865,7 @@ def test_progress_gives_seconds_per_step_under_one_a_second(monkeypatch):
     ]
 
 
-def test_a_stop_whose_exception_was_swallowed_still_stops_the_evaluation():
+def test_a_stop_whose_exception_was_swallowed_still_stops_the_evaluation(tmp_path):
     """A signal's exception raised inside a callback that swallows it (JAX's garbage-collection callback printed
     "Exception ignored in <function _xla_gc_callback>") let the evaluation go on and write its report: 2 of 30
     SIGTERMs while jaxood.evaluate compiled. The stop is kept, and the next batch raises it."""
@@ -889,7 +889,7 @@ def test_a_stop_whose_exception_was_swallowed_still_stops_the_evaluation():
     assert len(score_dataset("far", *args)["mean"]) == len(source) == 4 * len(batches)
     previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(StoppedAtOnce, match="^stopped by a preemption notice \\(SIGTERM\\) while testing$"):
-        with StopsAtOnce("while testing"):
+        with StopsAtOnce(str(tmp_path), "while testing"):
             try:  # as the garbage-collection callback swallowed it
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(5)
