@@ -466,6 +466,15 @@ def _one_device_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
 
 
+def _train_command(model_dir, tmp_path, workdir, **overrides) -> list[str]:
+    """`python -m jaxood.train` of the small demo config (`small_overrides`) into `workdir`."""
+    overrides = small_overrides(model_dir, tmp_path, **overrides)
+    return [
+        sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={workdir}",
+        *(f"--config.{k}={v}" for k, v in overrides.items()),
+    ]  # fmt: skip
+
+
 def _start_two_hosts(command: list[str]) -> list[subprocess.Popen]:
     """`command` started as two hosts of one job, as `launch/slurm_gpu.sbatch` starts them; output and errors piped."""
     slurm = {"JAXOOD_DISTRIBUTED": "1", "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_NTASKS": "2"}
@@ -630,11 +639,7 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     waited on."""
 
     def command(workdir):
-        overrides = small_overrides(tiny_hf[0], workdir, num_steps=3, checkpoint_every=2)
-        return [
-            sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={workdir}",
-            *(f"--config.{k}={v}" for k, v in overrides.items()),
-        ]  # fmt: skip
+        return _train_command(tiny_hf[0], workdir, workdir, num_steps=3, checkpoint_every=2)
 
     env = _one_device_env()
     logs = _run_two_hosts(command(tmp_path / "hosts"))
@@ -659,15 +664,6 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
         _assert_same_results(results[w], results["one"], w)
     # The hosts' undecodable training images, OR-ed over them (none here); resumed at its end, nothing trained.
     assert [results[w]["unreadable"].get("train") for w in ("one", "hosts", "hosts_on_one")] == [0, 0, None]
-
-
-def _train_command(model_dir, tmp_path, workdir, **overrides) -> list[str]:
-    """`python -m jaxood.train` of the small demo config (`small_overrides`) into `workdir`."""
-    overrides = small_overrides(model_dir, tmp_path, **overrides)
-    return [
-        sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={workdir}",
-        *(f"--config.{k}={v}" for k, v in overrides.items()),
-    ]  # fmt: skip
 
 
 CLOSED_PIPE = "a closed terminal or pipe (printing to it failed: Broken pipe)"
