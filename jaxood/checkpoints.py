@@ -25,9 +25,13 @@ class Checkpoints:
     """orbax CheckpointManager around a train state; restoring is strict and names mismatched leaves."""
 
     def __init__(self, directory: str, keep: int):
+        # Synchronous saves: the trainer waits for each save anyway, and an asynchronous save that failed as it made
+        # its folder (a file system refusing it, or out of room for it) left orbax's threads waiting for one another
+        # (up to its 300 s barrier timeout), so the process hung after its error.
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(
             os.path.abspath(directory),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=options,
             item_handlers=ocp.StandardCheckpointHandler(),  # so a fresh manager can read a saved tree's metadata
         )
 

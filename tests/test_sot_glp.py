@@ -1452,6 +1452,32 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
     assert "resumed from the checkpoint at step 4, 2 steps to go" in capsys.readouterr().out
 
 
+def test_a_save_that_fails_as_it_makes_its_folder_ends_the_process_after_its_error(tmp_path):
+    """A file system that refuses the step's folder (read-only, permissions, or full: no room for a folder; checked
+    here on tmpfs mounts) failed orbax's asynchronous save at its start and left orbax's threads waiting for one
+    another: the process printed the error, then hung (killed after a minute; orbax's barriers wait 300 s). Saves are
+    synchronous now. Here the checkpoint folder becomes a file, which fails the same first step for any user."""
+    folder = tmp_path / "checkpoints"
+    script = textwrap.dedent(f"""
+        import shutil
+        import jax.numpy as jnp
+        from jaxood.checkpoints import Checkpoints
+        from jaxood.errors import NotSaved
+        checkpoints = Checkpoints({str(folder)!r}, 2)
+        checkpoints.save(1, {{"w": jnp.ones(3)}})
+        shutil.rmtree({str(folder)!r})
+        open({str(folder)!r}, "w").close()
+        try:
+            checkpoints.save(2, {{"w": jnp.ones(3)}})
+        except NotSaved as err:
+            print(err)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("the checkpoint at step 2 could not be saved ([Errno 20] Not a directory: ")
+    assert f"the last good checkpoint (step 1) is in {folder}. " in done.stdout
+
+
 def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
     trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(tmp_path / "run"))
     other = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False, **{"sot_glp.n_local": 3})
