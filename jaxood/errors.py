@@ -9,8 +9,10 @@ also derives from the built-in error it refines, so `except ValueError` and
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -34,7 +36,19 @@ class LossNotFinite(UserError, FloatingPointError):
 
 class NotSaved(UserError, OSError):
     """A run stopped because its workdir could not be written (a checkpoint, the training log, the report: a full
-    disk, a quota); what was saved before is kept, and the same command goes on from it."""
+    disk, a quota, a folder it may not write); what was saved before is kept, and the same command goes on from it."""
+
+
+def write_refused(err: BaseException) -> bool:
+    """Whether a write failed with `err` because the file system refused it (permissions, a read-only mount), not for
+    want of room: the first error number along its causes, or TensorStore's `os_error_code` in the innermost one's
+    text (orbax wraps TensorStore's errors in its own)."""
+    while getattr(err, "errno", None) is None and (err.__cause__ or err.__context__):
+        err = err.__cause__ or err.__context__
+    code = getattr(err, "errno", None)
+    if code is None and (found := re.search(r"os_error_code='(\d+)'", str(err))):
+        code = int(found.group(1))
+    return code in (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class Preempted(UserError):

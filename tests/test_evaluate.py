@@ -518,15 +518,23 @@ def test_paths_starting_with_a_tilde_are_in_the_home_folder(tiny_hf, tmp_path, m
     assert (home / "run" / "results.md").exists() and (home / "cache").is_dir() and not os.listdir(cwd)
 
 
-def test_a_report_that_cannot_be_written_names_the_workdir_and_the_way_on(tiny_hf, tmp_path, monkeypatch):
-    """A full disk when the report is written, after the whole evaluation, ended in numpy's OSError traceback."""
+@pytest.mark.parametrize(
+    "error, fix",
+    [
+        (OSError(28, "No space left on device"), "Free space there"),
+        (OSError(30, "Read-only file system"), "Make it writable"),
+    ],
+)
+def test_a_report_that_cannot_be_written_names_the_workdir_and_the_way_on(tiny_hf, tmp_path, monkeypatch, error, fix):
+    """A full disk when the report is written, after the whole evaluation, ended in numpy's OSError traceback. A
+    folder the file system refuses to write (read-only, permissions) is told to be made writable, not freed."""
     from conftest import load_config
 
     from jaxood import evaluate, report
     from jaxood.errors import NotSaved
 
     def full_disk(*args):
-        raise OSError(28, "No space left on device")
+        raise error
 
     monkeypatch.setattr(report, "write_scores", full_disk)
     sets = ("id_dataset", "ood_datasets.near", "ood_datasets.far", "ood_datasets.spurious")
@@ -535,8 +543,8 @@ def test_a_report_that_cannot_be_written_names_the_workdir_and_the_way_on(tiny_h
         cache_dir=str(tmp_path / "cache"), **{f"{name}.per_class": 1 for name in sets},
     )  # fmt: skip
     with pytest.raises(NotSaved, match=re.escape(
-        f"the report could not be written in {tmp_path / 'run'} (No space left on device). Free space there, then "
-        "run the same command again to evaluate again."
+        f"the report could not be written in {tmp_path / 'run'} ({error.strerror}). {fix}, then run the same command "
+        "again to evaluate again."
     )):  # fmt: skip
         evaluate.evaluate(config, str(tmp_path / "run"))
 

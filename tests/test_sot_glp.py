@@ -1447,6 +1447,14 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
         f"the training log could not be written at step 5 (No space left on device). The last good checkpoint "
         f"(step 4) is in {run / 'checkpoints'}. Free space in {run}, then run the same command again to resume."
     )
+
+    def read_only(writer, step, values):  # a folder the file system refuses: to be made writable, not freed
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(MetricWriter, "scalars", read_only)
+    refused = f"(Read-only file system). The last good checkpoint (step 4) is in {run / 'checkpoints'}. Make {run} "
+    with pytest.raises(NotSaved, match=re.escape(refused + "writable, then run the same command again to resume.")):
+        trainer.train(config, str(run))
     monkeypatch.setattr(MetricWriter, "scalars", scalars)
     trainer.train(config, str(run))
     assert "resumed from the checkpoint at step 4, 2 steps to go" in capsys.readouterr().out
@@ -1476,6 +1484,30 @@ def test_a_save_that_fails_as_it_makes_its_folder_ends_the_process_after_its_err
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("the checkpoint at step 2 could not be saved ([Errno 20] Not a directory: ")
     assert f"the last good checkpoint (step 1) is in {folder}. " in done.stdout
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(13, "Permission denied"),
+        ValueError("Failed to write: Read-only file system [os_error_code='30']"),
+    ],
+)
+def test_a_checkpoint_the_file_system_refuses_is_told_to_be_made_writable(tmp_path, monkeypatch, error):
+    """A read-only mount or a folder the user may not write was told to free space; orbax's own error carries
+    TensorStore's error number in its text."""
+    import orbax.checkpoint as ocp
+
+    from jaxood.errors import NotSaved
+
+    def refused(*args, **kwargs):
+        raise error
+
+    checkpoints = Checkpoints(str(tmp_path / "checkpoints"), 2)
+    monkeypatch.setattr(ocp.CheckpointManager, "save", refused)
+    refused = f"none is in {tmp_path / 'checkpoints'} yet. Make that folder writable, then run the same command "
+    with pytest.raises(NotSaved, match=re.escape(refused + "again to resume.")):
+        checkpoints.save(1, {"w": jnp.ones(3)})
 
 
 def test_checkpoint_of_another_model_names_the_leaves(tiny_hf, tmp_path):
