@@ -1463,8 +1463,9 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_naming_the_last_good_on
 def test_a_save_that_fails_as_it_makes_its_folder_ends_the_process_after_its_error(tmp_path):
     """A file system that refuses the step's folder (read-only, permissions, or full: no room for a folder; checked
     here on tmpfs mounts) failed orbax's asynchronous save at its start and left orbax's threads waiting for one
-    another: the process printed the error, then hung (killed after a minute; orbax's barriers wait 300 s). Saves are
-    synchronous now. Here the checkpoint folder becomes a file, which fails the same first step for any user."""
+    another: the process printed the error, then hung for 5 minutes (orbax's barriers time out at 300 s) and printed
+    four threads' TimeoutError tracebacks. Saves are synchronous now. Here the checkpoint folder becomes a file,
+    which fails the same first step for any user."""
     folder = tmp_path / "checkpoints"
     script = textwrap.dedent(f"""
         import shutil
