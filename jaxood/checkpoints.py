@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import sys
 from typing import Any
 
 import flax
 import orbax.checkpoint as ocp
 
-from jaxood.errors import InvalidInput, NotSaved, first_line, write_refused
+from jaxood.errors import InvalidInput, NotSaved, first_line, os_error_code, write_refused
 from jaxood.models.convert import check_tree
 
 
@@ -88,8 +87,8 @@ def _root_message(err: BaseException) -> str:
     operating system's error (a full disk, a quota) its reason alone, which TensorStore gives after long paths."""
     while err.__cause__ or err.__context__:
         err = err.__cause__ or err.__context__
-    if code := re.search(r"os_error_code='(\d+)'", str(err)):
-        return os.strerror(int(code.group(1)))
+    if getattr(err, "errno", None) is None and (code := os_error_code(err)) is not None:
+        return os.strerror(code)
     return first_line(err)[:400]
 
 

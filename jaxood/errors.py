@@ -39,16 +39,21 @@ class NotSaved(UserError, OSError):
     disk, a quota, a folder it may not write); what was saved before is kept, and the same command goes on from it."""
 
 
-def write_refused(err: BaseException) -> bool:
-    """Whether a write failed with `err` because the file system refused it (permissions, a read-only mount), not for
-    want of room: the first error number along its causes, or TensorStore's `os_error_code` in the innermost one's
-    text (orbax wraps TensorStore's errors in its own)."""
+def os_error_code(err: BaseException) -> int | None:
+    """The operating system's error number behind `err`: the first `errno` along its causes, or TensorStore's
+    `os_error_code` in the innermost one's text (orbax wraps TensorStore's errors in its own)."""
     while getattr(err, "errno", None) is None and (err.__cause__ or err.__context__):
         err = err.__cause__ or err.__context__
-    code = getattr(err, "errno", None)
-    if code is None and (found := re.search(r"os_error_code='(\d+)'", str(err))):
-        code = int(found.group(1))
-    return code in (errno.EACCES, errno.EPERM, errno.EROFS)
+    if getattr(err, "errno", None) is not None:
+        return err.errno
+    found = re.search(r"os_error_code='(\d+)'", str(err))
+    return int(found.group(1)) if found else None
+
+
+def write_refused(err: BaseException) -> bool:
+    """Whether a write failed with `err` because the file system refused it (permissions, a read-only mount), not for
+    want of room."""
+    return os_error_code(err) in (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class Preempted(UserError):
