@@ -143,6 +143,15 @@ def test_a_worker_that_cannot_unpack_the_checkout_stops_there(tmp_path):
     assert "the command ran" not in run.stdout and not (home / ".venv").exists()
 
 
+def _log_when(log, done, seconds: float = 30) -> str:
+    """The text of a detached run's `log` once `done(text)` holds, or after `seconds`; the caller's assertions then
+    say what was missing."""
+    deadline = time.monotonic() + seconds
+    while not done(text := log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return text
+
+
 def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log(tmp_path):
     """In the ssh session a dropped connection stops the run on every worker; DETACH=1 starts it in the background,
     its output appended to ~/jaxood/launch.log, and says how to follow and stop it. The stop command it prints sends
@@ -158,15 +167,12 @@ def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log
     assert "--worker=0 --command 'tail -f ~/jaxood/launch.log'" in said
     stop = "kill -TERM -- -$(cat ~/jaxood/launch.pid)"
     assert f"--worker=all --command '{stop}'" in said
+    log = home / "jaxood" / "launch.log"
     for launch in (1, 2):
         detached = _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path))
         assert detached.returncode == 0, detached.stderr
         assert "started in the background" in detached.stdout and "it ran" not in detached.stdout
-        log = home / "jaxood" / "launch.log"
-        deadline = time.monotonic() + 30
-        while log.read_text().count("it ran") < launch and time.monotonic() < deadline:
-            time.sleep(0.1)
-        lines = log.read_text().splitlines()
+        lines = _log_when(log, lambda text, launch=launch: text.count("it ran") >= launch).splitlines()
         assert len(lines) == 3 * launch and lines[-3].startswith("== launched ")
         assert lines[-2:] == ["from 1", "it ran"]  # after the earlier launch's output
     # A run that goes on until stopped, its shell and its child (sleep) in one process group, and another jaxood
@@ -176,13 +182,10 @@ def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log
     beside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "jaxood.evaluate"])
     try:
         assert _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path / "b")).returncode == 0
-        deadline = time.monotonic() + 30
-        while not log.read_text().endswith("running\n") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _log_when(log, lambda text: text.endswith("running\n"))
         assert subprocess.run(["bash", "-c", stop], env={**os.environ, "HOME": str(home)}).returncode == 0
-        while not log.read_text().endswith("stopped by SIGTERM\n") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        last = log.read_text().split("== launched ")[-1]  # bash says "Terminated" of the sleep stopped with it
+        # this launch's lines; bash says "Terminated" of the sleep stopped with the run
+        last = _log_when(log, lambda text: text.endswith("stopped by SIGTERM\n")).split("== launched ")[-1]
         assert "\nrunning\n" in last and last.endswith("\nstopped by SIGTERM\n") and beside.poll() is None
     finally:
         beside.kill()
