@@ -14,8 +14,8 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   before any work (`check_resume`). The loss is checked on device every step,
   and a NaN/inf stops the run naming the step, without saving, so the last
   checkpoint stays good. A preemption notice (SIGTERM), Ctrl-C or a closed
-  terminal saves the step it ends at and stops the run (`jaxood.preemption`). One run at a time
-  holds DIR (`jaxood.workdir_lock`);
+  terminal saves the step it ends at and stops the run (`jaxood.preemption`).
+  One run at a time holds DIR (`jaxood.workdir_lock`);
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`; `jaxood.metric_log`), progress with ETA,
   a warning the first time a logged metric exceeds the method's limit for it (`Method.metric_limits`),
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
