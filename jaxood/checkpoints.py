@@ -16,7 +16,7 @@ from typing import Any
 import flax
 import orbax.checkpoint as ocp
 
-from jaxood.errors import InvalidInput, NotSaved, first_line, os_error_code, write_refused
+from jaxood.errors import InvalidInput, NotSaved, first_line, os_error_code, write_fix
 from jaxood.models.convert import check_tree
 
 
@@ -46,7 +46,7 @@ class Checkpoints:
         except Exception as err:  # orbax's writes are atomic: what it did not finish is a *-tmp folder it skips
             last = self.manager.latest_step()
             kept = f"the last good checkpoint (step {last}) is in {folder}" if last else f"none is in {folder} yet"
-            fix = "Make that folder writable" if write_refused(err) else "Free space there (or lower keep_checkpoints)"
+            fix = write_fix(err, "that folder", room="Free space there (or lower keep_checkpoints)")
             raise NotSaved(
                 f"the checkpoint at step {step} could not be saved ({_root_message(err)}); {kept}. {fix}, then run the "
                 "same command again to resume."

@@ -36,7 +36,8 @@ class LossNotFinite(UserError, FloatingPointError):
 
 class NotSaved(UserError, OSError):
     """A run stopped because its workdir could not be written (a checkpoint, the training log, the report: a full
-    disk, a quota, a folder it may not write); what was saved before is kept, and the same command goes on from it."""
+    disk, a quota, a folder it may not write, a failing disk); what was saved before is kept, and the same command
+    goes on from it."""
 
 
 def os_error_code(err: BaseException) -> int | None:
@@ -50,10 +51,17 @@ def os_error_code(err: BaseException) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def write_refused(err: BaseException) -> bool:
-    """Whether a write failed with `err` because the file system refused it (permissions, a read-only mount), not for
-    want of room."""
-    return os_error_code(err) in (errno.EACCES, errno.EPERM, errno.EROFS)
+def write_fix(err: BaseException, where: str, room: str | None = None) -> str:
+    """What to do about a write to `where` ("that folder", a workdir) that failed with `err`: make it writable where
+    the file system refused it (permissions, a read-only mount); free space (`room`, or "Free space in <where>")
+    where it ran out of room (a full disk, a quota); otherwise check it and its disk (a failing disk or network
+    mount, EIO; a folder that became a file, ENOTDIR), whose reason the caller's message gives."""
+    code = os_error_code(err)
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Make {where} writable"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return room or f"Free space in {where}"
+    return f"Check {where} and the disk that holds it"
 
 
 class Preempted(UserError):

@@ -44,7 +44,7 @@ from jaxood.data.datasets import make_sources
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
 from jaxood.data.sources import Source
-from jaxood.errors import InvalidInput, NotSaved, write_refused
+from jaxood.errors import InvalidInput, NotSaved, write_fix
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.models.tokenizer import get_tokenizer
@@ -660,7 +660,7 @@ def evaluate(
                 if config.plots:
                     report.plots(workdir, results["ood"], id_out, ood_outs)
             except OSError as err:  # a full disk, a quota: after the whole evaluation
-                fix = "Make it writable" if write_refused(err) else "Free space there"
+                fix = write_fix(err, "it", room="Free space there")
                 raise NotSaved(
                     f"the report could not be written in {workdir} ({err.strerror or err}). {fix}, then run the same "
                     "command again to evaluate again."

@@ -64,7 +64,7 @@ from jaxood.data.pipeline import (
 )
 from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
-from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, write_refused
+from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, write_fix
 from jaxood.memory import compile_within_memory
 from jaxood.metric_log import METRICS, MetricWriter, write_evaluation
 from jaxood.models import clip, convert
@@ -618,7 +618,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 try:
                     writer.scalars(done, values)
                 except OSError as err:  # a full disk: the log's appends may meet it before a checkpoint does
-                    fix = f"Make {workdir} writable" if write_refused(err) else f"Free space in {workdir}"
+                    fix = write_fix(err, workdir)
                     raise NotSaved(
                         f"the training log could not be written at step {done} ({err.strerror or err}). "
                         f"{kept(last_good)}. {fix}, then run the same command again to resume."

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from jaxood.data.sources import DatasetMissing
-from jaxood.errors import InvalidInput, UserError, report_user_errors
+from jaxood.errors import InvalidInput, UserError, report_user_errors, write_fix
 from jaxood.models.convert import CheckpointMismatch
 
 
@@ -99,3 +99,27 @@ def test_user_errors_are_still_the_builtin_errors_they_refine():
     assert issubclass(DatasetMissing, FileNotFoundError) and issubclass(DatasetMissing, UserError)
     assert issubclass(CheckpointMismatch, ValueError) and issubclass(CheckpointMismatch, UserError)
     assert report_user_errors(lambda argv: 0)([]) == 0
+
+
+CHECK = "Check that folder and the disk that holds it"
+
+
+@pytest.mark.parametrize(
+    "error, fix",
+    [
+        (OSError(28, "No space left on device"), "Free space there"),
+        (OSError(122, "Disk quota exceeded"), "Free space there"),
+        (PermissionError(13, "Permission denied"), "Make that folder writable"),
+        (ValueError("Failed to write: Read-only file system [os_error_code='30']"), "Make that folder writable"),
+        (OSError(5, "Input/output error"), CHECK),
+        (ValueError("Failed to write: Input/output error [os_error_code='5']"), CHECK),
+        (NotADirectoryError(20, "Not a directory"), CHECK),
+    ],
+)
+def test_a_failed_write_is_told_the_fix_its_error_number_calls_for(error, fix):
+    """A write that failed for another reason than room or refusal (a failing disk or network mount, a folder that
+    became a file) was told to free space."""
+    assert write_fix(error, "that folder", room="Free space there") == fix
+    cause = RuntimeError("orbax's wrapper")
+    cause.__cause__ = error
+    assert write_fix(cause, "that folder", room="Free space there") == fix

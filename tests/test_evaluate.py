@@ -523,6 +523,7 @@ def test_paths_starting_with_a_tilde_are_in_the_home_folder(tiny_hf, tmp_path, m
     [
         (OSError(28, "No space left on device"), "Free space there"),
         (OSError(30, "Read-only file system"), "Make it writable"),
+        (OSError(5, "Input/output error"), "Check it and the disk that holds it"),
     ],
 )
 def test_a_report_that_cannot_be_written_names_the_workdir_and_the_way_on(tiny_hf, tmp_path, monkeypatch, error, fix):

@@ -1484,7 +1484,10 @@ def test_a_save_that_fails_as_it_makes_its_folder_ends_the_process_after_its_err
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("the checkpoint at step 2 could not be saved ([Errno 20] Not a directory: ")
-    assert f"the last good checkpoint (step 1) is in {folder}. " in done.stdout
+    assert done.stdout.endswith(
+        f"the last good checkpoint (step 1) is in {folder}. Check that folder and the disk that holds it, then run the "
+        "same command again to resume.\n"
+    )  # not "Free space there": the folder became a file
 
 
 @pytest.mark.parametrize(
