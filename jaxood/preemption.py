@@ -37,8 +37,11 @@ SIGHUP, and an ignored signal stays ignored.
 During an evaluation, which writes its report only at its end, SIGTERM, Ctrl-C
 or a closed terminal (the output moved as above) stops a one-process run at
 once with `StopsAtOnce`'s `StoppedAtOnce` (a `Preempted`), saying what was kept
-and what to rerun (it died with a bare "Terminated"). A signal the process was
-started to ignore (`cmd &` in a script ignores Ctrl-C) stays ignored.
+and what to rerun (it died with a bare "Terminated"). A host of a multi-host job
+whose terminal closes goes on evaluating with the others, its output moved, and
+the job writes its report: one host stopping alone left the others failing in
+the evaluation's collectives. A signal the process was started to ignore (`cmd &`
+in a script ignores Ctrl-C) stays ignored.
 """
 
 from __future__ import annotations
@@ -80,11 +83,9 @@ def _restore(previous: dict, sig) -> None:
 
 class _Handling:
     """Within the block a subclass's `_on_signal` handles SIGNALS (where `_handle` may install it; in a job joined
-    with `jax.distributed`, only those of its `multi_host`), and its `_on_closed` a closed terminal: SIGHUP, or a
-    print failing as one to a closed pipe or terminal fails. That moves the output to `HANGUP_LOG` in `workdir`
-    first. The previous handlers and streams are put back after the block."""
-
-    multi_host: tuple = ()
+    with `jax.distributed`, only SIGHUP: JAX's preemption service takes SIGTERM there), and its `_on_closed` a
+    closed terminal: SIGHUP, or a print failing as one to a closed pipe or terminal fails. That moves the output to
+    `HANGUP_LOG` in `workdir` first. The previous handlers and streams are put back after the block."""
 
     def __init__(self, workdir: str):
         self.workdir = workdir
@@ -93,7 +94,7 @@ class _Handling:
         self.hung_up = ""  # what closed the output, once something did
         self._streams = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = (_Printed(stream, self._output_closed) for stream in self._streams)
-        self._previous = _handle(self._signalled, self.multi_host if jax.distributed.is_initialized() else SIGNALS)
+        self._previous = _handle(self._signalled, [signal.SIGHUP] if jax.distributed.is_initialized() else SIGNALS)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -167,8 +168,6 @@ class PreemptionNotice(_Handling):
     at, and `notice.reason` then says what stopped it: a signal, or a closed terminal (the output then goes to
     `HANGUP_LOG` in `workdir`)."""
 
-    multi_host = (signal.SIGHUP,)  # JAX's preemption service takes SIGTERM there
-
     def __enter__(self) -> PreemptionNotice:
         import orbax.checkpoint as ocp  # here: jaxood.evaluate imports this module, and needs no orbax
 
@@ -198,7 +197,7 @@ class PreemptionNotice(_Handling):
 
 class StopsAtOnce(_Handling):
     """`with StopsAtOnce(workdir, what):` SIGTERM, Ctrl-C or a closed terminal raise `StoppedAtOnce("stopped by
-    <what stopped it> <what>")` at once.
+    <what stopped it> <what>")` at once (a closed terminal only in a one-process run: see `_on_closed`).
 
     Python runs a handler wherever the main thread is, a callback included, and there it may swallow the
     handler's exception: in JAX's garbage-collection callback it printed "Exception ignored in
@@ -225,7 +224,12 @@ class StopsAtOnce(_Handling):
         self._stop(SIGNALS[signum])
 
     def _on_closed(self, what: str) -> None:
-        self._stop(what)
+        """A one-process run stops; a host of a multi-host job goes on: stopping alone, it left the other hosts
+        waiting in the evaluation's collectives, which then failed (they crashed, with no report)."""
+        if jax.distributed.is_initialized():
+            print("this host goes on evaluating: one host of a multi-host job cannot stop alone", flush=True)
+        else:
+            self._stop(what)
 
     def _stop(self, by: str) -> None:
         StopsAtOnce.pending = f"stopped by {by} {self.what}"

@@ -719,6 +719,36 @@ def test_sigterm_on_one_host_or_its_closed_output_saves_one_step_on_every_host_a
     assert logged == list(range(1, step + 1))
 
 
+def test_two_hosts_evaluate_on_to_their_report_when_a_terminal_closes(tiny_hf, tmp_path):
+    """Two hosts in their closing evaluation; the first host's output pipe closes and the second gets SIGHUP (the
+    TPU launcher's ssh connections dropped). The first host stopped alone and the second crashed in the
+    evaluation's collective (Gloo: "Connection reset by peer", then abort), with no report; a SIGHUP killed its
+    host. One host cannot stop alone, so each goes on with its output moved, and the job writes its report."""
+    import signal
+
+    run = tmp_path / "run"
+    hosts = _start_two_hosts(_train_command(tiny_hf[0], tmp_path, run, num_steps=1, eval_zero_shot=False))
+    try:
+        for line in hosts[0].stdout:  # until the job is evaluating
+            if line.startswith("evaluation batch: compiling"):
+                hosts[0].stdout.close()
+                hosts[1].send_signal(signal.SIGHUP)
+                break
+        second = hosts[1].communicate(timeout=600)[0]
+        hosts[0].wait(timeout=60)
+    finally:
+        for host in hosts:
+            host.kill()
+    assert [host.returncode for host in hosts] == [0, 0], second[-3000:]
+    goes_on = "; the output from here on:\nthis host goes on evaluating: one host of a multi-host job cannot stop alone"
+    first = (run / "after_hangup.log").read_text()
+    assert f"] {CLOSED_PIPE}{goes_on}\nevaluation batch: compiled in " in first, first
+    assert "| SOT-GLP / GL-MCM |" in first
+    assert "] a closed terminal (SIGHUP)" + goes_on in (run / "host1.after_hangup.log").read_text()
+    results = json.loads((run / "results.json").read_text())
+    assert results["step"] == 1 and results["counts"] == {"id": 24, "near": 8, "far": 12, "spurious": 16}
+
+
 # ------------------------------------------------------------------ trainer
 
 
