@@ -17,9 +17,9 @@
 # with WORKER_PYTHON=python3.11. A worker whose Python is older stops before installing anything, saying so.
 #
 # The command runs in the ssh session, so a dropped connection (a laptop gone to sleep) stops it on every worker once
-# their ssh servers see it, after saving the step it is at; launched again, it resumes from there. DETACH=1 starts
-# it in the background instead, with its output in ~/$REPO_DIR/launch.log on each worker, and prints how to follow
-# and stop it.
+# their ssh servers see it, after saving the step it is at; launched again, it resumes from there (an evaluation goes
+# on to write its report). DETACH=1 starts it in the background instead, with its output in ~/$REPO_DIR/launch.log
+# on each worker, and prints how to follow and stop it.
 set -euo pipefail
 TPU_NAME=${1:?TPU name}
 ZONE=${2:?zone}
