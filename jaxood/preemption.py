@@ -17,10 +17,12 @@ The handler is installed only around the training loop (in the main thread,
 where Python runs signal handlers); before it SIGTERM stops the process as
 usual: there is no progress since the last checkpoint to save yet.
 
-Ctrl-C (SIGINT) in a one-process run does the same: the step that ends next
-saves and the run stops, so an interactive run stopped by hand loses nothing; a
-second Ctrl-C stops it at once (Python's KeyboardInterrupt, which the command line reports in one line,
-`jaxood.errors.INTERRUPTED`).
+Ctrl-C (SIGINT) does the same: the step that ends next saves and the run stops,
+so an interactive run stopped by hand loses nothing; a second Ctrl-C stops it at
+once (Python's KeyboardInterrupt, which the command line reports in one line,
+`jaxood.errors.INTERRUPTED`). A host of a multi-host job sends itself SIGTERM at
+the first, so JAX's preemption service stops every host at one step (before,
+the host stopped alone, unsaved, and the others failed in their collectives).
 
 A closed terminal or output pipe does the same: an ssh connection that drops (a
 laptop gone to sleep) sends SIGHUP to a command in a terminal; a command without
@@ -83,7 +85,7 @@ def _restore(previous: dict, sig) -> None:
 
 class _Handling:
     """Within the block a subclass's `_on_signal` handles SIGNALS (where `_handle` may install it; in a job joined
-    with `jax.distributed`, only SIGHUP: JAX's preemption service takes SIGTERM there), and its `_on_closed` a
+    with `jax.distributed`, all but SIGTERM, which JAX's preemption service takes), and its `_on_closed` a
     closed terminal: SIGHUP, or a print failing as one to a closed pipe or terminal fails. That moves the output to
     `HANGUP_LOG` in `workdir` first. The previous handlers and streams are put back after the block."""
 
@@ -94,7 +96,8 @@ class _Handling:
         self.hung_up = ""  # what closed the output, once something did
         self._streams = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = (_Printed(stream, self._output_closed) for stream in self._streams)
-        self._previous = _handle(self._signalled, [signal.SIGHUP] if jax.distributed.is_initialized() else SIGNALS)
+        multi_host = jax.distributed.is_initialized()  # JAX's preemption service takes SIGTERM there
+        self._previous = _handle(self._signalled, [signal.SIGHUP, signal.SIGINT] if multi_host else SIGNALS)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -173,25 +176,30 @@ class PreemptionNotice(_Handling):
 
         self._reached_preemption = ocp.multihost.reached_preemption
         self.reason = ""  # what stops the run, once a signal came
+        self._noticed = ""  # in a multi-host job: what this host passed on to JAX's preemption service
         return super().__enter__()
 
     def _on_signal(self, signum) -> None:
-        self.reason = self.reason or SIGNALS[signum]
+        self._stop_at_step(SIGNALS[signum])
         if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
             _restore(self._previous, signal.SIGINT)
-            print("Ctrl-C: saving at the end of this step, then stopping (Ctrl-C again stops at once)", flush=True)
+            print("Ctrl-C: saving at the end of a step, then stopping (Ctrl-C again stops at once)", flush=True)
 
     def _on_closed(self, what: str) -> None:
-        """The run stops at the end of this step: every host's, through JAX's preemption service, in a multi-host
-        job."""
+        self._stop_at_step(what)
+
+    def _stop_at_step(self, what: str) -> None:
+        """The run stops at the end of this step; in a multi-host job every host's, at one step: this host sends
+        itself SIGTERM, which JAX's preemption service takes (a host stopping alone left the others waiting)."""
         if jax.distributed.is_initialized():
+            self._noticed = self._noticed or what
             os.kill(os.getpid(), signal.SIGTERM)
         else:
             self.reason = self.reason or what
 
     def reached(self, step: int) -> bool:
         if not self.reason and self._reached_preemption(step):
-            self.reason = self.hung_up or SIGNALS[signal.SIGTERM]
+            self.reason = self._noticed or SIGNALS[signal.SIGTERM]
         return bool(self.reason)
 
 

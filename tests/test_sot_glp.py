@@ -669,8 +669,10 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
 CLOSED_PIPE = "a closed terminal or pipe (printing to it failed: Broken pipe)"
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM to the second host", "the first host's output closed"])
-def test_sigterm_on_one_host_or_its_closed_output_saves_one_step_on_every_host_and_stops_them(tiny_hf, tmp_path, stop):
+@pytest.mark.parametrize(
+    "stop", ["SIGTERM to the second host", "the first host's output closed", "Ctrl-C to the second host"]
+)
+def test_a_stop_on_one_host_saves_one_step_on_every_host_and_stops_them(tiny_hf, tmp_path, stop):
     """Two hosts as in the test above; SIGTERM reaches the second alone (a preempted VM of a pod). JAX's preemption
     service tells the first, both save the same step and stop there, each saying so. Before, JAX's service caught
     the signal and noted it, and both hosts trained on (here to the end; on a cluster until the scheduler's
@@ -679,7 +681,10 @@ def test_sigterm_on_one_host_or_its_closed_output_saves_one_step_on_every_host_a
 
     Or the pipe the first host prints to closes (the TPU launcher's ssh connection dropped): its next line failed
     and stopped it unsaved, and the job with it. Now that host's output goes to `after_hangup.log` in
-    the workdir, and it sends itself SIGTERM, which stops both hosts as above."""
+    the workdir, and it sends itself SIGTERM, which stops both hosts as above.
+
+    Or Ctrl-C reaches the second host (`srun` passes a double Ctrl-C to every task): that host stopped alone,
+    unsaved, and the first failed in its collectives. Now it sends itself SIGTERM too."""
     import signal
 
     total = 400
@@ -696,7 +701,7 @@ def test_sigterm_on_one_host_or_its_closed_output_saves_one_step_on_every_host_a
                 if closed:
                     hosts[0].stdout.close()
                 else:
-                    hosts[1].send_signal(signal.SIGTERM)
+                    hosts[1].send_signal(signal.SIGINT if stop.startswith("Ctrl-C") else signal.SIGTERM)
                 break
         logs = ["".join(first) + ("" if closed else hosts[0].communicate(timeout=600)[0])]
         logs.append(hosts[1].communicate(timeout=600)[0])
@@ -710,6 +715,9 @@ def test_sigterm_on_one_host_or_its_closed_output_saves_one_step_on_every_host_a
         assert logs[0].count(f"] {CLOSED_PIPE}; the output from here on:\n[step ") == 1, logs[0]
     assert [host.returncode for host in hosts] == [1, 1], logs[0][-3000:] + logs[1][-3000:]
     reasons = [CLOSED_PIPE if closed else "a preemption notice (SIGTERM)", "a preemption notice (SIGTERM)"]
+    if stop.startswith("Ctrl-C"):
+        reasons[1] = "Ctrl-C (SIGINT)"
+        assert "Ctrl-C: saving at the end of a step, then stopping (Ctrl-C again stops at once)" in logs[1]
     stops = [re.findall(rf"error: stopped at step (\d+) of 400 by {re.escape(why)}, after", log) for log, why in
              zip(logs, reasons)]  # fmt: skip
     assert len(stops[0]) == 1 and stops[0] == stops[1], logs
