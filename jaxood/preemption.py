@@ -93,7 +93,7 @@ class _Handling:
         self.workdir = workdir
 
     def __enter__(self):
-        self.hung_up = ""  # what closed the output, once something did
+        self._moved = False  # the output went to HANGUP_LOG: once, however many prints fail after
         self._streams = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = (_Printed(stream, self._output_closed) for stream in self._streams)
         multi_host = jax.distributed.is_initialized()  # JAX's preemption service takes SIGTERM there
@@ -112,8 +112,8 @@ class _Handling:
             self._on_signal(signum)
 
     def _output_closed(self, what: str) -> None:
-        if not self.hung_up:
-            self.hung_up = what
+        if not self._moved:
+            self._moved = True
             _move_output(self.workdir, what)
             self._on_closed(what)
 
