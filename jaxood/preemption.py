@@ -39,11 +39,16 @@ SIGHUP, and an ignored signal stays ignored.
 During an evaluation, which writes its report only at its end, SIGTERM, Ctrl-C
 or a closed terminal (the output moved as above) stops a one-process run at
 once with `StopsAtOnce`'s `StoppedAtOnce` (a `Preempted`), saying what was kept
-and what to rerun (it died with a bare "Terminated"). A host of a multi-host job
-whose terminal closes goes on evaluating with the others, its output moved, and
-the job writes its report: one host stopping alone left the others failing in
-the evaluation's collectives. A signal the process was started to ignore (`cmd &`
-in a script ignores Ctrl-C) stays ignored.
+and what to rerun (it died with a bare "Terminated"). In a multi-host job one
+host cannot stop alone: it left the others failing in the evaluation's
+collectives, with no report (or, at Ctrl-C, waiting 100 s in JAX's shutdown
+barrier before they aborted). There SIGTERM or Ctrl-C on any host stops every
+host before one batch, which JAX's preemption service agrees on as for a
+training step; a host whose terminal closes goes on evaluating with the others,
+its output moved, and the job writes its report (a pod launched in the
+foreground sees Ctrl-C on the laptop as closed connections). A signal the
+process was started to ignore (`cmd &` in a script ignores Ctrl-C) stays
+ignored.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ import threading
 import time
 
 import jax
+from jax.experimental import multihost_utils
 
 from jaxood.errors import StoppedAtOnce
 
@@ -65,6 +71,7 @@ SIGNALS = {
     signal.SIGINT: "Ctrl-C (SIGINT)",
     signal.SIGHUP: "a closed terminal (SIGHUP)",
 }
+_sync_id = 0  # the id this process last gave JAX's preemption sync point: training's step, then one per batch
 HANGUP_LOG = "after_hangup.log"  # in the workdir: a run's output once its terminal or output pipe closed
 _CLOSED = (errno.EPIPE, errno.EIO)  # a print to a pipe no one reads any more, or to a terminal that hung up
 
@@ -75,6 +82,21 @@ def _handle(handler, signals) -> dict:
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {sig: signal.signal(sig, handler) for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def _reached_sync_point(step_id: int | None = None) -> bool:
+    """In a job joined with `jax.distributed`: whether every host has reached the step (training's `step_id`; None,
+    the id after the last: an evaluation's batches) at which JAX's preemption service, told of a SIGTERM on any host,
+    agreed that all of them stop. The ids grow, and each call has the same on every host: each host calls it at the
+    same points, training's steps and then its evaluation's batches."""
+    global _sync_id
+    _sync_id = _sync_id + 1 if step_id is None else step_id
+    if not jax.distributed.is_initialized():
+        return False
+    try:
+        return multihost_utils.reached_preemption_sync_point(_sync_id)
+    except RuntimeError:  # the service is off (`jax_enable_preemption_service`): nothing is passed on
+        return False
 
 
 def _restore(previous: dict, sig) -> None:
@@ -94,6 +116,7 @@ class _Handling:
 
     def __enter__(self):
         self._moved = False  # the output went to HANGUP_LOG: once, however many prints fail after
+        self._noticed = ""  # in a multi-host job: what this host passed on to JAX's preemption service
         self._streams = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = (_Printed(stream, self._output_closed) for stream in self._streams)
         multi_host = jax.distributed.is_initialized()  # JAX's preemption service takes SIGTERM there
@@ -110,6 +133,12 @@ class _Handling:
             self._output_closed(SIGNALS[signum])
         else:
             self._on_signal(signum)
+
+    def _stop_on_every_host(self, what: str) -> None:
+        """A host of a multi-host job sends itself SIGTERM: JAX's preemption service takes it and every host stops at
+        one step or batch (a host stopping alone left the others waiting). `what` is the reason this host says."""
+        self._noticed = self._noticed or what
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _output_closed(self, what: str) -> None:
         if not self._moved:
@@ -172,11 +201,7 @@ class PreemptionNotice(_Handling):
     `HANGUP_LOG` in `workdir`)."""
 
     def __enter__(self) -> PreemptionNotice:
-        import orbax.checkpoint as ocp  # here: jaxood.evaluate imports this module, and needs no orbax
-
-        self._reached_preemption = ocp.multihost.reached_preemption
         self.reason = ""  # what stops the run, once a signal came
-        self._noticed = ""  # in a multi-host job: what this host passed on to JAX's preemption service
         return super().__enter__()
 
     def _on_signal(self, signum) -> None:
@@ -189,23 +214,22 @@ class PreemptionNotice(_Handling):
         self._stop_at_step(what)
 
     def _stop_at_step(self, what: str) -> None:
-        """The run stops at the end of this step; in a multi-host job every host's, at one step: this host sends
-        itself SIGTERM, which JAX's preemption service takes (a host stopping alone left the others waiting)."""
+        """The run stops at the end of this step; in a multi-host job every host's, at one step."""
         if jax.distributed.is_initialized():
-            self._noticed = self._noticed or what
-            os.kill(os.getpid(), signal.SIGTERM)
+            self._stop_on_every_host(what)
         else:
             self.reason = self.reason or what
 
     def reached(self, step: int) -> bool:
-        if not self.reason and self._reached_preemption(step):
+        if not self.reason and _reached_sync_point(step):
             self.reason = self._noticed or SIGNALS[signal.SIGTERM]
         return bool(self.reason)
 
 
 class StopsAtOnce(_Handling):
     """`with StopsAtOnce(workdir, what):` SIGTERM, Ctrl-C or a closed terminal raise `StoppedAtOnce("stopped by
-    <what stopped it> <what>")` at once (a closed terminal only in a one-process run: see `_on_closed`).
+    <what stopped it> <what>")` at once. In a multi-host job SIGTERM or Ctrl-C raise it on every host at one
+    `raise_if_stopped` (before one batch, or before the report), and a closed terminal does not: see `_on_closed`.
 
     Python runs a handler wherever the main thread is, a callback included, and there it may swallow the
     handler's exception: in JAX's garbage-collection callback it printed "Exception ignored in
@@ -215,21 +239,27 @@ class StopsAtOnce(_Handling):
     """
 
     pending = ""  # the message of a stop whose exception has not ended the block yet
+    active = None  # the StopsAtOnce whose block the process is in, for `raise_if_stopped` in a multi-host job
 
     def __init__(self, workdir: str, what: str):
         super().__init__(workdir)
         self.what = what
 
     def __enter__(self) -> StopsAtOnce:
-        StopsAtOnce.pending = ""
+        StopsAtOnce.pending, StopsAtOnce.active = "", self
         return super().__enter__()
 
     def __exit__(self, *exc) -> None:
-        StopsAtOnce.pending = ""
+        StopsAtOnce.pending, StopsAtOnce.active = "", None
         super().__exit__(*exc)
 
     def _on_signal(self, signum) -> None:
-        self._stop(SIGNALS[signum])
+        if not jax.distributed.is_initialized():
+            self._stop(SIGNALS[signum])
+            return
+        self._stop_on_every_host(SIGNALS[signum])  # Ctrl-C: JAX's preemption service takes SIGTERM there
+        _restore(self._previous, signal.SIGINT)  # a second Ctrl-C stops this host at once
+        print("Ctrl-C: every host stops before its next batch (Ctrl-C again stops this host at once)", flush=True)
 
     def _on_closed(self, what: str) -> None:
         """A one-process run stops; a host of a multi-host job goes on: stopping alone, it left the other hosts
@@ -245,6 +275,10 @@ class StopsAtOnce(_Handling):
 
 
 def raise_if_stopped() -> None:
-    """The `StoppedAtOnce` of a signal within `StopsAtOnce` whose exception was swallowed where it was raised."""
+    """The `StoppedAtOnce` of a signal within `StopsAtOnce` whose exception was swallowed where it was raised; in a
+    multi-host job, that of SIGTERM or Ctrl-C on any host, on every host at the same call (each host makes the
+    same calls: before each batch, and before the report)."""
     if StopsAtOnce.pending:
         raise StoppedAtOnce(StopsAtOnce.pending)
+    if (block := StopsAtOnce.active) is not None and _reached_sync_point():
+        block._stop(block._noticed or SIGNALS[signal.SIGTERM])

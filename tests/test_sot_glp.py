@@ -729,6 +729,16 @@ def test_a_stop_on_one_host_saves_one_step_on_every_host_and_stops_them(tiny_hf,
     assert logged == list(range(1, step + 1))
 
 
+def _evaluate_toy_world(model: str, tmp_path) -> list[str]:
+    """`jaxood.evaluate` of `model` zero-shot on a small toy world, in `tmp_path / "run"`."""
+    return [
+        sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={tmp_path}/run",
+        f"--config.model={model}", f"--config.cache_dir={tmp_path}/cache", "--config.scores=mcm",
+        "--config.plots=False", "--config.id_dataset.per_class=2", "--config.ood_datasets.near.per_class=1",
+        "--config.ood_datasets.far.per_class=1", "--config.ood_datasets.spurious.per_class=1",
+    ]  # fmt: skip
+
+
 def test_two_hosts_evaluate_on_to_their_report_when_a_terminal_closes(tiny_hf, tmp_path):
     """Two hosts evaluating; the first host's output pipe closes and the second gets SIGHUP (the TPU launcher's
     ssh connections dropped). Each host stopped alone (in a trained run's closing evaluation, SIGHUP killed its
@@ -738,12 +748,7 @@ def test_two_hosts_evaluate_on_to_their_report_when_a_terminal_closes(tiny_hf, t
     import signal
 
     run = tmp_path / "run"
-    hosts = _start_two_hosts([
-        sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={run}",
-        f"--config.model={tiny_hf[0]}", f"--config.cache_dir={tmp_path}/cache", "--config.scores=mcm",
-        "--config.plots=False", "--config.id_dataset.per_class=2", "--config.ood_datasets.near.per_class=1",
-        "--config.ood_datasets.far.per_class=1", "--config.ood_datasets.spurious.per_class=1",
-    ])  # fmt: skip
+    hosts = _start_two_hosts(_evaluate_toy_world(tiny_hf[0], tmp_path))
     try:
         for line in hosts[0].stdout:  # until the job is evaluating
             if line.startswith("evaluation batch: compiling"):
@@ -763,6 +768,32 @@ def test_two_hosts_evaluate_on_to_their_report_when_a_terminal_closes(tiny_hf, t
     assert "] a closed terminal (SIGHUP)" + goes_on in (run / "host1.after_hangup.log").read_text()
     results = json.loads((run / "results.json").read_text())
     assert results["counts"] == {"id": 24, "near": 8, "far": 12, "spurious": 16}
+
+
+def test_ctrl_c_on_one_of_two_hosts_evaluating_stops_both_before_one_batch(tiny_hf, tmp_path):
+    """Ctrl-C on the second of two hosts evaluating. That host stopped alone, and the first waited in JAX's shutdown
+    barrier for 100 s before it aborted. Now every host stops before one batch, each saying why and what to rerun,
+    as a one-process evaluation stops at once."""
+    import signal
+
+    hosts = _start_two_hosts(_evaluate_toy_world(tiny_hf[0], tmp_path))
+    try:
+        first = []
+        for line in hosts[0].stdout:  # until the job is evaluating
+            first.append(line)
+            if line.startswith("evaluation batch: compiling"):
+                hosts[1].send_signal(signal.SIGINT)
+                break
+        logs = ["".join(first) + hosts[0].communicate(timeout=60)[0], hosts[1].communicate(timeout=60)[0]]
+    finally:
+        for host in hosts:
+            host.kill()
+    assert [host.returncode for host in hosts] == [1, 1], logs
+    rerun = " while evaluating; no report was written. Run the same command again.\n"
+    assert "\nerror: stopped by a preemption notice (SIGTERM)" + rerun in logs[0], logs[0][-2000:]
+    assert "\nerror: stopped by Ctrl-C (SIGINT)" + rerun in logs[1], logs[1][-2000:]
+    assert "Ctrl-C: every host stops before its next batch (Ctrl-C again stops this host at once)" in logs[1]
+    assert not os.path.exists(tmp_path / "run" / "results.json")
 
 
 # ------------------------------------------------------------------ trainer
