@@ -8,6 +8,7 @@ import importlib.util
 import math
 import os
 
+import pytest
 from conftest import ROOT
 
 
@@ -27,16 +28,26 @@ def test_data_benchmark_runs_every_part(capsys):
         assert part in out
 
 
-def test_sot_glp_benchmark_times_the_step_and_its_parts(capsys):
-    """Both prompt lengths and the breakdown: the step is the trainer's own (`make_step`, `TrainState`)."""
+def test_sot_glp_benchmark_times_the_step_and_its_parts(tiny_hf, capsys):
+    """Both prompt lengths and the breakdown: the step is the trainer's own (`make_step`, `TrainState`). On a tiny
+    CLIP (`--model`), whose shapes are not ViT-B/16's: the benchmark's inputs take the model's."""
     from jaxood.bench import sot_glp
 
-    r = sot_glp.main(["--classes", "2", "--batch", "1"])
+    r = sot_glp.main(["--classes", "2", "--batch", "1", "--model", tiny_hf[0]])
     _positive(r, ("step_truncated", "step_full", "bytes_truncated", "bytes_full", "text", "image", "ot"))
     assert r["length_truncated"] < 77 and r["bytes_truncated"] < r["bytes_full"]
     out = capsys.readouterr().out
-    for part in ("C=2, G=P=4 -> 16 prompts", "train step, full 77 tokens", "text tower, 16 prompts", "top-K"):
+    for part in (f"C=2, G=P=4 -> 16 prompts, image batch 1, {tiny_hf[0]}, ", "train step, full 77 tokens",
+                 "text tower, 16 prompts", "top-K"):  # fmt: skip
         assert part in out
+
+
+def test_sot_glp_benchmark_names_a_model_it_cannot_load(tmp_path, capsys):
+    from jaxood.bench import sot_glp
+
+    with pytest.raises(SystemExit):
+        sot_glp.main(["--model", str(tmp_path / "nowhere")])
+    assert f"error: --model: '{tmp_path / 'nowhere'}' is neither a directory nor" in capsys.readouterr().err
 
 
 def test_clip_vs_torch_benchmark_compares_then_times(tiny_hf, capsys):

@@ -1,17 +1,19 @@
 """Benchmark the SOT-GLP train step at ImageNet scale on the text side.
 
-    python -m jaxood.bench.sot_glp [--classes 1000] [--batch 4] [--no_full_length] [--step_only]
+    python -m jaxood.bench.sot_glp [--classes 1000] [--batch 4] [--no_full_length] [--step_only] [--model NAME]
 
     python -m jaxood.bench.sot_glp --memory [--remat] [--prompt_chunk N]   # ImageNet's 1000 classes: sizes only
 
-Random ViT-B/16 weights, C classes (ImageNet names), G = P = 4, K = 10, a small
-image batch. Times one jitted train step (forward + backward + SGD update) with
-the prompt batch cut at its longest EOT (jaxood's default) and at the full 77
-tokens, and where the time goes: the C (G + P) prompts through the text tower
-with gradients, the image tower (both streams, gradient to the local
-projection), and the top-K + Sinkhorn local score. Each step's memory per
-device (XLA's buffer sizes, `jaxood.memory.step_bytes`) is printed as it
-compiles; `--memory` stops there, so sizes too large to run are still measured.
+Random ViT-B/16 weights (or the CLIP `--model` names, as `config.model` does:
+the one a run will train, such as openai/clip-vit-base-patch16 or a larger
+one), C classes (ImageNet names), G = P = 4, K = 10, a small image batch. Times
+one jitted train step (forward + backward + SGD update) with the prompt batch
+cut at its longest EOT (jaxood's default) and at the full 77 tokens, and where
+the time goes: the C (G + P) prompts through the text tower with gradients, the
+image tower (both streams, gradient to the local projection), and the top-K +
+Sinkhorn local score. Each step's memory per device (XLA's buffer sizes,
+`jaxood.memory.step_bytes`) is printed as it compiles; `--memory` stops there,
+so sizes too large to run are still measured.
 The settings are the paper config's, from the checkout's `configs/sot_glp.py`
 (`--config` names that file where jaxood was installed from a copy).
 """
@@ -32,6 +34,7 @@ import numpy as np
 from jaxood.bench import VIT_B16, count
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.pipeline import data_mesh
+from jaxood.errors import UserError
 from jaxood.memory import GiB, step_bytes
 from jaxood.methods import sot_glp
 from jaxood.models import clip
@@ -79,6 +82,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--memory", action="store_true", help="compile and print the memory only; time nothing")
     ap.add_argument("--step_only", action="store_true", help="time the step, not where its time goes")
     ap.add_argument("--config", default=CHECKOUT_CONFIG, help="configs/sot_glp.py of a jaxood checkout")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="the CLIP to time, as config.model names it (a hub id, a Hugging Face or jaxood folder, `toy`); "
+        "default: random ViT-B/16 weights",
+    )
     args = ap.parse_args(argv)
     if not os.path.isfile(args.config):  # a package installed from a copy has no configs/ beside it
         ap.error(
@@ -86,23 +95,30 @@ def main(argv=None) -> dict:
             "--config=CHECKOUT/configs/sot_glp.py"
         )
 
-    cfg = clip.CLIPConfig.from_hf(VIT_B16)
+    if args.model:
+        try:
+            loaded, params = clip.load(args.model)
+        except UserError as err:  # no such model, no network for a hub id, not a CLIP
+            ap.error(f"--model: {err}")
+        cfg, weights = loaded.cfg, args.model
+    else:
+        cfg, weights = clip.CLIPConfig.from_hf(VIT_B16), "ViT-B/16 random weights"
+        params = jax.device_get(clip.init_params(clip.CLIP(cfg)))
     dtype = clip.compute_dtype(args.dtype)
     model = clip.CLIP(cfg, dtype=dtype, remat=args.remat)
-    params = jax.device_get(clip.init_params(clip.CLIP(cfg)))
     names = list(imagenet_classnames())[: args.classes]
     prompts = sot_glp.Prompts(names, 4)  # the method's own prompt builder: name tokens cut at the longest EOT
     config = _config(args)
     mesh = data_mesh()
     rng = np.random.RandomState(0)
     batch = {
-        "image": jnp.asarray(rng.randn(args.batch, 224, 224, 3), jnp.float32),
+        "image": jnp.asarray(rng.randn(args.batch, cfg.image_size, cfg.image_size, 3), jnp.float32),
         "label": jnp.asarray(rng.randint(0, args.classes, args.batch)),
         "mask": jnp.ones((args.batch,), bool),
     }
     print(
         f"SOT-GLP step: C={args.classes}, G=P=4 -> {args.classes * 8} prompts, image batch {args.batch}, "
-        f"ViT-B/16 random weights, {jax.device_count()} {jax.devices()[0].platform} device(s), {jnp.dtype(dtype).name}"
+        f"{weights}, {jax.device_count()} {jax.devices()[0].platform} device(s), {jnp.dtype(dtype).name}"
         + (", remat" if args.remat else "")
         + (f", text tower on at most {chunk} prompts at once" if (chunk := config.sot_glp.prompt_chunk) else "")
     )
@@ -138,10 +154,10 @@ def main(argv=None) -> dict:
         r["step_full"], _, r["bytes_full"] = step_time(True)
     if args.memory:
         return r
-    print(f"train step, prompts cut at the EOT ({r['length_truncated']} tokens): {r['step_truncated']:.1f} s")
+    print(f"train step, prompts cut at the EOT ({r['length_truncated']} tokens): {r['step_truncated']:.3g} s")
     if not args.no_full_length:
         print(
-            f"train step, full 77 tokens: {r['step_full']:.1f} s ({r['step_full'] / r['step_truncated']:.1f}x slower)"
+            f"train step, full 77 tokens: {r['step_full']:.3g} s ({r['step_full'] / r['step_truncated']:.1f}x slower)"
         )
     if args.step_only:
         return r
@@ -151,7 +167,7 @@ def main(argv=None) -> dict:
     p = jax.tree.map(jnp.asarray, method.params)
     n_prompts = args.classes * 8
     class_index = np.tile(np.arange(args.classes), 8)
-    ctx = jnp.asarray(rng.randn(n_prompts, 4, 512) * 0.02, jnp.float32)
+    ctx = jnp.asarray(rng.randn(n_prompts, 4, cfg.text.width) * 0.02, jnp.float32)
     eot = jnp.asarray(prompts.eot[class_index])
 
     # Weights and inputs are arguments, not closed-over constants (XLA would constant-fold them).
@@ -168,8 +184,8 @@ def main(argv=None) -> dict:
 
     image_grad = jax.jit(jax.grad(image_loss))
     r["image"] = _time(lambda: image_grad(p["local_proj"], p["clip"], batch["image"]), args.repeats)
-    local = normalize(jnp.asarray(rng.randn(args.batch, 196, 512), jnp.float32))
-    text = normalize(jnp.asarray(rng.randn(args.classes, 4, 512), jnp.float32))
+    local = normalize(jnp.asarray(rng.randn(args.batch, cfg.num_patches, cfg.projection_dim), jnp.float32))
+    text = normalize(jnp.asarray(rng.randn(args.classes, 4, cfg.projection_dim), jnp.float32))
     ot_grad = jax.jit(jax.grad(lambda t, loc: jnp.sum(sot_glp.local_score(loc, t))))
     r["ot"] = _time(lambda: ot_grad(text, local), args.repeats)
     total = r["text"] + r["image"] + r["ot"]
@@ -178,7 +194,7 @@ def main(argv=None) -> dict:
         ("image", "image tower, both streams"),
         ("ot", f"top-K + Sinkhorn, {args.batch * args.classes} problems"),
     ):
-        print(f"  {label}: {r[k]:.2f} s ({100 * r[k] / total:.0f}%)")
+        print(f"  {label}: {r[k]:.3g} s ({100 * r[k] / total:.0f}%)")
     return r
 
 
