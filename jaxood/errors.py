@@ -14,6 +14,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -116,6 +118,19 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
                 return AtOnce(INTERRUPTED_STATUS)
             print(f"error: {err}\n(JAXOOD_TRACEBACK=1 shows where it was raised)", file=sys.stderr, flush=True)
             return AtOnce(1) if isinstance(err, StoppedAtOnce) else 1
+        except Exception:  # a bug: its traceback, as Python prints it; in a job, `exit_with` then leaves it
+            if not _in_a_job():
+                raise
+            traceback.print_exc()
+            jax = sys.modules["jax"]
+            print(
+                f"error: host {jax.process_index()} of {jax.process_count()} of a multi-host job stopped on the error "
+                "above. Where a collective failed (a connection closed by a peer), another host stopped first: its "
+                "output says why.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
 
     return guarded
 
@@ -126,10 +141,46 @@ def exit_with(status: int) -> NoReturn:
     interrupted runs on in a thread of its own, and finalising while it ran crashed with "Fatal Python error:
     Segmentation fault" after the message (jax 0.10.2 on CPU: Ctrl-C as the train step compiled, SIGTERM 2 s
     into jaxood.evaluate, either around a bare jit compile); the run's `finally` and `with` blocks have all run
-    by then."""
-    if isinstance(status, AtOnce):
+    by then. A host of a multi-host job that failed leaves the job first, and at once where the other hosts do not
+    end too (`_left_the_job`)."""
+    left = status == 0 or not _in_a_job() or _left_the_job()
+    if isinstance(status, AtOnce) or not left:
         logging.shutdown()  # absl's and Python's log handlers, flushed
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
     sys.exit(status)
+
+
+LEAVE_SECONDS = 10.0  # how long a host that failed waits for the other hosts of its job to end too
+
+
+def _in_a_job() -> bool:
+    """Whether this process joined a multi-host job (`jaxood.distributed`); JAX is not imported to find out."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized()
+
+
+def _left_the_job(seconds: float = LEAVE_SECONDS) -> bool:
+    """After an error, a host of a multi-host job leaves it through JAX's shutdown barrier, as at the end of a run,
+    where every host gets there within `seconds`: they all stopped together (a preemption, a NaN loss), or the
+    others had finished. False where they did not: the caller exits at once. Waiting there for hosts that were
+    waiting for this one in a collective (a model or dataset missing on this host alone) hung the job until
+    JAX's shutdown timeout, 5 minutes, and then aborted every host; exiting, this host closes its connections, and
+    the others' collectives fail at once ("... another task died; see the other task logs")."""
+    import jax
+
+    left = threading.Event()
+
+    def leave() -> None:
+        try:
+            jax.distributed.shutdown()
+        except Exception:  # the barrier failed: the exit at once follows
+            return
+        left.set()
+
+    threading.Thread(target=leave, daemon=True).start()  # the barrier has JAX's timeout alone: not waited out
+    try:
+        return left.wait(seconds)
+    except KeyboardInterrupt:  # Ctrl-C while waiting: at once
+        return False

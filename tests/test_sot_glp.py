@@ -477,13 +477,14 @@ def _train_command(model_dir, tmp_path, workdir, **overrides) -> list[str]:
     ]  # fmt: skip
 
 
-def _start_two_hosts(command: list[str]) -> list[subprocess.Popen]:
-    """`command` started as two hosts of one job, as `launch/slurm_gpu.sbatch` starts them; output and errors piped."""
+def _start_two_hosts(command: list[str], second: list[str] | None = None) -> list[subprocess.Popen]:
+    """`command` started as two hosts of one job, as `launch/slurm_gpu.sbatch` starts them (the second host's
+    `second` where given); output and errors piped."""
     slurm = {"JAXOOD_DISTRIBUTED": "1", "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_NTASKS": "2"}
     slurm["SLURM_STEP_NODELIST"] = "localhost"
     return [
         subprocess.Popen(
-            command,
+            second if i and second else command,
             env=_one_device_env() | slurm | {"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -794,6 +795,28 @@ def test_ctrl_c_on_one_of_two_hosts_evaluating_stops_both_before_one_batch(tiny_
     assert "\nerror: stopped by Ctrl-C (SIGINT)" + rerun in logs[1], logs[1][-2000:]
     assert "Ctrl-C: every host stops before its next batch (Ctrl-C again stops this host at once)" in logs[1]
     assert not os.path.exists(tmp_path / "run" / "results.json")
+
+
+def test_an_error_on_one_host_ends_the_job_at_once(tiny_hf, tmp_path):
+    """The second host's model is missing (a folder not copied to that worker). That host printed its error and
+    waited in JAX's shutdown barrier for the first, while the first waited for it in the evaluation's first
+    collective: the job hung for JAX's shutdown timeout (5 minutes), then both hosts aborted. Now the second
+    host, with no other host at the barrier within `LEAVE_SECONDS`, exits; the first one's collective fails at
+    once, and it says that another host stopped first."""
+    command = _evaluate_toy_world(tiny_hf[0], tmp_path)
+    hosts = _start_two_hosts(command, second=command + [f"--config.model={tmp_path}/not_copied"])
+    try:
+        logs = [host.communicate(timeout=120)[0] for host in hosts]
+    finally:
+        for host in hosts:
+            host.kill()
+    assert [host.returncode for host in hosts] == [1, 1], logs
+    assert f"error: '{tmp_path}/not_copied' is neither a directory nor" in logs[1], logs[1][-2000:]
+    assert logs[0].endswith(
+        "error: host 0 of 2 of a multi-host job stopped on the error above. Where a collective failed (a connection "
+        "closed by a peer), another host stopped first: its output says why.\n"
+    ), logs[0][-2000:]
+    assert "Connection closed by peer" in logs[0]
 
 
 # ------------------------------------------------------------------ trainer
