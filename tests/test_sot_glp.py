@@ -477,22 +477,40 @@ def _train_command(model_dir, tmp_path, workdir, **overrides) -> list[str]:
     ]  # fmt: skip
 
 
+@contextlib.contextmanager
+def _signals_handled():
+    """Within the block, Ctrl-C and a closed terminal as a terminal's command has them (SIGINT: KeyboardInterrupt;
+    SIGHUP: the default), in this process and in the commands it starts, whatever this test run inherited: one
+    started in the background of a script ignores SIGINT, one under nohup SIGHUP, an ignored signal is inherited,
+    and jaxood leaves it ignored. The signal tests send them."""
+    import signal
+
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGHUP: signal.SIG_DFL}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _start_two_hosts(command: list[str], second: list[str] | None = None) -> list[subprocess.Popen]:
     """`command` started as two hosts of one job, as `launch/slurm_gpu.sbatch` starts them (the second host's
     `second` where given); output and errors piped."""
     slurm = {"JAXOOD_DISTRIBUTED": "1", "SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_NTASKS": "2"}
     slurm["SLURM_STEP_NODELIST"] = "localhost"
-    return [
-        subprocess.Popen(
-            second if i and second else command,
-            env=_one_device_env() | slurm | {"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    with _signals_handled():
+        return [
+            subprocess.Popen(
+                second if i and second else command,
+                env=_one_device_env() | slurm | {"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in range(2)
+        ]
 
 
 def _run_two_hosts(command: list[str], returncodes=(0, 0), timeout: float = 600) -> list[str]:
@@ -1274,19 +1292,6 @@ def test_nan_gradient_of_a_finite_loss_stops_before_its_step_is_saved(tiny_hf, t
     assert step == 3 and all(np.isfinite(v).all() for v in params.values())
 
 
-@contextlib.contextmanager
-def _interruptible():
-    """Ctrl-C as an interactive Python has it (KeyboardInterrupt), whatever this process inherited: a test run
-    started in the background of a script ignores SIGINT, and jaxood leaves an ignored signal ignored."""
-    import signal
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def test_a_signal_the_process_was_started_to_ignore_stays_ignored(tmp_path):
     """`cmd &` in a script starts cmd ignoring Ctrl-C, meant for the script; training's handler used to take it
     over, so a Ctrl-C to the script stopped the run in its background."""
@@ -1330,7 +1335,7 @@ def test_a_signal_while_evaluating_stops_at_once_saying_what_to_rerun(sig, tiny_
     config = small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False)
     run = tmp_path / "run"
     stopped = f"stopped by {SIGNALS[getattr(signal, sig)]} while evaluating"
-    with _interruptible():
+    with _signals_handled():
         before = {s: signal.getsignal(s) for s in SIGNALS}
         checkpoints = run / "checkpoints"
         message = f"{stopped} step 2, whose checkpoint is in {checkpoints}; no report was written. Run the same "
@@ -1351,12 +1356,12 @@ def test_a_signal_while_evaluating_stops_at_once_saying_what_to_rerun(sig, tiny_
                 os.kill(os.getpid(), signal.{sig})
             return score_dataset(label, *args, **kwargs)
         evaluate.score_dataset = signal_at_the_first_ood_set
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.argv = ["jaxood.evaluate", "--config=configs/zeroshot.py:toy", "--workdir={tmp_path / "zero_shot"}",
                     "--config.model={tiny_hf[0]}", "--config.cache_dir={tmp_path / "cache"}", "--config.scores=mcm"]
         cli.run(evaluate.main)
     """)
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    with _signals_handled():
+        out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     said = f"error: {stopped}; no report was written. Run the same command again.\n"
     if sig == "SIGHUP":
         after = (tmp_path / "zero_shot" / "after_hangup.log").read_text()
@@ -1398,7 +1403,7 @@ def test_sigterm_or_ctrl_c_saves_the_step_it_ends_at_and_stops_and_the_same_comm
 
     monkeypatch.setattr(MetricWriter, "scalars", scalars_then_signals)
     run = tmp_path / "run"
-    with _interruptible():
+    with _signals_handled():
         before = {sig: signal.getsignal(sig) for sig in SIGNALS}
         with pytest.raises(KeyboardInterrupt if stops_with is None else Preempted, match=stops_with):
             trainer.train(config, str(run))
@@ -1431,7 +1436,8 @@ def test_a_closed_terminal_or_pipe_saves_the_step_it_ends_at_with_the_output_aft
     env = _one_device_env()
     if closes == "terminal":
         ours, its = pty.openpty()
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=its, stderr=its, start_new_session=True)
+        with _signals_handled():
+            process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=its, stderr=its, start_new_session=True)
         os.close(its)
         printed = b""
         while b"[step 3]" not in printed:
@@ -1440,7 +1446,8 @@ def test_a_closed_terminal_or_pipe_saves_the_step_it_ends_at_with_the_output_aft
         process.send_signal(signal.SIGHUP)
         why = "a closed terminal (SIGHUP)"
     else:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        with _signals_handled():
+            process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         while not process.stdout.readline().startswith(b"[step 3]"):
             pass
         process.stdout.close()
