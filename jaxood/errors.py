@@ -143,7 +143,7 @@ def exit_with(status: int) -> NoReturn:
     into jaxood.evaluate, either around a bare jit compile); the run's `finally` and `with` blocks have all run
     by then. A host of a multi-host job that failed leaves the job first, and at once where the other hosts do not
     end too (`_left_the_job`)."""
-    left = status == 0 or not _in_a_job() or _left_the_job()
+    left = not status or not _in_a_job() or _left_the_job()  # status None: main returned nothing, as on success
     if isinstance(status, AtOnce) or not left:
         logging.shutdown()  # absl's and Python's log handlers, flushed
         sys.stdout.flush()

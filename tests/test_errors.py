@@ -89,6 +89,21 @@ def test_other_errors_keep_their_traceback(monkeypatch):
         report_user_errors(_raising(ZeroDivisionError("a bug")))([])
 
 
+@pytest.mark.parametrize("status", [None, 0, 1])
+def test_only_a_failed_host_of_a_job_leaves_it_before_exiting(status, monkeypatch):
+    """A host that failed gives the others `LEAVE_SECONDS` to end too (JAX's shutdown barrier). One that succeeded
+    exits as usual: its `main` returned None, and that once counted as a failure, so a host done before the
+    first (which writes the report) would leave after 10 s and leave the first failing in its own barrier."""
+    from jaxood import errors
+
+    leaving = []
+    monkeypatch.setattr(errors, "_in_a_job", lambda: True)
+    monkeypatch.setattr(errors, "_left_the_job", lambda: leaving.append(status) or True)
+    with pytest.raises(SystemExit) as exited:
+        errors.exit_with(status)
+    assert exited.value.code == status and leaving == ([status] if status else [])
+
+
 def test_traceback_on_request(monkeypatch):
     monkeypatch.setenv("JAXOOD_TRACEBACK", "1")
     with pytest.raises(InvalidInput):
