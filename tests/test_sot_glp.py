@@ -837,6 +837,44 @@ def test_an_error_on_one_host_ends_the_job_at_once(tiny_hf, tmp_path):
     assert "Connection closed by peer" in logs[0]
 
 
+@pytest.mark.parametrize("second_host", ["another copy", "no copy"])
+def test_hosts_that_see_a_dataset_otherwise_stop_together_naming_it(tiny_hf, tmp_path, second_host):
+    """Each host has its own copy of an OOD folder (a folder per host here stands for each worker's local copy):
+    10 images on the first, 13 on the second. Each host read its share of its own copy, and the job reported
+    10 images, some of them the second copy's, without a word. Now both hosts stop at once, naming the set and
+    what each host sees. With no copy on the second host, the first failed in a collective once the second had
+    stopped; now it names the set and the host."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for copy, n in (("first", 10), ("second", 13)):
+        (tmp_path / copy).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(tmp_path / copy / f"{i:03d}.png")
+    copies = [tmp_path / "first", tmp_path / ("second" if second_host == "another copy" else "not_copied")]
+    toy_ood = "--config.ood_datasets."
+    command = [[a for a in _evaluate_toy_world(tiny_hf[0], tmp_path) if not a.startswith(toy_ood)]
+               + [f"{toy_ood[:-1]}={{'far': {{'kind': 'folder', 'root': '{copy}'}}}}"] for copy in copies]  # fmt: skip
+    hosts = _start_two_hosts(command[0], second=command[1])
+    try:
+        logs = [host.communicate(timeout=120)[0] for host in hosts]
+    finally:
+        for host in hosts:
+            host.kill()
+    assert [host.returncode for host in hosts] == [1, 1], logs
+    if second_host == "another copy":
+        said = ("error: config.ood_datasets.far: the hosts of this job see different copies of this dataset (host 0: "
+                "10 examples; host 1: 13 examples). Each host reads its share of one list of examples")  # fmt: skip
+        assert said in logs[0] and said in logs[1], logs
+    else:
+        assert (
+            "error: config.ood_datasets.far: host(s) 1 of this job could not open this dataset (their output says "
+            "why); every host reads it\n" in logs[0]
+        ), logs[0]
+        assert f"error: config.ood_datasets.far: image folder not found at {copies[1]}" in logs[1], logs[1]
+    assert not os.path.exists(tmp_path / "run" / "results.json")
+
+
 # ------------------------------------------------------------------ trainer
 
 

@@ -16,9 +16,14 @@ Paths (`root`, `list_file`, `data_dir`) may start with `~`: a shell leaves
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 
+import jax
+import numpy as np
+
+from jaxood import distributed
 from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
 from jaxood.data.toy_world import ToyWorld
 from jaxood.errors import InvalidInput, UserError
@@ -51,8 +56,12 @@ def make_source(spec: Mapping, key: str = ""):
 def make_sources(entries: Mapping[str, Mapping]) -> dict:
     """`make_source` of each entry (config key -> description), by key; every missing dataset is named in one error
     (ImageNet and MOS' four OOD sets took five runs to learn of), a dataset several keys name once, with its keys
-    (a training run's ImageNet train split and ID validation split are one missing dataset)."""
+    (a training run's ImageNet train split and ID validation split are one missing dataset).
+
+    In a multi-host job the hosts then compare what they opened (`_same_on_every_host`), so every host stops on a
+    dataset one host lacks, or sees otherwise, with the others."""
     sources, missing = {}, {}  # a missing dataset's message -> the keys naming it, in the entries' order
+    refused = None  # the first entry refused, with its error
     for key, spec in entries.items():
         try:
             if not hasattr(spec, "keys"):  # not a dict or ConfigDict, but a path: dict() failed with a ValueError
@@ -64,7 +73,13 @@ def make_sources(entries: Mapping[str, Mapping]) -> dict:
         except DatasetMissing as err:
             missing.setdefault(str(err), []).append(key)
         except UserError as err:
-            raise type(err)(_at([key], err)) from err
+            refused = key, err
+            break
+    if jax.process_count() > 1:
+        _same_on_every_host(list(entries), sources, failed=bool(refused or missing))
+    if refused:
+        key, err = refused
+        raise type(err)(_at([key], err)) from err
     lines = [_at(keys, message) for message, keys in missing.items()]
     if len(lines) > 1:
         n = sum(map(len, missing.values()))
@@ -72,6 +87,47 @@ def make_sources(entries: Mapping[str, Mapping]) -> dict:
     if lines:
         raise DatasetMissing(lines[0])
     return sources
+
+
+def _same_on_every_host(keys: list[str], sources: dict, failed: bool) -> None:
+    """The hosts of a job swap what they opened, per config key: whether they opened it, how many examples it has,
+    and a hash of its `fingerprint`. Each host reads its share of one list of examples, so copies that differ
+    (a worker's local copy cut short, or made from another version) mixed their images into one set without a
+    word, and dropped or repeated some; a dataset missing on one host left the others failing in a collective.
+    Now every host stops here, naming the hosts and what each sees; a host that `failed` itself goes on to its
+    own error."""
+    mine = np.zeros((len(keys), 6), np.int32)  # opened, examples, 128 bits of hash
+    for row, key in enumerate(keys):
+        if (source := sources.get(key)) is not None:
+            digest = np.frombuffer(hashlib.sha256(source.fingerprint()).digest()[:16], np.int32)
+            mine[row] = [1, len(source), *digest]
+    every = distributed.every_host(mine)  # (hosts, keys, 6)
+    if failed:
+        return
+    for row, key in enumerate(keys):
+        seen = every[:, row]
+        if not seen[:, 0].all():
+            hosts = ", ".join(map(str, np.flatnonzero(seen[:, 0] == 0)))
+            raise DatasetMissing(
+                f"config.{key}: host(s) {hosts} of this job could not open this dataset (their output says why); "
+                "every host reads it"
+            )
+        variants = {tuple(v): [] for v in seen}
+        if len(variants) > 1:
+            for host, v in enumerate(seen):
+                variants[tuple(v)].append(host)
+            counts = [v[1] for v in variants]
+            said = "; ".join(
+                f"host{'s' * (len(hosts) > 1)} {', '.join(map(str, hosts))}: {v[1]} examples"
+                + (" (other files or labels)" if v[1] in counts[:i] else "")
+                for i, (v, hosts) in enumerate(variants.items())
+            )
+            raise InvalidInput(
+                f"config.{key}: the hosts of this job see different copies of this dataset ({said}). Each host reads "
+                "its share of one list of examples, so the job would mix the copies' images and drop or repeat "
+                "some: give every host the same files (copy it to every worker again, or keep it on a folder every "
+                "host mounts, or in a bucket)"
+            )
 
 
 def _at(keys: list[str], message) -> str:

@@ -59,6 +59,11 @@ class Source(Protocol):
 
     def read(self, index: int) -> tuple[object, int]: ...
 
+    def fingerprint(self) -> bytes:
+        """Its examples in order, as far as a host can tell without reading them (files and labels; records;
+        settings): the hosts of a job compare theirs (`jaxood.data.datasets.make_sources`)."""
+        ...
+
 
 def tfds_prompt_names(dataset: str, labels) -> tuple[str, ...]:
     """A TFDS dataset's label names for prompts, read as CoOp's dataset code reads them where that differs
@@ -173,6 +178,9 @@ class _FileListSource:
 
     def read(self, index: int) -> tuple[str, int]:
         return self.paths[index], int(self._labels[index])
+
+    def fingerprint(self) -> bytes:
+        return "\n".join(self.paths).encode() + np.asarray(self._labels, np.int64).tobytes()
 
     def _files(self) -> Iterator[str]:
         """Each example's file with links and `..` resolved. One `realpath` and one listing per folder, and one
@@ -473,6 +481,9 @@ class TfdsSource:
 
     def __len__(self) -> int:
         return len(self._ds)
+
+    def fingerprint(self) -> bytes:  # the shards by name: hosts may mount the data at other real paths
+        return repr(sorted((os.path.basename(shard), spans) for shard, spans in self._records.ranges.items())).encode()
 
     def records(self) -> RecordRanges:
         """The records it reads (`RecordRanges`), to compare with another TFDS split's or slice's."""

@@ -297,6 +297,9 @@ class ToyWorld:
     def __len__(self) -> int:
         return self._length
 
+    def fingerprint(self) -> bytes:  # rendered from its settings alone
+        return repr(self.identity).encode()
+
     def _spec(self, index: int, rng: np.random.Generator) -> tuple[str | None, str, int]:
         group = index // self._per_group
         if self._objects == (None,):
