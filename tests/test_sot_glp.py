@@ -513,10 +513,11 @@ def _start_two_hosts(command: list[str], second: list[str] | None = None) -> lis
         ]
 
 
-def _run_two_hosts(command: list[str], returncodes=(0, 0), timeout: float = 600) -> list[str]:
-    """`command` run as two hosts of one job, which must end with `returncodes`; their outputs. Hosts still running
-    after `timeout` seconds (a job that hangs) are killed, not left behind."""
-    hosts = _start_two_hosts(command)
+def _run_two_hosts(command: list[str], returncodes=(0, 0), timeout: float = 600, second=None) -> list[str]:
+    """`command` run as two hosts of one job (the second host's `second` where given), which must end with
+    `returncodes`; their outputs. Hosts still running after `timeout` seconds (a job that hangs) are killed, not
+    left behind."""
+    hosts = _start_two_hosts(command, second)
     try:
         logs = [host.communicate(timeout=timeout)[0] for host in hosts]
     finally:
@@ -822,13 +823,7 @@ def test_an_error_on_one_host_ends_the_job_at_once(tiny_hf, tmp_path):
     host, with no other host at the barrier within `LEAVE_SECONDS`, exits; the first one's collective fails at
     once, and it says that another host stopped first."""
     command = _evaluate_toy_world(tiny_hf[0], tmp_path)
-    hosts = _start_two_hosts(command, second=command + [f"--config.model={tmp_path}/not_copied"])
-    try:
-        logs = [host.communicate(timeout=120)[0] for host in hosts]
-    finally:
-        for host in hosts:
-            host.kill()
-    assert [host.returncode for host in hosts] == [1, 1], logs
+    logs = _run_two_hosts(command, (1, 1), timeout=120, second=command + [f"--config.model={tmp_path}/not_copied"])
     assert f"error: '{tmp_path}/not_copied' is neither a directory nor" in logs[1], logs[1][-2000:]
     assert logs[0].endswith(
         "error: host 0 of 2 of a multi-host job stopped on the error above. Where a collective failed (a connection "
@@ -855,13 +850,7 @@ def test_hosts_that_see_a_dataset_otherwise_stop_together_naming_it(tiny_hf, tmp
     toy_ood = "--config.ood_datasets."
     command = [[a for a in _evaluate_toy_world(tiny_hf[0], tmp_path) if not a.startswith(toy_ood)]
                + [f"{toy_ood[:-1]}={{'far': {{'kind': 'folder', 'root': '{copy}'}}}}"] for copy in copies]  # fmt: skip
-    hosts = _start_two_hosts(command[0], second=command[1])
-    try:
-        logs = [host.communicate(timeout=120)[0] for host in hosts]
-    finally:
-        for host in hosts:
-            host.kill()
-    assert [host.returncode for host in hosts] == [1, 1], logs
+    logs = _run_two_hosts(command[0], (1, 1), timeout=120, second=command[1])
     if second_host == "another copy":
         said = ("error: config.ood_datasets.far: the hosts of this job see different copies of this dataset (host 0: "
                 "10 examples; host 1: 13 examples). Each host reads its share of one list of examples")  # fmt: skip
