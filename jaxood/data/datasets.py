@@ -59,7 +59,8 @@ def make_sources(entries: Mapping[str, Mapping]) -> dict:
     (a training run's ImageNet train split and ID validation split are one missing dataset).
 
     In a multi-host job the hosts then compare what they opened (`_same_on_every_host`), so every host stops on a
-    dataset one host lacks, or sees otherwise, with the others."""
+    dataset one host lacks, or sees otherwise, with the others: there every host must call it (`make_source`
+    too), with the same entries."""
     sources, missing = {}, {}  # a missing dataset's message -> the keys naming it, in the entries' order
     refused = None  # the first entry refused, with its error
     for key, spec in entries.items():
