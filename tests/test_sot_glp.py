@@ -749,13 +749,15 @@ def test_a_stop_on_one_host_saves_one_step_on_every_host_and_stops_them(tiny_hf,
     assert logged == list(range(1, step + 1))
 
 
-def _evaluate_toy_world(model: str, tmp_path) -> list[str]:
-    """`jaxood.evaluate` of `model` zero-shot on a small toy world, in `tmp_path / "run"`."""
+def _evaluate_toy_world(model: str, tmp_path, ood: str = "") -> list[str]:
+    """`jaxood.evaluate` of `model` zero-shot on a small toy world, in `tmp_path / "run"`; `ood`, where given, as
+    `config.ood_datasets` instead of the small toy OOD sets."""
+    small_toy_ood = [f"--config.ood_datasets.{name}.per_class=1" for name in ("near", "far", "spurious")]
     return [
         sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={tmp_path}/run",
         f"--config.model={model}", f"--config.cache_dir={tmp_path}/cache", "--config.scores=mcm",
-        "--config.plots=False", "--config.id_dataset.per_class=2", "--config.ood_datasets.near.per_class=1",
-        "--config.ood_datasets.far.per_class=1", "--config.ood_datasets.spurious.per_class=1",
+        "--config.plots=False", "--config.id_dataset.per_class=2",
+        *([f"--config.ood_datasets={ood}"] if ood else small_toy_ood),
     ]  # fmt: skip
 
 
@@ -847,9 +849,8 @@ def test_hosts_that_see_a_dataset_otherwise_stop_together_naming_it(tiny_hf, tmp
         for i in range(n):
             Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(tmp_path / copy / f"{i:03d}.png")
     copies = [tmp_path / "first", tmp_path / ("second" if second_host == "another copy" else "not_copied")]
-    toy_ood = "--config.ood_datasets."
-    command = [[a for a in _evaluate_toy_world(tiny_hf[0], tmp_path) if not a.startswith(toy_ood)]
-               + [f"{toy_ood[:-1]}={{'far': {{'kind': 'folder', 'root': '{copy}'}}}}"] for copy in copies]  # fmt: skip
+    command = [_evaluate_toy_world(tiny_hf[0], tmp_path, f"{{'far': {{'kind': 'folder', 'root': '{copy}'}}}}")
+               for copy in copies]  # fmt: skip
     logs = _run_two_hosts(command[0], (1, 1), timeout=120, second=command[1])
     if second_host == "another copy":
         said = ("error: config.ood_datasets.far: the hosts of this job see different copies of this dataset (host 0: "
