@@ -139,7 +139,9 @@ def test_only_prompts_and_projection_are_trained(tiny_model, tmp_path, learn_pro
         "label": jnp.array([0, 1, 2, 3]),
         "mask": jnp.array([True, True, True, False]),
     }
-    grads = jax.grad(lambda t: method.loss(trainer.merge(t, frozen), {}, batch, jax.random.PRNGKey(0))[0])(trainable)
+    grads = jax.jit(jax.grad(lambda t: method.loss(trainer.merge(t, frozen), {}, batch, jax.random.PRNGKey(0))[0]))(
+        trainable
+    )
     for name, g in grads.items():
         assert np.abs(np.asarray(g)).max() > 0, name
 
@@ -248,7 +250,7 @@ def test_loss_predictions_and_scores_follow_the_spec_computed_in_numpy(tiny_mode
 
     batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels), "mask": jnp.asarray(mask)}
     params_now = trainer.merge({k: jnp.asarray(x) for k, x in trainable.items()}, frozen)
-    loss, (metrics, _) = method.loss(params_now, {}, batch, jax.random.PRNGKey(0))
+    loss, (metrics, _) = jax.jit(method.loss)(params_now, {}, batch, jax.random.PRNGKey(0))
     np.testing.assert_allclose(loss, want_loss, rtol=1e-4)
     np.testing.assert_allclose(metrics["loss_local"], _spec_ce(phi / tau, labels, mask), rtol=1e-4)
 
