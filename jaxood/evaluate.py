@@ -657,8 +657,7 @@ def evaluate(
                     print(f"the earlier report in {workdir} moved to {kept}", flush=True)
                 md = report.write(workdir, results)
                 report.write_scores(workdir, {"id": id_out, **ood_outs})
-                if config.plots:
-                    report.plots(workdir, results["ood"], id_out, ood_outs)
+                plotted = report.plots(workdir, results["ood"], id_out, ood_outs) if config.plots else []
             except OSError as err:  # a full disk, a quota: after the whole evaluation
                 fix = write_fix(err, "it", room="Free space there")
                 raise NotSaved(
@@ -666,6 +665,7 @@ def evaluate(
                     "command again to evaluate again."
                 ) from err
             print(md, flush=True)
+            print(report.where_written(workdir, len(plotted)), flush=True)
         return results
 
 

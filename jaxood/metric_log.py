@@ -11,6 +11,7 @@ import re
 from jaxood.cache import write_whole
 
 METRICS, SUPERSEDED = "metrics.jsonl", "metrics.superseded.jsonl"
+TENSORBOARD = "tb"  # the workdir's TensorBoard logs: the training curves, and in `eval` the reports' figures
 
 
 class MetricWriter:
@@ -33,7 +34,7 @@ class MetricWriter:
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start + 1)
+                self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD), purge_step=start + 1)
 
     def scalars(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -96,7 +97,7 @@ def write_evaluation(workdir: str, step: int, results: dict) -> None:
     for name, row, of in per_set:
         values.update({f"{metric}/{name}/{row}": v for metric, v in (of or {}).items()})
     try:
-        with contextlib.closing(SummaryWriter(os.path.join(workdir, "tb", "eval"), purge_step=step)) as tb:
+        with contextlib.closing(SummaryWriter(os.path.join(workdir, TENSORBOARD, "eval"), purge_step=step)) as tb:
             for tag, value in values.items():
                 tb.add_scalar(re.sub(r"[^-/\w.]", "_", tag.replace(" / ", "/")), 100 * value, step)
     except OSError as err:

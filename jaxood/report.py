@@ -142,6 +142,14 @@ def write(workdir: str, results: dict) -> str:
     return md
 
 
+def where_written(workdir: str, n_plots: int) -> str:
+    """The line after the tables: where the report's files are (the first host's output said only the tables)."""
+    files = [f"{RESULTS_MD} (these tables)", RESULTS_JSON, f"{SCORES} (each example's scores)"]
+    if n_plots:
+        files.append(f"{n_plots} plots ({', '.join(PLOT_NAME.format(kind=kind, name='*') for kind in PLOT_KINDS)})")
+    return f"Report in {workdir}: {', '.join(files[:-1])} and {files[-1]}"
+
+
 def write_scores(workdir: str, outs: dict[str, dict]) -> None:
     """`scores.npz`: per set ("id", then the OOD sets) and example, what the metrics were computed from.
 

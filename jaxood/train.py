@@ -66,7 +66,7 @@ from jaxood.data.preprocess import clip_train
 from jaxood.data.sampling import few_shot_indices
 from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, write_fix
 from jaxood.memory import compile_within_memory
-from jaxood.metric_log import METRICS, MetricWriter, write_evaluation
+from jaxood.metric_log import METRICS, TENSORBOARD, MetricWriter, write_evaluation
 from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
@@ -636,9 +636,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     # Distinct images the steps of this run (since it started or resumed) could not decode, over every host, and
     # those its few-shot sampling passed over.
     unreadable = {"train": passed_over + loader.unreadable_total()} if remaining or passed_over else {}
+    curves = None
     if config.plots and distributed.is_first_host():
         with open(os.path.join(workdir, METRICS)) as f:
-            report.training_curves(workdir, [json.loads(line) for line in f])
+            curves = report.training_curves(workdir, [json.loads(line) for line in f])
 
     params = merge(state.trainable, frozen)
     # Zero-shot rows: the CLIP as training left it (the frozen one, or for pretraining the one just trained,
@@ -666,6 +667,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         )
     if config.tensorboard and distributed.is_first_host():
         write_evaluation(workdir, evaluated, results)
+    logs = [f"Training curves: {curves}"] if curves else []
+    if config.tensorboard:
+        tb = os.path.join(workdir, TENSORBOARD)
+        logs.append(f"TensorBoard logs: {tb} (pip install tensorboard; tensorboard --logdir {tb})")
+    if logs:
+        distributed.log("; ".join(logs))
     return results, params
 
 

@@ -36,6 +36,11 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
         assert f"hist_zero_shot_{score}.png" in files and f"roc_zero_shot_{score}.png" in files
     res = json.loads((tmp_path / "run1" / "results.json").read_text())
     assert res["counts"] == {"id": 48, "far": 24, "near": 24, "spurious": 32}
+    assert len([name for name in files if name.startswith(("hist_", "roc_"))]) == 10
+    assert first.stdout.splitlines()[-1] == (  # after the tables, where they and the rest are
+        f"Report in {tmp_path / 'run1'}: results.md (these tables), results.json, scores.npz (each example's scores) "
+        "and 10 plots (hist_*.png, roc_*.png)"
+    )
     rows = res["ood"]
     assert list(rows) == [
         "zero-shot / MCM",
@@ -487,7 +492,7 @@ def test_an_ood_set_of_undecodable_images_leaves_its_metrics_out_and_reports_the
     assert "[far] no image of this set could be scored (3 undecodable)" in capsys.readouterr().out
 
 
-def test_paths_starting_with_a_tilde_are_in_the_home_folder(tiny_hf, tmp_path, monkeypatch):
+def test_paths_starting_with_a_tilde_are_in_the_home_folder(tiny_hf, tmp_path, monkeypatch, capsys):
     """A shell leaves `--workdir=~/run` and `--config.model=~/clip` as they are (it expands `~` only at a word's
     start): the workdir became a folder named `~` in the current one, the model was refused as neither a folder nor a
     hub id, and a dataset under `~` was reported missing."""
@@ -516,6 +521,9 @@ def test_paths_starting_with_a_tilde_are_in_the_home_folder(tiny_hf, tmp_path, m
     results = evaluate.evaluate(config, "~/run")
     assert results["counts"] == {"id": 12, "folder": 2, "list": 2}
     assert (home / "run" / "results.md").exists() and (home / "cache").is_dir() and not os.listdir(cwd)
+    assert capsys.readouterr().out.splitlines()[-1] == (  # no plots, and the folder where they are
+        f"Report in {home / 'run'}: results.md (these tables), results.json and scores.npz (each example's scores)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -870,11 +870,20 @@ def test_hosts_that_see_a_dataset_otherwise_stop_together_naming_it(tiny_hf, tmp
 # ------------------------------------------------------------------ trainer
 
 
-def test_train_and_evaluate_one_step(tiny_hf, tmp_path):
+def test_train_and_evaluate_one_step(tiny_hf, tmp_path, capsys):
     config = small_config(tiny_hf[0], tmp_path, num_steps=1, plots=True, tensorboard=True)
     results, _ = trainer.train(config, str(tmp_path / "run"))
     files = set(os.listdir(tmp_path / "run"))
     assert {"results.json", "results.md", "config.json", "metrics.jsonl", "hist_sot_glp_gl_mcm.png"} <= files
+    # The output ends saying where all that is: it ended with the tables.
+    run, plots = tmp_path / "run", [name for name in files if name.startswith(("hist_", "roc_"))]
+    assert len(plots) == 14 and "training_curves.png" in files and (run / "tb").is_dir()
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"Report in {run}: results.md (these tables), results.json, scores.npz (each example's scores) and 14 plots "
+        "(hist_*.png, roc_*.png)",
+        f"Training curves: {run}/training_curves.png; TensorBoard logs: {run}/tb (pip install tensorboard; "
+        f"tensorboard --logdir {run}/tb)",
+    ]
     assert list(results["ood"]) == [
         "zero-shot / MCM",
         "zero-shot / GL-MCM",
