@@ -14,6 +14,7 @@ images) it says itself, naming the host.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax
@@ -42,3 +43,27 @@ def every_host(array: np.ndarray) -> np.ndarray:
     """`array` of every host of the job, stacked in host order: what each host found, swapped (a collective: every
     host must call it, with an array of the same shape)."""
     return np.asarray(multihost_utils.process_allgather(array))
+
+
+def leaves_that_differ(tree) -> tuple[list[str], list[int]]:
+    """The leaves of `tree` whose values differ between the hosts of the job (paths `a/b/c`), and the hosts whose
+    values differ from the first host's (a collective: every host must call it, with a tree of the same structure)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    mine = np.zeros((len(leaves), 4), np.int32)  # 128 bits of each leaf's hash
+    for row, (_, leaf) in enumerate(leaves):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:  # placed already: this host's part
+            leaf = leaf.addressable_data(0)
+        data = np.ascontiguousarray(np.asarray(leaf))
+        mine[row] = np.frombuffer(hashlib.sha256(data.tobytes() + str(data.dtype).encode()).digest()[:16], np.int32)
+    every = every_host(mine)  # (hosts, leaves, 4)
+    differs = (every != every[:1]).any(-1)  # (hosts, leaves), against the first host
+    paths = ["/".join(_key_name(key) for key in path) for path, _ in leaves]
+    return [path for path, d in zip(paths, differs.any(0)) if d], [int(h) for h in np.flatnonzero(differs.any(1))]
+
+
+def _key_name(key) -> str:
+    """A tree path's step as a name: a dict's key, a list's index, a dataclass's field."""
+    for attr in ("key", "idx", "name"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)

@@ -867,6 +867,22 @@ def test_hosts_that_see_a_dataset_otherwise_stop_together_naming_it(tiny_hf, tmp
     assert not os.path.exists(tmp_path / "run" / "results.json")
 
 
+def test_hosts_that_load_other_weights_stop_together_naming_the_arrays(tiny_hf, tmp_path):
+    """The second host's CLIP is another copy (the same architecture, other weights). JAX's check that every host
+    places the same values on the devices stopped both with its AssertionError, both arrays printed after a
+    traceback, naming neither the model nor an array; now each host names the arrays that differ, and where from."""
+    conftest.make_hf_clip(tmp_path / "other", conftest.TINY, seed=1)
+    second = _evaluate_toy_world(str(tmp_path / "other"), tmp_path)
+    logs = _run_two_hosts(_evaluate_toy_world(tiny_hf[0], tmp_path), (1, 1), timeout=120, second=second)
+    for log in logs:
+        assert (
+            "error: the hosts of this job hold different values of what they place on every device: 31 array(s) "
+            "differ between host 0 and host(s) 1 (text_model/embeddings/position_embedding/embedding, " in log
+        ), log[-3000:]
+        assert "Every host loads the model (config.model)" in log and "Traceback" not in log, log[-3000:]
+    assert not os.path.exists(tmp_path / "run" / "results.json")
+
+
 # ------------------------------------------------------------------ trainer
 
 

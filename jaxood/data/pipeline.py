@@ -60,8 +60,24 @@ def replicate(tree, mesh: Mesh | None = None):
 
     Weights placed once this way are not sent again with every jitted call, as host arrays would be (a ViT-B/16's
     image tower is 345 MB a batch).
+
+    In a multi-host job JAX checks that every host passes the same values, and failed with its AssertionError and
+    both arrays printed, after a traceback: now an error naming the leaves that differ and the hosts.
     """
-    return jax.device_put(tree, every_device(mesh))
+    try:
+        return jax.device_put(tree, every_device(mesh))
+    except AssertionError as err:
+        if jax.process_count() == 1:
+            raise
+        paths, hosts = distributed.leaves_that_differ(tree)  # every host is here: JAX's check failed on each
+        if not paths:  # not that check's failure
+            raise
+        raise InvalidInput(
+            f"the hosts of this job hold different values of what they place on every device: {len(paths)} "
+            f"array(s) differ between host 0 and host(s) {', '.join(map(str, hosts))} ({', '.join(paths[:5])}"
+            f"{' ...' if len(paths) > 5 else ''}). Every host loads the model (config.model) and builds the "
+            "method's parameters from its config itself: give every host the same model files and the same command"
+        ) from err
 
 
 def check_batch(global_batch: int, mesh: Mesh, name: str = "global batch") -> None:
