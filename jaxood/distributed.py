@@ -47,12 +47,11 @@ def every_host(array: np.ndarray) -> np.ndarray:
 
 def leaves_that_differ(tree) -> tuple[list[str], list[int]]:
     """The leaves of `tree` whose values differ between the hosts of the job (paths `a/b/c`), and the hosts whose
-    values differ from the first host's (a collective: every host must call it, with a tree of the same structure)."""
+    values differ from the first host's (a collective: every host must call it, with a tree of the same structure;
+    a leaf placed on devices already must be a whole copy on each, as `replicate` places them)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     mine = np.zeros((len(leaves), 4), np.int32)  # 128 bits of each leaf's hash
     for row, (_, leaf) in enumerate(leaves):
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:  # placed already: this host's part
-            leaf = leaf.addressable_data(0)
         data = np.ascontiguousarray(np.asarray(leaf))
         mine[row] = np.frombuffer(hashlib.sha256(data.tobytes() + str(data.dtype).encode()).digest()[:16], np.int32)
     every = every_host(mine)  # (hosts, leaves, 4)
