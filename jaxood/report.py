@@ -143,7 +143,7 @@ def write(workdir: str, results: dict) -> str:
 
 
 def where_written(workdir: str, n_plots: int) -> str:
-    """The line after the tables: where the report's files are (the first host's output said only the tables)."""
+    """The line after the tables, naming the report's files and their folder (the output ended with the tables)."""
     files = [f"{RESULTS_MD} (these tables)", RESULTS_JSON, f"{SCORES} (each example's scores)"]
     if n_plots:
         files.append(f"{n_plots} plots ({', '.join(PLOT_NAME.format(kind=kind, name='*') for kind in PLOT_KINDS)})")
