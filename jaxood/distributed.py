@@ -45,19 +45,34 @@ def every_host(array: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(array))
 
 
-def leaves_that_differ(tree) -> tuple[list[str], list[int]]:
-    """The leaves of `tree` whose values differ between the hosts of the job (paths `a/b/c`), and the hosts whose
-    values differ from the first host's (a collective: every host must call it, with a tree of the same structure;
-    a leaf placed on devices already must be a whole copy on each, as `replicate` places them)."""
+def differences(tree) -> str:
+    """What differs in `tree` between the hosts of the job, said for an error ("" where nothing does): the arrays'
+    names, shapes or number, else which arrays' values differ, and on which hosts (a collective: every host must
+    call it; each swaps a fixed-size summary first, since arrays of other shapes would not swap)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    mine = np.zeros((len(leaves), 4), np.int32)  # 128 bits of each leaf's hash
-    for row, (_, leaf) in enumerate(leaves):
-        data = np.ascontiguousarray(np.asarray(leaf))
-        mine[row] = np.frombuffer(hashlib.sha256(data.tobytes() + str(data.dtype).encode()).digest()[:16], np.int32)
-    every = every_host(mine)  # (hosts, leaves, 4)
-    differs = (every != every[:1]).any(-1)  # (hosts, leaves), against the first host
     paths = ["/".join(_key_name(key) for key in path) for path, _ in leaves]
-    return [path for path, d in zip(paths, differs.any(0)) if d], [int(h) for h in np.flatnonzero(differs.any(1))]
+    arrays = [np.ascontiguousarray(np.asarray(leaf)) for _, leaf in leaves]
+    layout = repr([(path, a.shape, str(a.dtype)) for path, a in zip(paths, arrays)]).encode()
+    kib = sum(a.nbytes for a in arrays) // 1024  # an int32 up to 2 TiB
+    summary = every_host(np.array([len(arrays), kib, *_digest(layout)], np.int32))
+    if (summary != summary[:1]).any():
+        sizes = "; ".join(f"host {h}: {n} arrays, {k / 1024:.1f} MiB" for h, (n, k) in enumerate(summary[:, :2]))
+        return f"the hosts of this job hold arrays of other names or shapes to place on every device ({sizes})"
+    every = every_host(np.stack([_digest(a.tobytes()) for a in arrays]))  # (hosts, arrays, 4)
+    differs = (every != every[:1]).any(-1)  # (hosts, arrays), against the first host
+    if not differs.any():
+        return ""
+    named = [path for path, d in zip(paths, differs.any(0)) if d]
+    hosts = ", ".join(map(str, np.flatnonzero(differs.any(1))))
+    return (
+        f"the hosts of this job hold different values of what they place on every device: {len(named)} array(s) "
+        f"differ between host 0 and host(s) {hosts} ({', '.join(named[:5])}{' ...' if len(named) > 5 else ''})"
+    )
+
+
+def _digest(data: bytes) -> np.ndarray:
+    """128 bits of `data`'s SHA-256, as 4 int32 (what `every_host` swaps)."""
+    return np.frombuffer(hashlib.sha256(data).digest()[:16], np.int32)
 
 
 def _key_name(key) -> str:

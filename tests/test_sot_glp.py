@@ -867,18 +867,25 @@ def test_hosts_that_see_a_dataset_otherwise_stop_together_naming_it(tiny_hf, tmp
     assert not os.path.exists(tmp_path / "run" / "results.json")
 
 
-def test_hosts_that_load_other_weights_stop_together_naming_the_arrays(tiny_hf, tmp_path):
-    """The second host's CLIP is another copy (the same architecture, other weights). JAX's check that every host
-    places the same values on the devices stopped both with its AssertionError, both arrays printed after a
-    traceback, naming neither the model nor an array; now each host names the arrays that differ, and where from."""
-    conftest.make_hf_clip(tmp_path / "other", conftest.TINY, seed=1)
-    second = _evaluate_toy_world(str(tmp_path / "other"), tmp_path)
+@pytest.mark.parametrize("other", ["weights", "architecture"])
+def test_hosts_that_load_another_model_stop_together_saying_what_differs(tiny_hf, tmp_path, other):
+    """The second host's CLIP is another copy: the same architecture with other weights, or another architecture
+    (the embedded toy CLIP). JAX's check that every host places the same values on the devices stopped both with
+    its AssertionError, the arrays printed after a traceback, naming neither the model nor an array; now each host
+    names the arrays whose values differ, or says that the arrays' names or shapes do (the hosts' arrays could not
+    be compared one by one then: swapping them aborted both hosts)."""
+    if other == "weights":
+        conftest.make_hf_clip(tmp_path / "other", conftest.TINY, seed=1)
+    second = _evaluate_toy_world(str(tmp_path / "other") if other == "weights" else "toy", tmp_path)
     logs = _run_two_hosts(_evaluate_toy_world(tiny_hf[0], tmp_path), (1, 1), timeout=120, second=second)
+    said = {
+        "weights": "error: the hosts of this job hold different values of what they place on every device: 31 "
+        "array(s) differ between host 0 and host(s) 1 (text_model/embeddings/position_embedding/embedding, ",
+        "architecture": "error: the hosts of this job hold arrays of other names or shapes to place on every device "
+        "(host 0: 78 arrays, 12.7 MiB; host 1: 110 arrays, 27.4 MiB). ",
+    }[other]
     for log in logs:
-        assert (
-            "error: the hosts of this job hold different values of what they place on every device: 31 array(s) "
-            "differ between host 0 and host(s) 1 (text_model/embeddings/position_embedding/embedding, " in log
-        ), log[-3000:]
+        assert said in log, log[-3000:]
         assert "Every host loads the model (config.model)" in log and "Traceback" not in log, log[-3000:]
     assert not os.path.exists(tmp_path / "run" / "results.json")
 

@@ -69,14 +69,12 @@ def replicate(tree, mesh: Mesh | None = None):
     except AssertionError as err:
         if jax.process_count() == 1:
             raise
-        paths, hosts = distributed.leaves_that_differ(tree)  # every host is here: JAX's check failed on each
-        if not paths:  # not that check's failure
+        said = distributed.differences(tree)  # every host is here: JAX's check failed on each
+        if not said:  # not that check's failure
             raise
         raise InvalidInput(
-            f"the hosts of this job hold different values of what they place on every device: {len(paths)} "
-            f"array(s) differ between host 0 and host(s) {', '.join(map(str, hosts))} ({', '.join(paths[:5])}"
-            f"{' ...' if len(paths) > 5 else ''}). Every host loads the model (config.model) and builds the "
-            "method's parameters from its config itself: give every host the same model files and the same command"
+            f"{said}. Every host loads the model (config.model) and builds the method's parameters from its config "
+            "itself: give every host the same model files and the same command"
         ) from err
 
 
