@@ -15,6 +15,7 @@ images) it says itself, naming the host.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 
 import jax
@@ -45,29 +46,55 @@ def every_host(array: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(array))
 
 
-def differences(tree) -> str:
-    """What differs in `tree` between the hosts of the job, said for an error ("" where nothing does): the arrays'
-    names, shapes or number, else which arrays' values differ, and on which hosts (a collective: every host must
-    call it; each swaps a fixed-size summary first, since arrays of other shapes would not swap)."""
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    paths = ["/".join(_key_name(key) for key in path) for path, _ in leaves]
-    arrays = [np.ascontiguousarray(np.asarray(leaf)) for _, leaf in leaves]
-    layout = repr([(path, a.shape, str(a.dtype)) for path, a in zip(paths, arrays)]).encode()
-    kib = sum(a.nbytes for a in arrays) // 1024  # an int32 up to 2 TiB
-    summary = every_host(np.array([len(arrays), kib, *_digest(layout)], np.int32))
-    if (summary != summary[:1]).any():
+def layout_differences(tree) -> str:
+    """How the arrays of `tree` differ between the hosts of the job in names, shapes or dtypes, said for an error (""
+    where they do not); a collective: every host must call it. It swaps fixed-size summaries only (swapping arrays of
+    other shapes aborted every host, as JAX's own check of their values does): the count and size of each host's
+    arrays and a hash of their layout, then, where the counts agree, a hash of each array's name, shape and dtype."""
+    leaves = _named_leaves(tree)  # their shapes and dtypes only: arrays placed already stay where they are
+    shapes = {
+        path: (np.shape(leaf), np.dtype(getattr(leaf, "dtype", None) or np.result_type(leaf)))
+        for path, leaf in leaves.items()
+    }
+    layouts = [repr((path, shape, str(dtype))).encode() for path, (shape, dtype) in shapes.items()]
+    kib = sum(math.prod(shape) * dtype.itemsize for shape, dtype in shapes.values()) // 1024
+    summary = every_host(np.array([len(leaves), min(kib, 2**31 - 1), *_digest(b"".join(layouts))], np.int32))
+    what = "the hosts of this job hold arrays of other names or shapes to place on every device"
+    if (summary == summary[:1]).all():
+        return ""
+    if (summary[:, 0] != summary[0, 0]).any():  # no array to compare with another host's
         sizes = "; ".join(f"host {h}: {n} arrays, {k / 1024:.1f} MiB" for h, (n, k) in enumerate(summary[:, :2]))
-        return f"the hosts of this job hold arrays of other names or shapes to place on every device ({sizes})"
-    every = every_host(np.stack([_digest(a.tobytes()) for a in arrays]))  # (hosts, arrays, 4)
-    differs = (every != every[:1]).any(-1)  # (hosts, arrays), against the first host
+        return f"{what} ({sizes})"
+    return f"{what}: {_which_differ(list(leaves), [_digest(layout) for layout in layouts])}"
+
+
+def value_differences(tree) -> str:
+    """Which arrays of `tree`, the same in name and shape on every host of the job (`layout_differences`), differ in
+    value between them, and on which hosts, said for an error ("" where none does); a collective."""
+    leaves = _named_leaves(tree)
+    digests = [_digest(np.ascontiguousarray(leaf).tobytes()) for leaf in leaves.values()]
+    said = _which_differ(list(leaves), digests)
+    return f"the hosts of this job hold different values of what they place on every device: {said}" if said else ""
+
+
+def _which_differ(paths: list[str], digests: list[np.ndarray]) -> str:
+    """Which of `paths` have other `digests` on some host than on the first, and on which hosts ("" where none do);
+    a collective: every host must call it, with as many paths."""
+    every = every_host(np.stack(digests))  # (hosts, paths, 4)
+    differs = (every != every[:1]).any(-1)  # (hosts, paths): each host's digests against the first host's
     if not differs.any():
         return ""
     named = [path for path, d in zip(paths, differs.any(0)) if d]
     hosts = ", ".join(map(str, np.flatnonzero(differs.any(1))))
-    return (
-        f"the hosts of this job hold different values of what they place on every device: {len(named)} array(s) "
-        f"differ between host 0 and host(s) {hosts} ({', '.join(named[:5])}{' ...' if len(named) > 5 else ''})"
-    )
+    listed = ", ".join(named[:5]) + (" ..." if len(named) > 5 else "")
+    return f"{len(named)} array(s) differ between host 0 and host(s) {hosts} ({listed})"
+
+
+def _named_leaves(tree) -> dict:
+    """`tree`'s leaves by path (`a/b/c`)."""
+    return {
+        "/".join(_key_name(key) for key in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
 
 def _digest(data: bytes) -> np.ndarray:

@@ -867,22 +867,25 @@ def test_hosts_that_see_a_dataset_otherwise_stop_together_naming_it(tiny_hf, tmp
     assert not os.path.exists(tmp_path / "run" / "results.json")
 
 
-@pytest.mark.parametrize("other", ["weights", "architecture"])
+@pytest.mark.parametrize("other", ["weights", "widths", "layers"])
 def test_hosts_that_load_another_model_stop_together_saying_what_differs(tiny_hf, tmp_path, other):
-    """The second host's CLIP is another copy: the same architecture with other weights, or another architecture
-    (the embedded toy CLIP). JAX's check that every host places the same values on the devices stopped both with
-    its AssertionError, the arrays printed after a traceback, naming neither the model nor an array; now each host
-    names the arrays whose values differ, or says that the arrays' names or shapes do (the hosts' arrays could not
-    be compared one by one then: swapping them aborted both hosts)."""
-    if other == "weights":
-        conftest.make_hf_clip(tmp_path / "other", conftest.TINY, seed=1)
-    second = _evaluate_toy_world(str(tmp_path / "other") if other == "weights" else "toy", tmp_path)
+    """The second host's CLIP is another copy: the same architecture with other weights, narrower projections, or
+    another vision layer. JAX's check that every host places the same values on the devices stopped both hosts
+    with its AssertionError, the arrays printed after a traceback, naming neither the model nor an array; and
+    given arrays of other shapes after equal ones (the logit scale and the text tower here) it aborted both. Now
+    each host names the arrays that differ in value, or in name or shape, or else gives each host's count."""
+    arch = {"weights": {}, "widths": {"projection_dim": 16}, "layers": {"vision_config": {
+        **conftest.TINY["vision_config"], "num_hidden_layers": 3}}}[other]  # fmt: skip
+    conftest.make_hf_clip(tmp_path / "other", conftest.TINY | arch, seed=1 if other == "weights" else 0)
+    second = _evaluate_toy_world(str(tmp_path / "other"), tmp_path)
     logs = _run_two_hosts(_evaluate_toy_world(tiny_hf[0], tmp_path), (1, 1), timeout=120, second=second)
+    shapes = "error: the hosts of this job hold arrays of other names or shapes to place on every device"
     said = {
         "weights": "error: the hosts of this job hold different values of what they place on every device: 31 "
         "array(s) differ between host 0 and host(s) 1 (text_model/embeddings/position_embedding/embedding, ",
-        "architecture": "error: the hosts of this job hold arrays of other names or shapes to place on every device "
-        "(host 0: 78 arrays, 12.7 MiB; host 1: 110 arrays, 27.4 MiB). ",
+        "widths": f"{shapes}: 2 array(s) differ between host 0 and host(s) 1 (text_projection/kernel, "
+        "visual_projection/kernel). ",
+        "layers": f"{shapes} (host 0: 78 arrays, 12.7 MiB; host 1: 94 arrays, 12.8 MiB). ",
     }[other]
     for log in logs:
         assert said in log, log[-3000:]

@@ -55,27 +55,33 @@ def every_device(mesh: Mesh | None = None) -> NamedSharding:
     return NamedSharding(mesh or data_mesh(), PartitionSpec())
 
 
+# How a multi-host job's hosts come to place other values on every device, and the way on.
+SAME_EVERYWHERE = (
+    "Every host loads the model (config.model) and builds the method's parameters from its config itself: give every "
+    "host the same model files and the same command"
+)
+
+
 def replicate(tree, mesh: Mesh | None = None):
     """`tree` on every device of `mesh` (`every_device`).
 
     Weights placed once this way are not sent again with every jitted call, as host arrays would be (a ViT-B/16's
     image tower is 345 MB a batch).
 
-    In a multi-host job JAX checks that every host passes the same values, and failed with its AssertionError and
-    both arrays printed, after a traceback: now an error naming the leaves that differ and the hosts.
+    In a multi-host job every host must pass the same tree. JAX checks each array's values, and failed with its
+    AssertionError and the arrays printed after a traceback, or, given arrays of other shapes (another model),
+    aborted every host; now every host stops on an error saying what differs between the hosts, and where.
     """
+    if jax.process_count() > 1 and (said := distributed.layout_differences(tree)):
+        raise InvalidInput(f"{said}. {SAME_EVERYWHERE}")
     try:
         return jax.device_put(tree, every_device(mesh))
     except AssertionError as err:
-        if jax.process_count() == 1:
-            raise
-        said = distributed.differences(tree)  # every host is here: JAX's check failed on each
+        # JAX's check failed on every host (each compares all copies), so all of them are here.
+        said = distributed.value_differences(tree) if jax.process_count() > 1 else ""
         if not said:  # not that check's failure
             raise
-        raise InvalidInput(
-            f"{said}. Every host loads the model (config.model) and builds the method's parameters from its config "
-            "itself: give every host the same model files and the same command"
-        ) from err
+        raise InvalidInput(f"{said}. {SAME_EVERYWHERE}") from err
 
 
 def check_batch(global_batch: int, mesh: Mesh, name: str = "global batch") -> None:
