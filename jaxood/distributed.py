@@ -58,21 +58,21 @@ def layout_differences(tree) -> str:
     }
     layouts = [repr((path, shape, str(dtype))).encode() for path, (shape, dtype) in shapes.items()]
     kib = sum(math.prod(shape) * dtype.itemsize for shape, dtype in shapes.values()) // 1024
-    summary = every_host(np.array([len(leaves), min(kib, 2**31 - 1), *_digest(b"".join(layouts))], np.int32))
+    summary = every_host(np.array([len(leaves), min(kib, 2**31 - 1), *digest(b"".join(layouts))], np.int32))
     what = "the hosts of this job hold arrays of other names or shapes to place on every device"
     if (summary == summary[:1]).all():
         return ""
     if (summary[:, 0] != summary[0, 0]).any():  # no array to compare with another host's
         sizes = "; ".join(f"host {h}: {n} arrays, {k / 1024:.1f} MiB" for h, (n, k) in enumerate(summary[:, :2]))
         return f"{what} ({sizes})"
-    return f"{what}: {_which_differ(list(leaves), [_digest(layout) for layout in layouts])}"
+    return f"{what}: {_which_differ(list(leaves), [digest(layout) for layout in layouts])}"
 
 
 def value_differences(tree) -> str:
     """Which arrays of `tree`, the same in name and shape on every host of the job (`layout_differences`), differ in
     value between them, and on which hosts, said for an error ("" where none does); a collective."""
     leaves = _named_leaves(tree)
-    digests = [_digest(np.ascontiguousarray(leaf).tobytes()) for leaf in leaves.values()]
+    digests = [digest(np.ascontiguousarray(leaf).tobytes()) for leaf in leaves.values()]
     said = _which_differ(list(leaves), digests)
     return f"the hosts of this job hold different values of what they place on every device: {said}" if said else ""
 
@@ -97,8 +97,8 @@ def _named_leaves(tree) -> dict:
     }
 
 
-def _digest(data: bytes) -> np.ndarray:
-    """128 bits of `data`'s SHA-256, as 4 int32 (what `every_host` swaps)."""
+def digest(data: bytes) -> np.ndarray:
+    """128 bits of `data`'s SHA-256, as 4 int32: what the hosts swap (`every_host`) to compare what each holds."""
     return np.frombuffer(hashlib.sha256(data).digest()[:16], np.int32)
 
 

@@ -16,7 +16,6 @@ Paths (`root`, `list_file`, `data_dir`) may start with `~`: a shell leaves
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 
@@ -100,8 +99,7 @@ def _same_on_every_host(keys: list[str], sources: dict, failed: bool) -> None:
     mine = np.zeros((len(keys), 6), np.int32)  # opened, examples, 128 bits of hash
     for row, key in enumerate(keys):
         if (source := sources.get(key)) is not None:
-            digest = np.frombuffer(hashlib.sha256(source.fingerprint()).digest()[:16], np.int32)
-            mine[row] = [1, len(source), *digest]
+            mine[row] = [1, len(source), *distributed.digest(source.fingerprint())]
     every = distributed.every_host(mine)  # (hosts, keys, 6)
     if failed:
         return
