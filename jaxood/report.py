@@ -130,6 +130,7 @@ EARLIER = "earlier_results"
 RESULTS_JSON, RESULTS_MD, SCORES = "results.json", "results.md", "scores.npz"
 PLOT_KINDS = ("hist", "roc")  # one figure of each per score row
 PLOT_NAME = "{kind}_{name}.png"  # name: the row's slug (plot_file), or a glob
+PLOT_GLOBS = tuple(PLOT_NAME.format(kind=kind, name="*") for kind in PLOT_KINDS)  # every plot of a report
 
 
 def write(workdir: str, results: dict) -> str:
@@ -146,7 +147,7 @@ def where_written(workdir: str, n_plots: int) -> str:
     """The line after the tables, naming the report's files and their folder (the output ended with the tables)."""
     files = [f"{RESULTS_MD} (these tables)", RESULTS_JSON, f"{SCORES} (each example's scores)"]
     if n_plots:
-        files.append(f"{n_plots} plots ({', '.join(PLOT_NAME.format(kind=kind, name='*') for kind in PLOT_KINDS)})")
+        files.append(f"{n_plots} plots ({', '.join(PLOT_GLOBS)})")
     return f"Report in {workdir}: {', '.join(files[:-1])} and {files[-1]}"
 
 
@@ -173,7 +174,7 @@ def keep_earlier(workdir: str) -> str | None:
         n += 1
         dest = os.path.join(workdir, EARLIER, f"{stamp}-{n}")
     os.makedirs(dest)
-    for pattern in (RESULTS_JSON, RESULTS_MD, SCORES, *(PLOT_NAME.format(kind=kind, name="*") for kind in PLOT_KINDS)):
+    for pattern in (RESULTS_JSON, RESULTS_MD, SCORES, *PLOT_GLOBS):
         for name in glob.glob(pattern, root_dir=workdir):
             os.replace(os.path.join(workdir, name), os.path.join(dest, name))
     return dest
