@@ -49,7 +49,7 @@ def every_host(array: np.ndarray) -> np.ndarray:
 def layout_differences(tree) -> str:
     """How the arrays of `tree` differ between the hosts of the job in names, shapes or dtypes, said for an error (""
     where they do not); a collective: every host must call it. It swaps fixed-size summaries only (swapping arrays of
-    other shapes aborted every host, as JAX's own check of their values does): the count and size of each host's
+    other shapes aborted every host, as JAX's own check of their values did): the count and size of each host's
     arrays and a hash of their layout, then, where the counts agree, a hash of each array's name, shape and dtype."""
     leaves = _named_leaves(tree)  # their shapes and dtypes only: arrays placed already stay where they are
     shapes = {
@@ -70,11 +70,20 @@ def layout_differences(tree) -> str:
 
 def value_differences(tree) -> str:
     """Which arrays of `tree`, the same in name and shape on every host of the job (`layout_differences`), differ in
-    value between them, and on which hosts, said for an error ("" where none does); a collective."""
-    leaves = _named_leaves(tree)
+    value between them, and on which hosts, said for an error ("" where none does); a collective. Arrays on the
+    devices already are not read (`placed`)."""
+    leaves = {path: leaf for path, leaf in _named_leaves(tree).items() if not placed(leaf)}
+    if not leaves:  # nothing to swap, on any host: their layouts are the same
+        return ""
     digests = [digest(np.ascontiguousarray(leaf).tobytes()) for leaf in leaves.values()]
     said = _which_differ(list(leaves), digests)
     return f"the hosts of this job hold different values of what they place on every device: {said}" if said else ""
+
+
+def placed(leaf) -> bool:
+    """Whether `leaf` is on the devices already, where it was placed (and its values compared) before: an array
+    committed to its devices, which in a multi-host job no host can read whole."""
+    return isinstance(leaf, jax.Array) and leaf.committed
 
 
 def _which_differ(paths: list[str], digests: list[np.ndarray]) -> str:

@@ -753,6 +753,58 @@ def test_two_hosts_read_the_labels_of_a_tfds_split_in_shares(tiny_tfds, tmp_path
     assert hosts(damaged=-1) == [{"labels": want, "read": []}, {"labels": want, "read": [3, 4, 5]}]
 
 
+_PLACE_ON_EVERY_DEVICE = """
+import json
+from jaxood import distributed
+distributed.maybe_initialize()
+import jax, jax.numpy as jnp, ml_dtypes, numpy as np
+from jax.experimental import multihost_utils
+from jaxood.data import pipeline
+
+gathered, allgather = [], multihost_utils.process_allgather
+
+def counted(tree, *args, **kwargs):
+    gathered.append(sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(tree)))
+    return allgather(tree, *args, **kwargs)
+
+multihost_utils.process_allgather = counted
+weights = np.random.default_rng(0).standard_normal((512, 1024), np.float32)  # 2 MiB
+tree = {
+    "weights": weights, "half": weights[:4].astype(ml_dtypes.bfloat16), "scale": np.float32(4.6),
+    "step": jnp.asarray(3), "unset": np.array([np.nan, 1.0], np.float32),
+}
+placed = pipeline.replicate(tree)
+placed |= pipeline.replicate({"again": placed["weights"], "row": weights[0]})  # an array placed before stays
+print(json.dumps({
+    "gathered": gathered,
+    "dtypes": {name: [str(array.dtype), list(array.shape)] for name, array in placed.items()},
+    "everywhere": all(array.sharding.is_fully_replicated for array in placed.values()),
+    "same": all(
+        np.array_equal(np.asarray(placed[name].addressable_data(0)), np.asarray(want), equal_nan=True)
+        for name, want in (tree | {"again": weights, "row": weights[0]}).items()
+    ),
+}))
+"""
+
+
+def test_two_hosts_place_their_weights_on_every_device_without_gathering_them():
+    """JAX checked that the hosts of a job place the same values on every device by gathering every host's copy of
+    each array onto every device and host: for a moment the array times the host count in each device's memory.
+    The hosts now swap a hash of each array (16 bytes) and place their own copies. The same bytes are the same
+    values, NaN included, which JAX's comparison called different; an array already placed stays."""
+    from test_sot_glp import _run_two_hosts
+
+    for log in _run_two_hosts([sys.executable, "-c", _PLACE_ON_EVERY_DEVICE], timeout=120):
+        got = json.loads(log.splitlines()[-1])
+        assert sum(got["gathered"]) < 1024, got["gathered"]  # the weights alone are 2 MiB
+        assert got["dtypes"] == {
+            "weights": ["float32", [512, 1024]], "half": ["bfloat16", [4, 1024]], "scale": ["float32", []],
+            "step": ["int32", []], "unset": ["float32", [2]], "again": ["float32", [512, 1024]],
+            "row": ["float32", [1024]],
+        }  # fmt: skip
+        assert got["everywhere"] and got["same"], got
+
+
 @pytest.mark.parametrize("damage", ["bytes changed", "cut short", "gone"])
 def test_a_damaged_tfds_file_is_named_for_its_labels_and_its_images_are_counted_as_unreadable(
     damage, tiny_tfds, tmp_path

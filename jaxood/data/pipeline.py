@@ -68,20 +68,29 @@ def replicate(tree, mesh: Mesh | None = None):
     Weights placed once this way are not sent again with every jitted call, as host arrays would be (a ViT-B/16's
     image tower is 345 MB a batch).
 
-    In a multi-host job every host must pass the same tree. JAX checks each array's values, and failed with its
-    AssertionError and the arrays printed after a traceback, or, given arrays of other shapes (another model),
-    aborted every host; now every host stops on an error saying what differs between the hosts, and where.
+    In a multi-host job every host must pass the same tree: the hosts compare each array's name, shape and dtype,
+    then a hash of its values (16 bytes an array), and where one differs every host stops on an error saying which
+    arrays and hosts. Each host then copies its own arrays to its own devices. `jax.device_put` compared the values
+    itself by gathering every host's copy of each array onto every device and host: for a moment the array times
+    the host count in each device's memory (ViT-L/14's token embedding, 152 MB, on 64 hosts: 9.7 GB), the whole
+    model times the host count through the network, and a failure that named no array.
     """
-    if jax.process_count() > 1 and (said := distributed.layout_differences(tree)):
+    if jax.process_count() > 1 and (
+        said := distributed.layout_differences(tree) or distributed.value_differences(tree)
+    ):
         raise InvalidInput(f"{said}. {SAME_EVERYWHERE}")
-    try:
-        return jax.device_put(tree, every_device(mesh))
-    except AssertionError as err:
-        # JAX's check failed on every host (each compares all copies), so all of them are here.
-        said = distributed.value_differences(tree) if jax.process_count() > 1 else ""
-        if not said:  # not that check's failure
-            raise
-        raise InvalidInput(f"{said}. {SAME_EVERYWHERE}") from err
+    sharding = every_device(mesh)
+    return jax.tree.map(lambda leaf: _on_every_device(leaf, sharding), tree)
+
+
+def _on_every_device(leaf, sharding: NamedSharding) -> jax.Array:
+    """One array of `replicate`: this host's copy on each of its devices (one explicit transfer each), with no
+    check across hosts; an array on the devices already moves there from where it is."""
+    if distributed.placed(leaf):
+        return jax.device_put(leaf, sharding)
+    host = np.asarray(leaf)
+    copies = [jax.device_put(host[i], d) for d, i in sharding.addressable_devices_indices_map(host.shape).items()]
+    return jax.make_array_from_single_device_arrays(host.shape, sharding, copies)
 
 
 def check_batch(global_batch: int, mesh: Mesh, name: str = "global batch") -> None:
