@@ -75,7 +75,7 @@ def value_differences(tree) -> str:
     leaves = {path: leaf for path, leaf in _named_leaves(tree).items() if not placed(leaf)}
     if not leaves:  # nothing to swap, on any host: their layouts are the same
         return ""
-    digests = [digest(np.ascontiguousarray(leaf).tobytes()) for leaf in leaves.values()]
+    digests = [digest(np.ascontiguousarray(leaf).reshape(-1).view(np.uint8)) for leaf in leaves.values()]  # no copy
     said = _which_differ(list(leaves), digests)
     return f"the hosts of this job hold different values of what they place on every device: {said}" if said else ""
 
@@ -106,8 +106,9 @@ def _named_leaves(tree) -> dict:
     }
 
 
-def digest(data: bytes) -> np.ndarray:
-    """128 bits of `data`'s SHA-256, as 4 int32: what the hosts swap (`every_host`) to compare what each holds."""
+def digest(data) -> np.ndarray:
+    """128 bits of the SHA-256 of `data` (bytes, or an array of bytes read in place), as 4 int32: what the hosts swap
+    (`every_host`) to compare what each holds."""
     return np.frombuffer(hashlib.sha256(data).digest()[:16], np.int32)
 
 
