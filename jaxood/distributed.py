@@ -46,6 +46,13 @@ def every_host(array: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(array))
 
 
+def on_every_host(found: bool) -> bool:
+    """Whether every host of the job `found` it (this host's answer in one process); a collective. A cache each host
+    keeps on its own disk is used only where every host has it: a host without it (one replaced after a
+    preemption) computes, and would otherwise meet the others in other collectives."""
+    return bool(every_host(np.array([found])).all()) if jax.process_count() > 1 else found
+
+
 def layout_differences(tree) -> str:
     """How the arrays of `tree` differ between the hosts of the job in names, shapes or dtypes, said for an error (""
     where they do not); a collective: every host must call it. It swaps fixed-size summaries only (swapping arrays of

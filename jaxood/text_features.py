@@ -97,7 +97,7 @@ def templated_features(
         key.update(("\x00".join(t) + "\x01" + w + "\x02").encode())
     path = os.path.join(cache_dir, "text_features", key.hexdigest() + ".npy") if cache_dir else None
     cached = load_npy(path, (len(words), model.cfg.projection_dim)) if path else None
-    if cached is not None:
+    if distributed.on_every_host(cached is not None):  # else every host encodes them, together
         distributed.log(f"[{label}] {len(words)} cached text features from {path}")
         return cached
     feats = np.zeros((len(words), model.cfg.projection_dim), np.float32)

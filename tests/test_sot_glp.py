@@ -893,6 +893,22 @@ def test_hosts_that_load_another_model_stop_together_saying_what_differs(tiny_hf
     assert not os.path.exists(tmp_path / "run" / "results.json")
 
 
+def test_a_host_without_the_others_cached_text_features_encodes_them_with_them(tiny_hf, tmp_path):
+    """Each host keeps text features in its own cache (~/.cache/jaxood): a host replaced after a preemption, or a
+    node new to a SLURM job, has none. The hosts with a copy scored with it while that host encoded the prompts
+    alone, so the job stopped on both hosts with an error blaming the model ("arrays of other names or shapes ...
+    host 0: 1 arrays ...; host 1: 78 arrays"). Now every host encodes unless every host has the copy, and the
+    results are those of a job whose hosts share one cache."""
+    shared = _evaluate_toy_world(tiny_hf[0], tmp_path)  # both hosts read and fill tmp_path / "cache"
+    _run_two_hosts(shared, timeout=120)
+    want = json.loads((tmp_path / "run" / "results.json").read_text())
+    (tmp_path / "run" / "results.json").unlink()
+    logs = _run_two_hosts(shared, timeout=120, second=[*shared, f"--config.cache_dir={tmp_path}/empty"])
+    assert "cached text features" not in logs[0], logs[0][-3000:]
+    _assert_same_results(json.loads((tmp_path / "run" / "results.json").read_text()), want, "one host's cache")
+    assert os.listdir(tmp_path / "empty" / "text_features")  # the second host keeps them for next time
+
+
 # ------------------------------------------------------------------ trainer
 
 

@@ -506,11 +506,7 @@ class TfdsSource:
             return np.full(n, -1, np.int32)
         cached = next((c for c in (load_npy(p, (n,)) for p in filter(None, (shared, own))) if c is not None), None)
         hosts, host = jax.process_count(), jax.process_index()
-        every_host_cached = cached is not None
-        if hosts > 1:  # every host reads, or none: one with a cache of its own (a host replaced after a preemption
-            # has none) would not wait for the others
-            every_host_cached = bool(distributed.every_host(np.array([every_host_cached])).all())
-        if every_host_cached:
+        if distributed.on_every_host(cached is not None):  # else every host reads its share
             return cached
         share = -(-n // hosts)
         start, stop = min(host * share, n), min((host + 1) * share, n)
