@@ -19,7 +19,8 @@ from jax.sharding import Mesh
 
 from jaxood import distributed
 from jaxood.cache import DEFAULT_CACHE, load_npy, save_npy
-from jaxood.data.pipeline import data_mesh, every_device, replicate, split_rows
+from jaxood.data.pipeline import data_mesh, every_device, place, replicate, split_rows
+from jaxood.errors import InvalidInput
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
 from jaxood.progress import Progress
@@ -50,7 +51,8 @@ def encode_texts(
     model: clip.CLIP, params, texts: Sequence[str], batch_size: int = 256, label: str = "text features"
 ) -> np.ndarray:
     """Raw (unnormalised) features (N, D) of `texts`, EOT-truncated batch by batch, each batch split over the
-    devices (`batch_size` rounds up to a multiple of their number)."""
+    devices (`batch_size` rounds up to a multiple of their number). In a multi-host job every host passes the same
+    `texts`, which are not compared here (`templated_features` compares them once)."""
     mesh = data_mesh()
     enc = _encoder(model, mesh)
     batch_size = -(-batch_size // mesh.size) * mesh.size
@@ -65,13 +67,26 @@ def encode_texts(
         n = len(chunk)
         if n < batch_size:  # pad so every batch has the same leading shape
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, 0)])
-        ids_batch = jax.device_put(clip.truncate_at_eot(chunk), split_rows(mesh))  # each device gets its rows only
+        ids_batch = place(clip.truncate_at_eot(chunk), split_rows(mesh))  # each device gets its rows only
         out.append(np.asarray(enc(params, ids_batch))[:n])
         if progress:
             progress.update(n)
     feats = np.empty((len(texts), out[0].shape[-1]), np.float32)
     feats[order] = np.concatenate(out)
     return feats
+
+
+def _check_same_on_every_host(key: bytes, label: str) -> None:
+    """The hosts of a job encode the same prompts with the same text tower (`key`, their hash), or every host stops
+    naming those that do not: a host built from another config or another jaxood checkout stopped in JAX's check of
+    the first prompt batch, an AssertionError printing token ids after a traceback."""
+    every = distributed.every_host(distributed.digest(key))
+    if (others := np.flatnonzero((every != every[:1]).any(-1))).size:
+        raise InvalidInput(
+            f"the hosts of this job hold other {label} to encode: host(s) {', '.join(map(str, others))} differ from "
+            "host 0. Each host builds the prompts from its own config, class names and jaxood checkout: give every "
+            "host the same command, the same datasets and the same checkout"
+        )
 
 
 def templated_features(
@@ -95,6 +110,8 @@ def templated_features(
     key.update(f"{np.dtype(model.dtype).name} {model.cfg}".encode())  # how the weights compute: bfloat16 differs
     for w, t in zip(words, per_word):
         key.update(("\x00".join(t) + "\x01" + w + "\x02").encode())
+    if jax.process_count() > 1:  # once, before any of them is encoded
+        _check_same_on_every_host(key.digest(), label)
     path = os.path.join(cache_dir, "text_features", key.hexdigest() + ".npy") if cache_dir else None
     cached = load_npy(path, (len(words), model.cfg.projection_dim)) if path else None
     if distributed.on_every_host(cached is not None):  # else every host encodes them, together

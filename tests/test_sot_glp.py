@@ -909,6 +909,16 @@ def test_a_host_without_the_others_cached_text_features_encodes_them_with_them(t
     assert os.listdir(tmp_path / "empty" / "text_features")  # the second host keeps them for next time
 
 
+def test_hosts_with_other_prompts_stop_together_naming_them(tiny_hf, tmp_path):
+    """The second host's command has another MCM template. JAX's check of the first prompt batch stopped both hosts
+    with its AssertionError, token ids printed after a traceback; now each host names the prompts and the hosts."""
+    command = _evaluate_toy_world(tiny_hf[0], tmp_path)
+    logs = _run_two_hosts(command, (1, 1), timeout=120, second=[*command, "--config.mcm_template=a drawing of a {}."])
+    for log in logs:
+        assert "error: the hosts of this job hold other class prompts to encode: host(s) 1 differ from host 0. " in log
+        assert "Traceback" not in log, log[-3000:]
+
+
 # ------------------------------------------------------------------ trainer
 
 

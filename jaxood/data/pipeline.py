@@ -80,12 +80,14 @@ def replicate(tree, mesh: Mesh | None = None):
     ):
         raise InvalidInput(f"{said}. {SAME_EVERYWHERE}")
     sharding = every_device(mesh)
-    return jax.tree.map(lambda leaf: _on_every_device(leaf, sharding), tree)
+    return jax.tree.map(lambda leaf: place(leaf, sharding), tree)
 
 
-def _on_every_device(leaf, sharding: NamedSharding) -> jax.Array:
-    """One array of `replicate`: this host's copy on each of its devices (one explicit transfer each), with no
-    check across hosts; an array on the devices already moves there from where it is."""
+def place(leaf, sharding: NamedSharding) -> jax.Array:
+    """`leaf` as one array laid out by `sharding` over the job's devices: each device of this host gets its part of
+    this host's copy (one explicit transfer each). Nothing is compared across hosts, as `jax.device_put` did by
+    gathering every host's copy: the caller compares them first (`replicate`). An array on the devices already
+    moves there from where it is."""
     if distributed.placed(leaf):
         return jax.device_put(leaf, sharding)
     host = np.asarray(leaf)
