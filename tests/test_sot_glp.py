@@ -551,7 +551,8 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     first writes the report, whose numbers are one host's (before, every host evaluated everything alone and
     wrote its own copy). An extra OOD folder has two undecodable images, both in the second host's half of the
     batch: the report counts them (before, only the first host's count reached it) and that host names them
-    with itself. Progress lines come from the first host alone."""
+    with itself. Progress lines come from the first host alone. NegLabel's rows too: its candidate prompts are
+    encoded in many batches, each split over the devices of both hosts."""
     from conftest import write_image
 
     folder = tmp_path / "broken_set" / "thing"
@@ -581,8 +582,9 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     def command(workdir):
         return [
             sys.executable, "-m", "jaxood.evaluate", f"--config={config}:toy", f"--workdir={workdir}",
-            f"--config.model={tiny_hf[0]}", f"--config.cache_dir={workdir}/cache", "--config.scores=mcm,gl_mcm",
-            "--config.plots=False", "--config.id_dataset.per_class=3", "--config.ood_datasets.near.per_class=2",
+            f"--config.model={tiny_hf[0]}", f"--config.cache_dir={workdir}/cache",
+            "--config.scores=mcm,gl_mcm,neglabel", "--config.plots=False", "--config.id_dataset.per_class=3",
+            "--config.ood_datasets.near.per_class=2",
             "--config.ood_datasets.far.per_class=2", "--config.ood_datasets.spurious.per_class=2",
             "--config.eval_batch_size=8",
         ]  # fmt: skip
