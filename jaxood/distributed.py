@@ -80,8 +80,6 @@ def value_differences(tree) -> str:
     value between them, and on which hosts, said for an error ("" where none does); a collective. Arrays on the
     devices already are not read (`placed`)."""
     leaves = {path: leaf for path, leaf in _named_leaves(tree).items() if not placed(leaf)}
-    if not leaves:  # nothing to swap, on any host: their layouts are the same
-        return ""
     digests = [digest(np.ascontiguousarray(leaf).reshape(-1).view(np.uint8)) for leaf in leaves.values()]  # no copy
     said = _which_differ(list(leaves), digests)
     return f"the hosts of this job hold different values of what they place on every device: {said}" if said else ""
@@ -93,17 +91,23 @@ def placed(leaf) -> bool:
     return isinstance(leaf, jax.Array) and leaf.committed
 
 
-def _which_differ(paths: list[str], digests: list[np.ndarray]) -> str:
-    """Which of `paths` have other `digests` on some host than on the first, and on which hosts ("" where none do);
-    a collective: every host must call it, with as many paths."""
+def differing(paths: list[str], digests: list[np.ndarray]) -> tuple[list[str], list[int]]:
+    """Which of `paths` have other `digests` (`digest`) on some host than on the first, and which hosts those are
+    (two empty lists where none do); a collective: every host must call it, with as many paths (none: no swap)."""
+    if not paths:
+        return [], []
     every = every_host(np.stack(digests))  # (hosts, paths, 4)
     differs = (every != every[:1]).any(-1)  # (hosts, paths): each host's digests against the first host's
-    if not differs.any():
+    return [path for path, d in zip(paths, differs.any(0)) if d], np.flatnonzero(differs.any(1)).tolist()
+
+
+def _which_differ(paths: list[str], digests: list[np.ndarray]) -> str:
+    """`differing` arrays said for an error ("" where none do)."""
+    named, hosts = differing(paths, digests)
+    if not named:
         return ""
-    named = [path for path, d in zip(paths, differs.any(0)) if d]
-    hosts = ", ".join(map(str, np.flatnonzero(differs.any(1))))
     listed = ", ".join(named[:5]) + (" ..." if len(named) > 5 else "")
-    return f"{len(named)} array(s) differ between host 0 and host(s) {hosts} ({listed})"
+    return f"{len(named)} array(s) differ between host 0 and host(s) {', '.join(map(str, hosts))} ({listed})"
 
 
 def _named_leaves(tree) -> dict:

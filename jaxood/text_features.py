@@ -76,19 +76,6 @@ def encode_texts(
     return feats
 
 
-def _check_same_on_every_host(key: bytes, label: str) -> None:
-    """The hosts of a job encode the same prompts with the same text tower (`key`, their hash), or every host stops
-    naming those that do not: a host built from another config or another jaxood checkout stopped in JAX's check of
-    the first prompt batch, an AssertionError printing token ids after a traceback."""
-    every = distributed.every_host(distributed.digest(key))
-    if (others := np.flatnonzero((every != every[:1]).any(-1))).size:
-        raise InvalidInput(
-            f"the hosts of this job hold other {label} to encode: host(s) {', '.join(map(str, others))} differ from "
-            "host 0. Each host builds the prompts from its own config, class names and jaxood checkout: give every "
-            "host the same command, the same datasets and the same checkout"
-        )
-
-
 def templated_features(
     model: clip.CLIP,
     params,
@@ -110,8 +97,14 @@ def templated_features(
     key.update(f"{np.dtype(model.dtype).name} {model.cfg}".encode())  # how the weights compute: bfloat16 differs
     for w, t in zip(words, per_word):
         key.update(("\x00".join(t) + "\x01" + w + "\x02").encode())
-    if jax.process_count() > 1:  # once, before any of them is encoded
-        _check_same_on_every_host(key.digest(), label)
+    # The hosts compare the prompts once, before any is encoded: a host built from another config or another jaxood
+    # checkout stopped in JAX's check of the first prompt batch, an AssertionError printing token ids.
+    if jax.process_count() > 1 and (hosts := distributed.differing([label], [distributed.digest(key.digest())])[1]):
+        raise InvalidInput(
+            f"the hosts of this job hold other {label} to encode: host(s) {', '.join(map(str, hosts))} differ from "
+            "host 0. Each host builds the prompts from its own config, class names and jaxood checkout: give every "
+            "host the same command, the same datasets and the same checkout"
+        )
     path = os.path.join(cache_dir, "text_features", key.hexdigest() + ".npy") if cache_dir else None
     cached = load_npy(path, (len(words), model.cfg.projection_dim)) if path else None
     if distributed.on_every_host(cached is not None):  # else every host encodes them, together
