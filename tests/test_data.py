@@ -1428,6 +1428,25 @@ def test_toy_world_examples_and_determinism():
     assert far.caption in {f"a photo of {v}" for v in toy_world.BACKGROUND_WORDS.values()} and far.objects == ()
 
 
+def test_toy_world_draws_the_pixels_the_embedded_clip_and_the_demo_were_made_from():
+    """The shapes are Pillow polygons, and Pillow has drawn their edges three ways (10.0 to 11.0, 11.1, 11.2.1 to 13.0:
+    setup.cfg's floor is 11.2.1). Drawn otherwise, the demo's figures move (with Pillow 10.0 its FPR95 by up to 8
+    points) and the embedded CLIP no longer matches its data; this says so by name, where the demo's table test
+    only finds rows that differ."""
+    import hashlib
+
+    import PIL
+
+    h = hashlib.sha256()
+    for split in ("train", "test", "near_ood", "far_ood", "spurious_ood", "pretrain"):
+        w = toy_world.ToyWorld(split, per_class=5, size=64, seed=1)
+        for i in range(len(w)):
+            h.update(np.ascontiguousarray(w.read(i)[0]).tobytes())
+    assert h.hexdigest()[:16] == "5f2c2898382a7797", (
+        f"Pillow {PIL.__version__} with NumPy {np.__version__} draws other toy world pixels than Pillow 11.2.1-13.0"
+    )
+
+
 def test_toy_objects_stand_out_from_every_background_blend():
     """Each object colour keeps RGB distance >= 50 from any blend of two other muted background tones.
 
