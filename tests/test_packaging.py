@@ -2,14 +2,11 @@
 
 import configparser
 import os
-import re
 
 from conftest import ROOT
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
-
-
-def _name(package: str) -> str:
-    return re.sub(r"[-_.]+", "-", package).lower()
 
 
 def setup_floors() -> dict[str, Version]:
@@ -18,20 +15,16 @@ def setup_floors() -> dict[str, Version]:
     cfg = configparser.ConfigParser()
     cfg.read(os.path.join(ROOT, "setup.cfg"))
     lines = cfg["options"]["install_requires"].splitlines() + cfg["options.extras_require"]["test"].splitlines()
-    floors = {}
-    for line in (line.strip() for line in lines):
-        if line and not line.startswith("#"):
-            package, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", line).groups()
-            for part in spec.split(","):
-                if part.strip().startswith(">="):
-                    floors[_name(package)] = Version(part.strip()[2:])
-    return floors
+    requirements = [Requirement(line) for line in map(str.strip, lines) if line and not line.startswith("#")]
+    return {
+        canonicalize_name(r.name): Version(s.version) for r in requirements for s in r.specifier if s.operator == ">="
+    }
 
 
 def oldest_pins() -> dict[str, Version]:
     with open(os.path.join(ROOT, ".ci", "oldest.txt")) as f:
         lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    return {_name(package): Version(version) for package, version in (line.split("==") for line in lines)}
+    return {canonicalize_name(r.name): Version(s.version) for r in map(Requirement, lines) for s in r.specifier}
 
 
 def test_every_floor_is_what_the_oldest_set_pins():
