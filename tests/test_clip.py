@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+import transformers
+from conftest import TINY
 
 from jaxood.errors import InvalidInput
 from jaxood.models import clip, convert
@@ -66,6 +68,30 @@ def test_config_read_from_checkpoint(tiny_hf):
     c = model.cfg
     assert (c.vision.width, c.vision.layers, c.patch_size, c.image_size, c.projection_dim) == (64, 2, 8, 32, 32)
     chex.assert_shape(params["vision_model"]["embeddings"]["patch_embedding"], (8, 8, 3, 64))
+
+
+@pytest.mark.parametrize("kept", ["both, differing", "the dicts alone"])
+def test_tower_config_dicts_replace_the_tower_configs_as_in_hf(tiny_hf, tmp_path, kept):
+    """Older config.json files carry `text_config_dict` / `vision_config_dict` beside (or instead of) `text_config` /
+    `vision_config`, and HF's CLIPConfig builds the towers from the dicts, with its defaults for what they lack.
+    Before, jaxood read the `*_config`s: where they differed it built another model (here GELU for HF's QuickGELU,
+    off by far more than 1e-4), and without them a ViT-B/32 whose conversion failed."""
+    directory, _ = tiny_hf
+    shutil.copy(os.path.join(directory, "model.safetensors"), tmp_path)
+    with open(os.path.join(directory, "config.json")) as f:
+        cfg = json.load(f)
+    for tower in ("text", "vision"):
+        cfg[f"{tower}_config_dict"] = dict(TINY[f"{tower}_config"])
+        if kept == "the dicts alone":
+            del cfg[f"{tower}_config"]
+        else:
+            cfg[f"{tower}_config"]["hidden_act"] = "gelu"
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(cfg, f)
+    hf_model = transformers.CLIPModel.from_pretrained(str(tmp_path)).eval()
+    assert hf_model.config.text_config.hidden_act == hf_model.config.vision_config.hidden_act == "quick_gelu"
+    model, _ = _check_parity(str(tmp_path), hf_model, n_images=2)
+    assert model.cfg.vision.act == model.cfg.text.act == "quick_gelu"
 
 
 # ------------------------------------------------------------------ V-V stream

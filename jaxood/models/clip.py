@@ -68,7 +68,12 @@ class CLIPConfig:
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> CLIPConfig:
-        """From the dict of a Hugging Face CLIP `config.json` (missing fields take HF defaults)."""
+        """From the dict of a Hugging Face CLIP `config.json` (missing fields take HF defaults).
+
+        A tower's `<tower>_config_dict`, which older `config.json` files carry (openai/clip-vit-large-patch14's),
+        replaces its `<tower>_config` as Hugging Face's `CLIPConfig` reads it: its keys, and HF's defaults for the
+        others. Read from `<tower>_config` alone, a file where the two differ gave another model than HF's.
+        """
 
         def tower(d: dict[str, Any], width: int, heads: int, mlp_dim: int) -> TowerConfig:
             return TowerConfig(
@@ -80,7 +85,11 @@ class CLIPConfig:
                 eps=d.get("layer_norm_eps", LN_EPS),
             )
 
-        v, t = hf.get("vision_config", {}), hf.get("text_config", {})
+        def settings(tower: str) -> dict[str, Any]:
+            legacy = hf.get(f"{tower}_config_dict")
+            return legacy if legacy is not None else (hf.get(f"{tower}_config") or {})
+
+        v, t = settings("vision"), settings("text")
         vision, text = tower(v, width=768, heads=12, mlp_dim=3072), tower(t, width=512, heads=8, mlp_dim=2048)
         for name, c in (("vision", vision), ("text", text)):
             check_activation(c.act, f"{name} hidden_act")
