@@ -460,6 +460,24 @@ def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, 
         assert fetched == [["config.json", "model.safetensors"]]
 
 
+def test_weights_of_another_architecture_name_twenty_tensors_of_each_kind_and_count_the_others(tiny_hf, tmp_path):
+    """A config.json of deeper towers than its weights: 64 parameters missing. The error named every one (a ViT-L/14
+    checkpoint under a ViT-B/16 config: ~400 names, 30 kB), where a training checkpoint's named 20 and said '...'."""
+    directory, _ = tiny_hf
+    shutil.copy(os.path.join(directory, "model.safetensors"), tmp_path)
+    with open(os.path.join(directory, "config.json")) as f:
+        cfg = json.load(f)
+    for tower in ("text", "vision"):
+        cfg[f"{tower}_config"]["num_hidden_layers"] = 4
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(convert.CheckpointMismatch) as err:
+        clip.load(str(tmp_path))
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2 and lines[1].startswith("  missing parameters (64): text_model/encoder/layers_2/")
+    assert len(lines[1].split(", ")) == 21 and lines[1].endswith(", ... and 44 more")
+
+
 def test_jaxood_checkpoint_roundtrip_and_mismatch(tiny_hf, tmp_path):
     model, params = clip.load(tiny_hf[0])
     convert.save(str(tmp_path / "ck"), model.cfg, params)

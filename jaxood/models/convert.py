@@ -64,23 +64,32 @@ def check_tree(expected: Mapping, actual: Mapping, what: str = "checkpoint", fix
     """Raise `CheckpointMismatch` naming every missing, unexpected or misshaped leaf (and `fix`, when given)."""
     exp, act = _flatten(expected), _flatten(actual)
     shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else tuple(np.shape(v))  # noqa: E731
-    missing = sorted("/".join(k) for k in exp.keys() - act.keys())
-    unexpected = sorted("/".join(k) for k in act.keys() - exp.keys())
-    misshaped = sorted(
+    missing = ["/".join(k) for k in exp.keys() - act.keys()]
+    unexpected = ["/".join(k) for k in act.keys() - exp.keys()]
+    misshaped = [
         f"{'/'.join(k)}: {what} {shape(act[k])} vs model {shape(exp[k])}"
         for k in exp.keys() & act.keys()
         if shape(act[k]) != shape(exp[k])
-    )
+    ]
     if missing or unexpected or misshaped:
-        lines = [f"the {what} does not match the model:"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
-            if items:
-                lines.append(
-                    f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
-                )
-        if fix:
-            lines.append(f"({fix})")
-        raise CheckpointMismatch("\n".join(lines))
+        kinds = (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+        lines = _mismatch_lines(f"the {what} does not match the model:", kinds)
+        raise CheckpointMismatch("\n".join(lines + ([f"({fix})"] if fix else [])))
+
+
+LISTED = 20  # names a mismatch error shows of each kind; it counts the others
+
+
+def _mismatch_lines(title: str, kinds) -> list[str]:
+    """`title`, then for each `(kind, names)` with names: their count and the first `LISTED` of them, sorted. A
+    checkpoint of another architecture (a ViT-L/14's for a ViT-B/16 config) misses or misshapes hundreds."""
+    lines = [title]
+    for kind, names in kinds:
+        names = sorted(names)
+        if names:
+            more = f", ... and {len(names) - LISTED} more" if len(names) > LISTED else ""
+            lines.append(f"  {kind} ({len(names)}): " + ", ".join(names[:LISTED]) + more)
+    return lines
 
 
 def convert_state_dict(state: Mapping[str, np.ndarray], cfg: CLIPConfig) -> dict:
@@ -102,15 +111,9 @@ def convert_state_dict(state: Mapping[str, np.ndarray], cfg: CLIPConfig) -> dict
         flat[path] = value
     missing = ["/".join(p) for p in expected if p not in flat and p not in misshaped_paths]
     if unexpected or missing or misshaped:
-        lines = ["the Hugging Face checkpoint does not match the CLIP architecture of its config.json:"]
-        for title, items in (
-            ("unexpected tensors", unexpected),
-            ("missing parameters", missing),
-            ("wrong shape", misshaped),
-        ):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(sorted(items)))
-        raise CheckpointMismatch("\n".join(lines))
+        title = "the Hugging Face checkpoint does not match the CLIP architecture of its config.json:"
+        kinds = (("missing parameters", missing), ("unexpected tensors", unexpected), ("wrong shape", misshaped))
+        raise CheckpointMismatch("\n".join(_mismatch_lines(title, kinds)))
     return flax.traverse_util.unflatten_dict(flat)
 
 
