@@ -224,8 +224,10 @@ def test_folder_errors(tmp_path, capsys):
         FolderSource(str(tmp_path / "d"))
     (tmp_path / "d" / "empty_class").rmdir()
     (tmp_path / "d" / ".ipynb_checkpoints").mkdir()  # left by Jupyter beside the class folders
+    capsys.readouterr()
     with pytest.raises(DatasetMissing, match=r"ipynb_checkpoints holds no images .* \(a hidden folder is read as a "):
         FolderSource(str(tmp_path / "d"))
+    assert "hidden" not in capsys.readouterr().out  # the refusal gives the hint, once (the log gave it too, before)
     # One with images is a class, as in ImageFolder, and said: it became a class named '.thumbnails' unsaid.
     (tmp_path / "d" / ".ipynb_checkpoints").rename(tmp_path / "d" / ".thumbnails")
     write_image(tmp_path / "d" / ".thumbnails" / "a.png", 1)

@@ -252,11 +252,6 @@ class FolderSource(_FileListSource):
                 f"{root}: {len(loose)} image(s) lie in it beside its class folders, in none of them, and are left out "
                 f"(e.g. {os.path.basename(loose[0])}); move them into their class's folder to use them"
             )
-        if hidden := [folder for folder in folders if folder.startswith(".")]:  # an empty one is refused below
-            distributed.log(
-                f"{root}: its hidden folder(s) {', '.join(hidden)} are read as classes, as torchvision's ImageFolder "
-                "reads them (the labels follow that order); move them out if they are not classes"
-            )
         self.paths: list[str] = []
         labels: list[int] = []
         others: list[str] = []  # files in the class folders that are not images by their name
@@ -289,6 +284,11 @@ class FolderSource(_FileListSource):
             files.sort()
             self.paths += files
             labels += [label] * len(files)
+        if hidden := [folder for folder in folders if folder.startswith(".")]:  # said once all hold images: an empty
+            distributed.log(  # one was refused above, with the same hint
+                f"{root}: its hidden folder(s) {', '.join(hidden)} are read as classes, as torchvision's ImageFolder "
+                "reads them (the labels follow that order); move them out if they are not classes"
+            )
         _say_left_out(root, others)
         self._labels = np.asarray(labels, np.int32)
         self.class_names = _named_classes(
