@@ -85,11 +85,11 @@ class CLIPConfig:
                 eps=d.get("layer_norm_eps", LN_EPS),
             )
 
-        def settings(tower: str) -> dict[str, Any]:
-            legacy = hf.get(f"{tower}_config_dict")
-            return legacy if legacy is not None else (hf.get(f"{tower}_config") or {})
+        def tower_dict(name: str) -> dict[str, Any]:
+            legacy = hf.get(f"{name}_config_dict")
+            return legacy if legacy is not None else (hf.get(f"{name}_config") or {})
 
-        v, t = settings("vision"), settings("text")
+        v, t = tower_dict("vision"), tower_dict("text")
         vision, text = tower(v, width=768, heads=12, mlp_dim=3072), tower(t, width=512, heads=8, mlp_dim=2048)
         for name, c in (("vision", vision), ("text", text)):
             check_activation(c.act, f"{name} hidden_act")

@@ -61,7 +61,8 @@ def _flatten(tree: Mapping) -> dict[tuple[str, ...], object]:
 
 
 def check_tree(expected: Mapping, actual: Mapping, what: str = "checkpoint", fix: str = "") -> None:
-    """Raise `CheckpointMismatch` naming every missing, unexpected or misshaped leaf (and `fix`, when given)."""
+    """Raise `CheckpointMismatch` naming the missing, unexpected or misshaped leaves (`LISTED` of each kind, and how
+    many more) and `fix`, when given."""
     exp, act = _flatten(expected), _flatten(actual)
     shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else tuple(np.shape(v))  # noqa: E731
     missing = ["/".join(k) for k in exp.keys() - act.keys()]
