@@ -349,7 +349,8 @@ def test_a_model_folder_without_a_config_or_weights_names_what_it_lacks(tiny_hf,
         clip.load(str(tmp_path / "empty"))
     (tmp_path / "config_only").mkdir()
     shutil.copy(os.path.join(tiny_hf[0], "config.json"), tmp_path / "config_only")
-    with pytest.raises(InputMissing, match=r"config_only has config.json but no weights: expected model.safetensors, "):
+    message = r"config_only has config.json but no weights: expected model.safetensors or pytorch_model.bin, or "
+    with pytest.raises(InputMissing, match=message):
         clip.load(str(tmp_path / "config_only"))
     with pytest.raises(InputMissing, match=r"config.json' is neither a directory nor a Hugging Face hub id"):
         clip.load(os.path.join(tiny_hf[0], "config.json"))
@@ -407,12 +408,16 @@ def test_config_files_cut_short_or_of_another_model_are_named(tiny_hf, tmp_path,
         clip.load(str(d))
 
 
-@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "open_clip too", "sharded"])
+@pytest.mark.parametrize(
+    "weights", ["model.safetensors", "pytorch_model.bin", "open_clip too", "sharded", "sharded pytorch_model.bin"]
+)
 def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, tmp_path, monkeypatch, weights):
     """Hub repos such as openai/clip-vit-base-patch16 may keep only pytorch_model.bin (next to tf_model.h5 and
     flax_model.msgpack) on their main branch: asking for safetensors alone fetched config.json and no weights.
     LAION's (laion/CLIP-ViT-B-32-laion2B-s34B-b79K) keep OpenCLIP's copies of the weights beside Hugging Face's:
-    `*.safetensors` fetched open_clip_model.safetensors as well, the weights twice.
+    `*.safetensors` fetched open_clip_model.safetensors as well, the weights twice. A repo of shards of
+    pytorch_model.bin alone (as transformers 4 saved a large CLIP without safetensors) was fetched without its
+    weights, and its folder refused as holding none.
     The hub is a folder here, its download `snapshot_download`'s filter (fnmatch over the repo's file names)."""
     import fnmatch
 
@@ -427,12 +432,21 @@ def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, 
         for name in os.listdir(tmp_path / "sharded"):
             if "safetensors" in name:
                 shutil.copy(tmp_path / "sharded" / name, repo)
+    elif weights == "sharded pytorch_model.bin":  # as transformers 4 wrote them (5 writes safetensors only)
+        state = hf_model.state_dict()
+        halves = (dict(list(state.items())[: len(state) // 2]), dict(list(state.items())[len(state) // 2 :]))
+        weight_map = {}
+        for i, half in enumerate(halves, 1):
+            torch.save(half, repo / f"pytorch_model-0000{i}-of-00002.bin")
+            weight_map.update(dict.fromkeys(half, f"pytorch_model-0000{i}-of-00002.bin"))
+        (repo / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     elif weights != "pytorch_model.bin":
         shutil.copy(os.path.join(directory, "model.safetensors"), repo)
     if weights == "open_clip too":
         for other in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
             (repo / other).write_bytes(b"OpenCLIP's names for its weights: never fetched")
-    torch.save(hf_model.state_dict(), repo / "pytorch_model.bin")
+    if weights != "sharded pytorch_model.bin":
+        torch.save(hf_model.state_dict(), repo / "pytorch_model.bin")
     for other in ("tf_model.h5", "flax_model.msgpack"):
         (repo / other).write_bytes(b"never fetched")
     fetched = []
@@ -456,13 +470,18 @@ def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, 
         (names,) = fetched
         shards = [n for n in names if re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", n)]
         assert len(shards) > 1 and names == ["config.json", *shards, "model.safetensors.index.json"]
+    elif weights == "sharded pytorch_model.bin":
+        names = fetched[1]
+        shards = [n for n in names if re.fullmatch(r"pytorch_model-\d{5}-of-\d{5}\.bin", n)]
+        assert fetched[0] == ["config.json"] and len(shards) > 1
+        assert names == ["config.json", *shards, "pytorch_model.bin.index.json"]
     else:
         assert fetched == [["config.json", "model.safetensors"]]
 
 
 def test_weights_of_another_architecture_name_twenty_tensors_of_each_kind_and_count_the_others(tiny_hf, tmp_path):
-    """A config.json of deeper towers than its weights: 64 parameters missing. The error named every one (a ViT-L/14
-    checkpoint under a ViT-B/16 config: ~400 names, 30 kB), where a training checkpoint's named 20 and said '...'."""
+    """A config.json of deeper towers than its weights: 64 parameters missing. The error named every one (the tiny
+    CLIP's weights under ViT-L/14's config: 589 names, 32.6 kB), where a training checkpoint's named 20 and '...'."""
     directory, _ = tiny_hf
     shutil.copy(os.path.join(directory, "model.safetensors"), tmp_path)
     with open(os.path.join(directory, "config.json")) as f:

@@ -505,7 +505,7 @@ def load(name_or_dir: str | os.PathLike, dtype=jnp.float32, remat: bool = False)
     `name_or_dir`: `"toy"` (the tiny CLIP pretrained on the toy world that ships
     with jaxood), a jaxood checkpoint directory (`jaxood.models.convert.save`),
     a local Hugging Face directory (`config.json` + `model.safetensors` or
-    `pytorch_model.bin`), or a hub id such as `openai/clip-vit-base-patch16`
+    `pytorch_model.bin`, or their shards with their index), or a hub id such as `openai/clip-vit-base-patch16`
     (downloaded through huggingface_hub when the network allows).
     """
     from jaxood.models import convert

@@ -197,7 +197,8 @@ def read_torch_bin(path: str) -> dict[str, np.ndarray]:
             return dict(_Unpickler(f).load())
 
 
-HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # in order of preference
+# In order of preference; an index names the shards of the file its name ends in.
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def hf_weights(directory: str) -> str | None:
@@ -212,34 +213,34 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
         raise InputMissing(f"{directory} has no config.json: it is not a Hugging Face CLIP directory")
     cfg = CLIPConfig.from_json(config_path)
     weights = hf_weights(directory)
-    if weights == "model.safetensors":
-        state = read_safetensors(os.path.join(directory, weights))
-    elif weights == "model.safetensors.index.json":
-        index = read_json_mapping(os.path.join(directory, weights))
-        if not isinstance(index.get("weight_map"), dict):
-            raise InvalidInput(f"{os.path.join(directory, weights)} has no weight_map naming the weights' shards")
-        shards = sorted(set(index["weight_map"].values()))
-        state = {k: v for s in shards for k, v in read_safetensors(os.path.join(directory, s)).items()}
-    elif weights == "pytorch_model.bin":
-        state = read_torch_bin(os.path.join(directory, weights))
-    else:
+    if weights is None:
         raise InputMissing(
-            f"{directory} has config.json but no weights: expected model.safetensors, "
-            "model.safetensors.index.json with its shards, or pytorch_model.bin"
+            f"{directory} has config.json but no weights: expected model.safetensors or pytorch_model.bin, or "
+            "model.safetensors.index.json or pytorch_model.bin.index.json with the shards it names"
         )
+    read = {"model.safetensors": read_safetensors, "pytorch_model.bin": read_torch_bin}
+    path = os.path.join(directory, weights)
+    if weights.endswith(".index.json"):
+        index = read_json_mapping(path)
+        if not isinstance(index.get("weight_map"), dict):
+            raise InvalidInput(f"{path} has no weight_map naming the weights' shards")
+        shards, read_shard = sorted(set(index["weight_map"].values())), read[weights.removesuffix(".index.json")]
+        state = {k: v for shard in shards for k, v in read_shard(os.path.join(directory, shard)).items()}
+    else:
+        state = read[weights](path)
     # A bare CLIPModel state dict; tolerate the "clip." / "model." prefixes of wrappers.
     if state and all(k.startswith(("clip.", "model.")) for k in state):
         state = {k.split(".", 1)[1]: v for k, v in state.items()}
     return cfg, state
 
 
-# What `download` fetches besides config.json, in order of preference: safetensors (single or sharded), else the
-# PyTorch pickle (read without torch). Not every repo has safetensors on its main branch. Hugging Face's names only:
-# LAION's repos keep OpenCLIP's copy of the weights beside them (open_clip_model.safetensors), which `*.safetensors`
-# fetched too.
+# What `download` fetches besides config.json, in order of preference: safetensors, else the PyTorch pickle (read
+# without torch), each single or sharded. Not every repo has safetensors on its main branch. Hugging Face's names
+# only: LAION's repos keep OpenCLIP's copy of the weights beside them (open_clip_model.safetensors), which
+# `*.safetensors` fetched too.
 HUB_WEIGHTS = (
     ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json"),
-    ("pytorch_model.bin",),
+    ("pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json"),
 )
 
 
@@ -273,8 +274,8 @@ def _not_fetched(repo_id: str, err: Exception) -> InputMissing:
         f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
         f"Without network: on a machine with access run `hf download {repo_id} config.json pytorch_model.bin "
         "--local-dir DIR` (or `huggingface-cli download ...`), copy DIR here and pass DIR instead of the hub id. "
-        "A repo without pytorch_model.bin has model.safetensors, or shards of it "
-        "(model.safetensors.index.json and the model-*.safetensors it names): name those. Only these files: the "
+        "A repo without pytorch_model.bin has model.safetensors, or shards of either (model.safetensors.index.json "
+        "or pytorch_model.bin.index.json, and the files it names): name those. Only these files: the "
         "whole repo can hold the weights four times over (TensorFlow, Flax and OpenCLIP copies)."
     )
 
