@@ -399,6 +399,47 @@ def test_tfds_dataset_without_labels_reads_as_unlabelled_images(tiny_tfds, tmp_p
     assert sorted(np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])] for b in batches])) == [-1] * 6
 
 
+_TINY_VERSIONS = """
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+class TinyVersions(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("{version}")
+    RELEASE_NOTES = {{"{version}": "this version"}}
+
+    def _info(self):
+        image, label = tfds.features.Image(shape=(None, None, 3)), tfds.features.ClassLabel(num_classes=2)
+        features = {{"image": image, "label": label}}
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {{"train": self._generate_examples()}}
+
+    def _generate_examples(self):
+        for i in range(3):
+            yield i, {{"image": Image.fromarray(np.full((4, 4, 3), i, np.uint8)), "label": i % 2}}
+"""
+
+
+def test_a_tfds_dataset_prepared_at_another_version_is_named_with_the_name_that_reads_it(tmp_path):
+    """A dataset TFDS knows (imagenet2012) prepared by an older TFDS sits in its folder as a version the installed TFDS
+    does not read by default (TFDS 4.9.10 reads imagenet2012 5.1.0): it was called not prepared, with the download and
+    preparation to do again (ImageNet's 150 GB), where naming the version prepared reads it."""
+    prepare = _TINY_VERSIONS.format(version="1.0.0") + "TinyVersions(data_dir=__import__('sys').argv[1]," \
+        " file_format='array_record').download_and_prepare()\n"  # fmt: skip
+    subprocess.run([sys.executable, "-c", prepare, str(tmp_path)], check=True, capture_output=True, timeout=300)
+    exec(_TINY_VERSIONS.format(version="1.1.0"), {})  # the installed TFDS's builder reads a later version
+    message = (
+        f"TFDS dataset 'tiny_versions' is prepared in {re.escape(str(tmp_path))} as version 1.0.0, not as 1.1.0, the "
+        "version TFDS "
+        r"[\d.]+ reads: name the version to read it \('tiny_versions:1.0.0' as the dataset's name\), or prepare 1.1.0: "
+    )
+    with pytest.raises(DatasetMissing, match=message):
+        TfdsSource("tiny_versions", "train", data_dir=str(tmp_path))
+    assert TfdsSource("tiny_versions:1.0.0", "train", data_dir=str(tmp_path)).labels().tolist() == [0, 1, 0]
+
+
 def test_tfds_labels_named_by_imagenet_wordnet_ids_get_clip_names(tiny_tfds, tmp_path):
     """TFDS's imagenet_v2, imagenet_r, imagenet_a and imagenet_sketch label by the 1000 WordNet ids: only
     imagenet2012 got names, so their prompts read 'a photo of a n01440764.' (here the ids replace tiny_shapes')."""

@@ -402,6 +402,18 @@ def _is_prepared(builder) -> bool:
         absl.removeFilter(no_info)
 
 
+def _other_prepared_versions(builder) -> list[str]:
+    """Versions of `builder`'s dataset prepared beside the one it reads (a folder each, with its dataset_info.json),
+    newest first: as a TFDS before the installed one prepared it (imagenet2012 5.0.0, where TFDS 4.9.10 reads 5.1.0).
+    Folders in a bucket (gs://) are not listed."""
+    folder = os.path.dirname(str(builder.data_dir))
+    if "://" in folder or not os.path.isdir(folder):
+        return []
+    info = lambda v: os.path.join(folder, v, "dataset_info.json")  # noqa: E731
+    found = [v for v in os.listdir(folder) if re.fullmatch(r"\d+\.\d+\.\d+", v) and os.path.isfile(info(v))]
+    return sorted(found, key=lambda v: tuple(map(int, v.split("."))), reverse=True)
+
+
 def _shards_fingerprint(instructions) -> str:
     """12 hex digits naming the records a split reads, in order, and their files as they are now (name, size, time
     written): the label cache of a dataset prepared again under the same version, its records as many but labelled
@@ -436,11 +448,19 @@ class TfdsSource:
                 name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
             )
             manual = os.path.join(data_dir, "downloads", "manual")
+            prepare = hint.format(name=name, data_dir=data_dir, manual=manual) + (
+                " (needs network and `pip install tensorflow-cpu` once)"
+            )
+            if others := _other_prepared_versions(builder):  # by an older TFDS, whose default version it was
+                raise DatasetMissing(
+                    f"TFDS dataset {name!r} is prepared in {data_dir} as version {', '.join(others)}, not as "
+                    f"{builder.version}, the version TFDS {tfds.__version__} reads: name the version to read it "
+                    f"({name.split(':')[0] + ':' + others[0]!r} as the dataset's name), or prepare "
+                    f"{builder.version}: {prepare}"
+                )
             raise DatasetMissing(
-                f"TFDS dataset {name!r} is not prepared in {data_dir}: "
-                + hint.format(name=name, data_dir=data_dir, manual=manual)
-                + " (needs network and `pip install tensorflow-cpu` once). If it is prepared in another folder, give"
-                " that as the dataset's data_dir or as TFDS_DATA_DIR"
+                f"TFDS dataset {name!r} is not prepared in {data_dir}: {prepare}. If it is prepared in another "
+                "folder, give that as the dataset's data_dir or as TFDS_DATA_DIR"
             )
         try:
             self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
