@@ -403,15 +403,16 @@ def _is_prepared(builder) -> bool:
 
 
 def _other_prepared_versions(builder) -> list[str]:
-    """Versions of `builder`'s dataset prepared beside the one it reads (a folder each, with its dataset_info.json),
-    newest first: as a TFDS before the installed one prepared it (imagenet2012 5.0.0, where TFDS 4.9.10 reads 5.1.0).
-    Folders in a bucket (gs://) are not listed."""
+    """Versions of `builder`'s dataset prepared beside the one it reads (TFDS's version folders, each with its
+    dataset_info.json), newest first: as a TFDS before the installed one prepared it (imagenet2012 5.0.0, where TFDS
+    4.9.10 reads 5.1.0). Folders in a bucket (gs://) are not listed."""
+    import tensorflow_datasets as tfds
+
     folder = os.path.dirname(str(builder.data_dir))
-    if "://" in folder or not os.path.isdir(folder):
+    if "://" in folder:
         return []
-    info = lambda v: os.path.join(folder, v, "dataset_info.json")  # noqa: E731
-    found = [v for v in os.listdir(folder) if re.fullmatch(r"\d+\.\d+\.\d+", v) and os.path.isfile(info(v))]
-    return sorted(found, key=lambda v: tuple(map(int, v.split("."))), reverse=True)
+    versions = reversed(tfds.core.utils.version.list_all_versions(folder))  # [] for a folder that is not there
+    return [str(v) for v in versions if os.path.isfile(os.path.join(folder, str(v), "dataset_info.json"))]
 
 
 def _shards_fingerprint(instructions) -> str:
