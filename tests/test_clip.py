@@ -76,21 +76,19 @@ def test_tower_config_dicts_replace_the_tower_configs_as_in_hf(tiny_hf, tmp_path
     `vision_config`, and HF's CLIPConfig builds the towers from the dicts, with its defaults for what they lack.
     Before, jaxood read the `*_config`s: where they differed it built another model (here GELU for HF's QuickGELU,
     off by far more than 1e-4), and without them a ViT-B/32 whose conversion failed."""
-    directory, _ = tiny_hf
-    shutil.copy(os.path.join(directory, "model.safetensors"), tmp_path)
-    with open(os.path.join(directory, "config.json")) as f:
-        cfg = json.load(f)
-    for tower in ("text", "vision"):
-        cfg[f"{tower}_config_dict"] = dict(TINY[f"{tower}_config"])
-        if kept == "the dicts alone":
-            del cfg[f"{tower}_config"]
-        else:
-            cfg[f"{tower}_config"]["hidden_act"] = "gelu"
-    with open(tmp_path / "config.json", "w") as f:
-        json.dump(cfg, f)
-    hf_model = transformers.CLIPModel.from_pretrained(str(tmp_path)).eval()
+
+    def edit(cfg):
+        for tower in ("text", "vision"):
+            cfg[f"{tower}_config_dict"] = dict(TINY[f"{tower}_config"])
+            if kept == "the dicts alone":
+                del cfg[f"{tower}_config"]
+            else:
+                cfg[f"{tower}_config"]["hidden_act"] = "gelu"
+
+    d = _copy_with_config(tiny_hf[0], tmp_path / "clip", edit)
+    hf_model = transformers.CLIPModel.from_pretrained(d).eval()
     assert hf_model.config.text_config.hidden_act == hf_model.config.vision_config.hidden_act == "quick_gelu"
-    model, _ = _check_parity(str(tmp_path), hf_model, n_images=2)
+    model, _ = _check_parity(d, hf_model, n_images=2)
     assert model.cfg.vision.act == model.cfg.text.act == "quick_gelu"
 
 
@@ -271,6 +269,17 @@ def _copy_with_state(src, dst, edit):
     edit(state)
     save_file(state, os.path.join(dst, "model.safetensors"))
     return dst
+
+
+def _copy_with_config(src, dst, edit) -> str:
+    """A copy of the Hugging Face CLIP folder `src` whose config.json `edit` changed in place."""
+    shutil.copytree(src, dst)
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    edit(cfg)
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return str(dst)
 
 
 def _drop(key):
@@ -482,16 +491,13 @@ def test_hub_download_fetches_one_copy_of_the_weights_in_either_format(tiny_hf, 
 def test_weights_of_another_architecture_name_twenty_tensors_of_each_kind_and_count_the_others(tiny_hf, tmp_path):
     """A config.json of deeper towers than its weights: 64 parameters missing. The error named every one (the tiny
     CLIP's weights under ViT-L/14's config: 589 names, 32.6 kB), where a training checkpoint's named 20 and '...'."""
-    directory, _ = tiny_hf
-    shutil.copy(os.path.join(directory, "model.safetensors"), tmp_path)
-    with open(os.path.join(directory, "config.json")) as f:
-        cfg = json.load(f)
-    for tower in ("text", "vision"):
-        cfg[f"{tower}_config"]["num_hidden_layers"] = 4
-    with open(tmp_path / "config.json", "w") as f:
-        json.dump(cfg, f)
+
+    def edit(cfg):
+        for tower in ("text", "vision"):
+            cfg[f"{tower}_config"]["num_hidden_layers"] = 4
+
     with pytest.raises(convert.CheckpointMismatch) as err:
-        clip.load(str(tmp_path))
+        clip.load(_copy_with_config(tiny_hf[0], tmp_path / "clip", edit))
     lines = str(err.value).splitlines()
     assert len(lines) == 2 and lines[1].startswith("  missing parameters (64): text_model/encoder/layers_2/")
     assert len(lines[1].split(", ")) == 21 and lines[1].endswith(", ... and 44 more")

@@ -400,6 +400,7 @@ def test_tfds_dataset_without_labels_reads_as_unlabelled_images(tiny_tfds, tmp_p
 
 
 _TINY_VERSIONS = """
+import sys
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -426,8 +427,8 @@ def test_a_tfds_dataset_prepared_at_another_version_is_named_with_the_name_that_
     """A dataset TFDS knows (imagenet2012) prepared by an older TFDS sits in its folder as a version the installed TFDS
     does not read by default (TFDS 4.9.10 reads imagenet2012 5.1.0): it was called not prepared, with the download and
     preparation to do again (ImageNet's 150 GB), where naming the version prepared reads it."""
-    prepare = _TINY_VERSIONS.format(version="1.0.0") + "TinyVersions(data_dir=__import__('sys').argv[1]," \
-        " file_format='array_record').download_and_prepare()\n"  # fmt: skip
+    prepare = _TINY_VERSIONS.format(version="1.0.0") + "TinyVersions(data_dir=sys.argv[1], file_format='array_record')"
+    prepare += ".download_and_prepare()\n"
     subprocess.run([sys.executable, "-c", prepare, str(tmp_path)], check=True, capture_output=True, timeout=300)
     exec(_TINY_VERSIONS.format(version="1.1.0"), {})  # the installed TFDS's builder reads a later version
     message = (
