@@ -199,16 +199,20 @@ def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log
 
 
 def test_slurm_script_runs_the_command_under_srun_from_the_checkout_and_names_a_missing_venv(tmp_path):
+    """It also passes the job's CPUs per task on to srun's task: since SLURM 22.05 srun does not take them from the job
+    (`--cpus-per-task`, in the script's header) unless SRUN_CPUS_PER_TASK says so, and its task got one CPU."""
     bin_dir, out = tmp_path / "bin", tmp_path / "out"
     bin_dir.mkdir()
     out.mkdir()
     (bin_dir / "srun").write_text(
-        '#!/usr/bin/env bash\necho "$JAXOOD_DISTRIBUTED $VENV_ON $PWD $*" > "$FAKE_OUT"/srun\n'
+        "#!/usr/bin/env bash\n"
+        'echo "$JAXOOD_DISTRIBUTED $VENV_ON ${SRUN_CPUS_PER_TASK:-unset} $PWD $*" > "$FAKE_OUT"/srun\n'
     )
     (bin_dir / "srun").chmod(stat.S_IRWXU)
     checkout = tmp_path / "checkout"
     checkout.mkdir()
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out)}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("CPUS_PER_TASK")}
+    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_OUT=str(out), SLURM_CPUS_PER_TASK="32")
     env["SLURM_SUBMIT_DIR"] = str(checkout)
     script = os.path.join(ROOT, "launch", "slurm_gpu.sbatch")
     cmd = ["python", "-m", "jaxood.train", "--config=configs/sot_glp.py", "--workdir=/shared/x"]
@@ -218,4 +222,8 @@ def test_slurm_script_runs_the_command_under_srun_from_the_checkout_and_names_a_
     (checkout / ".venv" / "bin" / "activate").write_text("export VENV_ON=yes\n")
     run = subprocess.run(["bash", script, *cmd], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert (out / "srun").read_text().split() == ["1", "yes", str(checkout), *cmd]
+    assert (out / "srun").read_text().split() == ["1", "yes", "32", str(checkout), *cmd]
+    del env["SLURM_CPUS_PER_TASK"]  # a job without --cpus-per-task: srun's own default stays
+    run = subprocess.run(["bash", script, *cmd], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (out / "srun").read_text().split() == ["1", "yes", "unset", str(checkout), *cmd]
