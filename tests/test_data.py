@@ -1614,3 +1614,17 @@ def test_the_loaders_batches_must_fit_in_the_hosts_memory(monkeypatch):
         "batch_size 1024: the loader holds 4 batches of 512 images of 224x224 on each host at once, 1.1 GiB, more "
         "than this host's 1.0 GiB of memory: lower batch_size"
     )
+
+
+def test_the_loader_decodes_on_twice_the_cpus_this_process_may_run_on():
+    """A SLURM task or a container's cpuset may run on fewer CPUs than the machine has: the loader's threads follow
+    the process's affinity (here pinned to one CPU: 2 threads), where `os.cpu_count()` counted every CPU."""
+    code = "from jaxood.data import pipeline; print(pipeline.LOADER_THREADS)"
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.split() == ["2"]

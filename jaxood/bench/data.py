@@ -26,7 +26,7 @@ from PIL import Image
 
 from jaxood.bench import count
 from jaxood.data import preprocess, toy_world
-from jaxood.data.pipeline import DecodeCheck, Loader
+from jaxood.data.pipeline import DecodeCheck, Loader, usable_cpus
 from jaxood.data.sources import FolderSource, TfdsSource
 
 
@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--toy_images", type=count(), default=10_000)
     ap.add_argument("--records", type=count(), default=4000)
     args = ap.parse_args(argv)
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     r = {}
     with tempfile.TemporaryDirectory() as tmp:
         _write_jpegs(tmp, args.images)

@@ -35,7 +35,15 @@ from jaxood.models.tokenizer import get_tokenizer, tokenize
 from jaxood.progress import Progress
 
 DATA_AXIS = "data"
-LOADER_THREADS = min(16, 2 * (os.cpu_count() or 1))  # decoding threads per host (PIL releases the GIL)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (a SLURM task's, a container's cpuset), not the machine's count,
+    which `os.cpu_count()` gives (a SLURM task of 8 CPUs on a 128-core node: 128)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+LOADER_THREADS = min(16, 2 * usable_cpus())  # decoding threads per host (PIL releases the GIL)
 DECODE_PROGRESS_MIN = 10_000  # a few-shot decode check this long reports progress (ImageNet's 16 shots: 16,000)
 
 
