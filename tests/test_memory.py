@@ -1,5 +1,7 @@
 """The memory a compiled step needs, and the trainer refusing a step that cannot fit before it runs."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -51,3 +53,73 @@ def test_evaluation_refuses_a_batch_larger_than_a_device_before_it_runs(tiny_hf,
     with pytest.raises(ValueError, match=refused):
         evaluate.evaluate(config, str(tmp_path / "run"))
     assert "evaluation batch: compiling" in capsys.readouterr().out and not (tmp_path / "run" / "results.json").exists()
+
+
+def _fake_root(tmp_path, cgroup: str, mountinfo: str, limits: dict[str, str]) -> str:
+    """A folder standing for `/`: `proc/self/cgroup` and `mountinfo`, and each cgroup's limit file."""
+    (tmp_path / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "proc" / "self" / "cgroup").write_text(cgroup)
+    (tmp_path / "proc" / "self" / "mountinfo").write_text(mountinfo)
+    for path, value in limits.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(value + "\n")
+    return str(tmp_path)
+
+
+SLURM_TASK = "/system.slice/slurmstepd.scope/job_7/step_0/user/task_0"
+CGROUP_CASES = {
+    # cgroup v2 under SLURM: --mem sets the job's memory.max; the step, user and task below it say "max".
+    "v2, a SLURM job's --mem": (
+        f"0::{SLURM_TASK}\n",
+        "30 24 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n",
+        {
+            "sys/fs/cgroup/system.slice/slurmstepd.scope/job_7/memory.max": str(4 * 2**30),
+            **{
+                f"sys/fs/cgroup{SLURM_TASK[: SLURM_TASK.index(p) + len(p)]}/memory.max": "max"
+                for p in ("step_0", "task_0")
+            },
+            "sys/fs/cgroup/memory.max": "max",
+        },
+        4 * 2**30,
+    ),
+    # cgroup v1 in a container (docker --memory 2g): the mount's root is the container's cgroup, which
+    # /proc/self/cgroup names by its host's path.
+    "v1, a container's limit": (
+        "12:memory:/docker/abc\n5:cpu,cpuacct:/docker/abc\n0::/\n",
+        "41 31 0:38 /docker/abc /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory\n"
+        "42 31 0:39 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro,nosuid - cgroup cgroup rw,cpu,cpuacct\n",
+        {"sys/fs/cgroup/memory/memory.limit_in_bytes": str(2 * 2**30), "sys/fs/cgroup/cpu,cpuacct/x": "1"},
+        2 * 2**30,
+    ),
+    # This development machine's layout (v1 and v2 mounted side by side): v1's value for no limit, no v2 memory.max.
+    "hybrid, no limit": (
+        "4:memory:/process_api/a9\n3:cpuset:/\n0::/\n",
+        "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n",
+        {
+            "sys/fs/cgroup/memory/process_api/a9/memory.limit_in_bytes": "9223372036854771712",
+            "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712",
+        },
+        None,
+    ),
+    "no /proc": ("", "", {}, None),
+}
+
+
+@pytest.mark.parametrize("case", CGROUP_CASES)
+def test_the_memory_a_cgroup_leaves_this_process(tmp_path, case):
+    """A SLURM job's `--mem` or a container's limit is a cgroup's: past it the system kills the process, however
+    much RAM the host has. The host memory checks (the loader's batches, an XLA:CPU device) read it."""
+    cgroup, mountinfo, limits, want = CGROUP_CASES[case]
+    root = _fake_root(tmp_path, cgroup, mountinfo, limits) if cgroup else str(tmp_path)
+    assert memory.cgroup_memory_limit(root) == want
+
+
+def test_host_memory_is_the_ram_or_the_cgroups_limit_if_lower(monkeypatch):
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    monkeypatch.setattr(memory, "cgroup_memory_limit", lambda: 2**30)
+    assert memory.host_bytes() == 2**30
+    monkeypatch.setattr(memory, "cgroup_memory_limit", lambda: 2 * ram)
+    assert memory.host_bytes() == ram
+    monkeypatch.setattr(memory, "cgroup_memory_limit", lambda: None)
+    assert memory.host_bytes() == ram
