@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "max_id_similarity": 0.95,
         }
     )
-    c.cache_dir = ""  # text-feature cache; default ~/.cache/jaxood (or $JAXOOD_CACHE)
+    c.cache_dir = ""  # text-feature cache; default ~/.cache/jaxood (or $JAXOOD_CACHE, $XDG_CACHE_HOME/jaxood)
     c.plots = True
     if variant == "imagenet":
         benchmark = benchmark or "mos"

@@ -10,8 +10,20 @@ import tempfile
 
 import numpy as np
 
-# What jaxood can recompute goes here unless the caller names a place ($JAXOOD_CACHE overrides).
-DEFAULT_CACHE = os.path.expanduser(os.environ.get("JAXOOD_CACHE", "~/.cache/jaxood"))
+
+def _default_cache() -> str:
+    """$JAXOOD_CACHE; else `jaxood` in the user's cache folder, `$XDG_CACHE_HOME` (an absolute path, as the XDG spec
+    reads it) or `~/.cache`, where pip and Hugging Face's hub keep theirs too (a cluster may point it off a small home
+    quota). An empty variable counts as unset, as a shell variable not set leaves it: JAXOOD_CACHE="" kept no text
+    features and put the TFDS label cache under the current folder."""
+    if own := os.environ.get("JAXOOD_CACHE"):
+        return os.path.expanduser(own)
+    users = os.environ.get("XDG_CACHE_HOME", "")
+    return os.path.join(users if os.path.isabs(users) else os.path.expanduser("~/.cache"), "jaxood")
+
+
+# What jaxood can recompute goes here unless the caller names a place.
+DEFAULT_CACHE = _default_cache()
 
 
 def can_hold_a_folder(path: str) -> bool:

@@ -319,7 +319,8 @@ def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def text_cache_dir(config: ml_collections.ConfigDict) -> str:
-    """The text-feature cache's folder: `config.cache_dir`, else `$JAXOOD_CACHE` or ~/.cache/jaxood."""
+    """The text-feature cache's folder: `config.cache_dir`, else `jaxood.cache.DEFAULT_CACHE` ($JAXOOD_CACHE,
+    $XDG_CACHE_HOME/jaxood or ~/.cache/jaxood)."""
     path = os.path.expanduser(config.cache_dir or DEFAULT_CACHE)
     if "://" in path:
         raise InvalidInput(

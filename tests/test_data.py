@@ -1628,3 +1628,26 @@ def test_the_loader_decodes_on_twice_the_cpus_this_process_may_run_on():
         check=True,
     )
     assert run.stdout.split() == ["2"]
+
+
+@pytest.mark.parametrize(
+    "env, want",
+    [
+        ({"JAXOOD_CACHE": "~/jc", "XDG_CACHE_HOME": "/scratch/c"}, "{home}/jc"),
+        ({"XDG_CACHE_HOME": "/scratch/c"}, "/scratch/c/jaxood"),
+        ({"XDG_CACHE_HOME": "relative"}, "{home}/.cache/jaxood"),  # not absolute: the XDG spec ignores it
+        ({"JAXOOD_CACHE": ""}, "{home}/.cache/jaxood"),  # empty, as a shell variable not set leaves it: unset
+    ],
+)
+def test_the_default_cache_is_jaxood_cache_or_the_users_cache_folder(tmp_path, env, want):
+    """jaxood's default cache follows $JAXOOD_CACHE, then $XDG_CACHE_HOME (as pip's and Hugging Face's do: a cluster
+    may point it off a small home quota), then ~/.cache."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("JAXOOD_CACHE", "XDG_CACHE_HOME")}
+    run = subprocess.run(
+        [sys.executable, "-c", "from jaxood.cache import DEFAULT_CACHE; print(DEFAULT_CACHE)"],
+        env={**clean, "HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.strip() == want.format(home=tmp_path)
