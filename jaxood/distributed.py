@@ -26,7 +26,23 @@ from jax.experimental import multihost_utils
 def maybe_initialize() -> None:
     """Join the multi-host job when `JAXOOD_DISTRIBUTED=1` (once; later calls do nothing)."""
     if os.environ.get("JAXOOD_DISTRIBUTED") == "1" and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+        jax.distributed.initialize(local_device_ids=slurm_node_gpus())
+
+
+def slurm_node_gpus() -> list[int] | None:
+    """Every GPU of this node where a SLURM step runs one task on each of its nodes (launch/slurm_gpu.sbatch's layout):
+    there `jax.distributed.initialize()` shows each task only the GPU of its local rank (JAX's default of one process
+    per GPU), and a node trained on 1 of its 8 GPUs. Their count is CUDA_VISIBLE_DEVICES's (or ROCm's), else
+    SLURM_GPUS_ON_NODE. None elsewhere (a task per GPU, no SLURM, no GPU said, JAX_LOCAL_DEVICE_IDS set): JAX's own
+    choice stands."""
+    env = os.environ
+    step = env.get("SLURM_STEP_NUM_TASKS"), env.get("SLURM_STEP_NUM_NODES")
+    if "SLURM_LOCALID" not in env or env.get("JAX_LOCAL_DEVICE_IDS") or None in step or step[0] != step[1]:
+        return None
+    visible = env.get("CUDA_VISIBLE_DEVICES") or env.get("ROCR_VISIBLE_DEVICES") or ""
+    gpus = visible.split(",") if all(d.strip().isdigit() for d in visible.split(",")) else []  # not "NoDevFiles"
+    count = len(gpus) or int(env.get("SLURM_GPUS_ON_NODE", "0") or 0)
+    return list(range(count)) if count > 1 else None
 
 
 def is_first_host() -> bool:

@@ -231,7 +231,7 @@ def test_slurm_script_runs_the_command_under_srun_from_the_checkout_and_names_a_
 
 def _slurm_batch_env(tmp_path, **variables) -> dict:
     """The SLURM launcher's batch environment for one node: a checkout with a venv to activate, a stand-in `srun` that
-    runs its command as it is, and SLURM's variables for one task."""
+    runs its command as it is, and SLURM's variables (srun's too) for one task on one node."""
     from test_sot_glp import _free_slurm_job_id
 
     bin_dir, checkout = tmp_path / "bin", tmp_path / "checkout"
@@ -242,15 +242,16 @@ def _slurm_batch_env(tmp_path, **variables) -> dict:
     (bin_dir / "srun").chmod(stat.S_IRWXU)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_", "CUDA_")) and k != "XLA_FLAGS"}
     slurm = {"SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
-    slurm |= {"SLURM_STEP_NODELIST": "localhost", "SLURM_SUBMIT_DIR": str(checkout)}
+    slurm |= {"SLURM_STEP_NODELIST": "localhost", "SLURM_STEP_NUM_NODES": "1", "SLURM_STEP_NUM_TASKS": "1"}
+    slurm |= {"SLURM_SUBMIT_DIR": str(checkout)}
     return env | slurm | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "JAX_PLATFORMS": "cpu"} | variables
 
 
 def test_slurm_script_gives_its_one_task_a_node_every_gpu_of_the_node(tmp_path):
     """Under SLURM, `jax.distributed.initialize()` shows each task one GPU, that of its local rank (JAX's default of
-    one process per GPU): the launcher's one task a node used one of the node's 8 GPUs. The script names them all in
-    JAX_LOCAL_DEVICE_IDS, from SLURM_GPUS_ON_NODE (or CUDA_VISIBLE_DEVICES); jaxood's own initialisation, run here as
-    srun would run it, then leaves JAX all of them (read from JAX's setting: this machine has no GPU)."""
+    one process per GPU): the launcher's one task a node used one of the node's 8 GPUs. jaxood's initialisation now
+    names them all where a step runs one task a node, counted from CUDA_VISIBLE_DEVICES or SLURM_GPUS_ON_NODE. Run here
+    through the script as srun would run it, and read from JAX's setting (this machine has no GPU)."""
     script = os.path.join(ROOT, "launch", "slurm_gpu.sbatch")
     code = (
         "import jax; from jaxood import distributed; distributed.maybe_initialize(); "
@@ -258,9 +259,10 @@ def test_slurm_script_gives_its_one_task_a_node_every_gpu_of_the_node(tmp_path):
     )
     cases = [
         ({"SLURM_GPUS_ON_NODE": "8"}, "0,1,2,3,4,5,6,7"),
-        ({"CUDA_VISIBLE_DEVICES": "4,5,6,7"}, "0,1,2,3"),  # CUDA's ordinals within what the task is shown
+        ({"CUDA_VISIBLE_DEVICES": "4,5,6,7", "SLURM_GPUS_ON_NODE": "4"}, "0,1,2,3"),  # CUDA's ordinals of what it shows
         ({"SLURM_GPUS_ON_NODE": "8", "JAX_LOCAL_DEVICE_IDS": "2,3"}, "2,3"),  # the user's own choice stays
-        ({}, "0"),  # no GPU said: JAX's default stays
+        ({"SLURM_GPUS_ON_NODE": "8", "SLURM_STEP_NUM_TASKS": "8"}, "0"),  # a task per GPU: JAX's own choice stays
+        ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, "0"),  # SLURM's word for no GPU
     ]
     for variables, want in cases:
         env = _slurm_batch_env(tmp_path / str(len(os.listdir(tmp_path))), **variables)
