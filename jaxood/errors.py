@@ -53,6 +53,37 @@ def os_error_code(err: BaseException) -> int | None:
     return int(found.group(1)) if found else None
 
 
+class OutOfOpenFiles(UserError):
+    """The system refused this process another open file (EMFILE, or the system's ENFILE): not a damaged or an
+    undecodable file, which jaxood counts and goes on without."""
+
+
+def out_of_open_files(err: BaseException) -> bool:
+    """Whether `err` is the system refusing another open file: an OSError's number, or array_record's RuntimeError
+    ("open() failed: Too many open files; opening ...")."""
+    return os_error_code(err) in (errno.EMFILE, errno.ENFILE) or os.strerror(errno.EMFILE) in str(err)
+
+
+def open_files_error(what: str) -> OutOfOpenFiles:
+    """The error for `what` ("TFDS dataset 'x' (train) record 7", an image's path) not opened for want of open files."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except ImportError:  # not a Unix
+        soft = hard = -1
+    if 0 <= soft < hard or (soft >= 0 and hard < 0):
+        fix = f"Raise it (`ulimit -n {hard if hard >= 0 else 65536}` before the command)"
+    else:
+        fix = "Ask the machine's administrator for a higher hard limit (`ulimit -Hn`)"
+    allowed = f" ({soft}, `ulimit -n`)" if soft >= 0 else ""
+    return OutOfOpenFiles(
+        f"{what} could not be opened: this process has as many files open as the system allows it{allowed}. TFDS "
+        "keeps each shard file of a split open once it is read (ImageNet's training split has 1024), and jaxood "
+        f"raises the limit as far as it may go when it opens a TFDS dataset. {fix}; the data is not damaged."
+    )
+
+
 def write_fix(err: BaseException, where: str, room: str | None = None) -> str:
     """What to do about a write to `where` ("that folder", a workdir) that failed with `err`: make it writable where
     the file system refused it (permissions, a read-only mount); free space (`room`, or "Free space in <where>")

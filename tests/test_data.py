@@ -1651,3 +1651,97 @@ def test_the_default_cache_is_jaxood_cache_or_the_users_cache_folder(tmp_path, e
         check=True,
     )
     assert run.stdout.strip() == want.format(home=tmp_path)
+
+
+_MANY_SHARDS = """
+import sys
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+class ManyShards(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {"image": tfds.features.Image(shape=(None, None, 3))}
+        features["label"] = tfds.features.ClassLabel(num_classes=2)
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(100)}
+
+    def _generate_examples(self, n):
+        for i in range(n):
+            yield i, {"image": Image.fromarray(np.full((12, 10, 3), i, np.uint8)), "label": i % 2}
+
+config = tfds.download.DownloadConfig(num_shards=100)
+ManyShards(data_dir=sys.argv[1], file_format="array_record").download_and_prepare(download_config=config)
+"""
+
+_READ_EVERY_RECORD = """
+import sys
+import numpy as np
+from jaxood.data import preprocess
+from jaxood.data.pipeline import Loader
+from jaxood.data.sources import TfdsSource
+from jaxood.errors import report_user_errors
+
+def main(argv):
+    src = TfdsSource("many_shards", "train", data_dir=sys.argv[1])
+    labels = src.labels()
+    read = sum(int(np.asarray(b["mask"]).sum()) for b in Loader(src, preprocess.clip_eval(16), 20).evaluate())
+    print("labels", len(labels), "read", read)
+
+sys.exit(report_user_errors(main)(sys.argv))
+"""
+
+
+def test_a_tfds_split_of_more_shards_than_the_open_file_limit_is_read_whole(tmp_path):
+    """TFDS keeps each shard file of a split open once read (ImageNet's training split: 1024 files; 1024 open files
+    is many systems' soft limit): the label scan failed at the shard past the limit, saying the dataset's files
+    were damaged and to prepare it again. jaxood raises the soft limit to the hard one when it opens a TFDS
+    dataset; where the hard limit is too low, the error says so and that the data is not damaged. Here 100 shards,
+    read under a soft limit of 64."""
+    import resource
+
+    data_dir = str(tmp_path / "tfds")
+    subprocess.run([sys.executable, "-c", _MANY_SHARDS, data_dir], check=True, capture_output=True, timeout=300)
+
+    def read(soft: int, hard: int) -> subprocess.CompletedProcess:
+        limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))  # noqa: E731
+        shutil.rmtree(os.path.join(data_dir, "jaxood_labels"), ignore_errors=True)
+        env = {**os.environ, "JAXOOD_CACHE": str(tmp_path / "cache")}
+        cmd = [sys.executable, "-c", _READ_EVERY_RECORD, data_dir]
+        return subprocess.run(cmd, preexec_fn=limit, env=env, capture_output=True, text=True, timeout=300)
+
+    raised = read(64, 4096)
+    assert raised.returncode == 0, raised.stderr
+    assert raised.stdout.split() == ["labels", "100", "read", "100"]
+    refused = read(64, 64)
+    assert refused.returncode == 1
+    assert "could not be opened: this process has as many files open as the system allows it (64, `ulimit -n`)" in (
+        refused.stderr
+    )
+    assert "Ask the machine's administrator for a higher hard limit (`ulimit -Hn`); the data is not damaged." in (
+        refused.stderr
+    )
+
+
+def test_an_image_not_opened_for_the_open_file_limit_stops_the_run_rather_than_counting_as_undecodable(
+    tmp_path, monkeypatch
+):
+    """An image that cannot be opened because the process has no file left to open is no damaged image: every one
+    after it would fail too, and the run would go on without them, counting them undecodable."""
+    import errno
+
+    from jaxood.errors import OutOfOpenFiles
+
+    path = str(tmp_path / "a.png")
+    write_image(path, 0)
+
+    def no_file_left(*args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), path)
+
+    monkeypatch.setattr(preprocess.Image, "open", no_file_left)
+    with pytest.raises(OutOfOpenFiles, match=f"^{re.escape(path)} could not be opened: this process has as many"):
+        preprocess.decode(path)

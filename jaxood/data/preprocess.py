@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from jaxood.errors import open_files_error, out_of_open_files
+
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 BICUBIC = Image.BICUBIC
@@ -40,6 +42,8 @@ def decode(raw) -> Image.Image:
             img = Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))  # convert() would clip it at 255: white
         return img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        if out_of_open_files(err):  # the process's limit, not the image: every image after it would fail too
+            raise open_files_error(raw if isinstance(raw, str) else "an image") from err
         # PIL refuses images past twice Image.MAX_IMAGE_PIXELS (179 M pixels); raising that limit decodes them
         raise Undecodable(f"{raw if isinstance(raw, str) else 'record'}: {err}") from err
 

@@ -15,6 +15,7 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import logging
@@ -30,7 +31,7 @@ from jaxood import distributed
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
 from jaxood.data.classnames import coop_name, imagenet_names_by_wnid
 from jaxood.data.preprocess import Undecodable
-from jaxood.errors import InputMissing, InvalidInput, first_line
+from jaxood.errors import InputMissing, InvalidInput, first_line, open_files_error, out_of_open_files
 from jaxood.progress import Progress
 
 LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while its labels are read
@@ -431,6 +432,21 @@ def _shards_fingerprint(instructions) -> str:
     return hashlib.sha256(repr(shards).encode()).hexdigest()[:12]
 
 
+def raise_open_file_limit() -> None:
+    """This process's limit of open files raised as far as it may go (its hard limit): TFDS keeps each shard file of
+    a split open once it has read from it (ImageNet's training split: 1024 files), where many systems allow a process
+    1024 open files unless told otherwise, and the read past them failed."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):  # macOS refuses more than its own maximum
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 class TfdsSource:
     """A TFDS split prepared in `array_record` format under `data_dir`.
 
@@ -463,6 +479,7 @@ class TfdsSource:
                 f"TFDS dataset {name!r} is not prepared in {data_dir}: {prepare}. If it is prepared in another "
                 "folder, give that as the dataset's data_dir or as TFDS_DATA_DIR"
             )
+        raise_open_file_limit()  # the split's shard files stay open once read
         try:
             self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
         except NotImplementedError as err:
@@ -575,6 +592,8 @@ class TfdsSource:
         try:
             record = self._ds[index]
         except DAMAGED as err:
+            if out_of_open_files(err):  # a shard not opened for the process's limit, not a damaged one
+                raise open_files_error(f"TFDS dataset {self.name!r} ({self.split}) record {index}") from err
             raise Undecodable(f"{self.name} {self.split} record {index}: {first_line(err)}") from err
         label = record["label"] if self._labelled else -1
         if record["image"] is None or label is None:  # what TFDS gives for a file cut short, at times
