@@ -41,7 +41,8 @@ def slurm_node_gpus() -> list[int] | None:
         return None
     visible = env.get("CUDA_VISIBLE_DEVICES") or env.get("ROCR_VISIBLE_DEVICES") or ""
     gpus = visible.split(",") if all(d.strip().isdigit() for d in visible.split(",")) else []  # not "NoDevFiles"
-    count = len(gpus) or int(env.get("SLURM_GPUS_ON_NODE", "0") or 0)
+    on_node = env.get("SLURM_GPUS_ON_NODE", "")
+    count = len(gpus) or (int(on_node) if on_node.isdigit() else 0)
     return list(range(count)) if count > 1 else None
 
 

@@ -271,3 +271,26 @@ def test_slurm_script_gives_its_one_task_a_node_every_gpu_of_the_node(tmp_path):
         )
         assert run.returncode == 0, run.stderr
         assert run.stdout.split()[-1] == want, (variables, run.stdout)
+
+
+def test_the_gpus_named_to_jax_come_from_slurms_variables_as_they_are(monkeypatch):
+    """`slurm_node_gpus` reads SLURM's and CUDA's variables as they come: a count that is not a number, or SLURM's
+    "NoDevFiles" for no GPU, names none (JAX's own choice stands) rather than failing as the job starts."""
+    from jaxood import distributed
+
+    for name in [k for k in os.environ if k.startswith(("SLURM_", "CUDA_", "ROCR_", "JAX_LOCAL"))]:
+        monkeypatch.delenv(name)
+    for name, value in {"SLURM_LOCALID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NUM_NODES": "2"}.items():
+        monkeypatch.setenv(name, value)
+    cases = [
+        ({"SLURM_GPUS_ON_NODE": "4"}, [0, 1, 2, 3]),
+        ({"SLURM_GPUS_ON_NODE": "4x"}, None),
+        ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, None),
+        ({"ROCR_VISIBLE_DEVICES": "0,1"}, [0, 1]),
+        ({"SLURM_GPUS_ON_NODE": "1"}, None),  # one GPU: JAX's choice is that one
+    ]
+    for variables, want in cases:
+        with monkeypatch.context() as m:
+            for name, value in variables.items():
+                m.setenv(name, value)
+            assert distributed.slurm_node_gpus() == want, variables
