@@ -1619,14 +1619,11 @@ def test_the_loaders_batches_must_fit_in_the_hosts_memory(monkeypatch):
 def test_the_loader_decodes_on_twice_the_cpus_this_process_may_run_on():
     """A SLURM task or a container's cpuset may run on fewer CPUs than the machine has: the loader's threads follow
     the process's affinity (here pinned to one CPU: 2 threads), where `os.cpu_count()` counted every CPU."""
-    code = "from jaxood.data import pipeline; print(pipeline.LOADER_THREADS)"
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
-        capture_output=True,
-        text=True,
-        check=True,
+    code = (  # pinned before jaxood is imported (a preexec_fn would fork this process, JAX's threads and all)
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from jaxood.data import pipeline; print(pipeline.LOADER_THREADS)"
     )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.split() == ["2"]
 
 
@@ -1679,7 +1676,10 @@ ManyShards(data_dir=sys.argv[1], file_format="array_record").download_and_prepar
 """
 
 _READ_EVERY_RECORD = """
+import resource
 import sys
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[2]), int(sys.argv[3])))  # soft, hard
 import numpy as np
 from jaxood.data import preprocess
 from jaxood.data.pipeline import Loader
@@ -1702,17 +1702,14 @@ def test_a_tfds_split_of_more_shards_than_the_open_file_limit_is_read_whole(tmp_
     were damaged and to prepare it again. jaxood raises the soft limit to the hard one when it opens a TFDS
     dataset; where the hard limit is too low, the error says so and that the data is not damaged. Here 100 shards,
     read under a soft limit of 64."""
-    import resource
-
     data_dir = str(tmp_path / "tfds")
     subprocess.run([sys.executable, "-c", _MANY_SHARDS, data_dir], check=True, capture_output=True, timeout=300)
 
     def read(soft: int, hard: int) -> subprocess.CompletedProcess:
-        limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))  # noqa: E731
         shutil.rmtree(os.path.join(data_dir, "jaxood_labels"), ignore_errors=True)
         env = {**os.environ, "JAXOOD_CACHE": str(tmp_path / "cache")}
-        cmd = [sys.executable, "-c", _READ_EVERY_RECORD, data_dir]
-        return subprocess.run(cmd, preexec_fn=limit, env=env, capture_output=True, text=True, timeout=300)
+        cmd = [sys.executable, "-c", _READ_EVERY_RECORD, data_dir, str(soft), str(hard)]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     raised = read(64, 4096)
     assert raised.returncode == 0, raised.stderr
