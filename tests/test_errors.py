@@ -138,3 +138,13 @@ def test_a_failed_write_is_told_the_fix_its_error_number_calls_for(error, fix):
     cause = RuntimeError("orbax's wrapper")
     cause.__cause__ = error
     assert write_fix(cause, "that folder", room="Free space there") == fix
+
+
+def test_importing_jaxood_on_windows_says_it_needs_a_posix_system():
+    """jaxood locks its workdir with fcntl and saves a run on SIGHUP: on Windows importing those modules failed with
+    a traceback of the missing module. Windows is played here by `os.name`, set before jaxood is imported."""
+    code = "import os; os.name = 'nt'; import jaxood.train"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "ImportError: jaxood needs a POSIX system (Linux, macOS): it locks its workdir with fcntl" in run.stderr
+    assert "On Windows, run it inside WSL." in run.stderr
