@@ -19,6 +19,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+# The commands' workdir lock (fcntl's flock) and their stop on a closed terminal (SIGHUP) are POSIX's: on Windows
+# importing them failed with a traceback of the missing module. Models, scores and data load without them.
+POSIX_ONLY = (
+    "jaxood's commands (training, evaluation, pretraining) need a POSIX system (Linux, macOS): they lock their "
+    "workdir with fcntl and save a run on SIGHUP, which Windows does not have. On Windows, run them inside WSL."
+)
+
 
 class UserError(Exception):
     """Bad input, or a run stopped on purpose, with a message naming the problem and the fix."""

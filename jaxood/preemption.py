@@ -64,8 +64,10 @@ import time
 import jax
 from jax.experimental import multihost_utils
 
-from jaxood.errors import StoppedAtOnce
+from jaxood.errors import POSIX_ONLY, StoppedAtOnce
 
+if not hasattr(signal, "SIGHUP"):  # Windows
+    raise ImportError(POSIX_ONLY)
 SIGNALS = {
     signal.SIGTERM: "a preemption notice (SIGTERM)",
     signal.SIGINT: "Ctrl-C (SIGINT)",

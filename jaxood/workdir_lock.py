@@ -22,7 +22,6 @@ host trained in its own folder, and the job hung at the first checkpoint.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import socket
@@ -34,7 +33,12 @@ from jax.experimental import multihost_utils
 
 from jaxood import distributed
 from jaxood.cache import writable_folder_problem
-from jaxood.errors import InvalidInput
+from jaxood.errors import POSIX_ONLY, InvalidInput
+
+try:
+    import fcntl
+except ModuleNotFoundError as err:  # Windows
+    raise ImportError(POSIX_ONLY) from err
 
 LOCK_FILE = ".jaxood.lock"
 _held: set[str] = set()  # the workdirs this process's run holds (every host records it, the first locks)
