@@ -197,8 +197,16 @@ def read_torch_bin(path: str) -> dict[str, np.ndarray]:
             return dict(_Unpickler(f).load())
 
 
-# In order of preference; an index names the shards of the file its name ends in.
-HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# Hugging Face's weight formats, in order of preference: the whole file, the names of its shards, and the reader of
+# either (the PyTorch pickle read without torch). Shards come with an index named after the whole file
+# (`model.safetensors.index.json`) that maps each tensor to its shard.
+WEIGHT_FORMATS = (
+    ("model.safetensors", "model-*-of-*.safetensors", read_safetensors),
+    ("pytorch_model.bin", "pytorch_model-*-of-*.bin", read_torch_bin),
+)
+INDEX = ".index.json"
+# What `read_hf_dir` reads in a folder, in order of preference: each format whole, then its index.
+HF_WEIGHTS = tuple(name for whole, _, _ in WEIGHT_FORMATS for name in (whole, whole + INDEX))
 
 
 def hf_weights(directory: str) -> str | None:
@@ -218,13 +226,13 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
             f"{directory} has config.json but no weights: expected model.safetensors or pytorch_model.bin, or "
             "model.safetensors.index.json or pytorch_model.bin.index.json with the shards it names"
         )
-    read = {"model.safetensors": read_safetensors, "pytorch_model.bin": read_torch_bin}
+    read = {whole: reader for whole, _, reader in WEIGHT_FORMATS}
     path = os.path.join(directory, weights)
-    if weights.endswith(".index.json"):
+    if weights.endswith(INDEX):
         index = read_json_mapping(path)
         if not isinstance(index.get("weight_map"), dict):
             raise InvalidInput(f"{path} has no weight_map naming the weights' shards")
-        shards, read_shard = sorted(set(index["weight_map"].values())), read[weights.removesuffix(".index.json")]
+        shards, read_shard = sorted(set(index["weight_map"].values())), read[weights.removesuffix(INDEX)]
         state = {k: v for shard in shards for k, v in read_shard(os.path.join(directory, shard)).items()}
     else:
         state = read[weights](path)
@@ -234,14 +242,10 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
     return cfg, state
 
 
-# What `download` fetches besides config.json, in order of preference: safetensors, else the PyTorch pickle (read
-# without torch), each single or sharded. Not every repo has safetensors on its main branch. Hugging Face's names
-# only: LAION's repos keep OpenCLIP's copy of the weights beside them (open_clip_model.safetensors), which
-# `*.safetensors` fetched too.
-HUB_WEIGHTS = (
-    ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json"),
-    ("pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json"),
-)
+# What `download` fetches besides config.json, format by format (`WEIGHT_FORMATS`): the whole file, or its shards and
+# index. Not every repo has safetensors on its main branch. Hugging Face's names only: LAION's repos keep OpenCLIP's
+# copy of the weights beside them (open_clip_model.safetensors), which `*.safetensors` fetched too.
+HUB_WEIGHTS = tuple((whole, shards, whole + INDEX) for whole, shards, _ in WEIGHT_FORMATS)
 
 
 def download(repo_id: str) -> str:
