@@ -418,19 +418,26 @@ class TinyVersions(tfds.core.GeneratorBasedBuilder):
         return {{"train": self._generate_examples()}}
 
     def _generate_examples(self):
-        for i in range(3):
+        for i in range({records}):
             yield i, {{"image": Image.fromarray(np.full((4, 4, 3), i, np.uint8)), "label": i % 2}}
 """
+
+
+def _prepare_tiny_versions(data_dir: str, records: int = 3, shards: int = 0) -> None:
+    """`tiny_versions` 1.0.0 prepared in `data_dir` by another process (`shards` files; 0: as TFDS chooses)."""
+    config = f"tfds.download.DownloadConfig(num_shards={shards})" if shards else "None"
+    prepare = _TINY_VERSIONS.format(version="1.0.0", records=records) + (
+        f"TinyVersions(data_dir=sys.argv[1], file_format='array_record').download_and_prepare(download_config={config})"
+    )
+    subprocess.run([sys.executable, "-c", prepare, data_dir], check=True, capture_output=True, timeout=300)
 
 
 def test_a_tfds_dataset_prepared_at_another_version_is_named_with_the_name_that_reads_it(tmp_path):
     """A dataset TFDS knows (imagenet2012) prepared by an older TFDS sits in its folder as a version the installed TFDS
     does not read by default (TFDS 4.9.10 reads imagenet2012 5.1.0): it was called not prepared, with the download and
     preparation to do again (ImageNet's 150 GB), where naming the version prepared reads it."""
-    prepare = _TINY_VERSIONS.format(version="1.0.0") + "TinyVersions(data_dir=sys.argv[1], file_format='array_record')"
-    prepare += ".download_and_prepare()\n"
-    subprocess.run([sys.executable, "-c", prepare, str(tmp_path)], check=True, capture_output=True, timeout=300)
-    exec(_TINY_VERSIONS.format(version="1.1.0"), {})  # the installed TFDS's builder reads a later version
+    _prepare_tiny_versions(str(tmp_path))
+    exec(_TINY_VERSIONS.format(version="1.1.0", records=3), {})  # the installed TFDS's builder reads a later version
     message = (
         f"TFDS dataset 'tiny_versions' is prepared in {re.escape(str(tmp_path))} as version 1.0.0, not as 1.1.0, the "
         "version TFDS "
@@ -1650,31 +1657,6 @@ def test_the_default_cache_is_jaxood_cache_or_the_users_cache_folder(tmp_path, e
     assert run.stdout.strip() == want.format(home=tmp_path)
 
 
-_MANY_SHARDS = """
-import sys
-import numpy as np
-import tensorflow_datasets as tfds
-from PIL import Image
-
-class ManyShards(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        features = {"image": tfds.features.Image(shape=(None, None, 3))}
-        features["label"] = tfds.features.ClassLabel(num_classes=2)
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
-
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(100)}
-
-    def _generate_examples(self, n):
-        for i in range(n):
-            yield i, {"image": Image.fromarray(np.full((12, 10, 3), i, np.uint8)), "label": i % 2}
-
-config = tfds.download.DownloadConfig(num_shards=100)
-ManyShards(data_dir=sys.argv[1], file_format="array_record").download_and_prepare(download_config=config)
-"""
-
 _READ_EVERY_RECORD = """
 import resource
 import sys
@@ -1687,7 +1669,7 @@ from jaxood.data.sources import TfdsSource
 from jaxood.errors import report_user_errors
 
 def main(argv):
-    src = TfdsSource("many_shards", "train", data_dir=sys.argv[1])
+    src = TfdsSource("tiny_versions", "train", data_dir=sys.argv[1])
     labels = src.labels()
     read = sum(int(np.asarray(b["mask"]).sum()) for b in Loader(src, preprocess.clip_eval(16), 20).evaluate())
     print("labels", len(labels), "read", read)
@@ -1703,7 +1685,7 @@ def test_a_tfds_split_of_more_shards_than_the_open_file_limit_is_read_whole(tmp_
     dataset; where the hard limit is too low, the error says so and that the data is not damaged. Here 100 shards,
     read under a soft limit of 64."""
     data_dir = str(tmp_path / "tfds")
-    subprocess.run([sys.executable, "-c", _MANY_SHARDS, data_dir], check=True, capture_output=True, timeout=300)
+    _prepare_tiny_versions(data_dir, records=100, shards=100)
 
     def read(soft: int, hard: int) -> subprocess.CompletedProcess:
         shutil.rmtree(os.path.join(data_dir, "jaxood_labels"), ignore_errors=True)
