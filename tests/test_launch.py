@@ -19,6 +19,14 @@ esac
 """
 
 
+def _stand_in(bin_dir, name: str, script: str) -> str:
+    """An executable `name` in `bin_dir` (made if missing) running `script`; the PATH that finds it first."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / name).write_text(script)
+    (bin_dir / name).chmod(stat.S_IRWXU)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
 def _checkout(tmp_path):
     """A git checkout holding the launcher, with a file git tracks, one it does not know yet, one it ignores
     (runs/, where workdirs go), a tracked file deleted here, and a .venv."""
@@ -47,14 +55,12 @@ def _launch(tmp_path, cmd=CMD, **env_vars) -> tuple[str, list[str], str]:
     """Run `launch/tpu_pod.sh` from a checkout (`_checkout`) with the stand-in `gcloud`: the script it has every
     worker run, gcloud's ssh arguments and what the launcher printed. The archive it sends is in `tmp_path/out`."""
     repo = _checkout(tmp_path)
-    bin_dir, out = tmp_path / "bin", tmp_path / "out"
-    bin_dir.mkdir()
+    out = tmp_path / "out"
     out.mkdir()
-    (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
-    (bin_dir / "gcloud").chmod(stat.S_IRWXU)
+    path = _stand_in(tmp_path / "bin", "gcloud", FAKE_GCLOUD)
     temp = tmp_path / "temp"  # where the launcher packs the checkout (mktemp's TMPDIR)
     temp.mkdir()
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_OUT": str(out), "TMPDIR": str(temp)}
+    env = {**os.environ, "PATH": path, "FAKE_OUT": str(out), "TMPDIR": str(temp)}
     run = subprocess.run(
         [str(repo / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", cmd],
         env={**env, **env_vars},
@@ -100,14 +106,13 @@ def test_tpu_pod_launcher_stops_on_a_worker_whose_python_is_older_than_3_11_nami
     """TPU VM images on Ubuntu 22.04 have Python 3.10 as python3, where `pip install -e .` failed on every worker
     with pip's "requires a different Python"."""
     script, _, _ = _launch(tmp_path)
-    home, bin_dir = tmp_path / "home", tmp_path / "worker_bin"
+    home = tmp_path / "home"
     home.mkdir()
-    bin_dir.mkdir()
-    (bin_dir / "python3").write_text(  # Python 3.10: its version, and False to `sys.version_info >= (3, 11)`
-        '#!/usr/bin/env bash\nif [ "$1" = --version ]; then echo "Python 3.10.12"; else exit 1; fi\n'
+    path = _stand_in(  # Python 3.10: its version, and False to `sys.version_info >= (3, 11)`
+        tmp_path / "worker_bin",
+        "python3",
+        '#!/usr/bin/env bash\nif [ "$1" = --version ]; then echo "Python 3.10.12"; else exit 1; fi\n',
     )
-    (bin_dir / "python3").chmod(stat.S_IRWXU)
-    path = f"{bin_dir}:{os.environ['PATH']}"
     old = _on_a_worker(script, home, path, _sent(tmp_path))
     assert old.returncode == 1
     assert "jaxood needs Python 3.11 or later, and this worker's python3 is Python 3.10.12" in old.stderr
@@ -201,18 +206,18 @@ def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log
 def test_slurm_script_runs_the_command_under_srun_from_the_checkout_and_names_a_missing_venv(tmp_path):
     """It also passes the job's CPUs per task on to srun's task: since SLURM 22.05 srun does not take them from the job
     (`--cpus-per-task`, in the script's header) unless SRUN_CPUS_PER_TASK says so, and its task got one CPU."""
-    bin_dir, out = tmp_path / "bin", tmp_path / "out"
-    bin_dir.mkdir()
+    out = tmp_path / "out"
     out.mkdir()
-    (bin_dir / "srun").write_text(
+    path = _stand_in(
+        tmp_path / "bin",
+        "srun",
         "#!/usr/bin/env bash\n"
-        'echo "$JAXOOD_DISTRIBUTED $VENV_ON ${SRUN_CPUS_PER_TASK:-unset} $PWD $*" > "$FAKE_OUT"/srun\n'
+        'echo "$JAXOOD_DISTRIBUTED $VENV_ON ${SRUN_CPUS_PER_TASK:-unset} $PWD $*" > "$FAKE_OUT"/srun\n',
     )
-    (bin_dir / "srun").chmod(stat.S_IRWXU)
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.endswith("CPUS_PER_TASK")}
-    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_OUT=str(out), SLURM_CPUS_PER_TASK="32")
+    env.update(PATH=path, FAKE_OUT=str(out), SLURM_CPUS_PER_TASK="32")
     env["SLURM_SUBMIT_DIR"] = str(checkout)
     script = os.path.join(ROOT, "launch", "slurm_gpu.sbatch")
     cmd = ["python", "-m", "jaxood.train", "--config=configs/sot_glp.py", "--workdir=/shared/x"]
@@ -234,17 +239,15 @@ def _slurm_batch_env(tmp_path, **variables) -> dict:
     runs its command as it is, and SLURM's variables (srun's too) for one task on one node."""
     from test_sot_glp import _free_slurm_job_id
 
-    bin_dir, checkout = tmp_path / "bin", tmp_path / "checkout"
+    checkout = tmp_path / "checkout"
     (checkout / ".venv" / "bin").mkdir(parents=True)
     (checkout / ".venv" / "bin" / "activate").write_text("")
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text('#!/usr/bin/env bash\nexec "$@"\n')
-    (bin_dir / "srun").chmod(stat.S_IRWXU)
+    path = _stand_in(tmp_path / "bin", "srun", '#!/usr/bin/env bash\nexec "$@"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_", "CUDA_")) and k != "XLA_FLAGS"}
     slurm = {"SLURM_JOB_ID": str(_free_slurm_job_id()), "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
     slurm |= {"SLURM_STEP_NODELIST": "localhost", "SLURM_STEP_NUM_NODES": "1", "SLURM_STEP_NUM_TASKS": "1"}
     slurm |= {"SLURM_SUBMIT_DIR": str(checkout)}
-    return env | slurm | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "JAX_PLATFORMS": "cpu"} | variables
+    return env | slurm | {"PATH": path, "JAX_PLATFORMS": "cpu"} | variables
 
 
 def test_slurm_script_gives_its_one_task_a_node_every_gpu_of_the_node(tmp_path):
