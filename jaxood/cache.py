@@ -71,7 +71,7 @@ def write_whole(path: str, mode: str = "w"):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd, partial = tempfile.mkstemp(".partial", dir=os.path.dirname(path) or ".")
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
         os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the file from its other users
         os.replace(partial, path)

@@ -42,9 +42,9 @@ def cgroup_memory_limit(root: str = "/") -> int | None:
     `memory.limit_in_bytes`), found from `/proc/self/cgroup` and where `/proc/self/mountinfo` says the hierarchies
     are mounted; None where none is set or none can be read. `root` stands for `/` (tests)."""
     try:
-        with open(os.path.join(root, "proc/self/cgroup")) as f:
+        with open(os.path.join(root, "proc/self/cgroup"), encoding="utf-8") as f:
             groups = [line.rstrip("\n").split(":", 2) for line in f]
-        with open(os.path.join(root, "proc/self/mountinfo")) as f:
+        with open(os.path.join(root, "proc/self/mountinfo"), encoding="utf-8") as f:
             mounts = [line.split() for line in f]
     except OSError:
         return None
@@ -76,7 +76,7 @@ def _limits_up_to(folder: str, top: str, name: str) -> list[int]:
     limits = []
     while True:
         try:
-            with open(os.path.join(folder, name)) as f:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
                 value = f.read().strip()
             if value.isdigit() and int(value) < _NO_V1_LIMIT:
                 limits.append(int(value))

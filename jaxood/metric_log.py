@@ -30,7 +30,7 @@ class MetricWriter:
             path = os.path.join(workdir, METRICS)
             if moved := _supersede_after(path, start, os.path.join(workdir, SUPERSEDED)):
                 print(f"{METRICS}: {moved} record(s) after step {start}, trained again now, moved to {SUPERSEDED}")
-            self._jsonl = open(path, "a")
+            self._jsonl = open(path, "a", encoding="utf-8")
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
@@ -62,7 +62,7 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
     """Move the records of `path` (JSON lines) past `step`, and any line cut short, to `superseded`; how many."""
     if not os.path.exists(path):
         return 0
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         lines = [line if line.endswith("\n") else line + "\n" for line in f]
     kept, moved = [], []
     for line in lines:
@@ -71,7 +71,7 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
         except (ValueError, KeyError, TypeError):  # a line cut short by a kill
             moved.append(line)
     if moved:
-        with open(superseded, "a") as f:
+        with open(superseded, "a", encoding="utf-8") as f:
             f.writelines(moved)
         with write_whole(path) as f:
             f.writelines(kept)

@@ -135,10 +135,10 @@ PLOT_GLOBS = tuple(PLOT_NAME.format(kind=kind, name="*") for kind in PLOT_KINDS)
 
 def write(workdir: str, results: dict) -> str:
     """Write `results.json` and `results.md` into `workdir`; returns the markdown."""
-    with open(os.path.join(workdir, RESULTS_JSON), "w") as f:
+    with open(os.path.join(workdir, RESULTS_JSON), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, default=str)
     md = markdown(results)
-    with open(os.path.join(workdir, RESULTS_MD), "w") as f:
+    with open(os.path.join(workdir, RESULTS_MD), "w", encoding="utf-8") as f:
         f.write(md)
     return md
 

@@ -94,7 +94,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
     if not (os.path.isfile(saved_path) and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
         return None
     try:
-        with open(saved_path) as f:
+        with open(saved_path, encoding="utf-8") as f:
             saved = json.load(f)
         problem = "" if isinstance(saved, dict) else f"JSON {type(saved).__name__}, not a mapping of settings"
     except ValueError as err:  # cut short or edited
@@ -638,7 +638,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     unreadable = {"train": passed_over + loader.unreadable_total()} if remaining or passed_over else {}
     curves = None
     if config.plots and distributed.is_first_host():
-        with open(os.path.join(workdir, METRICS)) as f:
+        with open(os.path.join(workdir, METRICS), encoding="utf-8") as f:
             curves = report.training_curves(workdir, [json.loads(line) for line in f])
 
     params = merge(state.trainable, frozen)

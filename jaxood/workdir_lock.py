@@ -118,7 +118,7 @@ def _check_shared(workdir: str) -> None:
     if distributed.is_first_host():
         token = int(np.random.default_rng().integers(1, 2**31))  # int32: what JAX's collectives carry
         try:
-            with open(marker(token), "w") as f:
+            with open(marker(token), "w", encoding="utf-8") as f:
                 f.write(f"written by the first host, {socket.gethostname()}, to see that every host sees it\n")
         except OSError as err:  # said by every host below: a host raising alone would leave the others waiting
             print(f"{marker(token)} could not be written: {err}", flush=True)

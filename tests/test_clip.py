@@ -149,7 +149,7 @@ def _np_dense_reference(sd, cfg, images, layer0_ori):
 @pytest.mark.parametrize("layer0_ori", [False, True])
 def test_value_value_stream_against_numpy(tiny_hf, layer0_ori):
     directory, hf_model = tiny_hf
-    with open(os.path.join(directory, "config.json")) as f:
+    with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
         vcfg = json.load(f)["vision_config"]
     sd = hf_model.state_dict()
     model, params = clip.load(directory)
@@ -274,10 +274,10 @@ def _copy_with_state(src, dst, edit):
 def _copy_with_config(src, dst, edit) -> str:
     """A copy of the Hugging Face CLIP folder `src` whose config.json `edit` changed in place."""
     shutil.copytree(src, dst)
-    with open(os.path.join(src, "config.json")) as f:
+    with open(os.path.join(src, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
     edit(cfg)
-    with open(os.path.join(dst, "config.json"), "w") as f:
+    with open(os.path.join(dst, "config.json"), "w", encoding="utf-8") as f:
         json.dump(cfg, f)
     return str(dst)
 

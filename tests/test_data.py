@@ -1016,7 +1016,7 @@ def _fake_ilsvrc2012(manual_dir):
 
     from tensorflow_datasets.datasets.imagenet2012 import imagenet_common
 
-    synsets = open(imagenet_common.label_names_file()).read().split()
+    synsets = open(imagenet_common.label_names_file(), encoding="utf-8").read().split()
 
     def add(tar, name, seed):
         data = io.BytesIO()

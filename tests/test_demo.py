@@ -48,7 +48,7 @@ def test_shortened_demo_sot_glp_beats_zero_shot_on_id_accuracy(tmp_path):
     for ood in c.ood_datasets.values():
         ood.per_class = 10
     train(c, str(tmp_path))
-    with open(tmp_path / "results.json") as f:
+    with open(tmp_path / "results.json", encoding="utf-8") as f:
         results = json.load(f)
     accuracy, ood = results["id_accuracy"], results["ood"]
     assert accuracy["SOT-GLP"] >= accuracy["zero-shot"] + 1 / 240 - 1e-9, accuracy

@@ -1,5 +1,6 @@
 """The command lines print jaxood's own errors as their message alone; anything else keeps its traceback."""
 
+import os
 import subprocess
 import sys
 
@@ -152,3 +153,27 @@ def test_jaxoods_commands_on_windows_say_they_need_a_posix_system():
         assert "On Windows, run them inside WSL." in run.stderr
     library = "from jaxood.models import clip; from jaxood.scores import metrics; from jaxood.data import pipeline"
     subprocess.run([sys.executable, "-c", windows + library], check=True, capture_output=True)
+
+
+def test_jaxoods_files_are_utf_8_whatever_the_locale(tmp_path):
+    """jaxood's text files (results.md, a config it reads or writes) were read and written in the locale's
+    encoding: under an ASCII locale a set named 'café' stopped the report's writing after the whole evaluation, and
+    a config.json in UTF-8 (JSON's encoding, as Hugging Face writes and reads it) could not be read."""
+    (tmp_path / "config.json").write_bytes('{"_name_or_path": "/models/café"}'.encode())
+    script = f"""
+import json, os
+from jaxood import report
+from jaxood.cache import write_whole
+from jaxood.models.clip import read_json_mapping
+assert read_json_mapping({str(tmp_path / "config.json")!r}) == {{"_name_or_path": "/models/café"}}
+results = {{"ood": {{}}, "counts": {{"id": 3, "café": 2}}, "id_accuracy": {{"m": 0.5}}}}
+report.write({str(tmp_path)!r}, results)
+with write_whole({str(tmp_path / "w.txt")!r}) as f:
+    f.write("café")
+"""
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    (tmp_path / "write.py").write_text(script, encoding="utf-8")  # a source file is UTF-8; a -c argument the locale's
+    out = subprocess.run([sys.executable, str(tmp_path / "write.py")], env=env, capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode()
+    assert "OOD: café 2" in (tmp_path / "results.md").read_bytes().decode("utf-8")
+    assert (tmp_path / "w.txt").read_bytes() == "café".encode()

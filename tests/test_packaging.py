@@ -22,7 +22,7 @@ def setup_floors() -> dict[str, Version]:
 
 
 def oldest_pins() -> dict[str, Version]:
-    with open(os.path.join(ROOT, ".ci", "oldest.txt")) as f:
+    with open(os.path.join(ROOT, ".ci", "oldest.txt"), encoding="utf-8") as f:
         lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
     return {canonicalize_name(r.name): Version(s.version) for r in map(Requirement, lines) for s in r.specifier}
 

@@ -531,7 +531,7 @@ def _run_two_hosts(command: list[str], returncodes=(0, 0), timeout: float = 600,
 
 def _logged(workdir) -> list[dict]:
     """The rows of a run's `metrics.jsonl`."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 

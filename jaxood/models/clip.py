@@ -127,7 +127,7 @@ class CLIPConfig:
 
 def read_json_mapping(path: str) -> dict[str, Any]:
     """A JSON object from `path`; a file cut short or edited (a failed copy or download) is named, not a traceback."""
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         try:
             value = json.load(f)
         except ValueError as err:

@@ -299,7 +299,7 @@ def save(directory: str, cfg: CLIPConfig, params: Mapping, half: bool = False) -
     float16's range (65504), which float16 would store as inf: it stays float32.
     """
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, JAXOOD_CONFIG), "w") as f:
+    with open(os.path.join(directory, JAXOOD_CONFIG), "w", encoding="utf-8") as f:
         json.dump(cfg.to_dict(), f, indent=1)
 
     def stored(array) -> np.ndarray:
