@@ -146,6 +146,7 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
     stopped the command by a signal where it was: their status is `AtOnce`."""
 
     def guarded(argv: list[str]) -> Any:
+        _escape_unencodable_output()
         try:
             return main(argv)
         except (UserError, KeyboardInterrupt) as err:
@@ -171,6 +172,16 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
             return 1
 
     return guarded
+
+
+def _escape_unencodable_output() -> None:
+    """A command's output writes what its encoding cannot hold as escapes (`\\udce9`), as Python's stderr does, not
+    failing on it: a file named in another encoding than UTF-8 (an archive from Windows: Python holds its bytes as
+    surrogates), said in a log line, stopped the run with a traceback on a UTF-8 terminal, and any name outside
+    ASCII did under an ASCII locale."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # a TextIOWrapper; not a stream a caller replaced with its own
+            stream.reconfigure(errors="backslashreplace")
 
 
 def exit_with(status: int) -> NoReturn:

@@ -1,5 +1,6 @@
 """The command lines print jaxood's own errors as their message alone; anything else keeps its traceback."""
 
+import io
 import os
 import subprocess
 import sys
@@ -153,6 +154,22 @@ def test_jaxoods_commands_on_windows_say_they_need_a_posix_system():
         assert "On Windows, run them inside WSL." in run.stderr
     library = "from jaxood.models import clip; from jaxood.scores import metrics; from jaxood.data import pipeline"
     subprocess.run([sys.executable, "-c", windows + library], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_a_commands_output_escapes_what_its_encoding_cannot_hold(encoding, monkeypatch):
+    """A file name that is no UTF-8 (a Latin-1 archive's; Python holds its bytes as surrogates) in a log line stopped
+    the run with UnicodeEncodeError on a UTF-8 terminal, and any name outside ASCII did under an ASCII locale
+    (LC_ALL=C with PYTHONUTF8=0). Both are now printed as escapes, as Python's stderr prints them."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+
+    def main(argv):
+        print("left out: x/note\udce9.txt; set café")
+
+    assert report_user_errors(main)([]) is None
+    printed = out.buffer.getvalue().decode(encoding)
+    assert printed == ("left out: x/note\\udce9.txt; set " + ("café" if encoding == "utf-8" else "caf\\xe9") + "\n")
 
 
 def test_jaxoods_files_are_utf_8_whatever_the_locale(tmp_path):
