@@ -441,6 +441,14 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
             "need: use a labelled set (a toy split such as 'test', a folder with one sub-folder per class, a TFDS "
             "dataset), or give an image list its class_names"
         )
+    if not_text := [name for name in id_source.class_names if not _is_text(name)]:  # its prompts: a traceback, later
+        raise InvalidInput(
+            f"config.id_dataset: {len(not_text)} class name(s) not in UTF-8, as "
+            + ", ".join(repr(os.fsencode(name)) for name in not_text[:3])
+            + f"{', ...' if len(not_text) > 3 else ''} (folders named in another encoding: Latin-1, a Windows zip's), "
+            "with which the class prompts cannot be written. Rename the folders in UTF-8 (`convmv -f latin1 -t utf8 "
+            "-r --notest ROOT` renames Latin-1 names), or give the dataset its class_names"
+        )
     if len(id_source.class_names) == 1:  # pretraining learns from captions, not the ID classes
         _check_one_class(config, id_source.class_names[0], train and not config.get("caption_length", 0))
     if ids := [name for name in id_source.class_names if is_wnid(name)]:  # names are known for ImageNet-1k's alone
@@ -479,6 +487,15 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
     ood_sources = {key.removeprefix("ood_datasets."): source for key, source in opened.items()}
     _check_sets_apart(config, id_source, ood_sources, train_source)
     return Inputs(id_source, ood_sources, train_source)
+
+
+def _is_text(name: str) -> bool:
+    """Whether `name` is text: not a file name whose bytes are not UTF-8, which Python holds as surrogates."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources: dict, train_source) -> None:

@@ -308,6 +308,28 @@ def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):
     assert "tench/caf\\udce9.png" in loader.report().encode("utf-8").decode()
 
 
+def test_a_folder_with_names_that_are_no_utf_8(folder):
+    """A folder whose names are not UTF-8 (a Latin-1 archive's) reads its images, but a multi-host job's check that
+    every host sees the same files failed on their names (UnicodeEncodeError), and an ID class folder so named
+    failed at its prompts with a traceback. The check now hashes the names' bytes; the class is refused with the
+    folder's name and the fix, and reads with class_names given."""
+    from conftest import load_config
+
+    from jaxood.evaluate import open_inputs
+
+    os.rename(os.path.join(folder, "tench"), os.path.join(os.fsencode(folder), "t\xe9nch".encode("latin-1")))
+    src = FolderSource(folder)
+    assert src.class_names[2] == "t\udce9nch" and src.paths[-1].endswith(os.path.join("t\udce9nch", "3.jpg"))
+    assert os.path.join(os.fsencode(folder), b"t\xe9nch", b"0.png") in src.fingerprint().split(b"\n")
+    assert preprocess.decode(src.read(len(src) - 1)[0]).size == (40, 30)
+    config = load_config("zeroshot", "toy")
+    config.id_dataset = {"kind": "folder", "root": folder}
+    with pytest.raises(InvalidInput, match=r"^config\.id_dataset: 1 class name\(s\) not in UTF-8, as b't\\xe9nch' \("):
+        open_inputs(config)
+    config.id_dataset = {"kind": "folder", "root": folder, "class_names": ["golden retriever", "sea lion", "tench"]}
+    assert open_inputs(config).id.class_names[2] == "tench"
+
+
 @pytest.mark.parametrize(
     "line, class_names, message",
     [

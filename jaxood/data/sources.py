@@ -181,7 +181,8 @@ class _FileListSource:
         return self.paths[index], int(self._labels[index])
 
     def fingerprint(self) -> bytes:
-        return "\n".join(self.paths).encode() + np.asarray(self._labels, np.int64).tobytes()
+        # The names' bytes as the file system holds them: one not in UTF-8 is held as surrogates, which encode() refused
+        return os.fsencode("\n".join(self.paths)) + np.asarray(self._labels, np.int64).tobytes()
 
     def _files(self) -> Iterator[str]:
         """Each example's file with links and `..` resolved. One `realpath` and one listing per folder, and one
