@@ -674,7 +674,7 @@ def evaluate(
                 if kept := report.keep_earlier(workdir):
                     print(f"the earlier report in {workdir} moved to {kept}", flush=True)
                 md = report.write(workdir, results)
-                report.write_scores(workdir, {"id": id_out, **ood_outs})
+                report.write_scores(workdir, {"id": id_out, **ood_outs}, {"id": id_source, **ood_sources})
                 plotted = report.plots(workdir, results["ood"], id_out, ood_outs) if config.plots else []
             except OSError as err:  # a full disk, a quota: after the whole evaluation
                 fix = write_fix(err, "it", room="Free space there")

@@ -151,13 +151,18 @@ def where_written(workdir: str, n_plots: int) -> str:
     return f"Report in {workdir}: {', '.join(files[:-1])} and {files[-1]}"
 
 
-def write_scores(workdir: str, outs: dict[str, dict]) -> None:
+def write_scores(workdir: str, outs: dict[str, dict], sources: dict) -> None:
     """`scores.npz`: per set ("id", then the OOD sets) and example, what the metrics were computed from.
 
     Keys are "<set>/<row>" (e.g. "near/zero-shot / MCM"), "<set>/pred/<method>", "<set>/label" and "<set>/index",
-    the example's position in its dataset (an undecodable example has no entry).
+    the example's position in its dataset (an undecodable example has no entry); for a set of files (a folder, an
+    image list: `sources[set].paths`), "<set>/path", each example's file, so the images a score gets wrong can be
+    looked at.
     """
     arrays = {f"{name}/{key}": value for name, out in outs.items() for key, value in out.items() if key != "unreadable"}
+    for name, out in outs.items():
+        if (paths := getattr(sources[name], "paths", None)) is not None:
+            arrays[f"{name}/path"] = np.asarray([paths[i] for i in out["index"]], dtype=str)
     np.savez_compressed(os.path.join(workdir, SCORES), **arrays)
 
 

@@ -525,6 +525,9 @@ def test_paths_starting_with_a_tilde_are_in_the_home_folder(tiny_hf, tmp_path, m
     results = evaluate.evaluate(config, "~/run")
     assert results["counts"] == {"id": 12, "folder": 2, "list": 2}
     assert (home / "run" / "results.md").exists() and (home / "cache").is_dir() and not os.listdir(cwd)
+    with np.load(home / "run" / "scores.npz") as scores:  # each example's file, under the home `~` named
+        for name in ("folder", "list"):
+            assert scores[f"{name}/path"].tolist() == [str(home / "ood" / "things" / f"{i}.png") for i in (0, 1)]
     assert capsys.readouterr().out.splitlines()[-1] == (  # no plots, and the folder where they are
         f"Report in {home / 'run'}: results.md (these tables), results.json and scores.npz (each example's scores)"
     )

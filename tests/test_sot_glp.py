@@ -603,6 +603,9 @@ def test_two_hosts_evaluate_as_one_host(tiny_hf, tmp_path):
     with np.load(tmp_path / "hosts" / "scores.npz") as scores:  # each score next to its image's position
         np.testing.assert_array_equal(scores["broken/index"], [0, 1, 2, 3, 4, 7])
         np.testing.assert_array_equal(scores["id/index"], np.arange(36))
+        # and its file, for a set of files (the toy world's ID set has none)
+        assert scores["broken/path"].tolist() == [str(folder / f"{i}.png") for i in (0, 1, 2, 3, 4, 7)]
+        assert "id/path" not in scores
 
 
 def test_two_hosts_pass_over_the_same_undecodable_few_shot_picks_as_one_host(tmp_path):
