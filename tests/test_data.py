@@ -308,6 +308,23 @@ def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):
     assert "tench/caf\\udce9.png" in loader.report().encode("utf-8").decode()
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-16-le"])
+def test_an_image_list_in_utf_16_or_32(folder, tmp_path, encoding):
+    """Windows PowerShell 5 writes `>` and Out-File in UTF-16 with a byte-order mark: such a list was read as UTF-8,
+    a NUL after each character, and refused for a label of '\x002\x00'. It is read by its mark now; without one
+    (utf-16-le: no mark) it is refused, saying what the NULs are."""
+    lst = tmp_path / "list.txt"
+    text = "tench/0.png 2\r\nsea_lion/1.jpg 1\r\n"
+    lst.write_bytes(("\ufeff" + text if encoding == "utf-16-be" else text).encode(encoding))  # the others add it
+    if encoding == "utf-16-le":
+        with pytest.raises(InvalidInput, match=rf"^{re.escape(str(lst))}:1: holds NUL characters, as a list in UTF-16"):
+            ImageListSource(folder, str(lst))
+        return
+    src = ImageListSource(folder, str(lst))
+    assert [os.path.relpath(p, folder) for p in src.paths] == ["tench/0.png", "sea_lion/1.jpg"]
+    assert src.labels().tolist() == [2, 1]
+
+
 def test_a_folder_with_names_that_are_no_utf_8(folder):
     """A folder whose names are not UTF-8 (a Latin-1 archive's) reads its images, but a multi-host job's check that
     every host sees the same files failed on their names (UnicodeEncodeError), and an ID class folder so named

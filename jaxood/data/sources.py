@@ -14,6 +14,7 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
 import functools
@@ -323,11 +324,16 @@ class ImageListSource(_FileListSource):
         n_classes = len(class_names)
         # A byte-order mark (Windows editors) is no part of the first path; bytes that are not UTF-8 (a Latin-1
         # file name) stay the bytes the file system has, as Python's own os functions keep them.
-        with open(list_file, encoding="utf-8-sig", errors="surrogateescape") as f:
+        with open(list_file, encoding=_text_encoding(list_file), errors="surrogateescape") as f:
             for lineno, line in enumerate(f, 1):
                 parts = line.split()
                 if not parts:
                     continue
+                if "\x00" in line:  # UTF-16 without its byte-order mark, read as UTF-8
+                    raise InvalidInput(
+                        f"{list_file}:{lineno}: holds NUL characters, as a list in UTF-16 without its byte-order "
+                        "mark: save it as UTF-8"
+                    )
                 if len(parts) > 2:  # its path would be read up to the first space, its label from the next word
                     raise InvalidInput(
                         f"{list_file}:{lineno}: {len(parts)} fields in {line.strip()!r}; each line is "
@@ -367,6 +373,17 @@ class ImageListSource(_FileListSource):
             raise DatasetMissing(f"image list {list_file} is empty")
         self._labels = np.asarray(labels, np.int32)
         self.class_names = tuple(class_names)
+
+
+def _text_encoding(path: str) -> str:
+    """A text file's encoding by its byte-order mark: UTF-16 or UTF-32 where it has theirs (Windows PowerShell 5
+    writes `>` and Out-File in UTF-16: its list was read as UTF-8, each character after a NUL), else UTF-8, with
+    or without its mark."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16's: UTF-32 LE's begins with it
+        return "utf-32"
+    return "utf-16" if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
 
 
 _MANUAL = {
