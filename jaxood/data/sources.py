@@ -377,7 +377,7 @@ class ImageListSource(_FileListSource):
 
 def _text_encoding(path: str) -> str:
     """A text file's encoding by its byte-order mark: UTF-16 or UTF-32 where it has theirs (Windows PowerShell 5
-    writes `>` and Out-File in UTF-16: its list was read as UTF-8, each character after a NUL), else UTF-8, with
+    writes `>` and Out-File in UTF-16: its list was read as UTF-8, a NUL beside each character), else UTF-8, with
     or without its mark."""
     with open(path, "rb") as f:
         head = f.read(4)
