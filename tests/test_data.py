@@ -249,6 +249,9 @@ def test_image_list_source(folder, tmp_path):
     lst.write_text("tench/0.png,2\nsea_lion/1.jpg,1\n")  # a CSV: each line one path, none there
     with pytest.raises(DatasetMissing, match=r"relative to it\)\. Its lines hold commas: a list is `relative/path "):
         ImageListSource(folder, str(lst))
+    lst.write_text("tench\\0.png 2\n.\\sea_lion\\1.jpg 1\n")  # made on Windows: one file name each, here
+    with pytest.raises(DatasetMissing, match=r"relative to it\)\. Its paths hold backslashes, Windows's separator"):
+        ImageListSource(folder, str(lst))
     with pytest.raises(DatasetMissing, match=f"^image list {folder} is a folder, not a list file"):  # IsADirectoryError
         ImageListSource(folder, folder)
     with pytest.raises(DatasetMissing, match=r"^image list \S+nowhere.txt not found \(OpenOOD v1.5 ships these lists "):

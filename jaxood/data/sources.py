@@ -359,15 +359,15 @@ class ImageListSource(_FileListSource):
                 self.paths.append(path)
                 labels.append(label)
         if missing:
-            commas = (  # a CSV: `a.jpg,3` read as one path
-                " Its lines hold commas: a list is `relative/path [label]` split at white space, not CSV."
-                if all("," in path for _, path in missing)
-                else ""
+            hints = (  # a CSV: `a.jpg,3` read as one path; a list made on Windows: `tench\0.png`, one file name here
+                (",", " Its lines hold commas: a list is `relative/path [label]` split at white space, not CSV."),
+                ("\\", " Its paths hold backslashes, Windows's separator (a list made there): separate them by /."),
             )
+            hint = "".join(text for mark, text in hints if all(mark in path for _, path in missing))
             raise DatasetMissing(
                 f"{len(missing)} file(s) named in {list_file} do not exist under {root}, e.g.\n  "
                 + "\n  ".join(f"{list_file}:{lineno}: {path}" for lineno, path in missing[:5])
-                + f"\nCheck the image root (the list's paths are relative to it).{commas}"
+                + f"\nCheck the image root (the list's paths are relative to it).{hint}"
             )
         if not self.paths:
             raise DatasetMissing(f"image list {list_file} is empty")
