@@ -311,6 +311,39 @@ def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):
     assert "tench/caf\\udce9.png" in loader.report().encode("utf-8").decode()
 
 
+def test_folders_this_user_may_not_read_are_named(folder, monkeypatch):
+    """A class's sub-folder this user may not list (a copy made with another user's umask) had its images left out
+    unsaid (os.walk passes over what it cannot list), an unreadable class folder was called empty, and an
+    unreadable root was PermissionError's traceback. Each is refused now, naming the folders and the fix. Root
+    reads every folder, so the file system's refusal is played by os.scandir and os.listdir."""
+    nested = os.path.join(folder, "tench", "more")
+    os.makedirs(nested)
+    write_image(os.path.join(nested, "9.png"), seed=9)
+    refused = {nested, os.path.join(folder, "sea_lion")}
+    scandir, listdir = os.scandir, os.listdir
+
+    def refusing(call):
+        def listing(path="."):
+            if os.fspath(path) in refused:
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return call(path)
+
+        return listing
+
+    monkeypatch.setattr(os, "scandir", refusing(scandir))
+    with pytest.raises(DatasetMissing) as err:
+        FolderSource(folder)
+    assert str(err.value) == (
+        f"2 folder(s) in {folder} cannot be read, and their images would be left out: {folder}/sea_lion (Permission "
+        f"denied); {nested} (Permission denied). Make its folders readable to this user (their owner can run "
+        "`chmod -R a+rX` on them)."
+    )
+    monkeypatch.setattr(os, "listdir", refusing(listdir))
+    refused.add(folder)
+    with pytest.raises(DatasetMissing, match=rf"^image folder {re.escape(folder)} cannot be read \(Permission den"):
+        FolderSource(folder)
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-16-le"])
 def test_an_image_list_in_utf_16_or_32(folder, tmp_path, encoding):
     """Windows PowerShell 5 writes `>` and Out-File in UTF-16 with a byte-order mark: such a list was read as UTF-8,

@@ -207,6 +207,10 @@ class _FileListSource:
         return [(i, j) for i, file in enumerate(self._files()) if (j := first.setdefault(file, i)) != i]
 
 
+# What to do about a dataset's folder this user may not read (a copy made with another user's umask).
+_MAKE_READABLE = "Make its folders readable to this user (their owner can run `chmod -R a+rX` on them)."
+
+
 class FolderSource(_FileListSource):
     """Images in `root/<class>/...` (recursively), classes sorted by folder name; or, in a folder without class
     folders, its images as one unlabelled set (label -1, no class names: an OOD set).
@@ -232,7 +236,10 @@ class FolderSource(_FileListSource):
             )
         self.identity = ("folder", os.path.realpath(root))
         self.nested: dict[str, list[str]] = {}  # class folder -> its sub-folders, where they hold all its images
-        entries = sorted(os.listdir(root))
+        try:
+            entries = sorted(os.listdir(root))
+        except OSError as err:  # a folder this user may not list: PermissionError's traceback before
+            raise DatasetMissing(f"{what} {root} cannot be read ({err.strerror or err}). {_MAKE_READABLE}") from None
         folders = [d for d in entries if os.path.isdir(os.path.join(root, d))]
         loose = [os.path.join(root, f) for f in entries if _is_image(f) and f not in folders]
         if not folders and not loose:
@@ -258,11 +265,12 @@ class FolderSource(_FileListSource):
         self.paths: list[str] = []
         labels: list[int] = []
         others: list[str] = []  # files in the class folders that are not images by their name
+        unreadable: list[OSError] = []  # folders os.walk could not list, whose images it passed over unsaid
         for label, folder in enumerate(folders):
             class_dir, files, within, walked = os.path.join(root, folder), [], set(), set()
             # Into linked sub-folders too, as torchvision's ImageFolder walks (their images were left out, unsaid),
             # each real folder once: a link to a folder already walked, or a loop, adds nothing.
-            for dirpath, subfolders, names in os.walk(class_dir, followlinks=True):
+            for dirpath, subfolders, names in os.walk(class_dir, onerror=unreadable.append, followlinks=True):
                 if (real := os.path.realpath(dirpath)) in walked:
                     subfolders.clear()
                     continue
@@ -273,7 +281,7 @@ class FolderSource(_FileListSource):
                 if images := [os.path.join(dirpath, f) for f, image in zip(names, is_image) if image]:
                     files += images
                     within.add(os.path.relpath(dirpath, class_dir).split(os.sep)[0])  # "." for class_dir itself
-            if not files:
+            if not files and not unreadable:  # an unreadable class folder is said below, not called empty
                 hidden = (  # Jupyter's .ipynb_checkpoints, beside the class folders one browsed
                     " (a hidden folder is read as a class too, as torchvision's ImageFolder reads it: move it out)"
                     if folder.startswith(".")
@@ -287,6 +295,12 @@ class FolderSource(_FileListSource):
             files.sort()
             self.paths += files
             labels += [label] * len(files)
+        if unreadable:
+            raise DatasetMissing(
+                f"{len(unreadable)} folder(s) in {root} cannot be read, and their images would be left out: "
+                + "; ".join(f"{err.filename} ({err.strerror or err})" for err in unreadable[:3])
+                + f"{'; ...' if len(unreadable) > 3 else ''}. {_MAKE_READABLE}"
+            )
         if hidden := [folder for folder in folders if folder.startswith(".")]:  # said once all hold images: an empty
             distributed.log(  # one was refused above, with the same hint
                 f"{root}: its hidden folder(s) {', '.join(hidden)} are read as classes, as torchvision's ImageFolder "
