@@ -335,13 +335,43 @@ def test_folders_this_user_may_not_read_are_named(folder, monkeypatch):
         FolderSource(folder)
     assert str(err.value) == (
         f"2 folder(s) in {folder} cannot be read, and their images would be left out: {folder}/sea_lion (Permission "
-        f"denied); {nested} (Permission denied). Make its folders readable to this user (their owner can run "
-        "`chmod -R a+rX` on them)."
+        f"denied); {nested} (Permission denied). Their owner can make them readable to this user: "
+        "`chmod -R a+rX` on the dataset's folder."
     )
     monkeypatch.setattr(os, "listdir", refusing(listdir))
     refused.add(folder)
     with pytest.raises(DatasetMissing, match=rf"^image folder {re.escape(folder)} cannot be read \(Permission den"):
         FolderSource(folder)
+
+
+def test_an_image_list_this_user_may_not_read_or_reach_is_named(folder, tmp_path, monkeypatch):
+    """A list's images in a folder this user may not enter were called missing ("Check the image root"), and a list
+    file it may not read was PermissionError's traceback. Both are said as what they are, with the fix; as in the
+    test above, os.stat and open play the file system's refusal."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("tench/0.png 2\nsea_lion/1.jpg 1\n")
+    stat = os.stat
+    hidden = os.path.join(folder, "sea_lion", "1.jpg")
+
+    def refusing_stat(path, *args, **kwargs):
+        if os.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", refusing_stat)
+    with pytest.raises(DatasetMissing) as err:
+        ImageListSource(folder, str(lst))
+    assert str(err.value) == (
+        f"1 file(s) named in {lst} cannot be reached under {folder} (permission denied), e.g.\n  {lst}:2: {hidden}\n"
+        "Their owner can make them readable to this user: `chmod -R a+rX` on the dataset's folder."
+    )
+
+    def refusing_open(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(sources, "open", refusing_open, raising=False)
+    with pytest.raises(DatasetMissing, match=rf"^image list {re.escape(str(lst))} cannot be read \(Permission den"):
+        ImageListSource(folder, str(lst))
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-16-le"])

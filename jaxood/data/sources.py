@@ -208,7 +208,7 @@ class _FileListSource:
 
 
 # What to do about a dataset's folder this user may not read (a copy made with another user's umask).
-_MAKE_READABLE = "Make its folders readable to this user (their owner can run `chmod -R a+rX` on them)."
+_MAKE_READABLE = "Their owner can make them readable to this user: `chmod -R a+rX` on the dataset's folder."
 
 
 class FolderSource(_FileListSource):
@@ -334,11 +334,17 @@ class ImageListSource(_FileListSource):
                 "images is an entry of kind 'folder')"
             )
         self.identity = ("list", os.path.realpath(root), os.path.realpath(list_file))
-        self.paths, labels, missing = [], [], []
+        self.paths, labels, missing, denied = [], [], [], []
         n_classes = len(class_names)
         # A byte-order mark (Windows editors) is no part of the first path; bytes that are not UTF-8 (a Latin-1
         # file name) stay the bytes the file system has, as Python's own os functions keep them.
-        with open(list_file, encoding=_text_encoding(list_file), errors="surrogateescape") as f:
+        try:
+            encoding = _text_encoding(list_file)
+        except OSError as err:  # a list this user may not read: PermissionError's traceback before
+            raise DatasetMissing(
+                f"image list {list_file} cannot be read ({err.strerror or err}). {_MAKE_READABLE}"
+            ) from None
+        with open(list_file, encoding=encoding, errors="surrogateescape") as f:
             for lineno, line in enumerate(f, 1):
                 parts = line.split()
                 if not parts:
@@ -355,7 +361,11 @@ class ImageListSource(_FileListSource):
                         "in it needs its file renamed, or its image put in a folder source"
                     )
                 path = os.path.join(root, parts[0])
-                if not os.path.exists(path):
+                try:
+                    os.stat(path)
+                except PermissionError:  # in a folder this user may not enter: not "missing"
+                    denied.append((lineno, path))
+                except OSError:
                     missing.append((lineno, path))
                 text = parts[1] if len(parts) > 1 else "-1"
                 label = int(text) if re.fullmatch(r"-?\d+", text) else None
@@ -372,6 +382,12 @@ class ImageListSource(_FileListSource):
                     )
                 self.paths.append(path)
                 labels.append(label)
+        if denied:
+            raise DatasetMissing(
+                f"{len(denied)} file(s) named in {list_file} cannot be reached under {root} (permission denied), e.g."
+                + "".join(f"\n  {list_file}:{lineno}: {path}" for lineno, path in denied[:5])
+                + f"\n{_MAKE_READABLE}"
+            )
         if missing:
             hints = (  # a CSV: `a.jpg,3` read as one path; a list made on Windows: `tench\0.png`, one file name here
                 (",", " Its lines hold commas: a list is `relative/path [label]` split at white space, not CSV."),
