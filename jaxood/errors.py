@@ -135,12 +135,17 @@ INTERRUPTED = (
 )
 
 
+# A PermissionError's fix: a model's or a dataset's file kept from this user (a copy made with another user's umask).
+NOT_PERMITTED = "This user may not use it: its owner can allow it (`chmod -R a+rX` on its folder to read it)"
+
+
 class AtOnce(int):
     """An exit status after which `exit_with` exits at once: the command was stopped by a signal where it was."""
 
 
 def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
-    """`main` for a command line: a `UserError` prints `error: <message>` on stderr and returns exit status 1; Ctrl-C
+    """`main` for a command line: a `UserError`, or a `PermissionError` (a file this user may not read or write),
+    prints `error: <message>` on stderr and returns exit status 1; Ctrl-C
     (KeyboardInterrupt: before training, where it was a traceback of whatever was running) prints `INTERRUPTED` and
     returns `INTERRUPTED_STATUS`, as a shell reports a command stopped by SIGINT. Those two, and `StoppedAtOnce`,
     stopped the command by a signal where it was: their status is `AtOnce`."""
@@ -149,13 +154,15 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
         _escape_unencodable_output()
         try:
             return main(argv)
-        except (UserError, KeyboardInterrupt) as err:
+        except (UserError, KeyboardInterrupt, PermissionError) as err:
             if os.environ.get("JAXOOD_TRACEBACK"):
                 raise
             if isinstance(err, KeyboardInterrupt):
                 print(INTERRUPTED, file=sys.stderr, flush=True)
                 return AtOnce(INTERRUPTED_STATUS)
-            print(f"error: {err}\n(JAXOOD_TRACEBACK=1 shows where it was raised)", file=sys.stderr, flush=True)
+            # A file this user may not read or write: the system's refusal, not jaxood's bug, so no traceback.
+            message = f"{err.filename}: {err.strerror}. {NOT_PERMITTED}" if isinstance(err, PermissionError) else err
+            print(f"error: {message}\n(JAXOOD_TRACEBACK=1 shows where it was raised)", file=sys.stderr, flush=True)
             return AtOnce(1) if isinstance(err, StoppedAtOnce) else 1
         except Exception:  # a bug: its traceback, as Python prints it; in a job, `exit_with` then leaves it
             if not _in_a_job():

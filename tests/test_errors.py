@@ -194,3 +194,26 @@ with write_whole({str(tmp_path / "w.txt")!r}) as f:
     assert out.returncode == 0, out.stderr.decode()
     assert "OOD: café 2" in (tmp_path / "results.md").read_bytes().decode("utf-8")
     assert (tmp_path / "w.txt").read_bytes() == "café".encode()
+
+
+def test_a_file_this_user_may_not_read_is_said_without_a_traceback(tmp_path, capsys, monkeypatch):
+    """A model's weights or folder this user may not read (a copy made with another user's umask) stopped a command
+    with PermissionError's traceback, and a model folder it may not list was said to have no config.json. Each is
+    now one line naming the file and the fix; root reads every file, so os.access plays the refusal."""
+    from jaxood.models import clip
+
+    monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
+    weights = str(tmp_path / "params.msgpack")
+    assert report_user_errors(_raising(PermissionError(13, "Permission denied", weights)))([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: {weights}: Permission denied. This user may not use it: its owner can allow it (`chmod -R a+rX` on "
+        "its folder to read it)\n"
+    )
+    assert "Traceback" not in err
+    model = str(tmp_path / "model")
+    os.mkdir(model)
+    monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != model)
+    with pytest.raises(PermissionError) as raised:
+        clip.load(model)
+    assert raised.value.filename == model and raised.value.errno == 13

@@ -9,6 +9,7 @@ misshaped is an error that names it. The only tensors skipped are the
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -361,6 +362,8 @@ def load_params(name_or_dir: str | os.PathLike) -> tuple[CLIPConfig, dict]:
     """`(config, params)` from a jaxood checkpoint, a local HF directory, or a hub id."""
     name = os.fspath(name_or_dir)
     if os.path.isdir(name):
+        if not os.access(name, os.R_OK | os.X_OK):  # a folder this user may not list: "has no config.json" before
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
         if os.path.exists(os.path.join(name, JAXOOD_CONFIG)):
             return load_jaxood(name)
         _refuse_training_state(name)
