@@ -135,8 +135,9 @@ INTERRUPTED = (
 )
 
 
-# A PermissionError's fix: a model's or a dataset's file kept from this user (a copy made with another user's umask).
-NOT_PERMITTED = "This user may not use it: its owner can allow it (`chmod -R a+rX` on its folder to read it)"
+# What to do about files or folders this user may not read (a model's or a dataset's copy made with another user's
+# umask): said by a PermissionError that reaches a command, and by the data sources for the folders they cannot list.
+READ_PERMISSION_FIX = "Their owner can let this user read them: `chmod -R a+rX` on the folder that holds them."
 
 
 class AtOnce(int):
@@ -161,7 +162,9 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
                 print(INTERRUPTED, file=sys.stderr, flush=True)
                 return AtOnce(INTERRUPTED_STATUS)
             # A file this user may not read or write: the system's refusal, not jaxood's bug, so no traceback.
-            message = f"{err.filename}: {err.strerror}. {NOT_PERMITTED}" if isinstance(err, PermissionError) else err
+            message = (
+                f"{err.filename}: {err.strerror}. {READ_PERMISSION_FIX}" if isinstance(err, PermissionError) else err
+            )
             print(f"error: {message}\n(JAXOOD_TRACEBACK=1 shows where it was raised)", file=sys.stderr, flush=True)
             return AtOnce(1) if isinstance(err, StoppedAtOnce) else 1
         except Exception:  # a bug: its traceback, as Python prints it; in a job, `exit_with` then leaves it

@@ -335,8 +335,8 @@ def test_folders_this_user_may_not_read_are_named(folder, monkeypatch):
         FolderSource(folder)
     assert str(err.value) == (
         f"2 folder(s) in {folder} cannot be read, and their images would be left out: {folder}/sea_lion (Permission "
-        f"denied); {nested} (Permission denied). Their owner can make them readable to this user: "
-        "`chmod -R a+rX` on the dataset's folder."
+        f"denied); {nested} (Permission denied). Their owner can let this user read them: "
+        "`chmod -R a+rX` on the folder that holds them."
     )
     monkeypatch.setattr(os, "listdir", refusing(listdir))
     refused.add(folder)
@@ -363,7 +363,7 @@ def test_an_image_list_this_user_may_not_read_or_reach_is_named(folder, tmp_path
         ImageListSource(folder, str(lst))
     assert str(err.value) == (
         f"1 file(s) named in {lst} cannot be reached under {folder} (permission denied), e.g.\n  {lst}:2: {hidden}\n"
-        "Their owner can make them readable to this user: `chmod -R a+rX` on the dataset's folder."
+        "Their owner can let this user read them: `chmod -R a+rX` on the folder that holds them."
     )
 
     def refusing_open(path, *args, **kwargs):

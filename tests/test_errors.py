@@ -207,8 +207,8 @@ def test_a_file_this_user_may_not_read_is_said_without_a_traceback(tmp_path, cap
     assert report_user_errors(_raising(PermissionError(13, "Permission denied", weights)))([]) == 1
     err = capsys.readouterr().err
     assert err.startswith(
-        f"error: {weights}: Permission denied. This user may not use it: its owner can allow it (`chmod -R a+rX` on "
-        "its folder to read it)\n"
+        f"error: {weights}: Permission denied. Their owner can let this user read them: `chmod -R a+rX` on the folder "
+        "that holds them.\n"
     )
     assert "Traceback" not in err
     model = str(tmp_path / "model")

@@ -32,7 +32,14 @@ from jaxood import distributed
 from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
 from jaxood.data.classnames import coop_name, imagenet_names_by_wnid
 from jaxood.data.preprocess import Undecodable
-from jaxood.errors import InputMissing, InvalidInput, first_line, open_files_error, out_of_open_files
+from jaxood.errors import (
+    READ_PERMISSION_FIX,
+    InputMissing,
+    InvalidInput,
+    first_line,
+    open_files_error,
+    out_of_open_files,
+)
 from jaxood.progress import Progress
 
 LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while its labels are read
@@ -207,10 +214,6 @@ class _FileListSource:
         return [(i, j) for i, file in enumerate(self._files()) if (j := first.setdefault(file, i)) != i]
 
 
-# What to do about a dataset's folder this user may not read (a copy made with another user's umask).
-_MAKE_READABLE = "Their owner can make them readable to this user: `chmod -R a+rX` on the dataset's folder."
-
-
 class FolderSource(_FileListSource):
     """Images in `root/<class>/...` (recursively), classes sorted by folder name; or, in a folder without class
     folders, its images as one unlabelled set (label -1, no class names: an OOD set).
@@ -239,7 +242,9 @@ class FolderSource(_FileListSource):
         try:
             entries = sorted(os.listdir(root))
         except OSError as err:  # a folder this user may not list: PermissionError's traceback before
-            raise DatasetMissing(f"{what} {root} cannot be read ({err.strerror or err}). {_MAKE_READABLE}") from None
+            raise DatasetMissing(
+                f"{what} {root} cannot be read ({err.strerror or err}). {READ_PERMISSION_FIX}"
+            ) from None
         folders = [d for d in entries if os.path.isdir(os.path.join(root, d))]
         loose = [os.path.join(root, f) for f in entries if _is_image(f) and f not in folders]
         if not folders and not loose:
@@ -299,7 +304,7 @@ class FolderSource(_FileListSource):
             raise DatasetMissing(
                 f"{len(unreadable)} folder(s) in {root} cannot be read, and their images would be left out: "
                 + "; ".join(f"{err.filename} ({err.strerror or err})" for err in unreadable[:3])
-                + f"{'; ...' if len(unreadable) > 3 else ''}. {_MAKE_READABLE}"
+                + f"{'; ...' if len(unreadable) > 3 else ''}. {READ_PERMISSION_FIX}"
             )
         if hidden := [folder for folder in folders if folder.startswith(".")]:  # said once all hold images: an empty
             distributed.log(  # one was refused above, with the same hint
@@ -342,7 +347,7 @@ class ImageListSource(_FileListSource):
             encoding = _text_encoding(list_file)
         except OSError as err:  # a list this user may not read: PermissionError's traceback before
             raise DatasetMissing(
-                f"image list {list_file} cannot be read ({err.strerror or err}). {_MAKE_READABLE}"
+                f"image list {list_file} cannot be read ({err.strerror or err}). {READ_PERMISSION_FIX}"
             ) from None
         with open(list_file, encoding=encoding, errors="surrogateescape") as f:
             for lineno, line in enumerate(f, 1):
@@ -386,7 +391,7 @@ class ImageListSource(_FileListSource):
             raise DatasetMissing(
                 f"{len(denied)} file(s) named in {list_file} cannot be reached under {root} (permission denied), e.g."
                 + "".join(f"\n  {list_file}:{lineno}: {path}" for lineno, path in denied[:5])
-                + f"\n{_MAKE_READABLE}"
+                + f"\n{READ_PERMISSION_FIX}"
             )
         if missing:
             hints = (  # a CSV: `a.jpg,3` read as one path; a list made on Windows: `tench\0.png`, one file name here
