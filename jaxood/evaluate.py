@@ -347,6 +347,12 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
             f"config.ood_datasets names {f'an OOD set {sorted(reserved)}' if reserved else 'no OOD set'}: name at "
             "least one, none of them 'id' or 'mean', which the results use for the ID set and the average"
         )
+    titles = [*config.ood_datasets, *(config.get("ood_groups") or {})]  # results.md's column titles
+    if broken := [name for name in titles if "|" in name or not name.isprintable()]:
+        raise InvalidInput(
+            f"config.ood_datasets / ood_groups: {', '.join(map(repr, broken))} holds '|' or a line break, which would "
+            "split or end a row of results.md's tables, where the names are column titles: rename it"
+        )
     fields = [field for _, field, _, _ in string.Formatter().parse(config.mcm_template) if field is not None]
     if fields != [""]:
         raise InvalidInput(f"mcm_template {config.mcm_template!r} needs exactly one {{}}, where the class name goes")

@@ -721,6 +721,8 @@ def test_text_features_are_cached_per_compute_dtype(tiny_hf, tmp_path):
         ("mcm_template", "a photo of a {name}.", "needs exactly one {}"),
         ("ood_datasets", {}, "names no OOD set"),
         ("ood_datasets", {"mean": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r"an OOD set \['mean'\]"),
+        ("ood_datasets", {"a|b": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r": 'a\|b' holds '\|' or a"),
+        ("ood_groups", {"far\nfar": "far"}, r"'far\\nfar' holds '\|' or a line break, which would split or end a row"),
         ("mcm.temperature", 0.0, r"mcm.temperature must be a number > 0, got 0.0"),
         ("mcm.temperature", float("inf"), r"mcm.temperature must be a finite number > 0, got inf"),
         ("dtype", "float64", r"dtype must be one of \('auto', 'float32', 'bfloat16', 'float16'\), got 'float64'"),
@@ -745,7 +747,8 @@ def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, messag
     candidate, silently; `percent` 0 or 0 groups failed after the candidates were encoded. An ID set without class
     names (a toy OOD split) failed at JAX's argmax of no class prompts. An eval batch larger than the host's memory
     failed with NumPy's "Unable to allocate" traceback as the ID set's first batch was read (jaxood.evaluate refuses
-    it as its loader starts, before any image is read). Now nothing starts."""
+    it as its loader starts, before any image is read). An OOD set or group named with '|' split its column of
+    results.md's tables. Now nothing starts."""
     from conftest import load_config
 
     from jaxood.errors import InvalidInput
