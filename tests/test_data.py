@@ -311,6 +311,18 @@ def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):
     assert "tench/caf\\udce9.png" in loader.report().encode("utf-8").decode()
 
 
+def _refusing(call, refused: set[str]):
+    """`call` (os.scandir, os.stat, open: a path first) but raising the PermissionError a file system gives this user
+    for each path in `refused`, which root, running the tests, would read."""
+
+    def refused_or_called(path=".", *args, **kwargs):
+        if os.fspath(path) in refused:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return call(path, *args, **kwargs)
+
+    return refused_or_called
+
+
 def test_folders_this_user_may_not_read_are_named(folder, monkeypatch):
     """A class's sub-folder this user may not list (a copy made with another user's umask) had its images left out
     unsaid (os.walk passes over what it cannot list), an unreadable class folder was called empty, and an
@@ -320,17 +332,7 @@ def test_folders_this_user_may_not_read_are_named(folder, monkeypatch):
     os.makedirs(nested)
     write_image(os.path.join(nested, "9.png"), seed=9)
     refused = {nested, os.path.join(folder, "sea_lion")}
-    scandir, listdir = os.scandir, os.listdir
-
-    def refusing(call):
-        def listing(path="."):
-            if os.fspath(path) in refused:
-                raise PermissionError(13, "Permission denied", os.fspath(path))
-            return call(path)
-
-        return listing
-
-    monkeypatch.setattr(os, "scandir", refusing(scandir))
+    monkeypatch.setattr(os, "scandir", _refusing(os.scandir, refused))
     with pytest.raises(DatasetMissing) as err:
         FolderSource(folder)
     assert str(err.value) == (
@@ -338,7 +340,7 @@ def test_folders_this_user_may_not_read_are_named(folder, monkeypatch):
         f"denied); {nested} (Permission denied). Their owner can let this user read them: "
         "`chmod -R a+rX` on the folder that holds them."
     )
-    monkeypatch.setattr(os, "listdir", refusing(listdir))
+    monkeypatch.setattr(os, "listdir", _refusing(os.listdir, refused))
     refused.add(folder)
     with pytest.raises(DatasetMissing, match=rf"^image folder {re.escape(folder)} cannot be read \(Permission den"):
         FolderSource(folder)
@@ -350,26 +352,15 @@ def test_an_image_list_this_user_may_not_read_or_reach_is_named(folder, tmp_path
     test above, os.stat and open play the file system's refusal."""
     lst = tmp_path / "list.txt"
     lst.write_text("tench/0.png 2\nsea_lion/1.jpg 1\n")
-    stat = os.stat
     hidden = os.path.join(folder, "sea_lion", "1.jpg")
-
-    def refusing_stat(path, *args, **kwargs):
-        if os.fspath(path) == hidden:
-            raise PermissionError(13, "Permission denied", hidden)
-        return stat(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "stat", refusing_stat)
+    monkeypatch.setattr(os, "stat", _refusing(os.stat, {hidden}))
     with pytest.raises(DatasetMissing) as err:
         ImageListSource(folder, str(lst))
     assert str(err.value) == (
         f"1 file(s) named in {lst} cannot be reached under {folder} (permission denied), e.g.\n  {lst}:2: {hidden}\n"
         "Their owner can let this user read them: `chmod -R a+rX` on the folder that holds them."
     )
-
-    def refusing_open(path, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", path)
-
-    monkeypatch.setattr(sources, "open", refusing_open, raising=False)
+    monkeypatch.setattr(sources, "open", _refusing(open, {str(lst)}), raising=False)
     with pytest.raises(DatasetMissing, match=rf"^image list {re.escape(str(lst))} cannot be read \(Permission den"):
         ImageListSource(folder, str(lst))
 
