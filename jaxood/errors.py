@@ -148,7 +148,7 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
     """`main` for a command line: a `UserError`, or a `PermissionError` (a file this user may not read or write),
     prints `error: <message>` on stderr and returns exit status 1; Ctrl-C
     (KeyboardInterrupt: before training, where it was a traceback of whatever was running) prints `INTERRUPTED` and
-    returns `INTERRUPTED_STATUS`, as a shell reports a command stopped by SIGINT. Those two, and `StoppedAtOnce`,
+    returns `INTERRUPTED_STATUS`, as a shell reports a command stopped by SIGINT. Ctrl-C and a `StoppedAtOnce`
     stopped the command by a signal where it was: their status is `AtOnce`."""
 
     def guarded(argv: list[str]) -> Any:
