@@ -174,8 +174,8 @@ def test_a_commands_output_escapes_what_its_encoding_cannot_hold(encoding, monke
 
 def test_jaxoods_files_are_utf_8_whatever_the_locale(tmp_path):
     """jaxood's text files (results.md, a config it reads or writes) were read and written in the locale's
-    encoding: under an ASCII locale a set named 'café' stopped the report's writing after the whole evaluation, and
-    a config.json in UTF-8 (JSON's encoding, as Hugging Face writes and reads it) could not be read."""
+    encoding: under an ASCII locale writing results.md for a set named 'café' raised UnicodeEncodeError, and a
+    config.json in UTF-8 (JSON's encoding, as Hugging Face writes and reads it) could not be read."""
     (tmp_path / "config.json").write_bytes('{"_name_or_path": "/models/café"}'.encode())
     script = f"""
 import json, os
