@@ -1,5 +1,6 @@
 """Sources, preprocessing, few-shot sampling, sharded loading and the toy world."""
 
+import errno
 import io
 import json
 import os
@@ -311,13 +312,14 @@ def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):
     assert "tench/caf\\udce9.png" in loader.report().encode("utf-8").decode()
 
 
-def _refusing(call, refused: set[str]):
-    """`call` (os.scandir, os.stat, open: a path first) but raising the PermissionError a file system gives this user
-    for each path in `refused`, which root, running the tests, would read."""
+def _refusing(call, refused: set[str], code: int = errno.EACCES):
+    """`call` (os.scandir, os.stat, open: a path first) but raising the OSError of number `code` for each path in
+    `refused`: by default the PermissionError a file system gives this user, where root, running the tests, would
+    read."""
 
     def refused_or_called(path=".", *args, **kwargs):
         if os.fspath(path) in refused:
-            raise PermissionError(13, "Permission denied", os.fspath(path))
+            raise OSError(code, os.strerror(code), os.fspath(path))  # PermissionError for EACCES
         return call(path, *args, **kwargs)
 
     return refused_or_called
@@ -363,6 +365,40 @@ def test_an_image_list_this_user_may_not_read_or_reach_is_named(folder, tmp_path
     monkeypatch.setattr(sources, "open", _refusing(open, {str(lst)}), raising=False)
     with pytest.raises(DatasetMissing, match=rf"^image list {re.escape(str(lst))} cannot be read \(Permission den"):
         ImageListSource(folder, str(lst))
+
+
+def test_folders_and_lists_the_system_would_not_read_for_another_reason_are_not_told_to_chmod(
+    folder, tmp_path, monkeypatch
+):
+    """A folder or list that failed to read for another reason than permission (a failing disk's EIO, a restarted
+    NFS server's ESTALE) was told to be made readable with chmod, which does not mend it. It is told to check the
+    disk or mount now; a folder refused for both reasons gets both fixes."""
+    faulty, denied = os.path.join(folder, "tench"), os.path.join(folder, "sea_lion")
+    monkeypatch.setattr(os, "scandir", _refusing(_refusing(os.scandir, {denied}), {faulty}, errno.EIO))
+    with pytest.raises(DatasetMissing) as err:
+        FolderSource(folder)
+    assert str(err.value) == (
+        f"2 folder(s) in {folder} cannot be read, and their images would be left out: {denied} (Permission denied); "
+        f"{faulty} (Input/output error). Their owner can let this user read them: `chmod -R a+rX` on the folder "
+        "that holds them. That is not a matter of permission: check the disk or network mount that holds them, "
+        "then run again."
+    )
+    monkeypatch.setattr(os, "listdir", _refusing(os.listdir, {folder}, errno.ESTALE))
+    with pytest.raises(DatasetMissing) as err:
+        FolderSource(folder)
+    assert str(err.value) == (
+        f"image folder {folder} cannot be read (Stale file handle). That is not a matter of permission: check the "
+        "disk or network mount that holds them, then run again."
+    )
+    lst = tmp_path / "list.txt"
+    lst.write_text("tench/0.png 2\n")
+    monkeypatch.setattr(sources, "open", _refusing(open, {str(lst)}, errno.EIO), raising=False)
+    with pytest.raises(DatasetMissing) as err:
+        ImageListSource(folder, str(lst))
+    assert str(err.value) == (
+        f"image list {lst} cannot be read (Input/output error). That is not a matter of permission: check the disk "
+        "or network mount that holds them, then run again."
+    )
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-16-le"])

@@ -47,6 +47,8 @@ LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while it
 # data hash mismatch"), a file cut short (every record of it: "Invalid Riegeli/records file ... Failed to read
 # RiegeliPostscript", or TFDS gives empty records), one that went away (OSError).
 DAMAGED = (RuntimeError, OSError)
+# What to do about a dataset's folder or list the system would not read for a reason other than permission.
+READ_FAULT_FIX = "That is not a matter of permission: check the disk or network mount that holds them, then run again."
 # torchvision's ImageFolder's (.pgm was missing), .gif and .jfif; a file named otherwise is left out, and said
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip", ".7z", ".rar", ".tar.bz2", ".tar.xz")  # a folder set given unpacked
@@ -242,9 +244,7 @@ class FolderSource(_FileListSource):
         try:
             entries = sorted(os.listdir(root))
         except OSError as err:  # a folder this user may not list: PermissionError's traceback before
-            raise DatasetMissing(
-                f"{what} {root} cannot be read ({err.strerror or err}). {READ_PERMISSION_FIX}"
-            ) from None
+            raise DatasetMissing(f"{what} {root} cannot be read ({err.strerror or err}). {_read_fix([err])}") from None
         folders = [d for d in entries if os.path.isdir(os.path.join(root, d))]
         loose = [os.path.join(root, f) for f in entries if _is_image(f) and f not in folders]
         if not folders and not loose:
@@ -304,7 +304,7 @@ class FolderSource(_FileListSource):
             raise DatasetMissing(
                 f"{len(unreadable)} folder(s) in {root} cannot be read, and their images would be left out: "
                 + "; ".join(f"{err.filename} ({err.strerror or err})" for err in unreadable[:3])
-                + f"{'; ...' if len(unreadable) > 3 else ''}. {READ_PERMISSION_FIX}"
+                + f"{'; ...' if len(unreadable) > 3 else ''}. {_read_fix(unreadable)}"
             )
         if hidden := [folder for folder in folders if folder.startswith(".")]:  # said once all hold images: an empty
             distributed.log(  # one was refused above, with the same hint
@@ -347,7 +347,7 @@ class ImageListSource(_FileListSource):
             encoding = _text_encoding(list_file)
         except OSError as err:  # a list this user may not read: PermissionError's traceback before
             raise DatasetMissing(
-                f"image list {list_file} cannot be read ({err.strerror or err}). {READ_PERMISSION_FIX}"
+                f"image list {list_file} cannot be read ({err.strerror or err}). {_read_fix([err])}"
             ) from None
         with open(list_file, encoding=encoding, errors="surrogateescape") as f:
             for lineno, line in enumerate(f, 1):
@@ -408,6 +408,15 @@ class ImageListSource(_FileListSource):
             raise DatasetMissing(f"image list {list_file} is empty")
         self._labels = np.asarray(labels, np.int32)
         self.class_names = tuple(class_names)
+
+
+def _read_fix(errors: list[OSError]) -> str:
+    """What to do about the files or folders the system would not read, by why: this user's permission (a copy
+    made with another user's umask), or anything else, as a failing disk's EIO or a restarted NFS server's ESTALE,
+    which chmod does not mend (those were told to run it too)."""
+    denied = [isinstance(err, PermissionError) for err in errors]
+    fixes = ((READ_PERMISSION_FIX, any(denied)), (READ_FAULT_FIX, not all(denied)))
+    return " ".join(fix for fix, told in fixes if told)
 
 
 def _text_encoding(path: str) -> str:
