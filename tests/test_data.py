@@ -359,7 +359,7 @@ def test_an_image_list_this_user_may_not_read_or_reach_is_named(folder, tmp_path
     with pytest.raises(DatasetMissing) as err:
         ImageListSource(folder, str(lst))
     assert str(err.value) == (
-        f"1 file(s) named in {lst} cannot be reached under {folder} (permission denied), e.g.\n  {lst}:2: {hidden}\n"
+        f"1 file(s) named in {lst} cannot be reached under {folder}, e.g.\n  {lst}:2: {hidden} (Permission denied)\n"
         "Their owner can let this user read them: `chmod -R a+rX` on the folder that holds them."
     )
     monkeypatch.setattr(sources, "open", _refusing(open, {str(lst)}), raising=False)
@@ -371,8 +371,9 @@ def test_folders_and_lists_the_system_would_not_read_for_another_reason_are_not_
     folder, tmp_path, monkeypatch
 ):
     """A folder or list that failed to read for another reason than permission (a failing disk's EIO, a restarted
-    NFS server's ESTALE) was told to be made readable with chmod, which does not mend it. It is told to check the
-    disk or mount now; a folder refused for both reasons gets both fixes."""
+    NFS server's ESTALE) was told to be made readable with chmod, which does not mend it, and a list's image that
+    failed so was called missing ("Check the image root"). Each is told to check the disk or mount now; a folder
+    refused for both reasons gets both fixes."""
     faulty, denied = os.path.join(folder, "tench"), os.path.join(folder, "sea_lion")
     monkeypatch.setattr(os, "scandir", _refusing(_refusing(os.scandir, {denied}), {faulty}, errno.EIO))
     with pytest.raises(DatasetMissing) as err:
@@ -390,8 +391,15 @@ def test_folders_and_lists_the_system_would_not_read_for_another_reason_are_not_
         f"image folder {folder} cannot be read (Stale file handle). That is not a matter of permission: check the "
         "disk or network mount that holds them, then run again."
     )
-    lst = tmp_path / "list.txt"
+    lst, image = tmp_path / "list.txt", os.path.join(folder, "tench", "0.png")
     lst.write_text("tench/0.png 2\n")
+    monkeypatch.setattr(os, "stat", _refusing(os.stat, {image}, errno.EIO))
+    with pytest.raises(DatasetMissing) as err:
+        ImageListSource(folder, str(lst))
+    assert str(err.value) == (
+        f"1 file(s) named in {lst} cannot be reached under {folder}, e.g.\n  {lst}:1: {image} (Input/output error)\n"
+        "That is not a matter of permission: check the disk or network mount that holds them, then run again."
+    )
     monkeypatch.setattr(sources, "open", _refusing(open, {str(lst)}, errno.EIO), raising=False)
     with pytest.raises(DatasetMissing) as err:
         ImageListSource(folder, str(lst))

@@ -339,7 +339,7 @@ class ImageListSource(_FileListSource):
                 "images is an entry of kind 'folder')"
             )
         self.identity = ("list", os.path.realpath(root), os.path.realpath(list_file))
-        self.paths, labels, missing, denied = [], [], [], []
+        self.paths, labels, missing, unreachable = [], [], [], []
         n_classes = len(class_names)
         # A byte-order mark (Windows editors) is no part of the first path; bytes that are not UTF-8 (a Latin-1
         # file name) stay the bytes the file system has, as Python's own os functions keep them.
@@ -368,10 +368,10 @@ class ImageListSource(_FileListSource):
                 path = os.path.join(root, parts[0])
                 try:
                     os.stat(path)
-                except PermissionError:  # in a folder this user may not enter: not "missing"
-                    denied.append((lineno, path))
-                except OSError:
+                except (FileNotFoundError, NotADirectoryError):
                     missing.append((lineno, path))
+                except OSError as err:  # in a folder this user may not enter, on a failing disk: not "missing"
+                    unreachable.append((lineno, path, err))
                 text = parts[1] if len(parts) > 1 else "-1"
                 label = int(text) if re.fullmatch(r"-?\d+", text) else None
                 # A label the class names do not cover was scored (ID accuracy) or trained against a missing class.
@@ -387,11 +387,11 @@ class ImageListSource(_FileListSource):
                     )
                 self.paths.append(path)
                 labels.append(label)
-        if denied:
+        if unreachable:
             raise DatasetMissing(
-                f"{len(denied)} file(s) named in {list_file} cannot be reached under {root} (permission denied), e.g."
-                + "".join(f"\n  {list_file}:{lineno}: {path}" for lineno, path in denied[:5])
-                + f"\n{READ_PERMISSION_FIX}"
+                f"{len(unreachable)} file(s) named in {list_file} cannot be reached under {root}, e.g."
+                + "".join(f"\n  {list_file}:{lineno}: {path} ({err.strerror})" for lineno, path, err in unreachable[:5])
+                + f"\n{_read_fix([err for _, _, err in unreachable])}"
             )
         if missing:
             hints = (  # a CSV: `a.jpg,3` read as one path; a list made on Windows: `tench\0.png`, one file name here
