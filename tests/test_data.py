@@ -372,8 +372,8 @@ def test_folders_and_lists_the_system_would_not_read_for_another_reason_are_not_
 ):
     """A folder or list that failed to read for another reason than permission (a failing disk's EIO, a restarted
     NFS server's ESTALE) was told to be made readable with chmod, which does not mend it, and a list's image that
-    failed so was called missing ("Check the image root"). Each is told to check the disk or mount now; a folder
-    refused for both reasons gets both fixes."""
+    failed so (or a looping link's ELOOP) was called missing ("Check the image root"). Each is named with the
+    system's reason now, and told to mend what it names; a folder refused for both kinds gets both fixes."""
     faulty, denied = os.path.join(folder, "tench"), os.path.join(folder, "sea_lion")
     monkeypatch.setattr(os, "scandir", _refusing(_refusing(os.scandir, {denied}), {faulty}, errno.EIO))
     with pytest.raises(DatasetMissing) as err:
@@ -381,16 +381,13 @@ def test_folders_and_lists_the_system_would_not_read_for_another_reason_are_not_
     assert str(err.value) == (
         f"2 folder(s) in {folder} cannot be read, and their images would be left out: {denied} (Permission denied); "
         f"{faulty} (Input/output error). Their owner can let this user read them: `chmod -R a+rX` on the folder "
-        "that holds them. That is not a matter of permission: check the disk or network mount that holds them, "
-        "then run again."
+        "that holds them. That is not a matter of permission: mend what the system's reason names (a failing disk "
+        "or network mount, a link that loops), then run again."
     )
     monkeypatch.setattr(os, "listdir", _refusing(os.listdir, {folder}, errno.ESTALE))
     with pytest.raises(DatasetMissing) as err:
         FolderSource(folder)
-    assert str(err.value) == (
-        f"image folder {folder} cannot be read (Stale file handle). That is not a matter of permission: check the "
-        "disk or network mount that holds them, then run again."
-    )
+    assert str(err.value) == f"image folder {folder} cannot be read (Stale file handle). {sources.READ_FAULT_FIX}"
     lst, image = tmp_path / "list.txt", os.path.join(folder, "tench", "0.png")
     lst.write_text("tench/0.png 2\n")
     monkeypatch.setattr(os, "stat", _refusing(os.stat, {image}, errno.EIO))
@@ -398,15 +395,20 @@ def test_folders_and_lists_the_system_would_not_read_for_another_reason_are_not_
         ImageListSource(folder, str(lst))
     assert str(err.value) == (
         f"1 file(s) named in {lst} cannot be reached under {folder}, e.g.\n  {lst}:1: {image} (Input/output error)\n"
-        "That is not a matter of permission: check the disk or network mount that holds them, then run again."
+        + sources.READ_FAULT_FIX
+    )
+    os.symlink("loop", os.path.join(folder, "loop"))  # a real one: os.stat gives ELOOP, and called it missing
+    lst.write_text("tench/2.png 2\nloop 1\n")
+    with pytest.raises(DatasetMissing) as err:
+        ImageListSource(folder, str(lst))
+    assert str(err.value) == (
+        f"1 file(s) named in {lst} cannot be reached under {folder}, e.g.\n  {lst}:2: {folder}/loop (Too many levels "
+        f"of symbolic links)\n{sources.READ_FAULT_FIX}"
     )
     monkeypatch.setattr(sources, "open", _refusing(open, {str(lst)}, errno.EIO), raising=False)
     with pytest.raises(DatasetMissing) as err:
         ImageListSource(folder, str(lst))
-    assert str(err.value) == (
-        f"image list {lst} cannot be read (Input/output error). That is not a matter of permission: check the disk "
-        "or network mount that holds them, then run again."
-    )
+    assert str(err.value) == f"image list {lst} cannot be read (Input/output error). {sources.READ_FAULT_FIX}"
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-16-le"])

@@ -48,7 +48,10 @@ LABELS_PROGRESS_MIN = 50_000  # a TFDS split this long reports progress while it
 # RiegeliPostscript", or TFDS gives empty records), one that went away (OSError).
 DAMAGED = (RuntimeError, OSError)
 # What to do about a dataset's folder or list the system would not read for a reason other than permission.
-READ_FAULT_FIX = "That is not a matter of permission: check the disk or network mount that holds them, then run again."
+READ_FAULT_FIX = (
+    "That is not a matter of permission: mend what the system's reason names (a failing disk or network mount, a "
+    "link that loops), then run again."
+)
 # torchvision's ImageFolder's (.pgm was missing), .gif and .jfif; a file named otherwise is left out, and said
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip", ".7z", ".rar", ".tar.bz2", ".tar.xz")  # a folder set given unpacked
@@ -412,8 +415,8 @@ class ImageListSource(_FileListSource):
 
 def _read_fix(errors: list[OSError]) -> str:
     """What to do about the files or folders the system would not read, by why: this user's permission (a copy
-    made with another user's umask), or anything else, as a failing disk's EIO or a restarted NFS server's ESTALE,
-    which chmod does not mend (those were told to run it too)."""
+    made with another user's umask), or anything else, as a failing disk's EIO, a restarted NFS server's ESTALE or
+    a looping link's ELOOP, which chmod does not mend (those were told to run it too)."""
     denied = [isinstance(err, PermissionError) for err in errors]
     fixes = ((READ_PERMISSION_FIX, any(denied)), (READ_FAULT_FIX, not all(denied)))
     return " ".join(fix for fix, told in fixes if told)
