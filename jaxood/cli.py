@@ -74,14 +74,18 @@ def _parse_flags(argv: list[str]) -> list[str]:
     of a key the config does not have (before: a 40-line traceback of ml_collections' internals), a config file that
     is not there (the same, at the config's first use), a config whose `get_config` refuses its argument (absl's
     message held that function's traceback), and `--config.variant=...` (`_variant_override`), on the command line or
-    in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all."""
+    in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. An argument that
+    is no flag (`_stray_arguments`) is refused either way."""
     if os.environ.get("JAXOOD_TRACEBACK"):
-        return app.parse_flags_with_usage(argv)
+        rest = app.parse_flags_with_usage(argv)
+        if problem := _stray_arguments(rest):
+            _exit(f"error: {problem}")
+        return rest
     rest = []
     try:
         argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]  # a --flagfile's lines in place
         rest = flags.FLAGS(argv)
-        problem = _missing_config_file(argv) or _variant_override(argv)
+        problem = _missing_config_file(argv) or _variant_override(argv) or _stray_arguments(rest)
     except (flags.Error, AttributeError, KeyError, OSError) as err:
         problem = _missing_config_file(argv) or _refused_config(err) or _override_problem(argv)
         if problem is None and not isinstance(err, flags.Error):
@@ -91,6 +95,35 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if problem:
         _exit(f"error: {problem}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
     return rest
+
+
+# Dashes a document or a chat turns `--` into (en dash, em dash, ...): a flag pasted from one is read as an argument.
+TYPOGRAPHIC_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
+
+
+def _stray_arguments(rest: list[str]) -> str | None:
+    """absl hands the arguments that are no flags to the command, and jaxood's commands take none: a setting
+    without its dashes (`config.epochs=3`), with a pasted typographic dash (`\u2014config.epochs=3`) or after a bare
+    `--` (absl reads no flag after it) was passed over, and the run went on with the config's value; `--install
+    false` installed."""
+    if not (stray := rest[1:]):
+        return None
+    first = stray[0]
+    if re.match(r"--?\w", first):  # absl would have refused it as a flag: it came after a bare --
+        hint = "; absl reads no flag after a bare --: remove the --"
+    elif first[:1] in TYPOGRAPHIC_DASHES:
+        hint = f"; {first!r} begins with a typographic dash, as text pasted from a document has: type it as --"
+    elif first.lower() in ("true", "false"):  # pretrain's `--install false` installed
+        hint = "; a yes-or-no flag takes its value after =, as --install=false, or none: --install, --noinstall"
+    elif re.match(r"(config|workdir|flagfile)\b", first):
+        hint = f" (did you mean --{first}?)"
+    else:
+        hint = ""
+    return (
+        f"unexpected argument(s) {' '.join(map(repr, stray))}: jaxood's commands take flags only "
+        f"(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without "
+        f"{'it' if len(stray) == 1 else 'them'}{hint}"
+    )
 
 
 def _config_argument(argv: list[str]) -> str | None:

@@ -1814,6 +1814,10 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
         (["--flagfile={tmp_path}/no_flags"],
          "Unable to open flagfile: [Errno 2] No such file or directory: '{tmp_path}/no_flags'"),
+        (["--config=configs/sot_glp.py:demo", "config.sot_glp.top_k=3"],
+         "unexpected argument(s) 'config.sot_glp.top_k=3': jaxood's commands take flags only "
+         "(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without it (did you mean "
+         "--config.sot_glp.top_k=3?)"),
     ],
 )  # fmt: skip
 def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, message):
@@ -1822,7 +1826,8 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     settings and recorded them as noproj's. A path where a dataset entry goes gave ml_collections' parse error of the
     path. A key a dataset entry may have but lacks (class_names on TFDS) got the hint for another kind of entry. The
     same mistakes in a `--flagfile` kept the traceback, as did a flag file
-    that is not there (ml_collections reads the flag files as jaxood.cli defines --config)."""
+    that is not there (ml_collections reads the flag files as jaxood.cli defines --config). A setting without its
+    dashes was passed over, and the run trained with the config's value."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
     args, message = (
         [arg.replace("{tmp_path}", str(tmp_path)) for arg in args],
@@ -1836,6 +1841,30 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     assert not (tmp_path / "w").exists()
     with pytest.raises(ValueError, match="unknown variant 'fast'"):
         load_config("fast")
+
+
+@pytest.mark.parametrize(
+    "rest, hint",
+    [
+        (["x", "--config.epochs=3"], "it; absl reads no flag after a bare --: remove the --"),  # absl drops the --
+        (["x", "\u2014config.epochs=3"], "it; '\u2014config.epochs=3' begins with a typographic dash, as text pasted "
+         "from a document has: type it as --"),
+        (["x", "false"], "it; a yes-or-no flag takes its value after =, as --install=false, or none: --install, "
+         "--noinstall"),
+        (["x", "workdir=runs/x", "more"], "them (did you mean --workdir=runs/x?)"),
+        (["x", "-", ":noproj"], "them"),
+    ],
+)  # fmt: skip
+def test_an_argument_that_is_no_flag_is_refused_with_what_it_may_have_meant(rest, hint):
+    """The arguments absl leaves after the flags (`jaxood.cli._stray_arguments`): each case was passed over, and
+    `jaxood.pretrain --install false` installed. The first one's form gives the hint."""
+    from jaxood import cli
+
+    assert cli._stray_arguments(["x"]) is None
+    assert cli._stray_arguments(rest) == (
+        f"unexpected argument(s) {' '.join(map(repr, rest[1:]))}: jaxood's commands take flags only "
+        f"(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without {hint}"
+    )
 
 
 def test_freezing_rules_must_cover_every_leaf_and_leave_one_trainable():
