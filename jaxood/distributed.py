@@ -22,11 +22,33 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxood.errors import InvalidInput, first_line
+
 
 def maybe_initialize() -> None:
-    """Join the multi-host job when `JAXOOD_DISTRIBUTED=1` (once; later calls do nothing)."""
+    """Join the multi-host job when `JAXOOD_DISTRIBUTED=1` (once; later calls do nothing), then check that JAX
+    starts the platforms `JAX_PLATFORMS` asks for (`check_platforms`)."""
     if os.environ.get("JAXOOD_DISTRIBUTED") == "1" and not jax.distributed.is_initialized():
         jax.distributed.initialize(local_device_ids=slurm_node_gpus())
+    check_platforms()
+
+
+def check_platforms() -> None:
+    """Where `JAX_PLATFORMS` names a platform this JAX install cannot start (`cuda` with the CPU-only JAX that
+    `pip install -e .` gives, as a cluster's module may set it), the first use of the devices was a traceback: a bare
+    AssertionError for `cuda` (jax 0.10.2), an unknown backend 'rocm' for `gpu`, a missing libtpu.so for `tpu`. It
+    is one line now, with the fix."""
+    if not (asked := os.environ.get("JAX_PLATFORMS")):
+        return
+    try:
+        jax.devices()
+    except (RuntimeError, AssertionError) as err:
+        reason = f" ({first_line(err)})" if str(err).strip() else ""
+        raise InvalidInput(
+            f"JAX cannot start the platform(s) JAX_PLATFORMS={asked!r} asks for{reason}: install JAX for them (NVIDIA "
+            'GPUs: pip install "jax[cuda12]"; a TPU VM: pip install "jax[tpu]"), or unset JAX_PLATFORMS to run on '
+            "the devices JAX finds (the CPU at least)"
+        ) from err
 
 
 def slurm_node_gpus() -> list[int] | None:

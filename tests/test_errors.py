@@ -1,5 +1,6 @@
 """The command lines print jaxood's own errors as their message alone; anything else keeps its traceback."""
 
+import importlib.util
 import io
 import os
 import subprocess
@@ -154,6 +155,39 @@ def test_jaxoods_commands_on_windows_say_they_need_a_posix_system():
         assert "On Windows, run them inside WSL." in run.stderr
     library = "from jaxood.models import clip; from jaxood.scores import metrics; from jaxood.data import pipeline"
     subprocess.run([sys.executable, "-c", windows + library], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize(
+    "platform, reason",
+    [
+        pytest.param(
+            "cuda",
+            "",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("jax_plugins") is not None, reason="a JAX plugin is here"
+            ),
+        ),
+        ("nopu", " (Unable to initialize backend 'nopu': Backend 'nopu' is not in the list of known backends: "),
+    ],
+)
+def test_a_platform_jax_cannot_start_is_one_line_with_the_fix(platform, reason, tmp_path):
+    """JAX_PLATFORMS=cuda with the CPU-only JAX that `pip install -e .` gives (a cluster's module may set it) was a
+    traceback ending in a bare AssertionError (jax 0.10.2) at the first use of the devices, and a platform JAX does
+    not know was a traceback too. The cuda case needs a JAX without its CUDA plugin (jax_plugins)."""
+    from conftest import ROOT
+
+    command = [sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={tmp_path}/w"]
+    env = dict(os.environ, JAX_PLATFORMS=platform)
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and run.stderr.startswith(
+        f"error: JAX cannot start the platform(s) JAX_PLATFORMS={platform!r} asks for{reason}"
+    ), run.stderr
+    assert run.stderr.endswith(
+        ': install JAX for them (NVIDIA GPUs: pip install "jax[cuda12]"; a TPU VM: pip install "jax[tpu]"), or unset '
+        "JAX_PLATFORMS to run on the devices JAX finds (the CPU at least)\n(JAXOOD_TRACEBACK=1 shows where it was "
+        "raised)\n"
+    ), run.stderr
+    assert not os.path.exists(f"{tmp_path}/w")
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
