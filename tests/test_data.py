@@ -325,6 +325,13 @@ def _refusing(call, refused: set[str], code: int = errno.EACCES):
     return refused_or_called
 
 
+def _refusal(source, *args) -> str:
+    """The message of the DatasetMissing that `source(*args)` (a dataset opened) raises."""
+    with pytest.raises(DatasetMissing) as err:
+        source(*args)
+    return str(err.value)
+
+
 def test_folders_this_user_may_not_read_are_named(folder, monkeypatch):
     """A class's sub-folder this user may not list (a copy made with another user's umask) had its images left out
     unsaid (os.walk passes over what it cannot list), an unreadable class folder was called empty, and an
@@ -335,17 +342,16 @@ def test_folders_this_user_may_not_read_are_named(folder, monkeypatch):
     write_image(os.path.join(nested, "9.png"), seed=9)
     refused = {nested, os.path.join(folder, "sea_lion")}
     monkeypatch.setattr(os, "scandir", _refusing(os.scandir, refused))
-    with pytest.raises(DatasetMissing) as err:
-        FolderSource(folder)
-    assert str(err.value) == (
+    assert _refusal(FolderSource, folder) == (
         f"2 folder(s) in {folder} cannot be read, and their images would be left out: {folder}/sea_lion (Permission "
         f"denied); {nested} (Permission denied). Their owner can let this user read them: "
         "`chmod -R a+rX` on the folder that holds them."
     )
     monkeypatch.setattr(os, "listdir", _refusing(os.listdir, refused))
     refused.add(folder)
-    with pytest.raises(DatasetMissing, match=rf"^image folder {re.escape(folder)} cannot be read \(Permission den"):
-        FolderSource(folder)
+    assert re.match(
+        rf"^image folder {re.escape(folder)} cannot be read \(Permission den", _refusal(FolderSource, folder)
+    )
 
 
 def test_an_image_list_this_user_may_not_read_or_reach_is_named(folder, tmp_path, monkeypatch):
@@ -356,15 +362,15 @@ def test_an_image_list_this_user_may_not_read_or_reach_is_named(folder, tmp_path
     lst.write_text("tench/0.png 2\nsea_lion/1.jpg 1\n")
     hidden = os.path.join(folder, "sea_lion", "1.jpg")
     monkeypatch.setattr(os, "stat", _refusing(os.stat, {hidden}))
-    with pytest.raises(DatasetMissing) as err:
-        ImageListSource(folder, str(lst))
-    assert str(err.value) == (
+    assert _refusal(ImageListSource, folder, str(lst)) == (
         f"1 file(s) named in {lst} cannot be reached under {folder}, e.g.\n  {lst}:2: {hidden} (Permission denied)\n"
         "Their owner can let this user read them: `chmod -R a+rX` on the folder that holds them."
     )
     monkeypatch.setattr(sources, "open", _refusing(open, {str(lst)}), raising=False)
-    with pytest.raises(DatasetMissing, match=rf"^image list {re.escape(str(lst))} cannot be read \(Permission den"):
-        ImageListSource(folder, str(lst))
+    assert re.match(
+        rf"^image list {re.escape(str(lst))} cannot be read \(Permission den",
+        _refusal(ImageListSource, folder, str(lst)),
+    )
 
 
 def test_folders_and_lists_the_system_would_not_read_for_another_reason_are_not_told_to_chmod(
@@ -376,39 +382,35 @@ def test_folders_and_lists_the_system_would_not_read_for_another_reason_are_not_
     system's reason now, and told to mend what it names; a folder refused for both kinds gets both fixes."""
     faulty, denied = os.path.join(folder, "tench"), os.path.join(folder, "sea_lion")
     monkeypatch.setattr(os, "scandir", _refusing(_refusing(os.scandir, {denied}), {faulty}, errno.EIO))
-    with pytest.raises(DatasetMissing) as err:
-        FolderSource(folder)
-    assert str(err.value) == (
+    assert _refusal(FolderSource, folder) == (
         f"2 folder(s) in {folder} cannot be read, and their images would be left out: {denied} (Permission denied); "
         f"{faulty} (Input/output error). Their owner can let this user read them: `chmod -R a+rX` on the folder "
         "that holds them. That is not a matter of permission: mend what the system's reason names (a failing disk "
         "or network mount, a link that loops), then run again."
     )
     monkeypatch.setattr(os, "listdir", _refusing(os.listdir, {folder}, errno.ESTALE))
-    with pytest.raises(DatasetMissing) as err:
-        FolderSource(folder)
-    assert str(err.value) == f"image folder {folder} cannot be read (Stale file handle). {sources.READ_FAULT_FIX}"
+    assert (
+        _refusal(FolderSource, folder)
+        == f"image folder {folder} cannot be read (Stale file handle). {sources.READ_FAULT_FIX}"
+    )
     lst, image = tmp_path / "list.txt", os.path.join(folder, "tench", "0.png")
     lst.write_text("tench/0.png 2\n")
     monkeypatch.setattr(os, "stat", _refusing(os.stat, {image}, errno.EIO))
-    with pytest.raises(DatasetMissing) as err:
-        ImageListSource(folder, str(lst))
-    assert str(err.value) == (
+    assert _refusal(ImageListSource, folder, str(lst)) == (
         f"1 file(s) named in {lst} cannot be reached under {folder}, e.g.\n  {lst}:1: {image} (Input/output error)\n"
         + sources.READ_FAULT_FIX
     )
     os.symlink("loop", os.path.join(folder, "loop"))  # a real one: os.stat gives ELOOP, and called it missing
     lst.write_text("tench/2.png 2\nloop 1\n")
-    with pytest.raises(DatasetMissing) as err:
-        ImageListSource(folder, str(lst))
-    assert str(err.value) == (
+    assert _refusal(ImageListSource, folder, str(lst)) == (
         f"1 file(s) named in {lst} cannot be reached under {folder}, e.g.\n  {lst}:2: {folder}/loop (Too many levels "
         f"of symbolic links)\n{sources.READ_FAULT_FIX}"
     )
     monkeypatch.setattr(sources, "open", _refusing(open, {str(lst)}, errno.EIO), raising=False)
-    with pytest.raises(DatasetMissing) as err:
-        ImageListSource(folder, str(lst))
-    assert str(err.value) == f"image list {lst} cannot be read (Input/output error). {sources.READ_FAULT_FIX}"
+    assert (
+        _refusal(ImageListSource, folder, str(lst))
+        == f"image list {lst} cannot be read (Input/output error). {sources.READ_FAULT_FIX}"
+    )
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-16-le"])
