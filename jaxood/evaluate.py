@@ -673,6 +673,7 @@ def evaluate(
             results["step"] = step
         results["config"] = config.to_dict()
         results["versions"] = report.versions()
+        results["source"] = report.source()
         results["devices"] = report.devices(model.dtype)
         raise_if_stopped()
         if distributed.is_first_host():

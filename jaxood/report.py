@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import os
 import re
+import subprocess
 import time
 
 import jax
@@ -23,6 +24,26 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[p] = "not installed"
     return out
+
+
+def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dict | None:
+    """The git commit jaxood runs from, where that is a git checkout (`pip install -e .` of a clone): `commit`, and
+    `dirty`, whether tracked files differ from it (files git does not track are not counted). None for an installed
+    wheel, a checkout of another project that holds jaxood, without git, or where git gives no answer in 10 s."""
+
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", "--no-optional-locks", "-C", package_dir, *args], capture_output=True, timeout=10, check=True
+        )  # --no-optional-locks: hosts sharing a checkout do not contend for its index lock
+        return run.stdout.decode("ascii", "replace").strip()
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if not os.path.samefile(os.path.join(top, os.path.basename(package_dir)), package_dir):
+            return None  # a repository that holds an installed copy (site-packages in a home folder under git)
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):  # no git, not a checkout, a repository git refuses, a hung mount
+        return None
 
 
 def devices(compute_dtype) -> dict:
@@ -44,6 +65,15 @@ def _pct(x: float) -> str:
 
 
 def markdown(results: dict) -> str:
+    """The tables (`tables`), then which code computed them where jaxood ran from a git checkout (`source`): a report
+    compared with one from another commit, or with changes made since."""
+    md = tables(results)
+    if code := results.get("source"):
+        md += f"\nComputed by jaxood at git commit {code['commit']}{', with uncommitted changes' * code['dirty']}\n"
+    return md
+
+
+def tables(results: dict) -> str:
     """FPR95 / AUROC per OOD set, each group's average (OpenOOD's near and far) and the average of all, one row per
     method / score; then AUPR."""
     table = results["ood"]

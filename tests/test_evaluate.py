@@ -56,6 +56,11 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
     assert set(res["id_accuracy"]) == {"zero-shot"} and 0.0 <= res["id_accuracy"]["zero-shot"] <= 1.0
     assert res["versions"]["jax"]
     md = (tmp_path / "run1" / "results.md").read_text()
+    # The commit that computed it, where jaxood runs from a git checkout, as the suite does from a clone.
+    if shutil.which("git") and os.path.isdir(os.path.join(ROOT, ".git")):
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        assert res["source"]["commit"] == head.stdout.strip()
+        assert f"\n\nComputed by jaxood at git commit {head.stdout.strip()}" in md
     assert "| zero-shot / GL-MCM |" in md and "Avg FPR95" in md
     # Which CLIP, computed how and where: a report read apart from its results.json did not say.
     assert md.startswith(f"Model: {tiny_hf[0]}; float32 on 1 cpu device(s)\n\nID examples: 48; OOD: near 24,")
@@ -352,6 +357,41 @@ def test_report_without_score_rows_shows_the_id_accuracy():
         "ID examples: 4; OOD: far 3, near 2\n\nNo score rows (config.scores names none). ID accuracy (%): "
         "zero-shot 75.00\n"
     )
+
+
+@pytest.mark.skipif(not shutil.which("git"), reason="needs git")
+def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, monkeypatch):
+    """results.json named jaxood's version, 0.1.0 at every commit, so two reports could not be told apart by the
+    code that computed them. A checkout of jaxood gives its commit and whether tracked files changed since; a copy
+    held in another project's repository (site-packages in a home folder under git) and a folder outside any, none."""
+    from jaxood import report
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above tmp_path is looked into
+    git = functools.partial(subprocess.run, capture_output=True, text=True, check=True, cwd=tmp_path / "clone")
+    (tmp_path / "clone" / "jaxood").mkdir(parents=True)
+    (tmp_path / "clone" / "jaxood" / "__init__.py").write_text("", encoding="utf-8")
+    git(["git", "init", "-q"])
+    git(["git", "add", "jaxood"])
+    git(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "commit",
+         "-qm", "one"])  # fmt: skip
+    commit = git(["git", "rev-parse", "HEAD"]).stdout.strip()
+    package = str(tmp_path / "clone" / "jaxood")
+    assert report.source(package) == {"commit": commit, "dirty": False}
+    (tmp_path / "clone" / "runs").mkdir()  # what git does not track (a workdir) is no change
+    (tmp_path / "clone" / "runs" / "results.json").write_text("{}", encoding="utf-8")
+    assert report.source(package) == {"commit": commit, "dirty": False}
+    (tmp_path / "clone" / "jaxood" / "__init__.py").write_text("X = 1\n", encoding="utf-8")
+    assert report.source(package) == {"commit": commit, "dirty": True}
+    (tmp_path / "clone" / "lib" / "jaxood").mkdir(parents=True)  # an installed copy inside another repository
+    assert report.source(str(tmp_path / "clone" / "lib" / "jaxood")) is None
+    (tmp_path / "wheel" / "jaxood").mkdir(parents=True)
+    assert report.source(str(tmp_path / "wheel" / "jaxood")) is None
+    res = {"counts": {"id": 4, "far": 3}, "ood": {}, "id_accuracy": {"zero-shot": 0.5}}
+    assert report.markdown(res) == report.tables(res)  # no source: the tables alone
+    res["source"] = {"commit": commit, "dirty": False}
+    assert report.markdown(res) == report.tables(res) + f"\nComputed by jaxood at git commit {commit}\n"
+    res["source"]["dirty"] = True
+    assert report.markdown(res).endswith(f"\nComputed by jaxood at git commit {commit}, with uncommitted changes\n")
 
 
 def test_training_curves_plot_every_logged_scalar(tmp_path):
