@@ -628,10 +628,12 @@ def evaluate(
     inputs: Inputs | None = None,
     unreadable: dict[str, int] | None = None,
     step: int | None = None,
+    trained_by: list[dict] | None = None,
 ) -> dict:
     """Run the evaluation of `config` and write the report into `workdir` (`inputs`: `open_inputs(config)`;
     `unreadable`: undecodable images of sets read before, {"train": n} from training, reported first; `step`: the
-    training step whose parameters the trained rows are, recorded in the report)."""
+    training step whose parameters the trained rows are, and `trained_by`, the code that trained which steps
+    (`jaxood.train.trained_by`), recorded in the report)."""
     if scorer is None and "method" in config:
         raise InvalidInput(
             f"{config.method!r} in this config is a training method, but jaxood.evaluate scores a CLIP as it is "
@@ -671,6 +673,8 @@ def evaluate(
             )
         if step is not None:
             results["step"] = step
+        if trained_by is not None:
+            results["trained_by"] = trained_by
         results["config"] = config.to_dict()
         results["versions"] = report.versions()
         results["source"] = report.source()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -27,23 +28,28 @@ def versions() -> dict[str, str]:
 
 
 def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dict | None:
-    """The git commit jaxood runs from, where that is a git checkout (`pip install -e .` of a clone): `commit`, and
-    `dirty`, whether tracked files differ from it (files git does not track are not counted). None for an installed
-    wheel, a checkout of another project that holds jaxood, without git, or where git gives no answer in 10 s."""
+    """The git commit jaxood runs from, where that is a git checkout (`pip install -e .` of a clone): `commit`;
+    `dirty`, whether tracked files differ from it (files git does not track are not counted); and `diff`, the first
+    16 hex digits of the sha256 of `git diff --binary HEAD` where they do (None where not), so that two runs from
+    one commit with other changes differ. None for an installed wheel, a checkout of another project that holds
+    jaxood, without git, or where git gives no answer in 10 s."""
 
-    def git(*args: str) -> str:
+    def git(*args: str) -> bytes:
         run = subprocess.run(
             ["git", "--no-optional-locks", "-C", package_dir, *args], capture_output=True, timeout=10, check=True
         )  # --no-optional-locks: hosts sharing a checkout do not contend for its index lock
-        return run.stdout.decode("ascii", "replace").strip()
+        return run.stdout
 
     try:
-        top = git("rev-parse", "--show-toplevel")
+        top = os.fsdecode(git("rev-parse", "--show-toplevel").rstrip(b"\n"))
         if not os.path.samefile(os.path.join(top, os.path.basename(package_dir)), package_dir):
             return None  # a repository that holds an installed copy (site-packages in a home folder under git)
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except (OSError, subprocess.SubprocessError):  # no git, not a checkout, a repository git refuses, a hung mount
+        commit = git("rev-parse", "HEAD").decode("ascii").strip()
+        changes = git("diff", "--binary", "--no-ext-diff", "--no-color", "HEAD")
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):  # no git, not a checkout, a hung mount
         return None
+    diff = hashlib.sha256(changes).hexdigest()[:16] if changes else None
+    return {"commit": commit, "dirty": bool(changes), "diff": diff}
 
 
 def devices(compute_dtype) -> dict:
@@ -66,11 +72,25 @@ def _pct(x: float) -> str:
 
 def markdown(results: dict) -> str:
     """The tables (`tables`), then which code computed them where jaxood ran from a git checkout (`source`): a report
-    compared with one from another commit, or with changes made since."""
+    compared with one from another commit, or with changes made since; and which trained the run, where that was
+    other code (`trained_by`, a run resumed after a change)."""
     md = tables(results)
     if code := results.get("source"):
-        md += f"\nComputed by jaxood at git commit {code['commit']}{', with uncommitted changes' * code['dirty']}\n"
+        md += f"\nComputed by jaxood at {code_name(code)}\n"
+    trained = results.get("trained_by") or []
+    if any(part["source"] != results.get("source") for part in trained):  # a run resumed under other code
+        parts = "; ".join(f"from step {part['from_step']} at {code_name(part['source'])}" for part in trained)
+        md += f"\nTrained by jaxood {parts}\n"
     return md
+
+
+def code_name(code: dict | None) -> str:
+    """A `source()` in words: "git commit <sha>[, with uncommitted changes (diff <sha256>)]", or that none is
+    known."""
+    if code is None:
+        return "a commit not known (not a git checkout, or not recorded)"
+    changes = f", with uncommitted changes (diff {code['diff']})" if code["dirty"] else ""
+    return f"git commit {code['commit']}{changes}"
 
 
 def tables(results: dict) -> str:

@@ -127,6 +127,35 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
     return saved
 
 
+TRAINED_BY = "trained_by.json"
+
+
+def trained_by(workdir: str, start: int, remaining: int) -> list[dict]:
+    """Which jaxood code trained which steps of the run in `workdir`, resumed at `start` with `remaining` steps to
+    go: `[{"from_step": 0, "source": report.source()}, ...]`, a part for each start that trained on under other code
+    than the part before; a run's report names them where they are not the code that evaluates (a fix made
+    between a run's start and its resume). Parts from `start` on are trained again, so dropped; steps before it
+    with none recorded (a run started before jaxood recorded them, or the file damaged) have source None."""
+    now = report.source()
+    earlier = []
+    if start:
+        try:
+            with open(os.path.join(workdir, TRAINED_BY), encoding="utf-8") as f:
+                parts = [{"from_step": int(part["from_step"]), "source": part["source"]} for part in json.load(f)]
+            earlier = [part for part in parts if part["from_step"] < start]
+        except (OSError, ValueError, TypeError, KeyError):  # none, or not as written: the steps' code is not known
+            earlier = []
+        earlier = earlier or [{"from_step": 0, "source": None}]
+    if not remaining:
+        return earlier
+    if earlier and earlier[-1]["source"] != now:
+        distributed.log(
+            f"this run trained up to step {start} with jaxood at {report.code_name(earlier[-1]['source'])}; it goes "
+            f"on at {report.code_name(now)}, and its report names both"
+        )
+    return earlier if earlier and earlier[-1]["source"] == now else [*earlier, {"from_step": start, "source": now}]
+
+
 # What shrinks any train step, after a method's own `memory_fixes`.
 TRAIN_STEP_FIXES = (
     "--config.remat=True (each block's activations recomputed in the backward pass), train on more devices (the "
@@ -557,6 +586,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         distributed.log(f"resumed from the checkpoint at step {start}, {left}")
         if saved_config and remaining:
             _log_schedule_change(config.optim, saved_config, loader.steps_per_epoch, start, total)
+    code = trained_by(workdir, start, remaining)
 
     step_fn = jax.jit(
         make_step(method, tx, config.seed),
@@ -576,6 +606,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if distributed.is_first_host():  # whole or not at all (a run killed while writing it could not be resumed)
         with write_whole(os.path.join(workdir, "config.json")) as f:
             f.write(config.to_json_best_effort(indent=1))
+        if remaining:
+            with write_whole(os.path.join(workdir, TRAINED_BY)) as f:
+                json.dump(code, f, indent=1)
     progress = Progress("train", remaining, "steps", every=config.progress_every)
     last_good = start
 
@@ -664,6 +697,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             inputs=eval_inputs,
             unreadable=unreadable,
             step=evaluated,
+            trained_by=code,
         )
     if config.tensorboard and distributed.is_first_host():
         write_evaluation(workdir, evaluated, results)

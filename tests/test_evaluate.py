@@ -362,36 +362,47 @@ def test_report_without_score_rows_shows_the_id_accuracy():
 @pytest.mark.skipif(not shutil.which("git"), reason="needs git")
 def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, monkeypatch):
     """results.json named jaxood's version, 0.1.0 at every commit, so two reports could not be told apart by the
-    code that computed them. A checkout of jaxood gives its commit and whether tracked files changed since; a copy
-    held in another project's repository (site-packages in a home folder under git) and a folder outside any, none."""
+    code that computed them. A checkout of jaxood gives its commit, whether tracked files changed since and a hash of
+    those changes (two edits of one commit differ); a copy held in another project's repository (site-packages in a
+    home folder under git) and a folder outside any, none. The checkout's path is not ASCII here."""
+    import hashlib
+
     from jaxood import report
 
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above tmp_path is looked into
-    git = functools.partial(subprocess.run, capture_output=True, text=True, check=True, cwd=tmp_path / "clone")
-    (tmp_path / "clone" / "jaxood").mkdir(parents=True)
-    (tmp_path / "clone" / "jaxood" / "__init__.py").write_text("", encoding="utf-8")
+    clone = tmp_path / "cl\u00f4ne"
+    git = functools.partial(subprocess.run, capture_output=True, check=True, cwd=clone)
+    (clone / "jaxood").mkdir(parents=True)
+    (clone / "jaxood" / "__init__.py").write_text("", encoding="utf-8")
     git(["git", "init", "-q"])
     git(["git", "add", "jaxood"])
     git(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "commit",
          "-qm", "one"])  # fmt: skip
-    commit = git(["git", "rev-parse", "HEAD"]).stdout.strip()
-    package = str(tmp_path / "clone" / "jaxood")
-    assert report.source(package) == {"commit": commit, "dirty": False}
-    (tmp_path / "clone" / "runs").mkdir()  # what git does not track (a workdir) is no change
-    (tmp_path / "clone" / "runs" / "results.json").write_text("{}", encoding="utf-8")
-    assert report.source(package) == {"commit": commit, "dirty": False}
-    (tmp_path / "clone" / "jaxood" / "__init__.py").write_text("X = 1\n", encoding="utf-8")
-    assert report.source(package) == {"commit": commit, "dirty": True}
-    (tmp_path / "clone" / "lib" / "jaxood").mkdir(parents=True)  # an installed copy inside another repository
-    assert report.source(str(tmp_path / "clone" / "lib" / "jaxood")) is None
+    commit = git(["git", "rev-parse", "HEAD"]).stdout.decode().strip()
+    package = str(clone / "jaxood")
+    assert report.source(package) == {"commit": commit, "dirty": False, "diff": None}
+    (clone / "runs").mkdir()  # what git does not track (a workdir) is no change
+    (clone / "runs" / "results.json").write_text("{}", encoding="utf-8")
+    assert report.source(package) == {"commit": commit, "dirty": False, "diff": None}
+    diffs = []
+    for text in ("X = 1\n", "X = 2\n"):
+        (clone / "jaxood" / "__init__.py").write_text(text, encoding="utf-8")
+        diff = hashlib.sha256(git(["git", "diff", "--binary", "HEAD"]).stdout).hexdigest()[:16]
+        assert report.source(package) == {"commit": commit, "dirty": True, "diff": diff}
+        diffs.append(diff)
+    assert diffs[0] != diffs[1]
+    (clone / "lib" / "jaxood").mkdir(parents=True)  # an installed copy inside another repository
+    assert report.source(str(clone / "lib" / "jaxood")) is None
     (tmp_path / "wheel" / "jaxood").mkdir(parents=True)
     assert report.source(str(tmp_path / "wheel" / "jaxood")) is None
     res = {"counts": {"id": 4, "far": 3}, "ood": {}, "id_accuracy": {"zero-shot": 0.5}}
     assert report.markdown(res) == report.tables(res)  # no source: the tables alone
-    res["source"] = {"commit": commit, "dirty": False}
+    res["source"] = {"commit": commit, "dirty": False, "diff": None}
     assert report.markdown(res) == report.tables(res) + f"\nComputed by jaxood at git commit {commit}\n"
-    res["source"]["dirty"] = True
-    assert report.markdown(res).endswith(f"\nComputed by jaxood at git commit {commit}, with uncommitted changes\n")
+    res["source"] = {"commit": commit, "dirty": True, "diff": diffs[1]}
+    assert report.markdown(res).endswith(
+        f"\nComputed by jaxood at git commit {commit}, with uncommitted changes (diff {diffs[1]})\n"
+    )
 
 
 def test_training_curves_plot_every_logged_scalar(tmp_path):

@@ -1102,6 +1102,47 @@ def test_resume_is_bit_identical(tiny_hf, tmp_path, monkeypatch):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_a_run_resumed_under_other_code_says_so_and_its_report_names_the_code_of_each_part(
+    tiny_hf, tmp_path, monkeypatch, capsys
+):
+    """A run resumed after its code changed (a fix between a start and its resume) reported the evaluating code
+    alone, as if it had trained every step. `trained_by.json` keeps the code of each part of the run; the log says
+    the change as the run goes on, and the report names each part."""
+    from jaxood import report
+
+    a, b = {"commit": "a" * 40, "dirty": False, "diff": None}, {"commit": "b" * 40, "dirty": True, "diff": "0" * 16}
+    now = [a]
+    monkeypatch.setattr(report, "source", lambda: now[0])
+    run = tmp_path / "run"
+    results, _ = trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(run))
+    assert results["trained_by"] == [{"from_step": 0, "source": a}] and results["source"] == a
+    assert (run / "results.md").read_text().endswith(f"\nComputed by jaxood at git commit {a['commit']}\n")
+    now[0] = b
+    capsys.readouterr()
+    results, _ = trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=3, eval_zero_shot=False), str(run))
+    assert (
+        f"this run trained up to step 2 with jaxood at git commit {a['commit']}; it goes on at git commit "
+        f"{b['commit']}, with uncommitted changes (diff {b['diff']}), and its report names both"
+    ) in capsys.readouterr().out
+    parts = [{"from_step": 0, "source": a}, {"from_step": 2, "source": b}]
+    assert results["trained_by"] == parts == json.loads((run / "trained_by.json").read_text())
+    assert json.loads((run / "results.json").read_text())["trained_by"] == parts
+    md = (run / "results.md").read_text()
+    assert md.endswith(
+        f"\nComputed by jaxood at git commit {b['commit']}, with uncommitted changes (diff {b['diff']})\n\nTrained by "
+        f"jaxood from step 0 at git commit {a['commit']}; from step 2 at git commit {b['commit']}, with uncommitted "
+        f"changes (diff {b['diff']})\n"
+    )
+    # Resumed under the same code: no new part. From step 1 on, a part is trained again, so dropped; steps with no
+    # part recorded (a run from before these records, a damaged file) have no known code.
+    assert trainer.trained_by(str(run), 3, 2) == parts
+    assert trainer.trained_by(str(run), 3, 0) == parts
+    assert trainer.trained_by(str(run), 1, 2) == [{"from_step": 0, "source": a}, {"from_step": 1, "source": b}]
+    (run / "trained_by.json").write_text('[{"from_step": 0}]')
+    assert trainer.trained_by(str(run), 3, 2) == [{"from_step": 0, "source": None}, {"from_step": 3, "source": b}]
+    assert trainer.trained_by(str(run), 0, 2) == [{"from_step": 0, "source": b}]
+
+
 def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation_changes(tiny_hf, tmp_path, capsys):
     run = tmp_path / "run"
     trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(run))
