@@ -141,19 +141,26 @@ def trained_by(workdir: str, start: int, remaining: int) -> list[dict]:
     if start:
         try:
             with open(os.path.join(workdir, TRAINED_BY), encoding="utf-8") as f:
-                parts = [{"from_step": int(part["from_step"]), "source": part["source"]} for part in json.load(f)]
-            earlier = [part for part in parts if part["from_step"] < start]
+                earlier = [part for part in map(_code_part, json.load(f)) if part["from_step"] < start]
         except (OSError, ValueError, TypeError, KeyError):  # none, or not as written: the steps' code is not known
             earlier = []
         earlier = earlier or [{"from_step": 0, "source": None}]
-    if not remaining:
+    if not remaining or (earlier and earlier[-1]["source"] == now):
         return earlier
-    if earlier and earlier[-1]["source"] != now:
+    if earlier:
         distributed.log(
             f"this run trained up to step {start} with jaxood at {report.code_name(earlier[-1]['source'])}; it goes "
             f"on at {report.code_name(now)}, and its report names both"
         )
-    return earlier if earlier and earlier[-1]["source"] == now else [*earlier, {"from_step": start, "source": now}]
+    return [*earlier, {"from_step": start, "source": now}]
+
+
+def _code_part(part: dict) -> dict:
+    """A part of `trained_by.json` as `trained_by` writes it; else KeyError or ValueError (an edited file)."""
+    code = part["source"]
+    if not (code is None or set(code) == {"commit", "dirty", "diff"}):
+        raise ValueError(f"not a source: {code!r}")
+    return {"from_step": int(part["from_step"]), "source": code}
 
 
 # What shrinks any train step, after a method's own `memory_fixes`.

@@ -1138,8 +1138,9 @@ def test_a_run_resumed_under_other_code_says_so_and_its_report_names_the_code_of
     assert trainer.trained_by(str(run), 3, 2) == parts
     assert trainer.trained_by(str(run), 3, 0) == parts
     assert trainer.trained_by(str(run), 1, 2) == [{"from_step": 0, "source": a}, {"from_step": 1, "source": b}]
-    (run / "trained_by.json").write_text('[{"from_step": 0}]')
-    assert trainer.trained_by(str(run), 3, 2) == [{"from_step": 0, "source": None}, {"from_step": 3, "source": b}]
+    for damaged in ('[{"from_step": 0}]', '[{"from_step": 0, "source": "a"}]', "{}", "[1]", '[{"from_step": 0, "sou'):
+        (run / "trained_by.json").write_text(damaged)
+        assert trainer.trained_by(str(run), 3, 2) == [{"from_step": 0, "source": None}, {"from_step": 3, "source": b}]
     assert trainer.trained_by(str(run), 0, 2) == [{"from_step": 0, "source": b}]
 
 
