@@ -31,8 +31,9 @@ def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dic
     """The git commit jaxood runs from, where that is a git checkout (`pip install -e .` of a clone): `commit`;
     `dirty`, whether tracked files differ from it (files git does not track are not counted); and `diff`, the first
     16 hex digits of the sha256 of `git diff --binary HEAD` where they do (None where not), so that two runs from
-    one commit with other changes differ. None for an installed wheel, a checkout of another project that holds
-    jaxood, without git, or where git gives no answer in 10 s."""
+    one commit with other changes differ. Elsewhere (an installed wheel, a checkout of another project that holds
+    jaxood, no git, no answer from git in 10 s) the one `launch/tpu_pod.sh` gave its workers' copy, which has no
+    git history, in `$JAXOOD_SOURCE`; else None."""
 
     def git(*args: str) -> bytes:
         run = subprocess.run(
@@ -43,13 +44,28 @@ def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dic
     try:
         top = os.fsdecode(git("rev-parse", "--show-toplevel").rstrip(b"\n"))
         if not os.path.samefile(os.path.join(top, os.path.basename(package_dir)), package_dir):
-            return None  # a repository that holds an installed copy (site-packages in a home folder under git)
+            return launched_source()  # a repository that holds an installed copy (site-packages in a home folder)
         commit = git("rev-parse", "HEAD").decode("ascii").strip()
         changes = git("diff", "--binary", "--no-ext-diff", "--no-color", "HEAD")
     except (OSError, subprocess.SubprocessError, UnicodeDecodeError):  # no git, not a checkout, a hung mount
-        return None
+        return launched_source()
     diff = hashlib.sha256(changes).hexdigest()[:16] if changes else None
     return {"commit": commit, "dirty": bool(changes), "diff": diff}
+
+
+def launched_source() -> dict | None:
+    """The `source()` a launcher gave a copy of the checkout without git (`$JAXOOD_SOURCE`, JSON); None without
+    one, or with one not in that form."""
+    try:
+        code = json.loads(os.environ.get("JAXOOD_SOURCE") or "null")
+    except ValueError:
+        return None
+    return code if is_source(code) else None
+
+
+def is_source(code) -> bool:
+    """Whether `code` is a `source()` (a dict of `commit`, `dirty` and `diff`), as read back from a file."""
+    return isinstance(code, dict) and set(code) == {"commit", "dirty", "diff"}
 
 
 def devices(compute_dtype) -> dict:

@@ -158,7 +158,7 @@ def trained_by(workdir: str, start: int, remaining: int) -> list[dict]:
 def _code_part(part: dict) -> dict:
     """A part of `trained_by.json` as `trained_by` writes it; else KeyError or ValueError (an edited file)."""
     code = part["source"]
-    if not (code is None or set(code) == {"commit", "dirty", "diff"}):
+    if not (code is None or report.is_source(code)):
         raise ValueError(f"not a source: {code!r}")
     return {"from_step": int(part["from_step"]), "source": code}
 

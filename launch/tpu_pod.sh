@@ -36,10 +36,20 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT  # the archive is a copy of the checkout: one per launch stayed in /tmp
 src=$tmp/jaxood_src.tgz
+source_json=  # the checkout's commit for the workers' reports (jaxood.report.source), which their copy cannot say
 if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   (cd "$here" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
     if [ -e "$f" ]; then printf '%s\0' "$f"; fi  # not a tracked file deleted here
   done | tar --null -T - -czf "$src")
+  if commit=$(git -C "$here" rev-parse --verify -q HEAD); then  # none in a repository without a commit
+    if git -C "$here" diff --quiet HEAD; then
+      source_json="{\"commit\": \"$commit\", \"dirty\": false, \"diff\": null}"
+    else  # the first 16 hex digits of the sha256 of the diff, as jaxood.report.source hashes it
+      if command -v sha256sum >/dev/null; then sha256=(sha256sum); else sha256=(shasum -a 256); fi  # macOS: shasum
+      diff=$(git -C "$here" diff --binary --no-ext-diff --no-color HEAD | "${sha256[@]}" | cut -c1-16)
+      source_json="{\"commit\": \"$commit\", \"dirty\": true, \"diff\": \"$diff\"}"
+    fi
+  fi
 else
   tar -C "$here" --exclude=.venv --exclude=.git --exclude=runs -czf "$src" .
 fi
@@ -67,6 +77,7 @@ ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")  # the run's ssh
   pip install -q -U pip
   pip install -q 'jax[tpu]' gcsfs -e .
   export JAXOOD_DISTRIBUTED=1
+  export JAXOOD_SOURCE=$(printf '%q' "$source_json")
   if [ $DETACH = 1 ]; then
     echo \"== launched \$(date -u '+%F %T') UTC\" >> launch.log  # after the earlier launches' output
     # setsid: the run's own process group, whose number (the process's: a shell without job control starts it

@@ -395,6 +395,14 @@ def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, 
     assert report.source(str(clone / "lib" / "jaxood")) is None
     (tmp_path / "wheel" / "jaxood").mkdir(parents=True)
     assert report.source(str(tmp_path / "wheel" / "jaxood")) is None
+    # A copy without git's history that a launcher gave the checkout's source (launch/tpu_pod.sh's workers)
+    launched = {"commit": "f" * 40, "dirty": False, "diff": None}
+    monkeypatch.setenv("JAXOOD_SOURCE", json.dumps(launched))
+    assert report.source(str(tmp_path / "wheel" / "jaxood")) == launched
+    assert report.source(package) == {"commit": commit, "dirty": True, "diff": diffs[1]}  # git's, where it is one
+    for given in ("", "{", '{"commit": "x"}', "[]"):  # none, or not a source: none
+        monkeypatch.setenv("JAXOOD_SOURCE", given)
+        assert report.source(str(tmp_path / "wheel" / "jaxood")) is None
     res = {"counts": {"id": 4, "far": 3}, "ood": {}, "id_accuracy": {"zero-shot": 0.5}}
     assert report.markdown(res) == report.tables(res)  # no source: the tables alone
     res["source"] = {"commit": commit, "dirty": False, "diff": None}

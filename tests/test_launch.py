@@ -157,6 +157,38 @@ def _log_when(log, done, seconds: float = 30) -> str:
     return text
 
 
+def test_tpu_pod_workers_get_the_commit_of_the_checkout_for_their_reports(tmp_path):
+    """The workers run from a copy without git's history, so their reports named no commit (`report.source`): the
+    launcher gives them the checkout's in $JAXOOD_SOURCE, with the hash of its uncommitted changes where it has
+    some, as `report.source` gives it in a checkout."""
+    import hashlib
+    import json
+
+    cmd = f"{sys.executable} -c 'import json; from jaxood import report; print(json.dumps(report.launched_source()))'"
+    home = tmp_path / "home"
+    home.mkdir()
+    repo = tmp_path / "repo"
+    git = lambda *args: subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=True).stdout  # noqa: E731
+    for dirty in (True, False):
+        if dirty:
+            script = _launch(tmp_path, cmd, WORKER_PYTHON=sys.executable)[0]
+        else:  # the deleted file's change committed: the same checkout, clean
+            git("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-qam", "y")
+            relaunch = [str(repo / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", cmd]
+            path = f"{tmp_path / 'bin'}:{os.environ['PATH']}"
+            env = {**os.environ, "PATH": path, "FAKE_OUT": str(tmp_path / "out"), "WORKER_PYTHON": sys.executable}
+            assert subprocess.run(relaunch, env=env, capture_output=True).returncode == 0
+            ssh = (tmp_path / "out" / "ssh.txt").read_text().splitlines()
+            script = "\n".join(ssh[ssh.index("--command") + 1 :])
+        ran = _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path))
+        assert ran.returncode == 0, ran.stderr
+        changes = git("diff", "--binary", "HEAD")  # gone.py deleted, then committed
+        assert bool(changes) == dirty
+        diff = hashlib.sha256(changes).hexdigest()[:16] if dirty else None
+        want = {"commit": git("rev-parse", "HEAD").decode().strip(), "dirty": dirty, "diff": diff}
+        assert json.loads(ran.stdout.splitlines()[-1]) == want
+
+
 def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log(tmp_path):
     """In the ssh session a dropped connection stops the run on every worker; DETACH=1 starts it in the background,
     its output appended to ~/jaxood/launch.log, and says how to follow and stop it. The stop command it prints sends
