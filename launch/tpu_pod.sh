@@ -42,7 +42,7 @@ if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     if [ -e "$f" ]; then printf '%s\0' "$f"; fi  # not a tracked file deleted here
   done | tar --null -T - -czf "$src")
   if commit=$(git -C "$here" rev-parse --verify -q HEAD); then  # none in a repository without a commit
-    if git -C "$here" diff --quiet HEAD; then
+    if git -C "$here" diff --quiet --no-ext-diff HEAD; then
       source_json="{\"commit\": \"$commit\", \"dirty\": false, \"diff\": null}"
     else  # the first 16 hex digits of the sha256 of the diff, as jaxood.report.source hashes it
       if command -v sha256sum >/dev/null; then sha256=(sha256sum); else sha256=(shasum -a 256); fi  # macOS: shasum
