@@ -143,7 +143,7 @@ def trained_by(workdir: str, start: int, remaining: int) -> list[dict]:
             with open(os.path.join(workdir, TRAINED_BY), encoding="utf-8") as f:
                 earlier = [part for part in map(_code_part, json.load(f)) if part["from_step"] < start]
         except (OSError, ValueError, TypeError, KeyError):  # none, or not as written: the steps' code is not known
-            earlier = []
+            pass
         earlier = earlier or [{"from_step": 0, "source": None}]
     if not remaining or (earlier and earlier[-1]["source"] == now):
         return earlier

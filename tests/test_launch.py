@@ -54,12 +54,18 @@ CMD = "python -m jaxood.train --config=configs/sot_glp.py --workdir=/mnt/runs/x"
 def _launch(tmp_path, cmd=CMD, **env_vars) -> tuple[str, list[str], str]:
     """Run `launch/tpu_pod.sh` from a checkout (`_checkout`) with the stand-in `gcloud`: the script it has every
     worker run, gcloud's ssh arguments and what the launcher printed. The archive it sends is in `tmp_path/out`."""
-    repo = _checkout(tmp_path)
+    _checkout(tmp_path)
+    return _launch_again(tmp_path, cmd, **env_vars)
+
+
+def _launch_again(tmp_path, cmd=CMD, **env_vars) -> tuple[str, list[str], str]:
+    """`_launch` from the checkout it made in `tmp_path`, as that checkout is now."""
+    repo = tmp_path / "repo"
     out = tmp_path / "out"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     path = _stand_in(tmp_path / "bin", "gcloud", FAKE_GCLOUD)
     temp = tmp_path / "temp"  # where the launcher packs the checkout (mktemp's TMPDIR)
-    temp.mkdir()
+    temp.mkdir(exist_ok=True)
     env = {**os.environ, "PATH": path, "FAKE_OUT": str(out), "TMPDIR": str(temp)}
     run = subprocess.run(
         [str(repo / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", cmd],
@@ -174,12 +180,7 @@ def test_tpu_pod_workers_get_the_commit_of_the_checkout_for_their_reports(tmp_pa
             script = _launch(tmp_path, cmd, WORKER_PYTHON=sys.executable)[0]
         else:  # the deleted file's change committed: the same checkout, clean
             git("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-qam", "y")
-            relaunch = [str(repo / "launch" / "tpu_pod.sh"), "my-tpu", "us-central2-b", cmd]
-            path = f"{tmp_path / 'bin'}:{os.environ['PATH']}"
-            env = {**os.environ, "PATH": path, "FAKE_OUT": str(tmp_path / "out"), "WORKER_PYTHON": sys.executable}
-            assert subprocess.run(relaunch, env=env, capture_output=True).returncode == 0
-            ssh = (tmp_path / "out" / "ssh.txt").read_text().splitlines()
-            script = "\n".join(ssh[ssh.index("--command") + 1 :])
+            script = _launch_again(tmp_path, cmd, WORKER_PYTHON=sys.executable)[0]
         ran = _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path))
         assert ran.returncode == 0, ran.stderr
         changes = git("diff", "--binary", "HEAD")  # gone.py deleted, then committed
