@@ -316,7 +316,7 @@ def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
     for row, per_set in table.items():
         ids = id_out[row]
         threshold = metrics.tpr95_threshold(ids) if ids.size and not np.isnan(ids).any() else np.nan
-        fig, axes = plt.subplots(1, len(ood_outs), figsize=(4.2 * len(ood_outs), 3.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(ood_outs), figsize=(4.2 * len(ood_outs), 3.6), squeeze=False)
         for ax, (name, out) in zip(axes[0], ood_outs.items()):
             shown_id, shown_ood = finite(ids), finite(out[row])
             # In float64: scores a float32 ulp apart (a saturated softmax, ~1 - 6e-8 and 1) have no 40 float32 bins.
@@ -332,7 +332,9 @@ def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
             )
             ax.set_title(f"{name}: {metric_text}", fontsize=9)
             ax.set_xlabel("score (higher = more ID)")
-            ax.legend(fontsize=7)
+            # Below the panel: inside, a legend covered bars or the threshold, and matplotlib's search for its least
+            # bad place there warned of itself ("can be slow") where it took over a second on a loaded machine.
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
         fig.suptitle(row, fontsize=10)
         save(fig, "hist", row)
 

@@ -444,6 +444,29 @@ def test_plots_of_saturated_scores_are_drawn(tmp_path):
     assert sorted(os.path.basename(p) for p in written) == ["hist_m_s.png", "roc_m_s.png"]
 
 
+def test_histogram_legends_cover_no_bars(tmp_path, monkeypatch):
+    """Each histogram panel's legend lies below its plotting area: inside it, matplotlib's "best" place still covered
+    bars or the 95% TPR line (the demo's far and spurious panels), and its search for that place warned that it "can
+    be slow" where it took over a second on a loaded machine."""
+    import matplotlib.pyplot as plt
+
+    from jaxood import report
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep each figure open to measure it
+    rng = np.random.default_rng(0)
+    ids, ood = rng.normal(1.0, 0.3, 300), {s: {"m / s": rng.normal(0.0, 0.3, 200)} for s in ("near", "far")}
+    table = {"m / s": {s: metrics.ood_metrics(ids, ood[s]["m / s"]) for s in ood}}
+    report.plots(str(tmp_path), table, {"m / s": ids}, ood)
+    hist = figures[0]
+    renderer = hist.canvas.get_renderer()
+    for ax in hist.axes:
+        legend, area = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert legend.y1 < area.y0, (ax.get_title(), legend, area)
+    monkeypatch.undo()
+    plt.close("all")
+
+
 def test_nan_scores_leave_only_their_metrics_out():
     """A NaN score has no rank (ranking it anyway gave a number with no meaning): the metrics it touches are None
     (a NaN in ID: every set's), counted per row and set; the other sets, the means without NaN, and the other rows
