@@ -29,11 +29,13 @@ def versions() -> dict[str, str]:
 
 def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dict | None:
     """The git commit jaxood runs from, where that is a git checkout (`pip install -e .` of a clone): `commit`;
-    `dirty`, whether tracked files differ from it (files git does not track are not counted); and `diff`, the first
-    16 hex digits of the sha256 of `git diff --binary HEAD` where they do (None where not), so that two runs from
-    one commit with other changes differ. Elsewhere (an installed wheel, a checkout of another project that holds
-    jaxood, no git, no answer from git in 10 s) the one `launch/tpu_pod.sh` gave its workers' copy, which has no
-    git history, in `$JAXOOD_SOURCE`; else None."""
+    `dirty`, whether tracked files differ from it or the package folder holds files git does not track (and does
+    not ignore: a new module); and `diff` where it is dirty (None where not), the first 16 hex digits of the sha256
+    of `git diff --binary HEAD` and then, for each such new file in git's order, its path from the checkout's top, a
+    NUL, its bytes (none where it cannot be read) and a NUL: two runs from one commit with other changes differ.
+    Files git does not track outside the package (a workdir, a dataset) are not read. Elsewhere (an installed wheel,
+    a checkout of another project that holds jaxood, no git, no answer from git in 10 s) the one
+    `launch/tpu_pod.sh` gave its workers' copy, which has no git history, in `$JAXOOD_SOURCE`; else None."""
 
     def git(*args: str) -> bytes:
         run = subprocess.run(
@@ -47,10 +49,21 @@ def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dic
             return launched_source()  # a repository that holds an installed copy (site-packages in a home folder)
         commit = git("rev-parse", "HEAD").decode("ascii").strip()
         changes = git("diff", "--binary", "--no-ext-diff", "--no-color", "HEAD")
+        for new in filter(None, git("ls-files", "-z", "--others", "--exclude-standard", "--full-name").split(b"\0")):
+            changes += new + b"\0" + _bytes_or_none(os.path.join(os.fsencode(top), new)) + b"\0"
     except (OSError, subprocess.SubprocessError, UnicodeDecodeError):  # no git, not a checkout, a hung mount
         return launched_source()
     diff = hashlib.sha256(changes).hexdigest()[:16] if changes else None
     return {"commit": commit, "dirty": bool(changes), "diff": diff}
+
+
+def _bytes_or_none(path: bytes) -> bytes:
+    """A file's bytes; none where it cannot be read (a link to nothing or to a folder), as the launcher's `cat`."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
 
 
 def launched_source() -> dict | None:

@@ -363,8 +363,9 @@ def test_report_without_score_rows_shows_the_id_accuracy():
 def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, monkeypatch):
     """results.json named jaxood's version, 0.1.0 at every commit, so two reports could not be told apart by the
     code that computed them. A checkout of jaxood gives its commit, whether tracked files changed since and a hash of
-    those changes (two edits of one commit differ); a copy held in another project's repository (site-packages in a
-    home folder under git) and a folder outside any, none. The checkout's path is not ASCII here."""
+    those changes (two edits of one commit differ), new files of the package included; a copy held in another
+    project's repository (site-packages in a home folder under git) and a folder outside any, none. The checkout's
+    path is not ASCII here."""
     import hashlib
 
     from jaxood import report
@@ -383,7 +384,21 @@ def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, 
     assert report.source(package) == {"commit": commit, "dirty": False, "diff": None}
     (clone / "runs").mkdir()  # what git does not track (a workdir) is no change
     (clone / "runs" / "results.json").write_text("{}", encoding="utf-8")
+    (clone / ".gitignore").write_text("__pycache__/\n", encoding="utf-8")
+    (clone / "jaxood" / "__pycache__").mkdir()  # nor what it ignores in the package
+    (clone / "jaxood" / "__pycache__" / "x.pyc").write_bytes(b"\0")
     assert report.source(package) == {"commit": commit, "dirty": False, "diff": None}
+    # A new module not yet added to git was no change either: two versions of it gave one report's code.
+    (clone / "jaxood" / "gone").symlink_to(clone / "nowhere")  # a link to nothing: its path alone
+    news = []
+    for text in ("Y = 1\n", "Y = 2\n"):
+        (clone / "jaxood" / "new.py").write_text(text, encoding="utf-8")
+        new = hashlib.sha256(b"jaxood/gone\0\0jaxood/new.py\0" + text.encode() + b"\0").hexdigest()[:16]
+        assert report.source(package) == {"commit": commit, "dirty": True, "diff": new}
+        news.append(new)
+    assert news[0] != news[1]
+    (clone / "jaxood" / "gone").unlink()
+    (clone / "jaxood" / "new.py").unlink()
     diffs = []
     for text in ("X = 1\n", "X = 2\n"):
         (clone / "jaxood" / "__init__.py").write_text(text, encoding="utf-8")

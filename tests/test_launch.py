@@ -166,7 +166,7 @@ def _log_when(log, done, seconds: float = 30) -> str:
 def test_tpu_pod_workers_get_the_commit_of_the_checkout_for_their_reports(tmp_path):
     """The workers run from a copy without git's history, so their reports named no commit (`report.source`): the
     launcher gives them the checkout's in $JAXOOD_SOURCE, with the hash of its uncommitted changes where it has
-    some, as `report.source` gives it in a checkout."""
+    some (a new module in the package too), as `report.source` gives it in a checkout."""
     import hashlib
     import json
 
@@ -175,17 +175,26 @@ def test_tpu_pod_workers_get_the_commit_of_the_checkout_for_their_reports(tmp_pa
     home.mkdir()
     repo = tmp_path / "repo"
     git = lambda *args: subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=True).stdout  # noqa: E731
-    for dirty in (True, False):
-        if dirty:
-            script = _launch(tmp_path, cmd, WORKER_PYTHON=sys.executable)[0]
-        else:  # the deleted file's change committed: the same checkout, clean
-            git("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-qam", "y")
-            script = _launch_again(tmp_path, cmd, WORKER_PYTHON=sys.executable)[0]
+    _checkout(tmp_path)
+    (repo / "jaxood").mkdir()
+    (repo / "jaxood" / "new.py").write_text("Y = 1\n")  # a module git does not track yet
+    (repo / "jaxood" / "gone").symlink_to(repo / "nowhere")  # a link to nothing: its path alone
+    commit = ("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-qam", "y")
+    new = b"jaxood/gone\0\0jaxood/new.py\0Y = 1\n\0"
+    # gone.py deleted and the new files; the deletion committed; the new files committed too: the checkout clean
+    for step, untracked in enumerate((new, new, b"")):
+        if step == 1:
+            git(*commit)
+        if step == 2:
+            git("add", "jaxood")
+            git(*commit)
+        script = _launch_again(tmp_path, cmd, WORKER_PYTHON=sys.executable)[0]
         ran = _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path))
         assert ran.returncode == 0, ran.stderr
-        changes = git("diff", "--binary", "HEAD")  # gone.py deleted, then committed
-        assert bool(changes) == dirty
-        diff = hashlib.sha256(changes).hexdigest()[:16] if dirty else None
+        changes = git("diff", "--binary", "HEAD")
+        assert bool(changes) == (step == 0)
+        dirty = bool(changes + untracked)
+        diff = hashlib.sha256(changes + untracked).hexdigest()[:16] if dirty else None
         want = {"commit": git("rev-parse", "HEAD").decode().strip(), "dirty": dirty, "diff": diff}
         assert json.loads(ran.stdout.splitlines()[-1]) == want
 
