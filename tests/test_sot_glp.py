@@ -1885,6 +1885,19 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
         load_config("fast")
 
 
+def test_an_argument_that_is_no_flag_is_refused_with_tracebacks_asked_for_too(tmp_path):
+    """JAXOOD_TRACEBACK=1 keeps absl's own flag parsing (`jaxood.cli._parse_flags`); an argument that is no flag is
+    still refused before any work there, with no hint of JAXOOD_TRACEBACK, which is set."""
+    cmd = [sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", "config.epochs=3"]
+    env = dict(os.environ, JAXOOD_TRACEBACK="1")
+    out = subprocess.run([*cmd, f"--workdir={tmp_path / 'w'}"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr == (
+        "error: unexpected argument(s) 'config.epochs=3': jaxood's commands take flags only (--config=FILE[:variant], "
+        "--config.<key>=value, --workdir=DIR), and would have run without it (did you mean --config.epochs=3?)\n"
+    ), out.stderr
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize(
     "rest, hint",
     [
