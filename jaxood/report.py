@@ -29,13 +29,12 @@ def versions() -> dict[str, str]:
 
 def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dict | None:
     """The git commit jaxood runs from, where that is a git checkout (`pip install -e .` of a clone): `commit`;
-    `dirty`, whether tracked files differ from it or the package folder holds files git does not track (and does
-    not ignore: a new module); and `diff` where it is dirty (None where not), the first 16 hex digits of the sha256
-    of `git diff --binary HEAD` and then, for each such new file in git's order, its path from the checkout's top, a
-    NUL, its bytes (none where it cannot be read) and a NUL: two runs from one commit with other changes differ.
-    Files git does not track outside the package (a workdir, a dataset) are not read. Elsewhere (an installed wheel,
-    a checkout of another project that holds jaxood, no git, no answer from git in 10 s) the one
-    `launch/tpu_pod.sh` gave its workers' copy, which has no git history, in `$JAXOOD_SOURCE`; else None."""
+    `dirty`, whether files differ from it (`CHANGED_FILES`); and `diff` where they do (None where not), the first 16
+    hex digits of the sha256 of, for each such file, its path from the checkout's top, a NUL, its bytes (none where
+    it cannot be read: deleted, a link to nothing) and a NUL, so that two runs from one commit with other changes
+    differ. Elsewhere (an installed wheel, a checkout of another project that holds jaxood, no git, no answer from
+    git in 10 s) the one `launch/tpu_pod.sh` gave its workers' copy, which has no git history, in
+    `$JAXOOD_SOURCE`; else None."""
 
     def git(*args: str) -> bytes:
         run = subprocess.run(
@@ -48,17 +47,29 @@ def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dic
         if not os.path.samefile(os.path.join(top, os.path.basename(package_dir)), package_dir):
             return launched_source()  # a repository that holds an installed copy (site-packages in a home folder)
         commit = git("rev-parse", "HEAD").decode("ascii").strip()
-        changes = git("diff", "--binary", "--no-ext-diff", "--no-color", "HEAD")
-        for new in filter(None, git("ls-files", "-z", "--others", "--exclude-standard", "--full-name").split(b"\0")):
-            changes += new + b"\0" + _bytes_or_none(os.path.join(os.fsencode(top), new)) + b"\0"
+        changed = [git(*question) for question in CHANGED_FILES]
     except (OSError, subprocess.SubprocessError, UnicodeDecodeError):  # no git, not a checkout, a hung mount
         return launched_source()
+    paths = [path for path in b"".join(changed).split(b"\0") if path]
+    changes = b"".join(path + b"\0" + _bytes_or_none(os.path.join(os.fsencode(top), path)) + b"\0" for path in paths)
     diff = hashlib.sha256(changes).hexdigest()[:16] if changes else None
     return {"commit": commit, "dirty": bool(changes), "diff": diff}
 
 
+# The files a checkout's `source` hashes, asked of git in jaxood/, each list NUL-separated, paths from the checkout's
+# top: the tracked files that differ from HEAD (anywhere), then the files in jaxood/ git neither tracks nor ignores (a
+# new module). Their bytes, not git's diff of them, whose form git's settings change (diff.noprefix, diff.algorithm,
+# textconv), so that two machines with the same changes give the same hash. Untracked files outside the package (a
+# workdir, a dataset in the checkout) are not read. launch/tpu_pod.sh asks the same questions.
+CHANGED_FILES = (
+    ("diff", "--name-only", "-z", "--no-relative", "--no-renames", "-O/dev/null", "HEAD"),
+    ("ls-files", "-z", "--others", "--exclude-standard", "--full-name"),
+)
+
+
 def _bytes_or_none(path: bytes) -> bytes:
-    """A file's bytes; none where it cannot be read (a link to nothing or to a folder), as the launcher's `cat`."""
+    """A file's bytes; none where it cannot be read (deleted, a link to nothing or to a folder), as the launcher's
+    `cat`."""
     try:
         with open(path, "rb") as file:
             return file.read()

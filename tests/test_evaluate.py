@@ -362,8 +362,8 @@ def test_report_without_score_rows_shows_the_id_accuracy():
 @pytest.mark.skipif(not shutil.which("git"), reason="needs git")
 def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, monkeypatch):
     """results.json named jaxood's version, 0.1.0 at every commit, so two reports could not be told apart by the
-    code that computed them. A checkout of jaxood gives its commit, whether tracked files changed since and a hash of
-    those changes (two edits of one commit differ), new files of the package included; a copy held in another
+    code that computed them. A checkout of jaxood gives its commit, whether files changed since and a hash of their
+    paths and bytes (two edits of one commit differ), new files of the package included; a copy held in another
     project's repository (site-packages in a home folder under git) and a folder outside any, none. The checkout's
     path is not ASCII here."""
     import hashlib
@@ -375,8 +375,9 @@ def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, 
     git = functools.partial(subprocess.run, capture_output=True, check=True, cwd=clone)
     (clone / "jaxood").mkdir(parents=True)
     (clone / "jaxood" / "__init__.py").write_text("", encoding="utf-8")
+    (clone / "setup.cfg").write_text("[metadata]\n", encoding="utf-8")
     git(["git", "init", "-q"])
-    git(["git", "add", "jaxood"])
+    git(["git", "add", "jaxood", "setup.cfg"])
     git(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "commit",
          "-qm", "one"])  # fmt: skip
     commit = git(["git", "rev-parse", "HEAD"]).stdout.decode().strip()
@@ -400,12 +401,27 @@ def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, 
     (clone / "jaxood" / "gone").unlink()
     (clone / "jaxood" / "new.py").unlink()
     diffs = []
-    for text in ("X = 1\n", "X = 2\n"):
+    for text in ("X = 1\n", "X = 2\n"):  # a tracked file changed: its path and bytes
         (clone / "jaxood" / "__init__.py").write_text(text, encoding="utf-8")
-        diff = hashlib.sha256(git(["git", "diff", "--binary", "HEAD"]).stdout).hexdigest()[:16]
+        diff = hashlib.sha256(b"jaxood/__init__.py\0" + text.encode() + b"\0").hexdigest()[:16]
         assert report.source(package) == {"commit": commit, "dirty": True, "diff": diff}
         diffs.append(diff)
     assert diffs[0] != diffs[1]
+    # A tracked file outside the package deleted: its path alone. The hash was of `git diff`'s output, whose form
+    # git's settings change: another machine's settings gave the same changes another hash.
+    (clone / "setup.cfg").unlink()
+    (tmp_path / "order").write_text("setup.cfg\njaxood/*\n", encoding="utf-8")
+    settings = {"diff.noprefix": "true", "diff.relative": "true", "diff.orderFile": str(tmp_path / "order"),
+                "diff.context": "1", "diff.algorithm": "histogram"}  # fmt: skip
+    deleted = hashlib.sha256(b"jaxood/__init__.py\0X = 2\n\0setup.cfg\0\0").hexdigest()[:16]
+    assert report.source(package) == {"commit": commit, "dirty": True, "diff": deleted}
+    with monkeypatch.context() as env:
+        for i, (key, value) in enumerate(settings.items()):
+            env.setenv(f"GIT_CONFIG_KEY_{i}", key)
+            env.setenv(f"GIT_CONFIG_VALUE_{i}", value)
+        env.setenv("GIT_CONFIG_COUNT", str(len(settings)))
+        assert report.source(package) == {"commit": commit, "dirty": True, "diff": deleted}
+    git(["git", "checkout", "setup.cfg"])
     (clone / "lib" / "jaxood").mkdir(parents=True)  # an installed copy inside another repository
     assert report.source(str(clone / "lib" / "jaxood")) is None
     (tmp_path / "wheel" / "jaxood").mkdir(parents=True)

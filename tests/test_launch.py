@@ -166,9 +166,11 @@ def _log_when(log, done, seconds: float = 30) -> str:
 def test_tpu_pod_workers_get_the_commit_of_the_checkout_for_their_reports(tmp_path):
     """The workers run from a copy without git's history, so their reports named no commit (`report.source`): the
     launcher gives them the checkout's in $JAXOOD_SOURCE, with the hash of its uncommitted changes where it has
-    some (a new module in the package too), as `report.source` gives it in a checkout."""
+    some (a new module in the package too), as `report.source` gives it in the checkout."""
     import hashlib
     import json
+
+    from jaxood import report
 
     cmd = f"{sys.executable} -c 'import json; from jaxood import report; print(json.dumps(report.launched_source()))'"
     home = tmp_path / "home"
@@ -176,27 +178,33 @@ def test_tpu_pod_workers_get_the_commit_of_the_checkout_for_their_reports(tmp_pa
     repo = tmp_path / "repo"
     git = lambda *args: subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=True).stdout  # noqa: E731
     _checkout(tmp_path)
+    (repo / "setup.cfg").write_text("[metadata]\nname = x\n")  # a tracked file changed, beside gone.py deleted
     (repo / "jaxood").mkdir()
     (repo / "jaxood" / "new.py").write_text("Y = 1\n")  # a module git does not track yet
-    (repo / "jaxood" / "gone").symlink_to(repo / "nowhere")  # a link to nothing: its path alone
+    (repo / "jaxood" / "dangling").symlink_to(repo / "nowhere")  # a link to nothing: its path alone
+    (tmp_path / "order").write_text("setup.cfg\n*\n")  # git's setting of its diffs' file order: no other hash
+    settings = {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "diff.orderFile",
+        "GIT_CONFIG_VALUE_0": str(tmp_path / "order"),
+    }
     commit = ("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-qam", "y")
-    new = b"jaxood/gone\0\0jaxood/new.py\0Y = 1\n\0"
-    # gone.py deleted and the new files; the deletion committed; the new files committed too: the checkout clean
-    for step, untracked in enumerate((new, new, b"")):
+    tracked = b"gone.py\0\0setup.cfg\0[metadata]\nname = x\n\0"
+    new = b"jaxood/dangling\0\0jaxood/new.py\0Y = 1\n\0"
+    # The tracked changes and the new files; the tracked changes committed; the new files committed too: clean
+    for step, hashed in enumerate((tracked + new, new, b"")):
         if step == 1:
             git(*commit)
         if step == 2:
             git("add", "jaxood")
             git(*commit)
-        script = _launch_again(tmp_path, cmd, WORKER_PYTHON=sys.executable)[0]
+        script = _launch_again(tmp_path, cmd, WORKER_PYTHON=sys.executable, **settings)[0]
         ran = _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path))
         assert ran.returncode == 0, ran.stderr
-        changes = git("diff", "--binary", "HEAD")
-        assert bool(changes) == (step == 0)
-        dirty = bool(changes + untracked)
-        diff = hashlib.sha256(changes + untracked).hexdigest()[:16] if dirty else None
-        want = {"commit": git("rev-parse", "HEAD").decode().strip(), "dirty": dirty, "diff": diff}
-        assert json.loads(ran.stdout.splitlines()[-1]) == want
+        assert bool(git("diff", "HEAD")) == (step == 0)
+        diff = hashlib.sha256(hashed).hexdigest()[:16] if hashed else None
+        want = {"commit": git("rev-parse", "HEAD").decode().strip(), "dirty": bool(hashed), "diff": diff}
+        assert json.loads(ran.stdout.splitlines()[-1]) == want == report.source(str(repo / "jaxood"))
 
 
 def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log(tmp_path):
