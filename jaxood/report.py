@@ -51,9 +51,10 @@ def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dic
     except (OSError, subprocess.SubprocessError, UnicodeDecodeError):  # no git, not a checkout, a hung mount
         return launched_source()
     paths = [path for path in b"".join(changed).split(b"\0") if path]
-    changes = b"".join(path + b"\0" + _bytes_or_none(os.path.join(os.fsencode(top), path)) + b"\0" for path in paths)
-    diff = hashlib.sha256(changes).hexdigest()[:16] if changes else None
-    return {"commit": commit, "dirty": bool(changes), "diff": diff}
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path + b"\0" + _readable_bytes(os.path.join(os.fsencode(top), path)) + b"\0")
+    return {"commit": commit, "dirty": bool(paths), "diff": digest.hexdigest()[:16] if paths else None}
 
 
 # The files a checkout's `source` hashes, asked of git in jaxood/, each list NUL-separated, paths from the checkout's
@@ -67,7 +68,7 @@ CHANGED_FILES = (
 )
 
 
-def _bytes_or_none(path: bytes) -> bytes:
+def _readable_bytes(path: bytes) -> bytes:
     """A file's bytes; none where it cannot be read (deleted, a link to nothing or to a folder), as the launcher's
     `cat`."""
     try:

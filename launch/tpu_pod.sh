@@ -42,17 +42,17 @@ if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     if [ -e "$f" ]; then printf '%s\0' "$f"; fi  # not a tracked file deleted here
   done | tar --null -T - -czf "$src")
   if commit=$(git -C "$here" rev-parse --verify -q HEAD); then  # none in a repository without a commit
-    changed_files() {  # jaxood.report.CHANGED_FILES: tracked files that differ from HEAD, then new files in jaxood/
+    {  # jaxood.report.CHANGED_FILES: the tracked files that differ from HEAD, then the new files in jaxood/
       git -C "$here" diff --name-only -z --no-relative --no-renames -O/dev/null HEAD
       git -C "$here" ls-files -z --others --exclude-standard -- jaxood
-    }
-    if [ -z "$(changed_files | tr -d '\0')" ]; then
+    } > "$tmp/changed"
+    if [ ! -s "$tmp/changed" ]; then
       source_json="{\"commit\": \"$commit\", \"dirty\": false, \"diff\": null}"
     else  # the first 16 hex digits of the sha256 of each one's path and bytes, as jaxood.report.source hashes them
       if command -v sha256sum >/dev/null; then sha256=(sha256sum); else sha256=(shasum -a 256); fi  # macOS: shasum
-      diff=$(changed_files | while IFS= read -r -d '' f; do
+      diff=$(while IFS= read -r -d '' f; do
         printf '%s\0' "$f"; cat "$here/$f" 2>/dev/null || true; printf '\0'  # deleted, a link to nothing: no bytes
-      done | "${sha256[@]}" | cut -c1-16)
+      done < "$tmp/changed" | "${sha256[@]}" | cut -c1-16)
       source_json="{\"commit\": \"$commit\", \"dirty\": true, \"diff\": \"$diff\"}"
     fi
   fi
