@@ -31,6 +31,10 @@ case "$DETACH" in 0 | 1) ;; *) echo "error: DETACH must be 0 or 1, not '$DETACH'
 cmd_q=$(printf '%q' "$CMD")  # one word for `bash -c` on the worker
 here=$(cd "$(dirname "$0")/.." && pwd)
 
+# macOS's tar adds each file's extended attributes to the archive, as ._<name> files beside it (unless
+# COPYFILE_DISABLE is set) and as headers (unless --no-xattrs): the workers' GNU tar unpacked the ._ files into the
+# package and warned of each header ("Ignoring unknown extended header keyword 'LIBARCHIVE.xattr.com.apple...'").
+export COPYFILE_DISABLE=1
 # The source: in a git checkout, what git tracks and new files it does not ignore (not .venv, nor runs/ with its
 # checkpoints, which would be copied to every worker); otherwise the folder without .venv, .git and runs/.
 tmp=$(mktemp -d)
@@ -40,7 +44,7 @@ source_json=  # the checkout's commit for the workers' reports (jaxood.report.so
 if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   (cd "$here" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
     if [ -e "$f" ]; then printf '%s\0' "$f"; fi  # not a tracked file deleted here
-  done | tar --null -T - -czf "$src")
+  done | tar --no-xattrs --null -T - -czf "$src")
   if commit=$(git -C "$here" rev-parse --verify -q HEAD); then  # none in a repository without a commit
     {  # jaxood.report.CHANGED_FILES: the tracked files that differ from HEAD, then the new files in jaxood/
       git -C "$here" diff --name-only -z --no-relative --no-renames -O/dev/null HEAD
@@ -57,7 +61,7 @@ if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     fi
   fi
 else
-  tar -C "$here" --exclude=.venv --exclude=.git --exclude=runs -czf "$src" .
+  tar --no-xattrs -C "$here" --exclude=.venv --exclude=.git --exclude=runs -czf "$src" .
 fi
 gcloud compute tpus tpu-vm scp "$src" "$TPU_NAME":/tmp/ --zone "$ZONE" --worker=all
 ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")  # the run's ssh, and the one its hints print

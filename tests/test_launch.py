@@ -89,6 +89,27 @@ def test_tpu_pod_launcher_ships_the_checkout_without_runs_or_venv_and_runs_the_c
     assert script.index("export JAXOOD_DISTRIBUTED=1") < script.index(CMD)
 
 
+def test_tpu_pod_launcher_packs_no_file_metadata_from_a_mac_with_or_without_git(tmp_path):
+    """macOS's tar packs each file's extended attributes, as ._<name> files (unless COPYFILE_DISABLE is set) and
+    as headers (unless --no-xattrs), which the workers' GNU tar unpacked into the package and warned of, file by
+    file. This machine's GNU tar has neither default, so a stand-in tar records what the launcher asks of it. A
+    folder without git is packed whole, but for .venv, .git and runs/."""
+    real_tar = shutil.which("tar")
+    _stand_in(
+        tmp_path / "bin",
+        "tar",
+        f'#!/usr/bin/env bash\necho "${{COPYFILE_DISABLE-unset}} $*" >> "$FAKE_OUT/tar.txt"\nexec {real_tar} "$@"\n',
+    )
+    _launch(tmp_path)
+    shutil.rmtree(tmp_path / "repo" / ".git")
+    _launch_again(tmp_path)
+    with tarfile.open(tmp_path / "out" / "jaxood_src.tgz") as tar:
+        shipped = sorted(m.name.removeprefix("./") for m in tar.getmembers() if m.isfile())
+    assert shipped == [".gitignore", "launch/tpu_pod.sh", "new_config.py", "setup.cfg"]
+    calls = (tmp_path / "out" / "tar.txt").read_text().splitlines()
+    assert len(calls) == 2 and all(call.startswith("1 --no-xattrs ") for call in calls), calls
+
+
 INSTALL = ("pip install -q -U pip\n", "pip install -q 'jax[tpu]' gcsfs -e .\n")
 
 
