@@ -228,6 +228,24 @@ def test_tpu_pod_workers_get_the_commit_of_the_checkout_for_their_reports(tmp_pa
         assert json.loads(ran.stdout.splitlines()[-1]) == want == report.source(str(repo / "jaxood"))
 
 
+def test_tpu_pod_launcher_hashes_the_changes_with_shasum_where_sha256sum_is_missing(tmp_path):
+    """macOS has `shasum -a 256`, not GNU's `sha256sum`: the launcher takes it there, and gives the same hash. The
+    launcher runs with a PATH of the tools it needs, sha256sum not among them."""
+    import hashlib
+    import json
+
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    # cp for the stand-in gcloud
+    for tool in ("bash", "git", "mktemp", "rm", "dirname", "tar", "gzip", "cut", "cat", "shasum", "cp"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    script = _launch(tmp_path, PATH=f"{tmp_path / 'bin'}:{tools}")[0]
+    export = next(line for line in script.splitlines() if "export JAXOOD_SOURCE=" in line)
+    given = subprocess.run(["bash", "-c", f'{export}; printf %s "$JAXOOD_SOURCE"'], capture_output=True, text=True)
+    diff = hashlib.sha256(b"gone.py\0\0").hexdigest()[:16]  # _checkout's changes: gone.py deleted
+    assert json.loads(given.stdout)["diff"] == diff, given
+
+
 def test_tpu_pod_launcher_runs_the_command_in_the_session_or_detached_with_a_log(tmp_path):
     """In the ssh session a dropped connection stops the run on every worker; DETACH=1 starts it in the background,
     its output appended to ~/jaxood/launch.log, and says how to follow and stop it. The stop command it prints sends
