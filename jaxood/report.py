@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import importlib.metadata
@@ -13,6 +14,8 @@ import time
 
 import jax
 import numpy as np
+
+from jaxood import distributed
 
 PACKAGES = ("jaxood", "jax", "jaxlib", "flax", "optax", "ott-jax", "numpy", "transformers")
 
@@ -48,7 +51,12 @@ def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dic
             return launched_source()  # a repository that holds an installed copy (site-packages in a home folder)
         commit = git("rev-parse", "HEAD").decode("ascii").strip()
         changed = [git(*question) for question in CHANGED_FILES]
-    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):  # no git, not a checkout, a hung mount
+    except subprocess.CalledProcessError as err:  # not a checkout, or git will not read it
+        given = launched_source()
+        if given is None:
+            _say_if_untrusted(err.stderr, os.path.dirname(package_dir))
+        return given
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):  # no git, no answer in 10 s (a hung mount)
         return launched_source()
     paths = [path for path in b"".join(changed).split(b"\0") if path]
     digest = hashlib.sha256()
@@ -66,6 +74,22 @@ CHANGED_FILES = (
     ("diff", "--name-only", "-z", "--no-relative", "--no-renames", "-O/dev/null", "HEAD"),
     ("ls-files", "-z", "--others", "--exclude-standard", "--full-name"),
 )
+
+
+def _say_if_untrusted(stderr: bytes, checkout: str) -> None:
+    """Where git refuses jaxood's checkout as another user's ("dubious ownership": a checkout mounted into a
+    container, a lab's shared one), the reports named no commit, and nothing said why. Said once a process."""
+    refused = re.search(rb"dubious ownership in repository at '(.+)'", stderr)
+    if refused and os.path.realpath(os.fsdecode(refused[1])) == os.path.realpath(checkout):
+        _say_untrusted(checkout)
+
+
+@functools.cache  # once a process: source() runs at a training run's start and in its evaluation
+def _say_untrusted(checkout: str) -> None:
+    distributed.log(
+        f"note: git will not read jaxood's checkout {checkout}, which another user owns (git's safe.directory "
+        f"check), so the reports name no commit. To let it: git config --global --add safe.directory {checkout}"
+    )
 
 
 def _readable_bytes(path: bytes) -> bytes:

@@ -475,6 +475,48 @@ def test_plots_of_saturated_scores_are_drawn(tmp_path):
     assert sorted(os.path.basename(p) for p in written) == ["hist_m_s.png", "roc_m_s.png"]
 
 
+@pytest.mark.skipif(not shutil.which("git"), reason="needs git")
+def test_a_checkout_git_will_not_read_as_another_users_is_said_once_with_the_fix(tmp_path, monkeypatch, capsys):
+    """git refuses a repository another user owns ("dubious ownership": a checkout mounted into a container, a lab's
+    shared one): the reports named no commit, and nothing said why. It is said once a process, with git's own fix,
+    which then works. git's test switch GIT_TEST_ASSUME_DIFFERENT_OWNER stands for the other owner."""
+    from jaxood import report
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where the fix writes git's global config
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    clone = tmp_path / "clone"
+    (clone / "jaxood").mkdir(parents=True)
+    (clone / "jaxood" / "__init__.py").write_text("", encoding="utf-8")
+    git = functools.partial(subprocess.run, capture_output=True, check=True, cwd=clone)
+    git(["git", "init", "-q"])
+    git(["git", "add", "jaxood"])
+    git(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "commit",
+         "-qm", "one"])  # fmt: skip
+    commit = git(["git", "rev-parse", "HEAD"]).stdout.decode().strip()
+    (tmp_path / "wheel" / "jaxood").mkdir(parents=True)
+    monkeypatch.setenv("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1")
+    report._say_untrusted.cache_clear()
+    capsys.readouterr()
+    assert report.source(str(tmp_path / "wheel" / "jaxood")) is None  # no checkout: nothing to say
+    launched = {"commit": "f" * 40, "dirty": False, "diff": None}
+    monkeypatch.setenv("JAXOOD_SOURCE", json.dumps(launched))
+    assert report.source(str(clone / "jaxood")) == launched  # the launcher's answer stands: nothing to say
+    assert capsys.readouterr().out == ""
+    monkeypatch.delenv("JAXOOD_SOURCE")
+    assert report.source(str(clone / "jaxood")) is None
+    assert report.source(str(clone / "jaxood")) is None  # a training run's start, then its evaluation
+    fix = f"git config --global --add safe.directory {clone}"
+    assert capsys.readouterr().out == (
+        f"note: git will not read jaxood's checkout {clone}, which another user owns (git's safe.directory check), "
+        f"so the reports name no commit. To let it: {fix}\n"
+    )
+    subprocess.run(fix.split(), check=True)
+    assert report.source(str(clone / "jaxood")) == {"commit": commit, "dirty": False, "diff": None}
+
+
 def test_histogram_legends_cover_no_bars(tmp_path, monkeypatch):
     """Each histogram panel's legend lies below its plotting area: inside it, matplotlib's "best" place still covered
     bars or the 95% TPR line (the demo's far and spurious panels), and its search for that place warned that it "can
