@@ -36,8 +36,8 @@ def source(package_dir: str = os.path.dirname(os.path.abspath(__file__))) -> dic
     hex digits of the sha256 of, for each such file, its path from the checkout's top, a NUL, its bytes (none where
     it cannot be read: deleted, a link to nothing) and a NUL, so that two runs from one commit with other changes
     differ. Elsewhere (an installed wheel, a checkout of another project that holds jaxood, no git, no answer from
-    git in 10 s) the one `launch/tpu_pod.sh` gave its workers' copy, which has no git history, in
-    `$JAXOOD_SOURCE`; else None."""
+    git in 10 s, a checkout git will not read as another user's: `_say_if_untrusted`) the one `launch/tpu_pod.sh`
+    gave its workers' copy, which has no git history, in `$JAXOOD_SOURCE`; else None."""
 
     def git(*args: str) -> bytes:
         run = subprocess.run(

@@ -359,6 +359,20 @@ def test_report_without_score_rows_shows_the_id_accuracy():
     )
 
 
+def _jaxood_checkout(clone):
+    """A git repository at `clone` with one commit of an empty jaxood/__init__.py and a setup.cfg: a `git` that runs
+    a command in it, and that commit."""
+    git = functools.partial(subprocess.run, capture_output=True, check=True, cwd=clone)
+    (clone / "jaxood").mkdir(parents=True)
+    (clone / "jaxood" / "__init__.py").write_text("", encoding="utf-8")
+    (clone / "setup.cfg").write_text("[metadata]\n", encoding="utf-8")
+    git(["git", "init", "-q"])
+    git(["git", "add", "jaxood", "setup.cfg"])
+    git(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "commit",
+         "-qm", "one"])  # fmt: skip
+    return git, git(["git", "rev-parse", "HEAD"]).stdout.decode().strip()
+
+
 @pytest.mark.skipif(not shutil.which("git"), reason="needs git")
 def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, monkeypatch):
     """results.json named jaxood's version, 0.1.0 at every commit, so two reports could not be told apart by the
@@ -372,15 +386,7 @@ def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, 
 
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above tmp_path is looked into
     clone = tmp_path / "cl\u00f4ne"
-    git = functools.partial(subprocess.run, capture_output=True, check=True, cwd=clone)
-    (clone / "jaxood").mkdir(parents=True)
-    (clone / "jaxood" / "__init__.py").write_text("", encoding="utf-8")
-    (clone / "setup.cfg").write_text("[metadata]\n", encoding="utf-8")
-    git(["git", "init", "-q"])
-    git(["git", "add", "jaxood", "setup.cfg"])
-    git(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "commit",
-         "-qm", "one"])  # fmt: skip
-    commit = git(["git", "rev-parse", "HEAD"]).stdout.decode().strip()
+    git, commit = _jaxood_checkout(clone)
     package = str(clone / "jaxood")
     assert report.source(package) == {"commit": commit, "dirty": False, "diff": None}
     (clone / "runs").mkdir()  # what git does not track (a workdir) is no change
@@ -488,14 +494,7 @@ def test_a_checkout_git_will_not_read_as_another_users_is_said_once_with_the_fix
     monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     clone = tmp_path / "clone"
-    (clone / "jaxood").mkdir(parents=True)
-    (clone / "jaxood" / "__init__.py").write_text("", encoding="utf-8")
-    git = functools.partial(subprocess.run, capture_output=True, check=True, cwd=clone)
-    git(["git", "init", "-q"])
-    git(["git", "add", "jaxood"])
-    git(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "commit",
-         "-qm", "one"])  # fmt: skip
-    commit = git(["git", "rev-parse", "HEAD"]).stdout.decode().strip()
+    commit = _jaxood_checkout(clone)[1]
     (tmp_path / "wheel" / "jaxood").mkdir(parents=True)
     monkeypatch.setenv("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1")
     report._say_untrusted.cache_clear()
