@@ -32,13 +32,17 @@ def _exit(message: str) -> None:
 
 try:
     CONFIG = config_flags.DEFINE_config_file(
-        "config", None, "Config file, e.g. configs/zeroshot.py:toy.", lock_config=True
+        "config",
+        None,
+        "A config file, and after a colon its variant: configs/sot_glp.py:demo. Its keys (in the file) are changed "
+        "with --config.<key>=value, as --config.seed=1. Required.",
+        lock_config=True,
     )
 except flags.CantOpenFlagFileError as err:  # ml_collections reads the command's flag files as it defines the flag
     if os.environ.get("JAXOOD_TRACEBACK"):
         raise
     _exit(f"error: {str(err).removeprefix('ERROR:: ')}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
-WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder: its checkpoints, logs and report. Required.")
 flags.mark_flags_as_required(["config", "workdir"])
 flags.register_validator(
     "workdir",
@@ -66,6 +70,8 @@ flags.register_validator(
 def run(main) -> None:
     """`absl.app.run(main)`, with jaxood's own errors (`jaxood.errors.UserError`) and what is wrong in the config
     (`_parse_flags`) printed as their message alone."""
+    for name in ("config", "workdir"):  # `--help` lists the main module's flags, and these are jaxood.cli's
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
     app.run(lambda argv: exit_with(report_user_errors(main)(argv)), flags_parser=_parse_flags)
 
 

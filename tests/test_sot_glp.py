@@ -1885,6 +1885,19 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
         load_config("fast")
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate", "pretrain"])
+def test_help_lists_the_commands_own_flags(command):
+    """absl's --help lists the main module's flags, and --config and --workdir are jaxood.cli's: it showed the
+    command's docstring and "Try --helpfull", which lists every flag of every library, with no word of them."""
+    out = subprocess.run(
+        [sys.executable, "-m", f"jaxood.{command}", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "\nflags:\n" in out.stdout, (out.stdout, out.stderr)  # absl's --help exits 1
+    flags_part = " ".join(out.stdout[out.stdout.index("\nflags:\n") :].split())  # absl wraps at 80 columns
+    assert "--config: A config file, and after a colon its variant: configs/sot_glp.py:demo." in flags_part
+    assert "--workdir: The run's folder: its checkpoints, logs and report. Required." in flags_part
+
+
 def test_an_argument_that_is_no_flag_is_refused_with_tracebacks_asked_for_too(tmp_path):
     """JAXOOD_TRACEBACK=1 keeps absl's own flag parsing (`jaxood.cli._parse_flags`); an argument that is no flag is
     still refused before any work there, with no hint of JAXOOD_TRACEBACK, which is set."""
