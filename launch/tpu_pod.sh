@@ -41,7 +41,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT  # the archive is a copy of the checkout: one per launch stayed in /tmp
 src=$tmp/jaxood_src.tgz
 source_json=  # the checkout's commit for the workers' reports (jaxood.report.source), which their copy cannot say
-if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+if refused=$(git -C "$here" rev-parse --is-inside-work-tree 2>&1 >/dev/null); then
   (cd "$here" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
     if [ -e "$f" ]; then printf '%s\0' "$f"; fi  # not a tracked file deleted here
   done | tar --no-xattrs --null -T - -czf "$src")
@@ -61,6 +61,11 @@ if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     fi
   fi
 else
+  case "$refused" in *"dubious ownership"*)  # git refuses a repository another user owns (jaxood.report.source)
+    echo "note: git will not read the checkout $here, which another user owns (git's safe.directory check): the" \
+      "workers get the whole folder (but .venv, .git and runs/) and their reports name no commit. To let it:" \
+      "git config --global --add safe.directory $here" ;;
+  esac
   tar --no-xattrs -C "$here" --exclude=.venv --exclude=.git --exclude=runs -czf "$src" .
 fi
 gcloud compute tpus tpu-vm scp "$src" "$TPU_NAME":/tmp/ --zone "$ZONE" --worker=all

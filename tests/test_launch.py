@@ -110,6 +110,20 @@ def test_tpu_pod_launcher_packs_no_file_metadata_from_a_mac_with_or_without_git(
     assert len(calls) == 2 and all(call.startswith("1 --no-xattrs ") for call in calls), calls
 
 
+def test_tpu_pod_launcher_says_when_git_will_not_read_the_checkout_as_another_users(tmp_path):
+    """git refuses a repository another user owns ("dubious ownership"): the launcher packed the checkout as a folder
+    without git and gave the workers no commit, saying nothing. It says so, with git's fix. git's test switch
+    GIT_TEST_ASSUME_DIFFERENT_OWNER stands for the other owner."""
+    script, _, said = _launch(tmp_path, GIT_TEST_ASSUME_DIFFERENT_OWNER="1")
+    repo = tmp_path / "repo"
+    assert said.splitlines() == [
+        f"note: git will not read the checkout {repo}, which another user owns (git's safe.directory check): the "
+        "workers get the whole folder (but .venv, .git and runs/) and their reports name no commit. To let it: git "
+        f"config --global --add safe.directory {repo}"
+    ]
+    assert "export JAXOOD_SOURCE=''" in script
+
+
 INSTALL = ("pip install -q -U pip\n", "pip install -q 'jax[tpu]' gcsfs -e .\n")
 
 
