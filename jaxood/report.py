@@ -81,7 +81,7 @@ def _say_if_untrusted(stderr: bytes, checkout: str) -> None:
     container, a lab's shared one), the reports named no commit, and nothing said why. Said once a process."""
     refused = re.search(rb"dubious ownership in repository at '(.+)'", stderr)
     if refused and os.path.realpath(os.fsdecode(refused[1])) == os.path.realpath(checkout):
-        _say_untrusted(checkout)
+        _say_untrusted(os.fsdecode(refused[1]))  # as git names it, which its safe.directory must match
 
 
 @functools.cache  # once a process: source() runs at a training run's start and in its evaluation

@@ -61,10 +61,12 @@ if refused=$(git -C "$here" rev-parse --is-inside-work-tree 2>&1 >/dev/null); th
     fi
   fi
 else
-  case "$refused" in *"dubious ownership"*)  # git refuses a repository another user owns (jaxood.report.source)
-    echo "note: git will not read the checkout $here, which another user owns (git's safe.directory check): the" \
+  case "$refused" in *"dubious ownership in repository at '"*)  # another user's repository (jaxood.report.source)
+    repo=${refused#*"dubious ownership in repository at '"}
+    repo=${repo%%"'"*}  # as git names it, which its safe.directory must match
+    echo "note: git will not read the checkout $repo, which another user owns (git's safe.directory check): the" \
       "workers get the whole folder (but .venv, .git and runs/) and their reports name no commit. To let it:" \
-      "git config --global --add safe.directory $here" ;;
+      "git config --global --add safe.directory $repo" ;;
   esac
   tar --no-xattrs -C "$here" --exclude=.venv --exclude=.git --exclude=runs -czf "$src" .
 fi
