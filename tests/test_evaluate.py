@@ -521,11 +521,12 @@ def test_histogram_legends_cover_no_bars(tmp_path, monkeypatch):
     bars or the 95% TPR line (the demo's far and spurious panels), and its search for that place warned that it "can
     be slow" where it took over a second on a loaded machine."""
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from jaxood import report
 
-    figures = []
-    monkeypatch.setattr(plt, "close", figures.append)  # keep each figure open to measure it
+    figures = []  # each figure plots() closes, kept open to measure it; matplotlib 3.7 closes "all" to switch backend
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig) if isinstance(fig, Figure) else None)
     rng = np.random.default_rng(0)
     ids, ood = rng.normal(1.0, 0.3, 300), {s: {"m / s": rng.normal(0.0, 0.3, 200)} for s in ("near", "far")}
     table = {"m / s": {s: metrics.ood_metrics(ids, ood[s]["m / s"]) for s in ood}}
