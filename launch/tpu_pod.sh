@@ -50,15 +50,15 @@ if refused=$(git -C "$here" rev-parse --is-inside-work-tree 2>&1 >/dev/null); th
       git -C "$here" diff --name-only -z --no-relative --no-renames -O/dev/null HEAD
       git -C "$here" ls-files -z --others --exclude-standard -- jaxood
     } > "$tmp/changed"
-    if [ ! -s "$tmp/changed" ]; then
-      source_json="{\"commit\": \"$commit\", \"dirty\": false, \"diff\": null}"
-    else  # the first 16 hex digits of the sha256 of each one's path and bytes, as jaxood.report.source hashes them
+    dirty=false diff=null
+    if [ -s "$tmp/changed" ]; then  # the first 16 hex digits of the sha256 of each one's path and bytes, as
+      # jaxood.report.source hashes them
       if command -v sha256sum >/dev/null; then sha256=(sha256sum); else sha256=(shasum -a 256); fi  # macOS: shasum
-      diff=$(while IFS= read -r -d '' f; do
+      dirty=true diff=\"$(while IFS= read -r -d '' f; do
         printf '%s\0' "$f"; cat "$here/$f" 2>/dev/null || true; printf '\0'  # deleted, a link to nothing: no bytes
-      done < "$tmp/changed" | "${sha256[@]}" | cut -c1-16)
-      source_json="{\"commit\": \"$commit\", \"dirty\": true, \"diff\": \"$diff\"}"
+      done < "$tmp/changed" | "${sha256[@]}" | cut -c1-16)\"
     fi
+    source_json="{\"commit\": \"$commit\", \"dirty\": $dirty, \"diff\": $diff}"
   fi
 else
   case "$refused" in *"dubious ownership in repository at '"*)  # another user's repository (jaxood.report.source)
