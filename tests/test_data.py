@@ -1301,6 +1301,31 @@ def test_shorter_side_resize_gives_hf_and_torchvision_sizes(size):
     assert got == (want_w, want_h)
 
 
+def test_an_image_too_thin_to_resize_is_counted_as_undecodable(tmp_path, monkeypatch):
+    """A 1 x 4,000 image resized to 224 on its shorter side is 224 x 896,000 pixels, past what PIL opens: it was
+    resized all the same (a 1 x 10,000 one took 2 GB), where PIL refuses to open an image of that size.
+    Now it is undecodable: masked out and reported with its name and the fix, and the loader goes on."""
+    with pytest.raises(preprocess.Undecodable, match=r"^this 1x4000 image resized to 224 on its shorter side would "
+                       r"be 224x896000, 200,704,000 pixels, past what PIL opens \(twice Image\.MAX_IMAGE_PIXELS, "
+                       r"178,956,970\): crop it nearer to square$"):  # fmt: skip
+        preprocess.ResizeShorter(224)(Image.new("RGB", (1, 4000)))
+    folder = tmp_path / "set" / "a"
+    folder.mkdir(parents=True)
+    write_image(folder / "square.png", 0, size=(30, 20))
+    write_image(folder / "thin.png", 1, size=(100, 1))  # 1600 x 16 at 16: past a limit of 2 x 700 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 700)
+    loader = Loader(FolderSource(str(tmp_path / "set")), preprocess.clip_eval(16), global_batch=2)
+    (batch,) = loader.evaluate()
+    assert np.asarray(batch["mask"]).tolist() == [True, False]
+    assert loader.report() == (
+        f"1 undecodable image(s) skipped (masked out): #1 {folder / 'thin.png'}: this 100x1 image resized to 16 on its "
+        "shorter side would be 1600x16, 25,600 pixels, past what PIL opens (twice Image.MAX_IMAGE_PIXELS, 1,400): crop "
+        "it nearer to square"
+    )
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # a user who lifts PIL's limit lifts this one too
+    assert preprocess.clip_eval(16)(Image.new("RGB", (100, 1))).shape == (16, 16, 3)
+
+
 def test_centre_crop_offsets_round_as_torchvisions():
     """A side 75 pixels over the crop: torchvision (OpenAI CLIP's transform) starts it at round(37.5) = 38."""
     pixels = np.random.default_rng(0).integers(0, 256, (224, 299, 3), np.uint8)

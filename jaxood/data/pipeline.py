@@ -28,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxood import distributed
-from jaxood.data.preprocess import Compose, Undecodable, decode
+from jaxood.data.preprocess import Compose, Undecodable, decode, load
 from jaxood.errors import InvalidInput
 from jaxood.memory import GiB, host_bytes
 from jaxood.models.tokenizer import get_tokenizer, tokenize
@@ -250,14 +250,13 @@ class Loader:
                 raw, label, caption = self.source.read_captioned(int(index))
             else:
                 raw, label = self.source.read(int(index))
-            img = decode(raw)
+            image = load(raw, self.transform, np.random.default_rng([self.seed, epoch, int(index)]))
         except Undecodable as err:
             with self._lock:
                 self.unreadable[int(index)] = printable(err)
             size = self.transform.size
             return np.zeros((size, size, 3), np.float32), label, False, caption
-        rng = np.random.default_rng([self.seed, epoch, int(index)])
-        return np.asarray(self.transform(img, rng), np.float32), label, True, caption
+        return np.asarray(image, np.float32), label, True, caption
 
     def host_batch(self, global_indices: np.ndarray, epoch: int = 0) -> dict[str, np.ndarray]:
         """This process's slice of a global batch (-1 = padding), as NumPy arrays."""

@@ -29,6 +29,11 @@ class Undecodable(ValueError):
     """An image file or record that PIL cannot decode."""
 
 
+def _named(raw) -> str:
+    """How an undecodable example's reason names it: its path, or `record` for encoded bytes."""
+    return raw if isinstance(raw, str) else "record"
+
+
 def decode(raw) -> Image.Image:
     """A path, encoded bytes or uint8 array -> RGB PIL image; raises `Undecodable`."""
     if isinstance(raw, np.ndarray):
@@ -45,7 +50,16 @@ def decode(raw) -> Image.Image:
         if out_of_open_files(err):  # the process's limit, not the image: every image after it would fail too
             raise open_files_error(raw if isinstance(raw, str) else "an image") from err
         # PIL refuses images past twice Image.MAX_IMAGE_PIXELS (179 M pixels); raising that limit decodes them
-        raise Undecodable(f"{raw if isinstance(raw, str) else 'record'}: {err}") from err
+        raise Undecodable(f"{_named(raw)}: {err}") from err
+
+
+def load(raw, transform, rng: np.random.Generator | None = None):
+    """`transform` of the decoded `raw`; raises `Undecodable`, naming `raw`, when either refuses it."""
+    img = decode(raw)
+    try:
+        return transform(img, rng)
+    except Undecodable as err:
+        raise Undecodable(f"{_named(raw)}: {err}") from err
 
 
 def _grey32(img: Image.Image) -> Image.Image:
@@ -70,13 +84,26 @@ Op = Callable[[Image.Image, np.random.Generator], object]
 @dataclasses.dataclass(frozen=True)
 class ResizeShorter:
     """Shorter side to `size`, the longer one to `int(size * long / short)`: rounded down, as torchvision's
-    `Resize(size)` (OpenAI CLIP's and the papers' transform) and Hugging Face's `CLIPImageProcessor` do."""
+    `Resize(size)` (OpenAI CLIP's and the papers' transform) and Hugging Face's `CLIPImageProcessor` do.
+
+    An image so long and thin that the resized one would be past what PIL opens (twice `Image.MAX_IMAGE_PIXELS`,
+    179 M pixels; a 1 x 4,000 image at 224) is `Undecodable`, as one PIL refuses to open. A 1 x 10,000 image took
+    2 GB and 6 s to resize here, and the cost grows with the length: one long enough could exhaust the host's
+    memory."""
 
     size: int
 
     def __call__(self, img: Image.Image, rng=None) -> Image.Image:
         w, h = img.size
         long = int(self.size * max(w, h) / min(w, h))
+        limit = Image.MAX_IMAGE_PIXELS and 2 * Image.MAX_IMAGE_PIXELS  # None: the user lifted PIL's limit
+        if limit and self.size * long > limit:
+            shape = (self.size, long) if w <= h else (long, self.size)
+            raise Undecodable(
+                f"this {w}x{h} image resized to {self.size} on its shorter side would be {shape[0]}x{shape[1]}, "
+                f"{self.size * long:,} pixels, past what PIL opens (twice Image.MAX_IMAGE_PIXELS, {limit:,}): crop "
+                "it nearer to square"
+            )
         return img.resize((self.size, long) if w <= h else (long, self.size), BICUBIC)
 
 
