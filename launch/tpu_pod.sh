@@ -84,8 +84,21 @@ ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")  # the run's ssh
   # One command a line: set -e does not stop at a failure inside an && list (a tar that could not unpack went on to
   # install from the home folder).
   mkdir -p ~/$REPO_DIR
-  tar -xzf /tmp/jaxood_src.tgz -C ~/$REPO_DIR
   cd ~/$REPO_DIR
+  # Each launch unpacks over the last: the files an earlier one shipped that this one does not (deleted or renamed in
+  # the checkout since) stayed, and a package made a module (pkg/mod/__init__.py into pkg/mod.py) kept running, as
+  # Python imports the package first. Those go, and only those (listed in .jaxood_shipped): not the venv, runs/ or
+  # the worker's own files. The list is made first, so that an archive that cannot be read stops here, under a name
+  # of this worker's, for workers whose home folders are one shared folder.
+  new=.jaxood_shipped.\$(hostname)
+  tar -tzf /tmp/jaxood_src.tgz --quoting-style=literal > \$new
+  sed -i -e 's|^\\./||' -e '/\\/\$/d' -e '/^\$/d' \$new  # files only, as git names them
+  LC_ALL=C sort -o \$new \$new
+  if [ -f .jaxood_shipped ]; then
+    LC_ALL=C comm -23 .jaxood_shipped \$new | while IFS= read -r f; do [ -d \"\$f\" ] || rm -f -- \"\$f\"; done
+  fi
+  tar -xzf /tmp/jaxood_src.tgz -C ~/$REPO_DIR
+  mv \$new .jaxood_shipped
   # A venv an older launch made with another Python is made again.
   want=\$($WORKER_PYTHON -c 'import sys; print(sys.version_info[:2])')
   have=\$(.venv/bin/python -c 'import sys; print(sys.version_info[:2])' 2>/dev/null || true)

@@ -189,6 +189,48 @@ def test_a_worker_that_cannot_unpack_the_checkout_stops_there(tmp_path):
     assert "the command ran" not in run.stdout and not (home / ".venv").exists()
 
 
+def test_a_worker_removes_the_files_an_earlier_launch_shipped_and_this_one_does_not(tmp_path):
+    """Each launch unpacked over the last: a file deleted or renamed in the checkout since stayed on the workers, and a
+    package made a module (pkg/mod/__init__.py into pkg/mod.py) kept running as the package, which Python imports
+    first. Only the files a launch shipped go: a workdir under runs/, the venv and the worker's own files stay. A
+    launch from a folder without git (its archive's names begin with ./) removes none it ships."""
+    repo = _checkout(tmp_path)
+    (repo / "pkg" / "mod").mkdir(parents=True)
+    (repo / "pkg" / "__init__.py").write_text("")
+    (repo / "pkg" / "mod" / "__init__.py").write_text("WHICH = 'the package'\n")
+    cmd = "python -c 'import pkg.mod; print(pkg.mod.WHICH)'"
+    home = tmp_path / "home"
+    home.mkdir()
+    worker = home / "jaxood"
+
+    def launch() -> str:
+        script, _, _ = _launch_again(tmp_path, cmd, WORKER_PYTHON=sys.executable)
+        run = _on_a_worker(script, home, os.environ["PATH"], _sent(tmp_path))
+        assert run.returncode == 0, run.stderr
+        return run.stdout.splitlines()[-1]
+
+    assert launch() == "the package"
+    for own in ("runs/x/checkpoints/10/params", "notes.txt"):
+        (worker / own).parent.mkdir(parents=True, exist_ok=True)
+        (worker / own).write_text("")
+    shutil.rmtree(repo / "pkg" / "mod")
+    (repo / "pkg" / "mod.py").write_text("WHICH = 'the module'\n")
+    (repo / "new_config.py").unlink()
+    assert launch() == "the module"
+    want = [".gitignore", ".jaxood_shipped", "launch/tpu_pod.sh", "notes.txt", "pkg/__init__.py", "pkg/mod.py"]
+    want += ["runs/x/checkpoints/10/params", "setup.cfg"]
+    assert _files(worker) == want
+    shutil.rmtree(repo / ".git")
+    assert launch() == "the module"
+    assert _files(worker) == want
+
+
+def _files(folder) -> list[str]:
+    """The files under `folder`, but for its venv and Python's caches."""
+    every = (f.relative_to(folder) for f in folder.rglob("*") if f.is_file())
+    return sorted(str(f) for f in every if not {".venv", "__pycache__"} & set(f.parts))
+
+
 def _log_when(log, done, seconds: float = 30) -> str:
     """The text of a detached run's `log` once `done(text)` holds, or after `seconds`; the caller's assertions then
     say what was missing."""
