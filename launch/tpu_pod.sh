@@ -91,7 +91,7 @@ ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")  # the run's ssh
   # the worker's own files. The list is made first, so that an archive that cannot be read stops here, under a name
   # of this worker's, for workers whose home folders are one shared folder.
   new=.jaxood_shipped.\$(hostname)
-  tar -tzf /tmp/jaxood_src.tgz --quoting-style=literal > \$new
+  tar -tzf /tmp/jaxood_src.tgz --quoting-style=literal > \$new || { rm -f \$new; exit 1; }
   sed -i -e 's|^\\./||' -e '/\\/\$/d' -e '/^\$/d' \$new  # files only, as git names them
   LC_ALL=C sort -o \$new \$new
   if [ -f .jaxood_shipped ]; then

@@ -187,6 +187,7 @@ def test_a_worker_that_cannot_unpack_the_checkout_stops_there(tmp_path):
     run = _on_a_worker(script, home, os.environ["PATH"], tmp_path / "nowhere.tgz")
     assert run.returncode != 0 and "nowhere.tgz" in run.stderr
     assert "the command ran" not in run.stdout and not (home / ".venv").exists()
+    assert os.listdir(home / "jaxood") == []  # nor the list of the files it was to ship (.jaxood_shipped.<host>)
 
 
 def test_a_worker_removes_the_files_an_earlier_launch_shipped_and_this_one_does_not(tmp_path):
