@@ -148,7 +148,8 @@ def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
 @pytest.mark.parametrize("config", ["zeroshot:imagenet,openood_v15", "sot_glp:noproj,openood_v15"])
 def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, tmp_path):
     """`--config=configs/<file>.py:<variant>,openood_v15` swaps MOS for OpenOOD v1.5's five image lists, which
-    follow `--config.ood_root`; every set opens on a fake tree in OpenOOD's layout."""
+    follow `--config.ood_root`; every set opens on a fake tree in OpenOOD's layout, Textures' images under
+    `images_classic` (OpenOOD's `DATA_INFO`), where jaxood looked for them under `images_largescale`."""
     from conftest import load_config, write_image
 
     from jaxood.data.datasets import make_source
@@ -156,9 +157,10 @@ def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, 
     lists = tmp_path / "benchmark_imglist" / "imagenet"
     lists.mkdir(parents=True)
     for name in ("ssb_hard", "ninco", "inaturalist", "textures", "openimage_o"):
-        (tmp_path / "images_largescale" / name).mkdir(parents=True)
+        images = tmp_path / ("images_classic" if name == "textures" else "images_largescale")
+        (images / name).mkdir(parents=True)
         for i in range(2):
-            write_image(tmp_path / "images_largescale" / name / f"{i}.png", seed=i, size=(8, 8))
+            write_image(images / name / f"{i}.png", seed=i, size=(8, 8))
         (lists / f"test_{name}.txt").write_text("".join(f"{name}/{i}.png 0\n" for i in range(2)))
     file, variant = config.split(":")
     c = load_config(file, variant)
@@ -168,6 +170,7 @@ def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, 
     assert sorted(sources) == ["NINCO", "OpenImage-O", "SSB-hard", "Textures", "iNaturalist"]
     assert all(len(src) == 2 for src in sources.values())
     assert sources["NINCO"].read(1)[0] == str(tmp_path / "images_largescale" / "ninco" / "1.png")
+    assert sources["Textures"].read(1)[0] == str(tmp_path / "images_classic" / "textures" / "1.png")
     with pytest.raises(ValueError, match="choose paper, reference, noproj or demo"):
         load_config("sot_glp", "demo,openood_v15")  # the toy world has its own OOD sets
 

@@ -187,7 +187,8 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
       `root/{iNaturalist,SUN,Places,dtd/images}`.
     - `openood_v15`: near SSB-hard and NINCO, far iNaturalist, Textures and
       OpenImage-O, as OpenOOD image lists `root/benchmark_imglist/imagenet/
-      test_<set>.txt` over `root/images_largescale`.
+      test_<set>.txt` over `root/images_largescale`, Textures' over `root/images_classic` (OpenOOD's
+      `DATA_INFO`: its download script puts DTD there, with the CIFAR benchmarks' sets).
     - `toy`: the toy world's near, far and spurious OOD splits.
     """
     if name == "mos":
@@ -200,11 +201,14 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
         return {k: {"kind": "folder", "root": os.path.join(root, v)} for k, v in sub.items()}
     if name == "openood_v15":
         lists = os.path.join(root, "benchmark_imglist", "imagenet")
-        images = os.path.join(root, "images_largescale")
         sets = {"SSB-hard": "ssb_hard", "NINCO": "ninco", "iNaturalist": "inaturalist", "Textures": "textures",
                 "OpenImage-O": "openimage_o"}  # fmt: skip
         return {
-            k: {"kind": "list", "root": images, "list_file": os.path.join(lists, f"test_{v}.txt")}
+            k: {
+                "kind": "list",
+                "root": os.path.join(root, "images_classic" if k == "Textures" else "images_largescale"),
+                "list_file": os.path.join(lists, f"test_{v}.txt"),
+            }
             for k, v in sets.items()
         }
     if name == "toy":
