@@ -802,10 +802,13 @@ def test_two_hosts_evaluate_on_to_their_report_when_a_terminal_closes(tiny_hf, t
 def test_ctrl_c_on_one_of_two_hosts_evaluating_stops_both_before_one_batch(tiny_hf, tmp_path):
     """Ctrl-C on the second of two hosts evaluating. That host stopped alone, and the first waited in JAX's shutdown
     barrier for 100 s before it aborted. Now every host stops before one batch, each saying why and what to rerun,
-    as a one-process evaluation stops at once."""
+    as a one-process evaluation stops at once. JAX's preemption service takes about a second to agree on the batch
+    to stop at (0.93 s, measured here), so the ID set is large enough to outlast it (12,000 images: 6 s here,
+    uninterrupted): with 24 images the evaluation ended 0.8 s after the Ctrl-C and wrote its report, on a machine
+    running the suite alone."""
     import signal
 
-    hosts = _start_two_hosts(_evaluate_toy_world(tiny_hf[0], tmp_path))
+    hosts = _start_two_hosts(_evaluate_toy_world(tiny_hf[0], tmp_path) + ["--config.id_dataset.per_class=1000"])
     try:
         first = []
         for line in hosts[0].stdout:  # until the job is evaluating
