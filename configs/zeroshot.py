@@ -63,8 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             {"kind": "tfds", "name": "imagenet2012", "split": "validation", "data_dir": ""}
         )
 
-        def under_root(value):  # the OOD paths follow `--config.ood_root=...` (lazy references)
-            return c.get_ref("ood_root") + value[len("ROOT") :] if value.startswith("ROOT/") else value
+        def under_root(value):  # the OOD paths and download hints follow `--config.ood_root=...` (lazy references)
+            head, *after_root = value.split("ROOT")
+            for tail in after_root:
+                head = head + c.get_ref("ood_root") + tail
+            return head
 
         c.ood_datasets = ml_collections.ConfigDict(
             {

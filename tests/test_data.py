@@ -1777,6 +1777,48 @@ def test_dataset_descriptions(folder, tmp_path):
     assert {k: len(make_source(v)) for k, v in toy.items()} == {"near": 16, "far": 24, "spurious": 32}
 
 
+def test_a_missing_benchmark_set_says_where_to_download_it_and_where_to_unpack_it(tmp_path):
+    """The ImageNet configs' OOD sets, missing, said where jaxood looked and "see README" for where they come from,
+    which the README did not say. Each benchmark entry now carries its `download`, which follows --config.ood_root
+    and ends the error; an entry of the user's own may carry one too."""
+    from conftest import load_config
+
+    from jaxood.data.datasets import make_source, make_sources
+
+    root = tmp_path / "mos"
+    config = load_config("zeroshot", "imagenet")
+    config.ood_root = str(root)
+    with pytest.raises(DatasetMissing) as err:
+        make_sources({f"ood_datasets.{name}": spec for name, spec in config.ood_datasets.items()})
+    lines = str(err.value).splitlines()
+    assert lines[0] == "4 of the 4 datasets are missing:"
+    mos = "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset"
+    assert lines[1] == (
+        f"config.ood_datasets.iNaturalist: image folder not found at {root}/iNaturalist: expected one sub-folder per "
+        "class with the images inside (see README, 'Datasets', for where each OOD set comes from). To get it: wget "
+        f"{mos}/iNaturalist.tar.gz && mkdir -p {root} && tar -xzf iNaturalist.tar.gz -C {root}"
+    )
+    assert lines[4].endswith(
+        ". To get it: wget https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz && mkdir -p "
+        f"{root} && tar -xzf dtd-r1.0.1.tar.gz -C {root}"
+    )
+    config = load_config("zeroshot", "imagenet,openood_v15")
+    config.ood_root = str(tmp_path / "openood")
+    with pytest.raises(DatasetMissing) as err:
+        make_source(config.ood_datasets["SSB-hard"], "ood_datasets.SSB-hard")
+    assert str(err.value).endswith(
+        "not found (OpenOOD v1.5 ships these lists in benchmark_imglist/). To get it: OpenOOD's download script "
+        "(https://github.com/Jingkang50/OpenOOD, with `pip install gdown`): python scripts/download/download.py "
+        "--contents datasets --dataset_mode dataset --datasets ssb_hard ninco inaturalist texture openimage_o "
+        f"--save_dir {tmp_path / 'openood'}"
+    )
+    own = {"kind": "folder", "root": str(tmp_path / "mine"), "download": "rsync -a lab:/data/mine ."}
+    with pytest.raises(DatasetMissing, match=r"\. To get it: rsync -a lab:/data/mine \.$"):
+        make_source(own, "ood_datasets.mine")
+    with pytest.raises(InvalidInput, match=r"^config\.x: download must be a string \(how to get the dataset\), got 3$"):
+        make_source({**own, "download": 3}, "x")
+
+
 def test_the_loaders_batches_must_fit_in_the_hosts_memory(monkeypatch):
     """Each host holds 4 batches of its own share of the global batch, float32 (a batch beyond its memory failed with
     NumPy's "Unable to allocate" traceback, or the system killed the process)."""

@@ -7,6 +7,9 @@ A dataset is a dict (or ConfigDict) with a `kind`:
 - `{"kind": "list", "root": ".../images_largescale", "list_file": ".../test_ninco.txt"}`
 - `{"kind": "toy", "split": "near_ood", "per_class": 50, "size": 64, "seed": 0}`
 
+An entry's optional `download` says how to get the dataset, where it is missing; `ood_benchmark` gives one for
+each of the papers' OOD sets.
+
 Paths (`root`, `list_file`, `data_dir`) may start with `~`: a shell leaves
 `--config.ood_root=~/data` as it is, so jaxood expands it.
 
@@ -28,12 +31,15 @@ from jaxood.data.toy_world import ToyWorld
 from jaxood.errors import InvalidInput, UserError
 
 _PATHS = ("root", "list_file", "data_dir")
-_TEXT = {"name": "a TFDS dataset's name", "split": "a split's name", **dict.fromkeys(_PATHS, "a path")}
+_TEXT = {
+    "name": "a TFDS dataset's name", "split": "a split's name", "download": "how to get the dataset",
+    **dict.fromkeys(_PATHS, "a path"),
+}  # fmt: skip
 # The keys each kind of entry may have (besides `kind`).
 ENTRY_KEYS = {
-    "tfds": {"name", "split", "data_dir", "class_names"},
-    "folder": {"root", "class_names"},
-    "list": {"root", "list_file", "class_names"},
+    "tfds": {"name", "split", "data_dir", "class_names", "download"},
+    "folder": {"root", "class_names", "download"},
+    "list": {"root", "list_file", "class_names", "download"},
     "toy": {"split", "per_class", "size", "seed", "spurious_p"},
 }
 REQUIRED_KEYS = {"tfds": {"name"}, "folder": {"root"}, "list": {"root", "list_file"}, "toy": {"split"}}
@@ -158,6 +164,16 @@ def _open(spec: dict):
         if field in NOT_EMPTY[kind] and not value.strip():
             raise InvalidInput(f"{field} is empty (a shell variable that is not set?): give {_TEXT[field]}")
         spec[field] = os.path.expanduser(value) if field in _PATHS else value
+    download = spec.pop("download", "")
+    try:
+        return _source(kind, spec)
+    except DatasetMissing as err:
+        if not download.strip():
+            raise
+        raise DatasetMissing(f"{err}. To get it: {download}") from err
+
+
+def _source(kind: str, spec: dict):
     names = _class_names(spec.get("class_names"))
     if kind == "tfds":
         return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"), names)
@@ -190,15 +206,30 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
       test_<set>.txt` over `root/images_largescale`, Textures' over `root/images_classic` (OpenOOD's
       `DATA_INFO`: its download script puts DTD there, with the CIFAR benchmarks' sets).
     - `toy`: the toy world's near, far and spurious OOD splits.
+
+    Each entry's `download` says where its set comes from and how to unpack it into `root`: the MOS subsets from
+    their authors (MOS's README), DTD from its site, OpenOOD's five with OpenOOD's download script.
     """
     if name == "mos":
+        mos = "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset"  # MOS's README
+
+        def get(url: str) -> str:
+            file = url.rsplit("/", 1)[1]
+            return f"wget {url} && mkdir -p {root} && tar -xzf {file} -C {root}"
+
         sub = {
-            "iNaturalist": "iNaturalist",
-            "SUN": "SUN",
-            "Places": "Places",
-            "Textures": os.path.join("dtd", "images"),
+            "iNaturalist": ("iNaturalist", get(f"{mos}/iNaturalist.tar.gz")),
+            "SUN": ("SUN", get(f"{mos}/SUN.tar.gz")),
+            "Places": ("Places", get(f"{mos}/Places.tar.gz")),
+            "Textures": (
+                os.path.join("dtd", "images"),
+                get("https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz"),
+            ),
         }
-        return {k: {"kind": "folder", "root": os.path.join(root, v)} for k, v in sub.items()}
+        return {
+            k: {"kind": "folder", "root": os.path.join(root, folder), "download": how}
+            for k, (folder, how) in sub.items()
+        }
     if name == "openood_v15":
         lists = os.path.join(root, "benchmark_imglist", "imagenet")
         sets = {"SSB-hard": "ssb_hard", "NINCO": "ninco", "iNaturalist": "inaturalist", "Textures": "textures",
@@ -208,6 +239,11 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
                 "kind": "list",
                 "root": os.path.join(root, "images_classic" if k == "Textures" else "images_largescale"),
                 "list_file": os.path.join(lists, f"test_{v}.txt"),
+                "download": (
+                    "OpenOOD's download script (https://github.com/Jingkang50/OpenOOD, with `pip install gdown`): "
+                    "python scripts/download/download.py --contents datasets --dataset_mode dataset --datasets "
+                    f"ssb_hard ninco inaturalist texture openimage_o --save_dir {root}"
+                ),
             }
             for k, v in sets.items()
         }
