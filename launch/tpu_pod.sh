@@ -88,8 +88,8 @@ ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE")  # the run's ssh
   # Each launch unpacks over the last: the files an earlier one shipped that this one does not (deleted or renamed in
   # the checkout since) stayed, and a package made a module (pkg/mod/__init__.py into pkg/mod.py) kept running, as
   # Python imports the package first. Those go, and only those (listed in .jaxood_shipped): not the venv, runs/ or
-  # the worker's own files. The list is made first, so that an archive that cannot be read stops here, under a name
-  # of this worker's, for workers whose home folders are one shared folder.
+  # the worker's own files. The new list is made first, so that an archive that cannot be read stops here, and under
+  # a name of this worker's, for workers whose home folders are one shared folder.
   new=.jaxood_shipped.\$(hostname)
   tar -tzf /tmp/jaxood_src.tgz --quoting-style=literal > \$new || { rm -f \$new; exit 1; }
   sed -i -e 's|^\\./||' -e '/\\/\$/d' -e '/^\$/d' \$new  # files only, as git names them
