@@ -234,16 +234,17 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
         lists = os.path.join(root, "benchmark_imglist", "imagenet")
         sets = {"SSB-hard": "ssb_hard", "NINCO": "ninco", "iNaturalist": "inaturalist", "Textures": "textures",
                 "OpenImage-O": "openimage_o"}  # fmt: skip
+        download = (  # the five sets and the lists, one command for all
+            "OpenOOD's download script (https://github.com/Jingkang50/OpenOOD, with `pip install gdown`): python "
+            "scripts/download/download.py --contents datasets --dataset_mode dataset --datasets ssb_hard ninco "
+            f"inaturalist texture openimage_o --save_dir {root}"
+        )
         return {
             k: {
                 "kind": "list",
                 "root": os.path.join(root, "images_classic" if k == "Textures" else "images_largescale"),
                 "list_file": os.path.join(lists, f"test_{v}.txt"),
-                "download": (
-                    "OpenOOD's download script (https://github.com/Jingkang50/OpenOOD, with `pip install gdown`): "
-                    "python scripts/download/download.py --contents datasets --dataset_mode dataset --datasets "
-                    f"ssb_hard ninco inaturalist texture openimage_o --save_dir {root}"
-                ),
+                "download": download,
             }
             for k, v in sets.items()
         }
