@@ -9,9 +9,10 @@ Variants:
   (iNaturalist, SUN, Places, Textures) under `ood_root` as OOD. Published
   zero-shot numbers for reference: MCM avg FPR95 42.7 / AUROC 90.8, NegLabel
   25.4 / 94.2 (from the methods' papers; this config has not been run here).
-- `imagenet,openood_v15`: the same ID set against OpenOOD v1.5's ImageNet OOD
-  sets (SSB-hard, NINCO, iNaturalist, Textures, OpenImage-O; image lists under
-  `ood_root`, default /data/openood), with OpenOOD's near-OOD (SSB-hard, NINCO)
+- `imagenet,openood_v15`: OpenOOD v1.5's ImageNet benchmark, image lists under
+  `ood_root` (default /data/openood): ID its 45,000 test images of ImageNet-1k's
+  validation split (the other 5,000 are its validation set), OOD SSB-hard, NINCO,
+  iNaturalist, Textures and OpenImage-O, with OpenOOD's near-OOD (SSB-hard, NINCO)
   and far-OOD averages (`ood_groups`) beside the average of all five.
   `imagenet,mos` is the default.
 - `toy`: the toy world (ID test, near/far/spurious OOD) with the embedded tiny
@@ -20,7 +21,7 @@ Variants:
 
 import ml_collections
 
-from jaxood.data.datasets import ood_benchmark, ood_groups
+from jaxood.data.datasets import id_test_set, ood_benchmark, ood_groups
 
 IMAGENET_OOD = {"mos": "/data/mos", "openood_v15": "/data/openood"}  # ImageNet's OOD benchmarks, default roots
 
@@ -59,16 +60,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "imagenet":
         benchmark = benchmark or "mos"
         c.ood_root = ml_collections.FieldReference(IMAGENET_OOD[benchmark], field_type=str)
-        c.id_dataset = ml_collections.ConfigDict(
-            {"kind": "tfds", "name": "imagenet2012", "split": "validation", "data_dir": ""}
-        )
 
-        def under_root(value):  # the OOD paths and download hints follow `--config.ood_root=...` (lazy references)
+        def under_root(value):  # the benchmark's paths and download hints follow `--config.ood_root=...` (lazy)
+            if not isinstance(value, str):  # class names
+                return value
             head, *after_root = value.split("ROOT")
             for tail in after_root:
                 head = head + c.get_ref("ood_root") + tail
             return head
 
+        # ImageNet-1k's validation split, or the part of it the benchmark tests on (OpenOOD v1.5's 45,000)
+        own = id_test_set(benchmark, "ROOT") or {"kind": "tfds", "name": "imagenet2012", "split": "validation",
+                                                  "data_dir": ""}  # fmt: skip
+        c.id_dataset = ml_collections.ConfigDict({key: under_root(value) for key, value in own.items()})
         c.ood_datasets = ml_collections.ConfigDict(
             {
                 name: {key: under_root(value) for key, value in spec.items()}

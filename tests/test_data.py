@@ -1809,8 +1809,15 @@ def test_a_missing_benchmark_set_says_where_to_download_it_and_where_to_unpack_i
     assert str(err.value).endswith(
         "not found (OpenOOD v1.5 ships these lists in benchmark_imglist/). To get it: OpenOOD's download script "
         "(https://github.com/Jingkang50/OpenOOD, with `pip install gdown`): python scripts/download/download.py "
-        "--contents datasets --dataset_mode dataset --datasets ssb_hard ninco inaturalist texture openimage_o "
-        f"--save_dir {tmp_path / 'openood'}"
+        "--contents datasets --dataset_mode dataset --datasets imagenet_1k ssb_hard ninco inaturalist texture "
+        f"openimage_o --save_dir {tmp_path / 'openood'}"
+    )
+    with pytest.raises(DatasetMissing) as id_err:  # its ID set (ImageNet's test images) comes with the same command
+        make_source(config.id_dataset, "id_dataset")
+    lists = tmp_path / "openood" / "benchmark_imglist" / "imagenet"
+    assert str(id_err.value) == (
+        f"config.id_dataset: image list {lists}/test_imagenet.txt not found (OpenOOD v1.5 ships these lists in "
+        "benchmark_imglist/)" + str(err.value)[str(err.value).index(". To get it:") :]
     )
     own = {"kind": "folder", "root": str(tmp_path / "mine"), "download": "rsync -a lab:/data/mine ."}
     with pytest.raises(DatasetMissing, match=r"\. To get it: rsync -a lab:/data/mine \.$"):

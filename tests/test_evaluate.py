@@ -149,13 +149,23 @@ def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
 def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, tmp_path):
     """`--config=configs/<file>.py:<variant>,openood_v15` swaps MOS for OpenOOD v1.5's five image lists, which
     follow `--config.ood_root`; every set opens on a fake tree in OpenOOD's layout, Textures' images under
-    `images_classic` (OpenOOD's `DATA_INFO`), where jaxood looked for them under `images_largescale`."""
+    `images_classic` (OpenOOD's `DATA_INFO`), where jaxood looked for them under `images_largescale`. The ID set is
+    OpenOOD's test list of ImageNet's validation images (45,000 of the 50,000), where it was TFDS's whole split."""
     from conftest import load_config, write_image
 
+    from jaxood.data.classnames import imagenet_classnames, imagenet_names_by_wnid
     from jaxood.data.datasets import make_source
+    from jaxood.data.sources import tfds_prompt_names
 
     lists = tmp_path / "benchmark_imglist" / "imagenet"
     lists.mkdir(parents=True)
+    val = tmp_path / "images_largescale" / "imagenet_1k" / "val"  # flat, as OpenOOD's list names the images
+    val.mkdir(parents=True)
+    for i in (1, 3):
+        write_image(val / f"ILSVRC2012_val_0000000{i}.JPEG", seed=i, size=(8, 8))
+    (lists / "test_imagenet.txt").write_text(
+        "imagenet_1k/val/ILSVRC2012_val_00000001.JPEG 65\nimagenet_1k/val/ILSVRC2012_val_00000003.JPEG 230\n"
+    )
     for name in ("ssb_hard", "ninco", "inaturalist", "textures", "openimage_o"):
         images = tmp_path / ("images_classic" if name == "textures" else "images_largescale")
         (images / name).mkdir(parents=True)
@@ -171,6 +181,11 @@ def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, 
     assert all(len(src) == 2 for src in sources.values())
     assert sources["NINCO"].read(1)[0] == str(tmp_path / "images_largescale" / "ninco" / "1.png")
     assert sources["Textures"].read(1)[0] == str(tmp_path / "images_classic" / "textures" / "1.png")
+    id_set = make_source(c.id_dataset)
+    assert id_set.read(1) == (str(val / "ILSVRC2012_val_00000003.JPEG"), 230)
+    assert id_set.class_names == imagenet_classnames() and id_set.class_names[230] == "Shetland Sheepdog"
+    # ... the classes, in the order, of TFDS's imagenet2012 that SOT-GLP trains on (`check_same_classes`)
+    assert tfds_prompt_names("imagenet2012", list(imagenet_names_by_wnid())) == id_set.class_names
     with pytest.raises(ValueError, match="choose paper, reference, noproj or demo"):
         load_config("sot_glp", "demo,openood_v15")  # the toy world has its own OOD sets
 

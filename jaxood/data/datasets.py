@@ -14,7 +14,8 @@ Paths (`root`, `list_file`, `data_dir`) may start with `~`: a shell leaves
 `--config.ood_root=~/data` as it is, so jaxood expands it.
 
 `make_sources(entries)` opens several, naming every missing one in one error.
-`ood_benchmark(name, root)` gives the standard OOD sets of the papers.
+`ood_benchmark(name, root)` gives the standard OOD sets of the papers, `id_test_set(name, root)` the ID test set
+of a benchmark that fixes one (OpenOOD v1.5).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import jax
 import numpy as np
 
 from jaxood import distributed
+from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
 from jaxood.data.toy_world import ToyWorld
 from jaxood.errors import InvalidInput, UserError
@@ -234,11 +236,7 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
         lists = os.path.join(root, "benchmark_imglist", "imagenet")
         sets = {"SSB-hard": "ssb_hard", "NINCO": "ninco", "iNaturalist": "inaturalist", "Textures": "textures",
                 "OpenImage-O": "openimage_o"}  # fmt: skip
-        download = (  # the five sets and the lists, one command for all
-            "OpenOOD's download script (https://github.com/Jingkang50/OpenOOD, with `pip install gdown`): python "
-            "scripts/download/download.py --contents datasets --dataset_mode dataset --datasets ssb_hard ninco "
-            f"inaturalist texture openimage_o --save_dir {root}"
-        )
+        download = _openood_download(root)  # one command for the five sets and the lists
         return {
             k: {
                 "kind": "list",
@@ -253,6 +251,35 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
         return {k: {"kind": "toy", "split": s, **toy} for k, s in
                 (("near", "near_ood"), ("far", "far_ood"), ("spurious", "spurious_ood"))}  # fmt: skip
     raise InvalidInput(f"unknown OOD benchmark {name!r}; choose mos, openood_v15 or toy")
+
+
+def id_test_set(name: str, root: str = "") -> dict | None:
+    """The ID test set a benchmark fixes, as a dataset description, or None where it takes the whole of the ID
+    validation split (MOS, the toy world).
+
+    - `openood_v15`: ImageNet-1k's 45,000 test images of OpenOOD v1.5 (`root/benchmark_imglist/imagenet/
+      test_imagenet.txt` over `root/images_largescale`, OpenOOD's `DATA_INFO`), which its tables and the CMA paper
+      score; the other 5,000 of the 50,000 validation images are OpenOOD's validation set. Its labels are ImageNet's
+      indices, named by `imagenet_classnames`.
+    """
+    if name != "openood_v15":
+        return None
+    return {
+        "kind": "list",
+        "root": os.path.join(root, "images_largescale"),
+        "list_file": os.path.join(root, "benchmark_imglist", "imagenet", "test_imagenet.txt"),
+        "class_names": imagenet_classnames(),
+        "download": _openood_download(root),
+    }
+
+
+def _openood_download(root: str) -> str:
+    """OpenOOD's command that gets ImageNet-1k's test images, the five OOD sets and their lists into `root`."""
+    return (
+        "OpenOOD's download script (https://github.com/Jingkang50/OpenOOD, with `pip install gdown`): python "
+        "scripts/download/download.py --contents datasets --dataset_mode dataset --datasets imagenet_1k ssb_hard "
+        f"ninco inaturalist texture openimage_o --save_dir {root}"
+    )
 
 
 def ood_groups(name: str) -> dict[str, str]:
