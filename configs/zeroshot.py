@@ -55,6 +55,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "max_id_similarity": 0.95,
         }
     )
+    # ODIN and i-ODIN: MSP at `temperature` of CLIP's logits after a step of the image along the gradient of their log
+    # max softmax, `eps` (in [0, 1] pixel units) divided by CLIP's per-channel std; every element (ODIN) or the one
+    # of largest |gradient| (i-ODIN). ODIN's defaults, T = 1000 and eps = 0.0014.
+    c.odin = ml_collections.ConfigDict({"temperature": 1000.0, "eps": 0.0014})
+    c.iodin = ml_collections.ConfigDict({"temperature": 1000.0, "eps": 0.0014})
     c.cache_dir = ""  # text-feature cache; default ~/.cache/jaxood (or $JAXOOD_CACHE, $XDG_CACHE_HOME/jaxood)
     c.plots = True
     if variant == "imagenet":

@@ -53,6 +53,7 @@ from jaxood.progress import Progress
 from jaxood.scores import logits as logits_lib
 from jaxood.scores import mcm as mcm_lib
 from jaxood.scores import metrics, neglabel
+from jaxood.scores import odin as odin_lib
 from jaxood.scores.wordnet import load_pool
 from jaxood.text_features import model_fingerprint, templated_features
 
@@ -61,17 +62,20 @@ from jaxood.text_features import model_fingerprint, templated_features
 GL_MCM_LOCAL_FEATURES = {"value": "encode_image_value_patches", "vv": "encode_image_dense"}
 SCORE_TITLES = {
     "mcm": "MCM", "gl_mcm": "GL-MCM", "max_logit": "MaxLogit", "msp": "MSP", "energy": "Energy", "neglabel": "NegLabel",
-    "csp": "CSP",
+    "csp": "CSP", "odin": "ODIN", "iodin": "i-ODIN",
 }  # fmt: skip
 ZERO_SHOT_SCORES = tuple(SCORE_TITLES)  # what config.scores may name
 # The zero-shot scores that are a softmax over the ID classes: with one class, 1 for every image.
-OVER_ID_CLASSES = ("mcm", "gl_mcm", "msp")
+OVER_ID_CLASSES = ("mcm", "gl_mcm", "msp", "odin", "iodin")
 # Scores of CLIP's logits `exp(logit_scale) cos` (T = 1), as a classifier's.
 LOGIT_SCORES = {"max_logit": logits_lib.max_logit, "msp": logits_lib.msp, "energy": logits_lib.energy}
+# Scores of the same logits after a step of the input along their gradient (a backward pass through the image tower),
+# at config.<score>.temperature and .eps.
+INPUT_SCORES = {"odin": odin_lib.odin, "iodin": odin_lib.iodin}
 # The config keys only evaluation reads (configs/zeroshot.py): a resumed training run may change them (jaxood.train).
 EVAL_KEYS = (
-    "eval_batch_size", "scores", "mcm_template", "mcm", "gl_mcm", "neglabel", "csp", "cache_dir", "plots", "ood_root",
-    "id_dataset", "ood_datasets", "ood_groups",
+    "eval_batch_size", "scores", "mcm_template", "mcm", "gl_mcm", "neglabel", "csp", "odin", "iodin", "cache_dir",
+    "plots", "ood_root", "id_dataset", "ood_datasets", "ood_groups",
 )  # fmt: skip
 
 
@@ -192,8 +196,8 @@ def negative_groups(features: Callable, class_names, c: ml_collections.ConfigDic
 
 
 def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str = "zero-shot") -> Scorer:
-    """MCM, GL-MCM, MaxLogit, MSP and Energy (of CLIP's logits `exp(logit_scale) cos`), NegLabel and CSP of a CLIP
-    as it is."""
+    """MCM, GL-MCM, MaxLogit, MSP and Energy (of CLIP's logits `exp(logit_scale) cos`), NegLabel, CSP, ODIN and
+    i-ODIN (of the same logits) of a CLIP as it is."""
     names = zero_shot_score_names(config)
     cache_dir = text_cache_dir(config)
     fingerprint = model_fingerprint(params)  # the text tower hashed once for every prompt set's cache key
@@ -205,6 +209,10 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
             aux[kind + "_pos"], aux[kind + "_neg"] = negative_groups(features, class_names, config[kind], kind)
     # The CLIP method giving GL-MCM's local features with the global one; None without GL-MCM (global alone).
     with_local = GL_MCM_LOCAL_FEATURES[config.gl_mcm.local_features] if "gl_mcm" in names else None
+
+    def logits(params, aux, images):  # CLIP's zero-shot classifier
+        g = model.apply({"params": params}, images, method="encode_image")
+        return jnp.exp(params["logit_scale"]) * mcm_lib.normalize(g) @ aux["text"].T
 
     def fn(params, aux, images):
         if with_local:
@@ -223,6 +231,9 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
                 out[row] = mcm_lib.gl_mcm(cos, local_cos, config.gl_mcm.lambda_local, config.gl_mcm.temperature)
             elif s in LOGIT_SCORES:
                 out[row] = LOGIT_SCORES[s](jnp.exp(params["logit_scale"]) * cos)
+            elif s in INPUT_SCORES:
+                classify = functools.partial(logits, params, aux)
+                out[row] = INPUT_SCORES[s](classify, images, config[s].temperature, config[s].eps)
             else:
                 out[row] = neglabel.neglabel_score(g, aux[s + "_pos"], aux[s + "_neg"], config[s].temperature)
         return out
@@ -413,6 +424,9 @@ def _check_score_settings(config: ml_collections.ConfigDict) -> None:
         settings.whole(config, f"{s}.seed", 0, 2**32 - 1)
         settings.whole(config, f"{s}.max_candidates", 0)
     settings.number(config, "csp.max_id_similarity", least=-1, most=1)  # a cosine
+    for s in INPUT_SCORES:
+        settings.number(config, f"{s}.temperature", above=0)
+        settings.number(config, f"{s}.eps", least=0)  # a step in [0, 1] pixel units, before the division by std
     named = zero_shot_score_names(config)
     for kind in [k for k in ("neglabel", "csp") if k in named]:  # each group needs a negative label
         cands = negative_candidates(config[kind], kind)
@@ -601,7 +615,8 @@ def _say_repeats(key: str, source) -> None:
 def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: bool) -> None:
     """An ID set of one class (a folder holding all its images in one sub-folder) is refused where it makes the
     run meaningless: a method trained as a classifier of the ID classes (`classifier`) has a loss of 0 from the
-    first step, and MCM, GL-MCM and MSP are a softmax over them (every image scored 1: AUROC 50, silently)."""
+    first step, and MCM, GL-MCM, MSP, ODIN and i-ODIN are a softmax over them (every image scored 1: AUROC 50,
+    silently)."""
     over = [s for s in zero_shot_score_names(config) if s in OVER_ID_CLASSES]
     if not (classifier or over):
         return

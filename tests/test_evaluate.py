@@ -777,6 +777,55 @@ def test_zero_shot_logit_scores_against_hf_clip_logits(tiny_hf, tmp_path):
     np.testing.assert_allclose(got["Energy"], ref.logsumexp(-1).numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_zero_shot_odin_and_iodin_against_odins_own_steps_on_hf_clip(tiny_hf, tmp_path):
+    """The zero-shot ODIN and i-ODIN rows against ODIN's code run on Hugging Face PyTorch CLIP: the cross-entropy of
+    the logits at T with their arg max, its input gradient by torch's autograd, the images moved by `eps` against
+    its sign divided by CLIP's per-channel std (every element, or for i-ODIN the one of largest |gradient|), then
+    the max softmax at T. The spec's post-hoc scores of any zero-shot model were library functions only (refused
+    in config.scores)."""
+    import torch
+    from conftest import load_config
+
+    from jaxood.data.preprocess import CLIP_STD
+    from jaxood.evaluate import zero_shot_scorer
+    from jaxood.models import clip
+    from jaxood.models.tokenizer import tokenize
+
+    model, params = clip.load(tiny_hf[0])
+    t, eps = 2.0, 0.05  # steps large enough to move the scores well past the tolerance (checked below)
+    config = load_config("zeroshot", "toy", scores="odin,iodin,msp", cache_dir=str(tmp_path / "cache"))
+    config.odin.update({"temperature": t, "eps": eps})
+    config.iodin.update({"temperature": t, "eps": eps})
+    names = ["circle", "square", "red star"]
+    scorer = zero_shot_scorer(config, model, params, names)
+    assert scorer.rows == ("zero-shot / ODIN", "zero-shot / i-ODIN", "zero-shot / MSP")
+    images = np.random.RandomState(4).randn(4, 32, 32, 3).astype(np.float32)
+    got = {row.split(" / ")[1]: np.asarray(v) for row, v in scorer(images).items() if " / " in row}
+
+    ids = torch.as_tensor(np.asarray(tokenize([config.mcm_template.format(n) for n in names])), dtype=torch.long)
+    std = torch.as_tensor(CLIP_STD).view(1, 3, 1, 1)
+
+    def logits(x):
+        return tiny_hf[1](input_ids=ids, pixel_values=x).logits_per_image
+
+    x = torch.as_tensor(images.transpose(0, 3, 1, 2)).requires_grad_(True)
+    out = logits(x) / t
+    torch.nn.functional.cross_entropy(out, out.argmax(-1), reduction="sum").backward()
+    grad = x.grad
+    with torch.no_grad():
+        msp_at_t = logits(x).div(t).softmax(-1).max(-1).values.numpy()
+        step = torch.where(grad >= 0, 1.0, -1.0) / std  # ODIN's code: (ge(grad, 0) - 0.5) * 2, each channel / std
+        want_odin = logits(x - eps * step).div(t).softmax(-1).max(-1).values.numpy()
+        top = grad.abs().reshape(len(x), -1).argmax(-1)
+        one = torch.zeros_like(grad).reshape(len(x), -1)
+        one[torch.arange(len(x)), top] = 1.0
+        want_iodin = logits(x - eps * step * one.reshape(grad.shape)).div(t).softmax(-1).max(-1).values.numpy()
+    np.testing.assert_allclose(got["ODIN"], want_odin, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["i-ODIN"], want_iodin, rtol=1e-4, atol=1e-5)
+    assert np.abs(want_odin - msp_at_t).min() > 1e-3 and np.abs(want_iodin - msp_at_t).min() > 1e-3
+    assert np.abs(want_iodin - want_odin).min() > 1e-3
+
+
 @pytest.mark.parametrize("local_features", ["value", "vv"])
 def test_zero_shot_gl_mcm_reads_gl_mcm_local_features_or_the_v_v_stream(tiny_hf, local_features):
     """Zero-shot GL-MCM's local term: GL-MCM's own local features by default (the papers' "CLIP (GL)" rows), or the
@@ -904,6 +953,8 @@ def test_text_features_are_cached_per_compute_dtype(tiny_hf, tmp_path):
         ("csp.percent", 0.0, r"csp.percent must be a number > 0 and <= 1, got 0.0"),
         ("neglabel.eta", 1.0, r"neglabel.eta must be a number >= 0 and < 1, got 1.0"),
         ("csp.n_groups", 0, r"csp.n_groups must be a whole number of at least 1, got 0"),
+        ("odin.temperature", 0.0, r"odin.temperature must be a number > 0, got 0.0"),
+        ("iodin.eps", -0.1, r"iodin.eps must be a number >= 0, got -0.1"),
         ("id_dataset.split", "near_ood", r"the ID set \(.*'near_ood'.*\) has no class names"),
         (
             "eval_batch_size",
@@ -946,6 +997,7 @@ def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, messag
          r"Give the ID set its classes \(a folder: one sub-folder per class\), or score it with MaxLogit, Energy, "
          r"NegLabel or CSP alone"),
         ("evaluate", "max_logit,energy", None),
+        ("evaluate", "iodin,energy", r"config\.id_dataset has one class \('dog'\), and i-ODIN \(config\.scores\) are "),
         ("train", "max_logit", r"config\.id_dataset has one class \('dog'\), and sot_glp learns to tell the ID "
          r"classes apart: with one, its loss is 0 from the first step\. Give the ID set its classes \(a folder: one "
          r"sub-folder per class\)$"),
