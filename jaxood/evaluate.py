@@ -316,8 +316,10 @@ def compute_results(
 
 
 def _mean(computed: list[dict | None]) -> dict | None:
-    """Each metric's mean over sets; None when any set has none."""
-    return None if None in computed else {m: float(np.mean([c[m] for c in computed])) for m in computed[0]}
+    """Each metric's mean over sets; None when any set has none, or there is no set (ID accuracy alone)."""
+    if None in computed or not computed:
+        return None
+    return {m: float(np.mean([c[m] for c in computed])) for m in computed[0]}
 
 
 def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -352,11 +354,11 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
     CLIP's compute dtype (training read it only once the training labels were read: minutes for ImageNet)."""
     settings.choice(config, "dtype", clip.COMPUTE_DTYPES)
     zero_shot_score_names(config)
-    reserved = {"id", "mean"} & set(config.ood_datasets)  # the ID set's and the average's names in the results
-    if not config.ood_datasets or reserved:
+    # None (ID accuracy alone: few-shot classification), or sets not named as the results name the ID set and the mean
+    if reserved := {"id", "mean"} & set(config.ood_datasets):
         raise InvalidInput(
-            f"config.ood_datasets names {f'an OOD set {sorted(reserved)}' if reserved else 'no OOD set'}: name at "
-            "least one, none of them 'id' or 'mean', which the results use for the ID set and the average"
+            f"config.ood_datasets names an OOD set {sorted(reserved)}: the results use 'id' and 'mean' for the ID set "
+            "and the average over the OOD sets; rename it"
         )
     titles = [*config.ood_datasets, *(config.get("ood_groups") or {})]  # results.md's column titles
     if broken := [name for name in titles if "|" in name or not name.isprintable()]:

@@ -167,16 +167,20 @@ def tables(results: dict) -> str:
     sets = [s for s in results["counts"] if s != "id"]
     acc = results.get("id_accuracy") or {}
     acc_of = lambda method: _pct(acc[method]) if acc.get(method) is not None else "n/a"  # noqa: E731
-    counts = f"ID examples: {results['counts']['id']}; OOD: " + ", ".join(f"{s} {results['counts'][s]}" for s in sets)
+    counts = f"ID examples: {results['counts']['id']}; OOD: " + (
+        ", ".join(f"{s} {results['counts'][s]}" for s in sets) or "none"
+    )
     if model := (results.get("config") or {}).get("model"):  # which CLIP, on what: a report read apart from its json
         dev = results.get("devices")
         where = f"; {dev['compute_dtype']} on {dev['count']} {dev['kind']} device(s)" if dev else ""
         counts = f"Model: {model}{where}\n\n{counts}"
     if "step" in results:  # a training run's report: which of its checkpoints the trained rows are
         counts = f"Training step evaluated: {results['step']}\n\n{counts}"
-    if not rows:  # an empty config.scores, and a method with no score of its own (CLIP pretraining)
+    if not rows or not sets:  # an empty config.scores, a method with no score of its own (CLIP pretraining), or no
+        # OOD set to score against (few-shot classification)
         accuracy = ", ".join(f"{method} {acc_of(method)}" for method in acc) or "none"
-        return f"{counts}\n\nNo score rows (config.scores names none). ID accuracy (%): {accuracy}\n"
+        why = "No score rows (config.scores names none)" if not rows else "No OOD set (config.ood_datasets names none)"
+        return "\n".join([counts, "", f"{why}. ID accuracy (%): {accuracy}", *_id_notes(results)]) + "\n"
     acc_cell = lambda r: acc_of(r.split(" / ")[0])  # noqa: E731
     # Columns (title, the OOD sets it covers, its metrics per row): each set, each group's average, the average.
     columns = [(s, [s], {r: table[r][s] for r in rows}) for s in sets]
@@ -212,16 +216,7 @@ def tables(results: dict) -> str:
     for r in rows:
         cells = [f"{cell(r, c, 'aupr_in')} / {cell(r, c, 'aupr_out')}" for c in columns]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    bad = {k: v for k, v in results.get("unreadable", {}).items() if v}
-    if bad:
-        lines += ["", "Undecodable images skipped: " + ", ".join(f"{k} {v}" for k, v in bad.items())]
-    n_id = results["counts"]["id"]
-    if n_id and (labelled := results.get("id_labelled", n_id)) < n_id:  # an image list's lines without a label
-        lines += [
-            "",
-            f"ID accuracy is over the {labelled} ID images with a label, of {n_id} (the others have none, as an image "
-            "list's lines without one); the OOD metrics use all of them",
-        ]
+    lines += _id_notes(results)
     if not results["counts"]["id"]:
         lines += ["", "No ID image scored: no metric (n/a)"]
     elif unscored:
@@ -239,6 +234,23 @@ def tables(results: dict) -> str:
                 "score told them apart (a score that saturates, as a softmax at 1 in float32 at a small temperature)",
             ]
     return "\n".join(lines) + "\n"
+
+
+def _id_notes(results: dict) -> list[str]:
+    """The lines, each after an empty one, on the images left out: undecodable ones, and ID images without a label,
+    which ID accuracy leaves out."""
+    lines = []
+    bad = {k: v for k, v in results.get("unreadable", {}).items() if v}
+    if bad:
+        lines += ["", "Undecodable images skipped: " + ", ".join(f"{k} {v}" for k, v in bad.items())]
+    n_id = results["counts"]["id"]
+    if n_id and (labelled := results.get("id_labelled", n_id)) < n_id:  # an image list's lines without a label
+        lines += [
+            "",
+            f"ID accuracy is over the {labelled} ID images with a label, of {n_id} (the others have none, as an image "
+            "list's lines without one); the OOD metrics use all of them",
+        ]
+    return lines
 
 
 EARLIER = "earlier_results"
@@ -341,7 +353,10 @@ def plot_file(kind: str, row: str) -> str:
 
 def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
     """Per score row of `table` (the results' "ood": row -> OOD set -> metrics, whose FPR95 and AUROC the titles
-    and legends show): histograms of ID vs each OOD set with the 95% TPR threshold, and ROC curves."""
+    and legends show): histograms of ID vs each OOD set with the 95% TPR threshold, and ROC curves; none without an
+    OOD set."""
+    if not ood_outs:
+        return []
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,6 +1,7 @@
 """`python -m jaxood.evaluate` end to end on the toy world with a small random CLIP."""
 
 import functools
+import glob
 import json
 import os
 import re
@@ -375,6 +376,34 @@ def test_report_without_score_rows_shows_the_id_accuracy():
         "ID examples: 4; OOD: far 3, near 2\n\nNo score rows (config.scores names none). ID accuracy (%): "
         "zero-shot 75.00\n"
     )
+
+
+def test_without_an_ood_set_the_report_is_the_id_accuracy_alone(tmp_path):
+    """SOT-GLP's first objective is few-shot classification (its Table 1: 11 datasets, accuracy alone), but a run
+    without an OOD set was refused before work ("names no OOD set: name at least one"). Now `ood_datasets` may be
+    empty: the report gives each method's ID accuracy, the same as with an OOD set, and no plot."""
+    from conftest import load_config
+
+    from jaxood import metric_log
+    from jaxood.evaluate import evaluate
+
+    config = load_config("zeroshot", "toy", scores="mcm,max_logit", cache_dir=str(tmp_path / "cache"))
+    config.id_dataset.per_class = 4
+    config.ood_datasets = {"far": {"kind": "toy", "split": "far_ood", "per_class": 2, "size": 64, "seed": 1}}
+    config.ood_groups = {}
+    with_ood = evaluate(config, str(tmp_path / "with"))
+    config.ood_datasets = {}
+    alone = evaluate(config, str(tmp_path / "alone"))
+    assert alone["id_accuracy"] == with_ood["id_accuracy"] and alone["counts"] == {"id": 48}
+    assert alone["ood"] == {"zero-shot / MCM": {"mean": None}, "zero-shot / MaxLogit": {"mean": None}}
+    md = (tmp_path / "alone" / "results.md").read_text(encoding="utf-8")
+    accuracy = f"{100 * with_ood['id_accuracy']['zero-shot']:.2f}"
+    no_set = "No OOD set (config.ood_datasets names none)"
+    assert f"ID examples: 48; OOD: none\n\n{no_set}. ID accuracy (%): zero-shot {accuracy}\n" in md
+    assert not glob.glob(str(tmp_path / "alone" / "*.png")) and glob.glob(str(tmp_path / "with" / "*.png"))
+    assert len(np.load(tmp_path / "alone" / "scores.npz")["id/zero-shot / MCM"]) == 48
+    metric_log.write_evaluation(str(tmp_path / "alone"), 3, alone)  # a training run's figures: the accuracy alone
+    assert os.listdir(tmp_path / "alone" / "tb" / "eval")
 
 
 def _jaxood_checkout(clone):
@@ -941,7 +970,6 @@ def test_text_features_are_cached_per_compute_dtype(tiny_hf, tmp_path):
         ("cache_dir", os.path.join(ROOT, "setup.cfg", "cache"), "is a file or a folder jaxood may not write"),
         ("scores", "mcm,glmcm", "'glmcm'"),
         ("mcm_template", "a photo of a {name}.", "needs exactly one {}"),
-        ("ood_datasets", {}, "names no OOD set"),
         ("ood_datasets", {"mean": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r"an OOD set \['mean'\]"),
         ("ood_datasets", {"a|b": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r": 'a\|b' holds '\|' or a"),
         ("ood_groups", {"far\nfar": "far"}, r"'far\\nfar' holds '\|' or a line break, which would split or end a row"),
