@@ -293,6 +293,57 @@ def test_a_set_reading_a_file_twice_is_said(folder, tmp_path, capsys):
     assert "earlier one" not in capsys.readouterr().out
 
 
+def test_coop_split_file_source(tmp_path):
+    """A split of a CoOp split file (`split_zhou_<Dataset>.json`), the splits SOT-GLP's few-shot table and the
+    prompt-learning papers use, where jaxood read only TFDS's splits, folders and lists: paths under the image
+    folder, the file's labels, and its class names by label over all three splits, as CoOp's prompts read them."""
+    from jaxood.data.datasets import make_source
+
+    images = tmp_path / "oxford_pets" / "images"
+    images.mkdir(parents=True)
+    split = {"train": [], "val": [], "test": []}
+    for i, (name, label, where) in enumerate(
+        [("abyssinian", 0, "train"), ("american_bulldog", 1, "train"), ("abyssinian", 0, "val"),
+         ("american_bulldog", 1, "test"), ("abyssinian", 0, "test")]
+    ):  # fmt: skip
+        write_image(images / f"{name}_{i}.jpg", seed=i)
+        split[where].append([f"{name}_{i}.jpg", label, name])
+    file = tmp_path / "oxford_pets" / "split_zhou_OxfordPets.json"
+    file.write_text(json.dumps(split))
+    entry = {"kind": "coop", "root": str(images), "split_file": str(file), "split": "test"}
+    test = make_source(entry)
+    assert len(test) == 2 and test.labels().tolist() == [1, 0]
+    assert test.read(0) == (str(images / "american_bulldog_3.jpg"), 1)
+    assert test.class_names == ("abyssinian", "american bulldog")
+    train = make_source({**entry, "split": "train"})  # the same classes, though this split has another order
+    assert train.class_names == test.class_names and train.labels().tolist() == [0, 1]
+    assert train.identity != test.identity and not train.records() & test.records()
+    assert make_source({**entry, "class_names": ["cat", "dog"]}).class_names == ("cat", "dog")
+    with pytest.raises(InvalidInput, match=r"^config\.x: split 'valid' of a CoOp split file is not one of train, "):
+        make_source({**entry, "split": "valid"}, "x")
+    with pytest.raises(DatasetMissing, match=r"^CoOp split file \S+split_zhou_Pets.json not found \(CoOp's split_z"):
+        make_source({**entry, "split_file": str(tmp_path / "split_zhou_Pets.json")})
+    (images / "abyssinian_4.jpg").unlink()
+    with pytest.raises(DatasetMissing, match=r"1 file\(s\) named in \S+ do not exist under \S+, e.g.\n  \S+json: "
+                       r"test\[1\]: \S+abyssinian_4.jpg\nCheck the image root"):  # fmt: skip
+        make_source(entry)
+    for broken, message in [
+        ({**split, "val": [["a.jpg", 1, "abyssinian"]]}, r"label 1 is named both 'american_bulldog' and 'abyssinian' "),
+        (
+            {**split, "val": [["a.jpg", 3, "beagle"]]},
+            r"no item has label 2, below its highest, 3: the labels are 0, 1, \.\.\. in turn",
+        ),
+        ({**split, "val": [["a.jpg", "0"]]}, r"val\[0\] is \['a.jpg', '0'\]; each item is \[relative/path, label, "),
+        ({"train": [], "test": []}, r"is not a split file: it needs the lists 'train', 'val', 'test' of"),
+    ]:
+        file.write_text(json.dumps(broken))
+        with pytest.raises(InvalidInput, match=message):
+            make_source(entry)
+    file.write_text('{"train": [')
+    with pytest.raises(InvalidInput, match=r"split_zhou_OxfordPets.json is not JSON \(.*\): download it again$"):
+        make_source(entry)
+
+
 def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):
     """A list saved with a byte-order mark had it read into its first path (missing: "img/\ufeffa.png"), and one in
     Latin-1 naming a Latin-1 file failed with UnicodeDecodeError; each now reads the files it names, and the

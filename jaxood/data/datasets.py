@@ -5,6 +5,7 @@ A dataset is a dict (or ConfigDict) with a `kind`:
 - `{"kind": "tfds", "name": "cifar10", "split": "test", "data_dir": ...}`
 - `{"kind": "folder", "root": ".../iNaturalist"}`
 - `{"kind": "list", "root": ".../images_largescale", "list_file": ".../test_ninco.txt"}`
+- `{"kind": "coop", "root": ".../oxford_pets/images", "split_file": ".../split_zhou_OxfordPets.json", "split": "test"}`
 - `{"kind": "toy", "split": "near_ood", "per_class": 50, "size": 64, "seed": 0}`
 
 An entry's optional `download` says how to get the dataset, where it is missing; `ood_benchmark` gives one for
@@ -28,11 +29,11 @@ import numpy as np
 
 from jaxood import distributed
 from jaxood.data.classnames import imagenet_classnames
-from jaxood.data.sources import DatasetMissing, FolderSource, ImageListSource, TfdsSource
+from jaxood.data.sources import CoopSplitSource, DatasetMissing, FolderSource, ImageListSource, TfdsSource
 from jaxood.data.toy_world import ToyWorld
 from jaxood.errors import InvalidInput, UserError
 
-_PATHS = ("root", "list_file", "data_dir")
+_PATHS = ("root", "list_file", "split_file", "data_dir")
 _TEXT = {
     "name": "a TFDS dataset's name", "split": "a split's name", "download": "how to get the dataset",
     **dict.fromkeys(_PATHS, "a path"),
@@ -42,12 +43,18 @@ ENTRY_KEYS = {
     "tfds": {"name", "split", "data_dir", "class_names", "download"},
     "folder": {"root", "class_names", "download"},
     "list": {"root", "list_file", "class_names", "download"},
+    "coop": {"root", "split_file", "split", "class_names", "download"},
     "toy": {"split", "per_class", "size", "seed", "spurious_p"},
 }
-REQUIRED_KEYS = {"tfds": {"name"}, "folder": {"root"}, "list": {"root", "list_file"}, "toy": {"split"}}
+REQUIRED_KEYS = {
+    "tfds": {"name"}, "folder": {"root"}, "list": {"root", "list_file"}, "coop": {"root", "split_file", "split"},
+    "toy": {"split"},
+}  # fmt: skip
 # The text that is nothing when empty (a shell variable not set: a folder "not found at :"); a list's root may be
 # empty, its paths then relative to the current folder.
-NOT_EMPTY = {"tfds": {"name", "split"}, "folder": {"root"}, "list": {"list_file"}, "toy": set()}
+NOT_EMPTY = {
+    "tfds": {"name", "split"}, "folder": {"root"}, "list": {"list_file"}, "coop": {"split_file", "split"}, "toy": set()
+}  # fmt: skip
 
 
 # A whole dataset entry, as error messages show one (README, 'Datasets', has every kind).
@@ -183,6 +190,8 @@ def _source(kind: str, spec: dict):
         return FolderSource(spec["root"], names)
     if kind == "list":
         return ImageListSource(spec["root"], spec["list_file"], names or ())
+    if kind == "coop":
+        return CoopSplitSource(spec["root"], spec["split_file"], spec["split"], names)
     return ToyWorld(**spec)
 
 

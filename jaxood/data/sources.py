@@ -7,6 +7,7 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 
 - `FolderSource`: one sub-folder per class (ImageNet train/val, MOS OOD sets).
 - `ImageListSource`: OpenOOD-style `relative/path label` lines.
+- `CoopSplitSource`: a split of a CoOp split file (the few-shot papers' splits).
 - `TfdsSource`: a TFDS dataset prepared in `array_record` format, read through
   `as_data_source` (no TensorFlow needed to read).
 - `jaxood.data.toy_world.ToyWorld`: the embedded benchmark.
@@ -19,6 +20,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 import os
 import re
@@ -342,7 +344,7 @@ class ImageListSource(_FileListSource):
                 "images is an entry of kind 'folder')"
             )
         self.identity = ("list", os.path.realpath(root), os.path.realpath(list_file))
-        self.paths, labels, missing, unreachable = [], [], [], []
+        self.paths, labels, lines = [], [], []
         n_classes = len(class_names)
         # A byte-order mark (Windows editors) is no part of the first path; bytes that are not UTF-8 (a Latin-1
         # file name) stay the bytes the file system has, as Python's own os functions keep them.
@@ -369,12 +371,6 @@ class ImageListSource(_FileListSource):
                         "in it needs its file renamed, or its image put in a folder source"
                     )
                 path = os.path.join(root, parts[0])
-                try:
-                    os.stat(path)
-                except (FileNotFoundError, NotADirectoryError):
-                    missing.append((lineno, path))
-                except OSError as err:  # in a folder this user may not enter, on a failing disk: not "missing"
-                    unreachable.append((lineno, path, err))
                 text = parts[1] if len(parts) > 1 else "-1"
                 label = int(text) if re.fullmatch(r"-?\d+", text) else None
                 # A label the class names do not cover was scored (ID accuracy) or trained against a missing class.
@@ -390,27 +386,105 @@ class ImageListSource(_FileListSource):
                     )
                 self.paths.append(path)
                 labels.append(label)
-        if unreachable:
-            raise DatasetMissing(
-                f"{len(unreachable)} file(s) named in {list_file} cannot be reached under {root}, e.g."
-                + "".join(f"\n  {list_file}:{lineno}: {path} ({err.strerror})" for lineno, path, err in unreachable[:5])
-                + f"\n{_read_fix([err for _, _, err in unreachable])}"
-            )
-        if missing:
-            hints = (  # a CSV: `a.jpg,3` read as one path; a list made on Windows: `tench\0.png`, one file name here
-                (",", " Its lines hold commas: a list is `relative/path [label]` split at white space, not CSV."),
-                ("\\", " Its paths hold backslashes, Windows's separator (a list made there): separate them by /."),
-            )
-            hint = "".join(text for mark, text in hints if all(mark in path for _, path in missing))
-            raise DatasetMissing(
-                f"{len(missing)} file(s) named in {list_file} do not exist under {root}, e.g.\n  "
-                + "\n  ".join(f"{list_file}:{lineno}: {path}" for lineno, path in missing[:5])
-                + f"\nCheck the image root (the list's paths are relative to it).{hint}"
-            )
+                lines.append(f"{list_file}:{lineno}")
+        commas = " Its lines hold commas: a list is `relative/path [label]` split at white space, not CSV."
+        _check_listed(self.paths, lines, list_file, root, commas)
         if not self.paths:
             raise DatasetMissing(f"image list {list_file} is empty")
         self._labels = np.asarray(labels, np.int32)
         self.class_names = tuple(class_names)
+
+
+class CoopSplitSource(_FileListSource):
+    """One split (`train`, `val` or `test`) of a CoOp split file (`split_zhou_<Dataset>.json`, the few-shot papers'
+    splits of Oxford Pets, Caltech101, DTD, ...: `{"train": [[relative/path, label, class name], ...], "val": ...,
+    "test": ...}`), its paths under `root`, the dataset's image folder. The class names are the file's, by label
+    over all its splits (so the train and test entries of one file name the same classes), underscores as spaces,
+    as CoOp's prompts read them; `class_names` replaces them."""
+
+    SPLITS = ("train", "val", "test")
+
+    def __init__(self, root: str, split_file: str, split: str, class_names: tuple[str, ...] | None = None):
+        if split not in self.SPLITS:
+            raise InvalidInput(f"split {split!r} of a CoOp split file is not one of {', '.join(self.SPLITS)}")
+        if not os.path.isfile(split_file):
+            raise DatasetMissing(
+                f"CoOp split file {split_file} not found (CoOp's split_zhou_<Dataset>.json, which CoOp's DATASETS.md "
+                "links for each dataset, beside its image folder)"
+            )
+        try:
+            with open(split_file, encoding="utf-8-sig") as f:
+                splits = json.load(f)
+        except OSError as err:
+            raise DatasetMissing(
+                f"CoOp split file {split_file} cannot be read ({err.strerror or err}). {_read_fix([err])}"
+            ) from None
+        except ValueError as err:  # not JSON, or not UTF-8
+            raise InvalidInput(f"CoOp split file {split_file} is not JSON ({err}): download it again") from None
+        if not isinstance(splits, dict) or not all(isinstance(splits.get(k), list) for k in self.SPLITS):
+            raise InvalidInput(
+                f"CoOp split file {split_file} is not a split file: it needs the lists "
+                f"{', '.join(map(repr, self.SPLITS))} of [relative/path, label, class name] items"
+            )
+        names: dict[int, str] = {}
+        for name in self.SPLITS:
+            for i, item in enumerate(splits[name]):
+                ok = isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[2], str)
+                if not ok or isinstance(item[1], bool) or not isinstance(item[1], int) or item[1] < 0:
+                    raise InvalidInput(
+                        f"{split_file}: {name}[{i}] is {item!r}; each item is [relative/path, label, class name] with "
+                        "a label of 0 or more"
+                    )
+                if names.setdefault(item[1], item[2]) != item[2]:
+                    raise InvalidInput(
+                        f"{split_file}: label {item[1]} is named both {names[item[1]]!r} and {item[2]!r} "
+                        f"({name}[{i}]): each label is one class"
+                    )
+        if gaps := sorted(set(range(max(names, default=-1) + 1)) - set(names)):
+            raise InvalidInput(
+                f"{split_file}: no item has label {', '.join(map(str, gaps[:5]))}{', ...' if len(gaps) > 5 else ''}, "
+                f"below its highest, {max(names)}: the labels are 0, 1, ... in turn, one per class, and name them"
+            )
+        items = splits[split]
+        self.identity = ("coop", os.path.realpath(root), os.path.realpath(split_file), split)
+        self.paths = [os.path.join(root, path) for path, _, _ in items]
+        _check_listed(self.paths, [f"{split_file}: {split}[{i}]" for i in range(len(items))], split_file, root)
+        if not self.paths:
+            raise DatasetMissing(f"CoOp split file {split_file} has no {split!r} images")
+        self._labels = np.asarray([label for _, label, _ in items], np.int32)
+        own = prompt_names([names[label] for label in range(len(names))])
+        self.class_names = _named_classes(class_names, own, f"{split_file} has {len(names)} classes")
+
+
+def _check_listed(paths: list[str], places: list[str], listed_in: str, root: str, commas: str = "") -> None:
+    """Every file a list names is there (`places[i]` says where the list names `paths[i]`, as `list.txt:3`): a
+    missing one is refused with the first five, and so is one the system will not reach (a folder this user may not
+    enter, a failing disk), which is not missing; `commas` is said where every missing path holds a comma."""
+    missing, unreachable = [], []
+    for place, path in zip(places, paths):
+        try:
+            os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append((place, path))
+        except OSError as err:  # in a folder this user may not enter, on a failing disk: not "missing"
+            unreachable.append((place, path, err))
+    if unreachable:
+        raise DatasetMissing(
+            f"{len(unreachable)} file(s) named in {listed_in} cannot be reached under {root}, e.g."
+            + "".join(f"\n  {place}: {path} ({err.strerror})" for place, path, err in unreachable[:5])
+            + f"\n{_read_fix([err for _, _, err in unreachable])}"
+        )
+    if missing:
+        hints = (  # a CSV: `a.jpg,3` read as one path; a list made on Windows: `tench\0.png`, one file name here
+            (",", commas),
+            ("\\", " Its paths hold backslashes, Windows's separator (a list made there): separate them by /."),
+        )
+        hint = "".join(text for mark, text in hints if all(mark in path for _, path in missing))
+        raise DatasetMissing(
+            f"{len(missing)} file(s) named in {listed_in} do not exist under {root}, e.g.\n  "
+            + "\n  ".join(f"{place}: {path}" for place, path in missing[:5])
+            + f"\nCheck the image root (the list's paths are relative to it).{hint}"
+        )
 
 
 def _read_fix(errors: list[OSError]) -> str:
