@@ -15,21 +15,31 @@ Variants:
   iNaturalist, Textures and OpenImage-O, with OpenOOD's near-OOD (SSB-hard, NINCO)
   and far-OOD averages (`ood_groups`) beside the average of all five.
   `imagenet,mos` is the default.
+- `coop,<dataset>`: few-shot classification's test set, CoOp's split of one of
+  its datasets (caltech101, oxford_pets, stanford_cars, oxford_flowers, food101,
+  sun397, dtd, eurosat, ucf101; under `coop_root`, default /data/coop, as CoOp's
+  DATASETS.md lays them out), with CoOp's zero-shot prompt for it and no OOD set:
+  zero-shot CLIP's ID accuracy, the "CLIP" column of the few-shot tables.
 - `toy`: the toy world (ID test, near/far/spurious OOD) with the embedded tiny
   CLIP (`model = "toy"`; another via `--config.model=DIR`).
 """
 
 import ml_collections
 
-from jaxood.data.datasets import id_test_set, ood_benchmark, ood_groups
+from jaxood.data.datasets import COOP_DATASETS, coop_split, id_test_set, ood_benchmark, ood_groups
 
 IMAGENET_OOD = {"mos": "/data/mos", "openood_v15": "/data/openood"}  # ImageNet's OOD benchmarks, default roots
+COOP_ROOT = "/data/coop"  # CoOp's datasets (its DATASETS.md's $DATA), default root
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant, _, benchmark = (arg or "imagenet").partition(",")
-    if benchmark and (variant != "imagenet" or benchmark not in IMAGENET_OOD):
-        raise ValueError(f"unknown variant {arg!r}: choose imagenet, imagenet,<one of {sorted(IMAGENET_OOD)}> or toy")
+    after_comma = {"imagenet": IMAGENET_OOD, "coop": COOP_DATASETS}
+    if (benchmark or variant == "coop") and benchmark not in after_comma.get(variant, ()):
+        raise ValueError(
+            f"unknown variant {arg!r}: choose imagenet, imagenet,<one of {', '.join(IMAGENET_OOD)}>, coop,<one of "
+            f"{', '.join(COOP_DATASETS)}> or toy"
+        )
     c = ml_collections.ConfigDict()
     c.model = "openai/clip-vit-base-patch16"
     c.dtype = "auto"  # bfloat16 compute on accelerators, float32 on CPU; params stay float32
@@ -65,26 +75,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "imagenet":
         benchmark = benchmark or "mos"
         c.ood_root = ml_collections.FieldReference(IMAGENET_OOD[benchmark], field_type=str)
-
-        def under_root(value):  # the benchmark's paths and download hints follow `--config.ood_root=...` (lazy)
-            if not isinstance(value, str):  # class names
-                return value
-            head, *after_root = value.split("ROOT")
-            for tail in after_root:
-                head = head + c.get_ref("ood_root") + tail
-            return head
-
         # ImageNet-1k's validation split, or the part of it the benchmark tests on (OpenOOD v1.5's 45,000)
         own = id_test_set(benchmark, "ROOT") or {"kind": "tfds", "name": "imagenet2012", "split": "validation",
                                                   "data_dir": ""}  # fmt: skip
-        c.id_dataset = ml_collections.ConfigDict({key: under_root(value) for key, value in own.items()})
+        c.id_dataset = ml_collections.ConfigDict(under_root(c, "ood_root", own))
         c.ood_datasets = ml_collections.ConfigDict(
-            {
-                name: {key: under_root(value) for key, value in spec.items()}
-                for name, spec in ood_benchmark(benchmark, "ROOT").items()
-            },
+            {name: under_root(c, "ood_root", spec) for name, spec in ood_benchmark(benchmark, "ROOT").items()},
             sort_keys=False,  # the papers' order, in the report too (ConfigDict sorts keys by default)
         )
+    elif variant == "coop":  # few-shot classification: CoOp's test split, no OOD set (the ID accuracy alone)
+        c.coop_root = ml_collections.FieldReference(COOP_ROOT, field_type=str)
+        c.id_dataset = ml_collections.ConfigDict(under_root(c, "coop_root", coop_split(benchmark, "ROOT", "test")))
+        c.ood_datasets = ml_collections.ConfigDict({})
+        c.mcm_template = COOP_DATASETS[benchmark][3]  # CoOp's zero-shot CLIP prompt for the dataset
     elif variant == "toy":
         benchmark = "toy"
         c.model = "toy"
@@ -95,6 +98,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.csp.max_candidates = 1000
         c.csp.n_groups = 10
     else:
-        raise ValueError(f"unknown variant {variant!r}: choose imagenet or toy")
+        raise ValueError(f"unknown variant {variant!r}: choose imagenet, coop,<dataset> or toy")
     c.ood_groups = ml_collections.ConfigDict(ood_groups(benchmark), sort_keys=False)  # OpenOOD's near, then far
     return c
+
+
+def under_root(c: ml_collections.ConfigDict, key: str, entry: dict) -> dict:
+    """A dataset description written over the root "ROOT" with each "ROOT" in its text a lazy reference to
+    `c[key]`: its paths and download hint follow `--config.<key>=...`."""
+
+    def lazy(value):
+        if not isinstance(value, str):  # class names
+            return value
+        head, *after_root = value.split("ROOT")
+        for tail in after_root:
+            head = head + c.get_ref(key) + tail
+        return head
+
+    return {name: lazy(value) for name, value in entry.items()}

@@ -75,7 +75,7 @@ INPUT_SCORES = {"odin": odin_lib.odin, "iodin": odin_lib.iodin}
 # The config keys only evaluation reads (configs/zeroshot.py): a resumed training run may change them (jaxood.train).
 EVAL_KEYS = (
     "eval_batch_size", "scores", "mcm_template", "mcm", "gl_mcm", "neglabel", "csp", "odin", "iodin", "cache_dir",
-    "plots", "ood_root", "id_dataset", "ood_datasets", "ood_groups",
+    "plots", "ood_root", "coop_root", "id_dataset", "ood_datasets", "ood_groups",
 )  # fmt: skip
 
 

@@ -136,7 +136,7 @@ def test_workdir_at_a_file_is_refused_before_work(tiny_hf, tmp_path, workdir):
     assert "[ID]" not in out.stdout and not (tmp_path / "c").exists()  # no image scored, no text feature cached
 
 
-@pytest.mark.parametrize("variant", ["imagenet", "imagenet,openood_v15", "toy"])
+@pytest.mark.parametrize("variant", ["imagenet", "imagenet,openood_v15", "coop,dtd", "toy"])
 def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
     """A training run resumed with other evaluation settings continues; a key evaluation adds must join EVAL_KEYS."""
     from conftest import load_config
@@ -189,6 +189,52 @@ def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, 
     assert tfds_prompt_names("imagenet2012", list(imagenet_names_by_wnid())) == id_set.class_names
     with pytest.raises(ValueError, match="choose paper, reference, noproj or demo"):
         load_config("sot_glp", "demo,openood_v15")  # the toy world has its own OOD sets
+
+
+@pytest.mark.parametrize(
+    "dataset, images, file, template",
+    [
+        (
+            "oxford_pets",
+            "oxford_pets/images",
+            "oxford_pets/split_zhou_OxfordPets.json",
+            "a photo of a {}, a type of pet.",
+        ),
+        ("stanford_cars", "stanford_cars", "stanford_cars/split_zhou_StanfordCars.json", "a photo of a {}."),
+        ("dtd", "dtd/images", "dtd/split_zhou_DescribableTextures.json", "{} texture."),
+    ],
+)
+def test_coop_variants_train_and_test_on_coops_splits_in_its_layout(dataset, images, file, template, tmp_path):
+    """`configs/sot_glp.py:<variant>,<CoOp dataset>` trains on CoOp's train split and tests on its test split of one
+    of SOT-GLP's few-shot datasets (Table 1), in CoOp's DATASETS.md layout under `--config.coop_root`, with no OOD
+    set; `configs/zeroshot.py:coop,<dataset>` scores the test split with CoOp's zero-shot prompt for it. Those
+    datasets could be given only entry by entry, on TFDS's splits, not CoOp's."""
+    from conftest import load_config, write_image
+
+    from jaxood.data.datasets import make_source
+    from jaxood.data.sources import DatasetMissing
+
+    (tmp_path / images / "a").mkdir(parents=True)
+    split = {"train": [["a/0.jpg", 0, "x_y"], ["a/1.jpg", 1, "z"]], "val": [], "test": [["a/2.jpg", 1, "z"]]}
+    for i in range(3):
+        write_image(tmp_path / images / "a" / f"{i}.jpg", seed=i)
+    (tmp_path / file).write_text(json.dumps(split))
+    trained = load_config("sot_glp", f"noproj,{dataset}")
+    zero_shot = load_config("zeroshot", f"coop,{dataset}")
+    for c in (trained, zero_shot):
+        assert c.coop_root == "/data/coop" and c.mcm_template == template and not c.ood_datasets and not c.ood_groups
+        c.coop_root = str(tmp_path)
+    assert trained.sot_glp.learn_proj is False and trained.id_dataset == zero_shot.id_dataset
+    train, test = make_source(trained.train_dataset), make_source(trained.id_dataset)
+    assert train.read(1) == (str(tmp_path / images / "a" / "1.jpg"), 1) and len(test) == 1
+    assert train.class_names == test.class_names == ("x y", "z")
+    (tmp_path / file).unlink()
+    with pytest.raises(
+        DatasetMissing, match=r"\. To get it: CoOp's DATASETS\.md \(https://github\.com/KaiyangZhou/CoOp/"
+    ):
+        make_source(zero_shot.id_dataset)
+    with pytest.raises(ValueError, match=r"or a CoOp dataset to train and test on instead \(caltech101, oxford_pets, "):
+        load_config("sot_glp", "paper,pets")
 
 
 def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):

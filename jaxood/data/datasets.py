@@ -262,6 +262,39 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
     raise InvalidInput(f"unknown OOD benchmark {name!r}; choose mos, openood_v15 or toy")
 
 
+# CoOp's few-shot datasets with a split file, as its DATASETS.md lays them out under one root: the image folder the
+# split file's paths are relative to, the split file's name (`split_zhou_<name>.json`, beside it), DATASETS.md's
+# section, and the prompt of CoOp's zero-shot CLIP (trainers/zsclip.py, CUSTOM_TEMPLATES).
+COOP_DATASETS = {
+    "caltech101": ("caltech-101/101_ObjectCategories", "Caltech101", "Caltech101", "a photo of a {}."),
+    "oxford_pets": ("oxford_pets/images", "OxfordPets", "OxfordPets", "a photo of a {}, a type of pet."),
+    "stanford_cars": ("stanford_cars", "StanfordCars", "StanfordCars", "a photo of a {}."),
+    "oxford_flowers": ("oxford_flowers/jpg", "OxfordFlowers", "Flowers102", "a photo of a {}, a type of flower."),
+    "food101": ("food-101/images", "Food101", "Food101", "a photo of {}, a type of food."),
+    "sun397": ("sun397/SUN397", "SUN397", "SUN397", "a photo of a {}."),
+    "dtd": ("dtd/images", "DescribableTextures", "DTD", "{} texture."),
+    "eurosat": ("eurosat/2750", "EuroSAT", "EuroSAT", "a centered satellite photo of {}."),
+    "ucf101": ("ucf101/UCF-101-midframes", "UCF101", "UCF101", "a photo of a person doing {}."),
+}
+
+
+def coop_split(name: str, root: str, split: str) -> dict:
+    """Split `split` (train, val or test) of CoOp's dataset `name` (`COOP_DATASETS`) under `root`, as a dataset
+    description with the download hint of CoOp's DATASETS.md."""
+    if name not in COOP_DATASETS:
+        raise InvalidInput(f"unknown CoOp dataset {name!r}; choose one of {', '.join(COOP_DATASETS)}")
+    images, file, section, _ = COOP_DATASETS[name]
+    folder = images.split("/")[0]
+    return {
+        "kind": "coop",
+        "root": os.path.join(root, *images.split("/")),
+        "split_file": os.path.join(root, folder, f"split_zhou_{file}.json"),
+        "split": split,
+        "download": f"CoOp's DATASETS.md (https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md), section "
+        f"{section}: its images and split_zhou_{file}.json in {os.path.join(root, folder)}",
+    }
+
+
 def id_test_set(name: str, root: str = "") -> dict | None:
     """The ID test set a benchmark fixes, as a dataset description, or None where it takes the whole of the ID
     validation split (MOS, the toy world).
