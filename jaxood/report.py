@@ -245,10 +245,11 @@ def _id_notes(results: dict) -> list[str]:
         lines += ["", "Undecodable images skipped: " + ", ".join(f"{k} {v}" for k, v in bad.items())]
     n_id = results["counts"]["id"]
     if n_id and (labelled := results.get("id_labelled", n_id)) < n_id:  # an image list's lines without a label
+        ood = "; the OOD metrics use all of them" if len(results["counts"]) > 1 else ""
         lines += [
             "",
             f"ID accuracy is over the {labelled} ID images with a label, of {n_id} (the others have none, as an image "
-            "list's lines without one); the OOD metrics use all of them",
+            f"list's lines without one){ood}",
         ]
     return lines
 

@@ -324,7 +324,14 @@ def test_id_accuracy_over_the_labelled_images_is_said_with_their_count():
     ood = {"a": {"m / s": np.array([0.1, 0.75]), "label": np.array([-1, -1]), "unreadable": 0}}
     res = compute_results(scorer, {**id_out, "label": np.array([0, -1, 0])}, ood)
     assert res["id_accuracy"] == {"m": 0.5} and res["id_labelled"] == 2
-    assert "ID accuracy is over the 2 ID images with a label, of 3 (the others have none" in report.markdown(res)
+    note = "ID accuracy is over the 2 ID images with a label, of 3 (the others have none, as an image list's lines"
+    assert f"{note} without one); the OOD metrics use all of them\n" in report.markdown(res)
+    # Without an OOD set (few-shot classification) the short report says the same, and its undecodable images.
+    alone = compute_results(scorer, {**id_out, "label": np.array([0, -1, 0]), "unreadable": 2}, {})
+    assert report.markdown(alone) == (
+        "ID examples: 3; OOD: none\n\nNo OOD set (config.ood_datasets names none). ID accuracy (%): m 50.00\n\n"
+        f"Undecodable images skipped: id 2\n\n{note} without one)\n"
+    )
     res = compute_results(scorer, {**id_out, "label": np.array([0, 1, 0])}, ood)
     assert res["id_labelled"] == 3 and "with a label" not in report.markdown(res)
 

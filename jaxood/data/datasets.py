@@ -16,7 +16,8 @@ Paths (`root`, `list_file`, `data_dir`) may start with `~`: a shell leaves
 
 `make_sources(entries)` opens several, naming every missing one in one error.
 `ood_benchmark(name, root)` gives the standard OOD sets of the papers, `id_test_set(name, root)` the ID test set
-of a benchmark that fixes one (OpenOOD v1.5).
+of a benchmark that fixes one (OpenOOD v1.5), `coop_split(name, root, split)` a split of one of CoOp's few-shot
+datasets.
 """
 
 from __future__ import annotations
