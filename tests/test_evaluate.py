@@ -874,10 +874,11 @@ def test_zero_shot_odin_and_iodin_against_odins_own_steps_on_hf_clip(tiny_hf, tm
     from jaxood.models.tokenizer import tokenize
 
     model, params = clip.load(tiny_hf[0])
-    t, eps = 2.0, 0.05  # steps large enough to move the scores well past the tolerance (checked below)
+    # Steps large enough to move the scores well past the tolerance (checked below): i-ODIN moves one element alone.
+    t, eps, eps_i = 2.0, 0.05, 0.5
     config = load_config("zeroshot", "toy", scores="odin,iodin,msp", cache_dir=str(tmp_path / "cache"))
     config.odin.update({"temperature": t, "eps": eps})
-    config.iodin.update({"temperature": t, "eps": eps})
+    config.iodin.update({"temperature": t, "eps": eps_i})
     names = ["circle", "square", "red star"]
     scorer = zero_shot_scorer(config, model, params, names)
     assert scorer.rows == ("zero-shot / ODIN", "zero-shot / i-ODIN", "zero-shot / MSP")
@@ -901,7 +902,7 @@ def test_zero_shot_odin_and_iodin_against_odins_own_steps_on_hf_clip(tiny_hf, tm
         top = grad.abs().reshape(len(x), -1).argmax(-1)
         one = torch.zeros_like(grad).reshape(len(x), -1)
         one[torch.arange(len(x)), top] = 1.0
-        want_iodin = logits(x - eps * step * one.reshape(grad.shape)).div(t).softmax(-1).max(-1).values.numpy()
+        want_iodin = logits(x - eps_i * step * one.reshape(grad.shape)).div(t).softmax(-1).max(-1).values.numpy()
     np.testing.assert_allclose(got["ODIN"], want_odin, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["i-ODIN"], want_iodin, rtol=1e-4, atol=1e-5)
     assert np.abs(want_odin - msp_at_t).min() > 1e-3 and np.abs(want_iodin - msp_at_t).min() > 1e-3
