@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import jax
@@ -344,7 +344,7 @@ class ImageListSource(_FileListSource):
                 "images is an entry of kind 'folder')"
             )
         self.identity = ("list", os.path.realpath(root), os.path.realpath(list_file))
-        self.paths, labels, lines = [], [], []
+        self.paths, labels, listed = [], [], _ListedFiles()
         n_classes = len(class_names)
         # A byte-order mark (Windows editors) is no part of the first path; bytes that are not UTF-8 (a Latin-1
         # file name) stay the bytes the file system has, as Python's own os functions keep them.
@@ -371,6 +371,7 @@ class ImageListSource(_FileListSource):
                         "in it needs its file renamed, or its image put in a folder source"
                     )
                 path = os.path.join(root, parts[0])
+                listed.check(lineno, path)
                 text = parts[1] if len(parts) > 1 else "-1"
                 label = int(text) if re.fullmatch(r"-?\d+", text) else None
                 # A label the class names do not cover was scored (ID accuracy) or trained against a missing class.
@@ -386,9 +387,8 @@ class ImageListSource(_FileListSource):
                     )
                 self.paths.append(path)
                 labels.append(label)
-                lines.append(f"{list_file}:{lineno}")
         commas = " Its lines hold commas: a list is `relative/path [label]` split at white space, not CSV."
-        _check_listed(self.paths, lines, list_file, root, commas)
+        listed.refuse(lambda lineno: f"{list_file}:{lineno}", list_file, root, commas)
         if not self.paths:
             raise DatasetMissing(f"image list {list_file} is empty")
         self._labels = np.asarray(labels, np.int32)
@@ -448,7 +448,10 @@ class CoopSplitSource(_FileListSource):
         items = splits[split]
         self.identity = ("coop", os.path.realpath(root), os.path.realpath(split_file), split)
         self.paths = [os.path.join(root, path) for path, _, _ in items]
-        _check_listed(self.paths, [f"{split_file}: {split}[{i}]" for i in range(len(items))], split_file, root)
+        listed = _ListedFiles()
+        for i, path in enumerate(self.paths):
+            listed.check(i, path)
+        listed.refuse(lambda i: f"{split_file}: {split}[{i}]", split_file, root)
         if not self.paths:
             raise DatasetMissing(f"CoOp split file {split_file} has no {split!r} images")
         self._labels = np.asarray([label for _, label, _ in items], np.int32)
@@ -456,35 +459,43 @@ class CoopSplitSource(_FileListSource):
         self.class_names = _named_classes(class_names, own, f"{split_file} has {len(names)} classes")
 
 
-def _check_listed(paths: list[str], places: list[str], listed_in: str, root: str, commas: str = "") -> None:
-    """Every file a list names is there (`places[i]` says where the list names `paths[i]`, as `list.txt:3`): a
-    missing one is refused with the first five, and so is one the system will not reach (a folder this user may not
-    enter, a failing disk), which is not missing; `commas` is said where every missing path holds a comma."""
-    missing, unreachable = [], []
-    for place, path in zip(places, paths):
+class _ListedFiles:
+    """The files a list names that are missing, or that the system will not reach (a folder this user may not enter,
+    a failing disk: not missing), checked one by one as the list is read (`check(where, path)`, `where` its line or
+    item) and refused together (`refuse`) with the first five. Only those are kept, so a 1.28 M-line list costs no
+    memory for the check."""
+
+    def __init__(self):
+        self.missing, self.unreachable = [], []
+
+    def check(self, where, path: str) -> None:
         try:
             os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
-            missing.append((place, path))
+            self.missing.append((where, path))
         except OSError as err:  # in a folder this user may not enter, on a failing disk: not "missing"
-            unreachable.append((place, path, err))
-    if unreachable:
-        raise DatasetMissing(
-            f"{len(unreachable)} file(s) named in {listed_in} cannot be reached under {root}, e.g."
-            + "".join(f"\n  {place}: {path} ({err.strerror})" for place, path, err in unreachable[:5])
-            + f"\n{_read_fix([err for _, _, err in unreachable])}"
-        )
-    if missing:
-        hints = (  # a CSV: `a.jpg,3` read as one path; a list made on Windows: `tench\0.png`, one file name here
-            (",", commas),
-            ("\\", " Its paths hold backslashes, Windows's separator (a list made there): separate them by /."),
-        )
-        hint = "".join(text for mark, text in hints if all(mark in path for _, path in missing))
-        raise DatasetMissing(
-            f"{len(missing)} file(s) named in {listed_in} do not exist under {root}, e.g.\n  "
-            + "\n  ".join(f"{place}: {path}" for place, path in missing[:5])
-            + f"\nCheck the image root (the list's paths are relative to it).{hint}"
-        )
+            self.unreachable.append((where, path, err))
+
+    def refuse(self, place: Callable[[object], str], listed_in: str, root: str, commas: str = "") -> None:
+        """Raise `DatasetMissing` for them, if any; `place(where)` names each one's place in the list (`list.txt:3`),
+        `commas` is said where every missing path holds a comma."""
+        if unreachable := self.unreachable:
+            raise DatasetMissing(
+                f"{len(unreachable)} file(s) named in {listed_in} cannot be reached under {root}, e.g."
+                + "".join(f"\n  {place(where)}: {path} ({err.strerror})" for where, path, err in unreachable[:5])
+                + f"\n{_read_fix([err for _, _, err in unreachable])}"
+            )
+        if missing := self.missing:
+            hints = (  # a CSV: `a.jpg,3` read as one path; a list made on Windows: `tench\0.png`, one file name here
+                (",", commas),
+                ("\\", " Its paths hold backslashes, Windows's separator (a list made there): separate them by /."),
+            )
+            hint = "".join(text for mark, text in hints if all(mark in path for _, path in missing))
+            raise DatasetMissing(
+                f"{len(missing)} file(s) named in {listed_in} do not exist under {root}, e.g.\n  "
+                + "\n  ".join(f"{place(where)}: {path}" for where, path in missing[:5])
+                + f"\nCheck the image root (the list's paths are relative to it).{hint}"
+            )
 
 
 def _read_fix(errors: list[OSError]) -> str:
