@@ -18,7 +18,7 @@ the benchmark, `mos` by default or `openood_v15`, as in configs/zeroshot.py):
   random weights of `model_arch` via `--config.model=scratch`). Under a minute
   on a 2-core CPU.
 - `<variant>,<CoOp dataset>` (the first three; caltech101, oxford_pets, stanford_cars,
-  oxford_flowers, food101, sun397, dtd, eurosat, ucf101): few-shot classification as
+  oxford_flowers, food101, fgvc_aircraft, sun397, dtd, eurosat, ucf101): few-shot classification as
   in the paper's Table 1, trained on `shots` per class of CoOp's train split and tested
   on its test split, under `--config.coop_root` (default /data/coop, laid out as
   CoOp's DATASETS.md says), with no OOD set: the report is the ID accuracy.

@@ -17,7 +17,7 @@ Variants:
   `imagenet,mos` is the default.
 - `coop,<dataset>`: few-shot classification's test set, CoOp's split of one of
   its datasets (caltech101, oxford_pets, stanford_cars, oxford_flowers, food101,
-  sun397, dtd, eurosat, ucf101; under `coop_root`, default /data/coop, as CoOp's
+  fgvc_aircraft, sun397, dtd, eurosat, ucf101; under `coop_root`, default /data/coop, as CoOp's
   DATASETS.md lays them out), with CoOp's zero-shot prompt for it and no OOD set:
   zero-shot CLIP's ID accuracy, the "CLIP" column of the few-shot tables.
 - `toy`: the toy world (ID test, near/far/spurious OOD) with the embedded tiny

@@ -344,6 +344,47 @@ def test_coop_split_file_source(tmp_path):
         make_source(entry)
 
 
+def test_fgvc_aircraft_source_reads_its_archive_as_coop_does(tmp_path):
+    """FGVC Aircraft, one of SOT-GLP's eleven few-shot datasets (its Table 1), has no CoOp split file: CoOp reads the
+    archive's `data/` folder, classes the lines of `variants.txt` in turn and a split's images the lines
+    `<image id> <variant>` of `images_variant_<split>.txt` (a variant may hold spaces and slashes), `images/<id>.jpg`
+    each. jaxood could not read that layout."""
+    from jaxood.data.datasets import coop_split, make_source
+
+    root = tmp_path / "fgvc_aircraft"
+    (root / "images").mkdir(parents=True)
+    (root / "variants.txt").write_text("707-320\nF/A-18\nCessna 172\n")
+    (root / "images_variant_train.txt").write_text("0034309 Cessna 172\n0056978 707-320\n1514522 F/A-18\n")
+    (root / "images_variant_test.txt").write_text("0062765 F/A-18\n")
+    for i, image in enumerate(["0034309", "0056978", "1514522", "0062765"]):
+        write_image(root / "images" / f"{image}.jpg", seed=i)
+    entry = coop_split("fgvc_aircraft", str(tmp_path), "train")
+    assert {k: entry[k] for k in ("kind", "root", "split")} == {"kind": "fgvc_aircraft", "root": str(root),
+                                                                 "split": "train"}  # fmt: skip
+    train, test = make_source(entry), make_source({**entry, "split": "test"})
+    assert train.class_names == test.class_names == ("707-320", "F/A-18", "Cessna 172")
+    assert train.labels().tolist() == [2, 0, 1] and test.labels().tolist() == [1]
+    assert train.read(0) == (str(root / "images" / "0034309.jpg"), 2)
+    assert train.identity != test.identity and not train.records() & test.records()
+    with pytest.raises(InvalidInput, match=r"^config\.x: split 'valid' of FGVC Aircraft is not one of train, val, "):
+        make_source({**entry, "split": "valid"}, "x")
+    with pytest.raises(DatasetMissing, match=r"images_variant_val\.txt not found \(FGVC Aircraft's archive, .*\. To "
+                       r"get it: CoOp's DATASETS\.md .*section FGVCAircraft: wget https://www\.robots\.ox\.ac\.uk/"
+                       r"~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b\.tar\.gz && "):  # fmt: skip
+        make_source({**entry, "split": "val"})
+    (root / "images_variant_test.txt").write_text("0062765 F-16A/B\n")
+    with pytest.raises(InvalidInput, match=r"images_variant_test\.txt:1: '0062765 F-16A/B' names no variant of \S+"
+                       r"variants\.txt; each line is `<image id> <variant>`"):  # fmt: skip
+        make_source({**entry, "split": "test"})
+    (root / "images" / "0056978.jpg").unlink()
+    with pytest.raises(DatasetMissing, match=r"1 file\(s\) named in \S+images_variant_train\.txt do not exist under "
+                       r"\S+images, e\.g\.\n  \S+images_variant_train\.txt:2: \S+0056978\.jpg\n"):  # fmt: skip
+        make_source(entry)
+    (root / "variants.txt").write_text("707-320\nF/A-18\n707-320\n")
+    with pytest.raises(InvalidInput, match=r"variants\.txt names the variant '707-320' twice: each of its lines is "):
+        make_source(entry)
+
+
 def test_image_list_with_a_byte_order_mark_or_latin_1_names(folder, tmp_path):
     """A list saved with a byte-order mark had it read into its first path (missing: "img/\ufeffa.png"), and one in
     Latin-1 naming a Latin-1 file failed with UnicodeDecodeError; each now reads the files it names, and the

@@ -237,6 +237,31 @@ def test_coop_variants_train_and_test_on_coops_splits_in_its_layout(dataset, ima
         load_config("sot_glp", "paper,pets")
 
 
+def test_fgvc_aircraft_variants_read_its_archive_under_coop_root(tmp_path):
+    """`configs/sot_glp.py:<variant>,fgvc_aircraft` and `configs/zeroshot.py:coop,fgvc_aircraft`, the tenth of
+    SOT-GLP's few-shot datasets, read the archive's `data/` folder as CoOp's `fgvc_aircraft/` under
+    `--config.coop_root`, with CoOp's zero-shot prompt for it."""
+    from conftest import load_config, write_image
+
+    from jaxood.data.datasets import make_source
+
+    root = tmp_path / "fgvc_aircraft"
+    (root / "images").mkdir(parents=True)
+    (root / "variants.txt").write_text("A300B4\nBAE 146-200\n")
+    (root / "images_variant_train.txt").write_text("1 A300B4\n2 BAE 146-200\n")
+    (root / "images_variant_test.txt").write_text("3 BAE 146-200\n")
+    for i in (1, 2, 3):
+        write_image(root / "images" / f"{i}.jpg", seed=i)
+    trained, zero_shot = load_config("sot_glp", "paper,fgvc_aircraft"), load_config("zeroshot", "coop,fgvc_aircraft")
+    for c in (trained, zero_shot):
+        assert c.mcm_template == "a photo of a {}, a type of aircraft." and not c.ood_datasets
+        c.coop_root = str(tmp_path)
+    assert trained.id_dataset == zero_shot.id_dataset
+    train, test = make_source(trained.train_dataset), make_source(zero_shot.id_dataset)
+    assert train.class_names == test.class_names == ("A300B4", "BAE 146-200")
+    assert train.labels().tolist() == [0, 1] and test.read(0) == (str(root / "images" / "3.jpg"), 1)
+
+
 def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
     """Every missing dataset is named in one error: ImageNet and MOS' four OOD sets took five runs to learn of."""
     cmd = [

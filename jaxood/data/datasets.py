@@ -6,6 +6,7 @@ A dataset is a dict (or ConfigDict) with a `kind`:
 - `{"kind": "folder", "root": ".../iNaturalist"}`
 - `{"kind": "list", "root": ".../images_largescale", "list_file": ".../test_ninco.txt"}`
 - `{"kind": "coop", "root": ".../oxford_pets/images", "split_file": ".../split_zhou_OxfordPets.json", "split": "test"}`
+- `{"kind": "fgvc_aircraft", "root": ".../fgvc_aircraft", "split": "test"}` (its archive's `data/` folder)
 - `{"kind": "toy", "split": "near_ood", "per_class": 50, "size": 64, "seed": 0}`
 
 An entry's optional `download` says how to get the dataset, where it is missing; `ood_benchmark` gives one for
@@ -30,7 +31,14 @@ import numpy as np
 
 from jaxood import distributed
 from jaxood.data.classnames import imagenet_classnames
-from jaxood.data.sources import CoopSplitSource, DatasetMissing, FolderSource, ImageListSource, TfdsSource
+from jaxood.data.sources import (
+    AircraftSource,
+    CoopSplitSource,
+    DatasetMissing,
+    FolderSource,
+    ImageListSource,
+    TfdsSource,
+)
 from jaxood.data.toy_world import ToyWorld
 from jaxood.errors import InvalidInput, UserError
 
@@ -45,16 +53,18 @@ ENTRY_KEYS = {
     "folder": {"root", "class_names", "download"},
     "list": {"root", "list_file", "class_names", "download"},
     "coop": {"root", "split_file", "split", "class_names", "download"},
+    "fgvc_aircraft": {"root", "split", "class_names", "download"},
     "toy": {"split", "per_class", "size", "seed", "spurious_p"},
 }
 REQUIRED_KEYS = {
     "tfds": {"name"}, "folder": {"root"}, "list": {"root", "list_file"}, "coop": {"root", "split_file", "split"},
-    "toy": {"split"},
+    "fgvc_aircraft": {"root", "split"}, "toy": {"split"},
 }  # fmt: skip
 # The text that is nothing when empty (a shell variable not set: a folder "not found at :"); a list's root may be
 # empty, its paths then relative to the current folder.
 NOT_EMPTY = {
-    "tfds": {"name", "split"}, "folder": {"root"}, "list": {"list_file"}, "coop": {"split_file", "split"}, "toy": set()
+    "tfds": {"name", "split"}, "folder": {"root"}, "list": {"list_file"}, "coop": {"split_file", "split"},
+    "fgvc_aircraft": {"root", "split"}, "toy": set(),
 }  # fmt: skip
 
 
@@ -193,6 +203,8 @@ def _source(kind: str, spec: dict):
         return ImageListSource(spec["root"], spec["list_file"], names or ())
     if kind == "coop":
         return CoopSplitSource(spec["root"], spec["split_file"], spec["split"], names)
+    if kind == "fgvc_aircraft":
+        return AircraftSource(spec["root"], spec["split"], names)
     return ToyWorld(**spec)
 
 
@@ -263,15 +275,17 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
     raise InvalidInput(f"unknown OOD benchmark {name!r}; choose mos, openood_v15 or toy")
 
 
-# CoOp's few-shot datasets with a split file, as its DATASETS.md lays them out under one root: the image folder the
+# CoOp's few-shot datasets but ImageNet, as its DATASETS.md lays them out under one root: the image folder the
 # split file's paths are relative to, the split file's name (`split_zhou_<name>.json`, beside it), DATASETS.md's
-# section, and the prompt of CoOp's zero-shot CLIP (trainers/zsclip.py, CUSTOM_TEMPLATES).
+# section, and the prompt of CoOp's zero-shot CLIP (trainers/zsclip.py, CUSTOM_TEMPLATES). FGVC Aircraft has no
+# split file: its folder is its archive's `data/`, read by `AircraftSource`.
 COOP_DATASETS = {
     "caltech101": ("caltech-101/101_ObjectCategories", "Caltech101", "Caltech101", "a photo of a {}."),
     "oxford_pets": ("oxford_pets/images", "OxfordPets", "OxfordPets", "a photo of a {}, a type of pet."),
     "stanford_cars": ("stanford_cars", "StanfordCars", "StanfordCars", "a photo of a {}."),
     "oxford_flowers": ("oxford_flowers/jpg", "OxfordFlowers", "Flowers102", "a photo of a {}, a type of flower."),
     "food101": ("food-101/images", "Food101", "Food101", "a photo of {}, a type of food."),
+    "fgvc_aircraft": ("fgvc_aircraft", None, "FGVCAircraft", "a photo of a {}, a type of aircraft."),
     "sun397": ("sun397/SUN397", "SUN397", "SUN397", "a photo of a {}."),
     "dtd": ("dtd/images", "DescribableTextures", "DTD", "{} texture."),
     "eurosat": ("eurosat/2750", "EuroSAT", "EuroSAT", "a centered satellite photo of {}."),
@@ -286,13 +300,22 @@ def coop_split(name: str, root: str, split: str) -> dict:
         raise InvalidInput(f"unknown CoOp dataset {name!r}; choose one of {', '.join(COOP_DATASETS)}")
     images, file, section, _ = COOP_DATASETS[name]
     folder = images.split("/")[0]
+    how = f"CoOp's DATASETS.md (https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md), section {section}: "
+    if file is None:  # FGVC Aircraft
+        archive = "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz"
+        return {
+            "kind": "fgvc_aircraft",
+            "root": os.path.join(root, folder),
+            "split": split,
+            "download": f"{how}wget {archive} && tar -xzf fgvc-aircraft-2013b.tar.gz && mkdir -p {root} && mv "
+            f"fgvc-aircraft-2013b/data {os.path.join(root, folder)}",
+        }
     return {
         "kind": "coop",
         "root": os.path.join(root, *images.split("/")),
         "split_file": os.path.join(root, folder, f"split_zhou_{file}.json"),
         "split": split,
-        "download": f"CoOp's DATASETS.md (https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md), section "
-        f"{section}: its images and split_zhou_{file}.json in {os.path.join(root, folder)}",
+        "download": f"{how}its images and split_zhou_{file}.json in {os.path.join(root, folder)}",
     }
 
 

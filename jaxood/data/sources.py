@@ -8,6 +8,7 @@ them into pixels (an undecodable one is counted by the pipeline, not fatal).
 - `FolderSource`: one sub-folder per class (ImageNet train/val, MOS OOD sets).
 - `ImageListSource`: OpenOOD-style `relative/path label` lines.
 - `CoopSplitSource`: a split of a CoOp split file (the few-shot papers' splits).
+- `AircraftSource`: a split of FGVC Aircraft in its own layout, as CoOp reads it (it has no split file).
 - `TfdsSource`: a TFDS dataset prepared in `array_record` format, read through
   `as_data_source` (no TensorFlow needed to read).
 - `jaxood.data.toy_world.ToyWorld`: the embedded benchmark.
@@ -403,23 +404,17 @@ class CoopSplitSource(_FileListSource):
     as CoOp's prompts read them; `class_names` replaces them."""
 
     SPLITS = ("train", "val", "test")
+    WHERE_FROM = (
+        "CoOp's split_zhou_<Dataset>.json, which CoOp's DATASETS.md links for each dataset, beside its image folder"
+    )
 
     def __init__(self, root: str, split_file: str, split: str, class_names: tuple[str, ...] | None = None):
         if split not in self.SPLITS:
             raise InvalidInput(f"split {split!r} of a CoOp split file is not one of {', '.join(self.SPLITS)}")
-        if not os.path.isfile(split_file):
-            raise DatasetMissing(
-                f"CoOp split file {split_file} not found (CoOp's split_zhou_<Dataset>.json, which CoOp's DATASETS.md "
-                "links for each dataset, beside its image folder)"
-            )
+        text = _read_text(split_file, "CoOp split file", self.WHERE_FROM)
         try:
-            with open(split_file, encoding="utf-8-sig") as f:
-                splits = json.load(f)
-        except OSError as err:
-            raise DatasetMissing(
-                f"CoOp split file {split_file} cannot be read ({err.strerror or err}). {_read_fix([err])}"
-            ) from None
-        except ValueError as err:  # not JSON, or not UTF-8
+            splits = json.loads(text)
+        except ValueError as err:
             raise InvalidInput(f"CoOp split file {split_file} is not JSON ({err}): download it again") from None
         if not isinstance(splits, dict) or not all(isinstance(splits.get(k), list) for k in self.SPLITS):
             raise InvalidInput(
@@ -457,6 +452,66 @@ class CoopSplitSource(_FileListSource):
         self._labels = np.asarray([label for _, label, _ in items], np.int32)
         own = prompt_names([names[label] for label in range(len(names))])
         self.class_names = _named_classes(class_names, own, f"{split_file} has {len(names)} classes")
+
+
+class AircraftSource(_FileListSource):
+    """One split (`train`, `val`, `trainval` or `test`) of FGVC Aircraft as its archive lays it out under `root`
+    (`fgvc-aircraft-2013b/data`, CoOp's `fgvc_aircraft/`), read as CoOp reads it, the few-shot papers' split of it:
+    the classes are the lines of `variants.txt` in turn (its 100 variants, as "707-320" and "F/A-18"), and a
+    split's images the lines `<image id> <variant>` of `images_variant_<split>.txt`, each `images/<id>.jpg`.
+    `class_names` replaces the variants' names."""
+
+    SPLITS = ("train", "val", "trainval", "test")
+    WHERE_FROM = "FGVC Aircraft's archive, fgvc-aircraft-2013b.tar.gz, has it in its data/ folder"
+
+    def __init__(self, root: str, split: str, class_names: tuple[str, ...] | None = None):
+        if split not in self.SPLITS:
+            raise InvalidInput(f"split {split!r} of FGVC Aircraft is not one of {', '.join(self.SPLITS)}")
+        variants_file = os.path.join(root, "variants.txt")
+        split_file = os.path.join(root, f"images_variant_{split}.txt")
+        text = _read_text(variants_file, "FGVC Aircraft's", self.WHERE_FROM)
+        variants = [name for line in text.splitlines() if (name := line.strip())]
+        label_of: dict[str, int] = {}
+        for lineno, name in enumerate(variants, 1):
+            if label_of.setdefault(name, lineno - 1) != lineno - 1:
+                raise InvalidInput(f"{variants_file} names the variant {name!r} twice: each of its lines is one class")
+        images = os.path.join(root, "images")
+        self.identity = ("fgvc_aircraft", os.path.realpath(root), split)
+        self.paths, labels, listed = [], [], _ListedFiles()
+        for lineno, line in enumerate(_read_text(split_file, "FGVC Aircraft's", self.WHERE_FROM).splitlines(), 1):
+            image, _, variant = line.strip().partition(" ")
+            if not image:
+                continue
+            if variant not in label_of:
+                raise InvalidInput(
+                    f"{split_file}:{lineno}: {line.strip()!r} names no variant of {variants_file}; each line is "
+                    "`<image id> <variant>`"
+                )
+            path = os.path.join(images, f"{image}.jpg")
+            listed.check(lineno, path)
+            self.paths.append(path)
+            labels.append(label_of[variant])
+        listed.refuse(lambda lineno: f"{split_file}:{lineno}", split_file, images)
+        if not self.paths:
+            raise DatasetMissing(f"{split_file} names no images")
+        self._labels = np.asarray(labels, np.int32)
+        where = f"{variants_file} names {len(variants)} classes"
+        self.class_names = _named_classes(class_names, tuple(variants), where)
+
+
+def _read_text(path: str, what: str, where_from: str) -> str:
+    """A dataset's text file `path` whole, in its encoding (`_text_encoding`); one missing or that the system will
+    not read is refused naming it as `what` ("CoOp split file"), where missing with `where_from`, where it comes
+    from."""
+    if not os.path.isfile(path):
+        raise DatasetMissing(f"{what} {path} not found ({where_from})")
+    try:
+        with open(path, encoding=_text_encoding(path)) as f:
+            return f.read()
+    except OSError as err:
+        raise DatasetMissing(f"{what} {path} cannot be read ({err.strerror or err}). {_read_fix([err])}") from None
+    except UnicodeDecodeError as err:
+        raise InvalidInput(f"{what} {path} is not text in UTF-8 ({err}): download it again") from None
 
 
 class _ListedFiles:
