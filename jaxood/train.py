@@ -35,6 +35,7 @@ import os
 import pkgutil
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import flax
@@ -83,9 +84,13 @@ RESUME_MAY_CHANGE = (
 )  # fmt: skip
 
 
-def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tuple[str, ...] = ()) -> dict | None:
+def check_resume(
+    config: ml_collections.ConfigDict, workdir: str, may_change: tuple[str, ...] = (), added: Mapping | None = None
+) -> dict | None:
     """Refuse to continue checkpoints in `workdir` that were trained under other settings than `config`'s; the
-    saved config (flattened, dotted keys), or None when there is nothing to resume.
+    saved config (flattened, dotted keys), or None when there is nothing to resume. `added` gives the keys added to
+    a config since runs were saved (the method's `ADDED_KEYS`), each with the value that trains as a run saved
+    without it did: such a run resumes under that value.
 
     Without this a changed setting (another seed, learning rate, dataset) silently
     resumed the old run and reported its results under the new config.
@@ -105,7 +110,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, may_change: tu
             f"checkpoints are in {ckpt_dir}, which a resumed run must match. Restore it, delete it to resume under "
             "this config without that check, or use a new --workdir."
         )
-    saved = flax.traverse_util.flatten_dict(saved, sep=".")
+    saved = {**(added or {}), **flax.traverse_util.flatten_dict(saved, sep=".")}
     now = flax.traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
     saved, now = ({k: tree.get(k, "(absent)") for k in set(saved) | set(now)} for tree in (saved, now))
     free = RESUME_MAY_CHANGE + tuple(may_change)
@@ -513,7 +518,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if arch:  # the loaders check again as they start: the closing evaluation's then comes after training
         for key in ("batch_size", "eval_batch_size"):
             check_host_memory(config[key], arch.image_size, key)
-    saved_config = check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()))
+    saved_config = check_resume(
+        config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()), getattr(method_module, "ADDED_KEYS", {})
+    )
     # The training images before the model: too few shots or images fail before a download or load.
     train_source = eval_inputs.train
     class_names = train_source.class_names

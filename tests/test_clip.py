@@ -202,6 +202,29 @@ def test_gl_mcm_value_patches_against_hf_torch(tiny_hf):
     assert np.abs(got_local - vv).max() > 1e-3  # not the V-V stream
 
 
+def test_patch_tokens_against_hf_torch(tiny_hf):
+    """CLIP's own patch tokens as local features (SOT-GLP's ablation without V-V, `stream="tokens"`): the last
+    block's output tokens, `post_layernorm`, `local_proj`, the visual projection; here from the HF PyTorch model's
+    last hidden state."""
+    directory, hf_model = tiny_hf
+    model, params = clip.load(directory)
+    images = _images(2, 32, seed=4)
+    local_proj = np.random.RandomState(5).randn(64, 64).astype(np.float32) * 0.1 + np.eye(64, dtype=np.float32)
+    with torch.no_grad():
+        vision = hf_model.vision_model
+        tokens = vision(pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2))).last_hidden_state[:, 1:]
+        projected = vision.post_layernorm(tokens) @ torch.from_numpy(local_proj)
+        want_local = hf_model.visual_projection(projected).numpy()
+    got_global, got_local = model.apply(
+        {"params": params}, images, local_proj, False, "tokens", method="encode_image_dense"
+    )
+    chex.assert_shape(got_local, (2, 16, 32))
+    np.testing.assert_allclose(got_local, want_local, atol=1e-4)
+    np.testing.assert_allclose(got_global, model.apply({"params": params}, images, method="encode_image"), atol=1e-6)
+    _, vv = model.apply({"params": params}, images, local_proj, method="encode_image_dense")
+    assert np.abs(got_local - vv).max() > 1e-3  # not the V-V stream
+
+
 # ------------------------------------------------------------- text: EOT, prompts
 
 

@@ -166,9 +166,10 @@ def test_scorer_reports_gl_mcm_its_global_and_local_terms_and_max_logit(tiny_mod
     assert np.all(np.asarray(out["SOT-GLP / L-MCM"]) >= 1 / len(names) - 1e-6)  # a max of softmaxes over classes
 
 
-def _spec_features(model, params, trainable, names, vv_layer0_ori, images):
+def _spec_features(model, params, trainable, names, vv_layer0_ori, images, local_stream="vv"):
     """The methods.md §1 features, built from the CLIP's public calls alone: each prompt is "X X X X {name}." with
-    its 4 context embeddings put where the X's are, pooled at its EOT; the images' V-V patches through `local_proj`.
+    its 4 context embeddings put where the X's are, pooled at its EOT; the images' V-V patches (or CLIP's own patch
+    tokens, `local_stream` "tokens") through `local_proj`.
     Returns (global text (G, C, D), local text (C, P, D), image (B, D), patches (B, N, D)), all normalised, as float64.
     """
     v = {"params": params}
@@ -187,7 +188,9 @@ def _spec_features(model, params, trainable, names, vv_layer0_ori, images):
     g_ctx = np.broadcast_to(np.asarray(trainable["global_ctx"])[None], (len(names), *trainable["global_ctx"].shape))
     global_t = prompts(g_ctx).swapaxes(0, 1)
     local_t = prompts(np.asarray(trainable["local_ctx"]))
-    z, patches = model.apply(v, images, trainable["local_proj"], vv_layer0_ori, method="encode_image_dense")
+    z, patches = model.apply(
+        v, images, trainable["local_proj"], vv_layer0_ori, local_stream, method="encode_image_dense"
+    )
     return global_t, local_t, unit(z), unit(patches)
 
 
@@ -225,6 +228,7 @@ SPEC_VARIANTS = {
         "sot_glp.lam": 1.0, "sot_glp.vv_layer0_ori": True, "sot_glp.local_reduction": "mean",
         "sot_glp.ood_temperature": 1000.0, "sot_glp.prediction": "reference",
     },
+    "novv": {"sot_glp.lam": 0.25, "sot_glp.ood_temperature": 1.0, "sot_glp.local_stream": "tokens"},
 }  # fmt: skip
 
 
@@ -233,8 +237,9 @@ def test_loss_predictions_and_scores_follow_the_spec_computed_in_numpy(tiny_mode
     """The whole method against methods.md §1 in float64 NumPy, from the CLIP's public calls: the loss
     `CE(s_g) + lambda CE(phi / tau)` (one global prompt, so no prompt dropout; a masked-out image), the prediction
     (`s_g + lambda phi / tau`; reference `mean_G cos + phi` with phi / P and layer 0's ordinary attention in the V-V
-    stream) and the scores: GL-MCM = MCM of the mean global cosines + max over patches and classes of the softmax of
-    the mean local cosines, at T (reference: T = 1000), and MaxLogit of the prediction."""
+    stream; novv: CLIP's own patch tokens for the V-V stream's) and the scores: GL-MCM = MCM of the mean global
+    cosines + max over patches and classes of the softmax of the mean local cosines, at T (reference: T = 1000), and
+    MaxLogit of the prediction."""
     model, params = tiny_model
     c = {"sot_glp.n_global": 1, "sot_glp.n_local": 2, "sot_glp.top_k": 4, "sot_glp.ot_iterations": 300}
     config = small_config(tiny_hf[0], tmp_path, **c, **SPEC_VARIANTS[variant])
@@ -242,7 +247,9 @@ def test_loss_predictions_and_scores_follow_the_spec_computed_in_numpy(tiny_mode
     images = rng.randn(4, 32, 32, 3).astype(np.float32)
     labels, mask = np.array([0, 2, 1, 1]), np.array([True, True, True, False])
     s = config.sot_glp
-    global_t, local_t, z, patches = _spec_features(model, params, trainable, SPEC_NAMES, s.vv_layer0_ori, images)
+    global_t, local_t, z, patches = _spec_features(
+        model, params, trainable, SPEC_NAMES, s.vv_layer0_ori, images, s.local_stream
+    )
     tau, lam, t = s.tau, s.lam, s.ood_temperature
     mean_cos = np.einsum("bd,gcd->bc", z, global_t) / s.n_global
     phi, sim = _spec_local_score(patches, local_t, s.top_k, s.ot_epsilon, s.local_reduction)
@@ -1186,6 +1193,33 @@ def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation
     assert (run / "results.md").read_text().startswith(head)
 
 
+def test_the_novv_ablation_and_a_run_saved_before_its_key(tmp_path):
+    """`configs/sot_glp.py:novv` is the paper's ablation without V-V (`sot_glp.local_stream` "tokens"), which the
+    released code's layer-0 V-V setting does not go with. A run saved before `local_stream` existed trained on the
+    V-V stream: it resumes under "vv" (any new key refused it, "(absent) there"), not under "tokens"."""
+    from conftest import load_config
+
+    from jaxood.errors import InvalidInput
+
+    novv = load_config("sot_glp", "novv")
+    assert novv.sot_glp.local_stream == "tokens" and load_config("sot_glp", "paper").sot_glp.local_stream == "vv"
+    assert load_config("sot_glp", "novv,dtd").sot_glp.local_stream == "tokens"
+    with pytest.raises(InvalidInput, match=r"^sot_glp\.vv_layer0_ori changes the V-V stream, which sot_glp\.local_"):
+        sot_glp.check_settings(load_config("sot_glp", "reference", **{"sot_glp.local_stream": "tokens"}), None)
+    run = tmp_path / "run"
+    (run / "checkpoints" / "2").mkdir(parents=True)
+    config = load_config("sot_glp", "paper")
+    saved = json.loads(config.to_json_best_effort())
+    del saved["sot_glp"]["local_stream"]
+    (run / "config.json").write_text(json.dumps(saved))
+    resume = functools.partial(
+        trainer.check_resume, workdir=str(run), may_change=sot_glp.RESUME_MAY_CHANGE, added=sot_glp.ADDED_KEYS
+    )
+    assert resume(config)["sot_glp.local_stream"] == "vv"
+    with pytest.raises(InvalidInput, match=r"\(sot_glp\.local_stream: 'vv' there, 'tokens' here\)"):
+        resume(load_config("sot_glp", "paper", **{"sot_glp.local_stream": "tokens"}))
+
+
 def test_a_run_in_a_workdir_another_run_holds_is_refused_until_that_run_ends(tiny_hf, tmp_path):
     """Two runs in one workdir wrote over each other's checkpoints and report. The holder here is another process
     holding the lock as a run does; killed, it leaves no stale lock (the OS drops it). `jaxood.evaluate`, which
@@ -2016,6 +2050,7 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
     [
         ("sot_glp.prediction", "referense", "sot_glp.prediction must be one of .* got 'referense'"),
         ("sot_glp.local_reduction", "max", "sot_glp.local_reduction must be one of .* got 'max'"),
+        ("sot_glp.local_stream", "value", r"sot_glp.local_stream must be one of \('vv', 'tokens'\), got 'value'"),
         ("method", "sotglp", r"config.method 'sotglp' is not one of \['clip_pretrain', 'sot_glp'\]"),
         ("dtype", "fp16", r"dtype must be one of \('auto', 'float32', 'bfloat16', 'float16'\), got 'fp16'"),
         ("log_every", 0, "log_every must be a whole number of at least 1, got 0"),

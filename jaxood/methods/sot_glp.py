@@ -6,8 +6,9 @@ and the local projection W (identity init; frozen for `noproj`).
 
 - Global logit `s_g[b,c] = mean_m cos(z_b, T_g[c,m]) / tau`; in training each
   image uses `max(G - int(0.75 G), 1)` random prompts (prompt dropout).
-- Local score `phi[b,c]` (`local_score`): V-V patch features vs the class's
-  local prompts, top-K patches by mean similarity, balanced entropic OT
+- Local score `phi[b,c]` (`local_score`): V-V patch features (`local_stream`
+  "tokens": CLIP's own last-block patch tokens, the paper's ablation without
+  V-V, its Tables 2 and 3) vs the class's local prompts, top-K patches by mean similarity, balanced entropic OT
   (stop-gradient plan), `sum T * sim` (`reference`: divided by P).
 - Loss `CE(s_g) + lambda CE(phi / tau)`; prediction `s_g + lambda phi / tau`
   (`reference`: `mean_G cos + phi`); OOD score GL-MCM of the global prompts and
@@ -46,8 +47,11 @@ from jaxood.scores.mcm import mcm, normalize
 NAME = "SOT-GLP"
 # A resumed run may change these (jaxood.train): settings only the scorer reads, and how the prompts are batched.
 RESUME_MAY_CHANGE = ("sot_glp.ood_temperature", "sot_glp.prediction", "sot_glp.prompt_chunk")
+# Keys added since runs were saved, with the value that trains as those runs did (jaxood.train.check_resume).
+ADDED_KEYS = {"sot_glp.local_stream": "vv"}
 PREDICTIONS = ("paper", "reference")  # s_g + lambda phi / tau, or the released softmax(100 (mean_G cos + phi) / 2)
 LOCAL_REDUCTIONS = ("sum", "mean")  # phi = sum T sim (paper), or that / P (released code)
+LOCAL_STREAMS = ("vv", "tokens")  # the local patch features: the V-V stream, or CLIP's patch tokens (w/o V-V)
 # The training log's largest marginal error of a step's plans (jaxood.ot.marginal_error), over its real images.
 OT_ERROR = "ot_marginal_error"
 SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM", "MaxLogit")  # the OOD score, its global and local terms, the prediction's
@@ -151,6 +155,12 @@ def check_settings(config: ml_collections.ConfigDict, arch: clip.CLIPConfig) -> 
         )
     settings.choice(config, "sot_glp.prediction", PREDICTIONS)
     settings.choice(config, "sot_glp.local_reduction", LOCAL_REDUCTIONS)
+    settings.choice(config, "sot_glp.local_stream", LOCAL_STREAMS)
+    if c.local_stream != "vv" and c.vv_layer0_ori:
+        raise InvalidInput(
+            f"sot_glp.vv_layer0_ori changes the V-V stream, which sot_glp.local_stream {c.local_stream!r} does not "
+            "use: set it False (the `reference` variant sets it True), or local_stream 'vv'"
+        )
     for key in ("n_global", "n_local"):
         settings.whole(config, f"sot_glp.{key}", 1)
     settings.whole(config, "sot_glp.ot_iterations", ot.MIN_ITERATIONS)  # 1 failed in the traced step, in jaxood.ot
@@ -238,7 +248,12 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
 
     def image_features(params, images):
         g, local = model.apply(
-            {"params": params["clip"]}, images, params["local_proj"], c.vv_layer0_ori, method="encode_image_dense"
+            {"params": params["clip"]},
+            images,
+            params["local_proj"],
+            c.vv_layer0_ori,
+            c.local_stream,
+            method="encode_image_dense",
         )
         return normalize(g), normalize(local)
 

@@ -293,6 +293,11 @@ class VisionEmbeddings(nn.Module):
         return x + pos.astype(self.dtype)
 
 
+# The patch features a vision tower gives: the value-value stream (SOT-GLP's local features), the last block's value
+# path (GL-MCM's), or the last block's output tokens (CLIP's own patch tokens; SOT-GLP's ablation without V-V).
+PATCH_STREAMS = ("vv", "value", "tokens")
+
+
 class VisionTransformer(nn.Module):
     cfg: CLIPConfig
     dtype: Any = jnp.float32
@@ -305,13 +310,15 @@ class VisionTransformer(nn.Module):
         self.encoder = Encoder(c.vision, self.dtype, self.remat)
         self.post_layernorm = _layer_norm(c.vision.eps, self.dtype)
 
-    def __call__(self, images: Array, value_value: bool = False, vv_layer0_ori: bool = False, last_value: bool = False):
-        """Returns `(pooled (B, W), patches (B, N, W) or None)`, both after `post_layernorm`: the patches of the V-V
-        stream (`value_value`) or of the last block's value path (`last_value`)."""
+    def __call__(self, images: Array, patches: str | None = None, vv_layer0_ori: bool = False):
+        """Returns `(pooled (B, W), patches (B, N, W) or None)`, both after `post_layernorm`: the patch tokens of
+        `patches` (`PATCH_STREAMS`), none by default."""
+        if patches not in (None, *PATCH_STREAMS):
+            raise ValueError(f"patches {patches!r} is not one of {', '.join(PATCH_STREAMS)}")
         x = self.pre_layrnorm(self.embeddings(images))
-        x, x_vv, x_value = self.encoder(x, None, value_value, vv_layer0_ori, last_value)
+        x, x_vv, x_value = self.encoder(x, None, patches == "vv", vv_layer0_ori, patches == "value")
         pooled = self.post_layernorm(x[:, 0])
-        local = x_vv if value_value else x_value
+        local = {"vv": x_vv, "value": x_value, "tokens": x}.get(patches)
         return pooled, (None if local is None else self.post_layernorm(local[:, 1:]))
 
 
@@ -392,17 +399,18 @@ class CLIP(nn.Module):
         return self.visual_projection(pooled).astype(jnp.float32)
 
     def encode_image_dense(
-        self, images: Array, local_proj: Array | None = None, vv_layer0_ori: bool = False
+        self, images: Array, local_proj: Array | None = None, vv_layer0_ori: bool = False, stream: str = "vv"
     ) -> tuple[Array, Array]:
-        """Global `(B, D)` and V-V local patch features `(B, N, D)`, not normalised.
+        """Global `(B, D)` and local patch features `(B, N, D)`, not normalised.
 
         Local features: the value-value stream over all layers (shared weights),
+        or with `stream="tokens"` the last block's output tokens,
         `post_layernorm`, then `local_proj` (a `(W, W)` matrix, identity when
         None), then the visual projection. `vv_layer0_ori=True` reproduces the
         released SOT-GLP code, where layer 0's ordinary attention output also
         enters the V-V stream.
         """
-        pooled, local = self.vision_model(images, value_value=True, vv_layer0_ori=vv_layer0_ori)
+        pooled, local = self.vision_model(images, stream, vv_layer0_ori)
         if local_proj is not None:
             local = local @ local_proj.astype(local.dtype)
         return (
@@ -414,7 +422,7 @@ class CLIP(nn.Module):
         """Global `(B, D)` and GL-MCM's local patch features `(B, N, D)`, not normalised: the last block's value
         path (`EncoderLayer`), `post_layernorm`, then the visual projection, as GL-MCM's and LoCoOp's code take
         them (MaskCLIP's dense features)."""
-        pooled, local = self.vision_model(images, last_value=True)
+        pooled, local = self.vision_model(images, "value")
         return self.visual_projection(pooled).astype(jnp.float32), self.visual_projection(local).astype(jnp.float32)
 
     def embed_tokens(self, ids: Array) -> Array:
