@@ -262,6 +262,79 @@ def test_fgvc_aircraft_variants_read_its_archive_under_coop_root(tmp_path):
     assert train.labels().tolist() == [0, 1] and test.read(0) == (str(root / "images" / "3.jpg"), 1)
 
 
+def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
+    """`python -m jaxood.summarize RUN ...`: the few-shot table (a run per dataset, and their mean: SOT-GLP's
+    Table 1) and the OOD table (a row per run and score row, and a row's mean over the runs that have it) from the
+    runs' results.json; a set a run did not score is "-", a metric it had none of "n/a", and a mean over fewer runs
+    says how many. Each report was read apart before, and averaged by hand."""
+    from jaxood import summarize
+    from jaxood.errors import InputMissing, report_user_errors
+
+    def metrics(fpr95, auroc):
+        return {"fpr95": fpr95, "auroc": auroc, "aupr_in": 0.5, "aupr_out": 0.5}
+
+    commit = {"commit": "a" * 40, "dirty": False, "diff": None}
+    reports = {
+        "pets": {
+            "id_accuracy": {"SOT-GLP": 0.9, "zero-shot": 0.8},
+            "ood": {"SOT-GLP / GL-MCM": {"A": metrics(0.2, 0.9), "mean": metrics(0.2, 0.9)}},
+            "counts": {"id": 10, "A": 5}, "step": 30, "config": {"model": "toy"}, "source": commit,
+        },
+        "dtd": {
+            "id_accuracy": {"SOT-GLP": 0.7, "zero-shot": None},
+            "ood": {
+                "SOT-GLP / GL-MCM": {"A": metrics(0.4, 0.7), "B": None, "mean": None},
+                "SOT-GLP / MCM": {"A": metrics(0.5, 0.6), "B": metrics(0.1, 0.95), "mean": metrics(0.3, 0.775)},
+            },
+            "counts": {"id": 10, "A": 5, "B": 0}, "config": {"model": "toy"}, "source": commit,
+        },
+    }  # fmt: skip
+    for run, report in reports.items():
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "results.json").write_text(json.dumps(report))
+    runs = [str(tmp_path / run) for run in reports]
+    text = summarize.summary(runs)
+    pets, dtd = runs
+    assert text.split("\n\n")[:4] == [
+        "ID accuracy (%)",
+        f"| Run | SOT-GLP | zero-shot |\n|---|---|---|\n| {pets} | 90.00 | 80.00 |\n| {dtd} | 70.00 | n/a |\n"
+        "| Mean of 2 runs | 80.00 | 80.00 (1 of 2 runs) |",
+        "FPR95 (%) lower is better / AUROC (%) higher is better",
+        "| Run | Score | A FPR95 | A AUROC | B FPR95 | B AUROC | Avg FPR95 | Avg AUROC |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        f"| {pets} | SOT-GLP / GL-MCM | 20.00 | 90.00 | - | - | 20.00 | 90.00 |\n"
+        f"| {dtd} | SOT-GLP / GL-MCM | 40.00 | 70.00 | n/a | n/a | n/a | n/a |\n"
+        f"| {dtd} | SOT-GLP / MCM | 50.00 | 60.00 | 10.00 | 95.00 | 30.00 | 77.50 |\n"
+        "| Mean of 2 runs | SOT-GLP / GL-MCM | 30.00 | 80.00 | n/a | n/a | 20.00 (1 of 2 runs) | 90.00 (1 of 2 runs) |",
+    ]
+    assert f"- {pets}: training step 30, toy; computed by jaxood at git commit {'a' * 40}" in text
+    assert "different code" not in text
+    only = summarize.summary(runs, ["SOT-GLP / MCM"])
+    assert "GL-MCM" not in only and f"| {dtd} | SOT-GLP / MCM |" in only
+    main = report_user_errors(summarize.main)
+    assert main([*runs, "--rows=SOT-GLP / MCM", f"--out={tmp_path / 'summary.md'}"]) == 0
+    assert (tmp_path / "summary.md").read_text(encoding="utf-8") == only
+    capsys.readouterr()
+    for argv, message in [
+        ([pets, str(tmp_path / "none"), str(tmp_path)], r"error: 2 of the 3 runs have no report to summarise: \S+none "
+         r"does not exist; \S+ has no results\.json\. A run's report is its workdir's results\.json, which "),
+        ([pets, pets + "/"], r"error: \S+pets/: given twice \(the same folder as an earlier run\)"),
+        ([pets, "--rows=SOT-GLP/MCM"], r"error: --rows names 'SOT-GLP/MCM', which no run has: the runs' score rows are "
+         r"'SOT-GLP / GL-MCM'\n"),
+    ]:  # fmt: skip
+        assert main(argv) == 1
+        assert re.match(message, capsys.readouterr().err)
+    reports["pets"]["source"] = {"commit": "b" * 40, "dirty": True, "diff": "c" * 16}
+    (tmp_path / "pets" / "results.json").write_text(json.dumps(reports["pets"]))
+    assert summarize.summary(runs).endswith(
+        f"uncommitted changes (diff {'c' * 16})\n- {dtd}: toy; computed by jaxood at git commit {'a' * 40}\n\n"
+        "The runs were computed by different code (above).\n"
+    )
+    (tmp_path / "dtd" / "results.json").write_text("{")
+    with pytest.raises(InputMissing, match=r"dtd/results\.json cannot be read as a report \(Expecting"):
+        summarize.summary(runs)
+
+
 def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
     """Every missing dataset is named in one error: ImageNet and MOS' four OOD sets took five runs to learn of."""
     cmd = [
