@@ -16,6 +16,9 @@ the benchmark, `mos` by default or `openood_v15`, as in configs/zeroshot.py):
 - `novv`: local features from CLIP's own last-block patch tokens instead of the
   V-V stream (`sot_glp.local_stream = "tokens"`), the paper's ablation "w/o V-V"
   (its Tables 2 and 3: acc 75.5; avg FPR95 28.1 / AUROC 92.9).
+- `shared`: one pool of P local contexts that every class shares, each followed by
+  the class's name (`sot_glp.class_specific_locals = False`), the paper's ablation
+  "w/o class-specific locals" (its Table 2: acc 75.2 on ImageNet).
 - `demo`: the toy world on the embedded tiny CLIP pretrained by
   `configs/toy_clip.py` (`model = "toy"`; any CLIP via `--config.model=DIR`,
   random weights of `model_arch` via `--config.model=scratch`). Under a minute
@@ -48,13 +51,13 @@ zeroshot, toy_clip, common = _sibling("zeroshot"), _sibling("toy_clip"), _siblin
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant, _, benchmark = (arg or "paper").partition(",")
     coop = benchmark in COOP_DATASETS
-    if variant not in ("paper", "reference", "noproj", "novv", "demo") or (
+    if variant not in ("paper", "reference", "noproj", "novv", "shared", "demo") or (
         benchmark and (variant == "demo" or not (coop or benchmark in zeroshot.IMAGENET_OOD))
     ):
         raise ValueError(
-            f"unknown variant {arg!r}: choose paper, reference, noproj, novv or demo; all but demo may name ImageNet's "
-            f"OOD benchmark after a comma ({', '.join(sorted(zeroshot.IMAGENET_OOD))}; default mos), or a CoOp "
-            f"dataset to train and test on instead ({', '.join(COOP_DATASETS)})"
+            f"unknown variant {arg!r}: choose paper, reference, noproj, novv, shared or demo; all but demo may name "
+            f"ImageNet's OOD benchmark after a comma ({', '.join(sorted(zeroshot.IMAGENET_OOD))}; default mos), or a "
+            f"CoOp dataset to train and test on instead ({', '.join(COOP_DATASETS)})"
         )
     imagenet = ",".join(filter(None, ("imagenet", benchmark)))
     c = zeroshot.get_config("toy" if variant == "demo" else f"coop,{benchmark}" if coop else imagenet)
@@ -79,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "n_global": 4, "n_local": 4, "init_text": "a photo of a", "top_k": 10, "ot_epsilon": 0.1,
         "ot_iterations": 100, "lam": 0.25, "tau": 0.01, "local_reduction": "sum", "vv_layer0_ori": False,
         "prediction": "paper", "ood_temperature": 1.0, "learn_proj": True, "prompt_chunk": 1000,
-        "local_stream": "vv",
+        "local_stream": "vv", "class_specific_locals": True,
     })  # fmt: skip
     # prompt_chunk: prompts per device through the text tower at once (0: all). Smaller needs less memory for one
     # more forward pass, and the results do not change (a resumed run may change it). ImageNet's 8,000 prompts on
@@ -102,6 +105,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.sot_glp.learn_proj = False
     elif variant == "novv":
         c.sot_glp.local_stream = "tokens"
+    elif variant == "shared":
+        c.sot_glp.class_specific_locals = False
     elif variant == "demo":
         c.model = "toy"
         toy = {"size": 64, "seed": 0}

@@ -187,7 +187,7 @@ def test_imagenet_configs_evaluate_on_openood_v15_from_the_command_line(config, 
     assert id_set.class_names == imagenet_classnames() and id_set.class_names[230] == "Shetland Sheepdog"
     # ... the classes, in the order, of TFDS's imagenet2012 that SOT-GLP trains on (`check_same_classes`)
     assert tfds_prompt_names("imagenet2012", list(imagenet_names_by_wnid())) == id_set.class_names
-    with pytest.raises(ValueError, match="choose paper, reference, noproj, novv or demo"):
+    with pytest.raises(ValueError, match="choose paper, reference, noproj, novv, shared or demo"):
         load_config("sot_glp", "demo,openood_v15")  # the toy world has its own OOD sets
 
 

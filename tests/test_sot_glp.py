@@ -187,7 +187,8 @@ def _spec_features(model, params, trainable, names, vv_layer0_ori, images, local
 
     g_ctx = np.broadcast_to(np.asarray(trainable["global_ctx"])[None], (len(names), *trainable["global_ctx"].shape))
     global_t = prompts(g_ctx).swapaxes(0, 1)
-    local_t = prompts(np.asarray(trainable["local_ctx"]))
+    local_ctx = np.asarray(trainable["local_ctx"])  # (C, P, 4, W), or a pool (P, 4, W) that every class shares
+    local_t = prompts(np.broadcast_to(local_ctx, (len(names), *local_ctx.shape[-3:])))
     z, patches = model.apply(
         v, images, trainable["local_proj"], vv_layer0_ori, local_stream, method="encode_image_dense"
     )
@@ -229,6 +230,7 @@ SPEC_VARIANTS = {
         "sot_glp.ood_temperature": 1000.0, "sot_glp.prediction": "reference",
     },
     "novv": {"sot_glp.lam": 0.25, "sot_glp.ood_temperature": 1.0, "sot_glp.local_stream": "tokens"},
+    "shared": {"sot_glp.lam": 0.25, "sot_glp.ood_temperature": 1.0, "sot_glp.class_specific_locals": False},
 }  # fmt: skip
 
 
@@ -237,7 +239,8 @@ def test_loss_predictions_and_scores_follow_the_spec_computed_in_numpy(tiny_mode
     """The whole method against methods.md §1 in float64 NumPy, from the CLIP's public calls: the loss
     `CE(s_g) + lambda CE(phi / tau)` (one global prompt, so no prompt dropout; a masked-out image), the prediction
     (`s_g + lambda phi / tau`; reference `mean_G cos + phi` with phi / P and layer 0's ordinary attention in the V-V
-    stream; novv: CLIP's own patch tokens for the V-V stream's) and the scores: GL-MCM = MCM of the mean global
+    stream; novv: CLIP's own patch tokens for the V-V stream's; shared: one pool of local contexts, each class's
+    name after them) and the scores: GL-MCM = MCM of the mean global
     cosines + max over patches and classes of the softmax of the mean local cosines, at T (reference: T = 1000), and
     MaxLogit of the prediction."""
     model, params = tiny_model
@@ -1193,31 +1196,42 @@ def test_resume_refuses_other_training_settings_and_allows_length_and_evaluation
     assert (run / "results.md").read_text().startswith(head)
 
 
-def test_the_novv_ablation_and_a_run_saved_before_its_key(tmp_path):
+def test_the_ablation_variants_and_a_run_saved_before_their_keys(tiny_model, tiny_hf, tmp_path):
     """`configs/sot_glp.py:novv` is the paper's ablation without V-V (`sot_glp.local_stream` "tokens"), which the
-    released code's layer-0 V-V setting does not go with. A run saved before `local_stream` existed trained on the
-    V-V stream: it resumes under "vv" (any new key refused it, "(absent) there"), not under "tokens"."""
+    released code's layer-0 V-V setting does not go with; `:shared` its ablation without class-specific local
+    prompts (`sot_glp.class_specific_locals` False: one pool of P contexts, Xavier-uniform over its own shape). A
+    run saved before these keys existed trained on the V-V stream with class-specific locals: it resumes under
+    those values (any new key refused it, "(absent) there"), not under others."""
     from conftest import load_config
 
     from jaxood.errors import InvalidInput
 
-    novv = load_config("sot_glp", "novv")
+    novv, shared = load_config("sot_glp", "novv"), load_config("sot_glp", "shared,dtd")
     assert novv.sot_glp.local_stream == "tokens" and load_config("sot_glp", "paper").sot_glp.local_stream == "vv"
     assert load_config("sot_glp", "novv,dtd").sot_glp.local_stream == "tokens"
+    assert shared.sot_glp.class_specific_locals is False and novv.sot_glp.class_specific_locals is True
+    model, params = tiny_model
+    config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.class_specific_locals": False, "sot_glp.n_local": 3})
+    local_ctx = sot_glp.build(config, model, params, ["a", "b", "c", "d", "e"], data_mesh()).params["local_ctx"]
+    assert local_ctx.shape == (3, 4, 64) and 0.5 * np.sqrt(6 / (7 * 64)) < np.abs(local_ctx).max() <= np.sqrt(
+        6 / (7 * 64)
+    )
     with pytest.raises(InvalidInput, match=r"^sot_glp\.vv_layer0_ori changes the V-V stream, which sot_glp\.local_"):
         sot_glp.check_settings(load_config("sot_glp", "reference", **{"sot_glp.local_stream": "tokens"}), None)
     run = tmp_path / "run"
     (run / "checkpoints" / "2").mkdir(parents=True)
     config = load_config("sot_glp", "paper")
     saved = json.loads(config.to_json_best_effort())
-    del saved["sot_glp"]["local_stream"]
+    del saved["sot_glp"]["local_stream"], saved["sot_glp"]["class_specific_locals"]
     (run / "config.json").write_text(json.dumps(saved))
     resume = functools.partial(
         trainer.check_resume, workdir=str(run), may_change=sot_glp.RESUME_MAY_CHANGE, added=sot_glp.ADDED_KEYS
     )
-    assert resume(config)["sot_glp.local_stream"] == "vv"
+    assert resume(config)["sot_glp.local_stream"] == "vv" and resume(config)["sot_glp.class_specific_locals"] is True
     with pytest.raises(InvalidInput, match=r"\(sot_glp\.local_stream: 'vv' there, 'tokens' here\)"):
         resume(load_config("sot_glp", "paper", **{"sot_glp.local_stream": "tokens"}))
+    with pytest.raises(InvalidInput, match=r"\(sot_glp\.class_specific_locals: True there, False here\)"):
+        resume(load_config("sot_glp", "paper", **{"sot_glp.class_specific_locals": False}))
 
 
 def test_a_run_in_a_workdir_another_run_holds_is_refused_until_that_run_ends(tiny_hf, tmp_path):

@@ -2,7 +2,10 @@
 
 methods.md §1. Learned: G global prompts (M context vectors each, initialised
 from "a photo of a"), P local prompts per class (Xavier-uniform, near zero),
-and the local projection W (identity init; frozen for `noproj`).
+and the local projection W (identity init; frozen for `noproj`). With
+`class_specific_locals` False (the paper's ablation "w/o class-specific locals")
+the P local contexts are one pool that every class shares, each still followed by
+the class's name, as the global prompts are.
 
 - Global logit `s_g[b,c] = mean_m cos(z_b, T_g[c,m]) / tau`; in training each
   image uses `max(G - int(0.75 G), 1)` random prompts (prompt dropout).
@@ -48,7 +51,7 @@ NAME = "SOT-GLP"
 # A resumed run may change these (jaxood.train): settings only the scorer reads, and how the prompts are batched.
 RESUME_MAY_CHANGE = ("sot_glp.ood_temperature", "sot_glp.prediction", "sot_glp.prompt_chunk")
 # Keys added since runs were saved, with the value that trains as those runs did (jaxood.train.check_resume).
-ADDED_KEYS = {"sot_glp.local_stream": "vv"}
+ADDED_KEYS = {"sot_glp.local_stream": "vv", "sot_glp.class_specific_locals": True}
 PREDICTIONS = ("paper", "reference")  # s_g + lambda phi / tau, or the released softmax(100 (mean_G cos + phi) / 2)
 LOCAL_REDUCTIONS = ("sum", "mean")  # phi = sum T sim (paper), or that / P (released code)
 LOCAL_STREAMS = ("vv", "tokens")  # the local patch features: the V-V stream, or CLIP's patch tokens (w/o V-V)
@@ -194,11 +197,14 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
     width = model.cfg.text.width
     init_ctx = np.asarray(model.apply({"params": clip_params}, init_ids[:, 1 : 1 + n_ctx], method="embed_tokens"))[0]
     rng = np.random.RandomState(config.seed)
-    bound = math.sqrt(6.0 / ((n_classes + n_local) * n_ctx * width))
+    # Xavier-uniform over the whole tensor, with PyTorch's fans (its dims 1 and 0, times the rest's size): the
+    # class-specific (C, P, M, W) or the shared pool (P, M, W).
+    local_shape = (n_classes, n_local, n_ctx, width) if c.class_specific_locals else (n_local, n_ctx, width)
+    bound = math.sqrt(6.0 / ((local_shape[0] + local_shape[1]) * math.prod(local_shape[2:])))
     params = {
         "clip": clip_params,
         "global_ctx": np.broadcast_to(init_ctx, (n_global, n_ctx, width)).astype(np.float32).copy(),
-        "local_ctx": rng.uniform(-bound, bound, (n_classes, n_local, n_ctx, width)).astype(np.float32),
+        "local_ctx": rng.uniform(-bound, bound, local_shape).astype(np.float32),
         "local_proj": np.eye(model.cfg.vision.width, dtype=np.float32),
         "name_embeddings": prompts.embed(model, clip_params),
     }
@@ -235,7 +241,8 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
 
     def text_features(params):
         glob = jnp.broadcast_to(params["global_ctx"][:, None], (n_global, n_classes, n_ctx, width))
-        ctx = jnp.concatenate([glob.reshape(-1, n_ctx, width), params["local_ctx"].reshape(-1, n_ctx, width)])
+        local = jnp.broadcast_to(params["local_ctx"], (n_classes, n_local, n_ctx, width))  # a shared pool, per class
+        ctx = jnp.concatenate([glob.reshape(-1, n_ctx, width), local.reshape(-1, n_ctx, width)])
         tokens = prompts.token_embeddings(ctx, params["name_embeddings"], class_index)
         eots = eot
         if pad:
