@@ -47,8 +47,8 @@ def read_reports(runs: list[str]) -> dict[str, dict]:
         try:
             with open(path, encoding="utf-8") as f:
                 report = json.load(f)
-            if not isinstance(report, dict) or not isinstance(report.get("ood"), dict):
-                raise ValueError("not a jaxood report: no 'ood' table")
+            if not isinstance(report, dict) or not all(isinstance(report.get(k), dict) for k in ("ood", "counts")):
+                raise ValueError("not a jaxood report: no 'ood' and 'counts' tables")
         except ValueError as err:
             problems.append(f"{path} cannot be read as a report ({err})")
             continue

@@ -330,9 +330,10 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
         f"uncommitted changes (diff {'c' * 16})\n- {dtd}: toy; computed by jaxood at git commit {'a' * 40}\n\n"
         "The runs were computed by different code (above).\n"
     )
-    (tmp_path / "dtd" / "results.json").write_text("{")
-    with pytest.raises(InputMissing, match=r"dtd/results\.json cannot be read as a report \(Expecting"):
-        summarize.summary(runs)
+    for broken, why in [("{", r"Expecting"), ("[]", r"not a jaxood report: no 'ood' and 'counts' tables")]:
+        (tmp_path / "dtd" / "results.json").write_text(broken)
+        with pytest.raises(InputMissing, match=rf"dtd/results\.json cannot be read as a report \({why}"):
+            summarize.summary(runs)
 
 
 def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):

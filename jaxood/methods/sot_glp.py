@@ -11,8 +11,9 @@ the class's name, as the global prompts are.
   image uses `max(G - int(0.75 G), 1)` random prompts (prompt dropout).
 - Local score `phi[b,c]` (`local_score`): V-V patch features (`local_stream`
   "tokens": CLIP's own last-block patch tokens, the paper's ablation without
-  V-V, its Tables 2 and 3) vs the class's local prompts, top-K patches by mean similarity, balanced entropic OT
-  (stop-gradient plan), `sum T * sim` (`reference`: divided by P).
+  V-V, its Tables 2 and 3) vs the class's local prompts, top-K patches by mean
+  similarity, balanced entropic OT (stop-gradient plan), `sum T * sim`
+  (`reference`: divided by P).
 - Loss `CE(s_g) + lambda CE(phi / tau)`; prediction `s_g + lambda phi / tau`
   (`reference`: `mean_G cos + phi`); OOD score GL-MCM of the global prompts and
   the local patch features at temperature T. Its two terms are reported too,
