@@ -330,7 +330,8 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
         f"uncommitted changes (diff {'c' * 16})\n- {dtd}: toy; computed by jaxood at git commit {'a' * 40}\n\n"
         "The runs were computed by different code (above).\n"
     )
-    for broken, why in [("{", r"Expecting"), ("[]", r"not a jaxood report: no 'ood' and 'counts' tables")]:
+    no_report = r"not a jaxood report: no 'ood' and 'counts' tables"
+    for broken, why in [("{", r"Expecting"), ("[]", no_report), ('{"ood": {}}', no_report)]:
         (tmp_path / "dtd" / "results.json").write_text(broken)
         with pytest.raises(InputMissing, match=rf"dtd/results\.json cannot be read as a report \({why}"):
             summarize.summary(runs)
