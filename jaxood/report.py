@@ -131,7 +131,8 @@ def devices(compute_dtype) -> dict:
 TIES_NOTED = 1e-3
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
+    """A fraction as the reports write it: a percentage to two decimals (0.9416 -> "94.16")."""
     return f"{100 * x:.2f}"
 
 
@@ -166,7 +167,7 @@ def tables(results: dict) -> str:
     rows = list(table)
     sets = [s for s in results["counts"] if s != "id"]
     acc = results.get("id_accuracy") or {}
-    acc_of = lambda method: _pct(acc[method]) if acc.get(method) is not None else "n/a"  # noqa: E731
+    acc_of = lambda method: pct(acc[method]) if acc.get(method) is not None else "n/a"  # noqa: E731
     counts = f"ID examples: {results['counts']['id']}; OOD: " + (
         ", ".join(f"{s} {results['counts'][s]}" for s in sets) or "none"
     )
@@ -193,7 +194,7 @@ def tables(results: dict) -> str:
         _, covered, by_row = column
         if by_row[row] is None:
             return "n/a" if set(covered) & set(unscored) else "NaN"
-        return _pct(by_row[row][metric])
+        return pct(by_row[row][metric])
 
     lines = [
         counts,
@@ -226,11 +227,11 @@ def tables(results: dict) -> str:
         lines += ["", f"{r}: NaN scores ({where}) have no rank, so its metrics against a set with any are NaN"]
     for r, ties in results.get("tied_pairs", {}).items():
         if max(ties.values()) >= TIES_NOTED:
-            where = ", ".join(f"{k} {_pct(v)} %" for k, v in ties.items())
+            where = ", ".join(f"{k} {pct(v)} %" for k, v in ties.items())
             lines += [
                 "",
                 f"{r}: equal ID and OOD scores (of the pairs: {where}), which AUROC counts half and FPR95 as false "
-                f"positives: its AUROC could be up to {_pct(max(ties.values()) / 2)} points higher or lower had the "
+                f"positives: its AUROC could be up to {pct(max(ties.values()) / 2)} points higher or lower had the "
                 "score told them apart (a score that saturates, as a softmax at 1 in float32 at a small temperature)",
             ]
     return "\n".join(lines) + "\n"

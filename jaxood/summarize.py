@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxood.cache import write_whole
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
-from jaxood.report import RESULTS_JSON, code_name
+from jaxood.report import RESULTS_JSON, code_name, pct
 
 
 def read_reports(runs: list[str]) -> dict[str, dict]:
@@ -74,7 +74,7 @@ def _cell(value) -> str:
     set or method."""
     if value == NOT_SCORED:
         return NOT_SCORED
-    return "n/a" if value is None else f"{100 * value:.2f}"
+    return "n/a" if value is None else pct(value)
 
 
 def _mean_cell(values: list, n_runs: int) -> str:
