@@ -250,7 +250,7 @@ class FolderSource(_FileListSource):
         try:
             entries = sorted(os.listdir(root))
         except OSError as err:  # a folder this user may not list: PermissionError's traceback before
-            raise DatasetMissing(f"{what} {root} cannot be read ({err.strerror or err}). {_read_fix([err])}") from None
+            raise _unreadable(what, root, err) from None
         folders = [d for d in entries if os.path.isdir(os.path.join(root, d))]
         loose = [os.path.join(root, f) for f in entries if _is_image(f) and f not in folders]
         if not folders and not loose:
@@ -335,10 +335,6 @@ class ImageListSource(_FileListSource):
     """OpenOOD-style list: each line `relative/path label` (label optional, -1 if absent)."""
 
     def __init__(self, root: str, list_file: str, class_names: tuple[str, ...] = ()):
-        if not os.path.exists(list_file):
-            raise DatasetMissing(
-                f"image list {list_file} not found (OpenOOD v1.5 ships these lists in benchmark_imglist/)"
-            )
         if os.path.isdir(list_file):  # Python's IsADirectoryError, a traceback
             raise DatasetMissing(
                 f"image list {list_file} is a folder, not a list file of `relative/path [label]` lines (a folder of "
@@ -348,14 +344,10 @@ class ImageListSource(_FileListSource):
         self.paths, labels, listed = [], [], _ListedFiles()
         n_classes = len(class_names)
         # A byte-order mark (Windows editors) is no part of the first path; bytes that are not UTF-8 (a Latin-1
-        # file name) stay the bytes the file system has, as Python's own os functions keep them.
-        try:
-            encoding = _text_encoding(list_file)
-        except OSError as err:  # a list this user may not read: PermissionError's traceback before
-            raise DatasetMissing(
-                f"image list {list_file} cannot be read ({err.strerror or err}). {_read_fix([err])}"
-            ) from None
-        with open(list_file, encoding=encoding, errors="surrogateescape") as f:
+        # file name) stay the bytes the file system has, as Python's own os functions keep them. A list this user
+        # may not read was PermissionError's traceback.
+        where_from = "OpenOOD v1.5 ships these lists in benchmark_imglist/"
+        with _open_text(list_file, "image list", where_from, errors="surrogateescape") as f:
             for lineno, line in enumerate(f, 1):
                 parts = line.split()
                 if not parts:
@@ -499,19 +491,32 @@ class AircraftSource(_FileListSource):
         self.class_names = _named_classes(class_names, tuple(variants), where)
 
 
-def _read_text(path: str, what: str, where_from: str) -> str:
-    """A dataset's text file `path` whole, in its encoding (`_text_encoding`); one missing or that the system will
-    not read is refused naming it as `what` ("CoOp split file"), where missing with `where_from`, where it comes
-    from."""
+def _open_text(path: str, what: str, where_from: str, errors: str = "strict"):
+    """A dataset's text file `path`, open for reading in its encoding (`_text_encoding`); one missing or that the
+    system will not open is refused naming it as `what` ("image list"), where missing with `where_from`, where it
+    comes from."""
     if not os.path.isfile(path):
         raise DatasetMissing(f"{what} {path} not found ({where_from})")
     try:
-        with open(path, encoding=_text_encoding(path)) as f:
-            return f.read()
+        return open(path, encoding=_text_encoding(path), errors=errors)
     except OSError as err:
-        raise DatasetMissing(f"{what} {path} cannot be read ({err.strerror or err}). {_read_fix([err])}") from None
-    except UnicodeDecodeError as err:
-        raise InvalidInput(f"{what} {path} is not text in UTF-8 ({err}): download it again") from None
+        raise _unreadable(what, path, err) from None
+
+
+def _read_text(path: str, what: str, where_from: str) -> str:
+    """A dataset's text file whole (`_open_text`), as UTF-8 (or UTF-16 or UTF-32 with their marks) alone."""
+    with _open_text(path, what, where_from) as f:
+        try:
+            return f.read()
+        except OSError as err:
+            raise _unreadable(what, path, err) from None
+        except UnicodeDecodeError as err:
+            raise InvalidInput(f"{what} {path} is not text in UTF-8 ({err}): download it again") from None
+
+
+def _unreadable(what: str, path: str, err: OSError) -> DatasetMissing:
+    """The error for a dataset's file or folder (`what`) that the system would not read, with its reason and fix."""
+    return DatasetMissing(f"{what} {path} cannot be read ({err.strerror or err}). {_read_fix([err])}")
 
 
 class _ListedFiles:
