@@ -10,7 +10,8 @@ the benchmark, `mos` by default or `openood_v15`, as in configs/zeroshot.py):
   step. Paper: acc 75.5; MOS avg FPR95 28.1 / AUROC 93.2 (not yet reproduced here).
 - `reference`: the released code: lambda 1, G = 3, lr 0.01, batch 256, no warm-up,
   cosine stepped per epoch, layer-0 V-V, mean-over-prompts local score, OOD T = 1000,
-  prediction `softmax(100 (mean_G cos + phi) / 2)`.
+  prediction `softmax(100 (mean_G cos + phi) / 2)`, stratified few-shot picks
+  (`shot_sampling`: shots x classes images, each class its share by its size).
 - `noproj`: the local projection frozen at identity (paper's best OOD: avg FPR95
   23.8 / AUROC 94.2, acc 75.4).
 - `novv`: local features from CLIP's own last-block patch tokens instead of the
@@ -71,6 +72,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         else {"kind": "tfds", "name": "imagenet2012", "split": "train", "data_dir": ""}
     )
     c.shots = 16
+    # "per_class": exactly `shots` of each class (the paper's "16 shots per class"); "stratified": the released code's
+    # stratified split of shots x classes images, each class its share in proportion to its size (README, SOT-GLP).
+    c.shot_sampling = "per_class"
     c.batch_size = 32
     c.epochs = 50
     c.augment = ml_collections.ConfigDict({"scale": (0.08, 1.0), "flip": True})
@@ -101,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
         c.optim.update({"lr": 0.01, "warmup_epochs": 0.0, "schedule_unit": "epoch"})
         c.batch_size = 256
+        c.shot_sampling = "stratified"
     elif variant == "noproj":
         c.sot_glp.learn_proj = False
     elif variant == "novv":

@@ -64,7 +64,7 @@ from jaxood.data.pipeline import (
     replicate,
 )
 from jaxood.data.preprocess import clip_train
-from jaxood.data.sampling import few_shot_indices
+from jaxood.data.sampling import SHOT_SAMPLINGS, few_shot_indices, sampling_name, shot_quota
 from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, write_fix
 from jaxood.memory import compile_within_memory
 from jaxood.metric_log import METRICS, TENSORBOARD, MetricWriter, write_evaluation
@@ -219,6 +219,8 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
                 f"{config.caption_length}) learns from every captioned image, object-free ones included: set shots "
                 "to 0, or train on fewer images through the dataset entry (the toy world's per_class)"
             )
+    if config.shots:  # a class-labelled training set's (configs/sot_glp.py)
+        settings.choice(config, "shot_sampling", SHOT_SAMPLINGS)
     if config.model == "scratch":
         clip.check_arch(config)
     scale = tuple(config.augment.scale)
@@ -448,32 +450,45 @@ def _log_schedule_change(optim, saved: dict, steps_per_epoch: int, start: int, t
 def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarray) -> tuple[np.ndarray, int]:
     """The images to train on, and how many undecodable ones few-shot sampling passed over (every host's).
 
-    With `shots`, each class's are its first `shots` decodable images in the seed's order: an undecodable pick was
-    masked out of every step, and its class trained on fewer shots, said only at the end. Checking the picks
-    decodes them once more (ImageNet's 16 shots: 16,000 images); every image (shots 0) is not checked here.
+    With `shots`, each class's are its first decodable images in the seed's order, as many as its quota
+    (`shot_sampling`: `shots` each, or its stratified share): an undecodable pick was masked out of every step, and
+    its class trained on fewer shots, said only at the end. Checking the picks decodes them once more (ImageNet's
+    16 shots: 16,000 images); every image (shots 0) is not checked here.
     """
     class_names = source.class_names
     if not config.shots:
         return few_shot_indices(labels, None, config.seed, len(class_names)), 0
     check = DecodeCheck(source)
+    sampled = sampling_name(config.shots, config.shot_sampling)
     try:
-        indices = few_shot_indices(labels, config.shots, config.seed, len(class_names), check)
+        indices = few_shot_indices(labels, config.shots, config.seed, len(class_names), check, config.shot_sampling)
     finally:  # said before a class left without any is refused
         if check.found:
             print(
-                f"[train] {config.shots}-shot sampling passed over {len(check.found)} undecodable image(s)"
+                f"[train] {sampled} passed over {len(check.found)} undecodable image(s)"
                 f"{on_host(check.process_index, check.process_count)}, taking the next image of its class for each "
                 f"where there is one: {listed(check.found)}",
                 flush=True,
             )
     have = np.bincount(labels[indices], minlength=len(class_names))
-    if (short := np.flatnonzero(have < config.shots)).size:
-        shown = first_ten(f"{class_names[c]} ({have[c]})" for c in short)
+    per_class = np.bincount(labels[labels >= 0], minlength=len(class_names))
+    quota = shot_quota(per_class, config.shots, config.seed, config.shot_sampling)
+    if (empty := np.flatnonzero(quota == 0)).size:  # stratified: a small class's share rounds down to none
         distributed.log(
-            f"warning: {short.size} of {len(class_names)} classes have fewer than {config.shots} decodable training "
-            f"images and train on those they have (class (decodable images): {shown}): replace the undecodable ones "
-            f"and start a new run to train on {config.shots} (a resumed run would change its images at the step it "
-            "resumes)"
+            f"warning: {sampled} gives {empty.size} of {len(class_names)} classes no training image, their shares "
+            f"of {config.shots} x {len(class_names)} rounding down to 0 (class (images): "
+            f"{first_ten(f'{class_names[c]} ({per_class[c]})' for c in empty)}): nothing trains toward them, as in "
+            f"SOT-GLP's released code; shot_sampling 'per_class' takes {config.shots} of each class"
+        )
+    if (short := np.flatnonzero(have < quota)).size:
+        share = config.shot_sampling == "stratified"
+        shown = first_ten(f"{class_names[c]} ({have[c]}{f' of {quota[c]}' * share})" for c in short)
+        distributed.log(
+            f"warning: {short.size} of {len(class_names)} classes have fewer than "
+            f"{'their stratified shares of' if share else config.shots} decodable training images and train on those "
+            f"they have (class (decodable images{' of its share' * share}): {shown}): replace the undecodable ones "
+            f"and start a new run to train on {'their shares' if share else config.shots} (a resumed run would change "
+            "its images at the step it resumes)"
         )
     return indices, check.total
 
@@ -558,6 +573,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     )
     total = config.num_steps or config.epochs * loader.steps_per_epoch
     per = "all" if caption_length else f"{config.shots or 'all'} per class"
+    if not caption_length and config.shots and config.shot_sampling == "stratified":
+        have = np.bincount(train_labels[indices], minlength=len(class_names))
+        per = f"{sampling_name(config.shots, config.shot_sampling)}: {have.min()} to {have.max()} per class"
     # Both set: an --config.epochs given over a config that counts steps (configs/toy_clip.py) was ignored, unsaid.
     overrides = f" (num_steps, which overrides epochs {config.epochs})" if config.num_steps and config.epochs else ""
     distributed.log(

@@ -1569,6 +1569,65 @@ def test_few_shot_sampling_passes_over_undecodable_picks_for_the_next_of_their_c
         sampling.few_shot_indices(labels, 3, seed=7, decodes=decodes_except(orders[2]))
 
 
+def test_stratified_shots_take_each_class_its_share_as_scikit_learns_split_does():
+    """SOT-GLP's released code picks its few shots with scikit-learn's `StratifiedShuffleSplit(train_size=shots *
+    classes)`: each class gives its share of those in proportion to its size, not `shots` of each (a class smaller
+    than `shots` included). `sampling="stratified"` takes as many of each class as that split does (the images are
+    jaxood's seeded picks), remainders tied broken by the seed; a class with no example is refused as before, and
+    so are more shots than the set has images."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    rng = np.random.RandomState(7)
+    sizes = rng.randint(5, 200, size=37)
+    labels = np.repeat(np.arange(37), sizes)
+    rng.shuffle(labels)
+    labels = np.concatenate([[-1] * 5, labels])  # unlabelled examples are never picked
+    labelled = labels[labels >= 0]
+    for shots in (1, 2, 4, 8, 16):
+        # No two classes' remainders tie here, so the split's counts are the only ones.
+        assert len(set((sizes * shots * 37 % sizes.sum()).tolist())) == 37
+        got = sampling.few_shot_indices(labels, shots, seed=3, sampling="stratified")
+        split = StratifiedShuffleSplit(n_splits=1, train_size=shots * 37, random_state=3)
+        want, _ = next(split.split(labelled, labelled))
+        assert np.bincount(labels[got], minlength=37).tolist() == np.bincount(labelled[want], minlength=37).tolist()
+        assert len(np.unique(got)) == shots * 37 and np.all(labels[got] >= 0)
+        np.testing.assert_array_equal(got, sampling.few_shot_indices(labels, shots, 3, sampling="stratified"))
+    # Shares 1.8, 0.6, 0.6 of 3: class 0 gets 2, and the tie between classes 1 and 2 goes by the seed.
+    quotas = {tuple(sampling.shot_quota(np.array([6, 2, 2]), 1, seed, "stratified")) for seed in range(10)}
+    assert quotas == {(2, 1, 0), (2, 0, 1)}
+    assert sampling.shot_quota(np.array([6, 2, 2]), 1, 0).tolist() == [1, 1, 1]  # "per_class" by default
+    with pytest.raises(InvalidInput, match=r"^stratified 2-shot sampling: 1 of 38 classes have no example \(class "
+                       r"\(examples\): 37 \(0\)\); check that the training set is complete$"):  # fmt: skip
+        sampling.few_shot_indices(labels, 2, num_classes=38, sampling="stratified")
+    with pytest.raises(InvalidInput, match=rf"^stratified 200-shot sampling takes 200 x 37 classes = 7400 examples, "
+                       rf"more than the training set's {sizes.sum()}: lower --config.shots, or set it to 0 to train "
+                       r"on every image$"):  # fmt: skip
+        sampling.few_shot_indices(labels, 200, sampling="stratified")
+    with pytest.raises(InvalidInput, match=r"^few-shot sampling 'balanced' is not one of \('per_class', 'strat"):
+        sampling.few_shot_indices(labels, 2, sampling="balanced")
+
+
+def test_stratified_shots_pass_over_undecodable_picks_within_each_class():
+    """With the decode check, a stratified pick that does not decode is passed over for the next of its class, as
+    with `shots` per class; a class whose share rounds to 0 gives none and is not refused for it."""
+    labels = np.array([0] * 12 + [1] * 6 + [2] * 1)
+    quota = sampling.shot_quota(np.array([12, 6, 1]), 2, 0, "stratified")
+    assert quota.tolist() == [4, 2, 0]  # shares 3.79, 1.89, 0.32 of 6
+    plain = sampling.few_shot_indices(labels, 2, seed=0, sampling="stratified")
+    assert np.bincount(labels[plain], minlength=3).tolist() == [4, 2, 0]
+    bad = plain[[0, 4]]  # one of class 0's picks, one of class 1's
+
+    def decodes(indices):
+        return ~np.isin(indices, bad)
+
+    got = sampling.few_shot_indices(labels, 2, seed=0, decodes=decodes, sampling="stratified")
+    assert np.bincount(labels[got], minlength=3).tolist() == [4, 2, 0]
+    assert not np.isin(bad, got).any() and len(np.setdiff1d(plain, got)) == 2
+    with pytest.raises(InvalidInput, match=r"^stratified 2-shot sampling: 1 of 3 classes have no decodable example "
+                       r"\(class: 1\)"):  # fmt: skip
+        sampling.few_shot_indices(labels, 2, decodes=lambda i: labels[i] != 1, sampling="stratified")
+
+
 def test_the_decode_check_names_this_hosts_undecodable_examples(folder, monkeypatch, capsys):
     """`DecodeCheck` (the few-shot sampler's) decodes as a step reads: the planted file is the one undecodable, with
     why. A host of two decodes every second example only, names only its own, and takes the other's from the swap

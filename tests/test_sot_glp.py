@@ -1234,6 +1234,79 @@ def test_the_ablation_variants_and_a_run_saved_before_their_keys(tiny_model, tin
         resume(load_config("sot_glp", "paper", **{"sot_glp.class_specific_locals": False}))
 
 
+def test_reference_takes_stratified_shots_as_the_released_code_does(tiny_hf, tmp_path, monkeypatch, capsys):
+    """SOT-GLP's released code picks `shots` x classes images by a stratified split, each class its share by its
+    size; the `reference` variant does so (`shot_sampling` "stratified"), the others take `shots` of each. Training
+    says each class's range, and warns of a class whose share rounds to none and of one left short of its share by
+    undecodable images; an unknown sampling is refused before any work. A run saved before the key took `shots` of
+    each: it resumes under "per_class" only."""
+    from conftest import load_config
+
+    from jaxood.data import toy_world
+
+    assert load_config("sot_glp", "reference").shot_sampling == "stratified"
+    assert load_config("sot_glp", "reference,dtd").shot_sampling == "stratified"
+    assert load_config("sot_glp", "paper").shot_sampling == load_config("sot_glp", "novv").shot_sampling == "per_class"
+    with pytest.raises(InvalidInput, match=r"^shot_sampling must be one of \('per_class', 'stratified'\), got 'x'$"):
+        trainer.check_train_settings(load_config("sot_glp", "paper", shot_sampling="x"))
+    # The toy world's 5 training images a class, cut to these sizes (the rest unlabelled): 2 shots of 12 classes
+    # are 24 images, shares 2.55 (size 5), 2.04, 1.53, 1.02 and 0.51: quotas 3 (five of the six of size 5, by the
+    # seed) or 2, 2, 1, 1 and 0.
+    sizes = [5, 5, 5, 5, 5, 5, 4, 4, 3, 3, 2, 1]
+    labels = toy_world.ToyWorld.labels
+
+    def cut_labels(self):
+        all_ = labels(self)
+        if self.split != "train":
+            return all_
+        rank = np.array([np.count_nonzero(all_[:i] == c) for i, c in enumerate(all_)])  # its place in its class
+        return np.where(rank < np.take(sizes, all_), all_, -1)
+
+    monkeypatch.setattr(toy_world.ToyWorld, "labels", cut_labels)
+    config = small_config(tiny_hf[0], tmp_path, shots=2, shot_sampling="stratified", **{"train_dataset.per_class": 5})
+    source = toy_world.ToyWorld(split="train", per_class=5, size=64, seed=0, spurious_p=0.8)
+    kept = source.labels()
+    bad = set(np.flatnonzero(kept == 6)[:3].tolist())  # 3 of class 6's 4: 1 left for its share of 2
+    read = toy_world.ToyWorld.read
+
+    def broken(self, index):
+        image, label = read(self, index)
+        return (b"not an image" if self.split == "train" and index in bad else image), label
+
+    monkeypatch.setattr(toy_world.ToyWorld, "read", broken)
+    with pytest.raises(InvalidInput, match=r"^2-shot sampling: 1 of 12 classes have fewer than 2 examples \(class "):
+        trainer.train(
+            small_config(tiny_hf[0], tmp_path, shots=2, **{"train_dataset.per_class": 5}), str(tmp_path / "x")
+        )
+    results, _ = trainer.train(config, str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    names = source.class_names
+    assert "[train] stratified 2-shot sampling passed over 3 undecodable image(s), taking the next image" in out
+    assert (
+        f"warning: stratified 2-shot sampling gives 1 of 12 classes no training image, their shares of 2 x 12 "
+        f"rounding down to 0 (class (images): {names[11]} (1)): nothing trains toward them, as in SOT-GLP's released "
+        "code; shot_sampling 'per_class' takes 2 of each class\n"
+    ) in out
+    assert (
+        f"warning: 1 of 12 classes have fewer than their stratified shares of decodable training images and train on "
+        f"those they have (class (decodable images of its share): {names[6]} (1 of 2)): replace the undecodable ones "
+        "and start a new run to train on their shares (a resumed run would change its images at the step it "
+        "resumes)\n"
+    ) in out
+    assert "23 training images (stratified 2-shot sampling: 0 to 3 per class, 12 classes)" in out
+    assert results["unreadable"]["train"] == 3
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["shot_sampling"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    resume = functools.partial(
+        trainer.check_resume, workdir=str(tmp_path / "run"), may_change=sot_glp.RESUME_MAY_CHANGE,
+        added=sot_glp.ADDED_KEYS,
+    )  # fmt: skip
+    with pytest.raises(InvalidInput, match=r"\(shot_sampling: 'per_class' there, 'stratified' here\)"):
+        resume(config)
+    assert resume(small_config(tiny_hf[0], tmp_path, shots=2, **{"train_dataset.per_class": 5}))
+
+
 def test_a_run_in_a_workdir_another_run_holds_is_refused_until_that_run_ends(tiny_hf, tmp_path):
     """Two runs in one workdir wrote over each other's checkpoints and report. The holder here is another process
     holding the lock as a run does; killed, it leaves no stale lock (the OS drops it). `jaxood.evaluate`, which

@@ -52,7 +52,7 @@ NAME = "SOT-GLP"
 # A resumed run may change these (jaxood.train): settings only the scorer reads, and how the prompts are batched.
 RESUME_MAY_CHANGE = ("sot_glp.ood_temperature", "sot_glp.prediction", "sot_glp.prompt_chunk")
 # Keys added since runs were saved, with the value that trains as those runs did (jaxood.train.check_resume).
-ADDED_KEYS = {"sot_glp.local_stream": "vv", "sot_glp.class_specific_locals": True}
+ADDED_KEYS = {"sot_glp.local_stream": "vv", "sot_glp.class_specific_locals": True, "shot_sampling": "per_class"}
 PREDICTIONS = ("paper", "reference")  # s_g + lambda phi / tau, or the released softmax(100 (mean_G cos + phi) / 2)
 LOCAL_REDUCTIONS = ("sum", "mean")  # phi = sum T sim (paper), or that / P (released code)
 LOCAL_STREAMS = ("vv", "tokens")  # the local patch features: the V-V stream, or CLIP's patch tokens (w/o V-V)
