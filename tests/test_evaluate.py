@@ -650,6 +650,25 @@ def test_a_report_names_the_git_commit_of_the_jaxood_that_computed_it(tmp_path, 
     )
 
 
+def test_the_report_gives_the_accuracy_of_predictions_without_a_score_row():
+    """SOT-GLP's global and local branches predict too (the released code reports both accuracies); no score row
+    is theirs, so the ID acc column cannot show them: a line under the table does."""
+    from jaxood import report
+
+    m = {"fpr95": 0.25, "auroc": 0.75, "aupr_in": 0.5, "aupr_out": 0.5}
+    res = {
+        "counts": {"id": 4, "far": 3},
+        "ood": {"SOT-GLP / GL-MCM": {"far": m, "mean": m}},
+        "id_accuracy": {"SOT-GLP": 0.75, "SOT-GLP global": 0.5, "SOT-GLP local": None},
+    }
+    assert (
+        "| SOT-GLP / GL-MCM | 75.00 | 25.00 | 75.00 | 25.00 | 75.00 |\n\nID accuracy (%) of the predictions without "
+        "a score row: SOT-GLP global 50.00, SOT-GLP local n/a\n\nAUPR-In / AUPR-Out (%)\n"
+    ) in report.tables(res)
+    del res["id_accuracy"]["SOT-GLP global"], res["id_accuracy"]["SOT-GLP local"]
+    assert "without a score row" not in report.tables(res)
+
+
 def test_training_curves_plot_every_logged_scalar(tmp_path):
     from PIL import Image
 

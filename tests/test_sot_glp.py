@@ -275,6 +275,9 @@ def test_loss_predictions_and_scores_follow_the_spec_computed_in_numpy(tiny_mode
     for key, value in want.items():
         np.testing.assert_allclose(out[key], value, rtol=1e-5, atol=1e-4, err_msg=key)  # logits up to ~10
     np.testing.assert_array_equal(out["pred/SOT-GLP"], logits.argmax(-1))
+    # Each branch's prediction, as the released code reports them: the global prompts' and the local score's.
+    np.testing.assert_array_equal(out["pred/SOT-GLP global"], mean_cos.argmax(-1))
+    np.testing.assert_array_equal(out["pred/SOT-GLP local"], phi.argmax(-1))
 
 
 def test_prompt_dropout_gives_each_image_a_random_few_of_the_global_prompts(tiny_model, tmp_path, tiny_hf):
@@ -316,9 +319,14 @@ def test_an_image_with_nan_logits_has_no_predicted_class(tiny_model, tmp_path, t
     images[1] = np.nan
     method = sot_glp.build(small_config(tiny_hf[0], tmp_path), model, params, names, data_mesh())
     config = load_config("zeroshot", "toy", scores="mcm", cache_dir=str(tmp_path / "cache"))
-    for scorer in (method.scorer(method.params), zero_shot_scorer(config, model, params, names)):
-        (pred,) = (np.asarray(v) for k, v in scorer(images).items() if k.startswith("pred/"))
-        assert pred[1] == -1 and set(pred[[0, 2]]) <= set(range(5)), pred
+    for scorer, methods in (
+        (method.scorer(method.params), ["SOT-GLP", "SOT-GLP global", "SOT-GLP local"]),  # and its branches
+        (zero_shot_scorer(config, model, params, names), ["zero-shot"]),
+    ):
+        preds = {k: np.asarray(v) for k, v in scorer(images).items() if k.startswith("pred/")}
+        assert list(preds) == [f"pred/{m}" for m in methods]
+        for pred in preds.values():
+            assert pred[1] == -1 and set(pred[[0, 2]]) <= set(range(5)), pred
 
 
 def test_prompts_in_chunks_give_the_same_loss_gradients_and_scores_in_less_memory(tiny_model, tmp_path, tiny_hf):
@@ -963,7 +971,7 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path, capsys):
         "SOT-GLP / L-MCM",
         "SOT-GLP / MaxLogit",
     ]
-    assert set(results["id_accuracy"]) == {"zero-shot", "SOT-GLP"}
+    assert set(results["id_accuracy"]) == {"zero-shot", "SOT-GLP", "SOT-GLP global", "SOT-GLP local"}
     assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sot_glp"
     assert results["step"] == 1
     assert (tmp_path / "run" / "results.md").read_text().startswith("Training step evaluated: 1\n")
@@ -985,10 +993,11 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path, capsys):
         ),
     ):
         assert _tensorboard_scalars(tb, tag) == {1: pytest.approx(100 * figure)}, tag
-    # Each evaluation's file: its figures (2 accuracies, 7 rows x 4 sets and means x 4 metrics; then 7 x 4 of the
-    # group), after the mark that has TensorBoard drop what earlier files hold from the evaluated step on.
+    # Each evaluation's file: its figures (4 accuracies: zero-shot, SOT-GLP and its two branches; 7 rows x 4 sets and
+    # means x 4 metrics; then 7 x 4 of the group), after the mark that has TensorBoard drop what earlier files hold
+    # from the evaluated step on.
     files = [list(_tensorboard_events(path)) for path in sorted(tb.iterdir())]
-    assert [sum(1 for e in events if e.summary.value) for events in files] == [2 + 7 * 4 * 4, 2 + 7 * 4 * 4 + 7 * 4]
+    assert [sum(1 for e in events if e.summary.value) for events in files] == [4 + 7 * 4 * 4, 4 + 7 * 4 * 4 + 7 * 4]
     for events in files:
         assert any(e.session_log.status == e.session_log.START and e.step == 1 for e in events)
 

@@ -295,7 +295,12 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         local_mcm = mcm(jnp.swapaxes(sim.mean(-1), 1, 2), t)  # mean over prompts -> (B, N, C)
         global_mcm = mcm(mean_cos, t)
         parts = dict(zip(SCORE_PARTS, (global_mcm + local_mcm, global_mcm, local_mcm, max_logit(logits))))
-        return {f"pred/{NAME}": predicted_class(logits), **{f"{NAME} / {k}": v for k, v in parts.items()}}
+        # Each branch's own prediction too, as the released code reports them (top1_global, top1_local).
+        preds = {NAME: logits, f"{NAME} global": mean_cos, f"{NAME} local": phi}
+        return {
+            **{f"pred/{k}": predicted_class(v) for k, v in preds.items()},
+            **{f"{NAME} / {k}": v for k, v in parts.items()},
+        }
 
     def scorer(params) -> Scorer:
         args = (params, *jax.jit(text_features)(params))
