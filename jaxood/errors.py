@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import re
+import select
 import sys
 import threading
 import traceback
@@ -135,6 +136,22 @@ INTERRUPTED = (
 )
 
 
+# A command whose output's reader left (`| head` that read its lines): its exit status, a shell's for a command
+# stopped by SIGPIPE, as Unix tools stop there.
+OUTPUT_CLOSED_STATUS = 141
+
+
+def output_closed(stream=None) -> bool:
+    """Whether no one reads `stream` (sys.stdout) any more: a pipe whose reading end closed, or a terminal that hung
+    up. False for a stream without a file descriptor (one a caller replaced)."""
+    try:
+        poll = select.poll()
+        poll.register((stream or sys.stdout).fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both of the first two
+        return False
+
+
 # What to do about files or folders this user may not read (a model's or a dataset's copy made with another user's
 # umask): said by a PermissionError that reaches a command, and by the data sources for the folders they cannot list.
 READ_PERMISSION_FIX = "Their owner can let this user read them: `chmod -R a+rX` on the folder that holds them."
@@ -149,12 +166,17 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
     prints `error: <message>` on stderr and returns exit status 1; Ctrl-C
     (KeyboardInterrupt: before training, where it was a traceback of whatever was running) prints `INTERRUPTED` and
     returns `INTERRUPTED_STATUS`, as a shell reports a command stopped by SIGINT. Ctrl-C and a `StoppedAtOnce`
-    stopped the command by a signal where it was: their status is `AtOnce`."""
+    stopped the command by a signal where it was: their status is `AtOnce`. Output whose reader left (`| head`
+    that read its lines) stops the command quietly with `OUTPUT_CLOSED_STATUS`, as Unix tools stop there: its
+    failed print was a BrokenPipeError's traceback (training and evaluation save and go on writing to a file
+    instead, `jaxood.preemption`)."""
 
     def guarded(argv: list[str]) -> Any:
         _escape_unencodable_output()
         try:
-            return main(argv)
+            status = main(argv)
+            sys.stdout.flush()  # output to a closed pipe fails here, not in the interpreter's exit
+            return status
         except (UserError, KeyboardInterrupt, PermissionError) as err:
             if os.environ.get("JAXOOD_TRACEBACK"):
                 raise
@@ -167,7 +189,11 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
             )
             print(f"error: {message}\n(JAXOOD_TRACEBACK=1 shows where it was raised)", file=sys.stderr, flush=True)
             return AtOnce(1) if isinstance(err, StoppedAtOnce) else 1
-        except Exception:  # a bug: its traceback, as Python prints it; in a job, `exit_with` then leaves it
+        except Exception as err:  # a bug: its traceback, as Python prints it; in a job, `exit_with` then leaves it
+            if isinstance(err, BrokenPipeError) and output_closed():
+                # What is left in the buffer goes nowhere, not to a failed flush as the interpreter exits.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return OUTPUT_CLOSED_STATUS
             if not _in_a_job():
                 raise
             traceback.print_exc()

@@ -92,6 +92,36 @@ def test_other_errors_keep_their_traceback(monkeypatch):
         report_user_errors(_raising(ZeroDivisionError("a bug")))([])
 
 
+def test_a_command_whose_output_reader_left_stops_quietly(tmp_path, monkeypatch):
+    """`python -m jaxood.summarize RUN | head` printed a BrokenPipeError's traceback once `head` had read its lines.
+    Output whose reader left now stops the command with no message and status 141, as a shell gives a command
+    stopped by SIGPIPE (here the pipe's reading end is closed before the command prints). A BrokenPipeError whose
+    output is still read (another pipe's) is a bug, with its traceback."""
+    import json
+
+    from jaxood.errors import OUTPUT_CLOSED_STATUS, output_closed
+
+    (tmp_path / "run").mkdir()
+    report = {"id_accuracy": {"SOT-GLP": 0.5}, "ood": {}, "counts": {"id": 2}}
+    (tmp_path / "run" / "results.json").write_text(json.dumps(report))
+    read, write = os.pipe()
+    with os.fdopen(os.dup(write), "w") as stream:
+        assert not output_closed(stream)
+        os.close(read)
+        assert output_closed(stream)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "jaxood.summarize", str(tmp_path / "run")],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (OUTPUT_CLOSED_STATUS, "") == (141, "")
+    monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
+    with pytest.raises(BrokenPipeError):
+        report_user_errors(_raising(BrokenPipeError(32, "Broken pipe")))([])
+
+
 @pytest.mark.parametrize("status", [None, 0, 1])
 def test_only_a_failed_host_of_a_job_leaves_it_before_exiting(status, monkeypatch):
     """A host that failed gives the others `LEAVE_SECONDS` to end too (JAX's shutdown barrier). One that succeeded
