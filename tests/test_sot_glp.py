@@ -1243,6 +1243,38 @@ def test_the_ablation_variants_and_a_run_saved_before_their_keys(tiny_model, tin
         resume(load_config("sot_glp", "paper", **{"sot_glp.class_specific_locals": False}))
 
 
+def test_reference_few_shot_variants_take_each_datasets_released_script():
+    """The released code trains each few-shot dataset by its own script (`run_<dataset>.sh`: 200 epochs and that
+    dataset's batch size, learning rate and local prompts per class; FGVC Aircraft on its trainval split), where
+    `reference,<dataset>` took ImageNet's (50 epochs, batch 256, lr 0.01, P 4): a batch larger than EuroSAT's 160
+    images of 16 shots, which training refuses. The paper keeps one setting for every dataset."""
+    from conftest import load_config
+
+    released = {  # run_<dataset>.sh: epochs, batch, lr, P
+        "caltech101": (200, 32, 0.005, 6), "oxford_pets": (200, 32, 0.005, 6), "stanford_cars": (200, 32, 0.005, 4),
+        "oxford_flowers": (200, 32, 0.005, 6), "food101": (200, 128, 0.005, 6), "fgvc_aircraft": (200, 128, 0.01, 2),
+        "sun397": (200, 128, 0.005, 4), "dtd": (200, 128, 0.002, 4), "eurosat": (200, 10, 0.001, 4),
+        "ucf101": (200, 128, 0.005, 4),
+    }  # fmt: skip
+    classes = {
+        "caltech101": 100, "oxford_pets": 37, "stanford_cars": 196, "oxford_flowers": 102, "food101": 101,
+        "fgvc_aircraft": 100, "sun397": 397, "dtd": 47, "eurosat": 10, "ucf101": 101,
+    }  # fmt: skip
+    for dataset, settings in released.items():
+        c = load_config("sot_glp", f"reference,{dataset}")
+        assert (c.epochs, c.batch_size, c.optim.lr, c.sot_glp.n_local) == settings, dataset
+        assert c.batch_size <= c.shots * classes[dataset], dataset  # a batch of its 16 shots
+        assert (c.sot_glp.n_global, c.optim.warmup_epochs, c.optim.schedule_unit, c.shot_sampling) == (
+            3, 0.0, "epoch", "stratified"
+        )  # fmt: skip
+        assert c.train_dataset.split == ("trainval" if dataset == "fgvc_aircraft" else "train")
+        paper = load_config("sot_glp", f"paper,{dataset}")
+        assert (paper.epochs, paper.batch_size, paper.optim.lr, paper.sot_glp.n_local) == (50, 32, 0.05, 4)
+        assert paper.train_dataset.split == "train"
+    imagenet = load_config("sot_glp", "reference")  # run_imagenet.sh
+    assert (imagenet.epochs, imagenet.batch_size, imagenet.optim.lr, imagenet.sot_glp.n_local) == (50, 256, 0.01, 4)
+
+
 def test_reference_takes_stratified_shots_as_the_released_code_does(tiny_hf, tmp_path, monkeypatch, capsys):
     """SOT-GLP's released code picks `shots` x classes images by a stratified split, each class its share by its
     size; the `reference` variant does so (`shot_sampling` "stratified"), the others take `shots` of each. Training
