@@ -207,7 +207,8 @@ def tables(results: dict) -> str:
     for r in rows:
         cells = [f"{cell(r, c, 'fpr95')} | {cell(r, c, 'auroc')}" for c in columns]
         lines.append(f"| {r} | {acc_cell(r)} | " + " | ".join(cells) + " |")
-    if rowless := [m for m in acc if m not in {r.split(" / ")[0] for r in rows}]:  # a method's branches (SOT-GLP's)
+    with_rows = {r.split(" / ")[0] for r in rows}
+    if rowless := [m for m in acc if m not in with_rows]:  # a method's branches (SOT-GLP's)
         shown = ", ".join(f"{m} {acc_of(m)}" for m in rowless)
         lines += ["", f"ID accuracy (%) of the predictions without a score row: {shown}"]
     lines += [

@@ -110,8 +110,8 @@ def _decodable_picks(
     if none := [c for c, (p, q) in enumerate(zip(picked, quota)) if q and not len(p)]:
         shown = first_ten(map(str, none))
         raise InvalidInput(
-            f"{sampled}: {len(none)} of {len(orders)} classes have no decodable example (class: "
-            f"{shown}); replace their undecodable images (the log names them)"
+            f"{sampled}: {len(none)} of {len(orders)} classes have no decodable example (class: {shown}); "
+            "replace their undecodable images (the log names them)"
         )
     return picked
 
