@@ -61,14 +61,17 @@ RELEASED_FEW_SHOT = {
 }  # fmt: skip
 
 
+VARIANTS = ("paper", "reference", "noproj", "novv", "shared", "demo")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant, _, benchmark = (arg or "paper").partition(",")
     coop = benchmark in COOP_DATASETS
-    if variant not in ("paper", "reference", "noproj", "novv", "shared", "demo") or (
+    if variant not in VARIANTS or (
         benchmark and (variant == "demo" or not (coop or benchmark in zeroshot.IMAGENET_OOD))
     ):
         raise ValueError(
-            f"unknown variant {arg!r}: choose paper, reference, noproj, novv, shared or demo; all but demo may name "
+            f"unknown variant {arg!r}: choose {', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}; all but demo may name "
             f"ImageNet's OOD benchmark after a comma ({', '.join(sorted(zeroshot.IMAGENET_OOD))}; default mos), or a "
             f"CoOp dataset to train and test on instead ({', '.join(COOP_DATASETS)})"
         )

@@ -182,7 +182,7 @@ def tables(results: dict) -> str:
         accuracy = ", ".join(f"{method} {acc_of(method)}" for method in acc) or "none"
         why = "No score rows (config.scores names none)" if not rows else "No OOD set (config.ood_datasets names none)"
         return "\n".join([counts, "", f"{why}. ID accuracy (%): {accuracy}", *_id_notes(results)]) + "\n"
-    acc_cell = lambda r: acc_of(r.split(" / ")[0])  # noqa: E731
+    method_of = {r: r.split(" / ")[0] for r in rows}  # "SOT-GLP / GL-MCM": SOT-GLP, whose ID accuracy it shows
     # Columns (title, the OOD sets it covers, its metrics per row): each set, each group's average, the average.
     columns = [(s, [s], {r: table[r][s] for r in rows}) for s in sets]
     columns += [(f"{g} avg", group["sets"], group["mean"]) for g, group in groups.items()]
@@ -206,9 +206,9 @@ def tables(results: dict) -> str:
     ]
     for r in rows:
         cells = [f"{cell(r, c, 'fpr95')} | {cell(r, c, 'auroc')}" for c in columns]
-        lines.append(f"| {r} | {acc_cell(r)} | " + " | ".join(cells) + " |")
-    with_rows = {r.split(" / ")[0] for r in rows}
-    if rowless := [m for m in acc if m not in with_rows]:  # a method's branches (SOT-GLP's)
+        lines.append(f"| {r} | {acc_of(method_of[r])} | " + " | ".join(cells) + " |")
+    in_rows = set(method_of.values())
+    if rowless := [m for m in acc if m not in in_rows]:  # a method's branches (SOT-GLP's)
         shown = ", ".join(f"{m} {acc_of(m)}" for m in rowless)
         lines += ["", f"ID accuracy (%) of the predictions without a score row: {shown}"]
     lines += [

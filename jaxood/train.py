@@ -447,8 +447,9 @@ def _log_schedule_change(optim, saved: dict, steps_per_epoch: int, start: int, t
     )
 
 
-def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """The images to train on, and how many undecodable ones few-shot sampling passed over (every host's).
+def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarray) -> tuple[np.ndarray, int, str]:
+    """The images to train on, how many undecodable ones few-shot sampling passed over (every host's), and how
+    many a class has, for the log ("16 per class"; stratified: "stratified 2-shot sampling: 0 to 3 per class").
 
     With `shots`, each class's are its first decodable images in the seed's order, as many as its quota
     (`shot_sampling`: `shots` each, or its stratified share): an undecodable pick was masked out of every step, and
@@ -457,7 +458,7 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
     """
     class_names = source.class_names
     if not config.shots:
-        return few_shot_indices(labels, None, config.seed, len(class_names)), 0
+        return few_shot_indices(labels, None, config.seed, len(class_names)), 0, "all per class"
     check = DecodeCheck(source)
     sampled = sampling_name(config.shots, config.shot_sampling)
     try:
@@ -490,7 +491,8 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
             f"and start a new run to train on {'their shares' if share else config.shots} (a resumed run would change "
             "its images at the step it resumes)"
         )
-    return indices, check.total
+    per = f"{sampled}: {have.min()} to {have.max()}" if config.shot_sampling == "stratified" else config.shots
+    return indices, check.total, f"{per} per class"
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
@@ -541,7 +543,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     class_names = train_source.class_names
     # Image-text training learns from every captioned image, object-free ones (label -1) included.
     if caption_length:
-        indices, passed_over = np.arange(len(train_source)), 0
+        indices, passed_over, per = np.arange(len(train_source)), 0, "all"
     else:
         train_labels = train_source.labels()  # `labels` below are the parameters' optimiser groups
         if unlabelled := int(np.count_nonzero(train_labels < 0)):  # left out of the classes' images, unsaid
@@ -549,7 +551,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 f"config.train_dataset: {unlabelled} of its {len(train_labels)} images have no label (an image "
                 "list's lines without one) and are not trained on: give them their labels to train on them"
             )
-        indices, passed_over = _training_images(config, train_source, train_labels)
+        indices, passed_over, per = _training_images(config, train_source, train_labels)
     if len(indices) < config.batch_size:  # epochs would make 0 steps (and evaluate the untrained method), silently
         raise InvalidInput(
             f"{len(indices)} training images are fewer than one batch (batch_size {config.batch_size}): lower "
@@ -572,10 +574,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         name="batch_size",
     )
     total = config.num_steps or config.epochs * loader.steps_per_epoch
-    per = "all" if caption_length else f"{config.shots or 'all'} per class"
-    if not caption_length and config.shots and config.shot_sampling == "stratified":
-        have = np.bincount(train_labels[indices], minlength=len(class_names))
-        per = f"{sampling_name(config.shots, config.shot_sampling)}: {have.min()} to {have.max()} per class"
     # Both set: an --config.epochs given over a config that counts steps (configs/toy_clip.py) was ignored, unsaid.
     overrides = f" (num_steps, which overrides epochs {config.epochs})" if config.num_steps and config.epochs else ""
     distributed.log(
