@@ -145,6 +145,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.sot_glp.update({"top_k": 8, "ot_iterations": 50})
         c.eval_batch_size = 64
         c.log_every = 5
+        c.eval_every = 20  # the ID accuracy at steps 20 and 40; the closing evaluation's at 60
         c.checkpoint_every = 50
         c.progress_every = 10.0
     return c

@@ -93,7 +93,8 @@ class Scorer:
     `fn(args, images) -> {"pred/<method>": (B,) class, "<method> / <score>": (B,) score, ...}` is traceable;
     `args` holds the arrays it reads (parameters, text features), passed to the call rather than closed over,
     which would compile them into it as constants. `rows` names the score rows in table order (e.g.
-    "zero-shot / MCM").
+    "zero-shot / MCM"). `args` may be replaced by arrays of the same shapes and placements, for the same `fn` (a
+    training run's ID accuracy every `eval_every` steps): the call compiled for them runs on.
     """
 
     fn: Callable[[Any, jax.Array], dict[str, jax.Array]]
@@ -134,6 +135,15 @@ def combine(*scorers: Scorer) -> Scorer:
         return out
 
     return Scorer(fn, list(unique.values()), tuple(r for s in scorers for r in s.rows))
+
+
+def predictions_only(scorer: Scorer) -> Scorer:
+    """`scorer`'s class predictions (its `pred/` outputs) alone: XLA leaves out the work of its scores."""
+
+    def fn(args, images):
+        return {k: v for k, v in scorer.fn(args, images).items() if k.startswith("pred/")}
+
+    return Scorer(fn, scorer.args, ())
 
 
 def _subsample(cands: neglabel.Candidates, limit: int) -> neglabel.Candidates:
@@ -195,11 +205,14 @@ def negative_groups(features: Callable, class_names, c: ml_collections.ConfigDic
     return pos, neglabel.group_negatives(feats[kept], c.n_groups, c.seed)
 
 
-def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str = "zero-shot") -> Scorer:
+def zero_shot_scorer(
+    config, model: clip.CLIP, params, class_names, prefix: str = "zero-shot", scores: bool = True
+) -> Scorer:
     """MCM, GL-MCM, MaxLogit, MSP and Energy (of CLIP's logits `exp(logit_scale) cos`), NegLabel, CSP, ODIN and
-    i-ODIN (of the same logits) of a CLIP as it is."""
-    names = zero_shot_score_names(config)
-    cache_dir = text_cache_dir(config)
+    i-ODIN (of the same logits) of a CLIP as it is; with `scores` False its prediction alone, its class prompts' text
+    features not cached (a CLIP in training: features of parameters that change)."""
+    names = zero_shot_score_names(config) if scores else ()
+    cache_dir = text_cache_dir(config) if scores else None
     fingerprint = model_fingerprint(params)  # the text tower hashed once for every prompt set's cache key
     params = replicate(params)
     features = functools.partial(templated_features, model, params, cache_dir=cache_dir, fingerprint=fingerprint)
@@ -242,15 +255,20 @@ def zero_shot_scorer(config, model: clip.CLIP, params, class_names, prefix: str 
     return Scorer(lambda args, images: fn(*args, images), (params, replicate(aux)), rows)
 
 
-def score_dataset(label: str, source, scorer: Scorer, transform, batch_size: int, mesh) -> dict:
+def score_dataset(
+    label: str, source, scorer: Scorer, transform, batch_size: int, mesh, stop: Callable[[], bool] | None = None
+) -> dict | None:
     """Scores of every readable example of `source` once: {row: (N,) array, "pred/<method>", "label", "index" (the
-    example's position in `source`), "unreadable" (how many were not)}."""
+    example's position in `source`), "unreadable" (how many were not)}; None where `stop()` came true before a
+    batch."""
     loader = Loader(source, transform, batch_size, mesh=mesh, name="eval_batch_size")
     progress = Progress(label, len(source), "images")
     chunks: dict[str, list[np.ndarray]] = {}
     unreadable = 0  # over all hosts: each host decodes only its rows, and only the first writes the results
     for batch in loader.evaluate():
         raise_if_stopped()
+        if stop and stop():
+            return None
         out = scorer(batch["image"])
         out.update(label=batch["label"], mask=batch["mask"], index=batch["index"])
         host = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
@@ -292,17 +310,12 @@ def compute_results(
             tied[row] = {name: t for name, t in ties.items() if t}
         if any(nans.values()):
             nan_scores[row] = {name: n for name, n in nans.items() if n}
-    id_labels = id_out["label"]
-    labelled = id_labels >= 0
     results = {
-        "id_accuracy": {
-            k.split("/", 1)[1]: metrics.accuracy(v[labelled], id_labels[labelled]) if labelled.any() else None
-            for k, v in id_out.items()
-            if k.startswith("pred/")
-        },
+        "id_accuracy": accuracies(id_out),
         "ood": table,
-        "counts": {"id": int(len(id_labels)), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
-        "id_labelled": int(labelled.sum()),  # the ID accuracy's images: a list's lines without a label have none
+        "counts": {"id": int(len(id_out["label"])), **{k: int(len(v["label"])) for k, v in ood_outs.items()}},
+        # the ID accuracy's images: a list's lines without a label have none
+        "id_labelled": int((id_out["label"] >= 0).sum()),
         "unreadable": {"id": id_out["unreadable"], **{k: v["unreadable"] for k, v in ood_outs.items()}},
         "nan_scores": nan_scores,
         "tied_pairs": tied,
@@ -313,6 +326,18 @@ def compute_results(
             for group, sets in groups.items()
         }
     return results
+
+
+def accuracies(id_out: dict) -> dict[str, float | None]:
+    """Each prediction's accuracy (method -> fraction) on the labelled images of `id_out` (`score_dataset`'s); None
+    where none is labelled (an image list's lines without a label)."""
+    labels = id_out["label"]
+    labelled = labels >= 0
+    return {
+        k.split("/", 1)[1]: metrics.accuracy(v[labelled], labels[labelled]) if labelled.any() else None
+        for k, v in id_out.items()
+        if k.startswith("pred/")
+    }
 
 
 def _mean(computed: list[dict | None]) -> dict | None:

@@ -78,6 +78,11 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
     return len(moved)
 
 
+def tensorboard_tag(name: str) -> str:
+    """`name` as a TensorBoard tag: " / " as "/", and any other character TensorBoard does not take as `_`."""
+    return re.sub(r"[^-/\w.]", "_", name.replace(" / ", "/"))
+
+
 def write_evaluation(workdir: str, step: int, results: dict) -> None:
     """A training run's report (`jaxood.evaluate`'s results) as TensorBoard scalars at the step it evaluated, in
     percent as its tables: `id_accuracy/<method>`, `<metric>/<OOD set or mean>/<row>` (`auroc/near/SOT-GLP/GL-MCM`)
@@ -99,6 +104,6 @@ def write_evaluation(workdir: str, step: int, results: dict) -> None:
     try:
         with contextlib.closing(SummaryWriter(os.path.join(workdir, TENSORBOARD, "eval"), purge_step=step)) as tb:
             for tag, value in values.items():
-                tb.add_scalar(re.sub(r"[^-/\w.]", "_", tag.replace(" / ", "/")), 100 * value, step)
+                tb.add_scalar(tensorboard_tag(tag), 100 * value, step)
     except OSError as err:
         print(f"the evaluation's figures could not be written to TensorBoard: {err}", flush=True)

@@ -17,6 +17,7 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   terminal saves the step it ends at and stops the run (`jaxood.preemption`).
   One run at a time holds DIR (`jaxood.workdir_lock`);
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`; `jaxood.metric_log`), progress with ETA,
+  the ID test set's accuracy every `eval_every` steps (`PeriodicAccuracy`),
   a warning the first time a logged metric exceeds the method's limit for it (`Method.metric_limits`),
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
   the zero-shot baseline rows.
@@ -35,7 +36,7 @@ import os
 import pkgutil
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
@@ -63,11 +64,11 @@ from jaxood.data.pipeline import (
     on_host,
     replicate,
 )
-from jaxood.data.preprocess import clip_train
+from jaxood.data.preprocess import clip_eval, clip_train
 from jaxood.data.sampling import SHOT_SAMPLINGS, few_shot_indices, sampling_name, shot_quota
 from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, write_fix
 from jaxood.memory import compile_within_memory
-from jaxood.metric_log import METRICS, TENSORBOARD, MetricWriter, write_evaluation
+from jaxood.metric_log import METRICS, TENSORBOARD, MetricWriter, tensorboard_tag, write_evaluation
 from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
@@ -80,7 +81,8 @@ from jaxood.progress import Progress
 # Any other key is part of what the checkpoints were trained with.
 RESUME_MAY_CHANGE = (
     "num_steps", "epochs", "remat", "log_every", "checkpoint_every", "keep_checkpoints", "progress_every",
-    "tensorboard", "train_dataset.data_dir", "train_dataset.root", "eval_zero_shot", *evaluation.EVAL_KEYS,
+    "eval_every", "tensorboard", "train_dataset.data_dir", "train_dataset.root", "eval_zero_shot",
+    *evaluation.EVAL_KEYS,
 )  # fmt: skip
 
 
@@ -204,6 +206,7 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     JAX's errors, and a negative `progress_every` by printing a progress line at every step."""
     for key in ("log_every", "checkpoint_every", "keep_checkpoints", "batch_size"):
         settings.whole(config, key, 1)
+    settings.whole(config, "eval_every", 0)
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
     # Seconds between progress lines: a negative one (or NaN) printed at every step, unsaid; 0 asks for that.
     settings.number(config, "progress_every", least=0, why="the seconds between progress lines (0: every step)")
@@ -495,6 +498,33 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
     return indices, check.total, f"{per} per class"
 
 
+class PeriodicAccuracy:
+    """A training run's ID accuracy every `eval_every` steps: called with the parameters, each prediction's accuracy
+    on the ID test set, as the closing evaluation's `id_accuracy` (`scorer_of(params)`: a predictions-only scorer);
+    None where `stop()` came true before a batch. The call compiled for the first is reused: only the scorer's
+    arrays change."""
+
+    def __init__(self, scorer_of: Callable[[dict], evaluation.Scorer], source, transform, batch_size: int, mesh):
+        self.scorer_of, self.source, self.transform, self.batch_size, self.mesh = (
+            scorer_of, source, transform, batch_size, mesh
+        )  # fmt: skip
+        self._scorer: evaluation.Scorer | None = None
+
+    def __call__(self, params: dict, stop: Callable[[], bool]) -> dict[str, float | None] | None:
+        fresh = self.scorer_of(params)
+        if self._scorer is None:
+            self._scorer = fresh
+        else:
+            self._scorer.args = fresh.args
+        try:
+            out = evaluation.score_dataset(
+                "ID accuracy", self.source, self._scorer, self.transform, self.batch_size, self.mesh, stop
+            )
+        finally:
+            self._scorer.args = None  # the parameters' next step is donated, and the text features not held
+        return None if out is None else evaluation.accuracies(out)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
     if "method" not in config:  # its training settings are missing too: a KeyError on the first one, before
@@ -591,6 +621,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         f"{sum(np.size(x) for x in jax.tree.leaves(frozen)):,}"
     )
     tx = make_optimizer(config, labels, loader.steps_per_epoch, total)
+    clip_trains = "clip" in trainable  # its zero-shot prediction changes in training (pretraining)
+    id_names = eval_inputs.id.class_names
+
+    def scorer_of(params: dict, final: bool = False) -> evaluation.Scorer:
+        """The closing evaluation's scorer (`final`: the method's rows with the zero-shot ones), or `eval_every`'s:
+        the predictions that training changes, the method's and, where the CLIP trains, the zero-shot one."""
+        scorer = method.scorer(params)
+        if config.eval_zero_shot and (final or clip_trains):
+            zero_shot = evaluation.zero_shot_scorer(config, model, params["clip"], id_names, scores=final)
+            scorer = evaluation.combine(zero_shot, scorer)
+        return scorer if final else evaluation.predictions_only(scorer)
+
+    transform_eval = clip_eval(model.cfg.image_size)
+    accuracy_at = PeriodicAccuracy(scorer_of, eval_inputs.id, transform_eval, config.eval_batch_size, mesh)
 
     replicated = every_device(mesh)
     trainable, frozen = replicate(trainable, mesh), replicate(frozen, mesh)
@@ -647,6 +691,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             return f"The last good checkpoint (step {step}) is in {_checkpoint_dir(workdir)}"
         return f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
 
+    def write(step: int, values: dict) -> None:
+        try:
+            writer.scalars(step, values)
+        except OSError as err:  # a full disk: the log's appends may meet it before a checkpoint does
+            fix = write_fix(err, workdir)
+            raise NotSaved(
+                f"the training log could not be written at step {step} ({err.strerror or err}). "
+                f"{kept(last_good)}. {fix}, then run the same command again to resume."
+            ) from err
+
     lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
     limits = dict(method.metric_limits)  # the ones not yet exceeded
     last_line = (start, time.monotonic())  # (step, time) of the log's previous line, for steps_per_s
@@ -678,14 +732,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 now = time.monotonic()
                 values["steps_per_s"] = (done - last_line[0]) / (now - last_line[1])  # since the line before
                 last_line = (done, now)
-                try:
-                    writer.scalars(done, values)
-                except OSError as err:  # a full disk: the log's appends may meet it before a checkpoint does
-                    fix = write_fix(err, workdir)
-                    raise NotSaved(
-                        f"the training log could not be written at step {done} ({err.strerror or err}). "
-                        f"{kept(last_good)}. {fix}, then run the same command again to resume."
-                    ) from err
+                write(done, values)
             if save:
                 ckpt.save(done, state)
                 last_good = done
@@ -695,6 +742,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                     f"stopped at step {done} of {total} by {preemption.reason}, after saving its "
                     f"checkpoint in {_checkpoint_dir(workdir)}. Run the same command again to resume from it."
                 )
+            if config.eval_every and done % config.eval_every == 0 and done < total:  # the last: the closing one
+                began = time.monotonic()
+                # A stop noticed during it (one process; a multi-host job's hosts agree on a step) leaves it
+                # unfinished, and the step after saves and stops.
+                accuracy = accuracy_at(merge(state.trainable, frozen), stop=lambda: bool(preemption.reason))
+                if accuracy is None:
+                    distributed.log(f"the ID accuracy at step {done} was left unfinished: {preemption.reason}")
+                else:  # in percent, as the report's, under its TensorBoard tags
+                    write(
+                        done,
+                        {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in accuracy.items() if v is not None},
+                    )
+                last_line = (last_line[0], last_line[1] + time.monotonic() - began)  # steps_per_s: training's rate
     loader.log_unreadable("train")
     # Distinct images the steps of this run (since it started or resumed) could not decode, over every host, and
     # those its few-shot sampling passed over.
@@ -714,16 +774,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         "was written. Run the same command again to evaluate it."
     )
     with StopsAtOnce(workdir, stopped):
-        scorer = method.scorer(params)
-        if config.eval_zero_shot:
-            id_names = eval_inputs.id.class_names
-            scorer = evaluation.combine(evaluation.zero_shot_scorer(config, model, eval_clip, id_names), scorer)
         results = evaluation.evaluate(
             config,
             workdir,
             model=model,
             params=eval_clip,
-            scorer=scorer,
+            scorer=scorer_of(params, final=True),
             inputs=eval_inputs,
             unreadable=unreadable,
             step=evaluated,

@@ -1,5 +1,6 @@
 """Contrastive pretraining: the loss by hand, caption batches, and the export round trip."""
 
+import json
 import math
 import os
 import re
@@ -231,6 +232,22 @@ def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, 
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     assert pretrain.export(str(tmp_path / "second_host"), c, params, install=False) is None
     assert not (tmp_path / "second_host").exists()
+
+
+def test_pretraining_logs_the_trained_clips_zero_shot_accuracy_every_eval_every_steps(tmp_path):
+    """A CLIP in training has no prediction but its zero-shot one, which changes as it trains: `eval_every` logs it,
+    as a run ending at that step reports it, without caching text features of parameters that change (the closing
+    evaluation's alone are cached)."""
+    from jaxood.train import train
+
+    every, short = tiny_pretrain_config(tmp_path), tiny_pretrain_config(tmp_path)
+    every.update({"num_steps": 4, "eval_every": 2, "cache_dir": str(tmp_path / "every_cache")})
+    train(every, str(tmp_path / "every"))
+    results, _ = train(short, str(tmp_path / "short"))
+    with open(tmp_path / "every" / "metrics.jsonl", encoding="utf-8") as f:
+        logged = [r for r in map(json.loads, f) if "id_accuracy/zero-shot" in r]
+    assert logged == [{"step": 2, "id_accuracy/zero-shot": 100 * results["id_accuracy"]["zero-shot"]}]
+    assert len(os.listdir(tmp_path / "every_cache" / "text_features")) == 1
 
 
 def test_continued_pretraining_evaluates_the_trained_clip(tmp_path, monkeypatch):

@@ -49,7 +49,7 @@ def small_overrides(model_dir, tmp_path, **overrides) -> dict:
         "batch_size": 8, "epochs": 1, "log_every": 1, "checkpoint_every": 2, "tensorboard": False, "plots": False,
         "id_dataset.per_class": 2, "ood_datasets.near.per_class": 1, "ood_datasets.far.per_class": 1,
         "ood_datasets.spurious.per_class": 1, "eval_batch_size": 16, "sot_glp.n_global": 2, "sot_glp.n_local": 2,
-        "sot_glp.top_k": 4, "sot_glp.ot_iterations": 20,
+        "sot_glp.top_k": 4, "sot_glp.ot_iterations": 20, "eval_every": 0,
     }  # fmt: skip
     return {**base, **overrides}
 
@@ -683,10 +683,10 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     and results equal one process with two devices, and their checkpoint, resumed by one process on one device
     (evaluating a pod's run on a workstation), evaluates to the same results. What is true of the whole job (its
     sizes, the compiled step, the report) is printed once, by the first host. Logged every step, so each step is
-    waited on."""
+    waited on; the ID accuracy at step 2 (`eval_every`) is scored by both hosts, as by one."""
 
     def command(workdir):
-        return _train_command(tiny_hf[0], workdir, workdir, num_steps=3, checkpoint_every=2)
+        return _train_command(tiny_hf[0], workdir, workdir, num_steps=3, checkpoint_every=2, eval_every=2)
 
     env = _one_device_env()
     logs = _run_two_hosts(command(tmp_path / "hosts"))
@@ -701,11 +701,15 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     assert "resumed from the checkpoint at step 3" in run.stdout
 
     def metrics(workdir):
-        return [(r["step"], r["loss"], r["grad_norm"]) for r in _logged(tmp_path / workdir)]
+        return [(r["step"], r["loss"], r["grad_norm"]) for r in _logged(tmp_path / workdir) if "loss" in r]
+
+    def accuracies(workdir):
+        return [r for r in _logged(tmp_path / workdir) if "id_accuracy/SOT-GLP" in r]
 
     assert [m[0] for m in metrics("hosts")] == [1, 2, 3]
     assert sorted(os.listdir(tmp_path / "hosts" / "checkpoints")) == ["2", "3"]
     np.testing.assert_allclose(metrics("hosts"), metrics("one"), rtol=1e-6)
+    assert accuracies("hosts") == accuracies("one") and [r["step"] for r in accuracies("one")] == [2]
     results = {w: json.loads((tmp_path / w / "results.json").read_text()) for w in ("one", "hosts", "hosts_on_one")}
     for w in ("hosts", "hosts_on_one"):
         _assert_same_results(results[w], results["one"], w)
@@ -1122,6 +1126,58 @@ def test_resume_is_bit_identical(tiny_hf, tmp_path, monkeypatch):
     assert step_a == step_b == 4
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_the_id_accuracy_every_eval_every_steps_is_the_closing_evaluations_there_and_changes_no_step(tiny_hf, tmp_path):
+    """`eval_every` logs each prediction's ID accuracy during training, as the released code's `eval_freq` does: at
+    step 2 of a 4-step run the accuracies of a run that ends there (its report's), in percent under the report's
+    TensorBoard tags; none at step 4, which the closing evaluation reports. The steps trained are those of a run
+    without it, bit for bit (a 2-step run resumed to 4)."""
+    from jaxood.metric_log import tensorboard_tag
+
+    periodic, _ = trainer.train(
+        small_config(tiny_hf[0], tmp_path, num_steps=4, eval_every=2, eval_zero_shot=False), str(tmp_path / "every")
+    )
+    short, _ = trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(tmp_path / "b"))
+    resumed, _ = trainer.train(
+        small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False), str(tmp_path / "b")
+    )
+    assert set(short["id_accuracy"]) == {"SOT-GLP", "SOT-GLP global", "SOT-GLP local"}
+    logged = [r for r in _logged(tmp_path / "every") if any(k.startswith("id_accuracy/") for k in r)]
+    want = {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in short["id_accuracy"].items()}
+    assert logged == [{"step": 2, **want}] and "id_accuracy/SOT-GLP_global" in want
+    assert periodic["id_accuracy"] == resumed["id_accuracy"]
+    (step_a, a), (step_b, b) = _final_trainable(tmp_path / "every"), _final_trainable(tmp_path / "b")
+    assert step_a == step_b == 4
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_a_preemption_notice_during_the_id_accuracy_saves_the_step_after_and_stops(tiny_hf, tmp_path, monkeypatch):
+    """SIGTERM while `eval_every`'s ID accuracy runs (here as it starts) leaves it unfinished (a whole ID set scored
+    first would eat into the scheduler's grace time), unlogged; the next step saves and stops, and the same command
+    resumes and logs the next one."""
+    import signal
+
+    from jaxood import evaluate
+
+    config = small_config(tiny_hf[0], tmp_path, num_steps=6, eval_every=2, checkpoint_every=10, eval_zero_shot=False)
+    score_dataset = evaluate.score_dataset
+
+    def signalled_first(label, *args, **kwargs):
+        if label == "ID accuracy":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return score_dataset(label, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "score_dataset", signalled_first)
+    run = tmp_path / "run"
+    with _signals_handled(), pytest.raises(Preempted, match=r"stopped at step 3 of 6 by a preemption notice"):
+        trainer.train(config, str(run))
+    assert os.listdir(run / "checkpoints") == ["3"]
+    assert not any(k.startswith("id_accuracy/") for r in _logged(run) for k in r)
+    monkeypatch.setattr(evaluate, "score_dataset", score_dataset)
+    trainer.train(config, str(run))
+    assert [r["step"] for r in _logged(run) if "id_accuracy/SOT-GLP" in r] == [4]
 
 
 def test_a_run_resumed_under_other_code_says_so_and_its_report_names_the_code_of_each_part(
@@ -2184,6 +2240,7 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("log_every", 0, "log_every must be a whole number of at least 1, got 0"),
         ("checkpoint_every", 0, "checkpoint_every must be a whole number of at least 1, got 0"),
         ("keep_checkpoints", 0, "keep_checkpoints must be a whole number of at least 1, got 0"),
+        ("eval_every", -1, "eval_every must be a whole number of at least 0, got -1"),
         ("batch_size", 0, "batch_size must be a whole number of at least 1, got 0"),
         ("eval_batch_size", 0, "eval_batch_size must be a whole number of at least 1, got 0"),
         ("batch_size", 256, r"192 training images are fewer than one batch \(batch_size 256\): lower batch_size"),
