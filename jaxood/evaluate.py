@@ -81,8 +81,8 @@ EVAL_KEYS = (
 
 # What shrinks an evaluation batch that cannot fit in a device.
 EVAL_BATCH_FIXES = (
-    "--config.eval_batch_size lower (after a training run the same command evaluates its final checkpoint again, "
-    "without training)"
+    "--config.eval_batch_size lower (a training run saved the step it evaluates: the same command goes on from it, "
+    "and after the last step evaluates it again without training)"
 )
 
 

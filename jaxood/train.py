@@ -715,7 +715,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             unlogged.append(metrics)
             done = step + 1
             stop = preemption.reached(done)
-            save = stop or done % config.checkpoint_every == 0 or done == total
+            # The ID accuracy's step is saved first: an evaluation that cannot fit or is stopped loses no step.
+            accuracy_due = bool(config.eval_every) and done % config.eval_every == 0 and done < total  # last: closing
+            save = stop or accuracy_due or done % config.checkpoint_every == 0 or done == total
             if save or done % config.log_every == 0:  # a step saved is checked (and logged) first
                 finite, bad, unlogged = jax.device_get((state.finite, state.bad_step, unlogged))
                 if not finite:
@@ -742,18 +744,21 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                     f"stopped at step {done} of {total} by {preemption.reason}, after saving its "
                     f"checkpoint in {_checkpoint_dir(workdir)}. Run the same command again to resume from it."
                 )
-            if config.eval_every and done % config.eval_every == 0 and done < total:  # the last: the closing one
+            if accuracy_due:
                 began = time.monotonic()
-                # A stop noticed during it (one process; a multi-host job's hosts agree on a step) leaves it
-                # unfinished, and the step after saves and stops.
+                # A stop noticed during it (one process; a multi-host job's hosts finish it and agree on a step)
+                # leaves it unfinished, and the run stops at the step just saved.
                 accuracy = accuracy_at(merge(state.trainable, frozen), stop=lambda: bool(preemption.reason))
                 if accuracy is None:
-                    distributed.log(f"the ID accuracy at step {done} was left unfinished: {preemption.reason}")
-                else:  # in percent, as the report's, under its TensorBoard tags
-                    write(
-                        done,
-                        {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in accuracy.items() if v is not None},
+                    raise Preempted(
+                        f"stopped at step {done} of {total} by {preemption.reason} while its ID accuracy was scored "
+                        f"(not logged), after saving its checkpoint in {_checkpoint_dir(workdir)}. Run the same "
+                        "command again to resume from it."
                     )
+                # in percent, as the report's, under its TensorBoard tags
+                write(
+                    done, {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in accuracy.items() if v is not None}
+                )
                 last_line = (last_line[0], last_line[1] + time.monotonic() - began)  # steps_per_s: training's rate
     loader.log_unreadable("train")
     # Distinct images the steps of this run (since it started or resumed) could not decode, over every host, and

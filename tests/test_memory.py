@@ -48,11 +48,30 @@ def test_evaluation_refuses_a_batch_larger_than_a_device_before_it_runs(tiny_hf,
     monkeypatch.setattr(memory, "device_bytes", lambda: 2**20)  # a 1 MiB device
     refused = (
         r"the evaluation batch needs \d+\.\d GiB per device and a device has 0\.0 GiB: set "
-        r"--config\.eval_batch_size lower \(after a training run the same command evaluates its final checkpoint"
+        r"--config\.eval_batch_size lower \(a training run saved the step it evaluates: the same command goes on "
     )
     with pytest.raises(ValueError, match=refused):
         evaluate.evaluate(config, str(tmp_path / "run"))
     assert "evaluation batch: compiling" in capsys.readouterr().out and not (tmp_path / "run" / "results.json").exists()
+
+
+def test_an_id_accuracy_during_training_that_cannot_fit_keeps_the_step_it_evaluates(tiny_hf, tmp_path, monkeypatch):
+    """`eval_every`'s evaluation, refused at step 3 as too large for a device, would have lost every step since the
+    last checkpoint (none here, `checkpoint_every` 10): its step is saved before it, and the same command, with a
+    smaller eval batch, goes on from there."""
+    from jaxood import evaluate
+
+    config = small_config(tiny_hf[0], tmp_path, num_steps=6, eval_every=3, checkpoint_every=10, eval_zero_shot=False)
+    compile_within_memory = evaluate.compile_within_memory
+
+    def on_a_1_mib_device(*args, **kwargs):  # the train step compiled for the real device first
+        monkeypatch.setattr(memory, "device_bytes", lambda: 2**20)
+        return compile_within_memory(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "compile_within_memory", on_a_1_mib_device)
+    with pytest.raises(ValueError, match=r"the evaluation batch needs .* --config\.eval_batch_size lower"):
+        trainer.train(config, str(tmp_path / "run"))
+    assert os.listdir(tmp_path / "run" / "checkpoints") == ["3"]
 
 
 def _fake_root(tmp_path, cgroup: str, mountinfo: str, limits: dict[str, str]) -> str:

@@ -1153,10 +1153,10 @@ def test_the_id_accuracy_every_eval_every_steps_is_the_closing_evaluations_there
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_a_preemption_notice_during_the_id_accuracy_saves_the_step_after_and_stops(tiny_hf, tmp_path, monkeypatch):
+def test_a_preemption_notice_during_the_id_accuracy_stops_at_its_step_saved_before_it(tiny_hf, tmp_path, monkeypatch):
     """SIGTERM while `eval_every`'s ID accuracy runs (here as it starts) leaves it unfinished (a whole ID set scored
-    first would eat into the scheduler's grace time), unlogged; the next step saves and stops, and the same command
-    resumes and logs the next one."""
+    first would eat into the scheduler's grace time), unlogged, and the run stops at its step, saved before it
+    (`checkpoint_every` 10); the same command resumes from there and logs the next one."""
     import signal
 
     from jaxood import evaluate
@@ -1171,9 +1171,12 @@ def test_a_preemption_notice_during_the_id_accuracy_saves_the_step_after_and_sto
 
     monkeypatch.setattr(evaluate, "score_dataset", signalled_first)
     run = tmp_path / "run"
-    with _signals_handled(), pytest.raises(Preempted, match=r"stopped at step 3 of 6 by a preemption notice"):
+    stopped = (
+        r"stopped at step 2 of 6 by a preemption notice \(SIGTERM\) while its ID accuracy was scored \(not logged\)"
+    )
+    with _signals_handled(), pytest.raises(Preempted, match=stopped):
         trainer.train(config, str(run))
-    assert os.listdir(run / "checkpoints") == ["3"]
+    assert os.listdir(run / "checkpoints") == ["2"]
     assert not any(k.startswith("id_accuracy/") for r in _logged(run) for k in r)
     monkeypatch.setattr(evaluate, "score_dataset", score_dataset)
     trainer.train(config, str(run))
