@@ -746,8 +746,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 )
             if accuracy_due:
                 began = time.monotonic()
-                # A stop noticed during it (one process; a multi-host job's hosts finish it and agree on a step)
-                # leaves it unfinished, and the run stops at the step just saved.
+                # A stop noticed during it leaves it unfinished, and the run stops at the step just saved. In a
+                # multi-host job `reason` waits for the hosts' agreement, at a later step: they finish it.
                 accuracy = accuracy_at(merge(state.trainable, frozen), stop=lambda: bool(preemption.reason))
                 if accuracy is None:
                     raise Preempted(
