@@ -78,6 +78,23 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
     return len(moved)
 
 
+def logged_at(workdir: str, step: int, prefix: str) -> bool:
+    """Whether `workdir`'s metrics.jsonl holds a record of `step` with a scalar whose name starts with `prefix`."""
+    try:
+        f = open(os.path.join(workdir, METRICS), encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    with f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a kill
+                continue
+            if isinstance(record, dict) and record.get("step") == step and any(k.startswith(prefix) for k in record):
+                return True
+    return False
+
+
 def tensorboard_tag(name: str) -> str:
     """`name` as a TensorBoard tag: " / " as "/", and any other character TensorBoard does not take as `_`."""
     return re.sub(r"[^-/\w.]", "_", name.replace(" / ", "/"))

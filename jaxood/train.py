@@ -68,7 +68,7 @@ from jaxood.data.preprocess import clip_eval, clip_train
 from jaxood.data.sampling import SHOT_SAMPLINGS, few_shot_indices, sampling_name, shot_quota
 from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, write_fix
 from jaxood.memory import compile_within_memory
-from jaxood.metric_log import METRICS, TENSORBOARD, MetricWriter, tensorboard_tag, write_evaluation
+from jaxood.metric_log import METRICS, TENSORBOARD, MetricWriter, logged_at, tensorboard_tag, write_evaluation
 from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
@@ -707,8 +707,32 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
     # going on. A preemption notice (SIGTERM), Ctrl-C or a closed terminal saves the step it ends at and stops
     # (jaxood.preemption).
+    # A run stopped while it scored the ID accuracy resumes at that step, saved before it: scored first then. Every
+    # host reads the shared log, and they agree (a collective), so they all score it or none.
+    accuracy_owed = bool(config.eval_every) and 0 < start < total and start % config.eval_every == 0
+    accuracy_owed = accuracy_owed and distributed.on_every_host(not logged_at(workdir, start, "id_accuracy/"))
     writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard, start)
     with PreemptionNotice(workdir) as preemption, contextlib.closing(writer):
+
+        def log_id_accuracy(step: int) -> None:
+            """`eval_every`'s ID accuracy of `step`, saved already. A stop noticed during it leaves it unfinished,
+            and the run stops at that step. In a multi-host job `reason` waits for the hosts' agreement, at a later
+            step: they finish it."""
+            nonlocal last_line
+            began = time.monotonic()
+            accuracy = accuracy_at(merge(state.trainable, frozen), stop=lambda: bool(preemption.reason))
+            if accuracy is None:
+                raise Preempted(
+                    f"stopped at step {step} of {total} by {preemption.reason} while its ID accuracy was scored (not "
+                    f"logged), after saving its checkpoint in {_checkpoint_dir(workdir)}. Run the same command again "
+                    "to resume from it."
+                )
+            # in percent, as the report's, under its TensorBoard tags
+            write(step, {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in accuracy.items() if v is not None})
+            last_line = (last_line[0], last_line[1] + time.monotonic() - began)  # steps_per_s: training's rate
+
+        if accuracy_owed:
+            log_id_accuracy(start)
         unlogged = []  # each step's metrics since the log's previous line, on the device until that line
         for step, batch in zip(range(start, total), batches):
             state, metrics = step_fn(state, frozen, batch)
@@ -745,21 +769,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                     f"checkpoint in {_checkpoint_dir(workdir)}. Run the same command again to resume from it."
                 )
             if accuracy_due:
-                began = time.monotonic()
-                # A stop noticed during it leaves it unfinished, and the run stops at the step just saved. In a
-                # multi-host job `reason` waits for the hosts' agreement, at a later step: they finish it.
-                accuracy = accuracy_at(merge(state.trainable, frozen), stop=lambda: bool(preemption.reason))
-                if accuracy is None:
-                    raise Preempted(
-                        f"stopped at step {done} of {total} by {preemption.reason} while its ID accuracy was scored "
-                        f"(not logged), after saving its checkpoint in {_checkpoint_dir(workdir)}. Run the same "
-                        "command again to resume from it."
-                    )
-                # in percent, as the report's, under its TensorBoard tags
-                write(
-                    done, {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in accuracy.items() if v is not None}
-                )
-                last_line = (last_line[0], last_line[1] + time.monotonic() - began)  # steps_per_s: training's rate
+                log_id_accuracy(done)
     loader.log_unreadable("train")
     # Distinct images the steps of this run (since it started or resumed) could not decode, over every host, and
     # those its few-shot sampling passed over.

@@ -1156,7 +1156,8 @@ def test_the_id_accuracy_every_eval_every_steps_is_the_closing_evaluations_there
 def test_a_preemption_notice_during_the_id_accuracy_stops_at_its_step_saved_before_it(tiny_hf, tmp_path, monkeypatch):
     """SIGTERM while `eval_every`'s ID accuracy runs (here as it starts) leaves it unfinished (a whole ID set scored
     first would eat into the scheduler's grace time), unlogged, and the run stops at its step, saved before it
-    (`checkpoint_every` 10); the same command resumes from there and logs the next one."""
+    (`checkpoint_every` 10); the same command resumes from there, scoring that step first. A run resumed at a step
+    whose accuracy is logged (here after the last checkpoint is lost) does not score it again."""
     import signal
 
     from jaxood import evaluate
@@ -1180,7 +1181,11 @@ def test_a_preemption_notice_during_the_id_accuracy_stops_at_its_step_saved_befo
     assert not any(k.startswith("id_accuracy/") for r in _logged(run) for k in r)
     monkeypatch.setattr(evaluate, "score_dataset", score_dataset)
     trainer.train(config, str(run))
-    assert [r["step"] for r in _logged(run) if "id_accuracy/SOT-GLP" in r] == [4]
+    assert [r["step"] for r in _logged(run) if "id_accuracy/SOT-GLP" in r] == [2, 4]
+    assert sorted(os.listdir(run / "checkpoints")) == ["4", "6"]
+    shutil.rmtree(run / "checkpoints" / "6")
+    trainer.train(config, str(run))
+    assert [r["step"] for r in _logged(run) if "id_accuracy/SOT-GLP" in r] == [2, 4]
 
 
 def test_a_run_resumed_under_other_code_says_so_and_its_report_names_the_code_of_each_part(
