@@ -704,13 +704,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
     limits = dict(method.metric_limits)  # the ones not yet exceeded
     last_line = (start, time.monotonic())  # (step, time) of the log's previous line, for steps_per_s
-    # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
-    # going on. A preemption notice (SIGTERM), Ctrl-C or a closed terminal saves the step it ends at and stops
-    # (jaxood.preemption).
     # A run stopped while it scored the ID accuracy resumes at that step, saved before it: scored first then. Every
     # host reads the shared log, and they agree (a collective), so they all score it or none.
     accuracy_owed = bool(config.eval_every) and 0 < start < total and start % config.eval_every == 0
     accuracy_owed = accuracy_owed and distributed.on_every_host(not logged_at(workdir, start, "id_accuracy/"))
+    # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
+    # going on. A preemption notice (SIGTERM), Ctrl-C or a closed terminal saves the step it ends at and stops
+    # (jaxood.preemption).
     writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard, start)
     with PreemptionNotice(workdir) as preemption, contextlib.closing(writer):
 
