@@ -216,6 +216,12 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         raise InvalidInput("num_steps and epochs are both 0, which trains no step: set one of them to at least 1")
     if "caption_length" in config:  # image-text training: SOT, at least one token, EOT
         settings.whole(config, "caption_length", 3, CONTEXT_LENGTH)
+        if config.eval_every and not config.eval_zero_shot:  # it scored the ID set for nothing, logging no figure
+            raise InvalidInput(
+                f"eval_every {config.eval_every} scores the predictions that training changes, and image-text "
+                "pretraining has only the zero-shot one of the CLIP it trains, which eval_zero_shot False leaves out: "
+                "set eval_zero_shot True, or eval_every 0"
+            )
         if config.shots:  # ignored, silently: the captioned images carry no class to pick shots of
             raise InvalidInput(
                 f"shots {config.shots} picks training images per class, but image-text pretraining (caption_length "

@@ -117,13 +117,20 @@ def test_captions_required_for_image_text_training(tmp_path):
         ("caption_length", 0, "caption_length must be a whole number from 3 to 77, got 0"),
         ("caption_length", 78, "caption_length must be a whole number from 3 to 77, got 78"),
         ("shots", 16, r"shots 16 picks training images per class, but image-text pretraining \(caption_length 20\)"),
+        (
+            "eval_zero_shot",
+            False,
+            r"eval_every 1000 scores the predictions that training changes, and image-text pretraining has only the "
+            r"zero-shot one .*: set eval_zero_shot True, or eval_every 0",
+        ),
     ],
 )
 def test_bad_architecture_or_caption_length_fails_before_work(key, value, message, tmp_path):
     """An architecture the model cannot build used to fail in the first traced call with JAX's reshape (heads,
     patches) or lookup (activation) errors; a vocabulary smaller than the tokenizer's made NaN embeddings and a NaN
     loss; a caption length of 0 trained CLIP pretraining as a classifier, failing on its 28 classes against the
-    ID set's 12; `shots` was ignored, silently (pretraining learns from every captioned image)."""
+    ID set's 12; `shots` was ignored, silently (pretraining learns from every captioned image); `eval_every` without
+    the zero-shot rows scored the ID set for no figure."""
     from jaxood import train as trainer
     from jaxood.errors import InvalidInput
 
