@@ -697,6 +697,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             return f"The last good checkpoint (step {step}) is in {_checkpoint_dir(workdir)}"
         return f"No checkpoint was saved before it (checkpoint_every {config.checkpoint_every})"
 
+    def stopped_at(step: int, by: str) -> Preempted:  # a stop at a step saved
+        return Preempted(
+            f"stopped at step {step} of {total} by {by}, after saving its checkpoint in {_checkpoint_dir(workdir)}. "
+            "Run the same command again to resume from it."
+        )
+
     def write(step: int, values: dict) -> None:
         try:
             writer.scalars(step, values)
@@ -728,11 +734,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             began = time.monotonic()
             accuracy = accuracy_at(merge(state.trainable, frozen), stop=lambda: bool(preemption.reason))
             if accuracy is None:
-                raise Preempted(
-                    f"stopped at step {step} of {total} by {preemption.reason} while its ID accuracy was scored (not "
-                    f"logged), after saving its checkpoint in {_checkpoint_dir(workdir)}. Run the same command again "
-                    "to resume from it."
-                )
+                raise stopped_at(step, f"{preemption.reason} while its ID accuracy was scored (not logged)")
             # in percent, as the report's, under its TensorBoard tags
             write(step, {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in accuracy.items() if v is not None})
             last_line = (last_line[0], last_line[1] + time.monotonic() - began)  # steps_per_s: training's rate
@@ -770,10 +772,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 last_good = done
             progress.update()
             if stop:
-                raise Preempted(
-                    f"stopped at step {done} of {total} by {preemption.reason}, after saving its "
-                    f"checkpoint in {_checkpoint_dir(workdir)}. Run the same command again to resume from it."
-                )
+                raise stopped_at(done, preemption.reason)
             if accuracy_due:
                 log_id_accuracy(done)
     loader.log_unreadable("train")
