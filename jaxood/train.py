@@ -716,10 +716,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
     limits = dict(method.metric_limits)  # the ones not yet exceeded
     last_line = (start, time.monotonic())  # (step, time) of the log's previous line, for steps_per_s
+
+    def scores_accuracy(step: int) -> bool:  # eval_every's steps; the last is the closing evaluation's
+        return bool(config.eval_every) and 0 < step < total and step % config.eval_every == 0
+
     # A run stopped while it scored the ID accuracy resumes at that step, saved before it: scored first then. Every
     # host reads the shared log, and they agree (a collective), so they all score it or none.
-    accuracy_owed = bool(config.eval_every) and 0 < start < total and start % config.eval_every == 0
-    accuracy_owed = accuracy_owed and distributed.on_every_host(not logged_at(workdir, start, "id_accuracy/"))
+    accuracy_owed = scores_accuracy(start) and distributed.on_every_host(not logged_at(workdir, start, "id_accuracy/"))
     # The writer is closed on every exit: TensorBoard shows a stopped run's curve (a NaN's included) to a caller
     # going on. A preemption notice (SIGTERM), Ctrl-C or a closed terminal saves the step it ends at and stops
     # (jaxood.preemption).
@@ -748,7 +751,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             done = step + 1
             stop = preemption.reached(done)
             # The ID accuracy's step is saved first: an evaluation that cannot fit or is stopped loses no step.
-            accuracy_due = bool(config.eval_every) and done % config.eval_every == 0 and done < total  # last: closing
+            accuracy_due = scores_accuracy(done)
             save = stop or accuracy_due or done % config.checkpoint_every == 0 or done == total
             if save or done % config.log_every == 0:  # a step saved is checked (and logged) first
                 finite, bad, unlogged = jax.device_get((state.finite, state.bad_step, unlogged))
