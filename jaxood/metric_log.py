@@ -58,6 +58,15 @@ class MetricWriter:
                 print(f"the training log could not be closed: {err}", flush=True)
 
 
+def _record(line: str) -> dict | None:
+    """A metrics.jsonl line's record, or None for a line cut short by a kill (or one without a step)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), int | float) else None
+
+
 def _supersede_after(path: str, step: int, superseded: str) -> int:
     """Move the records of `path` (JSON lines) past `step`, and any line cut short, to `superseded`; how many."""
     if not os.path.exists(path):
@@ -66,10 +75,8 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
         lines = [line if line.endswith("\n") else line + "\n" for line in f]
     kept, moved = [], []
     for line in lines:
-        try:
-            (kept if json.loads(line)["step"] <= step else moved).append(line)
-        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
-            moved.append(line)
+        record = _record(line)
+        (kept if record is not None and record["step"] <= step else moved).append(line)
     if moved:
         with open(superseded, "a", encoding="utf-8") as f:
             f.writelines(moved)
@@ -85,14 +92,8 @@ def logged_at(workdir: str, step: int, prefix: str) -> bool:
     except FileNotFoundError:
         return False
     with f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:  # a line cut short by a kill
-                continue
-            if isinstance(record, dict) and record.get("step") == step and any(k.startswith(prefix) for k in record):
-                return True
-    return False
+        records = [r for r in map(_record, f) if r is not None and r["step"] == step]
+    return any(k.startswith(prefix) for r in records for k in r)
 
 
 def tensorboard_tag(name: str) -> str:
