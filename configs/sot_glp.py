@@ -11,10 +11,11 @@ the benchmark, `mos` by default or `openood_v15`, as in configs/zeroshot.py):
 - `reference`: the released code: lambda 1, G = 3, lr 0.01, batch 256, no warm-up,
   cosine stepped per epoch, layer-0 V-V, mean-over-prompts local score, OOD T = 1000,
   prediction `softmax(100 (mean_G cos + phi) / 2)`, stratified few-shot picks
-  (`shot_sampling`: shots x classes images, each class its share by its size).
+  (`shot_sampling`: shots x classes images, each class its share by its size),
+  the ID accuracy every 5 epochs (`eval_every`, `eval_unit`).
   With a CoOp dataset, that dataset's released script instead of ImageNet's:
   200 epochs and its own batch size, learning rate and P (`RELEASED_FEW_SHOT`),
-  and FGVC Aircraft's trainval split.
+  the ID accuracy every 10 epochs, and FGVC Aircraft's trainval split.
 - `noproj`: the local projection frozen at identity (paper's best OOD: avg FPR95
   23.8 / AUROC 94.2, acc 75.4).
 - `novv`: local features from CLIP's own last-block patch tokens instead of the
@@ -121,8 +122,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.update({"lr": 0.01, "warmup_epochs": 0.0, "schedule_unit": "epoch"})
         c.batch_size = 256
         c.shot_sampling = "stratified"
+        c.eval_every, c.eval_unit = 5, "epoch"  # run_imagenet.sh's --eval_freq
         if coop:  # the released script of that dataset, not ImageNet's
             c.epochs, c.batch_size, c.optim.lr, c.sot_glp.n_local = RELEASED_FEW_SHOT[benchmark]
+            c.eval_every = 10  # each run_<dataset>.sh's --eval_freq
             if benchmark == "fgvc_aircraft":  # its dataset reads split="trainval" for training
                 c.train_dataset.split = "trainval"
     elif variant == "noproj":

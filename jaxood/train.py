@@ -17,7 +17,7 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   terminal saves the step it ends at and stops the run (`jaxood.preemption`).
   One run at a time holds DIR (`jaxood.workdir_lock`);
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`; `jaxood.metric_log`), progress with ETA,
-  the ID test set's accuracy every `eval_every` steps (`PeriodicAccuracy`),
+  the ID test set's accuracy every `eval_every` steps or epochs (`PeriodicAccuracy`),
   a warning the first time a logged metric exceeds the method's limit for it (`Method.metric_limits`),
   `DIR/config.json`; at the end `jaxood.evaluate` writes the results next to
   the zero-shot baseline rows.
@@ -81,7 +81,7 @@ from jaxood.progress import Progress
 # Any other key is part of what the checkpoints were trained with.
 RESUME_MAY_CHANGE = (
     "num_steps", "epochs", "remat", "log_every", "checkpoint_every", "keep_checkpoints", "progress_every",
-    "eval_every", "tensorboard", "train_dataset.data_dir", "train_dataset.root", "eval_zero_shot",
+    "eval_every", "eval_unit", "tensorboard", "train_dataset.data_dir", "train_dataset.root", "eval_zero_shot",
     *evaluation.EVAL_KEYS,
 )  # fmt: skip
 
@@ -183,7 +183,8 @@ OPTIM_RANGES = {
     "clip_norm": {"least": 0}, "momentum": {"least": 0, "below": 1}, "b1": {"least": 0, "below": 1},
     "b2": {"least": 0, "below": 1},
 }  # fmt: skip
-OPTIM_CHOICES = {"name": ("sgd", "adamw"), "schedule_unit": ("step", "epoch")}
+UNITS = ("step", "epoch")  # what `optim.schedule_unit` steps the schedule by, and what `eval_every` counts
+OPTIM_CHOICES = {"name": ("sgd", "adamw"), "schedule_unit": UNITS}
 
 
 def _check_optim(config: ml_collections.ConfigDict, key: str) -> None:
@@ -207,6 +208,7 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     for key in ("log_every", "checkpoint_every", "keep_checkpoints", "batch_size"):
         settings.whole(config, key, 1)
     settings.whole(config, "eval_every", 0)
+    settings.choice(config, "eval_unit", UNITS)
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
     # Seconds between progress lines: a negative one (or NaN) printed at every step, unsaid; 0 asks for that.
     settings.number(config, "progress_every", least=0, why="the seconds between progress lines (0: every step)")
@@ -505,10 +507,10 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
 
 
 class PeriodicAccuracy:
-    """A training run's ID accuracy every `eval_every` steps: called with the parameters, each prediction's accuracy
-    on the ID test set, as the closing evaluation's `id_accuracy` (`scorer_of(params)`: a predictions-only scorer);
-    None where `stop()` came true before a batch. The call compiled for the first is reused: only the scorer's
-    arrays change."""
+    """A training run's ID accuracy every `eval_every` steps or epochs (`eval_unit`): called with the parameters,
+    each prediction's accuracy on the ID test set, as the closing evaluation's `id_accuracy` (`scorer_of(params)`:
+    a predictions-only scorer); None where `stop()` came true before a batch. The call compiled for the first is
+    reused: only the scorer's arrays change."""
 
     def __init__(self, scorer_of: Callable[[dict], evaluation.Scorer], source, transform, batch_size: int, mesh):
         self.scorer_of, self.source, self.transform, self.batch_size, self.mesh = (
@@ -618,6 +620,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     )
     if said := warmup_outlasting_the_run(config, groups, loader.steps_per_epoch, total):
         distributed.log(said)
+    by_epoch = config.eval_unit == "epoch"  # the released SOT-GLP code's eval_freq
+    eval_interval = config.eval_every * (loader.steps_per_epoch if by_epoch else 1)
+    if eval_interval:
+        epochs = f"{config.eval_every} epoch{'s' * (config.eval_every > 1)}, {loader.steps_per_epoch} steps/epoch"
+        distributed.log(f"ID accuracy every {eval_interval} steps (eval_every{f' {epochs}' if by_epoch else ''})")
 
     method = method_module.build(config, model, clip_params, class_names, mesh)
     trainable, frozen, labels = partition(method.params, rules)
@@ -718,7 +725,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     last_line = (start, time.monotonic())  # (step, time) of the log's previous line, for steps_per_s
 
     def scores_accuracy(step: int) -> bool:  # eval_every's steps; the last is the closing evaluation's
-        return bool(config.eval_every) and 0 < step < total and step % config.eval_every == 0
+        return bool(eval_interval) and 0 < step < total and step % eval_interval == 0
 
     # A run stopped while it scored the ID accuracy resumes at that step, saved before it: scored first then. Every
     # host reads the shared log, and they agree (a collective), so they all score it or none.

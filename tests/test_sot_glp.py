@@ -1153,6 +1153,24 @@ def test_the_id_accuracy_every_eval_every_steps_is_the_closing_evaluations_there
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_eval_unit_epoch_counts_eval_every_in_epochs_as_the_released_eval_freq(tiny_hf, tmp_path, capsys):
+    """The released code's `eval_freq` counts epochs (5 for ImageNet, 10 for the few-shot sets), where
+    `eval_every` counted steps only, whose number per epoch depends on the dataset and shots. With `eval_unit`
+    "epoch" it scores the ID set at the end of every `eval_every`-th epoch: 3 steps an epoch here (48 images,
+    batch 16), so steps 3 and 6 of 7, the log saying so. A run saved before `eval_unit` existed resumes under it."""
+    config = small_config(
+        tiny_hf[0], tmp_path, num_steps=7, batch_size=16, eval_every=1, eval_unit="epoch", eval_zero_shot=False
+    )
+    run = tmp_path / "run"
+    trainer.train(config, str(run))
+    assert [r["step"] for r in _logged(run) if "id_accuracy/SOT-GLP" in r] == [3, 6]
+    assert "ID accuracy every 3 steps (eval_every 1 epoch, 3 steps/epoch)" in capsys.readouterr().out
+    saved = json.loads((run / "config.json").read_text())
+    del saved["eval_unit"]
+    (run / "config.json").write_text(json.dumps(saved))
+    assert trainer.check_resume(config, str(run))["eval_unit"] == "(absent)"
+
+
 def test_a_preemption_notice_during_the_id_accuracy_stops_at_its_step_saved_before_it(tiny_hf, tmp_path, monkeypatch):
     """SIGTERM while `eval_every`'s ID accuracy runs (here as it starts) leaves it unfinished (a whole ID set scored
     first would eat into the scheduler's grace time), unlogged, and the run stops at its step, saved before it
@@ -1309,7 +1327,8 @@ def test_the_ablation_variants_and_a_run_saved_before_their_keys(tiny_model, tin
 
 def test_reference_few_shot_variants_take_each_datasets_released_script():
     """The released code trains each few-shot dataset by its own script (`run_<dataset>.sh`: 200 epochs and that
-    dataset's batch size, learning rate and local prompts per class; FGVC Aircraft on its trainval split), where
+    dataset's batch size, learning rate and local prompts per class; FGVC Aircraft on its trainval split; the ID
+    accuracy every 10 epochs, ImageNet's script every 5), where
     `reference,<dataset>` took ImageNet's (50 epochs, batch 256, lr 0.01, P 4): a batch larger than EuroSAT's 160
     images of 16 shots, which training refuses. The paper keeps one setting for every dataset."""
     from conftest import load_config
@@ -1332,11 +1351,13 @@ def test_reference_few_shot_variants_take_each_datasets_released_script():
             3, 0.0, "epoch", "stratified"
         )  # fmt: skip
         assert c.train_dataset.split == ("trainval" if dataset == "fgvc_aircraft" else "train")
+        assert (c.eval_every, c.eval_unit) == (10, "epoch"), dataset  # --eval_freq 10
         paper = load_config("sot_glp", f"paper,{dataset}")
         assert (paper.epochs, paper.batch_size, paper.optim.lr, paper.sot_glp.n_local) == (50, 32, 0.05, 4)
         assert paper.train_dataset.split == "train"
     imagenet = load_config("sot_glp", "reference")  # run_imagenet.sh
     assert (imagenet.epochs, imagenet.batch_size, imagenet.optim.lr, imagenet.sot_glp.n_local) == (50, 256, 0.01, 4)
+    assert (imagenet.eval_every, imagenet.eval_unit) == (5, "epoch")  # --eval_freq 5
 
 
 def test_reference_takes_stratified_shots_as_the_released_code_does(tiny_hf, tmp_path, monkeypatch, capsys):
@@ -2249,6 +2270,7 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("checkpoint_every", 0, "checkpoint_every must be a whole number of at least 1, got 0"),
         ("keep_checkpoints", 0, "keep_checkpoints must be a whole number of at least 1, got 0"),
         ("eval_every", -1, "eval_every must be a whole number of at least 0, got -1"),
+        ("eval_unit", "epochs", r"eval_unit must be one of \('step', 'epoch'\), got 'epochs'"),
         ("batch_size", 0, "batch_size must be a whole number of at least 1, got 0"),
         ("eval_batch_size", 0, "eval_batch_size must be a whole number of at least 1, got 0"),
         ("batch_size", 256, r"192 training images are fewer than one batch \(batch_size 256\): lower batch_size"),
