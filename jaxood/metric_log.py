@@ -101,6 +101,12 @@ def tensorboard_tag(name: str) -> str:
     return re.sub(r"[^-/\w.]", "_", name.replace(" / ", "/"))
 
 
+def accuracy_record(id_accuracy: dict[str, float | None]) -> dict[str, float]:
+    """Each prediction's ID accuracy (a fraction, None where no image was scored) as `metrics.jsonl` logs it: in
+    percent, as the report's tables, under the report's TensorBoard tags (`id_accuracy/SOT-GLP_global`)."""
+    return {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in id_accuracy.items() if v is not None}
+
+
 def write_evaluation(workdir: str, step: int, results: dict) -> None:
     """A training run's report (`jaxood.evaluate`'s results) as TensorBoard scalars at the step it evaluated, in
     percent as its tables: `id_accuracy/<method>`, `<metric>/<OOD set or mean>/<row>` (`auroc/near/SOT-GLP/GL-MCM`)

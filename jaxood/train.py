@@ -68,7 +68,7 @@ from jaxood.data.preprocess import clip_eval, clip_train
 from jaxood.data.sampling import SHOT_SAMPLINGS, few_shot_indices, sampling_name, shot_quota
 from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, write_fix
 from jaxood.memory import compile_within_memory
-from jaxood.metric_log import METRICS, TENSORBOARD, MetricWriter, logged_at, tensorboard_tag, write_evaluation
+from jaxood.metric_log import METRICS, TENSORBOARD, MetricWriter, accuracy_record, logged_at, write_evaluation
 from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
@@ -745,8 +745,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
             accuracy = accuracy_at(merge(state.trainable, frozen), stop=lambda: bool(preemption.reason))
             if accuracy is None:
                 raise stopped_at(step, f"{preemption.reason} while its ID accuracy was scored (not logged)")
-            # in percent, as the report's, under its TensorBoard tags
-            write(step, {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in accuracy.items() if v is not None})
+            write(step, accuracy_record(accuracy))
             last_line = (last_line[0], last_line[1] + time.monotonic() - began)  # steps_per_s: training's rate
 
         if accuracy_owed:
@@ -789,10 +788,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     # Distinct images the steps of this run (since it started or resumed) could not decode, over every host, and
     # those its few-shot sampling passed over.
     unreadable = {"train": passed_over + loader.unreadable_total()} if remaining or passed_over else {}
-    curves = None
-    if config.plots and distributed.is_first_host():
-        with open(os.path.join(workdir, METRICS), encoding="utf-8") as f:
-            curves = report.training_curves(workdir, [json.loads(line) for line in f])
 
     params = merge(state.trainable, frozen)
     # Zero-shot rows: the CLIP as training left it (the frozen one, or for pretraining the one just trained,
@@ -817,6 +812,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         )
     if config.tensorboard and distributed.is_first_host():
         write_evaluation(workdir, evaluated, results)
+    curves = None
+    if config.plots and distributed.is_first_host():
+        curves = training_curves(workdir, evaluated, results["id_accuracy"])
     logs = [f"Training curves: {curves}"] if curves else []
     if config.tensorboard:
         tb = os.path.join(workdir, TENSORBOARD)
@@ -824,6 +822,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if logs:
         distributed.log("; ".join(logs))
     return results, params
+
+
+def training_curves(workdir: str, evaluated: int, id_accuracy: dict) -> str | None:
+    """`training_curves.png` of `metrics.jsonl`, each ID accuracy logged during training (`eval_every`) drawn on to
+    the closing evaluation's of step `evaluated`; its path, or None when nothing was logged."""
+    with open(os.path.join(workdir, METRICS), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    closing = {k: v for k, v in accuracy_record(id_accuracy).items() if any(k in r for r in records)}
+    return report.training_curves(workdir, records + [{"step": evaluated, **closing}] if closing else records)
 
 
 def main(argv):

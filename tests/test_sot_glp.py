@@ -1128,17 +1128,28 @@ def test_resume_is_bit_identical(tiny_hf, tmp_path, monkeypatch):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_the_id_accuracy_every_eval_every_steps_is_the_closing_evaluations_there_and_changes_no_step(tiny_hf, tmp_path):
+def test_the_id_accuracy_every_eval_every_steps_is_the_closing_evaluations_there_and_changes_no_step(
+    tiny_hf, tmp_path, monkeypatch
+):
     """`eval_every` logs each prediction's ID accuracy during training, as the released code's `eval_freq` does: at
     step 2 of a 4-step run the accuracies of a run that ends there (its report's), in percent under the report's
-    TensorBoard tags; none at step 4, which the closing evaluation reports. The steps trained are those of a run
-    without it, bit for bit (a 2-step run resumed to 4)."""
+    TensorBoard tags; none at step 4, which the closing evaluation reports. `training_curves.png`'s accuracy panels
+    end at the closing evaluation's (they ended at step 2), and a run without it has none. The steps trained are
+    those of a run without it, bit for bit (a 2-step run resumed to 4)."""
+    from jaxood import report
     from jaxood.metric_log import tensorboard_tag
 
+    drawn = []
+    monkeypatch.setattr(report, "training_curves", lambda workdir, records: drawn.append(records))
+    monkeypatch.setattr(report, "plots", lambda *args: [])  # the OOD sets' histograms: not looked at here
     periodic, _ = trainer.train(
-        small_config(tiny_hf[0], tmp_path, num_steps=4, eval_every=2, eval_zero_shot=False), str(tmp_path / "every")
+        small_config(tiny_hf[0], tmp_path, num_steps=4, eval_every=2, eval_zero_shot=False, plots=True),
+        str(tmp_path / "every"),
     )
-    short, _ = trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(tmp_path / "b"))
+    short, _ = trainer.train(
+        small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False, plots=True), str(tmp_path / "b")
+    )
+    assert drawn[1] == _logged(tmp_path / "b")  # no accuracy logged in training: no accuracy panel
     resumed, _ = trainer.train(
         small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False), str(tmp_path / "b")
     )
@@ -1147,6 +1158,8 @@ def test_the_id_accuracy_every_eval_every_steps_is_the_closing_evaluations_there
     want = {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in short["id_accuracy"].items()}
     assert logged == [{"step": 2, **want}] and "id_accuracy/SOT-GLP_global" in want
     assert periodic["id_accuracy"] == resumed["id_accuracy"]
+    closing = {tensorboard_tag(f"id_accuracy/{k}"): 100 * v for k, v in periodic["id_accuracy"].items()}
+    assert drawn[0] == _logged(tmp_path / "every") + [{"step": 4, **closing}]
     (step_a, a), (step_b, b) = _final_trainable(tmp_path / "every"), _final_trainable(tmp_path / "b")
     assert step_a == step_b == 4
     for k in a:
