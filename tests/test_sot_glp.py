@@ -778,6 +778,46 @@ def test_a_stop_on_one_host_saves_one_step_on_every_host_and_stops_them(tiny_hf,
     assert logged == list(range(1, step + 1))
 
 
+@pytest.mark.parametrize("stop", ["SIGTERM to the second host", "Ctrl-C to the second host"])
+def test_a_stop_on_one_host_during_the_id_accuracy_lets_every_host_finish_it_then_stop_together(
+    tiny_hf, tmp_path, stop
+):
+    """SIGTERM or Ctrl-C reaches the second of two hosts while they score `eval_every`'s ID accuracy (at step 100,
+    on an ID set large enough to outlast JAX's preemption service, as in the evaluation test below). A host that
+    stopped scoring alone would leave the other waiting in the evaluation's collectives; the hosts finish it, log
+    it, and stop together at the later step the service agrees on, saved."""
+    import signal
+
+    total = 400
+    run = tmp_path / "run"
+    command = _train_command(
+        tiny_hf[0], tmp_path, run, num_steps=total, eval_every=100, checkpoint_every=total, eval_zero_shot=False,
+        **{"id_dataset.per_class": 1000},
+    )  # fmt: skip
+    hosts = _start_two_hosts(command)
+    first = []
+    try:
+        for line in hosts[0].stdout:  # until the job scores the ID accuracy
+            first.append(line)
+            if line.startswith("evaluation batch: compiling"):
+                hosts[1].send_signal(signal.SIGINT if stop.startswith("Ctrl-C") else signal.SIGTERM)
+                break
+        logs = ["".join(first) + hosts[0].communicate(timeout=600)[0], hosts[1].communicate(timeout=600)[0]]
+    finally:
+        for host in hosts:
+            host.kill()
+    assert [host.returncode for host in hosts] == [1, 1], logs[0][-3000:] + logs[1][-3000:]
+    second = "Ctrl-C (SIGINT)" if stop.startswith("Ctrl-C") else "a preemption notice (SIGTERM)"
+    stops = [re.findall(rf"error: stopped at step (\d+) of 400 by {re.escape(why)}, after", log)
+             for log, why in zip(logs, ["a preemption notice (SIGTERM)", second])]  # fmt: skip
+    assert len(stops[0]) == 1 and stops[0] == stops[1], logs
+    step = int(stops[0][0])
+    assert 100 < step < 200 and str(step) in os.listdir(run / "checkpoints")
+    assert "[ID accuracy] 12000/12000 images" in logs[0]
+    assert [r["step"] for r in _logged(run) if "id_accuracy/SOT-GLP" in r] == [100]
+    assert [r["step"] for r in _logged(run) if "loss" in r] == list(range(1, step + 1))
+
+
 def _evaluate_toy_world(model: str, tmp_path, ood: str = "") -> list[str]:
     """`jaxood.evaluate` of `model` zero-shot on a small toy world, in `tmp_path / "run"`; `ood`, where given, as
     `config.ood_datasets` instead of the small toy OOD sets."""
