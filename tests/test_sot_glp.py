@@ -263,6 +263,10 @@ def test_loss_predictions_and_scores_follow_the_spec_computed_in_numpy(tiny_mode
     loss, (metrics, _) = jax.jit(method.loss)(params_now, {}, batch, jax.random.PRNGKey(0))
     np.testing.assert_allclose(loss, want_loss, rtol=1e-4)
     np.testing.assert_allclose(metrics["loss_local"], _spec_ce(phi / tau, labels, mask), rtol=1e-4)
+    # The training batch's accuracy of the global prompts (here all of them: one) and of the local score, as the
+    # released code logs its top1_global and top1_local in training; the masked-out image left out.
+    for key, branch in (("train_acc", mean_cos), ("train_acc_local", phi)):
+        assert metrics[key] == pytest.approx(np.mean(branch.argmax(-1)[mask] == labels[mask]), abs=1e-7), key
 
     logits = mean_cos + phi if variant == "reference" else mean_cos / tau + lam * phi / tau
     want = {
@@ -1598,7 +1602,7 @@ def test_logged_losses_are_means_over_the_steps_since_the_line_before(tiny_hf, t
     each, pairs = _logged(tmp_path / "every_1"), _logged(tmp_path / "every_2")
     assert [r["step"] for r in pairs] == [2, 4]
     for line, (first, second) in zip(pairs, (each[0:2], each[2:4])):
-        for key in ("loss", "loss_global", "loss_local", "train_acc", "grad_norm"):
+        for key in ("loss", "loss_global", "loss_local", "train_acc", "train_acc_local", "grad_norm"):
             assert line[key] == pytest.approx((first[key] + second[key]) / 2, rel=1e-6), key
         assert line["lr"] == second["lr"]  # the rate of the step logged
 

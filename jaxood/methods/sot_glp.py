@@ -114,6 +114,10 @@ def _masked_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Arr
     return masked_mean(-jnp.take_along_axis(logp, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0], mask)
 
 
+def _masked_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+    return masked_mean((jnp.argmax(logits, -1) == labels).astype(logits.dtype), mask)
+
+
 class Prompts:
     """The prompt batch's class-name tokens `(C, L)`, cut at the longest EOT, and EOT positions.
 
@@ -280,10 +284,11 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         l_global = _masked_ce(s_global, batch["label"], batch["mask"])
         l_local = _masked_ce(phi / c.tau, batch["label"], batch["mask"])
         total = l_global + c.lam * l_local
-        acc = masked_mean((jnp.argmax(s_global, -1) == batch["label"]).astype(s_global.dtype), batch["mask"])
+        # Each branch's accuracy, as the released code logs its training batches' top1_global and top1_local.
+        acc, acc_local = (_masked_accuracy(x, batch["label"], batch["mask"]) for x in (s_global, phi))
         unbalanced = jnp.max(jnp.where(batch["mask"][:, None], ot.marginal_error(plan), 0.0))  # real images only
         metrics = {"loss": total, "loss_global": l_global, "loss_local": l_local, "train_acc": acc}
-        return total, ({**metrics, OT_ERROR: unbalanced}, state)
+        return total, ({**metrics, "train_acc_local": acc_local, OT_ERROR: unbalanced}, state)
 
     def predict_and_score(params, global_t, local_t, images):
         z, patches = image_features(params, images)
