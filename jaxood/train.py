@@ -623,8 +623,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     by_epoch = config.eval_unit == "epoch"  # the released SOT-GLP code's eval_freq
     eval_interval = config.eval_every * (loader.steps_per_epoch if by_epoch else 1)
     if eval_interval:
-        epochs = f"{config.eval_every} epoch{'s' * (config.eval_every > 1)}, {loader.steps_per_epoch} steps/epoch"
-        distributed.log(f"ID accuracy every {eval_interval} steps (eval_every{f' {epochs}' if by_epoch else ''})")
+        n = config.eval_every
+        per = f" {n} epoch{'s' * (n > 1)}, {loader.steps_per_epoch} steps/epoch" if by_epoch else ""
+        distributed.log(f"ID accuracy every {eval_interval} steps (eval_every{per})")
 
     method = method_module.build(config, model, clip_params, class_names, mesh)
     trainable, frozen, labels = partition(method.params, rules)
