@@ -625,7 +625,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if eval_interval:
         n = config.eval_every
         per = f" {n} epoch{'s' * (n > 1)}, {loader.steps_per_epoch} steps/epoch" if by_epoch else ""
-        distributed.log(f"ID accuracy every {eval_interval} steps (eval_every{per})")
+        ends_first = eval_interval >= total  # a short trial of a config that scores every few epochs (reference)
+        none = f": none before the run's last step, {total}, which the closing evaluation scores" if ends_first else ""
+        distributed.log(f"ID accuracy every {eval_interval} steps (eval_every{per}){none}")
 
     method = method_module.build(config, model, clip_params, class_names, mesh)
     trainable, frozen, labels = partition(method.params, rules)

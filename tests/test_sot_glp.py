@@ -1214,18 +1214,28 @@ def test_eval_unit_epoch_counts_eval_every_in_epochs_as_the_released_eval_freq(t
     """The released code's `eval_freq` counts epochs (5 for ImageNet, 10 for the few-shot sets), where
     `eval_every` counted steps only, whose number per epoch depends on the dataset and shots. With `eval_unit`
     "epoch" it scores the ID set at the end of every `eval_every`-th epoch: 3 steps an epoch here (48 images,
-    batch 16), so steps 3 and 6 of 7, the log saying so. A run saved before `eval_unit` existed resumes under it."""
-    config = small_config(
-        tiny_hf[0], tmp_path, num_steps=7, batch_size=16, eval_every=1, eval_unit="epoch", eval_zero_shot=False
-    )
+    batch 16), so steps 3 and 6 of 7, the log saying so, and saying when the run ends first (a short trial of the
+    `reference` variant, which scores every 5 epochs). A run saved before `eval_unit` existed resumes under it."""
+
+    def config(steps):
+        return small_config(
+            tiny_hf[0], tmp_path, num_steps=steps, batch_size=16, eval_every=1, eval_unit="epoch", eval_zero_shot=False
+        )
+
     run = tmp_path / "run"
-    trainer.train(config, str(run))
+    trainer.train(config(7), str(run))
     assert [r["step"] for r in _logged(run) if "id_accuracy/SOT-GLP" in r] == [3, 6]
-    assert "ID accuracy every 3 steps (eval_every 1 epoch, 3 steps/epoch)" in capsys.readouterr().out
+    assert "ID accuracy every 3 steps (eval_every 1 epoch, 3 steps/epoch)\n" in capsys.readouterr().out
+    trainer.train(config(3), str(tmp_path / "short"))
+    assert not any("id_accuracy/SOT-GLP" in r for r in _logged(tmp_path / "short"))
+    assert (
+        "ID accuracy every 3 steps (eval_every 1 epoch, 3 steps/epoch): none before the run's last step, 3, which "
+        "the closing evaluation scores\n"
+    ) in capsys.readouterr().out
     saved = json.loads((run / "config.json").read_text())
     del saved["eval_unit"]
     (run / "config.json").write_text(json.dumps(saved))
-    assert trainer.check_resume(config, str(run))["eval_unit"] == "(absent)"
+    assert trainer.check_resume(config(7), str(run))["eval_unit"] == "(absent)"
 
 
 def test_a_preemption_notice_during_the_id_accuracy_stops_at_its_step_saved_before_it(tiny_hf, tmp_path, monkeypatch):
