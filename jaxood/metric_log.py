@@ -85,15 +85,19 @@ def _supersede_after(path: str, step: int, superseded: str) -> int:
     return len(moved)
 
 
-def logged_at(workdir: str, step: int, prefix: str) -> bool:
-    """Whether `workdir`'s metrics.jsonl holds a record of `step` with a scalar whose name starts with `prefix`."""
+def records(workdir: str) -> list[dict]:
+    """`workdir`'s metrics.jsonl records in order, without a line cut short by a kill; none without the file."""
     try:
         f = open(os.path.join(workdir, METRICS), encoding="utf-8")
     except FileNotFoundError:
-        return False
+        return []
     with f:
-        records = [r for r in map(_record, f) if r is not None and r["step"] == step]
-    return any(k.startswith(prefix) for r in records for k in r)
+        return [r for r in map(_record, f) if r is not None]
+
+
+def logged_at(workdir: str, step: int, prefix: str) -> bool:
+    """Whether `workdir`'s metrics.jsonl holds a record of `step` with a scalar whose name starts with `prefix`."""
+    return any(k.startswith(prefix) for r in records(workdir) if r["step"] == step for k in r)
 
 
 def tensorboard_tag(name: str) -> str:

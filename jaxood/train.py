@@ -68,7 +68,7 @@ from jaxood.data.preprocess import clip_eval, clip_train
 from jaxood.data.sampling import SHOT_SAMPLINGS, few_shot_indices, sampling_name, shot_quota
 from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, write_fix
 from jaxood.memory import compile_within_memory
-from jaxood.metric_log import METRICS, TENSORBOARD, MetricWriter, accuracy_record, logged_at, write_evaluation
+from jaxood.metric_log import TENSORBOARD, MetricWriter, accuracy_record, logged_at, records, write_evaluation
 from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
@@ -830,10 +830,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
 def training_curves(workdir: str, evaluated: int, id_accuracy: dict) -> str | None:
     """`training_curves.png` of `metrics.jsonl`, each ID accuracy logged during training (`eval_every`) drawn on to
     the closing evaluation's of step `evaluated`; its path, or None when nothing was logged."""
-    with open(os.path.join(workdir, METRICS), encoding="utf-8") as f:
-        records = [json.loads(line) for line in f]
-    closing = {k: v for k, v in accuracy_record(id_accuracy).items() if any(k in r for r in records)}
-    return report.training_curves(workdir, records + [{"step": evaluated, **closing}] if closing else records)
+    logged = records(workdir)
+    closing = {k: v for k, v in accuracy_record(id_accuracy).items() if any(k in r for r in logged)}
+    return report.training_curves(workdir, logged + [{"step": evaluated, **closing}] if closing else logged)
 
 
 def main(argv):
