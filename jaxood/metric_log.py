@@ -126,12 +126,12 @@ def write_evaluation(workdir: str, step: int, results: dict) -> None:
         (f"{group} mean", row, of) for group, means in results.get("ood_groups", {}).items()
         for row, of in means["mean"].items()
     ]  # fmt: skip
-    values = {f"id_accuracy/{method}": acc for method, acc in results["id_accuracy"].items() if acc is not None}
+    values = accuracy_record(results["id_accuracy"])  # as the training log's, which TensorBoard draws with them
     for name, row, of in per_set:
-        values.update({f"{metric}/{name}/{row}": v for metric, v in (of or {}).items()})
+        values.update({tensorboard_tag(f"{metric}/{name}/{row}"): 100 * v for metric, v in (of or {}).items()})
     try:
         with contextlib.closing(SummaryWriter(os.path.join(workdir, TENSORBOARD, "eval"), purge_step=step)) as tb:
             for tag, value in values.items():
-                tb.add_scalar(tensorboard_tag(tag), 100 * value, step)
+                tb.add_scalar(tag, value, step)
     except OSError as err:
         print(f"the evaluation's figures could not be written to TensorBoard: {err}", flush=True)
