@@ -1,13 +1,14 @@
 """A training run's checkpoints (`WORKDIR/checkpoints`): orbax saves of its state, restored strictly.
 
-A restore whose saved tree differs from the run's names the mismatched leaves (`check_tree`); a damaged
-checkpoint, or a save that fails (a full disk), is one error naming its folder and the way on, with orbax's
-threads' own tracebacks of the same failure held back.
+A train state's fields are saved by name, less those that are None (`_stored`). A restore whose saved tree differs
+from the run's names the mismatched leaves (`check_tree`); a damaged checkpoint, or a save that fails (a full disk),
+is one error naming its folder and the way on, with orbax's threads' own tracebacks of the same failure held back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -41,7 +42,7 @@ class Checkpoints:
         folder = self.manager.directory
         try:
             with _orbax_failure_quiet(os.path.join(folder, f"{step}.orbax-checkpoint-tmp")):
-                self.manager.save(step, args=ocp.args.StandardSave(state))
+                self.manager.save(step, args=ocp.args.StandardSave(_stored(state)))
                 self.manager.wait_until_finished()
         except Exception as err:  # orbax's writes are atomic: what it did not finish is a *-tmp folder it skips
             last = self.manager.latest_step()
@@ -60,9 +61,11 @@ class Checkpoints:
         # Both as nested dicts (tuples and lists of optimiser states keyed "0", "1", ...), as orbax stores them.
         as_dict = flax.serialization.to_state_dict
         what, fix = f"checkpoint at step {step}", "restore it with the config it was trained with"
-        check_tree(as_dict(like), as_dict(saved), what=what, fix=fix)
+        stored = _stored(like)
+        check_tree(as_dict(stored), as_dict(saved), what=what, fix=fix)
         with self._readable(step):
-            return self.manager.restore(step, args=ocp.args.StandardRestore(like))
+            restored = self.manager.restore(step, args=ocp.args.StandardRestore(stored))
+        return dataclasses.replace(like, **restored) if stored is not like else restored
 
     @contextlib.contextmanager
     def _readable(self, step: int):
@@ -80,6 +83,16 @@ class Checkpoints:
                 f"the checkpoint at step {step} cannot be read ({_root_message(err)}); it may be damaged. Move "
                 f"{folder} out of the checkpoints folder to {way_on}."
             ) from err
+
+
+def _stored(state: Any) -> Any:
+    """What a save writes of `state`: a train state's fields by name, less those that are None (a part that a setting
+    leaves out, such as `TrainState.scaler` without loss scaling). A checkpoint saved before such a field existed
+    is then the same tree as one saved since with the field left out, and restores."""
+    if not dataclasses.is_dataclass(state):
+        return state
+    fields = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _root_message(err: BaseException) -> str:

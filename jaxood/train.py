@@ -13,8 +13,10 @@ One trainer for every method (`jaxood.methods.<config.method>`):
   may change on resume; any other difference from `DIR/config.json` is refused
   before any work (`check_resume`). The loss is checked on device every step,
   and a NaN/inf stops the run naming the step, without saving, so the last
-  checkpoint stays good. A preemption notice (SIGTERM), Ctrl-C or a closed
-  terminal saves the step it ends at and stops the run (`jaxood.preemption`).
+  checkpoint stays good (with `loss_scale` "dynamic", a gradient the scale
+  overflowed skips its step instead: `jaxood.loss_scale`). A preemption
+  notice (SIGTERM), Ctrl-C or a closed terminal saves the step it ends at and
+  stops the run (`jaxood.preemption`).
   One run at a time holds DIR (`jaxood.workdir_lock`);
 - metrics to stdout, `DIR/metrics.jsonl` and TensorBoard (`DIR/tb`; `jaxood.metric_log`), progress with ETA,
   the ID test set's accuracy every `eval_every` steps or epochs (`PeriodicAccuracy`),
@@ -49,7 +51,7 @@ import optax
 from jax.experimental import multihost_utils
 
 import jaxood.methods
-from jaxood import distributed, report, settings, workdir_lock
+from jaxood import distributed, loss_scale, report, settings, workdir_lock
 from jaxood import evaluate as evaluation
 from jaxood.cache import write_whole
 from jaxood.checkpoints import Checkpoints
@@ -85,14 +87,17 @@ RESUME_MAY_CHANGE = (
     *evaluation.EVAL_KEYS,
 )  # fmt: skip
 
+# Trainer settings added since runs were saved, each with the value that trains as a run saved without it did.
+ADDED_KEYS = {"loss_scale": "none"}
+
 
 def check_resume(
     config: ml_collections.ConfigDict, workdir: str, may_change: tuple[str, ...] = (), added: Mapping | None = None
 ) -> dict | None:
     """Refuse to continue checkpoints in `workdir` that were trained under other settings than `config`'s; the
     saved config (flattened, dotted keys), or None when there is nothing to resume. `added` gives the keys added to
-    a config since runs were saved (the method's `ADDED_KEYS`), each with the value that trains as a run saved
-    without it did: such a run resumes under that value.
+    a config since runs were saved (the trainer's and the method's `ADDED_KEYS`), each with the value that trains as
+    a run saved without it did: such a run resumes under that value.
 
     Without this a changed setting (another seed, learning rate, dataset) silently
     resumed the old run and reported its results under the new config.
@@ -209,6 +214,7 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         settings.whole(config, key, 1)
     settings.whole(config, "eval_every", 0)
     settings.choice(config, "eval_unit", UNITS)
+    settings.choice(config, "loss_scale", loss_scale.CHOICES)
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
     # Seconds between progress lines: a negative one (or NaN) printed at every step, unsaid; 0 asks for that.
     settings.number(config, "progress_every", least=0, why="the seconds between progress lines (0: every step)")
@@ -402,6 +408,7 @@ class TrainState:
     mutable: Any
     finite: jax.Array  # every loss and gradient so far finite
     bad_step: jax.Array  # first step (numbered from 1) with a non-finite loss or gradient, -1 if none
+    scaler: dict | None  # `loss_scale` "dynamic": jaxood.loss_scale's state; None: no scaling
 
 
 def make_step(method, tx, seed: int):
@@ -410,16 +417,27 @@ def make_step(method, tx, seed: int):
 
     def step_fn(state: TrainState, frozen, batch):
         rng = jax.random.fold_in(base, state.step)
+        scaler = state.scaler
 
         def loss_of(trainable):
-            return method.loss(merge(trainable, frozen), state.mutable, batch, rng)
+            loss, aux = method.loss(merge(trainable, frozen), state.mutable, batch, rng)
+            return (loss if scaler is None else loss_scale.scaled(loss, scaler)), (loss, aux)
 
-        (loss, (metrics, mutable)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.trainable)
+        (_, (loss, (metrics, mutable))), grads = jax.value_and_grad(loss_of, has_aux=True)(state.trainable)
+        if scaler is not None:
+            grads = loss_scale.unscaled(grads, scaler)
         updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         grad_norm = optax.tree_utils.tree_norm(grads)
         # A finite loss can have NaN/inf gradients (a sqrt at 0, an OT backward), which make every parameter NaN.
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if scaler is not None:  # a gradient the scale overflowed: the step is skipped, not a NaN
+            metrics = dict(metrics, loss_scale=scaler["scale"])
+            scaler, skip = loss_scale.update(scaler, jnp.isfinite(grad_norm))
+            trainable = loss_scale.skipped(skip, trainable, state.trainable)
+            opt_state = loss_scale.skipped(skip, opt_state, state.opt_state)
+            ok = jnp.isfinite(loss) & (jnp.isfinite(grad_norm) | skip)
+            metrics["skipped"] = skip.astype(jnp.float32)
         new = TrainState(
             step=state.step + 1,
             trainable=trainable,
@@ -427,6 +445,7 @@ def make_step(method, tx, seed: int):
             mutable=mutable,
             finite=state.finite & ok,
             bad_step=jnp.where(state.finite & ~ok, state.step + 1, state.bad_step),  # numbered as logged and saved
+            scaler=scaler,
         )
         return new, dict(metrics, grad_norm=grad_norm)
 
@@ -573,9 +592,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if arch:  # the loaders check again as they start: the closing evaluation's then comes after training
         for key in ("batch_size", "eval_batch_size"):
             check_host_memory(config[key], arch.image_size, key)
-    saved_config = check_resume(
-        config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()), getattr(method_module, "ADDED_KEYS", {})
-    )
+    added = {**ADDED_KEYS, **getattr(method_module, "ADDED_KEYS", {})}
+    saved_config = check_resume(config, workdir, getattr(method_module, "RESUME_MAY_CHANGE", ()), added)
     # The training images before the model: too few shots or images fail before a download or load.
     train_source = eval_inputs.train
     class_names = train_source.class_names
@@ -620,6 +638,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     )
     if said := warmup_outlasting_the_run(config, groups, loader.steps_per_epoch, total):
         distributed.log(said)
+    if config.dtype == "float16" and config.loss_scale == "none":
+        distributed.log(
+            "dtype float16 without loss scaling: a gradient below float16's smallest number (6e-8) becomes 0 in the "
+            "backward pass. --config.loss_scale=dynamic scales the loss as PyTorch's GradScaler does"
+        )
     by_epoch = config.eval_unit == "epoch"  # the released SOT-GLP code's eval_freq
     eval_interval = config.eval_every * (loader.steps_per_epoch if by_epoch else 1)
     if eval_interval:
@@ -661,6 +684,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         mutable=method.state,
         finite=jnp.asarray(True),
         bad_step=jnp.asarray(-1, jnp.int32),
+        scaler=loss_scale.init(config.loss_scale),
     )
     state = replicate(state, mesh)  # the scalars and mutable state; the rest is there already
     # The devices hold the state now; drop the host copy the method was built from (the CLIP: 600 MB for a

@@ -1152,24 +1152,45 @@ def test_trainer_drops_the_host_copy_of_the_clip(tiny_hf, tmp_path, monkeypatch)
 
 
 def _final_trainable(workdir):
+    """The last checkpoint's step and its trainable leaves, with the loss scaler's where it has one."""
     ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), 2)
     step = ckpt.latest()
     meta = ckpt.manager.restore(step)
-    return step, {k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(meta["trainable"], sep="/").items()}
+    kept = {"trainable": meta["trainable"], **({"scaler": meta["scaler"]} if "scaler" in meta else {})}
+    return step, {k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(kept, sep="/").items()}
 
 
-def test_resume_is_bit_identical(tiny_hf, tmp_path, monkeypatch):
-    config = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False)
+@pytest.mark.parametrize("precision", [{}, {"dtype": "float16", "loss_scale": "dynamic"}])
+def test_resume_is_bit_identical(tiny_hf, tmp_path, monkeypatch, precision):
+    """A run stopped and resumed ends as one run straight through: with dynamic loss scaling, its scaler restored.
+    The tiny random CLIP's float16 gradient overflows at the first scales, so each step is skipped and halves it:
+    2**12 after 4 steps, where a scaler started afresh at the resume would end at 2**14. A run saved before
+    `loss_scale` existed resumes under "none"."""
+    config = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False, **precision)
     trainer.train(config, str(tmp_path / "straight"))
     # Interrupted: the evaluation of a 2-step run stands in for the stop, then the same workdir continues to 4.
-    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False), str(tmp_path / "resumed"))
+    short = small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False, **precision)
+    trainer.train(short, str(tmp_path / "resumed"))
     assert _final_trainable(tmp_path / "resumed")[0] == 2
+    if not precision:
+        saved = json.loads((tmp_path / "resumed" / "config.json").read_text())
+        del saved["loss_scale"]
+        (tmp_path / "resumed" / "config.json").write_text(json.dumps(saved))
     trainer.train(config, str(tmp_path / "resumed"))
     step_a, a = _final_trainable(tmp_path / "straight")
     step_b, b = _final_trainable(tmp_path / "resumed")
     assert step_a == step_b == 4
+    assert a.get("scaler/scale") == (2.0**12 if precision else None)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_float16_without_loss_scaling_says_what_it_loses(tiny_hf, tmp_path, capsys):
+    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=1, dtype="float16"), str(tmp_path / "run"))
+    assert (
+        "dtype float16 without loss scaling: a gradient below float16's smallest number (6e-8) becomes 0 in the "
+        "backward pass. --config.loss_scale=dynamic scales the loss as PyTorch's GradScaler does\n"
+    ) in capsys.readouterr().out
 
 
 def test_the_id_accuracy_every_eval_every_steps_is_the_closing_evaluations_there_and_changes_no_step(
@@ -2338,6 +2359,7 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("keep_checkpoints", 0, "keep_checkpoints must be a whole number of at least 1, got 0"),
         ("eval_every", -1, "eval_every must be a whole number of at least 0, got -1"),
         ("eval_unit", "epochs", r"eval_unit must be one of \('step', 'epoch'\), got 'epochs'"),
+        ("loss_scale", "fp16", r"loss_scale must be one of \('none', 'dynamic'\), got 'fp16'"),
         ("batch_size", 0, "batch_size must be a whole number of at least 1, got 0"),
         ("eval_batch_size", 0, "eval_batch_size must be a whole number of at least 1, got 0"),
         ("batch_size", 256, r"192 training images are fewer than one batch \(batch_size 256\): lower batch_size"),
