@@ -52,7 +52,7 @@ def update(scaler: dict, finite: jax.Array) -> tuple[dict, jax.Array]:
     return {"scale": scale, "good": jnp.where(grow, 0, good)}, skip
 
 
-def skipped(skip: jax.Array, new: Any, old: Any) -> Any:
+def unless_skipped(skip: jax.Array, new: Any, old: Any) -> Any:
     """`new` parameters or optimiser state after a step, or where the step is skipped `old`, but for the optimiser's
     integer leaves (its step counts), which advance at every step."""
     return jax.tree.map(

@@ -434,8 +434,8 @@ def make_step(method, tx, seed: int):
         if scaler is not None:  # a gradient the scale overflowed: the step is skipped, not a NaN
             metrics = dict(metrics, loss_scale=scaler["scale"])
             scaler, skip = loss_scale.update(scaler, jnp.isfinite(grad_norm))
-            trainable = loss_scale.skipped(skip, trainable, state.trainable)
-            opt_state = loss_scale.skipped(skip, opt_state, state.opt_state)
+            trainable = loss_scale.unless_skipped(skip, trainable, state.trainable)
+            opt_state = loss_scale.unless_skipped(skip, opt_state, state.opt_state)
             ok = jnp.isfinite(loss) & (jnp.isfinite(grad_norm) | skip)
             metrics["skipped"] = skip.astype(jnp.float32)
         new = TrainState(

@@ -438,7 +438,8 @@ def _one_step_script(n_devices, model_dir, out, prompt_chunk=0):
         tx = trainer.make_optimizer(config, labels, 6, 12)
         trainable, frozen = replicate(trainable, mesh), replicate(frozen, mesh)
         state = trainer.TrainState(step=jax.numpy.asarray(0), trainable=trainable, opt_state=tx.init(trainable),
-                                   mutable={{}}, finite=jax.numpy.asarray(True), bad_step=jax.numpy.asarray(-1))
+                                   mutable={{}}, finite=jax.numpy.asarray(True), bad_step=jax.numpy.asarray(-1),
+                                   scaler=None)
         step = jax.jit(trainer.make_step(method, tx, 0), donate_argnums=(0,))
         loader = Loader(src, clip_train(32), 8, seed=0, mesh=mesh)
         losses = []

@@ -4,6 +4,8 @@
 
     python -m jaxood.bench.sot_glp --memory [--remat] [--prompt_chunk N]   # ImageNet's 1000 classes: sizes only
 
+    python -m jaxood.bench.sot_glp --dtype float16 --loss_scale dynamic   # the released code's precision
+
 Random ViT-B/16 weights (or the CLIP `--model` names, as `config.model` does:
 the one a run will train, such as openai/clip-vit-base-patch16 or a larger
 one), C classes (ImageNet names), G = P = 4, K = 10, a small image batch. Times
@@ -31,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood import loss_scale
 from jaxood.bench import VIT_B16, count
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.pipeline import data_mesh
@@ -73,6 +76,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--no_full_length", action="store_true", help="skip the (slow) 77-token step")
     ap.add_argument("--dtype", default="float32", choices=clip.COMPUTE_DTYPES)
     ap.add_argument("--remat", action="store_true", help="rematerialise each block (config.remat)")
+    ap.add_argument("--loss_scale", default="none", choices=loss_scale.CHOICES, help="config.loss_scale")
     ap.add_argument(
         "--prompt_chunk",
         type=count(0),
@@ -120,6 +124,7 @@ def main(argv=None) -> dict:
         f"SOT-GLP step: C={args.classes}, G=P=4 -> {args.classes * 8} prompts, image batch {args.batch}, "
         f"{weights}, {jax.device_count()} {jax.devices()[0].platform} device(s), {jnp.dtype(dtype).name}"
         + (", remat" if args.remat else "")
+        + (f", loss scale {args.loss_scale}" if args.loss_scale != "none" else "")
         + (f", text tower on at most {chunk} prompts at once" if (chunk := config.sot_glp.prompt_chunk) else "")
     )
 
@@ -139,6 +144,7 @@ def main(argv=None) -> dict:
             mutable={},
             finite=jnp.asarray(True),
             bad_step=jnp.asarray(-1),
+            scaler=loss_scale.init(args.loss_scale),
         )
         step = jax.jit(trainer.make_step(method, tx, 0), donate_argnums=(0,)).lower(state, frozen, batch).compile()
         size = step_bytes(step)
