@@ -263,12 +263,12 @@ def test_loss_predictions_and_scores_follow_the_spec_computed_in_numpy(tiny_mode
     loss, (metrics, _) = jax.jit(method.loss)(params_now, {}, batch, jax.random.PRNGKey(0))
     np.testing.assert_allclose(loss, want_loss, rtol=1e-4)
     np.testing.assert_allclose(metrics["loss_local"], _spec_ce(phi / tau, labels, mask), rtol=1e-4)
-    # The training batch's accuracy of the global prompts (here all of them: one) and of the local score, as the
-    # released code logs its top1_global and top1_local in training; the masked-out image left out.
-    for key, branch in (("train_acc", mean_cos), ("train_acc_local", phi)):
-        assert metrics[key] == pytest.approx(np.mean(branch.argmax(-1)[mask] == labels[mask]), abs=1e-7), key
-
     logits = mean_cos + phi if variant == "reference" else mean_cos / tau + lam * phi / tau
+    # The training batch's accuracy of the global prompts (here all of them: one), of the local score and of the
+    # prediction, as the released code logs its top1_global, top1_local and top1 in training; the masked-out image
+    # left out.
+    for key, branch in (("train_acc", mean_cos), ("train_acc_local", phi), ("train_acc_combined", logits)):
+        assert metrics[key] == pytest.approx(np.mean(branch.argmax(-1)[mask] == labels[mask]), abs=1e-7), key
     want = {
         "SOT-GLP / MCM": softmax(mean_cos / t, axis=-1).max(-1),
         "SOT-GLP / L-MCM": softmax(sim.mean(-1).swapaxes(1, 2) / t, axis=-1).max(-1).max(-1),
@@ -307,6 +307,26 @@ def test_prompt_dropout_gives_each_image_a_random_few_of_the_global_prompts(tiny
         assert gap.min() < 1e-3 * max(1.0, abs(float(loss(key)))), gap.min()
         seen.add(int(gap.argmin()))
     assert len(seen) >= 15, seen  # of 28 pairs
+
+
+def test_the_training_accuracy_of_the_prediction_reads_every_global_prompt(tiny_model, tmp_path, tiny_hf):
+    """`train_acc_combined` is the prediction's training accuracy from every global prompt, as evaluated: the
+    released code's training `top1` (its model gives every prompt's logits; its loss draws the few), where
+    `train_acc` reads the prompts each image drew. G = 8 and lambda 0, so the prediction is the global prompts'
+    mean cosine: over 20 draws `train_acc` varies and `train_acc_combined` is the mean cosine's accuracy each time."""
+    model, params = tiny_model
+    config = small_config(tiny_hf[0], tmp_path, **{"sot_glp.n_global": 8, "sot_glp.lam": 0.0})
+    method, trainable, frozen, rng = _method_moved_off_its_init(tiny_model, config, seed=4)
+    images = rng.randn(12, 32, 32, 3).astype(np.float32)
+    global_t, _, z, _ = _spec_features(model, params, trainable, SPEC_NAMES, False, images)
+    labels = np.arange(12) % 3
+    want = np.mean(np.einsum("bd,gcd->bc", z, global_t).argmax(-1) == labels)
+    batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels), "mask": jnp.ones(12, bool)}
+    params_now = trainer.merge({k: jnp.asarray(x) for k, x in trainable.items()}, frozen)
+    metrics_of = jax.jit(lambda key: method.loss(params_now, {}, batch, key)[1][0])
+    seen = [jax.device_get(metrics_of(key)) for key in jax.random.split(jax.random.PRNGKey(0), 20)]
+    assert [float(m["train_acc_combined"]) for m in seen] == pytest.approx([want] * 20, abs=1e-7)
+    assert len({float(m["train_acc"]) for m in seen}) > 1
 
 
 def test_an_image_with_nan_logits_has_no_predicted_class(tiny_model, tmp_path, tiny_hf):
@@ -1634,7 +1654,8 @@ def test_logged_losses_are_means_over_the_steps_since_the_line_before(tiny_hf, t
     each, pairs = _logged(tmp_path / "every_1"), _logged(tmp_path / "every_2")
     assert [r["step"] for r in pairs] == [2, 4]
     for line, (first, second) in zip(pairs, (each[0:2], each[2:4])):
-        for key in ("loss", "loss_global", "loss_local", "train_acc", "train_acc_local", "grad_norm"):
+        for key in ("loss", "loss_global", "loss_local", "train_acc", "train_acc_local", "train_acc_combined",
+                    "grad_norm"):  # fmt: skip
             assert line[key] == pytest.approx((first[key] + second[key]) / 2, rel=1e-6), key
         assert line["lr"] == second["lr"]  # the rate of the step logged
 

@@ -271,6 +271,9 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
 
     transport = functools.partial(sparse_transport, top_k=c.top_k, epsilon=c.ot_epsilon, iterations=c.ot_iterations)
 
+    def prediction(mean_cos, phi):  # the class logits from every global prompt's mean cosine and the local score
+        return (mean_cos + phi) if c.prediction == "reference" else (mean_cos / c.tau + c.lam * phi / c.tau)
+
     def loss(params, state, batch, rng):
         global_t, local_t = text_features(params)
         z, patches = image_features(params, batch["image"])
@@ -284,18 +287,23 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         l_global = _masked_ce(s_global, batch["label"], batch["mask"])
         l_local = _masked_ce(phi / c.tau, batch["label"], batch["mask"])
         total = l_global + c.lam * l_local
-        # Each branch's accuracy, as the released code logs its training batches' top1_global and top1_local.
-        acc, acc_local = (_masked_accuracy(x, batch["label"], batch["mask"]) for x in (s_global, phi))
+        # Each branch's accuracy, and the prediction's (every global prompt's, as evaluated), as the released code
+        # logs its training batches' top1_global, top1_local and top1.
+        branches = (s_global, phi, prediction(cos.mean(1), phi))
+        acc, acc_local, acc_combined = (_masked_accuracy(x, batch["label"], batch["mask"]) for x in branches)
         unbalanced = jnp.max(jnp.where(batch["mask"][:, None], ot.marginal_error(plan), 0.0))  # real images only
-        metrics = {"loss": total, "loss_global": l_global, "loss_local": l_local, "train_acc": acc}
-        return total, ({**metrics, "train_acc_local": acc_local, OT_ERROR: unbalanced}, state)
+        metrics = {
+            "loss": total, "loss_global": l_global, "loss_local": l_local, "train_acc": acc,
+            "train_acc_local": acc_local, "train_acc_combined": acc_combined, OT_ERROR: unbalanced,
+        }  # fmt: skip
+        return total, (metrics, state)
 
     def predict_and_score(params, global_t, local_t, images):
         z, patches = image_features(params, images)
         mean_cos = jnp.einsum("bd,gcd->bc", z, global_t) / n_global
         sim = patch_prompt_similarity(patches, local_t)  # (B, C, N, P), shared by phi and the OOD score
         phi = transported_similarity(*transport(sim), c.local_reduction)
-        logits = (mean_cos + phi) if c.prediction == "reference" else (mean_cos / c.tau + c.lam * phi / c.tau)
+        logits = prediction(mean_cos, phi)
         t = c.ood_temperature
         local_mcm = mcm(jnp.swapaxes(sim.mean(-1), 1, 2), t)  # mean over prompts -> (B, N, C)
         global_mcm = mcm(mean_cos, t)
