@@ -430,14 +430,15 @@ def make_step(method, tx, seed: int):
         trainable = optax.apply_updates(state.trainable, updates)
         grad_norm = optax.tree_utils.tree_norm(grads)
         # A finite loss can have NaN/inf gradients (a sqrt at 0, an OT backward), which make every parameter NaN.
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        grads_finite = jnp.isfinite(grad_norm)
         if scaler is not None:  # a gradient the scale overflowed: the step is skipped, not a NaN
             metrics = dict(metrics, loss_scale=scaler["scale"])
-            scaler, skip = loss_scale.update(scaler, jnp.isfinite(grad_norm))
+            scaler, skip = loss_scale.update(scaler, grads_finite)
             trainable = loss_scale.unless_skipped(skip, trainable, state.trainable)
             opt_state = loss_scale.unless_skipped(skip, opt_state, state.opt_state)
-            ok = jnp.isfinite(loss) & (jnp.isfinite(grad_norm) | skip)
             metrics["skipped"] = skip.astype(jnp.float32)
+            grads_finite = grads_finite | skip
+        ok = jnp.isfinite(loss) & grads_finite
         new = TrainState(
             step=state.step + 1,
             trainable=trainable,
