@@ -63,3 +63,8 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean of `values (B,)` over a batch's real examples (`mask`; the loader's padding rows count for nothing)."""
     w = mask.astype(values.dtype)
     return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def masked_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+    """The fraction of a batch's real examples (`mask`) whose top logit is their label."""
+    return masked_mean((jnp.argmax(logits, -1) == labels).astype(logits.dtype), mask)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxood.evaluate import Scorer
-from jaxood.methods import Method, masked_mean
+from jaxood.methods import Method, masked_accuracy, masked_mean
 from jaxood.scores.mcm import normalize
 
 
@@ -27,7 +27,7 @@ def contrastive_loss(img: jax.Array, txt: jax.Array, logit_scale: jax.Array, mas
     def ce(z):
         return masked_mean(-jax.nn.log_softmax(z, -1)[target, target], mask)
 
-    acc = masked_mean((jnp.argmax(logits, -1) == target).astype(logits.dtype), mask)
+    acc = masked_accuracy(logits, target, mask)
     return (ce(logits) + ce(logits.T)) / 2, acc
 
 

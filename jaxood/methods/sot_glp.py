@@ -42,7 +42,7 @@ from jaxood import ot, settings
 from jaxood.data.pipeline import split_rows
 from jaxood.errors import InvalidInput
 from jaxood.evaluate import Scorer
-from jaxood.methods import Method, masked_mean
+from jaxood.methods import Method, masked_accuracy, masked_mean
 from jaxood.models import clip
 from jaxood.models.tokenizer import CONTEXT_LENGTH, get_tokenizer, tokenize
 from jaxood.scores.logits import max_logit, predicted_class
@@ -112,10 +112,6 @@ def local_score(
 def _masked_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
     logp = jax.nn.log_softmax(logits, axis=-1)
     return masked_mean(-jnp.take_along_axis(logp, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0], mask)
-
-
-def _masked_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
-    return masked_mean((jnp.argmax(logits, -1) == labels).astype(logits.dtype), mask)
 
 
 class Prompts:
@@ -290,7 +286,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
         # Each branch's accuracy, and the prediction's (every global prompt's, as evaluated), as the released code
         # logs its training batches' top1_global, top1_local and top1.
         branches = (s_global, phi, prediction(cos.mean(1), phi))
-        acc, acc_local, acc_combined = (_masked_accuracy(x, batch["label"], batch["mask"]) for x in branches)
+        acc, acc_local, acc_combined = (masked_accuracy(x, batch["label"], batch["mask"]) for x in branches)
         unbalanced = jnp.max(jnp.where(batch["mask"][:, None], ot.marginal_error(plan), 0.0))  # real images only
         metrics = {
             "loss": total, "loss_global": l_global, "loss_local": l_local, "train_acc": acc,
