@@ -24,16 +24,7 @@ def _run(loss_fn, scaling: str, steps: int, tx=None, w=1.0):
     after them and each step's metrics."""
     method = types.SimpleNamespace(loss=lambda params, mutable, batch, rng: (loss_fn(params["w"]), ({}, mutable)))
     tx = tx or optax.sgd(1.0)
-    trainable = {"w": jnp.asarray(w, jnp.float32)}
-    state = trainer.TrainState(
-        step=jnp.asarray(0, jnp.int32),
-        trainable=trainable,
-        opt_state=tx.init(trainable),
-        mutable={},
-        finite=jnp.asarray(True),
-        bad_step=jnp.asarray(-1, jnp.int32),
-        scaler=loss_scale.init(scaling),
-    )
+    state = trainer.initial_state({"w": jnp.asarray(w, jnp.float32)}, tx, {}, scaling)
     step = jax.jit(trainer.make_step(method, tx, seed=0))
     metrics = []
     for _ in range(steps):

@@ -457,9 +457,7 @@ def _one_step_script(n_devices, model_dir, out, prompt_chunk=0):
         trainable, frozen, labels = trainer.partition(method.params, sot_glp.trainable_rules(config))
         tx = trainer.make_optimizer(config, labels, 6, 12)
         trainable, frozen = replicate(trainable, mesh), replicate(frozen, mesh)
-        state = trainer.TrainState(step=jax.numpy.asarray(0), trainable=trainable, opt_state=tx.init(trainable),
-                                   mutable={{}}, finite=jax.numpy.asarray(True), bad_step=jax.numpy.asarray(-1),
-                                   scaler=None)
+        state = trainer.initial_state(trainable, tx, {{}}, "none")
         step = jax.jit(trainer.make_step(method, tx, 0), donate_argnums=(0,))
         loader = Loader(src, clip_train(32), 8, seed=0, mesh=mesh)
         losses = []

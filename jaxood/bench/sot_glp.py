@@ -137,15 +137,7 @@ def main(argv=None) -> dict:
         length = 77 if full_length else prompts.ids.shape[1]
         trainable, frozen, labels = trainer.partition(method.params, sot_glp.trainable_rules(config))
         tx = trainer.make_optimizer(config, labels, 100, 5000)
-        state = trainer.TrainState(
-            step=jnp.asarray(0),
-            trainable=trainable,
-            opt_state=tx.init(trainable),
-            mutable={},
-            finite=jnp.asarray(True),
-            bad_step=jnp.asarray(-1),
-            scaler=loss_scale.init(args.loss_scale),
-        )
+        state = trainer.initial_state(trainable, tx, {}, args.loss_scale)
         step = jax.jit(trainer.make_step(method, tx, 0), donate_argnums=(0,)).lower(state, frozen, batch).compile()
         size = step_bytes(step)
         print(f"  {length} tokens: {size / GiB:.2f} GiB per device", flush=True)
