@@ -662,7 +662,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     eval_interval = config.eval_every * (loader.steps_per_epoch if by_epoch else 1)
     if eval_interval:
         n = config.eval_every
-        per = f" {n} epoch{'s' * (n > 1)}, {loader.steps_per_epoch} steps/epoch" if by_epoch else ""
+        epochs = "epochs" if n > 1 else "epoch"
+        per = f" {n} {epochs}, {loader.steps_per_epoch} steps/epoch" if by_epoch else ""
         ends_first = eval_interval >= total  # a short trial of a config that scores every few epochs (reference)
         none = f": none before the run's last step, {total}, which the closing evaluation scores" if ends_first else ""
         distributed.log(f"ID accuracy every {eval_interval} steps (eval_every{per}){none}")
