@@ -6,9 +6,9 @@ multiplies the loss by a scale before its backward pass and divides the gradient
 whose gradient is then not finite (the scaled backward overflowed float16's 65504) is skipped and the scale halved;
 after 2000 finite steps in a row the scale is doubled. These are GradScaler's defaults, and its first scale, 2**16.
 
-A skipped step leaves the parameters and the optimiser's moments as they were. The optimiser's step counts advance,
-so its schedule stays on the trainer's step, as PyTorch's scheduler steps at a skipped step too (PyTorch's Adam does
-not count a skipped step for its bias correction; optax's Adam here does).
+A skipped step leaves the parameters and the optimiser's state as they were, AdamW's count for its bias correction
+included, as PyTorch's Adam does not count a step GradScaler skips. Only the schedules' counts advance, so the
+learning rate stays on the trainer's step, as PyTorch's scheduler steps at a skipped step too.
 
 Unlike GradScaler's, the scale does not go below 1: a non-finite gradient at scale 1 is not the scale's overflow,
 and it stops the run as any NaN does (jaxood.train's NaN guard) instead of skipping every step, unsaid.
@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 CHOICES = ("none", "dynamic")
 FIRST_SCALE, GROWTH_INTERVAL = 2.0**16, 2000
@@ -53,10 +54,10 @@ def update(scaler: dict, finite: jax.Array) -> tuple[dict, jax.Array]:
 
 
 def unless_skipped(skip: jax.Array, new: Any, old: Any) -> Any:
-    """`new` parameters or optimiser state after a step, or where the step is skipped `old`, but for the optimiser's
-    integer leaves (its step counts), which advance at every step."""
-    return jax.tree.map(
-        lambda n, o: n if jnp.issubdtype(n.dtype, jnp.integer) else jnp.where(skip, o, n),
-        new,
-        old,
-    )
+    """`new` parameters or optimiser state after a step, or where the step is skipped `old`, but for the schedules'
+    states (optax's `ScaleByScheduleState`: the learning rate's count), which advance at every step."""
+
+    def pick(n, o):
+        return n if isinstance(n, optax.ScaleByScheduleState) else jnp.where(skip, o, n)
+
+    return jax.tree.map(pick, new, old, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))

@@ -73,6 +73,26 @@ def test_a_step_the_scale_overflows_is_skipped_and_the_scale_halved_while_the_sc
     assert float(state.scaler["scale"]) == 2.0**14 and int(state.scaler["good"]) == 1
 
 
+def test_adamw_does_not_count_a_skipped_step_for_its_bias_correction_but_its_schedule_does():
+    """The loss above, under AdamW in the trainer's multi_transform: two skipped steps, the third taken. As PyTorch's
+    Adam at a step GradScaler skips, AdamW's count stays, so the taken step is its first: bias-corrected, its
+    update is the rate times g / |g|, 0.3 (the schedule's count is 2). Counted, it would be 0.3 * (0.1 * 2 /
+    (1 - 0.9**3)) / sqrt(0.001 * 4 / (1 - 0.999**3)) = 0.19."""
+
+    def loss(w):
+        return jnp.sum((w.astype(F16) * F16(4.0)).astype(jnp.float32)) * 0.5
+
+    adamw = optax.adamw(lambda count: 0.1 * (count + 1), weight_decay=0.0)
+    tx = optax.chain(optax.clip_by_global_norm(1e3), optax.multi_transform({"g": adamw}, {"w": "g"}))
+    state, metrics = _run(loss, "dynamic", 3, tx=tx)
+    assert [m["skipped"] for m in metrics] == [1.0, 1.0, 0.0]
+    np.testing.assert_allclose(float(state.trainable["w"]), 1.0 - 0.3, rtol=1e-5)
+    counted = (optax.ScaleByAdamState, optax.ScaleByScheduleState)
+    adam, schedule = jax.tree.leaves(state.opt_state, is_leaf=lambda x: isinstance(x, counted))[-2:]
+    assert isinstance(adam, optax.ScaleByAdamState) and isinstance(schedule, optax.ScaleByScheduleState)
+    assert (int(adam.count), int(schedule.count)) == (1, 3)
+
+
 def test_the_scale_doubles_after_2000_finite_steps_in_a_row_and_goes_no_lower_than_1():
     scaler = {"scale": jnp.float32(8.0), "good": jnp.int32(loss_scale.GROWTH_INTERVAL - 2)}
     scaler, skip = loss_scale.update(scaler, jnp.asarray(True))
