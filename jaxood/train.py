@@ -833,23 +833,28 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         f"while evaluating step {evaluated}, whose checkpoint is in {_checkpoint_dir(workdir)}; no report "
         "was written. Run the same command again to evaluate it."
     )
-    with StopsAtOnce(workdir, stopped):
-        results = evaluation.evaluate(
-            config,
-            workdir,
-            model=model,
-            params=eval_clip,
-            scorer=scorer_of(params, final=True),
-            inputs=eval_inputs,
-            unreadable=unreadable,
-            step=evaluated,
-            trained_by=code,
-        )
+    draws = config.plots and distributed.is_first_host()
+    try:
+        with StopsAtOnce(workdir, stopped):
+            results = evaluation.evaluate(
+                config,
+                workdir,
+                model=model,
+                params=eval_clip,
+                scorer=scorer_of(params, final=True),
+                inputs=eval_inputs,
+                unreadable=unreadable,
+                step=evaluated,
+                trained_by=code,
+            )
+    except BaseException:  # stopped or failed: the curves of what training logged are there until it is run again
+        curves = training_curves(workdir, evaluated, {}) if draws else None
+        if curves:
+            distributed.log(f"Training curves (without the closing evaluation's ID accuracy): {curves}")
+        raise
     if config.tensorboard and distributed.is_first_host():
         write_evaluation(workdir, evaluated, results)
-    curves = None
-    if config.plots and distributed.is_first_host():
-        curves = training_curves(workdir, evaluated, results["id_accuracy"])
+    curves = training_curves(workdir, evaluated, results["id_accuracy"]) if draws else None
     logs = [f"Training curves: {curves}"] if curves else []
     if config.tensorboard:
         tb = os.path.join(workdir, TENSORBOARD)

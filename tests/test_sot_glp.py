@@ -1250,6 +1250,26 @@ def test_the_id_accuracy_every_eval_every_steps_is_the_closing_evaluations_there
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_a_closing_evaluation_that_does_not_finish_leaves_the_curves_of_what_training_logged(
+    tiny_hf, tmp_path, monkeypatch, capsys
+):
+    """`training_curves.png` is drawn after the closing evaluation, to end at its ID accuracy, so one stopped or
+    failed (here stopped, as by a signal) left no curves until the same command evaluated again.
+    Now the curves of what training logged are drawn, and said, before the evaluation's error goes on."""
+
+    def stopped(*args, **kwargs):
+        raise Preempted("stopped by SIGTERM while evaluating step 2")
+
+    monkeypatch.setattr(trainer.evaluation, "evaluate", stopped)
+    run = tmp_path / "run"
+    with pytest.raises(Preempted, match="^stopped by SIGTERM while evaluating step 2$"):
+        trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False, plots=True), str(run))
+    assert (run / "training_curves.png").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert f"Training curves (without the closing evaluation's ID accuracy): {run}/training_curves.png\n" in out
+    assert not (run / "results.json").exists() and [r["step"] for r in _logged(run)] == [1, 2]
+
+
 def test_eval_unit_epoch_counts_eval_every_in_epochs_as_the_released_eval_freq(tiny_hf, tmp_path, capsys):
     """The released code's `eval_freq` counts epochs (5 for ImageNet, 10 for the few-shot sets), where
     `eval_every` counted steps only, whose number per epoch depends on the dataset and shots. With `eval_unit`
