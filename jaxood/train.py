@@ -528,11 +528,12 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
         )
     if (short := np.flatnonzero(have < quota)).size:
         share = config.shot_sampling == "stratified"
-        shown = first_ten(f"{class_names[c]} ({have[c]}{f' of {quota[c]}' * share})" for c in short)
+        shown = first_ten(f"{class_names[c]} ({have[c]}{f' of {quota[c]}' if share else ''})" for c in short)
+        of_share = " of its share" if share else ""
         distributed.log(
             f"warning: {short.size} of {len(class_names)} classes have fewer than "
             f"{'their stratified shares of' if share else config.shots} decodable training images and train on those "
-            f"they have (class (decodable images{' of its share' * share}): {shown}): replace the undecodable ones "
+            f"they have (class (decodable images{of_share}): {shown}): replace the undecodable ones "
             f"and start a new run to train on {'their shares' if share else config.shots} (a resumed run would change "
             "its images at the step it resumes)"
         )

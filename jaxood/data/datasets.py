@@ -143,7 +143,7 @@ def _same_on_every_host(keys: list[str], sources: dict, failed: bool) -> None:
                 variants[tuple(v)].append(host)
             counts = [v[1] for v in variants]
             said = "; ".join(
-                f"host{'s' * (len(hosts) > 1)} {', '.join(map(str, hosts))}: {v[1]} examples"
+                f"host{'s' if len(hosts) > 1 else ''} {', '.join(map(str, hosts))}: {v[1]} examples"
                 + (" (other files or labels)" if v[1] in counts[:i] else "")
                 for i, (v, hosts) in enumerate(variants.items())
             )
