@@ -1652,14 +1652,6 @@ def test_the_decode_check_names_this_hosts_undecodable_examples(folder, monkeypa
     assert other.found == {}
 
 
-def test_class_split_and_relabel():
-    ids, ood = sampling.class_split(150, 46)
-    assert len(ids) == 150 and len(ood) == 46 and not set(ids) & set(ood)
-    assert sorted(set(ids) | set(ood)) == list(range(196))
-    np.testing.assert_array_equal(ids, sampling.class_split(150, 46)[0])
-    np.testing.assert_array_equal(sampling.relabel(np.array([5, 2, 7, -1]), np.array([2, 7])), [-1, 0, 1, -1])
-
-
 # ------------------------------------------------------------------ loading
 
 

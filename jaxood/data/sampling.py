@@ -1,4 +1,4 @@
-"""Few-shot subsets and ID/OOD class splits, deterministic by seed (same on every host)."""
+"""Few-shot subsets, deterministic by seed (same on every host)."""
 
 from __future__ import annotations
 
@@ -114,19 +114,3 @@ def _decodable_picks(
             "replace their undecodable images (the log names them)"
         )
     return picked
-
-
-def class_split(n_id: int, n_ood: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Fine-grained ID/OOD classes: ID = `RandomState(seed).choice(n_id + n_ood, n_id, replace=False)`.
-
-    As in ASCOOD's code (methods.md §4): Cars 150/46, Aircraft 90/10. Both sorted.
-    """
-    ids = np.sort(np.random.RandomState(seed).choice(n_id + n_ood, n_id, replace=False))
-    return ids, np.setdiff1d(np.arange(n_id + n_ood), ids)
-
-
-def relabel(labels: np.ndarray, id_classes: np.ndarray) -> np.ndarray:
-    """Map original labels to 0..len(id_classes)-1, and every other class to -1 (OOD)."""
-    table = np.full(int(max(np.max(labels), np.max(id_classes))) + 1, -1, np.int32)
-    table[np.asarray(id_classes)] = np.arange(len(id_classes), dtype=np.int32)
-    return np.where(np.asarray(labels) >= 0, table[np.maximum(labels, 0)], -1)
