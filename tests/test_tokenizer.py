@@ -1,7 +1,5 @@
 """jaxood's BPE tokenizer against Hugging Face's CLIPTokenizer (Rust) given the same vocabulary."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -29,15 +27,11 @@ LONG = " ".join(f"word{i} extraordinarily" for i in range(60))  # far more than 
 
 
 @pytest.fixture(scope="module")
-def hf_tokenizer(tmp_path_factory):
+def hf_tokenizer():
+    """Hugging Face's CLIPTokenizer on the vocabulary and merges jaxood's tokenizer builds from CLIP's BPE file."""
     from transformers import CLIPTokenizer
 
-    vocab_path, merges_path = get_tokenizer().save_hf_vocab(str(tmp_path_factory.mktemp("vocab")))
-    with open(vocab_path, encoding="utf-8") as f:
-        vocab = json.load(f)
-    with open(merges_path, encoding="utf-8") as f:
-        merges = [tuple(line.split()) for line in f.read().split("\n")[1:] if line]
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+    return CLIPTokenizer(vocab=dict(get_tokenizer().encoder), merges=list(get_tokenizer().merges))
 
 
 def test_known_ids():

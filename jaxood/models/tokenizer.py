@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import json
 import os
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -118,17 +117,6 @@ class Tokenizer:
             ids = [self.sot_id, *self.encode(text)[: context_length - 2], self.eot_id]
             out[row, : len(ids)] = ids
         return out
-
-    def save_hf_vocab(self, directory: str) -> tuple[str, str]:
-        """Write `vocab.json` and `merges.txt` as Hugging Face's CLIPTokenizer reads them."""
-        os.makedirs(directory, exist_ok=True)
-        vocab_path = os.path.join(directory, "vocab.json")
-        merges_path = os.path.join(directory, "merges.txt")
-        with open(vocab_path, "w", encoding="utf-8") as f:
-            json.dump(self.encoder, f, ensure_ascii=False)
-        with open(merges_path, "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in self.merges) + "\n")
-        return vocab_path, merges_path
 
 
 @functools.lru_cache(maxsize=1)
