@@ -93,6 +93,50 @@ def test_adamw_does_not_count_a_skipped_step_for_its_bias_correction_but_its_sch
     assert (int(adam.count), int(schedule.count)) == (1, 3)
 
 
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_the_steps_follow_pytorchs_gradscaler_through_skips(name):
+    """The external reference: PyTorch's AdamW, or SGD with momentum (the SOT-GLP configs'), under `GradScaler` (as
+    the released code's float16 training) and a per-step `LambdaLR`, on the loss above plus 0.5 * |w|^2 in float32,
+    so the gradient changes each step; jaxood's optimiser group of the same settings. The first two steps overflow
+    and are skipped, as the trainer's, and every parameter matches after each of 6 steps: Adam's bias correction
+    counts the taken steps only, the learning rate every step."""
+    import warnings
+
+    import ml_collections
+    import torch
+
+    def loss(w):
+        return jnp.sum((w.astype(F16) * F16(4.0)).astype(jnp.float32)) * 0.5 + 0.5 * jnp.sum(w**2)
+
+    start = [1.0, -0.5, 2.0]
+    w = torch.nn.Parameter(torch.tensor(start))
+    settings = {"name": name, "b1": 0.9, "b2": 0.999, "momentum": 0.9, "nesterov": False, "weight_decay": 0.01}
+    torch_opt = (
+        torch.optim.AdamW([w], lr=1.0, betas=(0.9, 0.999), weight_decay=0.01)
+        if name == "adamw"
+        else torch.optim.SGD([w], lr=1.0, momentum=0.9, weight_decay=0.01)
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda count: 0.1 * (count + 1))
+    scaler = torch.amp.GradScaler("cpu")
+    tx = trainer._group_tx(ml_collections.ConfigDict(settings), lambda count: 0.1 * (count + 1))
+    method = types.SimpleNamespace(loss=lambda params, mutable, batch, rng: (loss(params["w"]), ({}, mutable)))
+    state = trainer.initial_state({"w": jnp.asarray(start, jnp.float32)}, tx, {}, "dynamic")
+    step = jax.jit(trainer.make_step(method, tx, seed=0))
+    for k in range(6):
+        torch_opt.zero_grad()
+        torch_scale = scaler.get_scale()
+        scaler.scale((w.half() * 4).float().sum() * 0.5 + 0.5 * (w**2).sum()).backward()
+        scaler.step(torch_opt)
+        scaler.update()
+        with warnings.catch_warnings():  # a skipped first step: "lr_scheduler.step() before optimizer.step()"
+            warnings.simplefilter("ignore", UserWarning)
+            schedule.step()
+        state, metrics = step(state, {}, {})
+        assert (metrics["loss_scale"], metrics["skipped"]) == (torch_scale, float(k < 2)), k
+        # PyTorch's bias corrections are in float64, optax's in float32: about 1e-5 apart. The skips' count: 0.1.
+        np.testing.assert_allclose(state.trainable["w"], w.detach().numpy(), atol=5e-5, err_msg=k)
+
+
 def test_the_scale_doubles_after_2000_finite_steps_in_a_row_and_goes_no_lower_than_1():
     scaler = {"scale": jnp.float32(8.0), "good": jnp.int32(loss_scale.GROWTH_INTERVAL - 2)}
     scaler, skip = loss_scale.update(scaler, jnp.asarray(True))
