@@ -19,13 +19,17 @@ from jaxood.models.convert import CheckpointMismatch
 F16 = jnp.float16
 
 
-def _run(loss_fn, scaling: str, steps: int, tx=None, w=1.0):
-    """`steps` steps of the trainer's step on one float32 parameter `w`, whose loss is `loss_fn(w)`; the state
-    after them and each step's metrics."""
+def _stepper(loss_fn, scaling: str, tx, w):
+    """The trainer's jitted step on one float32 parameter `w` (a number or a list), whose loss is `loss_fn(w)`, and
+    the state before its first step."""
     method = types.SimpleNamespace(loss=lambda params, mutable, batch, rng: (loss_fn(params["w"]), ({}, mutable)))
-    tx = tx or optax.sgd(1.0)
     state = trainer.initial_state({"w": jnp.asarray(w, jnp.float32)}, tx, {}, scaling)
-    step = jax.jit(trainer.make_step(method, tx, seed=0))
+    return state, jax.jit(trainer.make_step(method, tx, seed=0))
+
+
+def _run(loss_fn, scaling: str, steps: int, tx=None, w=1.0):
+    """`steps` steps of the trainer's step (`_stepper`); the state after them and each step's metrics."""
+    state, step = _stepper(loss_fn, scaling, tx or optax.sgd(1.0), w)
     metrics = []
     for _ in range(steps):
         state, m = step(state, {}, {})
@@ -119,9 +123,7 @@ def test_the_steps_follow_pytorchs_gradscaler_through_skips(name):
     schedule = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda count: 0.1 * (count + 1))
     scaler = torch.amp.GradScaler("cpu")
     tx = trainer._group_tx(ml_collections.ConfigDict(settings), lambda count: 0.1 * (count + 1))
-    method = types.SimpleNamespace(loss=lambda params, mutable, batch, rng: (loss(params["w"]), ({}, mutable)))
-    state = trainer.initial_state({"w": jnp.asarray(start, jnp.float32)}, tx, {}, "dynamic")
-    step = jax.jit(trainer.make_step(method, tx, seed=0))
+    state, step = _stepper(loss, "dynamic", tx, start)
     for k in range(6):
         torch_opt.zero_grad()
         torch_scale = scaler.get_scale()
