@@ -62,6 +62,17 @@ def make_hf_clip(directory, config_kwargs, seed=0):
     return model
 
 
+def torch_optimizer(params, optim):
+    """PyTorch's twin of a jaxood optimiser group of `optim`'s settings (`config.optim`) on `params`: SGD with
+    momentum, weight decay added to the gradient, or AdamW with decoupled decay; at rate 1, which a test's schedule
+    sets each step."""
+    import torch
+
+    if optim.name == "sgd":
+        return torch.optim.SGD(params, lr=1.0, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    return torch.optim.AdamW(params, lr=1.0, betas=(optim.b1, optim.b2), weight_decay=optim.weight_decay)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _remove_tfds_empty_temp_folders():
     """TFDS leaves an empty `tmp*tfds` folder in the temp folder each time it opens a dataset that is not prepared

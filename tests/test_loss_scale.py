@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import load_config, torch_optimizer
 
 from jaxood import loss_scale
 from jaxood import train as trainer
@@ -106,7 +107,6 @@ def test_the_steps_follow_pytorchs_gradscaler_through_skips(name):
     counts the taken steps only, the learning rate every step."""
     import warnings
 
-    import ml_collections
     import torch
 
     def loss(w):
@@ -114,15 +114,11 @@ def test_the_steps_follow_pytorchs_gradscaler_through_skips(name):
 
     start = [1.0, -0.5, 2.0]
     w = torch.nn.Parameter(torch.tensor(start))
-    settings = {"name": name, "b1": 0.9, "b2": 0.999, "momentum": 0.9, "nesterov": False, "weight_decay": 0.01}
-    torch_opt = (
-        torch.optim.AdamW([w], lr=1.0, betas=(0.9, 0.999), weight_decay=0.01)
-        if name == "adamw"
-        else torch.optim.SGD([w], lr=1.0, momentum=0.9, weight_decay=0.01)
-    )
+    optim = load_config("sot_glp", "paper", **{"optim.name": name}).optim  # momentum 0.9, decay 0.01, (0.9, 0.999)
+    torch_opt = torch_optimizer([w], optim)
     schedule = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda count: 0.1 * (count + 1))
     scaler = torch.amp.GradScaler("cpu")
-    tx = trainer._group_tx(ml_collections.ConfigDict(settings), lambda count: 0.1 * (count + 1))
+    tx = trainer._group_tx(optim, lambda count: 0.1 * (count + 1))
     state, step = _stepper(loss, "dynamic", tx, start)
     for k in range(6):
         torch_opt.zero_grad()

@@ -2368,10 +2368,7 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
     ours, state = params, tx.init(params)
     theirs = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     o = c.optim
-    if name == "sgd":
-        opt = torch.optim.SGD(theirs.values(), lr=0.0, momentum=o.momentum, weight_decay=o.weight_decay)
-    else:
-        opt = torch.optim.AdamW(theirs.values(), lr=0.0, betas=(o.b1, o.b2), weight_decay=o.weight_decay)
+    opt = conftest.torch_optimizer(theirs.values(), o)
     for step, g in enumerate(grads):
         updates, state = tx.update(g, state, ours)
         ours = optax.apply_updates(ours, updates)
