@@ -79,11 +79,9 @@ EVAL_KEYS = (
 )  # fmt: skip
 
 
-# What shrinks an evaluation batch that cannot fit in a device.
-EVAL_BATCH_FIXES = (
-    "--config.eval_batch_size lower (a training run saved the step it evaluates: the same command goes on from it, "
-    "and after the last step evaluates it again without training)"
-)
+# What shrinks an evaluation batch that cannot fit in a device (a training run's scorers add what the run saved:
+# jaxood.train's TRAINING_EVAL_FIXES).
+EVAL_BATCH_FIXES = "--config.eval_batch_size lower"
 
 
 @dataclasses.dataclass
@@ -94,12 +92,14 @@ class Scorer:
     `args` holds the arrays it reads (parameters, text features), passed to the call rather than closed over,
     which would compile them into it as constants. `rows` names the score rows in table order (e.g.
     "zero-shot / MCM"). `args` may be replaced by arrays of the same shapes and placements, for the same `fn` (a
-    training run's ID accuracy every `eval_every` steps): the call compiled for them runs on.
+    training run's ID accuracy every `eval_every` steps): the call compiled for them runs on. `fixes` is what the
+    refusal of a batch too large for a device asks to set.
     """
 
     fn: Callable[[Any, jax.Array], dict[str, jax.Array]]
     args: Any
     rows: tuple[str, ...]
+    fixes: str = EVAL_BATCH_FIXES
 
     def __post_init__(self):
         self._jitted = jax.jit(self.fn)
@@ -111,7 +111,7 @@ class Scorer:
         key = (images.shape, images.dtype, getattr(images, "sharding", None))
         if key not in self._checked:
             self._checked[key] = compile_within_memory(
-                self._jitted, self.args, images, what="evaluation batch", fixes=EVAL_BATCH_FIXES
+                self._jitted, self.args, images, what="evaluation batch", fixes=self.fixes
             )
         return self._checked[key](self.args, images)
 

@@ -541,6 +541,14 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
     return indices, check.total, f"{per} per class"
 
 
+# What a training run's refusal of an evaluation batch too large for a device asks to set: the periodic and the
+# closing evaluations' step is saved before they compile.
+TRAINING_EVAL_FIXES = (
+    f"{evaluation.EVAL_BATCH_FIXES} (the run saved the step it evaluates: the same command goes on from it, and "
+    "after the last step evaluates it again without training)"
+)
+
+
 class PeriodicAccuracy:
     """A training run's ID accuracy every `eval_every` steps or epochs (`eval_unit`): called with the parameters,
     each prediction's accuracy on the ID test set, as the closing evaluation's `id_accuracy` (`scorer_of(params)`:
@@ -687,7 +695,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         if config.eval_zero_shot and (final or clip_trains):
             zero_shot = evaluation.zero_shot_scorer(config, model, params["clip"], id_names, scores=final)
             scorer = evaluation.combine(zero_shot, scorer)
-        return scorer if final else evaluation.predictions_only(scorer)
+        scorer = scorer if final else evaluation.predictions_only(scorer)
+        scorer.fixes = TRAINING_EVAL_FIXES
+        return scorer
 
     transform_eval = clip_eval(model.cfg.image_size)
     accuracy_at = PeriodicAccuracy(scorer_of, eval_inputs.id, transform_eval, config.eval_batch_size, mesh)
