@@ -34,11 +34,12 @@ def test_sot_glp_benchmark_times_the_step_and_its_parts(tiny_hf, capsys):
     from jaxood.bench import sot_glp
 
     r = sot_glp.main(["--classes", "2", "--batch", "1", "--model", tiny_hf[0]])
-    _positive(r, ("step_truncated", "step_full", "bytes_truncated", "bytes_full", "text", "image", "ot"))
+    _positive(r, ("step_truncated", "step_full", "bytes_truncated", "bytes_full", "compile_truncated", "compile_full"))
+    _positive(r, ("text", "image", "ot"))
     assert r["length_truncated"] < 77 and r["bytes_truncated"] < r["bytes_full"]
     out = capsys.readouterr().out
     for part in (f"C=2, G=P=4 -> 16 prompts, image batch 1, {tiny_hf[0]}, ", "train step, full 77 tokens",
-                 "text tower, 16 prompts", "top-K"):  # fmt: skip
+                 "text tower, 16 prompts", "top-K", "77 tokens: compiling\n  77 tokens: compiled in "):  # fmt: skip
         assert part in out
 
 

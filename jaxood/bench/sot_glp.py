@@ -13,8 +13,8 @@ one jitted train step (forward + backward + SGD update) with the prompt batch
 cut at its longest EOT (jaxood's default) and at the full 77 tokens, and where
 the time goes: the C (G + P) prompts through the text tower with gradients, the
 image tower (both streams, gradient to the local projection), and the top-K +
-Sinkhorn local score. Each step's memory per device (XLA's buffer sizes,
-`jaxood.memory.step_bytes`) is printed as it compiles; `--memory` stops there,
+Sinkhorn local score. Each step's compile time and memory per device (XLA's buffer
+sizes, `jaxood.memory.step_bytes`) are printed as it compiles; `--memory` stops there,
 so sizes too large to run are still measured.
 The settings are the paper config's, from the checkout's `configs/sot_glp.py`
 (`--config` names that file where jaxood was installed from a copy).
@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
         + (f", text tower on at most {chunk} prompts at once" if (chunk := config.sot_glp.prompt_chunk) else "")
     )
 
-    def step_time(full_length: bool) -> tuple[float, int, int]:
+    def step_time(full_length: bool) -> tuple[float, int, int, float]:
         from jaxood import train as trainer
 
         patch = mock.patch.object(clip, "eot_length", lambda *a, **k: 77) if full_length else contextlib.nullcontext()
@@ -138,18 +138,22 @@ def main(argv=None) -> dict:
         trainable, frozen, labels = trainer.partition(method.params, sot_glp.trainable_rules(config))
         tx = trainer.make_optimizer(config, labels, 100, 5000)
         state = trainer.initial_state(trainable, tx, {}, args.loss_scale)
+        print(f"  {length} tokens: compiling", flush=True)  # minutes at scale: say what the wait is for
+        t = time.perf_counter()
         step = jax.jit(trainer.make_step(method, tx, 0), donate_argnums=(0,)).lower(state, frozen, batch).compile()
+        compiled_in = time.perf_counter() - t
         size = step_bytes(step)
-        print(f"  {length} tokens: {size / GiB:.2f} GiB per device", flush=True)
+        print(f"  {length} tokens: compiled in {compiled_in:.1f} s, {size / GiB:.2f} GiB per device", flush=True)
         if args.memory:
-            return float("nan"), length, size
+            return float("nan"), length, size, compiled_in
         # The state is donated to each call, as in training: every call gets a fresh copy.
-        return _time(lambda: step(jax.tree.map(jnp.copy, state), frozen, batch)[1]["loss"], args.repeats), length, size
+        seconds = _time(lambda: step(jax.tree.map(jnp.copy, state), frozen, batch)[1]["loss"], args.repeats)
+        return seconds, length, size, compiled_in
 
     r = {}
-    r["step_truncated"], r["length_truncated"], r["bytes_truncated"] = step_time(False)
+    r["step_truncated"], r["length_truncated"], r["bytes_truncated"], r["compile_truncated"] = step_time(False)
     if not args.no_full_length:
-        r["step_full"], _, r["bytes_full"] = step_time(True)
+        r["step_full"], _, r["bytes_full"], r["compile_full"] = step_time(True)
     if args.memory:
         return r
     print(f"train step, prompts cut at the EOT ({r['length_truncated']} tokens): {r['step_truncated']:.3g} s")
