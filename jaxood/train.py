@@ -779,8 +779,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     # (jaxood.preemption).
     writer = MetricWriter(workdir, distributed.is_first_host(), config.tensorboard, start)
     with PreemptionNotice(workdir) as preemption, contextlib.closing(writer):
-        # The rates start here, after the writer's set-up (TensorBoard's import: 0.8 s on the 2-core CPU, counted
-        # in the first line's steps_per_s before).
+        # The rates start here, after the writer's set-up (TensorBoard's import: 0.8 s on the 2-core CPU).
         progress = Progress("train", remaining, "steps", every=config.progress_every)
         last_line = (start, time.monotonic())  # (step, time) of the log's previous line, for steps_per_s
 

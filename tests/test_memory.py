@@ -49,7 +49,7 @@ def test_evaluation_refuses_a_batch_larger_than_a_device_before_it_runs(tiny_hf,
     refused = (
         r"the evaluation batch needs \d+\.\d GiB per device and a device has 0\.0 GiB: set "
         r"--config\.eval_batch_size lower$"
-    )  # no word of a training run's saved step, which an evaluation of a saved model has none of
+    )  # no word of a saved training step: this command trains nothing
     with pytest.raises(ValueError, match=refused):
         evaluate.evaluate(config, str(tmp_path / "run"))
     assert "evaluation batch: compiling" in capsys.readouterr().out and not (tmp_path / "run" / "results.json").exists()
