@@ -128,7 +128,8 @@ def main(argv=None) -> dict:
         + (f", text tower on at most {chunk} prompts at once" if (chunk := config.sot_glp.prompt_chunk) else "")
     )
 
-    def step_time(full_length: bool) -> tuple[float, int, int, float]:
+    def step_time(full_length: bool) -> dict:
+        """The step's `step_`, `length_`, `bytes_` and `compile_` figures, each key ending in `full` or `truncated`."""
         from jaxood import train as trainer
 
         patch = mock.patch.object(clip, "eot_length", lambda *a, **k: 77) if full_length else contextlib.nullcontext()
@@ -144,16 +145,15 @@ def main(argv=None) -> dict:
         compiled_in = time.perf_counter() - t
         size = step_bytes(step)
         print(f"  {length} tokens: compiled in {compiled_in:.1f} s, {size / GiB:.2f} GiB per device", flush=True)
-        if args.memory:
-            return float("nan"), length, size, compiled_in
-        # The state is donated to each call, as in training: every call gets a fresh copy.
-        seconds = _time(lambda: step(jax.tree.map(jnp.copy, state), frozen, batch)[1]["loss"], args.repeats)
-        return seconds, length, size, compiled_in
+        seconds = float("nan")  # --memory: compiled, not timed
+        if not args.memory:  # the state is donated to each call, as in training: every call gets a fresh copy
+            seconds = _time(lambda: step(jax.tree.map(jnp.copy, state), frozen, batch)[1]["loss"], args.repeats)
+        figures = {"step": seconds, "length": length, "bytes": size, "compile": compiled_in}
+        return {f"{k}_{'full' if full_length else 'truncated'}": v for k, v in figures.items()}
 
-    r = {}
-    r["step_truncated"], r["length_truncated"], r["bytes_truncated"], r["compile_truncated"] = step_time(False)
+    r = step_time(False)
     if not args.no_full_length:
-        r["step_full"], _, r["bytes_full"], r["compile_full"] = step_time(True)
+        r.update(step_time(True))
     if args.memory:
         return r
     print(f"train step, prompts cut at the EOT ({r['length_truncated']} tokens): {r['step_truncated']:.3g} s")
