@@ -57,7 +57,7 @@ def unless_skipped(skip: jax.Array, new: Any, old: Any) -> Any:
     """`new` parameters or optimiser state after a step, or where the step is skipped `old`, but for the schedules'
     states (optax's `ScaleByScheduleState`: the learning rate's count), which advance at every step."""
 
-    def pick(n, o):
-        return n if isinstance(n, optax.ScaleByScheduleState) else jnp.where(skip, o, n)
+    def is_schedule(x) -> bool:
+        return isinstance(x, optax.ScaleByScheduleState)
 
-    return jax.tree.map(pick, new, old, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+    return jax.tree.map(lambda n, o: n if is_schedule(n) else jnp.where(skip, o, n), new, old, is_leaf=is_schedule)
