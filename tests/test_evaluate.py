@@ -1296,20 +1296,27 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused_before_training
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_progress_gives_seconds_per_step_under_one_a_second(monkeypatch):
-    """A step of 282 s (the paper config on a CPU) read "0.0 steps/s"; it reads "281.8 s/step"."""
+def _progress_on_a_clock(monkeypatch, readings):
+    """`jaxood.progress.Progress` on a clock that gives `readings` in turn, printing to the stream returned."""
+    import functools
     import io
     import types
 
     from jaxood import progress
 
-    clock = iter([0.0, 281.8, 563.6, 563.6, 563.7])
+    clock = iter(readings)
     monkeypatch.setattr(progress, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
     out = io.StringIO()
-    slow = progress.Progress("train", 3, "steps", every=0, stream=out)
+    return functools.partial(progress.Progress, every=0, stream=out), out
+
+
+def test_progress_gives_seconds_per_step_under_one_a_second(monkeypatch):
+    """A step of 282 s (the paper config on a CPU) read "0.0 steps/s"; it reads "281.8 s/step"."""
+    Progress, out = _progress_on_a_clock(monkeypatch, [0.0, 281.8, 563.6, 563.6, 563.7])
+    slow = Progress("train", 3, "steps")
     slow.update()
     slow.update()
-    fast = progress.Progress("ID", 100, "images", every=0, stream=out)  # starts at 563.6 s
+    fast = Progress("ID", 100, "images")  # starts at 563.6 s
     fast.update(50)
     assert out.getvalue().splitlines() == [
         "[train] 1/3 steps (281.8 s/step, elapsed 4m41s, ETA 9m23s)",
@@ -1322,15 +1329,8 @@ def test_progress_rate_and_eta_leave_out_the_first_updates_one_off_start(monkeyp
     """An evaluation's first batch compiles its call (4.2 s of the demo's 5 s ID-accuracy pass on an H200): its rate
     and ETA counted that time for the whole pass. A first batch of 10 images after 40 s, then 10 images a second:
     the ETA is the 70 images left at that rate, 7 s (the mean since the start, 30 images in 42 s, gave 98 s)."""
-    import io
-    import types
-
-    from jaxood import progress
-
-    clock = iter([0.0, 40.0, 41.0, 42.0])
-    monkeypatch.setattr(progress, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
-    out = io.StringIO()
-    ids = progress.Progress("ID", 100, "images", every=0, stream=out)
+    Progress, out = _progress_on_a_clock(monkeypatch, [0.0, 40.0, 41.0, 42.0])
+    ids = Progress("ID", 100, "images")
     for _ in range(3):
         ids.update(10)
     assert out.getvalue().splitlines() == [
