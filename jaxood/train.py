@@ -467,6 +467,16 @@ def make_step(method, tx, seed: int):
     return step_fn
 
 
+def line_values(steps: list[dict]) -> dict:
+    """A log line's values: each metric's mean over `steps`, the steps since the line before. `grad_norm`'s is over
+    the steps loss scaling took: a skipped step's norm is inf or NaN (why it was skipped), which would make the
+    mean so and hide the other steps' (`skipped` is the fraction skipped). A line whose steps were all skipped has
+    no `grad_norm`."""
+    values = {k: float(np.mean([m[k] for m in steps])) for k in steps[0] if k != "grad_norm"}
+    taken = [m["grad_norm"] for m in steps if not m.get("skipped")]
+    return values | ({"grad_norm": float(np.mean(taken))} if taken else {})
+
+
 # ---------------------------------------------------------------------- train
 
 
@@ -813,7 +823,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                         f"the loss or its gradient became NaN/inf at step {int(bad)}; stopped without saving. "
                         f"{kept(last_good)}"
                     )
-                values = {k: float(np.mean([m[k] for m in unlogged])) for k in unlogged[0]}  # over those steps
+                values = line_values(unlogged)
                 unlogged = []
                 for name in [k for k, (most, _) in limits.items() if values[k] > most]:
                     most, message = limits.pop(name)  # said once: the log's later lines show how it goes
