@@ -66,7 +66,10 @@ def test_pretraining_loss_and_its_gradients_equal_hf_clip_return_loss(tiny_hf):
     g = grads["clip"]
     np.testing.assert_allclose(g["logit_scale"], hf.logit_scale.grad.item(), rtol=1e-4, atol=1e-6)
     for ours, theirs in (("text_projection", hf.text_projection), ("visual_projection", hf.visual_projection)):
-        np.testing.assert_allclose(g[ours]["kernel"], theirs.weight.grad.numpy().T, rtol=1e-4, atol=1e-6)
+        want = theirs.weight.grad.numpy().T
+        # float32 sums in another order are off by a few millionths of the largest gradient (jax 0.12.0.1: 1.3e-6
+        # where the largest is 0.23), so the absolute tolerance follows the gradient's scale.
+        np.testing.assert_allclose(g[ours]["kernel"], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     hf.zero_grad()
 
 
