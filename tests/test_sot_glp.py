@@ -571,9 +571,10 @@ def _run_two_hosts(command: list[str], returncodes=(0, 0), timeout: float = 600,
 
 
 def _logged(workdir) -> list[dict]:
-    """The rows of a run's `metrics.jsonl`."""
+    """The rows of a run's `metrics.jsonl`, read as strict JSON: a NaN or Infinity, which Python's `json` writes and
+    reads but strict readers refuse, fails the test."""
     with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+        return [json.loads(line, parse_constant=pytest.fail) for line in f]
 
 
 def _assert_same_results(got: dict, want: dict, what: str) -> None:
@@ -1691,8 +1692,7 @@ def test_a_lines_gradient_norm_is_over_the_steps_loss_scaling_took(tiny_hf, tmp_
             tiny_hf[0], tmp_path, num_steps=12, log_every=n, checkpoint_every=12, eval_zero_shot=False, **precision
         )
         trainer.train(config, str(tmp_path / f"every_{n}"))
-        with open(tmp_path / f"every_{n}" / "metrics.jsonl", encoding="utf-8") as f:
-            every[n] = [json.loads(line, parse_constant=pytest.fail) for line in f if '"loss"' in line]
+        every[n] = [r for r in _logged(tmp_path / f"every_{n}") if "loss" in r]
     assert all(("grad_norm" in r) == (r["skipped"] == 0) for r in every[1])
     assert [r["step"] for r in every[3]] == [3, 6, 9, 12]
     for line in every[3]:
