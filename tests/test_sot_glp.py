@@ -1686,8 +1686,8 @@ def test_a_lines_gradient_norm_is_over_the_steps_loss_scaling_took(tiny_hf, tmp_
     `NaN`, which strict JSON refuses. Now a line's is the mean over its taken steps (as a line every step gives
     them), and a line of skipped steps alone has none; `skipped` is the fraction skipped."""
     every = {}
+    precision = {"dtype": "float16", "loss_scale": "dynamic"}
     for n in (1, 3):
-        precision = {"dtype": "float16", "loss_scale": "dynamic"}
         config = small_config(
             tiny_hf[0], tmp_path, num_steps=12, log_every=n, checkpoint_every=12, eval_zero_shot=False, **precision
         )
