@@ -8,12 +8,21 @@ import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# JAX's default multiplies float32 matrices in TF32 on recent NVIDIA GPUs and in bfloat16 passes on TPUs (on an H200,
+# the tiny CLIP's zero-shot logits then differed from PyTorch's by up to 7e-4 relative); the tests compare float32
+# against PyTorch, NumPy and hand-derived references, so they ask for full float32, as a user may (README "Precision").
+# The CPU computes float32 in full either way. Set before JAX is imported, so the commands the tests start inherit it;
+# and set in JAX below, in case a pytest plugin imported JAX first.
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from jaxood.bench import VIT_B16  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", os.environ["JAX_DEFAULT_MATMUL_PRECISION"])
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
