@@ -33,6 +33,14 @@ def write_image(path, seed, size=(40, 30), fmt=None):
     Image.fromarray(rng.randint(0, 255, (size[1], size[0], 3), np.uint8)).save(path, format=fmt)
 
 
+def this_platform():
+    """The platform, the device kind and the compute dtype of `dtype` "auto" (bfloat16 on accelerators, float32 on
+    CPU) that jaxood's logs and reports name for this process's devices: ("cpu", "cpu", "float32") on a CPU,
+    ("gpu", "NVIDIA H200", "bfloat16") on an H200."""
+    first = jax.devices()[0]
+    return first.platform, first.device_kind, "float32" if first.platform == "cpu" else "bfloat16"
+
+
 def load_config(name, variant=None, **overrides):
     """`configs/<name>.py`'s `get_config(variant)` with dotted-key overrides."""
     spec = importlib.util.spec_from_file_location(f"{name}_config", os.path.join(ROOT, "configs", f"{name}.py"))

@@ -64,7 +64,10 @@ def test_evaluate_end_to_end_and_cache(tiny_hf, tmp_path):
         assert f"\n\nComputed by jaxood at git commit {head.stdout.strip()}" in md
     assert "| zero-shot / GL-MCM |" in md and "Avg FPR95" in md
     # Which CLIP, computed how and where: a report read apart from its results.json did not say.
-    assert md.startswith(f"Model: {tiny_hf[0]}; float32 on 1 cpu device(s)\n\nID examples: 48; OOD: near 24,")
+    from conftest import this_platform
+
+    _, kind, dtype = this_platform()
+    assert md.startswith(f"Model: {tiny_hf[0]}; {dtype} on 1 {kind} device(s)\n\nID examples: 48; OOD: near 24,")
     # scores.npz holds what the table was computed from: its metrics again, exactly, from the saved scores.
     with np.load(tmp_path / "run1" / "scores.npz") as saved:
         scores = dict(saved)
