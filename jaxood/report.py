@@ -118,12 +118,15 @@ def is_source(code) -> bool:
 
 
 def devices(compute_dtype) -> dict:
-    """What the numbers were computed on: JAX's platform, the device kind, how many devices and hosts, and the
-    CLIP's compute dtype (config.dtype "auto" is bfloat16 on accelerators, float32 on CPU)."""
+    """What the numbers were computed on: JAX's platform, the device kind, how many devices and hosts, the CLIP's
+    compute dtype (config.dtype "auto" is bfloat16 on accelerators, float32 on CPU), and JAX's matmul precision for
+    float32 ("default": TF32 on recent NVIDIA GPUs, bfloat16 passes on TPUs, full float32 on CPU;
+    JAX_DEFAULT_MATMUL_PRECISION=highest asks for full float32 everywhere)."""
     first = jax.devices()[0]
     return {
         "platform": first.platform, "kind": first.device_kind, "count": jax.device_count(),
         "hosts": jax.process_count(), "compute_dtype": jax.numpy.dtype(compute_dtype).name,
+        "matmul_precision": jax.config.jax_default_matmul_precision or "default",
     }  # fmt: skip
 
 

@@ -1377,3 +1377,19 @@ def test_a_stop_whose_exception_was_swallowed_still_stops_the_evaluation(tmp_pat
             score_dataset("far", *args)
     assert batches == [] and signal.getsignal(signal.SIGTERM) is previous
     assert len(score_dataset("far", *args)["mean"]) == len(source)  # the next block starts with no stop
+
+
+def test_devices_say_how_jax_multiplied_float32_matrices():
+    """results.json's devices record JAX's matmul precision: "default" (TF32 on recent NVIDIA GPUs, bfloat16 passes
+    on TPUs: float32 results then differ from PyTorch's in the fourth digit) or what JAX_DEFAULT_MATMUL_PRECISION or
+    `jax.default_matmul_precision` asked for."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxood import report
+
+    with jax.default_matmul_precision(None):
+        assert report.devices(jnp.float32)["matmul_precision"] == "default"
+    with jax.default_matmul_precision("tensorfloat32"):
+        assert report.devices(jnp.float32)["matmul_precision"] == "tensorfloat32"
+    assert report.devices(jnp.float32)["matmul_precision"] == "highest"  # the suite's (conftest)

@@ -1045,7 +1045,8 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path, capsys):
     assert (tmp_path / "run" / "results.md").read_text().startswith("Training step evaluated: 1\n")
     platform, kind, dtype = conftest.this_platform()
     assert results["devices"] == {
-        "platform": platform, "kind": kind, "count": jax.device_count(), "hosts": 1, "compute_dtype": dtype
+        "platform": platform, "kind": kind, "count": jax.device_count(), "hosts": 1, "compute_dtype": dtype,
+        "matmul_precision": "highest",  # conftest's; JAX's own is recorded as "default" (test_report)
     }  # fmt: skip
     # The report's figures in TensorBoard too, at the step evaluated, in percent as the tables; evaluating it again
     # (the same command on the finished run) replaces them.

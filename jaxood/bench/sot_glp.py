@@ -124,6 +124,7 @@ def main(argv=None) -> dict:
         f"SOT-GLP step: C={args.classes}, G=P=4 -> {args.classes * 8} prompts, image batch {args.batch}, "
         f"{weights}, {jax.device_count()} {jax.devices()[0].platform} device(s), {jnp.dtype(dtype).name}"
         + (", remat" if args.remat else "")
+        + (f", matmul precision {p}" if (p := jax.config.jax_default_matmul_precision) else "")
         + (f", loss scale {args.loss_scale}" if args.loss_scale != "none" else "")
         + (f", text tower on at most {chunk} prompts at once" if (chunk := config.sot_glp.prompt_chunk) else "")
     )
