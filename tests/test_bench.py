@@ -41,7 +41,8 @@ def test_sot_glp_benchmark_times_the_step_and_its_parts(tiny_hf, capsys):
     for part in (f"C=2, G=P=4 -> 16 prompts, image batch 1, {tiny_hf[0]}, ", "train step, full 77 tokens",
                  "text tower, 16 prompts", "top-K", "77 tokens: compiling\n  77 tokens: compiled in "):  # fmt: skip
         assert part in out
-    assert ", float32, matmul precision highest" in out  # conftest's (JAX's own default is not printed)
+    # The suite's (conftest: "highest" unless set); JAX's own default is not printed.
+    assert f", float32, matmul precision {os.environ['JAX_DEFAULT_MATMUL_PRECISION']}" in out
 
 
 def test_sot_glp_benchmark_names_a_model_it_cannot_load(tmp_path, capsys):

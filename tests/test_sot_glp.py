@@ -1046,7 +1046,7 @@ def test_train_and_evaluate_one_step(tiny_hf, tmp_path, capsys):
     platform, kind, dtype = conftest.this_platform()
     assert results["devices"] == {
         "platform": platform, "kind": kind, "count": jax.device_count(), "hosts": 1, "compute_dtype": dtype,
-        "matmul_precision": "highest",  # conftest's; JAX's own is recorded as "default" (test_report)
+        "matmul_precision": os.environ["JAX_DEFAULT_MATMUL_PRECISION"],  # conftest's; JAX's own default: "default"
     }  # fmt: skip
     # The report's figures in TensorBoard too, at the step evaluated, in percent as the tables; evaluating it again
     # (the same command on the finished run) replaces them.
