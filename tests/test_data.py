@@ -2085,3 +2085,23 @@ def test_an_image_not_opened_for_the_open_file_limit_stops_the_run_rather_than_c
     monkeypatch.setattr(preprocess.Image, "open", no_file_left)
     with pytest.raises(OutOfOpenFiles, match=f"^{re.escape(path)} could not be opened: this process has as many"):
         preprocess.decode(path)
+
+
+def test_python_exits_with_batches_still_open_and_their_producer_waiting():
+    """A stopped run's batches are closed by the garbage collection of Python's exit (the error's traceback holds
+    them) while their producer thread waits on the full queue. Python 3.13 ends a daemon thread that wakes then
+    without marking it ended, and the close waited for it forever: both hosts of a two-host job stopped by SIGTERM
+    hung after saying they had stopped. Python 3.11 and 3.12 exited either way."""
+    script = textwrap.dedent("""
+        import time, types
+        from jaxood.data.pipeline import Loader
+        batches = Loader._prefetched(types.SimpleNamespace(prefetch=1, to_global=lambda b: b), lambda i: [i], 100)
+        next(batches)
+        time.sleep(0.5)  # the producer fills the queue and waits on it
+        cycle = [batches]
+        cycle.append(cycle)  # garbage only a collection finds, as a traceback's frames are
+        del batches, cycle
+        print("exiting", flush=True)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout == "exiting\n", run.stderr

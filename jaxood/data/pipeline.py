@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -323,7 +324,10 @@ class Loader:
                 yield item
         finally:
             stop.set()
-            while thread.is_alive():  # unblock a producer waiting on a full queue
+            # Unblock a producer waiting on a full queue, and wait for it to end; not while Python exits (a stopped
+            # run's batches are closed by the exit's garbage collection): Python 3.13 ends a daemon thread that wakes
+            # then without marking it ended, and this waited forever (both hosts of a stopped job hung).
+            while thread.is_alive() and not sys.is_finalizing():
                 try:
                     q.get_nowait()
                 except queue.Empty:
