@@ -78,10 +78,14 @@ def open_files_error(what: str) -> OutOfOpenFiles:
         import resource
 
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        unlimited = hard == resource.RLIM_INFINITY  # -1 on Linux, 2**63 - 1 on macOS
     except ImportError:  # not a Unix
         soft = hard = -1
-    if 0 <= soft < hard or (soft >= 0 and hard < 0):
-        fix = f"Raise it (`ulimit -n {hard if hard >= 0 else 65536}` before the command)"
+        unlimited = False
+    if unlimited and soft >= 0:  # macOS's default hard limit, under which it refuses more than kern.maxfilesperproc
+        fix = "Raise it (`ulimit -n 65536` before the command; on macOS at most `sysctl kern.maxfilesperproc`)"
+    elif 0 <= soft < hard:
+        fix = f"Raise it (`ulimit -n {hard}` before the command)"
     else:
         fix = "Ask the machine's administrator for a higher hard limit (`ulimit -Hn`)"
     allowed = f" ({soft}, `ulimit -n`)" if soft >= 0 else ""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import contextlib
 import functools
 import hashlib
 import json
@@ -643,18 +642,36 @@ def _shards_fingerprint(instructions) -> str:
 
 
 def raise_open_file_limit() -> None:
-    """This process's limit of open files raised as far as it may go (its hard limit): TFDS keeps each shard file of
-    a split open once it has read from it (ImageNet's training split: 1024 files), where many systems allow a process
-    1024 open files unless told otherwise, and the read past them failed."""
+    """This process's limit of open files raised as far as it may go: TFDS keeps each shard file of a split open
+    once it has read from it (ImageNet's training split: 1024 files), where many systems allow a process 1024 open
+    files unless told otherwise (macOS 256), and the read past them failed. As far as it may go is the hard limit,
+    or the most the system takes below it: macOS refuses more than its `kern.maxfilesperproc` (10240 by default)
+    under a hard limit it calls unlimited, and that most is found by bisection (a refused try changes nothing)."""
     try:
         import resource
     except ImportError:  # not a Unix
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < want:
-        with contextlib.suppress(ValueError, OSError):  # macOS refuses more than its own maximum
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if soft == resource.RLIM_INFINITY:
+        return
+
+    def takes(limit: int) -> bool:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        except (ValueError, OSError):
+            return False
+        return True
+
+    most = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft >= most or takes(most):
+        return
+    taken, refused = soft, most  # the most the system took so far, and the least it refused
+    while refused - taken > 1:
+        middle = (taken + refused) // 2
+        if takes(middle):
+            taken = middle
+        else:
+            refused = middle
 
 
 class TfdsSource:
