@@ -2067,11 +2067,15 @@ def test_a_tfds_split_of_more_shards_than_the_open_file_limit_is_read_whole(tmp_
     )
 
 
+# macOS's RLIM_INFINITY as Python gives it (Linux's is -1): the open-file tests below simulate macOS with it.
+MACOS_UNLIMITED = 2**63 - 1
+
+
 @pytest.mark.parametrize(
     "soft, hard, system_most, want",
     [
-        (256, "unlimited", 10240, 10240),  # macOS's defaults: 256 under "unlimited", at most kern.maxfilesperproc
-        (256, "unlimited", 600000, 600000),  # a macOS whose kern.maxfilesperproc was raised
+        (256, MACOS_UNLIMITED, 10240, 10240),  # macOS's defaults: 256 under "unlimited", at most kern.maxfilesperproc
+        (256, MACOS_UNLIMITED, 600000, 600000),  # a macOS whose kern.maxfilesperproc was raised
         (64, 4096, None, 4096),  # Linux: up to the hard limit, in one call
         (4096, 4096, None, 4096),  # at the hard limit already: nothing asked
     ],
@@ -2080,11 +2084,9 @@ def test_the_open_file_limit_is_raised_as_far_as_the_system_takes(monkeypatch, s
     """TFDS keeps a split's shard files open once read (ImageNet's training split: 1024). macOS gives a process 256
     open files under a hard limit it calls unlimited, and refuses a soft limit past its `kern.maxfilesperproc`
     (Python's ValueError): jaxood asked for 2**20 alone, was refused, and stayed at 256. It now takes the most the
-    system allows, found by bisection. macOS's side is simulated here (its RLIM_INFINITY as Python gives it)."""
+    system allows, found by bisection. macOS's side is simulated here (`MACOS_UNLIMITED`)."""
     import resource
 
-    infinity = 2**63 - 1 if hard == "unlimited" else resource.RLIM_INFINITY
-    hard = infinity if hard == "unlimited" else hard
     limits, asked = {"soft": soft}, []
 
     def setrlimit(which, pair):
@@ -2094,7 +2096,7 @@ def test_the_open_file_limit_is_raised_as_far_as_the_system_takes(monkeypatch, s
             raise ValueError("current limit exceeds maximum limit")
         limits["soft"] = pair[0]
 
-    monkeypatch.setattr(resource, "RLIM_INFINITY", infinity)
+    monkeypatch.setattr(resource, "RLIM_INFINITY", MACOS_UNLIMITED)
     monkeypatch.setattr(resource, "getrlimit", lambda which: (limits["soft"], hard))
     monkeypatch.setattr(resource, "setrlimit", setrlimit)
     sources.raise_open_file_limit()
@@ -2106,24 +2108,22 @@ def test_the_open_file_limit_is_raised_as_far_as_the_system_takes(monkeypatch, s
 @pytest.mark.parametrize(
     "soft, hard, fix",
     [
-        (10240, 2**63 - 1, "Raise it (`ulimit -n 65536` before the command; on macOS at most `sysctl kern.maxf"),
+        (10240, MACOS_UNLIMITED, "Raise it (`ulimit -n 65536` before the command; on macOS at most `sysctl kern.maxf"),
         (1024, 4096, "Raise it (`ulimit -n 4096` before the command); the data is not damaged."),
         (4096, 4096, "Ask the machine's administrator for a higher hard limit (`ulimit -Hn`); the data is not"),
     ],
 )
 def test_the_open_file_limit_error_names_a_limit_the_shell_takes(monkeypatch, soft, hard, fix):
-    """Under macOS's unlimited hard limit (2**63 - 1 as Python gives it there) the error asked for
-    `ulimit -n 9223372036854775807`."""
+    """Under macOS's unlimited hard limit (`MACOS_UNLIMITED`) the error asked for `ulimit -n 9223372036854775807`."""
     import resource
 
     from jaxood.errors import open_files_error
 
-    if hard == 2**63 - 1:  # macOS's RLIM_INFINITY
-        monkeypatch.setattr(resource, "RLIM_INFINITY", hard)
+    monkeypatch.setattr(resource, "RLIM_INFINITY", MACOS_UNLIMITED)
     monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, hard))
     message = str(open_files_error("a.png"))
     assert f"allows it ({soft}, `ulimit -n`)." in message and fix in message
-    assert str(2**63 - 1) not in message
+    assert str(MACOS_UNLIMITED) not in message
 
 
 def test_an_image_not_opened_for_the_open_file_limit_stops_the_run_rather_than_counting_as_undecodable(
