@@ -377,7 +377,10 @@ def test_a_model_folder_without_a_config_or_weights_names_what_it_lacks(tiny_hf,
     from jaxood.errors import InputMissing
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputMissing, match=r"empty has no config.json: it is not a Hugging Face CLIP directory$"):
+    message = r"empty has no config.json: it is neither a Hugging Face CLIP directory \(config.json and its weights\) "
+    with pytest.raises(
+        InputMissing, match=message + r"nor a jaxood CLIP checkpoint \(jaxood_clip.json and params.msgpack\)$"
+    ):
         clip.load(str(tmp_path / "empty"))
     (tmp_path / "config_only").mkdir()
     shutil.copy(os.path.join(tiny_hf[0], "config.json"), tmp_path / "config_only")
@@ -388,6 +391,34 @@ def test_a_model_folder_without_a_config_or_weights_names_what_it_lacks(tiny_hf,
         clip.load(os.path.join(tiny_hf[0], "config.json"))
     with pytest.raises(InputMissing, match=r"^'Toy' is neither .*, or toy \(the tiny CLIP that ships with jaxood\)$"):
         clip.load("Toy")  # the embedded CLIP's name, misspelt: the choices did not name it
+
+
+def test_a_folder_above_a_clip_names_the_clip_folder_below_it(tiny_hf, tmp_path):
+    """A folder one or two levels above a CLIP (the hub's cache of a download, models--<owner>--<name>, copied from a
+    machine with network; a folder of runs, whose exported CLIP is in export/) is refused naming the CLIP folders
+    below it, at most three; folders below that hold no CLIP (a run's config.json, a config without weights) are not
+    named."""
+    from jaxood.errors import InputMissing
+
+    cache = tmp_path / "models--openai--clip-vit-base-patch16"
+    shutil.copytree(tiny_hf[0], cache / "snapshots" / "3d74acf")
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text("3d74acf", encoding="utf-8")
+    (cache / "snapshots" / "0c4b2d1").mkdir()  # a revision whose weights were not fetched
+    shutil.copy(os.path.join(tiny_hf[0], "config.json"), cache / "snapshots" / "0c4b2d1")
+    with pytest.raises(
+        InputMissing, match=rf"; pass the CLIP folder below it: {re.escape(str(cache))}/snapshots/3d74acf$"
+    ):
+        clip.load(str(cache))
+    model, params = clip.load(str(cache / "snapshots" / "3d74acf"))
+
+    runs = tmp_path / "runs"
+    for run in ("a", "b", "c", "d"):
+        convert.save(str(runs / run / "export"), model.cfg, params)
+        (runs / run / "config.json").write_text("{}", encoding="utf-8")  # the run's config, no CLIP's
+    exports = " or ".join(re.escape(str(runs / run / "export")) for run in "abc")
+    with pytest.raises(InputMissing, match=rf"jaxood CLIP checkpoint .*; pass the CLIP folder below it: {exports}$"):
+        clip.load(str(runs))
 
 
 def _saved_clip(tiny_hf, d, jaxood: bool):

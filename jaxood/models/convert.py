@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import pickle
@@ -215,11 +216,33 @@ def hf_weights(directory: str) -> str | None:
     return next((name for name in HF_WEIGHTS if os.path.exists(os.path.join(directory, name))), None)
 
 
+def clips_below(directory: str, most: int = 3) -> list[str]:
+    """Up to `most` folders one or two levels below `directory` that hold a CLIP to load: where a folder given one
+    level too high keeps it (the hub's cache, models--<owner>--<name>, keeps a download in snapshots/<revision>/; a
+    jaxood.train workdir keeps its exported CLIP in export/)."""
+    folders = (glob.glob(os.path.join(glob.escape(directory), *depth, "")) for depth in (["*"], ["*", "*"]))
+    found = [os.path.normpath(f) for level in folders for f in sorted(level) if _holds_clip(f)]
+    return found[:most]
+
+
+def _holds_clip(folder: str) -> bool:
+    """A jaxood CLIP checkpoint, or a Hugging Face directory with its config and weights."""
+    if os.path.isfile(os.path.join(folder, JAXOOD_CONFIG)):
+        return True
+    return os.path.isfile(os.path.join(folder, "config.json")) and hf_weights(folder) is not None
+
+
 def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
     """Config and state dict of a local Hugging Face CLIP directory."""
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
-        raise InputMissing(f"{directory} has no config.json: it is not a Hugging Face CLIP directory")
+        what = (
+            f"{directory} has no config.json: it is neither a Hugging Face CLIP directory (config.json and its "
+            f"weights) nor a jaxood CLIP checkpoint ({JAXOOD_CONFIG} and {JAXOOD_PARAMS})"
+        )
+        if below := clips_below(directory):
+            what += f"; pass the CLIP folder below it: {' or '.join(below)}"
+        raise InputMissing(what)
     cfg = CLIPConfig.from_json(config_path)
     weights = hf_weights(directory)
     if weights is None:
