@@ -684,6 +684,30 @@ def test_a_tfds_dataset_prepared_at_another_version_is_named_with_the_name_that_
     assert TfdsSource("tiny_versions:1.0.0", "train", data_dir=str(tmp_path)).labels().tolist() == [0, 1, 0]
 
 
+@pytest.mark.parametrize("below", [["tiny_shapes"], ["tiny_shapes", "1.0.0"]])
+def test_a_tfds_data_dir_given_as_the_datasets_own_folder_names_the_data_dir_above_it(tiny_tfds, tmp_path, below):
+    """A data_dir one or two levels too deep (the dataset's folder, or its version's) was read as a data dir without
+    the dataset: not found for a dataset TFDS does not know, and for one it knows (imagenet2012) not prepared, with
+    the download to do again (ImageNet's 150 GB)."""
+    shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
+    deep = str(tmp_path.joinpath(*below))
+    message = (
+        f"^TFDS dataset 'tiny_shapes' is not prepared in {re.escape(deep)}, which is the dataset's own folder in the "
+        f"data dir {re.escape(str(tmp_path))}: give {re.escape(str(tmp_path))} as the dataset's data_dir or as "
+        "TFDS_DATA_DIR"
+    )
+    with pytest.raises(DatasetMissing, match=message):
+        TfdsSource("tiny_shapes", "train", data_dir=deep)
+    with pytest.raises(DatasetMissing, match="'tiny_shapes:1.0.0' is not prepared in .*: give "):
+        TfdsSource("tiny_shapes:1.0.0", "train", data_dir=deep)
+    assert sorted(TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).labels().tolist()) == [0, 0, 0, 1, 1, 1]
+    known = tmp_path.joinpath("cifar10", "3.0.2")  # a dataset TFDS knows, as its files lie (their contents unread)
+    known.mkdir(parents=True)
+    (known / "dataset_info.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(DatasetMissing, match=f"'cifar10' is not prepared in .*: give {re.escape(str(tmp_path))} as "):
+        TfdsSource("cifar10", "test", data_dir=str(tmp_path.joinpath("cifar10", *below[1:])))
+
+
 def test_tfds_labels_named_by_imagenet_wordnet_ids_get_clip_names(tiny_tfds, tmp_path):
     """TFDS's imagenet_v2, imagenet_r, imagenet_a and imagenet_sketch label by the 1000 WordNet ids: only
     imagenet2012 got names, so their prompts read 'a photo of a n01440764.' (here the ids replace tiny_shapes')."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import collections
 import functools
+import glob
 import hashlib
 import json
 import logging
@@ -599,6 +600,26 @@ def open_tfds_builder(name: str, data_dir: str, **kwargs):
         raise DatasetMissing(f"TFDS cannot open the dataset {name!r} in {data_dir}: {message}") from None
 
 
+def _data_dir_above(name: str, data_dir: str) -> str | None:
+    """The TFDS data dir that `data_dir` lies in where `data_dir` is dataset `name`'s own folder in it (or that
+    folder's version or config folder), and holds no folder of that name itself: a data_dir given one or two levels
+    too deep, which TFDS would call not prepared (a dataset TFDS knows, such as imagenet2012, then to download again),
+    or not find. None otherwise, and for a bucket (gs://)."""
+    dataset = name.split(":")[0].split("/")[0]
+    folder = os.path.normpath(data_dir)
+    if "://" in data_dir or os.path.isdir(os.path.join(folder, dataset)):
+        return None
+    for _ in range(3):  # <dir>/<dataset>, <dir>/<dataset>/<version>, <dir>/<dataset>/<config>/<version>
+        if os.path.basename(folder) == dataset:
+            above = os.path.dirname(folder)
+            prepared = (
+                os.path.join(glob.escape(folder), *levels, "dataset_info.json") for levels in (["*"], ["*", "*"])
+            )
+            return above if any(glob.glob(pattern) for pattern in prepared) else None
+        folder = os.path.dirname(folder)
+    return None
+
+
 def _is_prepared(builder) -> bool:
     """`builder.is_prepared()`, without TFDS's warning "Variant folder <data_dir>/<name>/<version> has no
     dataset_info.json" for a dataset not prepared there (a folder that need not exist), which came before jaxood's
@@ -686,6 +707,12 @@ class TfdsSource:
         import tensorflow_datasets as tfds
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+        if (above := _data_dir_above(name, data_dir)) is not None:
+            raise DatasetMissing(
+                f"TFDS dataset {name!r} is not prepared in {data_dir}, which is the dataset's own folder in the data "
+                f"dir {above}: give {above} as the dataset's data_dir or as TFDS_DATA_DIR (TFDS reads "
+                "<data_dir>/<dataset>/<version>)"
+            )
         builder = open_tfds_builder(name, data_dir)
         if not _is_prepared(builder):
             hint = _MANUAL.get(
