@@ -5,10 +5,12 @@
 Each run is a workdir that holds a `results.json` (`jaxood.train` and `jaxood.evaluate` write it). The summary has
 
 - ID accuracy (%): a row per run and a column per method (SOT-GLP, zero-shot, ...), then their mean over the
-  runs: SOT-GLP's Table 1 is a run per dataset and their average; the seeds of one setting are runs too.
+  runs and their sample standard deviation ("SD", n - 1): SOT-GLP's Table 1 is a run per dataset and their
+  average; the seeds of one setting are runs too (DOT-OOD reports "mean ± std" over three runs).
 - FPR95 / AUROC (%): a row per run and score row (`--rows`, comma-separated; all by default), a column per OOD
   set (those of every run, in the order first met) and each run's average over its own sets, as its report has
-  it; then, for a score row that several runs have, its mean over them. A set a run did not score is "-".
+  it; then, for a score row that several runs have, its mean and SD over them. A set a run did not score is "-";
+  the SD of one run's value is "n/a".
 - Which run was evaluated at which training step, by which code (`results.md`'s "Computed by"), so runs
   computed by different code are seen to be.
 
@@ -77,14 +79,31 @@ def _cell(value) -> str:
     return "n/a" if value is None else pct(value)
 
 
-def _mean_cell(values: list, n_runs: int) -> str:
-    """The mean of the runs' values that are numbers, saying over how many where that is fewer than `n_runs`; with
+# The rows under each table's runs: the runs' mean, and their sample standard deviation (n - 1; none of one run)
+STATISTICS = (
+    ("Mean", lambda known: float(np.mean(known))),
+    ("SD", lambda known: float(np.std(known, ddof=1)) if len(known) > 1 else None),
+)
+
+
+def _over_runs(statistic, values: list, n_runs: int) -> str:
+    """`statistic` of the runs' values that are numbers, saying over how many where that is fewer than `n_runs`; with
     none, "n/a" where a run had no metric, else "-"."""
     known = [v for v in values if v is not None and v != NOT_SCORED]
     if not known:
         return "n/a" if None in values else NOT_SCORED
     of = f" ({len(known)} of {n_runs} runs)" if len(known) < n_runs else ""
-    return f"{_cell(float(np.mean(known)))}{of}"
+    return f"{_cell(statistic(known))}{of}"
+
+
+def _statistics_rows(label: str, columns: list[list]) -> list[str]:
+    """A row per `STATISTICS` over the runs, `label` its cells before the statistics; `columns` holds each column's
+    value of every run."""
+    n_runs = len(columns[0])
+    return [
+        f"| {name} of {n_runs} runs | {label}" + " | ".join(_over_runs(stat, c, n_runs) for c in columns) + " |"
+        for name, stat in STATISTICS
+    ]
 
 
 def accuracy_table(reports: dict[str, dict]) -> list[str]:
@@ -95,8 +114,7 @@ def accuracy_table(reports: dict[str, dict]) -> list[str]:
     values = {run: [(r.get("id_accuracy") or {}).get(m, NOT_SCORED) for m in methods] for run, r in reports.items()}
     lines += [f"| {run} | " + " | ".join(map(_cell, row)) + " |" for run, row in values.items()]
     if len(reports) > 1:
-        means = [_mean_cell([row[i] for row in values.values()], len(reports)) for i in range(len(methods))]
-        lines.append(f"| Mean of {len(reports)} runs | " + " | ".join(means) + " |")
+        lines += _statistics_rows("", [[row[i] for row in values.values()] for i in range(len(methods))])
     return lines
 
 
@@ -128,8 +146,7 @@ def ood_table(reports: dict[str, dict], rows: list[str] | None) -> list[str]:
             lines.append(f"| {run} | {row} | " + " | ".join(map(_cell, cells)) + " |")
     for row, runs in by_row.items():
         if len(runs) > 1:
-            means = [_mean_cell([cells[i] for cells in runs], len(runs)) for i in range(2 * len(columns))]
-            lines.append(f"| Mean of {len(runs)} runs | {row} | " + " | ".join(means) + " |")
+            lines += _statistics_rows(f"{row} | ", [[cells[i] for cells in runs] for i in range(2 * len(columns))])
     return lines
 
 

@@ -268,8 +268,9 @@ def test_fgvc_aircraft_variants_read_its_archive_under_coop_root(tmp_path):
 def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
     """`python -m jaxood.summarize RUN ...`: the few-shot table (a run per dataset, and their mean: SOT-GLP's
     Table 1) and the OOD table (a row per run and score row, and a row's mean over the runs that have it) from the
-    runs' results.json; a set a run did not score is "-", a metric it had none of "n/a", and a mean over fewer runs
-    says how many. Each report was read apart before, and averaged by hand."""
+    runs' results.json, each with the runs' sample standard deviation under the mean (DOT-OOD reports "± std" over
+    three runs; "n/a" for one run's value); a set a run did not score is "-", a metric it had none of "n/a", and a mean
+    or SD over fewer runs says how many. Each report was read apart before, and averaged by hand."""
     from jaxood import summarize
     from jaxood.errors import InputMissing, report_user_errors
 
@@ -301,14 +302,16 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
     assert text.split("\n\n")[:4] == [
         "ID accuracy (%)",
         f"| Run | SOT-GLP | zero-shot |\n|---|---|---|\n| {pets} | 90.00 | 80.00 |\n| {dtd} | 70.00 | n/a |\n"
-        "| Mean of 2 runs | 80.00 | 80.00 (1 of 2 runs) |",
+        "| Mean of 2 runs | 80.00 | 80.00 (1 of 2 runs) |\n| SD of 2 runs | 14.14 | n/a (1 of 2 runs) |",
         "FPR95 (%) lower is better / AUROC (%) higher is better",
         "| Run | Score | A FPR95 | A AUROC | B FPR95 | B AUROC | Avg FPR95 | Avg AUROC |\n"
         "|---|---|---|---|---|---|---|---|\n"
         f"| {pets} | SOT-GLP / GL-MCM | 20.00 | 90.00 | - | - | 20.00 | 90.00 |\n"
         f"| {dtd} | SOT-GLP / GL-MCM | 40.00 | 70.00 | n/a | n/a | n/a | n/a |\n"
         f"| {dtd} | SOT-GLP / MCM | 50.00 | 60.00 | 10.00 | 95.00 | 30.00 | 77.50 |\n"
-        "| Mean of 2 runs | SOT-GLP / GL-MCM | 30.00 | 80.00 | n/a | n/a | 20.00 (1 of 2 runs) | 90.00 (1 of 2 runs) |",
+        "| Mean of 2 runs | SOT-GLP / GL-MCM | 30.00 | 80.00 | n/a | n/a | 20.00 (1 of 2 runs) | 90.00 (1 of 2 runs) |"
+        "\n"
+        "| SD of 2 runs | SOT-GLP / GL-MCM | 14.14 | 14.14 | n/a | n/a | n/a (1 of 2 runs) | n/a (1 of 2 runs) |",
     ]
     assert f"- {pets}: training step 30, toy; computed by jaxood at git commit {'a' * 40}" in text
     assert "different code" not in text
