@@ -96,12 +96,12 @@ def _over_runs(statistic, values: list, n_runs: int) -> str:
     return f"{_cell(statistic(known))}{of}"
 
 
-def _statistics_rows(label: str, columns: list[list]) -> list[str]:
-    """A row per `STATISTICS` over the runs, `label` its cells before the statistics; `columns` holds each column's
-    value of every run."""
+def _statistics_rows(before: list[str], columns: list[list]) -> list[str]:
+    """A row per `STATISTICS` over the runs, with the cells `before` ahead of the statistics; `columns` holds each
+    column's value of every run."""
     n_runs = len(columns[0])
     return [
-        f"| {name} of {n_runs} runs | {label}" + " | ".join(_over_runs(stat, c, n_runs) for c in columns) + " |"
+        "| " + " | ".join([f"{name} of {n_runs} runs", *before, *(_over_runs(stat, c, n_runs) for c in columns)]) + " |"
         for name, stat in STATISTICS
     ]
 
@@ -114,7 +114,7 @@ def accuracy_table(reports: dict[str, dict]) -> list[str]:
     values = {run: [(r.get("id_accuracy") or {}).get(m, NOT_SCORED) for m in methods] for run, r in reports.items()}
     lines += [f"| {run} | " + " | ".join(map(_cell, row)) + " |" for run, row in values.items()]
     if len(reports) > 1:
-        lines += _statistics_rows("", [[row[i] for row in values.values()] for i in range(len(methods))])
+        lines += _statistics_rows([], [[row[i] for row in values.values()] for i in range(len(methods))])
     return lines
 
 
@@ -146,7 +146,7 @@ def ood_table(reports: dict[str, dict], rows: list[str] | None) -> list[str]:
             lines.append(f"| {run} | {row} | " + " | ".join(map(_cell, cells)) + " |")
     for row, runs in by_row.items():
         if len(runs) > 1:
-            lines += _statistics_rows(f"{row} | ", [[cells[i] for cells in runs] for i in range(2 * len(columns))])
+            lines += _statistics_rows([row], [[cells[i] for cells in runs] for i in range(2 * len(columns))])
     return lines
 
 

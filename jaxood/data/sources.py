@@ -709,8 +709,8 @@ class TfdsSource:
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
         if (above := _data_dir_above(name, data_dir)) is not None:
             raise DatasetMissing(
-                f"TFDS dataset {name!r} is not prepared in {data_dir}, which is the dataset's own folder in the data "
-                f"dir {above}: give {above} as the dataset's data_dir or as TFDS_DATA_DIR (TFDS reads "
+                f"TFDS dataset {name!r} is not prepared in {data_dir}: that is the dataset's own folder (or one in "
+                f"it) in the data dir {above}; give {above} as the dataset's data_dir or as TFDS_DATA_DIR (TFDS reads "
                 "<data_dir>/<dataset>/<version>)"
             )
         builder = open_tfds_builder(name, data_dir)
