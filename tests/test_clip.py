@@ -401,7 +401,7 @@ def test_a_folder_above_a_clip_names_the_clip_folder_below_it(tiny_hf, tmp_path)
     from jaxood.errors import InputMissing
 
     cache = tmp_path / "models--openai--clip-vit-base-patch16"
-    shutil.copytree(tiny_hf[0], cache / "snapshots" / "3d74acf")
+    _saved_clip(tiny_hf, cache / "snapshots" / "3d74acf", jaxood=False)
     (cache / "refs").mkdir()
     (cache / "refs" / "main").write_text("3d74acf", encoding="utf-8")
     (cache / "snapshots" / "0c4b2d1").mkdir()  # a revision whose weights were not fetched
@@ -410,11 +410,11 @@ def test_a_folder_above_a_clip_names_the_clip_folder_below_it(tiny_hf, tmp_path)
         InputMissing, match=rf"; pass the CLIP folder below it: {re.escape(str(cache))}/snapshots/3d74acf$"
     ):
         clip.load(str(cache))
-    model, params = clip.load(str(cache / "snapshots" / "3d74acf"))
+    clip.load(str(cache / "snapshots" / "3d74acf"))  # the folder named loads
 
     runs = tmp_path / "runs"
     for run in ("a", "b", "c", "d"):
-        convert.save(str(runs / run / "export"), model.cfg, params)
+        _saved_clip(tiny_hf, runs / run / "export", jaxood=True)
         (runs / run / "config.json").write_text("{}", encoding="utf-8")  # the run's config, no CLIP's
     exports = " or ".join(re.escape(str(runs / run / "export")) for run in "abc")
     with pytest.raises(InputMissing, match=rf"jaxood CLIP checkpoint .*; pass the CLIP folder below it: {exports}$"):

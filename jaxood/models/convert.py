@@ -216,7 +216,7 @@ def hf_weights(directory: str) -> str | None:
     return next((name for name in HF_WEIGHTS if os.path.exists(os.path.join(directory, name))), None)
 
 
-def clips_below(directory: str, most: int = 3) -> list[str]:
+def _clips_below(directory: str, most: int = 3) -> list[str]:
     """Up to `most` folders one or two levels below `directory` that hold a CLIP to load: where a folder given one
     level too high keeps it (the hub's cache, models--<owner>--<name>, keeps a download in snapshots/<revision>/; a
     jaxood.train workdir keeps its exported CLIP in export/)."""
@@ -240,7 +240,7 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
             f"{directory} has no config.json: it is neither a Hugging Face CLIP directory (config.json and its "
             f"weights) nor a jaxood CLIP checkpoint ({JAXOOD_CONFIG} and {JAXOOD_PARAMS})"
         )
-        if below := clips_below(directory):
+        if below := _clips_below(directory):
             what += f"; pass the CLIP folder below it: {' or '.join(below)}"
         raise InputMissing(what)
     cfg = CLIPConfig.from_json(config_path)
