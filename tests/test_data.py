@@ -1993,6 +1993,48 @@ def test_a_missing_benchmark_set_says_where_to_download_it_and_where_to_unpack_i
         make_source({**own, "download": 3}, "x")
 
 
+def test_a_benchmark_root_given_a_level_off_names_where_its_sets_are(tmp_path):
+    """ood_root given one level too deep (`/data/mos/iNaturalist` for `/data/mos`) or too high (`/data`) named each
+    set missing with its download, the doubled or missing folder visible only in the paths. Each now names where its
+    set is, and the folder that was meant."""
+    from conftest import load_config
+
+    from jaxood.data.datasets import make_source, make_sources
+
+    mos = tmp_path / "mos"
+    for folder in ("iNaturalist", "SUN", "Places", "dtd/images"):
+        (mos / folder / "a_class").mkdir(parents=True)
+    config = load_config("zeroshot", "imagenet")
+    for given, meant in ((mos / "iNaturalist", mos), (mos / "iNaturalist" / "a_class", mos), (tmp_path, mos)):
+        config.ood_root = str(given)
+        with pytest.raises(DatasetMissing) as err:
+            make_sources({f"ood_datasets.{name}": spec for name, spec in config.ood_datasets.items()})
+        for name, folder in (("SUN", "SUN"), ("Textures", "dtd/images")):
+            assert (
+                f"config.ood_datasets.{name}: image folder not found at {given}/{folder} (but {mos}/{folder} is: was "
+                f"{given} given for {meant}?): expected one sub-folder per class"
+            ) in str(err.value)
+    config = load_config("zeroshot", "imagenet,openood_v15")
+    lists = tmp_path / "openood" / "benchmark_imglist" / "imagenet"
+    lists.mkdir(parents=True)
+    (lists / "test_ssb_hard.txt").write_text("a.png\n", encoding="utf-8")
+    (tmp_path / "openood" / "images_largescale").mkdir()
+    config.ood_root = str(tmp_path / "openood" / "images_largescale")
+    with pytest.raises(DatasetMissing) as err:
+        make_source(config.ood_datasets["SSB-hard"], "ood_datasets.SSB-hard")
+    assert str(err.value).startswith(
+        f"config.ood_datasets.SSB-hard: image list {config.ood_root}/benchmark_imglist/imagenet/test_ssb_hard.txt "
+        f"not found (but {lists}/test_ssb_hard.txt is: was {config.ood_root} given for {tmp_path / 'openood'}?) "
+        "(OpenOOD v1.5 ships"
+    )
+    # A folder of the list's name is no list; where nothing lies a level off, nothing more is said.
+    with pytest.raises(DatasetMissing, match=r"test_ninco\.txt not found \(OpenOOD v1\.5 ships"):
+        (lists / "test_ninco.txt" / "x").mkdir(parents=True)
+        make_source(config.ood_datasets["NINCO"], "ood_datasets.NINCO")
+    with pytest.raises(DatasetMissing, match="iNaturalist: expected one sub-folder"):
+        make_source({"kind": "folder", "root": str(tmp_path / "elsewhere" / "iNaturalist")})
+
+
 def test_the_loaders_batches_must_fit_in_the_hosts_memory(monkeypatch):
     """Each host holds 4 batches of its own share of the global batch, float32 (a batch beyond its memory failed with
     NumPy's "Unable to allocate" traceback, or the system killed the process)."""

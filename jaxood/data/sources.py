@@ -242,7 +242,8 @@ class FolderSource(_FileListSource):
             )
         if not os.path.isdir(root):
             raise DatasetMissing(
-                f"{what} not found at {root}: expected one sub-folder per class with the images inside "
+                f"{what} not found at {root}{_elsewhere(root, os.path.isdir)}: expected one sub-folder per class with "
+                "the images inside "
                 "(see README, 'Datasets', for where each OOD set comes from)"
             )
         self.identity = ("folder", os.path.realpath(root))
@@ -496,11 +497,34 @@ def _open_text(path: str, what: str, where_from: str, errors: str = "strict"):
     system will not open is refused naming it as `what` ("image list"), where missing with `where_from`, where it
     comes from."""
     if not os.path.isfile(path):
-        raise DatasetMissing(f"{what} {path} not found ({where_from})")
+        raise DatasetMissing(f"{what} {path} not found{_elsewhere(path, os.path.isfile)} ({where_from})")
     try:
         return open(path, encoding=_text_encoding(path), errors=errors)
     except OSError as err:
         raise _unreadable(what, path, err) from None
+
+
+def _elsewhere(path: str, found: Callable[[str], bool]) -> str:
+    """Where `path`, missing, lies a folder or two up or one down from the folder given (` (but <path> is: was
+    <folder> given for <folder>?)`), else nothing: a benchmark's root given a level off (`/data/mos/iNaturalist` or
+    `/data` for `/data/mos`) had each set named missing, with its download. The folder given is taken to be the
+    deepest one of `path` that exists; none is guessed at the file system's root, nor in a bucket (gs://)."""
+    if "://" in path:
+        return ""
+    path = os.path.abspath(path)
+    given = os.path.dirname(path)
+    while not os.path.isdir(given):
+        given = os.path.dirname(given)
+    if os.path.dirname(given) == given:
+        return ""
+    tail = os.path.relpath(path, given)
+    up = [os.path.dirname(given), os.path.dirname(os.path.dirname(given))]
+    below = glob.glob(os.path.join(glob.escape(given), "*", glob.escape(tail)))
+    candidates = [os.path.join(folder, tail) for folder in up if os.path.dirname(folder) != folder] + sorted(below)
+    for there in candidates:
+        if found(there):
+            return f" (but {there} is: was {given} given for {there[: len(there) - len(tail) - 1]}?)"
+    return ""
 
 
 def _read_text(path: str, what: str, where_from: str) -> str:
