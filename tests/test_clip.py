@@ -421,6 +421,34 @@ def test_a_folder_above_a_clip_names_the_clip_folder_below_it(tiny_hf, tmp_path)
         clip.load(str(runs))
 
 
+def test_a_folder_of_an_openclip_checkpoint_says_what_jaxood_reads_instead(tiny_hf, tmp_path):
+    """A LAION model that open_clip fetched keeps only OpenCLIP's files in the hub's cache: its folder was refused as
+    neither kind of CLIP folder, OpenCLIP unnamed. It is now named, with the hub id that fetches the Hugging Face
+    files of the same model (from the cache's folder name), or the folder above it."""
+    from jaxood.errors import InputMissing
+
+    cache = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    snapshot = cache / "snapshots" / "08f73555"
+    snapshot.mkdir(parents=True)
+    for name in ("open_clip_config.json", "open_clip_model.safetensors"):
+        (snapshot / name).write_text("{}", encoding="utf-8")
+    said = (
+        f"; {snapshot} holds an OpenCLIP checkpoint (open_clip_config.json), which jaxood does not read: pass the same "
+        "model's Hugging Face files (config.json and its weights), which LAION's hub repos keep beside OpenCLIP's and "
+        "jaxood fetches given laion/CLIP-ViT-B-32-laion2B-s34B-b79K where there is network"
+    )
+    for given in (snapshot, cache):
+        with pytest.raises(InputMissing, match=rf"^{re.escape(str(given))} has no config.json: .*{re.escape(said)}$"):
+            clip.load(str(given))
+    mine = tmp_path / "my_openclip"
+    shutil.copytree(snapshot, mine)
+    with pytest.raises(InputMissing, match=r"which jaxood does not read: .* fetches given its hub id \(owner/name\) "):
+        clip.load(str(mine))
+    _saved_clip(tiny_hf, cache / "snapshots" / "1a2b3c4d", jaxood=False)  # a CLIP below is named, not OpenCLIP
+    with pytest.raises(InputMissing, match=r"; pass the CLIP folder below it: .*/1a2b3c4d$"):
+        clip.load(str(cache))
+
+
 def _saved_clip(tiny_hf, d, jaxood: bool):
     """The tiny CLIP in the new folder `d`: as a jaxood checkpoint, or a copy of its Hugging Face directory."""
     if jaxood:

@@ -30,6 +30,7 @@ from jaxood.models.clip import CLIP, CLIPConfig, param_shapes, read_json_mapping
 
 JAXOOD_CONFIG = "jaxood_clip.json"
 JAXOOD_PARAMS = "params.msgpack"
+OPENCLIP_CONFIG = "open_clip_config.json"  # an OpenCLIP checkpoint's, as open_clip fetches one from the hub
 _SKIPPED = re.compile(r".*\.position_ids$")
 
 
@@ -216,12 +217,12 @@ def hf_weights(directory: str) -> str | None:
     return next((name for name in HF_WEIGHTS if os.path.exists(os.path.join(directory, name))), None)
 
 
-def _clips_below(directory: str, most: int = 3) -> list[str]:
-    """Up to `most` folders one or two levels below `directory` that hold a CLIP to load: where a folder given one
-    level too high keeps it (the hub's cache, models--<owner>--<name>, keeps a download in snapshots/<revision>/; a
+def _folders_below(directory: str, holds: Callable[[str], bool], most: int = 3) -> list[str]:
+    """Up to `most` folders one or two levels below `directory` that `holds` a CLIP: where a folder given one level
+    too high keeps it (the hub's cache, models--<owner>--<name>, keeps a download in snapshots/<revision>/; a
     jaxood.train workdir keeps its exported CLIP in export/)."""
     folders = (glob.glob(os.path.join(glob.escape(directory), *depth, "")) for depth in (["*"], ["*", "*"]))
-    found = [os.path.normpath(f) for level in folders for f in sorted(level) if _holds_clip(f)]
+    found = [os.path.normpath(f) for level in folders for f in sorted(level) if holds(f)]
     return found[:most]
 
 
@@ -232,6 +233,26 @@ def _holds_clip(folder: str) -> bool:
     return os.path.isfile(os.path.join(folder, "config.json")) and hf_weights(folder) is not None
 
 
+def _holds_openclip(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, OPENCLIP_CONFIG))
+
+
+def _openclip_said(directory: str) -> str:
+    """What to do with the OpenCLIP checkpoint in `directory` or below it, if any (open_clip's own download of a
+    LAION model keeps only OpenCLIP's files in the hub's cache): jaxood reads the same model's Hugging Face files,
+    which LAION's hub repos keep beside OpenCLIP's, fetched by its hub id (in the cache's folder name)."""
+    found = [directory] if _holds_openclip(directory) else _folders_below(directory, _holds_openclip, most=1)
+    if not found:
+        return ""
+    cached = re.search(r"(?:^|/)models--([^/]+?)--([^/]+)(?:/|$)", os.path.abspath(found[0]).replace(os.sep, "/"))
+    repo = f"{cached[1]}/{cached[2]}" if cached else "its hub id (owner/name)"
+    return (
+        f"; {found[0]} holds an OpenCLIP checkpoint ({OPENCLIP_CONFIG}), which jaxood does not read: pass the same "
+        f"model's Hugging Face files (config.json and its weights), which LAION's hub repos keep beside OpenCLIP's "
+        f"and jaxood fetches given {repo} where there is network"
+    )
+
+
 def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
     """Config and state dict of a local Hugging Face CLIP directory."""
     config_path = os.path.join(directory, "config.json")
@@ -240,8 +261,10 @@ def read_hf_dir(directory: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
             f"{directory} has no config.json: it is neither a Hugging Face CLIP directory (config.json and its "
             f"weights) nor a jaxood CLIP checkpoint ({JAXOOD_CONFIG} and {JAXOOD_PARAMS})"
         )
-        if below := _clips_below(directory):
+        if below := _folders_below(directory, _holds_clip):
             what += f"; pass the CLIP folder below it: {' or '.join(below)}"
+        else:
+            what += _openclip_said(directory)
         raise InputMissing(what)
     cfg = CLIPConfig.from_json(config_path)
     weights = hf_weights(directory)
