@@ -708,6 +708,29 @@ def test_a_tfds_data_dir_given_as_the_datasets_own_folder_names_the_data_dir_abo
         TfdsSource("cifar10", "test", data_dir=str(tmp_path.joinpath("cifar10", *below[1:])))
 
 
+def test_a_tfds_data_dir_given_a_level_too_high_names_the_data_dir_in_it(tiny_tfds, tmp_path):
+    """A data_dir one level too high (`/data` for `/data/tensorflow_datasets`) was read as a data dir without the
+    dataset: not found for a dataset TFDS does not know, and for one it knows (imagenet2012) not prepared, with the
+    download to do into it (ImageNet's 150 GB)."""
+    shutil.copytree(tiny_tfds, tmp_path / "tensorflow_datasets")
+    (tmp_path / "other").mkdir()  # a folder beside it without the dataset
+    inside = re.escape(str(tmp_path / "tensorflow_datasets"))
+    message = (
+        f"^TFDS dataset 'tiny_shapes' is not prepared in {re.escape(str(tmp_path))}, but in the data dir {inside} in "
+        f"it; give {inside} "
+        r"as the dataset's data_dir or as TFDS_DATA_DIR \(TFDS reads <data_dir>/<dataset>/<version>\)$"
+    )
+    with pytest.raises(DatasetMissing, match=message):
+        TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))
+    known = tmp_path / "tensorflow_datasets" / "cifar10" / "plain_text" / "3.0.2"  # a config's layout, contents unread
+    known.mkdir(parents=True)
+    (known / "dataset_info.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(
+        DatasetMissing, match=r"'cifar10' is not prepared in .*, but in the data dir .*tensorflow_datasets in it"
+    ):
+        TfdsSource("cifar10", "test", data_dir=str(tmp_path))
+
+
 def test_tfds_labels_named_by_imagenet_wordnet_ids_get_clip_names(tiny_tfds, tmp_path):
     """TFDS's imagenet_v2, imagenet_r, imagenet_a and imagenet_sketch label by the 1000 WordNet ids: only
     imagenet2012 got names, so their prompts read 'a photo of a n01440764.' (here the ids replace tiny_shapes')."""

@@ -644,6 +644,21 @@ def _data_dir_above(name: str, data_dir: str) -> str | None:
     return None
 
 
+def _data_dir_below(name: str, data_dir: str) -> str | None:
+    """The folder in `data_dir` that is a TFDS data dir where dataset `name` is prepared
+    (`<folder>/<dataset>/<version>/dataset_info.json`, or with a config's folder), where `data_dir` holds no folder
+    of that name itself: a data_dir given one level too high (`/data` for `/data/tensorflow_datasets`), which TFDS
+    would call not prepared, or not find. None otherwise, and for a bucket (gs://)."""
+    dataset = name.split(":")[0].split("/")[0]
+    if "://" in data_dir or os.path.isdir(os.path.join(data_dir, dataset)):
+        return None
+    for levels in (["*"], ["*", "*"]):
+        pattern = os.path.join(glob.escape(data_dir), "*", glob.escape(dataset), *levels, "dataset_info.json")
+        if found := sorted(glob.glob(pattern)):
+            return os.path.join(data_dir, os.path.relpath(found[0], data_dir).split(os.sep)[0])
+    return None
+
+
 def _is_prepared(builder) -> bool:
     """`builder.is_prepared()`, without TFDS's warning "Variant folder <data_dir>/<name>/<version> has no
     dataset_info.json" for a dataset not prepared there (a folder that need not exist), which came before jaxood's
@@ -736,6 +751,11 @@ class TfdsSource:
                 f"TFDS dataset {name!r} is not prepared in {data_dir}: that is the dataset's own folder (or one in "
                 f"it) in the data dir {above}; give {above} as the dataset's data_dir or as TFDS_DATA_DIR (TFDS reads "
                 "<data_dir>/<dataset>/<version>)"
+            )
+        if (below := _data_dir_below(name, data_dir)) is not None:
+            raise DatasetMissing(
+                f"TFDS dataset {name!r} is not prepared in {data_dir}, but in the data dir {below} in it; give "
+                f"{below} as the dataset's data_dir or as TFDS_DATA_DIR (TFDS reads <data_dir>/<dataset>/<version>)"
             )
         builder = open_tfds_builder(name, data_dir)
         if not _is_prepared(builder):
