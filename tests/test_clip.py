@@ -372,8 +372,8 @@ def test_legacy_torch_checkpoint_is_named_as_such(tiny_hf, tmp_path):
 
 
 def test_a_model_folder_without_a_config_or_weights_names_what_it_lacks(tiny_hf, tmp_path):
-    """A folder that is not a CLIP's, one whose weights were not downloaded, and a path to a file (the config) are
-    each named with what a CLIP folder holds."""
+    """A folder that is not a CLIP's, one whose weights were not downloaded, and a path to a file (the config, the
+    weights, OpenAI's own checkpoint) are each named with what a CLIP folder holds, or the folder or hub id to pass."""
     from jaxood.errors import InputMissing
 
     (tmp_path / "empty").mkdir()
@@ -387,8 +387,20 @@ def test_a_model_folder_without_a_config_or_weights_names_what_it_lacks(tiny_hf,
     message = r"config_only has config.json but no weights: expected model.safetensors or pytorch_model.bin, or "
     with pytest.raises(InputMissing, match=message):
         clip.load(str(tmp_path / "config_only"))
-    with pytest.raises(InputMissing, match=r"config.json' is neither a directory nor a Hugging Face hub id"):
-        clip.load(os.path.join(tiny_hf[0], "config.json"))
+    for name in ("config.json", "model.safetensors"):  # a file of a CLIP's folder names the folder
+        given = re.escape(os.path.join(tiny_hf[0], name))
+        with pytest.raises(InputMissing, match=rf"^'{given}' is a file, not a CLIP's folder: pass the folder holding"):
+            clip.load(os.path.join(tiny_hf[0], name))
+    openai = tmp_path / "cache" / "clip" / "ViT-B-16.pt"  # OpenAI's own checkpoint, as its clip package keeps one
+    openai.parent.mkdir(parents=True)
+    openai.write_bytes(b"PK")
+    with pytest.raises(
+        InputMissing, match=r"checkpoints are not read; pass openai/clip-vit-base-patch16, the same CLIP"
+    ):
+        clip.load(str(openai))
+    (tmp_path / "notes.txt").write_text("", encoding="utf-8")
+    with pytest.raises(InputMissing, match=r"notes.txt' is a file, not a CLIP's folder: pass a local Hugging Face"):
+        clip.load(str(tmp_path / "notes.txt"))
     with pytest.raises(InputMissing, match=r"^'Toy' is neither .*, or toy \(the tiny CLIP that ships with jaxood\)$"):
         clip.load("Toy")  # the embedded CLIP's name, misspelt: the choices did not name it
 

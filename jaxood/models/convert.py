@@ -415,11 +415,38 @@ def load_params(name_or_dir: str | os.PathLike) -> tuple[CLIPConfig, dict]:
         _refuse_training_state(name)
         cfg, state = read_hf_dir(name)
         return cfg, convert_state_dict(state, cfg)
+    choices = (
+        "pass a local Hugging Face CLIP directory (config.json + model.safetensors), a jaxood checkpoint directory, "
+        "or toy (the tiny CLIP that ships with jaxood)"
+    )
+    if os.path.isfile(name):
+        raise InputMissing(f"{name!r} is a file, not a CLIP's folder: {_file_fix(name) or choices}")
     if not is_hub_id(name):
-        raise InputMissing(
-            f"{name!r} is neither a directory nor a Hugging Face hub id (owner/name): pass a local "
-            "Hugging Face CLIP directory (config.json + model.safetensors), a jaxood checkpoint directory, or toy "
-            "(the tiny CLIP that ships with jaxood)"
-        )
+        raise InputMissing(f"{name!r} is neither a directory nor a Hugging Face hub id (owner/name): {choices}")
     cfg, state = read_hf_dir(download(name))
     return cfg, convert_state_dict(state, cfg)
+
+
+# OpenAI's clip package's checkpoints of its ViTs (~/.cache/clip/<name>.pt, TorchScript archives, which jaxood does
+# not read), and the hub's copies of the same CLIPs in Hugging Face's format. Its ResNets have none.
+OPENAI_ON_HUB = {
+    "ViT-B-32.pt": "openai/clip-vit-base-patch32",
+    "ViT-B-16.pt": "openai/clip-vit-base-patch16",
+    "ViT-L-14.pt": "openai/clip-vit-large-patch14",
+    "ViT-L-14-336px.pt": "openai/clip-vit-large-patch14-336",
+}
+
+
+def _file_fix(path: str) -> str:
+    """What to pass for the file `path`, given where a CLIP's folder goes (a weights file, a config, OpenAI's own
+    checkpoint of a CLIP), where it is known: the folder holding it, where that holds a CLIP; the hub's copy of an
+    OpenAI checkpoint. Empty otherwise."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if _holds_clip(folder):
+        return f"pass the folder holding it, {folder}"
+    if hub := OPENAI_ON_HUB.get(os.path.basename(path)):
+        return (
+            f"OpenAI's clip package's checkpoints are not read; pass {hub}, the same CLIP in Hugging Face's format "
+            f"(its hub id, or the folder `hf download {hub} config.json pytorch_model.bin --local-dir DIR` makes)"
+        )
+    return ""
