@@ -692,19 +692,18 @@ def test_a_tfds_data_dir_given_as_the_datasets_own_folder_names_the_data_dir_abo
     shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
     deep = str(tmp_path.joinpath(*below))
     message = (
-        f"^TFDS dataset 'tiny_shapes' is not prepared in {re.escape(deep)}: that is the dataset's own folder \\(or one "
-        f"in it\\) in the data dir {re.escape(str(tmp_path))}; give {re.escape(str(tmp_path))} as the dataset's "
-        "data_dir or as TFDS_DATA_DIR"
+        f"^TFDS dataset 'tiny_shapes' is not prepared in {re.escape(deep)}, but in {re.escape(str(tmp_path))}: give "
+        f"{re.escape(str(tmp_path))} as the dataset's data_dir or as TFDS_DATA_DIR"
     )
     with pytest.raises(DatasetMissing, match=message):
         TfdsSource("tiny_shapes", "train", data_dir=deep)
-    with pytest.raises(DatasetMissing, match="'tiny_shapes:1.0.0' is not prepared in .*; give "):
+    with pytest.raises(DatasetMissing, match="'tiny_shapes:1.0.0' is not prepared in .*, but in .*: give "):
         TfdsSource("tiny_shapes:1.0.0", "train", data_dir=deep)
     assert sorted(TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path)).labels().tolist()) == [0, 0, 0, 1, 1, 1]
     known = tmp_path.joinpath("cifar10", "3.0.2")  # a dataset TFDS knows, as its files lie (their contents unread)
     known.mkdir(parents=True)
     (known / "dataset_info.json").write_text("{}", encoding="utf-8")
-    with pytest.raises(DatasetMissing, match=f"'cifar10' is not prepared in .*; give {re.escape(str(tmp_path))} as "):
+    with pytest.raises(DatasetMissing, match=f"'cifar10' is not prepared in .*: give {re.escape(str(tmp_path))} as "):
         TfdsSource("cifar10", "test", data_dir=str(tmp_path.joinpath("cifar10", *below[1:])))
 
 
@@ -716,18 +715,15 @@ def test_a_tfds_data_dir_given_a_level_too_high_names_the_data_dir_in_it(tiny_tf
     (tmp_path / "other").mkdir()  # a folder beside it without the dataset
     inside = re.escape(str(tmp_path / "tensorflow_datasets"))
     message = (
-        f"^TFDS dataset 'tiny_shapes' is not prepared in {re.escape(str(tmp_path))}, but in the data dir {inside} in "
-        f"it; give {inside} "
-        r"as the dataset's data_dir or as TFDS_DATA_DIR \(TFDS reads <data_dir>/<dataset>/<version>\)$"
+        f"^TFDS dataset 'tiny_shapes' is not prepared in {re.escape(str(tmp_path))}, but in {inside}: give {inside} as "
+        r"the dataset's data_dir or as TFDS_DATA_DIR \(TFDS reads <data_dir>/<dataset>/<version>\)$"
     )
     with pytest.raises(DatasetMissing, match=message):
         TfdsSource("tiny_shapes", "train", data_dir=str(tmp_path))
     known = tmp_path / "tensorflow_datasets" / "cifar10" / "plain_text" / "3.0.2"  # a config's layout, contents unread
     known.mkdir(parents=True)
     (known / "dataset_info.json").write_text("{}", encoding="utf-8")
-    with pytest.raises(
-        DatasetMissing, match=r"'cifar10' is not prepared in .*, but in the data dir .*tensorflow_datasets in it"
-    ):
+    with pytest.raises(DatasetMissing, match=r"'cifar10' is not prepared in .*, but in .*tensorflow_datasets: give "):
         TfdsSource("cifar10", "test", data_dir=str(tmp_path))
 
 

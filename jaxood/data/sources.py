@@ -242,9 +242,8 @@ class FolderSource(_FileListSource):
             )
         if not os.path.isdir(root):
             raise DatasetMissing(
-                f"{what} not found at {root}{_elsewhere(root, os.path.isdir)}: expected one sub-folder per class with "
-                "the images inside "
-                "(see README, 'Datasets', for where each OOD set comes from)"
+                f"{what} not found at {root}{_said_elsewhere(root, os.path.isdir)}: expected one sub-folder per class "
+                "with the images inside (see README, 'Datasets', for where each OOD set comes from)"
             )
         self.identity = ("folder", os.path.realpath(root))
         self.nested: dict[str, list[str]] = {}  # class folder -> its sub-folders, where they hold all its images
@@ -497,34 +496,43 @@ def _open_text(path: str, what: str, where_from: str, errors: str = "strict"):
     system will not open is refused naming it as `what` ("image list"), where missing with `where_from`, where it
     comes from."""
     if not os.path.isfile(path):
-        raise DatasetMissing(f"{what} {path} not found{_elsewhere(path, os.path.isfile)} ({where_from})")
+        raise DatasetMissing(f"{what} {path} not found{_said_elsewhere(path, os.path.isfile)} ({where_from})")
     try:
         return open(path, encoding=_text_encoding(path), errors=errors)
     except OSError as err:
         raise _unreadable(what, path, err) from None
 
 
-def _elsewhere(path: str, found: Callable[[str], bool]) -> str:
-    """Where `path`, missing, lies a folder or two up or one down from the folder given (` (but <path> is: was
-    <folder> given for <folder>?)`), else nothing: a benchmark's root given a level off (`/data/mos/iNaturalist` or
-    `/data` for `/data/mos`) had each set named missing, with its download. The folder given is taken to be the
-    deepest one of `path` that exists; none is guessed at the file system's root, nor in a bucket (gs://)."""
+def _elsewhere(path: str, found: Callable[[str], bool]) -> tuple[str, str, str] | None:
+    """Where `path`, missing, is `found` a folder or up to three up or one down from the folder given: (that path,
+    the folder given, the folder meant), else None. A root given a level off (`/data/mos/iNaturalist` or `/data` for
+    `/data/mos`; a TFDS dataset's own folder for its data dir) had each set named missing, with its download. The
+    folder given is taken to be the deepest one of `path` that exists; none is guessed at the file system's root,
+    nor in a bucket (gs://)."""
     if "://" in path:
-        return ""
+        return None
     path = os.path.abspath(path)
     given = os.path.dirname(path)
     while not os.path.isdir(given):
         given = os.path.dirname(given)
     if os.path.dirname(given) == given:
-        return ""
+        return None
     tail = os.path.relpath(path, given)
-    up = [os.path.dirname(given), os.path.dirname(os.path.dirname(given))]
+    up = [given]
+    for _ in range(3):
+        up.append(os.path.dirname(up[-1]))
     below = glob.glob(os.path.join(glob.escape(given), "*", glob.escape(tail)))
-    candidates = [os.path.join(folder, tail) for folder in up if os.path.dirname(folder) != folder] + sorted(below)
-    for there in candidates:
-        if found(there):
-            return f" (but {there} is: was {given} given for {there[: len(there) - len(tail) - 1]}?)"
-    return ""
+    candidates = [os.path.join(folder, tail) for folder in up[1:] if os.path.dirname(folder) != folder] + sorted(below)
+    there = next((there for there in candidates if found(there)), None)
+    return (there, given, there[: len(there) - len(tail) - 1]) if there else None
+
+
+def _said_elsewhere(path: str, found: Callable[[str], bool]) -> str:
+    """` (but <path> is: was <folder> given for <folder>?)` where `_elsewhere` finds `path`, else nothing."""
+    if (elsewhere := _elsewhere(path, found)) is None:
+        return ""
+    there, given, meant = elsewhere
+    return f" (but {there} is: was {given} given for {meant}?)"
 
 
 def _read_text(path: str, what: str, where_from: str) -> str:
@@ -624,39 +632,11 @@ def open_tfds_builder(name: str, data_dir: str, **kwargs):
         raise DatasetMissing(f"TFDS cannot open the dataset {name!r} in {data_dir}: {message}") from None
 
 
-def _data_dir_above(name: str, data_dir: str) -> str | None:
-    """The TFDS data dir that `data_dir` lies in where `data_dir` is dataset `name`'s own folder in it (or that
-    folder's version or config folder), and holds no folder of that name itself: a data_dir given one or two levels
-    too deep, which TFDS would call not prepared (a dataset TFDS knows, such as imagenet2012, then to download again),
-    or not find. None otherwise, and for a bucket (gs://)."""
-    dataset = name.split(":")[0].split("/")[0]
-    folder = os.path.normpath(data_dir)
-    if "://" in data_dir or os.path.isdir(os.path.join(folder, dataset)):
-        return None
-    for _ in range(3):  # <dir>/<dataset>, <dir>/<dataset>/<version>, <dir>/<dataset>/<config>/<version>
-        if os.path.basename(folder) == dataset:
-            above = os.path.dirname(folder)
-            prepared = (
-                os.path.join(glob.escape(folder), *levels, "dataset_info.json") for levels in (["*"], ["*", "*"])
-            )
-            return above if any(glob.glob(pattern) for pattern in prepared) else None
-        folder = os.path.dirname(folder)
-    return None
-
-
-def _data_dir_below(name: str, data_dir: str) -> str | None:
-    """The folder in `data_dir` that is a TFDS data dir where dataset `name` is prepared
-    (`<folder>/<dataset>/<version>/dataset_info.json`, or with a config's folder), where `data_dir` holds no folder
-    of that name itself: a data_dir given one level too high (`/data` for `/data/tensorflow_datasets`), which TFDS
-    would call not prepared, or not find. None otherwise, and for a bucket (gs://)."""
-    dataset = name.split(":")[0].split("/")[0]
-    if "://" in data_dir or os.path.isdir(os.path.join(data_dir, dataset)):
-        return None
-    for levels in (["*"], ["*", "*"]):
-        pattern = os.path.join(glob.escape(data_dir), "*", glob.escape(dataset), *levels, "dataset_info.json")
-        if found := sorted(glob.glob(pattern)):
-            return os.path.join(data_dir, os.path.relpath(found[0], data_dir).split(os.sep)[0])
-    return None
+def _prepared_in(folder: str) -> bool:
+    """A TFDS dataset's own folder with a version prepared in it (`<version>/dataset_info.json`, or below a
+    config's folder)."""
+    prepared = (os.path.join(glob.escape(folder), *levels, "dataset_info.json") for levels in (["*"], ["*", "*"]))
+    return any(glob.glob(pattern) for pattern in prepared)
 
 
 def _is_prepared(builder) -> bool:
@@ -746,16 +726,16 @@ class TfdsSource:
         import tensorflow_datasets as tfds
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-        if (above := _data_dir_above(name, data_dir)) is not None:
+        existing = data_dir  # a version folder that is not there (5.1.0, where 5.0.0 is prepared) is in its dataset's
+        while "://" not in existing and not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        own = os.path.join(existing, name.split(":")[0].split("/")[0])
+        if not os.path.isdir(own) and (elsewhere := _elsewhere(own, _prepared_in)):
+            # a data_dir given a level off (its dataset's own folder, or /data for /data/tensorflow_datasets): TFDS
+            # called a dataset it knows not prepared (with ImageNet's 150 GB to download again), others not found
             raise DatasetMissing(
-                f"TFDS dataset {name!r} is not prepared in {data_dir}: that is the dataset's own folder (or one in "
-                f"it) in the data dir {above}; give {above} as the dataset's data_dir or as TFDS_DATA_DIR (TFDS reads "
-                "<data_dir>/<dataset>/<version>)"
-            )
-        if (below := _data_dir_below(name, data_dir)) is not None:
-            raise DatasetMissing(
-                f"TFDS dataset {name!r} is not prepared in {data_dir}, but in the data dir {below} in it; give "
-                f"{below} as the dataset's data_dir or as TFDS_DATA_DIR (TFDS reads <data_dir>/<dataset>/<version>)"
+                f"TFDS dataset {name!r} is not prepared in {data_dir}, but in {elsewhere[2]}: give {elsewhere[2]} as "
+                "the dataset's data_dir or as TFDS_DATA_DIR (TFDS reads <data_dir>/<dataset>/<version>)"
             )
         builder = open_tfds_builder(name, data_dir)
         if not _is_prepared(builder):
