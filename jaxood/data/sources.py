@@ -512,9 +512,7 @@ def _elsewhere(path: str, found: Callable[[str], bool]) -> tuple[str, str, str] 
     if "://" in path:
         return None
     path = os.path.abspath(path)
-    given = os.path.dirname(path)
-    while not os.path.isdir(given):
-        given = os.path.dirname(given)
+    given = _deepest_folder(os.path.dirname(path))
     if os.path.dirname(given) == given:
         return None
     tail = os.path.relpath(path, given)
@@ -525,6 +523,13 @@ def _elsewhere(path: str, found: Callable[[str], bool]) -> tuple[str, str, str] 
     candidates = [os.path.join(folder, tail) for folder in up[1:] if os.path.dirname(folder) != folder] + sorted(below)
     there = next((there for there in candidates if found(there)), None)
     return (there, given, there[: len(there) - len(tail) - 1]) if there else None
+
+
+def _deepest_folder(path: str) -> str:
+    """The deepest folder of `path` (itself, or one it lies in) that exists."""
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 def _said_elsewhere(path: str, found: Callable[[str], bool]) -> str:
@@ -726,9 +731,8 @@ class TfdsSource:
         import tensorflow_datasets as tfds
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-        existing = data_dir  # a version folder that is not there (5.1.0, where 5.0.0 is prepared) is in its dataset's
-        while "://" not in existing and not os.path.isdir(existing) and os.path.dirname(existing) != existing:
-            existing = os.path.dirname(existing)
+        # a version folder that is not there (5.1.0, where 5.0.0 is prepared) lies in its dataset's folder
+        existing = data_dir if "://" in data_dir else _deepest_folder(os.path.abspath(data_dir))
         own = os.path.join(existing, name.split(":")[0].split("/")[0])
         if not os.path.isdir(own) and (elsewhere := _elsewhere(own, _prepared_in)):
             # a data_dir given a level off (its dataset's own folder, or /data for /data/tensorflow_datasets): TFDS
