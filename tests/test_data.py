@@ -2047,8 +2047,8 @@ def test_a_benchmark_root_given_a_level_off_names_where_its_sets_are(tmp_path):
         "(OpenOOD v1.5 ships"
     )
     # A folder of the list's name is no list; where nothing lies a level off, nothing more is said.
+    (lists / "test_ninco.txt" / "x").mkdir(parents=True)
     with pytest.raises(DatasetMissing, match=r"test_ninco\.txt not found \(OpenOOD v1\.5 ships"):
-        (lists / "test_ninco.txt" / "x").mkdir(parents=True)
         make_source(config.ood_datasets["NINCO"], "ood_datasets.NINCO")
     with pytest.raises(DatasetMissing, match="iNaturalist: expected one sub-folder"):
         make_source({"kind": "folder", "root": str(tmp_path / "elsewhere" / "iNaturalist")})
