@@ -622,6 +622,33 @@ def test_hub_id_offline_gives_clear_error():
     assert "`hf download openai/clip-vit-base-patch16 config.json pytorch_model.bin --local-dir DIR`" in out.stderr
 
 
+def test_a_local_folder_mistyped_as_a_hub_id_says_it_is_no_folder_here(tmp_path, monkeypatch):
+    """A local CLIP folder mistyped with one slash (`runs/export` for `runs/pretrain/export`) was read as a hub id:
+    the error named the hub alone (offline, its download command; with network, a repository not found). Where the
+    id's first part is a folder here, the error now says it is no folder here, with the close names in that one."""
+    import huggingface_hub
+
+    from jaxood.errors import InputMissing
+
+    def offline(repo_id, allow_patterns):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.chdir(tmp_path)
+    for folder in ("pretrain", "exports", "other"):
+        (tmp_path / "runs" / folder).mkdir(parents=True)
+    said = (
+        "^'runs/export' is no folder here \\(runs is one, without export in it; close to it there: exports\\), so it "
+        "was read as a hub id: could not fetch 'runs/export' from the Hugging Face hub \\(OSError: no network\\)"
+    )
+    with pytest.raises(InputMissing, match=said):
+        clip.load("runs/export")
+    with pytest.raises(InputMissing, match=r"^'runs/zzz' is no folder here \(runs is one, without zzz in it\), so "):
+        clip.load("runs/zzz")
+    with pytest.raises(InputMissing, match=r"^could not fetch 'openai/clip-vit-base-patch16' from the Hugging Face"):
+        clip.load("openai/clip-vit-base-patch16")  # no folder openai here: a hub id
+
+
 def test_not_a_directory_nor_hub_id(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a directory nor a Hugging Face hub id"):
         clip.load(str(tmp_path / "nope"))

@@ -9,6 +9,7 @@ misshaped is an error that names it. The only tensors skipped are the
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import glob
 import json
@@ -322,7 +323,8 @@ def hub_config(repo_id: str) -> CLIPConfig:
 
 def _not_fetched(repo_id: str, err: Exception) -> InputMissing:
     return InputMissing(
-        f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
+        f"{_local_folder_said(repo_id)}could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: "
+        f"{err}).\n"
         f"Without network: on a machine with access run `hf download {repo_id} config.json pytorch_model.bin "
         "--local-dir DIR` (or `huggingface-cli download ...`), copy DIR here and pass DIR instead of the hub id. "
         "A repo without pytorch_model.bin has model.safetensors, or shards of either (model.safetensors.index.json "
@@ -334,6 +336,21 @@ def _not_fetched(repo_id: str, err: Exception) -> InputMissing:
 def is_hub_id(name: str) -> bool:
     """`owner/name` that is no local path: what `load_params` fetches from the hub."""
     return not (os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1)
+
+
+def _local_folder_said(repo_id: str) -> str:
+    """Where the hub id `repo_id` (owner/name) begins with a folder that is here, that it was read as a hub id, with
+    the names in that folder close to its second part: a local CLIP folder mistyped (`runs/export` for
+    `runs/pretrain/export`, `runs/exprot`) was sent to the hub, its error naming the hub alone."""
+    owner, name = repo_id.split("/")
+    if not os.path.isdir(owner):
+        return ""
+    try:
+        close = difflib.get_close_matches(name, os.listdir(owner), n=3)
+    except OSError:
+        close = []
+    near = f"; close to it there: {', '.join(close)}" if close else ""
+    return f"{repo_id!r} is no folder here ({owner} is one, without {name} in it{near}), so it was read as a hub id: "
 
 
 # ------------------------------------------------------------ jaxood checkpoints
