@@ -3,7 +3,7 @@
 `--config=configs/<file>.py[:variant]` is an ml_collections config file read
 with `lock_config=True`, so `--config.<key>=...` with an unknown key fails
 before any work starts. So do an empty `--workdir`, one that names a file (or lies under one, or
-in a folder jaxood may not write) and a `--workdir` URL: jaxood writes its workdir
+in a folder jaxood may not write), one in a run's checkpoints folder and a `--workdir` URL: jaxood writes its workdir
 with the local file system (orbax included), which would turn `gs://b/run`
 into a local folder `gs:/b/run` on each host; multi-host runs need a folder
 that every host mounts at the same path.
@@ -23,6 +23,7 @@ from ml_collections import config_flags
 from jaxood.cache import can_hold_a_folder
 from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
 from jaxood.errors import exit_with, report_user_errors
+from jaxood.workdir_lock import RUN_CHECKPOINTS
 
 
 def _exit(message: str) -> None:
@@ -65,6 +66,30 @@ flags.register_validator(
     "--workdir must be a folder jaxood can write, or a path where it can make one; this one (or the nearest part "
     "of it that exists) is a file or a folder it may not write.",
 )  # jaxood.evaluate used to find out only when writing its report, after the whole evaluation
+
+
+def _outside_a_run(workdir: str | None) -> bool:
+    """A `--workdir` in a run's checkpoints folder (`<run>/checkpoints`, or a step's folder in it) is refused naming
+    the run's workdir: given to go on with the run, it started a new one there from step 0 (on ImageNet, hours
+    before anyone noticed), its files mixed with the run's checkpoints."""
+    if not workdir or "://" in workdir:
+        return True
+    given = os.path.expanduser(workdir)
+    folder = os.path.abspath(given)
+    for _ in range(3):  # <run>/checkpoints, <run>/checkpoints/<step>, a folder in a step's
+        run = os.path.dirname(folder)
+        if os.path.basename(folder) == RUN_CHECKPOINTS and os.path.isfile(os.path.join(run, "config.json")):
+            run = run if os.path.isabs(given) else os.path.relpath(run)  # as the workdir was given
+            raise flags.ValidationError(
+                f"--workdir {workdir} is in the checkpoints of the run in {run}: give --workdir={run} to go on with "
+                "that run (the same command resumes it, or reports it again where it ended); a new run or report "
+                "needs a folder outside that run's checkpoints"
+            )
+        folder = run
+    return True
+
+
+flags.register_validator("workdir", _outside_a_run)
 
 
 def run(main) -> None:

@@ -286,7 +286,7 @@ def check_same_classes(train: tuple[str, ...], test: tuple[str, ...]) -> None:
 
 
 def _checkpoint_dir(workdir: str) -> str:
-    return os.path.join(workdir, "checkpoints")
+    return os.path.join(workdir, workdir_lock.RUN_CHECKPOINTS)
 
 
 def partition(params: dict, rules) -> tuple[dict, dict, dict]:

@@ -41,6 +41,7 @@ except ModuleNotFoundError as err:  # Windows
     raise ImportError(POSIX_ONLY) from err
 
 LOCK_FILE = ".jaxood.lock"
+RUN_CHECKPOINTS = "checkpoints"  # the folder of a training run's checkpoints in its workdir, beside its config.json
 _held: set[str] = set()  # the workdirs this process's run holds (every host records it, the first locks)
 
 

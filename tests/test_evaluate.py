@@ -139,6 +139,35 @@ def test_workdir_at_a_file_is_refused_before_work(tiny_hf, tmp_path, workdir):
     assert "[ID]" not in out.stdout and not (tmp_path / "c").exists()  # no image scored, no text feature cached
 
 
+def test_a_workdir_in_a_runs_checkpoints_is_refused_naming_the_run(tmp_path, monkeypatch):
+    """A run's checkpoints folder (or a step's in it) given as the workdir, to go on with the run, started a new run
+    there from step 0, its files mixed with the run's checkpoints; jaxood.evaluate wrote its report there."""
+    from absl import flags
+
+    from jaxood import cli
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "6").mkdir(parents=True)
+    (run / "config.json").write_text("{}", encoding="utf-8")
+    cmd = [sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={run}/checkpoints"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    said = (
+        f"--workdir {run}/checkpoints is in the checkpoints of the run in {run}: give --workdir={run} to go on with "
+        "that run (the same command resumes it, or reports it again where it ended); a new run or report needs a "
+        "folder outside that run's checkpoints"
+    )
+    assert out.returncode == 1 and said in out.stderr, out.stderr
+    assert os.listdir(run / "checkpoints") == ["6"]
+    for workdir in (f"{run}/checkpoints/6", f"{run}/checkpoints/6/x/"):
+        with pytest.raises(flags.ValidationError, match=f"in the checkpoints of the run in {re.escape(str(run))}: "):
+            cli._outside_a_run(workdir)
+    monkeypatch.chdir(run / "checkpoints")  # a relative workdir: the run is named relative to the current folder
+    with pytest.raises(flags.ValidationError, match=r"^--workdir 6 is in the checkpoints of the run in \.\.: give"):
+        cli._outside_a_run("6")
+    (run / "config.json").unlink()  # a folder named checkpoints in no run's workdir is a workdir as any other
+    assert cli._outside_a_run(f"{run}/checkpoints/6") and cli._outside_a_run(str(tmp_path / "new"))
+
+
 @pytest.mark.parametrize("variant", ["imagenet", "imagenet,openood_v15", "coop,dtd", "toy"])
 def test_every_evaluation_setting_but_the_model_is_free_on_resume(variant):
     """A training run resumed with other evaluation settings continues; a key evaluation adds must join EVAL_KEYS."""
