@@ -12,6 +12,7 @@ that every host mounts at the same path.
 import ast
 import difflib
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -115,8 +116,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     rest = []
     try:
         argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]  # a --flagfile's lines in place
-        rest = flags.FLAGS(argv)
-        problem = _missing_config_file(argv) or _variant_override(argv) or _stray_arguments(rest)
+        problem = _json_config_file(argv)  # before ml_collections runs it as Python
+        if problem is None:
+            rest = flags.FLAGS(argv)
+            problem = _missing_config_file(argv) or _variant_override(argv) or _stray_arguments(rest)
     except (flags.Error, AttributeError, KeyError, OSError) as err:
         problem = _missing_config_file(argv) or _refused_config(err) or _override_problem(argv)
         if problem is None and not isinstance(err, flags.Error):
@@ -173,6 +176,31 @@ def _missing_config_file(argv: list[str]) -> str | None:
     return (
         f"--config={given}: there is no config file {path} (from the current folder {os.getcwd()}); the configs "
         "ship in the jaxood checkout's configs/: run from there, or give the file's path"
+    )
+
+
+def _json_config_file(argv: list[str]) -> str | None:
+    """A JSON file given as the config file, as a run's saved config.json or its results.json (to run its settings
+    again): ml_collections ran it as Python, and it failed with a NameError's traceback at its first `true`."""
+    given = _config_argument(argv) or ""
+    path = given.split(":", 1)[0]
+    if path.endswith(".py") or not os.path.isfile(path) or os.path.getsize(path) > 2**24:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            settings = json.load(f)
+    except (OSError, ValueError):  # not JSON: ml_collections runs it, as Python
+        return None
+    settings = settings.get("config", settings) if isinstance(settings, dict) else {}  # results.json holds its config
+    made = (
+        f", the settings of a run (method {settings['method']!r}, variant {settings.get('variant')!r}): give the "
+        "config file and variant they were made with, and each setting to change as --config.<key>=value"
+        if isinstance(settings, dict) and "method" in settings
+        else ""
+    )
+    return (
+        f"--config={given}: a config file is Python, with its variant after a colon (configs/sot_glp.py:demo); {path} "
+        f"is JSON{made}"
     )
 
 

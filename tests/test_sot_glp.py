@@ -2287,6 +2287,14 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
         (["--flagfile={tmp_path}/no_flags"],
          "Unable to open flagfile: [Errno 2] No such file or directory: '{tmp_path}/no_flags'"),
+        (["--config={tmp_path}/config.json", "--config.seed=1"],
+         "--config={tmp_path}/config.json: a config file is Python, with its variant after a colon "
+         "(configs/sot_glp.py:demo); {tmp_path}/config.json is JSON, the settings of a run (method 'sot_glp', variant "
+         "'demo'): give the config file and variant they were made with, and each setting to change as "
+         "--config.<key>=value\n"),
+        (["--config={tmp_path}/results.json:demo"], "--config={tmp_path}/results.json:demo: a config file is Python, "
+         "with its variant after a colon (configs/sot_glp.py:demo); {tmp_path}/results.json is JSON, the settings of a "
+         "run (method 'sot_glp', "),
         (["--config=configs/sot_glp.py:demo", "config.sot_glp.top_k=3"],
          "unexpected argument(s) 'config.sot_glp.top_k=3': jaxood's commands take flags only "
          "(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without it (did you mean "
@@ -2300,8 +2308,12 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     path. A key a dataset entry may have but lacks (class_names on TFDS) got the hint for another kind of entry. The
     same mistakes in a `--flagfile` kept the traceback, as did a flag file
     that is not there (ml_collections reads the flag files as jaxood.cli defines --config). A setting without its
-    dashes was passed over, and the run trained with the config's value."""
+    dashes was passed over, and the run trained with the config's value. A run's saved config.json (or results.json)
+    given as the config file, to run its settings again, was run as Python: a NameError's traceback at `true`."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
+    saved = {"method": "sot_glp", "variant": "demo", "plots": True}
+    (tmp_path / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    (tmp_path / "results.json").write_text(json.dumps({"step": 6, "config": saved}), encoding="utf-8")
     args, message = (
         [arg.replace("{tmp_path}", str(tmp_path)) for arg in args],
         message.replace("{tmp_path}", str(tmp_path)),
