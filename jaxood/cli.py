@@ -70,24 +70,36 @@ flags.register_validator(
 
 
 def _outside_a_run(workdir: str | None) -> bool:
-    """A `--workdir` in a run's checkpoints folder (`<run>/checkpoints`, or a step's folder in it) is refused naming
-    the run's workdir: given to go on with the run, it started a new one there from step 0 (on ImageNet, hours
-    before anyone noticed), its files mixed with the run's checkpoints."""
+    """A `--workdir` in a run's checkpoints folder (`<run>/checkpoints`, a step's folder in it, or a folder in a
+    step's) is refused naming the run's workdir: given to go on with the run, it started a new one there from step 0
+    (on ImageNet, hours before anyone noticed), its files mixed with the run's checkpoints. A run's workdir is one
+    whose config.json holds a method's settings; a folder named checkpoints elsewhere is a workdir as any other."""
     if not workdir or "://" in workdir:
         return True
     given = os.path.expanduser(workdir)
-    folder = os.path.abspath(given)
-    for _ in range(3):  # <run>/checkpoints, <run>/checkpoints/<step>, a folder in a step's
-        run = os.path.dirname(folder)
-        if os.path.basename(folder) == RUN_CHECKPOINTS and os.path.isfile(os.path.join(run, "config.json")):
+    parts = os.path.abspath(given).split(os.sep)
+    for at in range(max(1, len(parts) - 3), len(parts)):  # <run>/checkpoints[/<step>[/<folder>]]
+        if parts[at] != RUN_CHECKPOINTS or not all(step.isdigit() for step in parts[at + 1 : at + 2]):
+            continue
+        run = os.sep.join(parts[:at]) or os.sep
+        if _holds_a_run_config(run):
             run = run if os.path.isabs(given) else os.path.relpath(run)  # as the workdir was given
             raise flags.ValidationError(
                 f"--workdir {workdir} is in the checkpoints of the run in {run}: give --workdir={run} to go on with "
                 "that run (the same command resumes it, or reports it again where it ended); a new run or report "
                 "needs a folder outside that run's checkpoints"
             )
-        folder = run
     return True
+
+
+def _holds_a_run_config(folder: str) -> bool:
+    """`folder/config.json` is the settings of a jaxood run (a method's), as `jaxood.train` saves them."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            settings = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and "method" in settings
 
 
 flags.register_validator("workdir", _outside_a_run)

@@ -148,7 +148,7 @@ def test_a_workdir_in_a_runs_checkpoints_is_refused_naming_the_run(tmp_path, mon
 
     run = tmp_path / "run"
     (run / "checkpoints" / "6").mkdir(parents=True)
-    (run / "config.json").write_text("{}", encoding="utf-8")
+    (run / "config.json").write_text('{"method": "sot_glp", "seed": 0}', encoding="utf-8")
     cmd = [sys.executable, "-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={run}/checkpoints"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     said = (
@@ -164,8 +164,10 @@ def test_a_workdir_in_a_runs_checkpoints_is_refused_naming_the_run(tmp_path, mon
     monkeypatch.chdir(run / "checkpoints")  # a relative workdir: the run is named relative to the current folder
     with pytest.raises(flags.ValidationError, match=r"^--workdir 6 is in the checkpoints of the run in \.\.: give"):
         cli._outside_a_run("6")
-    (run / "config.json").unlink()  # a folder named checkpoints in no run's workdir is a workdir as any other
-    assert cli._outside_a_run(f"{run}/checkpoints/6") and cli._outside_a_run(str(tmp_path / "new"))
+    assert cli._outside_a_run(f"{run}/checkpoints/runs") and cli._outside_a_run(str(tmp_path / "new"))
+    # A folder named checkpoints beside another tool's config.json (a project's) is a workdir as any other.
+    (run / "config.json").write_text('{"model": "x"}', encoding="utf-8")
+    assert cli._outside_a_run(f"{run}/checkpoints") and cli._outside_a_run(f"{run}/checkpoints/6")
 
 
 @pytest.mark.parametrize("variant", ["imagenet", "imagenet,openood_v15", "coop,dtd", "toy"])
