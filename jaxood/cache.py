@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,11 +27,17 @@ def _default_cache() -> str:
 DEFAULT_CACHE = _default_cache()
 
 
+def nearest_existing(path: str, exists: Callable[[str], bool] = os.path.lexists) -> str:
+    """`path`, or the nearest folder it lies in, that `exists` (anything, or a folder with `os.path.isdir`); the
+    file system's root at the latest."""
+    while not exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def can_hold_a_folder(path: str) -> bool:
     """`path` is a folder jaxood can write, or can be made one: its nearest existing ancestor is such a folder."""
-    path = os.path.abspath(os.path.expanduser(path))
-    while not os.path.lexists(path):
-        path = os.path.dirname(path)
+    path = nearest_existing(os.path.abspath(os.path.expanduser(path)))
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 

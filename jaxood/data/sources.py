@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from jaxood import distributed
-from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, save_npy
+from jaxood.cache import DEFAULT_CACHE, can_hold_a_folder, load_npy, nearest_existing, save_npy
 from jaxood.data.classnames import coop_name, imagenet_names_by_wnid
 from jaxood.data.preprocess import Undecodable
 from jaxood.errors import (
@@ -512,7 +512,7 @@ def _elsewhere(path: str, found: Callable[[str], bool]) -> tuple[str, str, str] 
     if "://" in path:
         return None
     path = os.path.abspath(path)
-    given = _deepest_folder(os.path.dirname(path))
+    given = nearest_existing(os.path.dirname(path), os.path.isdir)
     if os.path.dirname(given) == given:
         return None
     tail = os.path.relpath(path, given)
@@ -523,13 +523,6 @@ def _elsewhere(path: str, found: Callable[[str], bool]) -> tuple[str, str, str] 
     candidates = [os.path.join(folder, tail) for folder in up[1:] if os.path.dirname(folder) != folder] + sorted(below)
     there = next((there for there in candidates if found(there)), None)
     return (there, given, there[: len(there) - len(tail) - 1]) if there else None
-
-
-def _deepest_folder(path: str) -> str:
-    """The deepest folder of `path` (itself, or one it lies in) that exists."""
-    while not os.path.isdir(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
 
 
 def _said_elsewhere(path: str, found: Callable[[str], bool]) -> str:
@@ -732,7 +725,7 @@ class TfdsSource:
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
         # a version folder that is not there (5.1.0, where 5.0.0 is prepared) lies in its dataset's folder
-        existing = data_dir if "://" in data_dir else _deepest_folder(os.path.abspath(data_dir))
+        existing = data_dir if "://" in data_dir else nearest_existing(os.path.abspath(data_dir), os.path.isdir)
         own = os.path.join(existing, name.split(":")[0].split("/")[0])
         if not os.path.isdir(own) and (elsewhere := _elsewhere(own, _prepared_in)):
             # a data_dir given a level off (its dataset's own folder, or /data for /data/tensorflow_datasets): TFDS
