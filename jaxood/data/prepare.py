@@ -3,17 +3,19 @@
     python -m jaxood.data.prepare --dataset=cifar10 --data_dir=~/tensorflow_datasets
     python -m jaxood.data.prepare --dataset=imagenet2012 --data_dir=DIR   # tars in DIR/downloads/manual
 
-Writes `array_record` files that jaxood reads without TensorFlow. Preparing
-most TFDS datasets needs TensorFlow once (`pip install tensorflow-cpu`) and
-network (ImageNet: the archives downloaded by hand instead). Every failure a
-user can fix (unknown name, a data_dir it cannot write, archives not in place,
-a missing module, no network) prints one line naming the fix and exits with
-status 1.
+Writes `array_record` files that jaxood reads without TensorFlow: a dataset
+prepared already is left as it is, and one TFDS prepared as tfrecord files gets
+array_record copies of them. Preparing most TFDS datasets needs TensorFlow once
+(`pip install tensorflow-cpu`) and network (ImageNet: the archives downloaded by
+hand instead). Every failure a user can fix (unknown name, a data_dir it cannot
+write, archives not in place, a missing module, no network) prints one line
+naming the fix and exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
@@ -21,13 +23,23 @@ import urllib.parse
 import urllib.request
 
 from jaxood.cache import writable_folder_problem
-from jaxood.data.sources import open_tfds_builder
-from jaxood.errors import InputMissing, InvalidInput, UserError, exit_with, report_user_errors
+from jaxood.data.sources import (
+    ARRAY_RECORD,
+    DatasetMissing,
+    file_formats,
+    is_prepared,
+    open_tfds_builder,
+    prepared_elsewhere,
+)
+from jaxood.errors import InputMissing, InvalidInput, UserError, exit_with, first_line, report_user_errors
+from jaxood.progress import Progress
 
 PIP_PACKAGES = {"tensorflow": "tensorflow-cpu"}  # module TFDS imports -> what to `pip install` for it
 
 
 def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
+    """Prepares `dataset` in `data_dir` in array_record (`manual_dir`: its archives downloaded by hand, where it has
+    them), and says what was done, in a line."""
     # Empty, as `--dataset=$NAME` with NAME unset: TFDS's "Parsing builder name string failed", or "--data_dir  cannot
     # be written (No such file or directory)".
     for flag, value, give in (
@@ -41,7 +53,19 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
     from etils import epath
 
     data_dir = os.path.expanduser(data_dir)  # a shell leaves `--data_dir=~/tensorflow_datasets` as it is
-    builder = open_tfds_builder(dataset, data_dir, file_format="array_record")
+    builder = open_tfds_builder(dataset, data_dir)  # in the format it is prepared in, where it is
+    if is_prepared(builder):  # where its archives are gone, or offline, this asked for them or for network
+        if ARRAY_RECORD in file_formats(builder.info):
+            return f"{dataset} is prepared already, in {builder.data_dir}: nothing to do"
+        return _add_array_record(dataset, builder)
+    if os.path.isdir(data_dir) and (meant := prepared_elsewhere(dataset, data_dir)):  # a new data_dir is a new store
+        own = os.path.join(data_dir, dataset.split(":")[0].split("/")[0])
+        raise InvalidInput(
+            f"{dataset} is prepared already, in {meant}, not in --data_dir {data_dir}: give --data_dir={meant} "
+            f"(this finds it prepared there and downloads nothing), and {meant} as the dataset's data_dir or as "
+            f"TFDS_DATA_DIR to read it. To prepare another copy in {data_dir}, make the folder {own} first"
+        )
+    builder = open_tfds_builder(dataset, data_dir, file_format=ARRAY_RECORD)
     if "://" not in data_dir and (problem := writable_folder_problem(data_dir)):  # TFDS failed with its traceback
         raise InvalidInput(
             f"--data_dir {data_dir} cannot be written ({problem}): TFDS writes the downloads and the prepared "
@@ -58,17 +82,76 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
         )
     if not instructions and (hosts := _unresolved_hosts(builder, os.path.join(data_dir, "downloads"))):
         raise _needs_network(dataset, builder, f"no address for {', '.join(hosts)}: no network")
+    with _named_modules(dataset):
+        try:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise _needs_network(dataset, builder, str(err).splitlines()[0]) from err
+    return f"prepared {dataset} in {builder.data_dir}"
+
+
+@contextlib.contextmanager
+def _named_modules(dataset: str):
+    """A Python module that preparing `dataset` needs and is not installed, named with what to `pip install`."""
     try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        yield
     except ModuleNotFoundError as err:
         module = (err.name or str(err)).split(".")[0]
         raise UserError(
             f"preparing {dataset} needs the Python module {module!r}: "
             f"`pip install {PIP_PACKAGES.get(module, module)}`, then run this again"
         ) from err
-    except (requests.ConnectionError, requests.Timeout) as err:
-        raise _needs_network(dataset, builder, str(err).splitlines()[0]) from err
-    return builder.data_dir
+
+
+def _add_array_record(dataset: str, builder) -> str:
+    """A dataset prepared by TFDS's default (tfrecord files, which jaxood does not read) gets array_record copies of
+    its files beside them, as an alternative file format of the dataset: `prepare` had failed with TFDS's "File
+    format is already set to tfrecord", where jaxood's reader asked for it. TFDS's own `convert_format` needs
+    Apache Beam besides TensorFlow. A shard copied whole is kept (written under a temporary name, then renamed), so
+    the same command goes on where one that stopped left off."""
+    from tensorflow_datasets.core import file_adapters
+    from tensorflow_datasets.core.utils import py_utils
+
+    info = builder.info
+    print(
+        f"{dataset} is prepared in {builder.data_dir} as {', '.join(sorted(file_formats(info)))} files, which jaxood "
+        "does not read: adding array_record copies of them beside them (as much disk again)",
+        flush=True,
+    )
+    progress = Progress(f"copying {dataset}", sum(split.num_examples for split in info.splits.values()), "records")
+    with _named_modules(dataset):
+        for split in info.splits.values():
+            for path, records in zip(split.filepaths, split.shard_lengths, strict=True):
+                copy = file_adapters.convert_path_to_file_format(path, file_adapters.FileFormat.ARRAY_RECORD)
+                if not copy.exists():
+                    with py_utils.incomplete_file(copy) as partial:
+                        records_of = _records_of(dataset, path, records, progress)
+                        file_adapters.ArrayRecordFileAdapter.write_examples(partial, records_of)
+                else:
+                    progress.update(records)
+    info.add_alternative_file_format(ARRAY_RECORD)
+    info.write_to_directory(builder.data_dir)
+    return f"added array_record files to {dataset} in {builder.data_dir}"
+
+
+def _records_of(dataset: str, path, records: int, progress: Progress):
+    """The serialized records of a tfrecord shard, in order, as (index, bytes), counted in `progress`; a shard that
+    TensorFlow finds damaged, or that holds other than its `records`, is refused naming it."""
+    import tensorflow as tf  # TFDS's reader of tfrecord files (it checks each record's checksum)
+    from tensorflow_datasets.core import file_adapters
+
+    count = 0
+    damaged = f"{dataset}'s file {path} is damaged"
+    again = f"prepare {dataset} again, in an empty data_dir, and use that one"
+    try:
+        for record in file_adapters.TfRecordFileAdapter.make_tf_data(path).as_numpy_iterator():
+            yield count, record
+            count += 1
+            progress.update()
+    except tf.errors.OpError as err:
+        raise DatasetMissing(f"{damaged} (past record {count}: {first_line(err)}): {again}") from None
+    if count != records:
+        raise DatasetMissing(f"{damaged}: it holds {count} records, its dataset_info.json {records}: {again}")
 
 
 def _unresolved_hosts(builder, downloads: str) -> list[str]:
@@ -104,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "--manual_dir", default=None, help="where manually downloaded archives are (default DATA_DIR/downloads/manual)"
     )
     args = ap.parse_args(argv)
-    print(f"prepared {args.dataset} in {prepare(args.dataset, args.data_dir, args.manual_dir)}")
+    print(prepare(args.dataset, args.data_dir, args.manual_dir))
     return 0
 
 

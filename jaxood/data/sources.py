@@ -637,7 +637,18 @@ def _prepared_in(folder: str) -> bool:
     return any(glob.glob(pattern) for pattern in prepared)
 
 
-def _is_prepared(builder) -> bool:
+def prepared_elsewhere(name: str, data_dir: str) -> str | None:
+    """The data dir a level off from `data_dir` (`_elsewhere`) where TFDS dataset `name` is prepared, where it has no
+    folder in `data_dir` itself. A version folder that is not there (5.1.0, where 5.0.0 is prepared) lies in its
+    dataset's folder: a data_dir not there is taken from its deepest folder that is."""
+    existing = data_dir if "://" in data_dir else nearest_existing(os.path.abspath(data_dir), os.path.isdir)
+    own = os.path.join(existing, name.split(":")[0].split("/")[0])
+    if os.path.isdir(own) or (elsewhere := _elsewhere(own, _prepared_in)) is None:
+        return None
+    return elsewhere[2]
+
+
+def is_prepared(builder) -> bool:
     """`builder.is_prepared()`, without TFDS's warning "Variant folder <data_dir>/<name>/<version> has no
     dataset_info.json" for a dataset not prepared there (a folder that need not exist), which came before jaxood's
     error saying what to do."""
@@ -648,6 +659,29 @@ def _is_prepared(builder) -> bool:
         return builder.is_prepared()
     finally:
         absl.removeFilter(no_info)
+
+
+ARRAY_RECORD = "array_record"  # the file format jaxood reads (without TensorFlow)
+
+
+def file_formats(info) -> set[str]:
+    """The file formats a prepared TFDS dataset's files are in, as its dataset_info.json lists them: its own and its
+    alternatives (the array_record copies `jaxood.data.prepare` adds beside tfrecord files). One prepared before TFDS
+    wrote the file format down is in tfrecord files, as TFDS reads it."""
+    return {info.file_format.value if info.file_format else "tfrecord", *info.as_proto.alternative_file_formats}
+
+
+def _reading_array_record(builder):
+    """`builder`, or where its dataset's array_record files are an alternative format that `builder` does not see,
+    one read from the dataset's folder, which does. TFDS's builder of a dataset in its catalogue (cifar10, by its
+    code) restores the alternatives listed in dataset_info.json to the file but not to the formats it reads, so
+    TFDS refused the array_record copies added to a dataset it prepared as tfrecord."""
+    import tensorflow_datasets as tfds
+
+    seen = {file_format.value for file_format in builder.info.available_file_formats()}
+    if ARRAY_RECORD in seen or ARRAY_RECORD not in file_formats(builder.info):
+        return builder
+    return tfds.builder_from_directory(builder.data_dir)
 
 
 def _other_prepared_versions(builder) -> list[str]:
@@ -724,18 +758,15 @@ class TfdsSource:
         import tensorflow_datasets as tfds
 
         data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-        # a version folder that is not there (5.1.0, where 5.0.0 is prepared) lies in its dataset's folder
-        existing = data_dir if "://" in data_dir else nearest_existing(os.path.abspath(data_dir), os.path.isdir)
-        own = os.path.join(existing, name.split(":")[0].split("/")[0])
-        if not os.path.isdir(own) and (elsewhere := _elsewhere(own, _prepared_in)):
+        if meant := prepared_elsewhere(name, data_dir):
             # a data_dir given a level off (its dataset's own folder, or /data for /data/tensorflow_datasets): TFDS
             # called a dataset it knows not prepared (with ImageNet's 150 GB to download again), others not found
             raise DatasetMissing(
-                f"TFDS dataset {name!r} is not prepared in {data_dir}, but in {elsewhere[2]}: give {elsewhere[2]} as "
-                "the dataset's data_dir or as TFDS_DATA_DIR (TFDS reads <data_dir>/<dataset>/<version>)"
+                f"TFDS dataset {name!r} is not prepared in {data_dir}, but in {meant}: give {meant} as the dataset's "
+                "data_dir or as TFDS_DATA_DIR (TFDS reads <data_dir>/<dataset>/<version>)"
             )
         builder = open_tfds_builder(name, data_dir)
-        if not _is_prepared(builder):
+        if not is_prepared(builder):
             hint = _MANUAL.get(
                 name.split(":")[0], "run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
             )
@@ -754,13 +785,15 @@ class TfdsSource:
                 f"TFDS dataset {name!r} is not prepared in {data_dir}: {prepare}. If it is prepared in another "
                 "folder, give that as the dataset's data_dir or as TFDS_DATA_DIR"
             )
+        builder = _reading_array_record(builder)
         raise_open_file_limit()  # the split's shard files stay open once read
         try:
             self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
         except NotImplementedError as err:
             raise DatasetMissing(
-                f"TFDS dataset {name!r} in {data_dir} is prepared as {builder.info.file_format}, not array_record; "
-                f"re-run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`"
+                f"TFDS dataset {name!r} in {data_dir} is prepared as {', '.join(sorted(file_formats(builder.info)))} "
+                f"files, which jaxood does not read: `python -m jaxood.data.prepare --dataset={name} "
+                f"--data_dir={data_dir}` adds array_record copies of them (needs `pip install tensorflow-cpu` once)"
             ) from err
         except ValueError as err:  # an unknown split, a slice TFDS cannot parse, one past the end or an empty one
             splits = ", ".join(f"{k} ({v.num_examples} examples)" for k, v in sorted(builder.info.splits.items()))
