@@ -24,7 +24,7 @@ from ml_collections import config_flags
 from jaxood.cache import can_hold_a_folder
 from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
 from jaxood.errors import exit_with, report_user_errors
-from jaxood.workdir_lock import RUN_CHECKPOINTS
+from jaxood.workdir_lock import run_holding
 
 
 def _exit(message: str) -> None:
@@ -70,36 +70,16 @@ flags.register_validator(
 
 
 def _outside_a_run(workdir: str | None) -> bool:
-    """A `--workdir` in a run's checkpoints folder (`<run>/checkpoints`, a step's folder in it, or a folder in a
-    step's) is refused naming the run's workdir: given to go on with the run, it started a new one there from step 0
-    (on ImageNet, hours before anyone noticed), its files mixed with the run's checkpoints. A run's workdir is one
-    whose config.json holds a method's settings; a folder named checkpoints elsewhere is a workdir as any other."""
-    if not workdir or "://" in workdir:
-        return True
-    given = os.path.expanduser(workdir)
-    parts = os.path.abspath(given).split(os.sep)
-    for at in range(max(1, len(parts) - 3), len(parts)):  # <run>/checkpoints[/<step>[/<folder>]]
-        if parts[at] != RUN_CHECKPOINTS or not all(step.isdigit() for step in parts[at + 1 : at + 2]):
-            continue
-        run = os.sep.join(parts[:at]) or os.sep
-        if _holds_a_run_config(run):
-            run = run if os.path.isabs(given) else os.path.relpath(run)  # as the workdir was given
-            raise flags.ValidationError(
-                f"--workdir {workdir} is in the checkpoints of the run in {run}: give --workdir={run} to go on with "
-                "that run (the same command resumes it, or reports it again where it ended); a new run or report "
-                "needs a folder outside that run's checkpoints"
-            )
+    """A `--workdir` in a run's checkpoints folder (`run_holding`) is refused naming the run's workdir: given to go
+    on with the run, it started a new one there from step 0 (on ImageNet, hours before anyone noticed), its files
+    mixed with the run's checkpoints."""
+    if workdir and (run := run_holding(workdir)):
+        raise flags.ValidationError(
+            f"--workdir {workdir} is in the checkpoints of the run in {run}: give --workdir={run} to go on with "
+            "that run (the same command resumes it, or reports it again where it ended); a new run or report "
+            "needs a folder outside that run's checkpoints"
+        )
     return True
-
-
-def _holds_a_run_config(folder: str) -> bool:
-    """`folder/config.json` is the settings of a jaxood run (a method's), as `jaxood.train` saves them."""
-    try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            settings = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(settings, dict) and "method" in settings
 
 
 flags.register_validator("workdir", _outside_a_run)

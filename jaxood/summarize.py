@@ -29,6 +29,7 @@ import numpy as np
 from jaxood.cache import write_whole
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
 from jaxood.report import RESULTS_JSON, code_name, pct
+from jaxood.workdir_lock import run_holding
 
 
 def read_reports(runs: list[str]) -> dict[str, dict]:
@@ -44,6 +45,8 @@ def read_reports(runs: list[str]) -> dict[str, dict]:
         path = os.path.join(os.path.expanduser(run), RESULTS_JSON)
         if not os.path.isfile(path):
             what = "does not exist" if not os.path.exists(os.path.expanduser(run)) else f"has no {RESULTS_JSON}"
+            if holder := run_holding(run):  # a run's checkpoints, given for the run
+                what += f" (it is in the checkpoints of the run in {holder}: give {holder})"
             problems.append(f"{run} {what}")
             continue
         try:

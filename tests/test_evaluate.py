@@ -141,10 +141,12 @@ def test_workdir_at_a_file_is_refused_before_work(tiny_hf, tmp_path, workdir):
 
 def test_a_workdir_in_a_runs_checkpoints_is_refused_naming_the_run(tmp_path, monkeypatch):
     """A run's checkpoints folder (or a step's in it) given as the workdir, to go on with the run, started a new run
-    there from step 0, its files mixed with the run's checkpoints; jaxood.evaluate wrote its report there."""
+    there from step 0, its files mixed with the run's checkpoints; jaxood.evaluate wrote its report there. Given to
+    jaxood.summarize as a run, it had no report, the run unnamed."""
     from absl import flags
 
-    from jaxood import cli
+    from jaxood import cli, summarize
+    from jaxood.errors import InputMissing
 
     run = tmp_path / "run"
     (run / "checkpoints" / "6").mkdir(parents=True)
@@ -161,6 +163,9 @@ def test_a_workdir_in_a_runs_checkpoints_is_refused_naming_the_run(tmp_path, mon
     for workdir in (f"{run}/checkpoints/6", f"{run}/checkpoints/6/x/"):
         with pytest.raises(flags.ValidationError, match=f"in the checkpoints of the run in {re.escape(str(run))}: "):
             cli._outside_a_run(workdir)
+    named = f"checkpoints/6 has no results.json (it is in the checkpoints of the run in {run}: give {run}); "
+    with pytest.raises(InputMissing, match=re.escape(named)):
+        summarize.read_reports([f"{run}/checkpoints/6", str(run)])
     monkeypatch.chdir(run / "checkpoints")  # a relative workdir: the run is named relative to the current folder
     with pytest.raises(flags.ValidationError, match=r"^--workdir 6 is in the checkpoints of the run in \.\.: give"):
         cli._outside_a_run("6")
