@@ -2357,7 +2357,6 @@ def test_a_dataset_tfds_prepared_as_tfrecord_gets_array_record_copies_that_jaxoo
     if importlib.util.find_spec("tensorflow") is None:
         status, said = _prepare(capsys, *argv)
         assert status == 1 and "needs the Python module 'tensorflow': `pip install tensorflow-cpu`" in said
-        monkeypatch.setattr(prepare, "_records_of", _framed_records)
     else:  # a damaged file is named
         damaged = tmp_path / "damaged"
         shutil.copytree(tmp_path, damaged, ignore=shutil.ignore_patterns("damaged"))
@@ -2367,8 +2366,13 @@ def test_a_dataset_tfds_prepared_as_tfrecord_gets_array_record_copies_that_jaxoo
         assert status == 1 and f"error: tiny_tfrecords's file {shard} is damaged (past record 2: " in said
         assert sorted(os.listdir(shard.parent)) == sorted(as_prepared)  # no copy left half-written
     assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == as_prepared  # nothing written
+    reader, copied = (prepare._records_of if importlib.util.find_spec("tensorflow") else _framed_records), []
+    monkeypatch.setattr(prepare, "_records_of", lambda *args: copied.append(args[1].name) or reader(*args))
     status, said = _prepare(capsys, *argv)
     assert status == 0 and said.endswith(f"added array_record files to tiny_tfrecords in {folder}\n")
+    # Stopped after the copy, before the dataset_info.json that lists it: the same command copies it no second time.
+    (folder / "dataset_info.json").write_bytes(as_prepared["dataset_info.json"])
+    assert _prepare(capsys, *argv)[0] == 0 and copied == ["tiny_tfrecords-train.tfrecord-00000-of-00001"]
     source = TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))
     read = sorted(
         (np.asarray(Image.open(io.BytesIO(image))).tolist(), label) for image, label in map(source.read, range(5))

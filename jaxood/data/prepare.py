@@ -118,17 +118,18 @@ def _add_array_record(dataset: str, builder) -> str:
         "does not read: adding array_record copies of them beside them (as much disk again)",
         flush=True,
     )
-    progress = Progress(f"copying {dataset}", sum(split.num_examples for split in info.splits.values()), "records")
+    to_copy = []  # (tfrecord file, its records, its array_record copy), for those not copied whole before
+    for split in info.splits.values():
+        for path, records in zip(split.filepaths, split.shard_lengths, strict=True):
+            copy = file_adapters.convert_path_to_file_format(path, file_adapters.FileFormat.ARRAY_RECORD)
+            if not copy.exists():
+                to_copy.append((path, records, copy))
+    progress = Progress(f"copying {dataset}", sum(records for _, records, _ in to_copy), "records")
     with _named_modules(dataset):
-        for split in info.splits.values():
-            for path, records in zip(split.filepaths, split.shard_lengths, strict=True):
-                copy = file_adapters.convert_path_to_file_format(path, file_adapters.FileFormat.ARRAY_RECORD)
-                if not copy.exists():
-                    with py_utils.incomplete_file(copy) as partial:
-                        records_of = _records_of(dataset, path, records, progress)
-                        file_adapters.ArrayRecordFileAdapter.write_examples(partial, records_of)
-                else:
-                    progress.update(records)
+        for path, records, copy in to_copy:
+            with py_utils.incomplete_file(copy) as partial:
+                records_of = _records_of(dataset, path, records, progress)
+                file_adapters.ArrayRecordFileAdapter.write_examples(partial, records_of)
     info.add_alternative_file_format(ARRAY_RECORD)
     info.write_to_directory(builder.data_dir)
     return f"added array_record files to {dataset} in {builder.data_dir}"
