@@ -1350,6 +1350,24 @@ def test_prepare_imagenet_from_manual_archives(tmp_path, capsys, monkeypatch):
     assert sorted(train.tolist()) == [0, 0, 0, 1, 1, 1, 999, 999, 999]
 
 
+def _no_network(monkeypatch):
+    """No address for any host, and no download tried (a test fails that tries one)."""
+    import socket
+
+    import requests
+
+    def no_address(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("prepare tried to download")
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_address)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", no_download)
+
+
 def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
     import socket
 
@@ -1373,16 +1391,7 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
                           "give the folder to prepare it in")  # fmt: skip
 
     # No address for the dataset's host: said at once, where TFDS retried for 3.4 minutes before its error.
-    def no_address(host, *args, **kwargs):
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("prepare tried to download although no host had an address")
-
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(socket, "getaddrinfo", no_address)
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", no_download)
+    _no_network(monkeypatch)
     # A data_dir that cannot be made or written, named before any download (TFDS's traceback came after one).
     err = run("--dataset=cifar10", "--data_dir=/proc/jaxood")
     assert err.startswith("error: --data_dir /proc/jaxood cannot be written (") and "TFDS writes the downloads" in err
@@ -1408,6 +1417,117 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
     (tmp_path / "downloads").mkdir(exist_ok=True)
     (tmp_path / "downloads" / "www.cs.toronto.edu_kriz_cifar-10-binary.tar.gz").write_bytes(b"")
     assert "cannot download cifar10 (Failed to resolve 'www.cs.toronto.edu'): preparing" in run("--dataset=cifar10")
+
+
+class TinyTfrecords(tfds.core.GeneratorBasedBuilder):
+    """A dataset in TFDS's catalogue (its builder registered by its code, as cifar10's is), which
+    `tests/assets/tfds_tfrecord` holds as TFDS 4.9.10 with TensorFlow 2.21.0 prepared it by default, as tfrecord
+    files (`TinyTfrecords(data_dir=...).download_and_prepare()`)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(None, None, 3)),
+            "label": tfds.features.ClassLabel(num_classes=2),
+        }
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(5):
+            yield i, {"image": np.full((4, 3, 3), 50 * i, np.uint8), "label": int(i >= 3)}
+
+
+def _prepare(capsys, *argv) -> tuple[int, str]:
+    from jaxood.data import prepare
+
+    status = report_user_errors(prepare.main)(list(argv))
+    out, err = capsys.readouterr()
+    return status, out + err
+
+
+def test_prepare_of_a_dataset_prepared_already_asks_for_nothing(tmp_path, monkeypatch, capsys):
+    """A dataset prepared already (its archives deleted since, or offline, as a job's setup step on a node without
+    network) was asked for again: ImageNet's archives, downloaded by hand, or network for cifar10. A data_dir given a
+    level above the one it is prepared in (`/data` for `/data/tensorflow_datasets`) set off a second download."""
+    _no_network(monkeypatch)
+    data_dir = tmp_path / "tensorflow_datasets"
+    for name in ("cifar10", "imagenet2012"):  # as TFDS writes a prepared dataset's description
+        builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
+        os.makedirs(builder.data_dir)
+        builder.info.write_to_directory(builder.data_dir)
+        assert _prepare(capsys, f"--dataset={name}", f"--data_dir={data_dir}") == (
+            0, f"{name} is prepared already, in {builder.data_dir}: nothing to do\n"
+        )  # fmt: skip
+    status, said = _prepare(capsys, "--dataset=cifar10", f"--data_dir={tmp_path}")
+    assert status == 1 and said.startswith(
+        f"error: cifar10 is prepared already, in {data_dir}, not in --data_dir {tmp_path}: give --data_dir={data_dir} "
+        f"(this finds it prepared there and downloads nothing), and {data_dir} as the dataset's data_dir or as "
+        f"TFDS_DATA_DIR to read it. To prepare another copy in {tmp_path}, make the folder {tmp_path}/cifar10 first\n"
+    )
+    (tmp_path / "cifar10").mkdir()  # another copy, as said: on to its download
+    status, said = _prepare(capsys, "--dataset=cifar10", f"--data_dir={tmp_path}")
+    assert status == 1 and "error: cannot download cifar10 (no address for www.cs.toronto.edu: no network)" in said
+
+
+def _framed_records(dataset, path, records, progress):
+    """A tfrecord file's records read by its framing (each a length, its checksum, the record, its checksum), the
+    checksums unchecked, for `jaxood.data.prepare._records_of` (TensorFlow's reading) where TensorFlow is not."""
+    import struct
+
+    data, at, count = pathlib.Path(path).read_bytes(), 0, 0
+    while at < len(data):
+        (length,) = struct.unpack_from("<Q", data, at)
+        yield count, data[at + 12 : at + 12 + length]
+        at, count = at + 12 + length + 4, count + 1
+        progress.update()
+    assert count == records
+
+
+def test_a_dataset_tfds_prepared_as_tfrecord_gets_array_record_copies_that_jaxood_reads(tmp_path, monkeypatch, capsys):
+    """TFDS prepares a dataset as tfrecord files by default, which jaxood does not read: its reader asked to run
+    `jaxood.data.prepare`, which failed with TFDS's "File format is already set to tfrecord". It now adds array_record
+    copies beside them (with TensorFlow, which reads them: without it, the test reads them by their framing), which
+    jaxood reads through a builder of the dataset's folder: the catalogue's builder does not see them."""
+    import importlib.util
+
+    from jaxood.data import prepare
+
+    folder = tmp_path / "tiny_tfrecords" / "1.0.0"
+    shutil.copytree(pathlib.Path(__file__).parent / "assets" / "tfds_tfrecord", tmp_path, dirs_exist_ok=True)
+    as_prepared = {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+    argv = ("--dataset=tiny_tfrecords", f"--data_dir={tmp_path}")
+    refused = r"prepared as tfrecord files, which jaxood does not read: `python -m jaxood\.data\.prepare --dataset="
+    with pytest.raises(DatasetMissing, match=refused + r"tiny_tfrecords --data_dir=.*` adds array_record copies"):
+        TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))
+    if importlib.util.find_spec("tensorflow") is None:
+        status, said = _prepare(capsys, *argv)
+        assert status == 1 and "needs the Python module 'tensorflow': `pip install tensorflow-cpu`" in said
+    else:  # a damaged file is named
+        damaged = tmp_path / "damaged"
+        shutil.copytree(tmp_path, damaged, ignore=shutil.ignore_patterns("damaged"))
+        shard = damaged / "tiny_tfrecords" / "1.0.0" / "tiny_tfrecords-train.tfrecord-00000-of-00001"
+        shard.write_bytes(shard.read_bytes()[:300])
+        status, said = _prepare(capsys, "--dataset=tiny_tfrecords", f"--data_dir={damaged}")
+        assert status == 1 and f"error: tiny_tfrecords's file {shard} is damaged (past record 2: " in said
+        assert sorted(os.listdir(shard.parent)) == sorted(as_prepared)  # no copy left half-written
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == as_prepared  # nothing written
+    reader, copied = (prepare._records_of if importlib.util.find_spec("tensorflow") else _framed_records), []
+    monkeypatch.setattr(prepare, "_records_of", lambda *args: copied.append(args[1].name) or reader(*args))
+    status, said = _prepare(capsys, *argv)
+    assert status == 0 and said.endswith(f"added array_record files to tiny_tfrecords in {folder}\n")
+    # Stopped after the copy, before the dataset_info.json that lists it: the same command copies it no second time.
+    (folder / "dataset_info.json").write_bytes(as_prepared["dataset_info.json"])
+    assert _prepare(capsys, *argv)[0] == 0 and copied == ["tiny_tfrecords-train.tfrecord-00000-of-00001"]
+    source = TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))
+    read = sorted(
+        (np.asarray(Image.open(io.BytesIO(image))).tolist(), label) for image, label in map(source.read, range(5))
+    )
+    assert read == [(np.full((4, 3, 3), 50 * i).tolist(), int(i >= 3)) for i in range(5)]
+    assert _prepare(capsys, *argv) == (0, f"tiny_tfrecords is prepared already, in {folder}: nothing to do\n")
 
 
 # ------------------------------------------------------------- preprocessing
@@ -2250,132 +2370,3 @@ def test_python_exits_with_batches_still_open_and_their_producer_waiting():
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout == "exiting\n", run.stderr
-
-
-class TinyTfrecords(tfds.core.GeneratorBasedBuilder):
-    """A dataset in TFDS's catalogue (its builder registered by its code, as cifar10's is), which
-    `tests/assets/tfds_tfrecord` holds as TFDS 4.9.10 with TensorFlow 2.21.0 prepared it by default, as tfrecord
-    files (`TinyTfrecords(data_dir=...).download_and_prepare()`)."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        features = {
-            "image": tfds.features.Image(shape=(None, None, 3)),
-            "label": tfds.features.ClassLabel(num_classes=2),
-        }
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
-
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples()}
-
-    def _generate_examples(self):
-        for i in range(5):
-            yield i, {"image": np.full((4, 3, 3), 50 * i, np.uint8), "label": int(i >= 3)}
-
-
-def _no_network(monkeypatch):
-    """No address for any host, and no download tried (a test fails that tries one)."""
-    import socket
-
-    import requests
-
-    def no_address(host, *args, **kwargs):
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("prepare tried to download")
-
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(socket, "getaddrinfo", no_address)
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", no_download)
-
-
-def _prepare(capsys, *argv) -> tuple[int, str]:
-    from jaxood.data import prepare
-
-    status = report_user_errors(prepare.main)(list(argv))
-    out, err = capsys.readouterr()
-    return status, out + err
-
-
-def test_prepare_of_a_dataset_prepared_already_asks_for_nothing(tmp_path, monkeypatch, capsys):
-    """A dataset prepared already (its archives deleted since, or offline, as a job's setup step on a node without
-    network) was asked for again: ImageNet's archives, downloaded by hand, or network for cifar10. A data_dir given a
-    level above the one it is prepared in (`/data` for `/data/tensorflow_datasets`) set off a second download."""
-    _no_network(monkeypatch)
-    data_dir = tmp_path / "tensorflow_datasets"
-    for name in ("cifar10", "imagenet2012"):  # as TFDS writes a prepared dataset's description
-        builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
-        os.makedirs(builder.data_dir)
-        builder.info.write_to_directory(builder.data_dir)
-        assert _prepare(capsys, f"--dataset={name}", f"--data_dir={data_dir}") == (
-            0, f"{name} is prepared already, in {builder.data_dir}: nothing to do\n"
-        )  # fmt: skip
-    status, said = _prepare(capsys, "--dataset=cifar10", f"--data_dir={tmp_path}")
-    assert status == 1 and said.startswith(
-        f"error: cifar10 is prepared already, in {data_dir}, not in --data_dir {tmp_path}: give --data_dir={data_dir} "
-        f"(this finds it prepared there and downloads nothing), and {data_dir} as the dataset's data_dir or as "
-        f"TFDS_DATA_DIR to read it. To prepare another copy in {tmp_path}, make the folder {tmp_path}/cifar10 first\n"
-    )
-    (tmp_path / "cifar10").mkdir()  # another copy, as said: on to its download
-    status, said = _prepare(capsys, "--dataset=cifar10", f"--data_dir={tmp_path}")
-    assert status == 1 and "error: cannot download cifar10 (no address for www.cs.toronto.edu: no network)" in said
-
-
-def _framed_records(dataset, path, records, progress):
-    """A tfrecord file's records read by its framing (each a length, its checksum, the record, its checksum), the
-    checksums unchecked, for `jaxood.data.prepare._records_of` (TensorFlow's reading) where TensorFlow is not."""
-    import struct
-
-    data, at, count = pathlib.Path(path).read_bytes(), 0, 0
-    while at < len(data):
-        (length,) = struct.unpack_from("<Q", data, at)
-        yield count, data[at + 12 : at + 12 + length]
-        at, count = at + 12 + length + 4, count + 1
-        progress.update()
-    assert count == records
-
-
-def test_a_dataset_tfds_prepared_as_tfrecord_gets_array_record_copies_that_jaxood_reads(tmp_path, monkeypatch, capsys):
-    """TFDS prepares a dataset as tfrecord files by default, which jaxood does not read: its reader asked to run
-    `jaxood.data.prepare`, which failed with TFDS's "File format is already set to tfrecord". It now adds array_record
-    copies beside them (with TensorFlow, which reads them: without it, the test reads them by their framing), which
-    jaxood reads through a builder of the dataset's folder: the catalogue's builder does not see them."""
-    import importlib.util
-
-    from jaxood.data import prepare
-
-    folder = tmp_path / "tiny_tfrecords" / "1.0.0"
-    shutil.copytree(pathlib.Path(__file__).parent / "assets" / "tfds_tfrecord", tmp_path, dirs_exist_ok=True)
-    as_prepared = {name: (folder / name).read_bytes() for name in os.listdir(folder)}
-    argv = ("--dataset=tiny_tfrecords", f"--data_dir={tmp_path}")
-    refused = r"prepared as tfrecord files, which jaxood does not read: `python -m jaxood\.data\.prepare --dataset="
-    with pytest.raises(DatasetMissing, match=refused + r"tiny_tfrecords --data_dir=.*` adds array_record copies"):
-        TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))
-    if importlib.util.find_spec("tensorflow") is None:
-        status, said = _prepare(capsys, *argv)
-        assert status == 1 and "needs the Python module 'tensorflow': `pip install tensorflow-cpu`" in said
-    else:  # a damaged file is named
-        damaged = tmp_path / "damaged"
-        shutil.copytree(tmp_path, damaged, ignore=shutil.ignore_patterns("damaged"))
-        shard = damaged / "tiny_tfrecords" / "1.0.0" / "tiny_tfrecords-train.tfrecord-00000-of-00001"
-        shard.write_bytes(shard.read_bytes()[:300])
-        status, said = _prepare(capsys, "--dataset=tiny_tfrecords", f"--data_dir={damaged}")
-        assert status == 1 and f"error: tiny_tfrecords's file {shard} is damaged (past record 2: " in said
-        assert sorted(os.listdir(shard.parent)) == sorted(as_prepared)  # no copy left half-written
-    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == as_prepared  # nothing written
-    reader, copied = (prepare._records_of if importlib.util.find_spec("tensorflow") else _framed_records), []
-    monkeypatch.setattr(prepare, "_records_of", lambda *args: copied.append(args[1].name) or reader(*args))
-    status, said = _prepare(capsys, *argv)
-    assert status == 0 and said.endswith(f"added array_record files to tiny_tfrecords in {folder}\n")
-    # Stopped after the copy, before the dataset_info.json that lists it: the same command copies it no second time.
-    (folder / "dataset_info.json").write_bytes(as_prepared["dataset_info.json"])
-    assert _prepare(capsys, *argv)[0] == 0 and copied == ["tiny_tfrecords-train.tfrecord-00000-of-00001"]
-    source = TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))
-    read = sorted(
-        (np.asarray(Image.open(io.BytesIO(image))).tolist(), label) for image, label in map(source.read, range(5))
-    )
-    assert read == [(np.full((4, 3, 3), 50 * i).tolist(), int(i >= 3)) for i in range(5)]
-    assert _prepare(capsys, *argv) == (0, f"tiny_tfrecords is prepared already, in {folder}: nothing to do\n")
