@@ -1142,7 +1142,7 @@ def test_a_damaged_tfds_file_is_named_for_its_labels_and_its_images_are_counted_
 ):
     """A record array_record cannot read (a file cut short by a copy or a full disk, bytes changed) stopped the run
     with a RuntimeError from a loader thread. Its images are now undecodable ones, counted and reported; reading
-    the labels, which few-shot sampling needs whole, names the damaged dataset and how to prepare it again."""
+    the labels, which few-shot sampling needs whole, names the damaged dataset, the record's file and what to do."""
     shutil.copytree(tiny_tfds, tmp_path, dirs_exist_ok=True)
     (shard,) = (tmp_path / "tiny_shapes" / "1.0.0").glob("*.array_record-*")
     data = bytearray(shard.read_bytes())
@@ -1159,9 +1159,9 @@ def test_a_damaged_tfds_file_is_named_for_its_labels_and_its_images_are_counted_
         "cut short": (0, "empty (its file may be cut short)"),
         "gone": (0, "open() failed: No such file or directory"),
     }[damage]
-    with pytest.raises(DatasetMissing, match=rf"'tiny_shapes' \(train\) .* has a record that cannot be read "
-                       rf"\(tiny_shapes train record {first}: {re.escape(why)}.*\): its files are damaged.*"
-                       r"jaxood\.data\.prepare --dataset=tiny_shapes"):  # fmt: skip
+    unread = rf"'tiny_shapes' \(train\) .* has a record that cannot be read \(tiny_shapes train record {first}: "
+    named = rf"\(the record's: {re.escape(str(shard))}\)\. .*jaxood\.data\.prepare --dataset=tiny_shapes"
+    with pytest.raises(DatasetMissing, match=rf"{unread}{re.escape(why)}.*\): its files are damaged, .* {named}"):
         src.labels()
     assert not (tmp_path / "jaxood_labels").exists()  # nothing cached
     loader = Loader(src, preprocess.clip_eval(16), global_batch=4)
@@ -1449,11 +1449,23 @@ def _prepare(capsys, *argv) -> tuple[int, str]:
     return status, out + err
 
 
-def test_prepare_of_a_dataset_prepared_already_asks_for_nothing(tmp_path, monkeypatch, capsys):
+def test_prepare_of_a_dataset_prepared_already_asks_for_nothing(tiny_tfds, tmp_path, monkeypatch, capsys):
     """A dataset prepared already (its archives deleted since, or offline, as a job's setup step on a node without
     network) was asked for again: ImageNet's archives, downloaded by hand, or network for cifar10. A data_dir given a
-    level above the one it is prepared in (`/data` for `/data/tensorflow_datasets`) set off a second download."""
+    level above the one it is prepared in (`/data` for `/data/tensorflow_datasets`) set off a second download. One
+    with a file gone was prepared already for TFDS, where the reader asked to prepare it again."""
     _no_network(monkeypatch)
+    shutil.copytree(tiny_tfds, tmp_path / "tiny", dirs_exist_ok=True)
+    folder = tmp_path / "tiny" / "tiny_shapes" / "1.0.0"
+    assert _prepare(capsys, "--dataset=tiny_shapes", f"--data_dir={tmp_path / 'tiny'}") == (
+        0, f"tiny_shapes is prepared already, in {folder}: nothing to do\n"
+    )  # fmt: skip
+    (shard,) = folder.glob("*.array_record-*")
+    shard.unlink()
+    assert _prepare(capsys, "--dataset=tiny_shapes", f"--data_dir={tmp_path / 'tiny'}")[1].startswith(
+        f"error: tiny_shapes is prepared in {folder}, but 1 of its files are gone ({shard.name}): restore them, or "
+        "delete that folder and run this again to prepare the dataset anew\n"
+    )
     data_dir = tmp_path / "tensorflow_datasets"
     for name in ("cifar10", "imagenet2012"):  # as TFDS writes a prepared dataset's description
         builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
@@ -1522,6 +1534,12 @@ def test_a_dataset_tfds_prepared_as_tfrecord_gets_array_record_copies_that_jaxoo
     # Stopped after the copy, before the dataset_info.json that lists it: the same command copies it no second time.
     (folder / "dataset_info.json").write_bytes(as_prepared["dataset_info.json"])
     assert _prepare(capsys, *argv)[0] == 0 and copied == ["tiny_tfrecords-train.tfrecord-00000-of-00001"]
+    (folder / "tiny_tfrecords-train.array_record-00000-of-00001").unlink()  # a copy deleted as damaged: made again
+    status, said = _prepare(capsys, *argv)
+    assert status == 0 and said.startswith(f"tiny_tfrecords is prepared in {folder} as tfrecord files, which jaxood "
+                                           "does not read: adding array_record copies of 1 of them beside them (as "
+                                           "much disk again)\n")  # fmt: skip
+    assert len(copied) == 2 and len(TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))) == 5
     source = TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))
     read = sorted(
         (np.asarray(Image.open(io.BytesIO(image))).tolist(), label) for image, label in map(source.read, range(5))

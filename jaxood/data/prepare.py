@@ -25,10 +25,12 @@ import urllib.request
 from jaxood.cache import writable_folder_problem
 from jaxood.data.sources import (
     ARRAY_RECORD,
+    TFRECORD,
     DatasetMissing,
     file_formats,
     is_prepared,
     open_tfds_builder,
+    own_file_format,
     prepared_elsewhere,
 )
 from jaxood.errors import InputMissing, InvalidInput, UserError, exit_with, first_line, report_user_errors
@@ -55,9 +57,7 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
     data_dir = os.path.expanduser(data_dir)  # a shell leaves `--data_dir=~/tensorflow_datasets` as it is
     builder = open_tfds_builder(dataset, data_dir)  # in the format it is prepared in, where it is
     if is_prepared(builder):  # where its archives are gone, or offline, this asked for them or for network
-        if ARRAY_RECORD in file_formats(builder.info):
-            return f"{dataset} is prepared already, in {builder.data_dir}: nothing to do"
-        return _add_array_record(dataset, builder)
+        return _complete(dataset, builder)
     if os.path.isdir(data_dir) and (meant := prepared_elsewhere(dataset, data_dir)):  # a new data_dir is a new store
         own = os.path.join(data_dir, dataset.split(":")[0].split("/")[0])
         raise InvalidInput(
@@ -103,6 +103,27 @@ def _named_modules(dataset: str):
         ) from err
 
 
+def _complete(dataset: str, builder) -> str:
+    """A prepared dataset's array_record files, as jaxood reads them, all there: those TFDS wrote, or the copies
+    `_add_array_record` makes (again, of those deleted as damaged). A file TFDS wrote that is gone is named: TFDS
+    prepares a dataset anew only in a folder without it."""
+    info = builder.info
+    if (own := own_file_format(info)) == ARRAY_RECORD:
+        if missing := [path for split in info.splits.values() for path in split.filepaths if not path.exists()]:
+            raise DatasetMissing(
+                f"{dataset} is prepared in {builder.data_dir}, but {len(missing)} of its files are gone "
+                f"({', '.join(path.name for path in missing[:3])}{', ...' if len(missing) > 3 else ''}): restore "
+                "them, or delete that folder and run this again to prepare the dataset anew"
+            )
+        return f"{dataset} is prepared already, in {builder.data_dir}: nothing to do"
+    if own != TFRECORD:
+        raise DatasetMissing(
+            f"{dataset} is prepared in {builder.data_dir} as {own} files, which jaxood does not read (and copies to "
+            f"array_record from tfrecord files alone): prepare it again, in an empty data_dir, and use that one"
+        )
+    return _add_array_record(dataset, builder)
+
+
 def _add_array_record(dataset: str, builder) -> str:
     """A dataset prepared by TFDS's default (tfrecord files, which jaxood does not read) gets array_record copies of
     its files beside them, as an alternative file format of the dataset: `prepare` had failed with TFDS's "File
@@ -113,25 +134,28 @@ def _add_array_record(dataset: str, builder) -> str:
     from tensorflow_datasets.core.utils import py_utils
 
     info = builder.info
-    print(
-        f"{dataset} is prepared in {builder.data_dir} as {', '.join(sorted(file_formats(info)))} files, which jaxood "
-        "does not read: adding array_record copies of them beside them (as much disk again)",
-        flush=True,
-    )
     to_copy = []  # (tfrecord file, its records, its array_record copy), for those not copied whole before
     for split in info.splits.values():
         for path, records in zip(split.filepaths, split.shard_lengths, strict=True):
             copy = file_adapters.convert_path_to_file_format(path, file_adapters.FileFormat.ARRAY_RECORD)
             if not copy.exists():
                 to_copy.append((path, records, copy))
+    if not to_copy and ARRAY_RECORD in file_formats(info):
+        return f"{dataset} is prepared already, in {builder.data_dir}: nothing to do"
+    print(
+        f"{dataset} is prepared in {builder.data_dir} as {TFRECORD} files, which jaxood does not read: "
+        f"adding array_record copies of {len(to_copy)} of them beside them (as much disk again)",
+        flush=True,
+    )
     progress = Progress(f"copying {dataset}", sum(records for _, records, _ in to_copy), "records")
     with _named_modules(dataset):
         for path, records, copy in to_copy:
             with py_utils.incomplete_file(copy) as partial:
                 records_of = _records_of(dataset, path, records, progress)
                 file_adapters.ArrayRecordFileAdapter.write_examples(partial, records_of)
-    info.add_alternative_file_format(ARRAY_RECORD)
-    info.write_to_directory(builder.data_dir)
+    if ARRAY_RECORD not in file_formats(info):
+        info.add_alternative_file_format(ARRAY_RECORD)
+        info.write_to_directory(builder.data_dir)
     return f"added array_record files to {dataset} in {builder.data_dir}"
 
 

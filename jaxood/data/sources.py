@@ -180,6 +180,14 @@ class RecordRanges:
 
     __rand__ = __and__  # a set of files & ranges
 
+    def file_of(self, index: int) -> str:
+        """The file of the `index`-th record read (the files' ranges are read in order)."""
+        for shard, spans in self.ranges.items():
+            if index < (count := sum(stop - start for start, stop in spans)):
+                return shard
+            index -= count
+        raise IndexError(f"record {index} past the last file's")
+
 
 class _FileListSource:
     """A list of image paths with labels (`self.paths`, `self._labels`)."""
@@ -662,13 +670,19 @@ def is_prepared(builder) -> bool:
 
 
 ARRAY_RECORD = "array_record"  # the file format jaxood reads (without TensorFlow)
+TFRECORD = "tfrecord"  # TFDS's default, which jaxood.data.prepare copies to array_record
 
 
 def file_formats(info) -> set[str]:
     """The file formats a prepared TFDS dataset's files are in, as its dataset_info.json lists them: its own and its
     alternatives (the array_record copies `jaxood.data.prepare` adds beside tfrecord files). One prepared before TFDS
     wrote the file format down is in tfrecord files, as TFDS reads it."""
-    return {info.file_format.value if info.file_format else "tfrecord", *info.as_proto.alternative_file_formats}
+    return {own_file_format(info), *info.as_proto.alternative_file_formats}
+
+
+def own_file_format(info) -> str:
+    """The file format TFDS prepared a dataset in: tfrecord where dataset_info.json does not say (as TFDS reads it)."""
+    return info.file_format.value if info.file_format else TFRECORD
 
 
 def _reading_array_record(builder):
@@ -868,9 +882,10 @@ class TfdsSource:
         if failed is not None:  # every label is needed (few-shot sampling), and a cached guess would stay
             raise DatasetMissing(
                 f"TFDS dataset {self.name!r} ({self.split}) in {self._data_dir} has a record that cannot be read "
-                f"({failed[1]}): its files are damaged, cut short by a copy or a full disk. Prepare it again "
-                f"(`python -m jaxood.data.prepare --dataset={self.name} --data_dir={self._data_dir}`) or "
-                "restore its files."
+                f"({failed[1]}): its files are damaged, cut short by a copy or a full disk, or gone (the record's: "
+                f"{self._records.file_of(failed[0])}). Restore them, or delete the damaged ones and run `python -m "
+                f"jaxood.data.prepare --dataset={self.name} --data_dir={self._data_dir}`, which copies again those it "
+                "copied from tfrecord files and says how to prepare the dataset anew otherwise."
             )
         save_npy(shared if shared and can_hold_a_folder(os.path.dirname(shared)) else own, labels)
         return labels
