@@ -1483,6 +1483,17 @@ def test_prepare_of_a_dataset_prepared_already_asks_for_nothing(tiny_tfds, tmp_p
     (tmp_path / "cifar10").mkdir()  # another copy, as said: on to its download
     status, said = _prepare(capsys, "--dataset=cifar10", f"--data_dir={tmp_path}")
     assert status == 1 and "error: cannot download cifar10 (no address for www.cs.toronto.edu: no network)" in said
+    # Prepared in a file format that is neither jaxood's nor TFDS's default, which prepare copies: named.
+    builder = tfds.builder("cifar10", data_dir=str(tmp_path / "riegeli"), file_format="riegeli")
+    os.makedirs(builder.data_dir)
+    builder.info.write_to_directory(builder.data_dir)
+    status, said = _prepare(capsys, "--dataset=cifar10", f"--data_dir={tmp_path / 'riegeli'}")
+    assert status == 1 and said.startswith(f"error: cifar10 is prepared in {builder.data_dir} as riegeli files, "
+                                           "which jaxood does not read (this copies tfrecord files alone to "
+                                           "array_record): prepare it again in an empty folder")  # fmt: skip
+    again = r"prepare it again in an empty folder \(`python -m jaxood\.data\.prepare --dataset=cifar10 --data_dir="
+    with pytest.raises(DatasetMissing, match="prepared as riegeli files, which jaxood does not read: " + again):
+        TfdsSource("cifar10", "test", data_dir=str(tmp_path / "riegeli"))
 
 
 def _framed_records(dataset, path, records, progress):

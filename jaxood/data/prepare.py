@@ -118,8 +118,9 @@ def _complete(dataset: str, builder) -> str:
         return f"{dataset} is prepared already, in {builder.data_dir}: nothing to do"
     if own != TFRECORD:
         raise DatasetMissing(
-            f"{dataset} is prepared in {builder.data_dir} as {own} files, which jaxood does not read (and copies to "
-            f"array_record from tfrecord files alone): prepare it again, in an empty data_dir, and use that one"
+            f"{dataset} is prepared in {builder.data_dir} as {own} files, which jaxood does not read (this copies "
+            f"tfrecord files alone to array_record): prepare it again in an empty folder (--data_dir=<folder>) and "
+            "use that one"
         )
     return _add_array_record(dataset, builder)
 

@@ -804,10 +804,15 @@ class TfdsSource:
         try:
             self._ds = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
         except NotImplementedError as err:
+            prepare = f"python -m jaxood.data.prepare --dataset={name} --data_dir="
+            if (own := own_file_format(builder.info)) == TFRECORD:
+                fix = (
+                    f"`{prepare}{data_dir}` adds array_record copies of them (needs `pip install tensorflow-cpu` once)"
+                )
+            else:
+                fix = f"prepare it again in an empty folder (`{prepare}<folder>`) and use that one"
             raise DatasetMissing(
-                f"TFDS dataset {name!r} in {data_dir} is prepared as {', '.join(sorted(file_formats(builder.info)))} "
-                f"files, which jaxood does not read: `python -m jaxood.data.prepare --dataset={name} "
-                f"--data_dir={data_dir}` adds array_record copies of them (needs `pip install tensorflow-cpu` once)"
+                f"TFDS dataset {name!r} in {data_dir} is prepared as {own} files, which jaxood does not read: {fix}"
             ) from err
         except ValueError as err:  # an unknown split, a slice TFDS cannot parse, one past the end or an empty one
             splits = ", ".join(f"{k} ({v.num_examples} examples)" for k, v in sorted(builder.info.splits.items()))
