@@ -24,7 +24,7 @@ from ml_collections import config_flags
 from jaxood.cache import can_hold_a_folder
 from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
 from jaxood.errors import exit_with, report_user_errors
-from jaxood.workdir_lock import run_holding
+from jaxood.run_folders import run_holding
 
 
 def _exit(message: str) -> None:

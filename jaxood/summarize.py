@@ -29,7 +29,7 @@ import numpy as np
 from jaxood.cache import write_whole
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
 from jaxood.report import RESULTS_JSON, code_name, pct
-from jaxood.workdir_lock import run_holding
+from jaxood.run_folders import run_holding
 
 
 def read_reports(runs: list[str]) -> dict[str, dict]:

@@ -75,6 +75,7 @@ from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
 from jaxood.progress import Progress
+from jaxood.run_folders import RUN_CHECKPOINTS
 
 # ------------------------------------------------------------------- resume
 
@@ -286,7 +287,7 @@ def check_same_classes(train: tuple[str, ...], test: tuple[str, ...]) -> None:
 
 
 def _checkpoint_dir(workdir: str) -> str:
-    return os.path.join(workdir, workdir_lock.RUN_CHECKPOINTS)
+    return os.path.join(workdir, RUN_CHECKPOINTS)
 
 
 def partition(params: dict, rules) -> tuple[dict, dict, dict]:

@@ -405,6 +405,16 @@ def test_a_model_folder_without_a_config_or_weights_names_what_it_lacks(tiny_hf,
         clip.load("Toy")  # the embedded CLIP's name, misspelt: the choices did not name it
 
 
+def test_a_clip_folder_holding_a_checkpoints_folder_loads(tiny_hf, tmp_path):
+    """A Hugging Face CLIP's folder that also holds a folder named checkpoints (its own fine-tuning's) was refused as
+    a jaxood.train workdir, which the test of a run's workdir took any folder with config.json and checkpoints/ for:
+    a run's config.json holds a method's settings."""
+    shutil.copytree(tiny_hf[0], tmp_path / "clip")
+    (tmp_path / "clip" / "checkpoints" / "500").mkdir(parents=True)
+    model, _ = clip.load(str(tmp_path / "clip"))
+    assert model.cfg.vision.width == clip.load(tiny_hf[0])[0].cfg.vision.width
+
+
 def test_a_folder_above_a_clip_names_the_clip_folder_below_it(tiny_hf, tmp_path):
     """A folder one or two levels above a CLIP (the hub's cache of a download, models--<owner>--<name>, copied from a
     machine with network; a folder of runs, whose exported CLIP is in export/) is refused naming the CLIP folders

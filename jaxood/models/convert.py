@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxood.errors import InputMissing, InvalidInput, UserError
 from jaxood.models.clip import CLIP, CLIPConfig, param_shapes, read_json_mapping
+from jaxood.run_folders import RUN_CHECKPOINTS, holds_a_run_config
 
 JAXOOD_CONFIG = "jaxood_clip.json"
 JAXOOD_PARAMS = "params.msgpack"
@@ -406,7 +407,7 @@ def _refuse_training_state(directory: str) -> None:
             "a step checkpoint of a jaxood.train run",
             os.path.dirname(os.path.dirname(os.path.normpath(directory))),
         )
-    elif holds("checkpoints") and holds("config.json"):
+    elif holds(RUN_CHECKPOINTS) and holds_a_run_config(directory):
         what, workdir = "a jaxood.train workdir", directory
     else:
         return

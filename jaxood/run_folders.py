@@ -1,0 +1,37 @@
+"""What a training run's workdir holds, for the commands that are given a folder: a run's `config.json` (its
+settings) beside `checkpoints/` (a folder per saved step). `--workdir` and `jaxood.summarize` name the run whose
+checkpoints a folder given lies in; a run's workdir given as a CLIP is named as training state."""
+
+from __future__ import annotations
+
+import json
+import os
+
+RUN_CHECKPOINTS = "checkpoints"  # the folder of a training run's checkpoints in its workdir, beside its config.json
+
+
+def run_holding(path: str) -> str | None:
+    """The workdir of the run whose checkpoints folder holds `path` (`<run>/checkpoints`, a step's folder in it, or a
+    folder in a step's), relative where `path` is; else None. A run's workdir is one whose config.json holds a
+    method's settings: a folder named checkpoints elsewhere is no run's."""
+    if "://" in path:
+        return None
+    given = os.path.expanduser(path)
+    parts = os.path.abspath(given).split(os.sep)
+    for at in range(max(1, len(parts) - 3), len(parts)):  # <run>/checkpoints[/<step>[/<folder>]]
+        if parts[at] != RUN_CHECKPOINTS or not all(step.isdigit() for step in parts[at + 1 : at + 2]):
+            continue
+        run = os.sep.join(parts[:at]) or os.sep
+        if holds_a_run_config(run):
+            return run if os.path.isabs(given) else os.path.relpath(run)
+    return None
+
+
+def holds_a_run_config(folder: str) -> bool:
+    """`folder/config.json` is the settings of a jaxood run (a method's), as `jaxood.train` saves them."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            settings = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and "method" in settings
