@@ -660,11 +660,14 @@ class TinyVersions(tfds.core.GeneratorBasedBuilder):
 """
 
 
-def _prepare_tiny_versions(data_dir: str, records: int = 3, shards: int = 0) -> None:
-    """`tiny_versions` 1.0.0 prepared in `data_dir` by another process (`shards` files; 0: as TFDS chooses)."""
+def _prepare_tiny_versions(
+    data_dir: str, records: int = 3, shards: int = 0, file_format: str = "array_record", name: str = "TinyVersions"
+) -> None:
+    """`tiny_versions` 1.0.0 prepared in `data_dir` by another process (`shards` files; 0: as TFDS chooses), in
+    `file_format`, its builder named `name` (`tiny_versions` is registered in this process by a test)."""
     config = f"tfds.download.DownloadConfig(num_shards={shards})" if shards else "None"
-    prepare = _TINY_VERSIONS.format(version="1.0.0", records=records) + (
-        f"TinyVersions(data_dir=sys.argv[1], file_format='array_record').download_and_prepare(download_config={config})"
+    prepare = _TINY_VERSIONS.format(version="1.0.0", records=records).replace("TinyVersions", name) + (
+        f"{name}(data_dir=sys.argv[1], file_format={file_format!r}).download_and_prepare(download_config={config})"
     )
     subprocess.run([sys.executable, "-c", prepare, data_dir], check=True, capture_output=True, timeout=300)
 
@@ -1483,7 +1486,14 @@ def test_prepare_of_a_dataset_prepared_already_asks_for_nothing(tiny_tfds, tmp_p
     (tmp_path / "cifar10").mkdir()  # another copy, as said: on to its download
     status, said = _prepare(capsys, "--dataset=cifar10", f"--data_dir={tmp_path}")
     assert status == 1 and "error: cannot download cifar10 (no address for www.cs.toronto.edu: no network)" in said
-    # Prepared in a file format that is neither jaxood's nor TFDS's default, which prepare copies: named.
+    # Parquet, which TFDS reads by index as it reads array_record: prepared already, and read.
+    _prepare_tiny_versions(str(tmp_path / "parquet"), file_format="parquet", name="TinyParquet")
+    folder = tmp_path / "parquet" / "tiny_parquet" / "1.0.0"
+    assert _prepare(capsys, "--dataset=tiny_parquet", f"--data_dir={tmp_path / 'parquet'}") == (
+        0, f"tiny_parquet is prepared already, in {folder}: nothing to do\n"
+    )  # fmt: skip
+    assert sorted(TfdsSource("tiny_parquet", "train", data_dir=str(tmp_path / "parquet")).labels()) == [0, 0, 1]
+    # Prepared in a file format that is neither read by index nor TFDS's default, which prepare copies: named.
     builder = tfds.builder("cifar10", data_dir=str(tmp_path / "riegeli"), file_format="riegeli")
     os.makedirs(builder.data_dir)
     builder.info.write_to_directory(builder.data_dir)

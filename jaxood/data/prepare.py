@@ -104,11 +104,16 @@ def _named_modules(dataset: str):
 
 
 def _complete(dataset: str, builder) -> str:
-    """A prepared dataset's array_record files, as jaxood reads them, all there: those TFDS wrote, or the copies
-    `_add_array_record` makes (again, of those deleted as damaged). A file TFDS wrote that is gone is named: TFDS
-    prepares a dataset anew only in a folder without it."""
+    """A prepared dataset's files that jaxood reads all there: those TFDS wrote in a format read by index
+    (array_record, parquet), or the array_record copies `_add_array_record` makes of tfrecord files (again, of those
+    deleted as damaged). A file TFDS wrote that is gone is named: TFDS prepares a dataset anew only in a folder
+    without it."""
+    from tensorflow_datasets.core import file_adapters
+
     info = builder.info
-    if (own := own_file_format(info)) == ARRAY_RECORD:
+    if (own := own_file_format(info)) in {
+        file_format.value for file_format in file_adapters.FileFormat.with_random_access()
+    }:
         if missing := [path for split in info.splits.values() for path in split.filepaths if not path.exists()]:
             raise DatasetMissing(
                 f"{dataset} is prepared in {builder.data_dir}, but {len(missing)} of its files are gone "
