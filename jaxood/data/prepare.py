@@ -111,9 +111,8 @@ def _complete(dataset: str, builder) -> str:
     from tensorflow_datasets.core import file_adapters
 
     info = builder.info
-    if (own := own_file_format(info)) in {
-        file_format.value for file_format in file_adapters.FileFormat.with_random_access()
-    }:
+    read_by_index = {file_format.value for file_format in file_adapters.FileFormat.with_random_access()}
+    if (own := own_file_format(info)) in read_by_index:
         if missing := [path for split in info.splits.values() for path in split.filepaths if not path.exists()]:
             raise DatasetMissing(
                 f"{dataset} is prepared in {builder.data_dir}, but {len(missing)} of its files are gone "
