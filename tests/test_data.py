@@ -1486,13 +1486,6 @@ def test_prepare_of_a_dataset_prepared_already_asks_for_nothing(tiny_tfds, tmp_p
     (tmp_path / "cifar10").mkdir()  # another copy, as said: on to its download
     status, said = _prepare(capsys, "--dataset=cifar10", f"--data_dir={tmp_path}")
     assert status == 1 and "error: cannot download cifar10 (no address for www.cs.toronto.edu: no network)" in said
-    # Parquet, which TFDS reads by index as it reads array_record: prepared already, and read.
-    _prepare_tiny_versions(str(tmp_path / "parquet"), file_format="parquet", name="TinyParquet")
-    folder = tmp_path / "parquet" / "tiny_parquet" / "1.0.0"
-    assert _prepare(capsys, "--dataset=tiny_parquet", f"--data_dir={tmp_path / 'parquet'}") == (
-        0, f"tiny_parquet is prepared already, in {folder}: nothing to do\n"
-    )  # fmt: skip
-    assert sorted(TfdsSource("tiny_parquet", "train", data_dir=str(tmp_path / "parquet")).labels()) == [0, 0, 1]
     # Prepared in a file format that is neither read by index nor TFDS's default, which prepare copies: named.
     builder = tfds.builder("cifar10", data_dir=str(tmp_path / "riegeli"), file_format="riegeli")
     os.makedirs(builder.data_dir)
@@ -1504,6 +1497,19 @@ def test_prepare_of_a_dataset_prepared_already_asks_for_nothing(tiny_tfds, tmp_p
     again = r"prepare it again in an empty folder \(`python -m jaxood\.data\.prepare --dataset=cifar10 --data_dir="
     with pytest.raises(DatasetMissing, match="prepared as riegeli files, which jaxood does not read: " + again):
         TfdsSource("cifar10", "test", data_dir=str(tmp_path / "riegeli"))
+
+
+def test_prepare_leaves_a_dataset_tfds_wrote_as_parquet_as_it_is(tmp_path, capsys):
+    """TFDS reads a record of a dataset it wrote as parquet by its index, as it reads array_record, and so does
+    jaxood's reader; prepare refused it as a format jaxood does not read. (pyarrow, which TFDS writes and reads
+    parquet with, needs NumPy 2 in its newest releases: with the oldest NumPy jaxood supports, this is skipped.)"""
+    pytest.importorskip("pyarrow")
+    _prepare_tiny_versions(str(tmp_path), file_format="parquet", name="TinyParquet")  # tiny_versions: registered here
+    folder = tmp_path / "tiny_parquet" / "1.0.0"
+    assert _prepare(capsys, "--dataset=tiny_parquet", f"--data_dir={tmp_path}") == (
+        0, f"tiny_parquet is prepared already, in {folder}: nothing to do\n"
+    )  # fmt: skip
+    assert sorted(TfdsSource("tiny_parquet", "train", data_dir=str(tmp_path)).labels()) == [0, 0, 1]
 
 
 def _framed_records(dataset, path, records, progress):
