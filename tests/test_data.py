@@ -1566,8 +1566,8 @@ def test_a_dataset_tfds_prepared_as_tfrecord_gets_array_record_copies_that_jaxoo
     assert status == 0 and said.startswith(f"tiny_tfrecords is prepared in {folder} as tfrecord files, which jaxood "
                                            "does not read: adding array_record copies of 1 of them beside them (as "
                                            "much disk again)\n")  # fmt: skip
-    assert len(copied) == 2 and len(TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))) == 5
     source = TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))
+    assert len(copied) == 2 and len(source) == 5
     read = sorted(
         (np.asarray(Image.open(io.BytesIO(image))).tolist(), label) for image, label in map(source.read, range(5))
     )
