@@ -119,34 +119,34 @@ def _complete(dataset: str, builder) -> str:
                 f"({', '.join(path.name for path in missing[:3])}{', ...' if len(missing) > 3 else ''}): restore "
                 "them, or delete that folder and run this again to prepare the dataset anew"
             )
-        return f"{dataset} is prepared already, in {builder.data_dir}: nothing to do"
-    if own != TFRECORD:
+    elif own == TFRECORD:
+        to_copy = []  # (tfrecord file, its records, its array_record copy), for those not copied whole before
+        for split in info.splits.values():
+            for path, records in zip(split.filepaths, split.shard_lengths, strict=True):
+                copy = file_adapters.convert_path_to_file_format(path, file_adapters.FileFormat.ARRAY_RECORD)
+                if not copy.exists():
+                    to_copy.append((path, records, copy))
+        if to_copy or ARRAY_RECORD not in file_formats(info):
+            return _add_array_record(dataset, builder, to_copy)
+    else:
         raise DatasetMissing(
             f"{dataset} is prepared in {builder.data_dir} as {own} files, which jaxood does not read (this copies "
             f"tfrecord files alone to array_record): prepare it again in an empty folder (--data_dir=<folder>) and "
             "use that one"
         )
-    return _add_array_record(dataset, builder)
+    return f"{dataset} is prepared already, in {builder.data_dir}: nothing to do"
 
 
-def _add_array_record(dataset: str, builder) -> str:
+def _add_array_record(dataset: str, builder, to_copy: list) -> str:
     """A dataset prepared by TFDS's default (tfrecord files, which jaxood does not read) gets array_record copies of
-    its files beside them, as an alternative file format of the dataset: `prepare` had failed with TFDS's "File
-    format is already set to tfrecord", where jaxood's reader asked for it. TFDS's own `convert_format` needs
-    Apache Beam besides TensorFlow. A shard copied whole is kept (written under a temporary name, then renamed), so
-    the same command goes on where one that stopped left off."""
+    its files beside them (`to_copy`: those not copied whole before), as an alternative file format of the dataset:
+    `prepare` had failed with TFDS's "File format is already set to tfrecord", where jaxood's reader asked for it.
+    TFDS's own `convert_format` needs Apache Beam besides TensorFlow. A shard copied whole is kept (written under a
+    temporary name, then renamed), so the same command goes on where one that stopped left off."""
     from tensorflow_datasets.core import file_adapters
     from tensorflow_datasets.core.utils import py_utils
 
     info = builder.info
-    to_copy = []  # (tfrecord file, its records, its array_record copy), for those not copied whole before
-    for split in info.splits.values():
-        for path, records in zip(split.filepaths, split.shard_lengths, strict=True):
-            copy = file_adapters.convert_path_to_file_format(path, file_adapters.FileFormat.ARRAY_RECORD)
-            if not copy.exists():
-                to_copy.append((path, records, copy))
-    if not to_copy and ARRAY_RECORD in file_formats(info):
-        return f"{dataset} is prepared already, in {builder.data_dir}: nothing to do"
     print(
         f"{dataset} is prepared in {builder.data_dir} as {TFRECORD} files, which jaxood does not read: "
         f"adding array_record copies of {len(to_copy)} of them beside them (as much disk again)",
