@@ -24,7 +24,7 @@ from ml_collections import config_flags
 from jaxood.cache import can_hold_a_folder
 from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
 from jaxood.errors import exit_with, report_user_errors
-from jaxood.run_folders import run_holding
+from jaxood.run_folders import is_run_settings, run_holding
 
 
 def _exit(message: str) -> None:
@@ -187,7 +187,7 @@ def _json_config_file(argv: list[str]) -> str | None:
     made = (
         f", the settings of a run (method {settings['method']!r}, variant {settings.get('variant')!r}): give the "
         "config file and variant they were made with, and each setting to change as --config.<key>=value"
-        if isinstance(settings, dict) and "method" in settings
+        if is_run_settings(settings)
         else ""
     )
     return (

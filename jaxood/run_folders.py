@@ -28,10 +28,15 @@ def run_holding(path: str) -> str | None:
 
 
 def holds_a_run_config(folder: str) -> bool:
-    """`folder/config.json` is the settings of a jaxood run (a method's), as `jaxood.train` saves them."""
+    """`folder/config.json` is the settings of a jaxood run, as `jaxood.train` saves them."""
     try:
         with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            settings = json.load(f)
+            return is_run_settings(json.load(f))
     except (OSError, ValueError):
         return False
+
+
+def is_run_settings(settings) -> bool:
+    """`settings`, read from JSON, are a jaxood run's (a method's): a run's config.json, or its results.json's
+    "config"."""
     return isinstance(settings, dict) and "method" in settings
