@@ -85,12 +85,19 @@ def _outside_a_run(workdir: str | None) -> bool:
 flags.register_validator("workdir", _outside_a_run)
 
 
+# What a Ctrl-C kept of training, evaluation or pretraining, where no handler saved first (`report_user_errors`).
+RUN_KEPT = (
+    "Files written before it are kept: a training run resumes from its last checkpoint when the same command runs "
+    "again."
+)
+
+
 def run(main) -> None:
     """`absl.app.run(main)`, with jaxood's own errors (`jaxood.errors.UserError`) and what is wrong in the config
     (`_parse_flags`) printed as their message alone."""
     for name in ("config", "workdir"):  # `--help` lists the main module's flags, and these are jaxood.cli's
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
-    app.run(lambda argv: exit_with(report_user_errors(main)(argv)), flags_parser=_parse_flags)
+    app.run(lambda argv: exit_with(report_user_errors(main, RUN_KEPT)(argv)), flags_parser=_parse_flags)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

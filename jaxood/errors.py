@@ -132,12 +132,10 @@ def first_line(err: BaseException) -> str:
 
 
 # A command stopped by Ctrl-C where no handler saves first (loading, compiling, a second Ctrl-C in training): its
-# message, and its exit status (a shell's for a command stopped by SIGINT).
+# exit status (a shell's for a command stopped by SIGINT), and its message, which each command ends with what the
+# stop kept (`report_user_errors`'s `kept`).
 INTERRUPTED_STATUS = 130
-INTERRUPTED = (
-    "stopped by Ctrl-C. Files written before it are kept: a training run resumes from its last checkpoint when the "
-    "same command runs again."
-)
+INTERRUPTED = "stopped by Ctrl-C."
 
 
 # A command whose output's reader left (`| head` that read its lines): its exit status, a shell's for a command
@@ -165,11 +163,13 @@ class AtOnce(int):
     """An exit status after which `exit_with` exits at once: the command was stopped by a signal where it was."""
 
 
-def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+def report_user_errors(main: Callable[[list[str]], Any], kept: str) -> Callable[[list[str]], Any]:
     """`main` for a command line: a `UserError`, or a `PermissionError` (a file this user may not read or write),
     prints `error: <message>` on stderr and returns exit status 1; Ctrl-C
-    (KeyboardInterrupt: before training, where it was a traceback of whatever was running) prints `INTERRUPTED` and
-    returns `INTERRUPTED_STATUS`, as a shell reports a command stopped by SIGINT. Ctrl-C and a `StoppedAtOnce`
+    (KeyboardInterrupt: before training, where it was a traceback of whatever was running) prints `INTERRUPTED`
+    followed by `kept`, what the stop kept of the command's work (each command's own: one message for all spoke of
+    a training run's checkpoint after a dataset's preparation), and returns `INTERRUPTED_STATUS`, as a shell
+    reports a command stopped by SIGINT. Ctrl-C and a `StoppedAtOnce`
     stopped the command by a signal where it was: their status is `AtOnce`. Output whose reader left (`| head`
     that read its lines) stops the command quietly with `OUTPUT_CLOSED_STATUS`, as Unix tools stop there: its
     failed print was a BrokenPipeError's traceback (training and evaluation save and go on writing to a file
@@ -185,7 +185,7 @@ def report_user_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]]
             if os.environ.get("JAXOOD_TRACEBACK"):
                 raise
             if isinstance(err, KeyboardInterrupt):
-                print(INTERRUPTED, file=sys.stderr, flush=True)
+                print(f"{INTERRUPTED} {kept}", file=sys.stderr, flush=True)
                 return AtOnce(INTERRUPTED_STATUS)
             # A file this user may not read or write: the system's refusal, not jaxood's bug, so no traceback.
             message = (

@@ -170,6 +170,10 @@ def summary(runs: list[str], rows: list[str] | None = None) -> str:
     return "\n".join([*accuracy_table(reports), "", *ood_table(reports, rows), "", *provenance(reports)]) + "\n"
 
 
+# What a Ctrl-C kept (`report_user_errors`).
+KEPT = "--out's file is written whole or not at all: one there before is as it was."
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m jaxood.summarize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -189,4 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(report_user_errors(main)(sys.argv[1:]))
+    exit_with(report_user_errors(main, KEPT)(sys.argv[1:]))

@@ -1334,7 +1334,7 @@ def test_prepare_imagenet_from_manual_archives(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     data_dir = tmp_path / "tfds"
     argv = ["--dataset=imagenet2012", "--data_dir=~/tfds"]
-    assert report_user_errors(prepare.main)(argv) == 1
+    assert report_user_errors(prepare.main, prepare.KEPT)(argv) == 1
     err = capsys.readouterr().err
     assert f"into {data_dir}/downloads/manual" in err and "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar" in err
     assert not os.path.exists(data_dir / "imagenet2012")  # refused before TFDS started
@@ -1342,10 +1342,10 @@ def test_prepare_imagenet_from_manual_archives(tmp_path, capsys, monkeypatch):
     _fake_ilsvrc2012(str(tmp_path / "manual"))
     argv.append("--manual_dir=~/manual")
     if importlib.util.find_spec("tensorflow") is None:
-        assert report_user_errors(prepare.main)(argv) == 1
+        assert report_user_errors(prepare.main, prepare.KEPT)(argv) == 1
         assert "needs the Python module 'tensorflow': `pip install tensorflow-cpu`" in capsys.readouterr().err
         return
-    assert report_user_errors(prepare.main)(argv) == 0
+    assert report_user_errors(prepare.main, prepare.KEPT)(argv) == 0
     val = TfdsSource("imagenet2012", "validation", data_dir=str(data_dir))
     # validation labels come from TFDS's list for ILSVRC2012_val_00000001..5; train labels from the synset tars
     assert sorted(val.labels().tolist()) == [65, 230, 516, 809, 970] and val.class_names[:2] == ("tench", "goldfish")
@@ -1379,7 +1379,8 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
     from jaxood.data import prepare
 
     def run(*argv):
-        assert report_user_errors(prepare.main)([f"--data_dir={tmp_path}", *argv]) == 1  # a later one replaces it
+        # a --data_dir in argv replaces this one (the last given counts)
+        assert report_user_errors(prepare.main, prepare.KEPT)([f"--data_dir={tmp_path}", *argv]) == 1
         return capsys.readouterr().err
 
     err = run("--dataset=cifar_ten")
@@ -1447,7 +1448,7 @@ class TinyTfrecords(tfds.core.GeneratorBasedBuilder):
 def _prepare(capsys, *argv) -> tuple[int, str]:
     from jaxood.data import prepare
 
-    status = report_user_errors(prepare.main)(list(argv))
+    status = report_user_errors(prepare.main, prepare.KEPT)(list(argv))
     out, err = capsys.readouterr()
     return status, out + err
 
@@ -1573,6 +1574,35 @@ def test_a_dataset_tfds_prepared_as_tfrecord_gets_array_record_copies_that_jaxoo
     )
     assert read == [(np.full((4, 3, 3), 50 * i).tolist(), int(i >= 3)) for i in range(5)]
     assert _prepare(capsys, *argv) == (0, f"tiny_tfrecords is prepared already, in {folder}: nothing to do\n")
+
+
+def test_ctrl_c_during_prepare_says_what_it_kept_and_the_same_command_goes_on(tmp_path, monkeypatch, capsys):
+    """Ctrl-C stopping prepare's copy said "a training run resumes from its last checkpoint", every command's one
+    message for a stop; it now says what prepare keeps, and keeps no copy half-written."""
+    from jaxood.data import prepare
+
+    folder = tmp_path / "tiny_tfrecords" / "1.0.0"
+    shutil.copytree(pathlib.Path(__file__).parent / "assets" / "tfds_tfrecord", tmp_path, dirs_exist_ok=True)
+    as_prepared = sorted(os.listdir(folder))
+
+    def stopped_at_record_2(*args):
+        for index, record in _framed_records(*args):
+            if index == 2:
+                raise KeyboardInterrupt
+            yield index, record
+
+    monkeypatch.setattr(prepare, "_records_of", stopped_at_record_2)
+    argv = ("--dataset=tiny_tfrecords", f"--data_dir={tmp_path}")
+    status, said = _prepare(capsys, *argv)
+    assert status == 130 and said.endswith(
+        "\nstopped by Ctrl-C. Downloads finished before it are kept in the data_dir's downloads folder, and so are "
+        "whole array_record copies of tfrecord files: the same command goes on from them (a preparation TFDS had "
+        "begun starts again).\n"
+    )
+    assert sorted(os.listdir(folder)) == as_prepared
+    monkeypatch.setattr(prepare, "_records_of", _framed_records)
+    assert _prepare(capsys, *argv)[1].endswith(f"added array_record files to tiny_tfrecords in {folder}\n")
+    assert len(TfdsSource("tiny_tfrecords", "train", data_dir=str(tmp_path))) == 5
 
 
 # ------------------------------------------------------------- preprocessing
@@ -2286,7 +2316,7 @@ def main(argv):
     read = sum(int(np.asarray(b["mask"]).sum()) for b in Loader(src, preprocess.clip_eval(16), 20).evaluate())
     print("labels", len(labels), "read", read)
 
-sys.exit(report_user_errors(main)(sys.argv))
+sys.exit(report_user_errors(main, "Nothing to keep.")(sys.argv))
 """
 
 

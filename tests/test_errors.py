@@ -20,10 +20,13 @@ def _raising(err):
     return main
 
 
+KEPT = "What the command kept."  # the end of a test command's Ctrl-C message
+
+
 def test_user_error_prints_its_message_and_exits_1(capsys, monkeypatch):
     monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
     missing = DatasetMissing("'dtd' is not prepared: run python -m jaxood.data.prepare")
-    assert report_user_errors(_raising(missing))([]) == 1
+    assert report_user_errors(_raising(missing), KEPT)([]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: 'dtd' is not prepared: run python -m jaxood.data.prepare\n")
     assert "Traceback" not in err and "JAXOOD_TRACEBACK=1" in err
@@ -35,6 +38,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):
     from conftest import load_config
 
     from jaxood import train as trainer
+    from jaxood.cli import RUN_KEPT
     from jaxood.models import clip
 
     def interrupted(*args, **kwargs):
@@ -43,7 +47,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
     monkeypatch.setattr(clip, "load", interrupted)
     workdir = tmp_path / "run"
-    main = report_user_errors(lambda argv: trainer.train(load_config("sot_glp", "demo"), str(workdir)))
+    main = report_user_errors(lambda argv: trainer.train(load_config("sot_glp", "demo"), str(workdir)), RUN_KEPT)
     try:
         status = main([])
     except KeyboardInterrupt:  # uncaught it would stop pytest itself
@@ -66,7 +70,7 @@ def main(argv):
     raise {"ctrl-c": KeyboardInterrupt, "sigterm": StoppedAtOnce("stopped by SIGTERM")}.get(argv[0]) or InvalidInput(
         "bad setting"
     )
-exit_with(report_user_errors(main)(sys.argv[1:]))
+exit_with(report_user_errors(main, "What it kept.")(sys.argv[1:]))
 """
 
 
@@ -89,7 +93,7 @@ def test_a_command_stopped_by_a_signal_exits_without_finalising(stop, status, sa
 def test_other_errors_keep_their_traceback(monkeypatch):
     monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
     with pytest.raises(ZeroDivisionError):
-        report_user_errors(_raising(ZeroDivisionError("a bug")))([])
+        report_user_errors(_raising(ZeroDivisionError("a bug")), KEPT)([])
 
 
 def test_a_command_whose_output_reader_left_stops_quietly(tmp_path, monkeypatch):
@@ -119,7 +123,7 @@ def test_a_command_whose_output_reader_left_stops_quietly(tmp_path, monkeypatch)
     assert (done.returncode, done.stderr) == (OUTPUT_CLOSED_STATUS, "") == (141, "")
     monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
     with pytest.raises(BrokenPipeError):
-        report_user_errors(_raising(BrokenPipeError(32, "Broken pipe")))([])
+        report_user_errors(_raising(BrokenPipeError(32, "Broken pipe")), KEPT)([])
 
 
 @pytest.mark.parametrize("status", [None, 0, 1])
@@ -140,13 +144,13 @@ def test_only_a_failed_host_of_a_job_leaves_it_before_exiting(status, monkeypatc
 def test_traceback_on_request(monkeypatch):
     monkeypatch.setenv("JAXOOD_TRACEBACK", "1")
     with pytest.raises(InvalidInput):
-        report_user_errors(_raising(InvalidInput("bad setting")))([])
+        report_user_errors(_raising(InvalidInput("bad setting")), KEPT)([])
 
 
 def test_user_errors_are_still_the_builtin_errors_they_refine():
     assert issubclass(DatasetMissing, FileNotFoundError) and issubclass(DatasetMissing, UserError)
     assert issubclass(CheckpointMismatch, ValueError) and issubclass(CheckpointMismatch, UserError)
-    assert report_user_errors(lambda argv: 0)([]) == 0
+    assert report_user_errors(lambda argv: 0, KEPT)([]) == 0
 
 
 CHECK = "Check that folder and the disk that holds it"
@@ -231,7 +235,7 @@ def test_a_commands_output_escapes_what_its_encoding_cannot_hold(encoding, monke
     def main(argv):
         print("left out: x/note\udce9.txt; set café")
 
-    assert report_user_errors(main)([]) is None
+    assert report_user_errors(main, KEPT)([]) is None
     printed = out.buffer.getvalue().decode(encoding)
     assert printed == ("left out: x/note\\udce9.txt; set " + ("café" if encoding == "utf-8" else "caf\\xe9") + "\n")
 
@@ -268,7 +272,7 @@ def test_a_file_this_user_may_not_read_is_said_without_a_traceback(tmp_path, cap
 
     monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
     weights = str(tmp_path / "params.msgpack")
-    assert report_user_errors(_raising(PermissionError(13, "Permission denied", weights)))([]) == 1
+    assert report_user_errors(_raising(PermissionError(13, "Permission denied", weights)), KEPT)([]) == 1
     err = capsys.readouterr().err
     assert err.startswith(
         f"error: {weights}: Permission denied. Their owner can let this user read them: `chmod -R a+rX` on the folder "

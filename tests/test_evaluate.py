@@ -353,7 +353,7 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
     assert "different code" not in text
     only = summarize.summary(runs, ["SOT-GLP / MCM"])
     assert "GL-MCM" not in only and f"| {dtd} | SOT-GLP / MCM |" in only
-    main = report_user_errors(summarize.main)
+    main = report_user_errors(summarize.main, summarize.KEPT)
     assert main([*runs, "--rows=SOT-GLP / MCM", f"--out={tmp_path / 'summary.md'}"]) == 0
     assert (tmp_path / "summary.md").read_text(encoding="utf-8") == only
     capsys.readouterr()

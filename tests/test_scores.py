@@ -1,6 +1,8 @@
 """Metrics against sklearn and hand cases; every score on small hand-worked cases."""
 
+import gzip
 import math
+import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -211,26 +213,58 @@ def _synset(offset, lexfile, kind, *words):
     return f"{offset:08d} {lexfile:02d} {kind} {len(words):02x} {pairs} 000 | a gloss"
 
 
-def test_build_pool_from_wordnet_files(tmp_path):
+def _wordnet_files(folder):
+    """`data.noun` and `data.adj` in `folder`, as WordNet's database files: 12 nouns and 5 adjectives in the pool."""
     header = "  1 This software and database is being provided to you, the LICENSEE, by Princeton University"
     ten = ("golden_retriever", "Dog", "ant", "bee", "cat", "cow", "elk", "gnu", "owl", "yak")  # count 0a: hex
-    (tmp_path / "data.noun").write_text("\n".join([
+    (folder / "data.noun").write_text("\n".join([
         header,
         _synset(1740, 13, "n", "cake", "dog"),  # noun.food, after noun.animal: its "dog" is a duplicate
         _synset(1930, 5, "n", *ten),  # noun.animal
         _synset(2000, 3, "n", "entity"),  # noun.Tops: upper case sorts first
     ]) + "\n")  # fmt: skip
-    (tmp_path / "data.adj").write_text("\n".join([
+    (folder / "data.adj").write_text("\n".join([
         header,
         _synset(1740, 1, "a", "lunar"),  # adj.pert
         _synset(14358, 0, "s", "abounding", "galore(ip)"),  # adj.all; syntactic marker dropped
         _synset(2098, 0, "a", "able", "cake"),  # a noun's word is kept again as an adjective
     ]) + "\n")  # fmt: skip
+
+
+def test_build_pool_from_wordnet_files(tmp_path):
+    _wordnet_files(tmp_path)
     pool = build_pool(str(tmp_path))
     animals = ["ant", "bee", "cat", "cow", "Dog", "elk", "gnu", "golden retriever", "owl", "yak"]
     assert pool.words == ("entity", *animals, "cake", "able", "abounding", "cake", "galore", "lunar")
     assert pool.pos == ("n",) * 12 + ("a",) * 5
     assert pool.lexnames == ("noun.Tops",) + ("noun.animal",) * 10 + ("noun.food",) + ("adj.all",) * 4 + ("adj.pert",)
+
+
+def test_a_pool_written_again_and_stopped_midway_is_the_one_written_before(tmp_path, monkeypatch, capsys):
+    """The pool file was rewritten in place: stopped midway (Ctrl-C, a full disk), the pool jaxood ships, the
+    command's default --out, was left cut short, and every NegLabel and CSP run after it failed."""
+    from jaxood.errors import report_user_errors
+    from jaxood.scores import wordnet
+
+    _wordnet_files(tmp_path)
+    out = tmp_path / "pool.tsv.gz"
+    command = report_user_errors(wordnet.main, wordnet.KEPT)
+    assert command([f"--wordnet_dir={tmp_path}", f"--out={out}"]) == 0
+    with gzip.open(out, "rt", encoding="utf-8") as f:
+        assert f.read().splitlines()[:2] == ["entity\tn\tnoun.Tops", "ant\tn\tnoun.animal"]
+    written = out.read_bytes()
+
+    def words_then_ctrl_c():
+        yield from ("entity", "ant")
+        raise KeyboardInterrupt
+
+    stopped = Pool(words_then_ctrl_c(), ("n",) * 12, ("noun.Tops",) + ("noun.animal",) * 11)
+    monkeypatch.setattr(wordnet, "build_pool", lambda folder: stopped)
+    assert command([f"--wordnet_dir={tmp_path}", f"--out={out}"]) == 130
+    assert capsys.readouterr().err == (
+        "stopped by Ctrl-C. --out's file is written whole or not at all: the pool there before is as it was.\n"
+    )
+    assert out.read_bytes() == written and sorted(os.listdir(tmp_path)) == ["data.adj", "data.noun", "pool.tsv.gz"]
 
 
 def test_build_pool_names_missing_or_foreign_files(tmp_path):

@@ -209,6 +209,14 @@ def _needs_network(dataset: str, builder, reason: str) -> InputMissing:
     )
 
 
+# What a Ctrl-C kept (`report_user_errors`): TFDS keeps each finished download and removes a preparation it had
+# begun; `_add_array_record` keeps each whole copy and removes the one it was writing.
+KEPT = (
+    "Downloads finished before it are kept in the data_dir's downloads folder, and so are whole array_record "
+    "copies of tfrecord files: the same command goes on from them (a preparation TFDS had begun starts again)."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, help="TFDS name, e.g. cifar10, imagenet2012, dtd")
@@ -222,4 +230,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(report_user_errors(main)(sys.argv[1:]))
+    exit_with(report_user_errors(main, KEPT)(sys.argv[1:]))

@@ -20,10 +20,12 @@ import argparse
 import dataclasses
 import functools
 import gzip
+import io
 import os
 import re
 import sys
 
+from jaxood.cache import write_whole
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
 
 POOL_PATH = os.path.join(os.path.dirname(__file__), "assets", "wordnet30_pool.tsv.gz")
@@ -88,9 +90,12 @@ def build_pool(wordnet_dir: str) -> Pool:
 
 
 def write_pool(pool: Pool, path: str = POOL_PATH) -> None:
-    with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as f:
-        for row in zip(pool.words, pool.pos, pool.lexnames):
-            f.write("\t".join(row) + "\n")
+    """`pool` gzipped to `path` whole or not at all (`write_whole`): its default is the pool jaxood ships, which a
+    stop or a full disk mid-write left cut short, failing every NegLabel and CSP run after it."""
+    with write_whole(path, "wb") as raw, gzip.GzipFile(os.path.basename(path), "wb", 9, raw) as packed:
+        with io.TextIOWrapper(packed, encoding="utf-8", newline="\n") as f:
+            for row in zip(pool.words, pool.pos, pool.lexnames):
+                f.write("\t".join(row) + "\n")
 
 
 @functools.lru_cache(maxsize=1)
@@ -98,6 +103,10 @@ def load_pool() -> Pool:
     with gzip.open(POOL_PATH, "rt", encoding="utf-8") as f:
         rows = [line.rstrip("\n").split("\t") for line in f]
     return Pool(*map(tuple, zip(*rows)))
+
+
+# What a Ctrl-C kept (`report_user_errors`).
+KEPT = "--out's file is written whole or not at all: the pool there before is as it was."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,4 +121,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(report_user_errors(main)(sys.argv[1:]))
+    exit_with(report_user_errors(main, KEPT)(sys.argv[1:]))
