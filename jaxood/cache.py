@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from jaxood.errors import NotSaved, write_fix
+
 
 def _default_cache() -> str:
     """$JAXOOD_CACHE; else `jaxood` in the user's cache folder, `$XDG_CACHE_HOME` (an absolute path, as the XDG spec
@@ -85,6 +87,25 @@ def write_whole(path: str, mode: str = "w"):
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+@contextlib.contextmanager
+def write_out(path: str, what: str, mode: str = "w"):
+    """`write_whole(path)` for a command's `--out`: where it cannot be written (a folder this user may not write, a
+    full disk, a path under a file or naming a folder), `what` is refused naming the file, the reason and the fix,
+    where it was a traceback, or a folder this user may not write said as one it may not read."""
+    try:
+        with write_whole(path, mode) as f:
+            yield f
+    except OSError as err:
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            problem, fix = "it is a folder", "Give a file's path as --out"
+        elif not os.path.isdir(above := nearest_existing(folder)):  # the system's "File exists" or "Not a directory"
+            problem, fix = f"{above} is a file", "Give --out in a folder"
+        else:
+            problem, fix = err.strerror or str(err), f"{write_fix(err, folder)}, or give another --out"
+        raise NotSaved(f"{what} could not be written to {path} ({problem}). {fix}") from err
 
 
 def save_npy(path: str, array: np.ndarray) -> None:

@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from jaxood.cache import write_whole
+from jaxood.cache import write_out
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
 from jaxood.report import RESULTS_JSON, code_name, pct
 from jaxood.run_folders import run_holding
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     text = summary(args.runs, rows)
     print(text, end="")
     if args.out:
-        with write_whole(os.path.expanduser(args.out)) as f:
+        with write_out(os.path.expanduser(args.out), "the summary (printed above)") as f:
             f.write(text)
         print(f"\nSummary written to {args.out}")
     return 0

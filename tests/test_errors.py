@@ -285,3 +285,54 @@ def test_a_file_this_user_may_not_read_is_said_without_a_traceback(tmp_path, cap
     with pytest.raises(PermissionError) as raised:
         clip.load(model)
     assert raised.value.filename == model and raised.value.errno == 13
+
+
+@pytest.mark.parametrize("command", ["summarize", "wordnet"])
+def test_an_out_file_that_cannot_be_written_is_named_with_the_fix(command, tmp_path, capsys, monkeypatch):
+    """`--out` of `jaxood.summarize` and of the WordNet pool's builder, where it cannot be written, stopped the command
+    with a traceback (a folder given, a path under a file, a full disk), or said a folder this user may not write was
+    one it may not read. Each is now one line naming the file, why, and the fix, and a file there before is kept."""
+    import json
+
+    from jaxood import cache, summarize
+    from jaxood.scores import wordnet
+
+    monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
+    if command == "summarize":
+        (tmp_path / "run").mkdir()
+        report = {"id_accuracy": {"zero-shot": 0.5}, "ood": {}, "counts": {"id": 2}, "config": {}, "source": None}
+        (tmp_path / "run" / "results.json").write_text(json.dumps(report))
+        main, argv, what = (
+            report_user_errors(summarize.main, summarize.KEPT),
+            [str(tmp_path / "run")],
+            "the summary (printed above)",
+        )
+    else:
+        (tmp_path / "data.noun").write_text("00001740 03 n 01 entity 0 000 | a gloss\n")
+        (tmp_path / "data.adj").write_text("")
+        main, argv, what = report_user_errors(wordnet.main, wordnet.KEPT), [f"--wordnet_dir={tmp_path}"], "the pool"
+    (tmp_path / "file").write_text("kept")
+
+    def said(out: str, refusal: OSError | None = None) -> str:
+        def refused(*args, **kwargs):
+            raise refusal
+
+        with monkeypatch.context() as patched:
+            if refusal:  # root writes every folder: the system's refusal is played
+                patched.setattr(cache.tempfile, "mkstemp", refused)
+            assert main([*argv, f"--out={out}"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {what} could not be written to {out} (") and "Traceback" not in err
+        return err.splitlines()[0]
+
+    assert said(str(tmp_path)).endswith("(it is a folder). Give a file's path as --out")
+    assert said(f"{tmp_path}/file/out.md").endswith(f"({tmp_path}/file is a file). Give --out in a folder")
+    refused = PermissionError(13, "Permission denied")
+    assert said(f"{tmp_path}/file", refused).endswith(
+        f"(Permission denied). Make {tmp_path} writable, or give another --out"
+    )
+    full = OSError(28, "No space left on device")
+    assert said(f"{tmp_path}/file", full).endswith(
+        f"(No space left on device). Free space in {tmp_path}, or give another --out"
+    )
+    assert (tmp_path / "file").read_text() == "kept"

@@ -25,7 +25,7 @@ import os
 import re
 import sys
 
-from jaxood.cache import write_whole
+from jaxood.cache import write_out
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
 
 POOL_PATH = os.path.join(os.path.dirname(__file__), "assets", "wordnet30_pool.tsv.gz")
@@ -90,9 +90,9 @@ def build_pool(wordnet_dir: str) -> Pool:
 
 
 def write_pool(pool: Pool, path: str = POOL_PATH) -> None:
-    """`pool` gzipped to `path` whole or not at all (`write_whole`): its default is the pool jaxood ships, which a
+    """`pool` gzipped to `path` whole or not at all (`write_out`): its default is the pool jaxood ships, which a
     stop or a full disk mid-write left cut short, failing every NegLabel and CSP run after it."""
-    with write_whole(path, "wb") as raw, gzip.GzipFile(os.path.basename(path), "wb", 9, raw) as packed:
+    with write_out(path, "the pool", "wb") as raw, gzip.GzipFile(os.path.basename(path), "wb", 9, raw) as packed:
         with io.TextIOWrapper(packed, encoding="utf-8", newline="\n") as f:
             for row in zip(pool.words, pool.pos, pool.lexnames):
                 f.write("\t".join(row) + "\n")
