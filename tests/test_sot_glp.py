@@ -2258,6 +2258,11 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
     [
         (["--config=configs/sot_glp.py:demo", "--config.sot_glp.topk=3"],
          "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
+        (["--config=configs/sot_glp.py:demo", "--config.n_local=2"],  # a method's key given at the top
+         "--config.n_local: the config has no key n_local (did you mean sot_glp.n_local?)"),
+        (["--config=configs/sot_glp.py:demo", "--config.temperature=2"],
+         "--config.temperature: the config has no key temperature (did you mean csp.temperature, gl_mcm.temperature, "
+         "iodin.temperature, mcm.temperature, neglabel.temperature or odin.temperature?)"),
         (["--config=configs/sot_glp.py:demo", "--config.sot_glp.top_k.x=3"],
          "--config.sot_glp.top_k.x: sot_glp.top_k is a value (int), not a group of keys"),
         (["--config=configs/sot_glp.py:fast"], "--config=configs/sot_glp.py:fast: unknown variant 'fast': choose "),
