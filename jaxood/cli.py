@@ -265,7 +265,23 @@ def _override_problem(argv: list[str]) -> str | None:
                 f"--config.{key}={given}: config.{key} is a group of keys, given whole as a Python dict ({example}) "
                 f"or key by key (--config.{key}.<key>=...)"
             )
+        if arg[found.end() :] and (kind := _VALUE_KINDS.get(type(node))):
+            words, parser = kind
+            try:
+                parser.parse(given)
+            except ValueError:
+                key = ".".join(path)
+                return f"--config.{key}={given}: {key} is {words} (the config's is {node!r}), not {given!r}"
     return None
+
+
+# What a key of each type takes, and the parser ml_collections reads its flag with: a value it could not read
+# (`--config.seed=1.5`) was absl's "FATAL Flags parsing error ... invalid literal for int() with base 10".
+_VALUE_KINDS = {
+    bool: ("true or false", flags.BooleanParser()),
+    int: ("a whole number", flags.IntegerParser()),
+    float: ("a number", flags.FloatParser()),
+}
 
 
 def _keys_named(node: ml_collections.ConfigDict, name: str, path: list[str]) -> list[str]:

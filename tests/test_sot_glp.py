@@ -2263,6 +2263,12 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot_glp.py:demo", "--config.temperature=2"],
          "--config.temperature: the config has no key temperature (did you mean csp.temperature, gl_mcm.temperature, "
          "iodin.temperature, mcm.temperature, neglabel.temperature or odin.temperature?)"),
+        (["--config=configs/sot_glp.py:demo", "--config.seed=1.5"],  # absl's "invalid literal for int()" before
+         "--config.seed=1.5: seed is a whole number (the config's is 0), not '1.5'\n"),
+        (["--config=configs/sot_glp.py:demo", "--config.epochs=10", "--config.plots=maybe"],
+         "--config.plots=maybe: plots is true or false (the config's is True), not 'maybe'\n"),
+        (["--config=configs/sot_glp.py:demo", "--config.sot_glp.lam=0.5.1"],
+         "--config.sot_glp.lam=0.5.1: sot_glp.lam is a number (the config's is 0.25), not '0.5.1'\n"),
         (["--config=configs/sot_glp.py:demo", "--config.sot_glp.top_k.x=3"],
          "--config.sot_glp.top_k.x: sot_glp.top_k is a value (int), not a group of keys"),
         (["--config=configs/sot_glp.py:fast"], "--config=configs/sot_glp.py:fast: unknown variant 'fast': choose "),
