@@ -245,8 +245,7 @@ def _override_problem(argv: list[str]) -> str | None:
                 near = _keys_named(node, part, path) or [
                     ".".join([*path, key]) for key in difflib.get_close_matches(part, list(node.keys()), n=1)
                 ]
-                *others, last = near or [""]
-                hint = f" (did you mean {', '.join(others) + ' or ' if others else ''}{last}?)" if near else ""
+                hint = f" (did you mean {' or '.join(near)}?)" if near else ""
                 if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
                     # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
                     entry = repr({"kind": node.kind, **node.to_dict(), part: _literal(given, given)})
