@@ -11,7 +11,6 @@ float32). `--install` also copies it into the package as the embedded default
 from __future__ import annotations
 
 import os
-import shutil
 
 from absl import flags
 
@@ -55,8 +54,8 @@ def export(workdir: str, config, params, install: bool) -> str | None:
     out = convert.save(os.path.join(os.path.expanduser(workdir), "export"), cfg, params["clip"], half=True)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
     print(f"exported {out} ({size:.1f} MiB)", flush=True)
-    if install:
-        shutil.copytree(out, clip.TOY_CLIP_DIR, dirs_exist_ok=True)
+    if install:  # the same checkpoint, its files each written whole (a copy in place left them cut short)
+        convert.save(clip.TOY_CLIP_DIR, cfg, params["clip"], half=True)
         print(f"installed as the embedded default in {clip.TOY_CLIP_DIR}", flush=True)
     return out
 

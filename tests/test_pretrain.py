@@ -189,6 +189,22 @@ def test_half_precision_export_restores_float32(tiny_hf, tmp_path):
     )
 
 
+def test_a_checkpoint_saved_again_and_stopped_midway_is_the_one_saved_before(tiny_hf, tmp_path, monkeypatch):
+    """`jaxood.pretrain --install` wrote the embedded CLIP's files in place: stopped midway (Ctrl-C, a full disk),
+    they were left cut short, and every command loading the embedded CLIP failed until it ran again."""
+    model, params = clip.load(tiny_hf[0])
+    convert.save(str(tmp_path / "ck"), model.cfg, params)
+    saved = {f: (tmp_path / "ck" / f).read_bytes() for f in os.listdir(tmp_path / "ck")}
+
+    def stopped(tree):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert.flax.serialization, "msgpack_serialize", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        convert.save(str(tmp_path / "ck"), model.cfg, jax.tree.map(lambda a: a + 1, params), half=True)
+    assert {f: (tmp_path / "ck" / f).read_bytes() for f in os.listdir(tmp_path / "ck")} == saved
+
+
 def tiny_pretrain_overrides(tmp_path) -> dict:
     """Dotted-key overrides that shrink `configs/toy_clip.py` to a 1-layer width-32 CLIP on 32 px, one image per toy
     class, 2 steps."""
@@ -228,6 +244,11 @@ def test_pretrain_command_trains_on_every_captioned_image_and_exports(tmp_path, 
     assert set(results["id_accuracy"]) == {"zero-shot"}
     out = pretrain.export("~/run", c, params, install=False)
     assert out == str(tmp_path / "run" / "export") and not os.listdir(tmp_path / "cwd")
+    monkeypatch.setattr(clip, "TOY_CLIP_DIR", str(tmp_path / "package" / "toy_clip"))
+    assert pretrain.export("~/run", c, params, install=True) == out  # the same checkpoint in the package
+    assert {f: (tmp_path / "package" / "toy_clip" / f).read_bytes() for f in os.listdir(out)} == {
+        f: (tmp_path / "run" / "export" / f).read_bytes() for f in os.listdir(out)
+    }
     model, restored = clip.load(out)
     assert model.cfg.vision.width == 32 and restored["logit_scale"].dtype == np.float32
     np.testing.assert_allclose(restored["logit_scale"], params["clip"]["logit_scale"], rtol=1e-3)

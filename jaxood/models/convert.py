@@ -26,6 +26,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from jaxood.cache import write_whole
 from jaxood.errors import InputMissing, InvalidInput, UserError
 from jaxood.models.clip import CLIP, CLIPConfig, param_shapes, read_json_mapping
 from jaxood.run_folders import RUN_CHECKPOINTS, holds_a_run_config
@@ -361,10 +362,11 @@ def save(directory: str, cfg: CLIPConfig, params: Mapping, half: bool = False) -
     """Save params as a jaxood checkpoint, so later loads skip conversion.
 
     `half=True` stores float16 (half the size; loading restores float32), except an array with a value beyond
-    float16's range (65504), which float16 would store as inf: it stays float32.
+    float16's range (65504), which float16 would store as inf: it stays float32. Each file is written whole or not
+    at all (`write_whole`): the embedded CLIP, written again by `jaxood.pretrain --install`, was left cut short by a
+    stop or a full disk mid-write, and every command loading it failed.
     """
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, JAXOOD_CONFIG), "w", encoding="utf-8") as f:
+    with write_whole(os.path.join(directory, JAXOOD_CONFIG)) as f:
         json.dump(cfg.to_dict(), f, indent=1)
 
     def stored(array) -> np.ndarray:
@@ -373,7 +375,7 @@ def save(directory: str, cfg: CLIPConfig, params: Mapping, half: bool = False) -
         return array.astype(np.float16) if fits else array
 
     host = jax.tree.map(stored, flax.core.unfreeze(params))
-    with open(os.path.join(directory, JAXOOD_PARAMS), "wb") as f:
+    with write_whole(os.path.join(directory, JAXOOD_PARAMS), "wb") as f:
         f.write(flax.serialization.msgpack_serialize(host))
     return directory
 
