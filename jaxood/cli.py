@@ -242,9 +242,8 @@ def _override_problem(argv: list[str]) -> str | None:
             if not isinstance(node, ml_collections.ConfigDict):
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
             if part not in node:
-                near = _keys_named(node, part, path) or [
-                    ".".join([*path, key]) for key in difflib.get_close_matches(part, list(node.keys()), n=1)
-                ]
+                near = [".".join([*path, key]) for key in difflib.get_close_matches(part, list(node.keys()), n=1)]
+                near += _keys_named(node, part, path)
                 hint = f" (did you mean {' or '.join(near)}?)" if near else ""
                 if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
                     # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
@@ -284,9 +283,9 @@ _VALUE_KINDS = {
 
 
 def _keys_named(node: ml_collections.ConfigDict, name: str, path: list[str]) -> list[str]:
-    """The dotted paths of the keys called `name` in the groups below `node` (itself at `path`): a method's or the
-    optimiser's key given at the top (`--config.n_local` for `sot_glp.n_local`, `--config.lr` for `optim.lr`) got
-    no hint, its name being no misspelling of a top-level key."""
+    """The dotted paths of the keys called `name` in the groups below `node` (itself at `path`), named after the key
+    of `node` nearest `name`: a method's or the optimiser's key given at the top (`--config.n_local` for
+    `sot_glp.n_local`, `--config.lr` for `optim.lr`) got no hint, its name being no misspelling of a top-level key."""
     found = []
     for key, value in node.items():
         if isinstance(value, ml_collections.ConfigDict):

@@ -2261,7 +2261,7 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot_glp.py:demo", "--config.n_local=2"],  # a method's key given at the top
          "--config.n_local: the config has no key n_local (did you mean sot_glp.n_local?)"),
         (["--config=configs/sot_glp.py:demo", "--config.temperature=2"],
-         "--config.temperature: the config has no key temperature (did you mean csp.temperature or "
+         "--config.temperature: the config has no key temperature (did you mean mcm_template or csp.temperature or "
          "gl_mcm.temperature or iodin.temperature or mcm.temperature or neglabel.temperature or odin.temperature?)"),
         (["--config=configs/sot_glp.py:demo", "--config.seed=1.5"],  # absl's "invalid literal for int()" before
          "--config.seed=1.5: seed is a whole number (the config's is 0), not '1.5'\n"),
