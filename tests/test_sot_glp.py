@@ -2263,6 +2263,9 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot_glp.py:demo", "--config.temperature=2"],
          "--config.temperature: the config has no key temperature (did you mean mcm_template or csp.temperature or "
          "gl_mcm.temperature or iodin.temperature or mcm.temperature or neglabel.temperature or odin.temperature?)"),
+        (["--config=configs/zeroshot.py", "--config.root=/data"],  # the nearest key first, then those of that name
+         "--config.root: the config has no key root (did you mean ood_root or ood_datasets.iNaturalist.root or "
+         "ood_datasets.SUN.root or ood_datasets.Places.root or ood_datasets.Textures.root?)"),
         (["--config=configs/sot_glp.py:demo", "--config.seed=1.5"],  # absl's "invalid literal for int()" before
          "--config.seed=1.5: seed is a whole number (the config's is 0), not '1.5'\n"),
         (["--config=configs/sot_glp.py:demo", "--config.epochs=10", "--config.plots=maybe"],
