@@ -125,6 +125,11 @@ def ood_table(reports: dict[str, dict], rows: list[str] | None) -> list[str]:
     present = _first_seen(r["ood"] for r in reports.values())
     if rows is None:
         rows = present
+    elif not rows:  # "No run scored an OOD set", said of runs that had
+        raise InvalidInput(
+            "--rows names no score row (empty: a shell variable that is not set?): leave it out for all, or name "
+            f"some of the runs' score rows, comma-separated: {', '.join(map(repr, present))}"
+        )
     elif unknown := [row for row in rows if row not in present]:
         raise InvalidInput(
             f"--rows names {', '.join(map(repr, unknown))}, which no run has: the runs' score rows are "

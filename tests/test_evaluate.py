@@ -363,6 +363,8 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
         ([pets, pets + "/"], r"error: \S+pets/: given twice \(the same folder as an earlier run\)"),
         ([pets, "--rows=SOT-GLP/MCM"], r"error: --rows names 'SOT-GLP/MCM', which no run has: the runs' score rows are "
          r"'SOT-GLP / GL-MCM'\n"),
+        ([pets, "--rows= , "], r"error: --rows names no score row \(empty: a shell variable that is not set\?\): leave "
+         r"it out for all, or name some of the runs' score rows, comma-separated: 'SOT-GLP / GL-MCM'\n"),
     ]:  # fmt: skip
         assert main(argv) == 1
         assert re.match(message, capsys.readouterr().err)
