@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxood.errors import NotSaved, write_fix
+from jaxood.errors import InvalidInput, NotSaved, write_fix
 
 
 def _default_cache() -> str:
@@ -93,7 +93,11 @@ def write_whole(path: str, mode: str = "w"):
 def write_out(path: str, what: str, mode: str = "w"):
     """`write_whole(path)` for a command's `--out`: where it cannot be written (a folder this user may not write, a
     full disk, a path under a file or naming a folder), `what` is refused naming the file, the reason and the fix,
-    where it was a traceback, or a folder this user may not write said as one it may not read."""
+    where it was a traceback, or a folder this user may not write said as one it may not read. An empty `--out` (a
+    shell variable not set) wrote nothing, unsaid, or failed naming no file."""
+    if not path.strip():
+        empty = "--out is empty (a shell variable that is not set, as in --out=$FILE?)"
+        raise InvalidInput(f"{empty}: give a file's path for {what}")
     try:
         with write_whole(path, mode) as f:
             yield f

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row.strip() for row in args.rows.split(",") if row.strip()] if args.rows is not None else None
     text = summary(args.runs, rows)
     print(text, end="")
-    if args.out:
+    if args.out is not None:
         with write_out(os.path.expanduser(args.out), "the summary (printed above)") as f:
             f.write(text)
         print(f"\nSummary written to {args.out}")

@@ -291,7 +291,8 @@ def test_a_file_this_user_may_not_read_is_said_without_a_traceback(tmp_path, cap
 def test_an_out_file_that_cannot_be_written_is_named_with_the_fix(command, tmp_path, capsys, monkeypatch):
     """`--out` of `jaxood.summarize` and of the WordNet pool's builder, where it cannot be written, stopped the command
     with a traceback (a folder given, a path under a file, a full disk), or said a folder this user may not write was
-    one it may not read. Each is now one line naming the file, why, and the fix, and a file there before is kept."""
+    one it may not read; an empty one wrote nothing (summarize) or named no file. Each is now one line naming the file,
+    why, and the fix, and a file there before is kept."""
     import json
 
     from jaxood import cache, summarize
@@ -325,6 +326,10 @@ def test_an_out_file_that_cannot_be_written_is_named_with_the_fix(command, tmp_p
         assert err.startswith(f"error: {what} could not be written to {out} (") and "Traceback" not in err
         return err.splitlines()[0]
 
+    assert main([*argv, "--out="]) == 1  # a shell variable not set: nothing was written, unsaid, or no file named
+    assert capsys.readouterr().err.startswith(
+        f"error: --out is empty (a shell variable that is not set, as in --out=$FILE?): give a file's path for {what}\n"
+    )
     assert said(str(tmp_path)).endswith("(it is a folder). Give a file's path as --out")
     assert said(f"{tmp_path}/file/out.md").endswith(f"({tmp_path}/file is a file). Give --out in a folder")
     refused = PermissionError(13, "Permission denied")
