@@ -89,6 +89,10 @@ def write_whole(path: str, mode: str = "w"):
             os.remove(partial)
 
 
+# What a Ctrl-C kept of a command whose work is a file written through `write_out` (`report_user_errors`).
+OUT_KEPT = "--out's file is written whole or not at all: one there before is as it was."
+
+
 @contextlib.contextmanager
 def write_out(path: str, what: str, mode: str = "w"):
     """`write_whole(path)` for a command's `--out`: where it cannot be written (a folder this user may not write, a

@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from jaxood.cache import write_out
+from jaxood.cache import OUT_KEPT, write_out
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
 from jaxood.report import RESULTS_JSON, code_name, pct
 from jaxood.run_folders import run_holding
@@ -175,10 +175,6 @@ def summary(runs: list[str], rows: list[str] | None = None) -> str:
     return "\n".join([*accuracy_table(reports), "", *ood_table(reports, rows), "", *provenance(reports)]) + "\n"
 
 
-# What a Ctrl-C kept (`report_user_errors`).
-KEPT = "--out's file is written whole or not at all: one there before is as it was."
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m jaxood.summarize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,4 +194,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(report_user_errors(main, KEPT)(sys.argv[1:]))
+    exit_with(report_user_errors(main, OUT_KEPT)(sys.argv[1:]))

@@ -296,6 +296,7 @@ def test_an_out_file_that_cannot_be_written_is_named_with_the_fix(command, tmp_p
     import json
 
     from jaxood import cache, summarize
+    from jaxood.cache import OUT_KEPT
     from jaxood.scores import wordnet
 
     monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
@@ -304,14 +305,14 @@ def test_an_out_file_that_cannot_be_written_is_named_with_the_fix(command, tmp_p
         report = {"id_accuracy": {"zero-shot": 0.5}, "ood": {}, "counts": {"id": 2}, "config": {}, "source": None}
         (tmp_path / "run" / "results.json").write_text(json.dumps(report))
         main, argv, what = (
-            report_user_errors(summarize.main, summarize.KEPT),
+            report_user_errors(summarize.main, OUT_KEPT),
             [str(tmp_path / "run")],
             "the summary (printed above)",
         )
     else:
         (tmp_path / "data.noun").write_text("00001740 03 n 01 entity 0 000 | a gloss\n")
         (tmp_path / "data.adj").write_text("")
-        main, argv, what = report_user_errors(wordnet.main, wordnet.KEPT), [f"--wordnet_dir={tmp_path}"], "the pool"
+        main, argv, what = report_user_errors(wordnet.main, OUT_KEPT), [f"--wordnet_dir={tmp_path}"], "the pool"
     (tmp_path / "file").write_text("kept")
 
     def said(out: str, refusal: OSError | None = None) -> str:

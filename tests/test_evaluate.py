@@ -308,6 +308,7 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
     three runs; "n/a" for one run's value); a set a run did not score is "-", a metric it had none of "n/a", and a mean
     or SD over fewer runs says how many. Each report was read apart before, and averaged by hand."""
     from jaxood import summarize
+    from jaxood.cache import OUT_KEPT
     from jaxood.errors import InputMissing, report_user_errors
 
     def metrics(fpr95, auroc):
@@ -353,7 +354,7 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
     assert "different code" not in text
     only = summarize.summary(runs, ["SOT-GLP / MCM"])
     assert "GL-MCM" not in only and f"| {dtd} | SOT-GLP / MCM |" in only
-    main = report_user_errors(summarize.main, summarize.KEPT)
+    main = report_user_errors(summarize.main, OUT_KEPT)
     assert main([*runs, "--rows=SOT-GLP / MCM", f"--out={tmp_path / 'summary.md'}"]) == 0
     assert (tmp_path / "summary.md").read_text(encoding="utf-8") == only
     capsys.readouterr()

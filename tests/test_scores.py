@@ -243,12 +243,13 @@ def test_build_pool_from_wordnet_files(tmp_path):
 def test_a_pool_written_again_and_stopped_midway_is_the_one_written_before(tmp_path, monkeypatch, capsys):
     """The pool file was rewritten in place: stopped midway (Ctrl-C, a full disk), the pool jaxood ships, the
     command's default --out, was left cut short, and every NegLabel and CSP run after it failed."""
+    from jaxood.cache import OUT_KEPT
     from jaxood.errors import report_user_errors
     from jaxood.scores import wordnet
 
     _wordnet_files(tmp_path)
     out = tmp_path / "pool.tsv.gz"
-    command = report_user_errors(wordnet.main, wordnet.KEPT)
+    command = report_user_errors(wordnet.main, OUT_KEPT)
     assert command([f"--wordnet_dir={tmp_path}", f"--out={out}"]) == 0
     with gzip.open(out, "rt", encoding="utf-8") as f:
         assert f.read().splitlines()[:2] == ["entity\tn\tnoun.Tops", "ant\tn\tnoun.animal"]
@@ -262,7 +263,7 @@ def test_a_pool_written_again_and_stopped_midway_is_the_one_written_before(tmp_p
     monkeypatch.setattr(wordnet, "build_pool", lambda folder: stopped)
     assert command([f"--wordnet_dir={tmp_path}", f"--out={out}"]) == 130
     assert capsys.readouterr().err == (
-        "stopped by Ctrl-C. --out's file is written whole or not at all: the pool there before is as it was.\n"
+        "stopped by Ctrl-C. --out's file is written whole or not at all: one there before is as it was.\n"
     )
     assert out.read_bytes() == written and sorted(os.listdir(tmp_path)) == ["data.adj", "data.noun", "pool.tsv.gz"]
 

@@ -25,7 +25,7 @@ import os
 import re
 import sys
 
-from jaxood.cache import write_out
+from jaxood.cache import OUT_KEPT, write_out
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
 
 POOL_PATH = os.path.join(os.path.dirname(__file__), "assets", "wordnet30_pool.tsv.gz")
@@ -105,10 +105,6 @@ def load_pool() -> Pool:
     return Pool(*map(tuple, zip(*rows)))
 
 
-# What a Ctrl-C kept (`report_user_errors`).
-KEPT = "--out's file is written whole or not at all: the pool there before is as it was."
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wordnet_dir", default="/usr/share/wordnet")
@@ -121,4 +117,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(report_user_errors(main, KEPT)(sys.argv[1:]))
+    exit_with(report_user_errors(main, OUT_KEPT)(sys.argv[1:]))
