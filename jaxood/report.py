@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from jaxood import distributed
+from jaxood.cache import write_whole
 
 PACKAGES = ("jaxood", "jax", "jaxlib", "flax", "optax", "ott-jax", "numpy", "transformers")
 
@@ -270,12 +271,14 @@ PLOT_GLOBS = tuple(PLOT_NAME.format(kind=kind, name="*") for kind in PLOT_KINDS)
 
 
 def write(workdir: str, results: dict) -> str:
-    """Write `results.json` and `results.md` into `workdir`; returns the markdown."""
-    with open(os.path.join(workdir, RESULTS_JSON), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1, default=str)
+    """Write `results.md` and then `results.json`, the report's mark (`jaxood.summarize` reads it), into `workdir`,
+    each whole or not at all (`write_whole`): a stop or a full disk as they were written left them cut short;
+    returns the markdown."""
     md = markdown(results)
-    with open(os.path.join(workdir, RESULTS_MD), "w", encoding="utf-8") as f:
+    with write_whole(os.path.join(workdir, RESULTS_MD)) as f:
         f.write(md)
+    with write_whole(os.path.join(workdir, RESULTS_JSON)) as f:
+        json.dump(results, f, indent=1, default=str)
     return md
 
 
@@ -299,7 +302,8 @@ def write_scores(workdir: str, outs: dict[str, dict], sources: dict) -> None:
     for name, out in outs.items():
         if (paths := getattr(sources[name], "paths", None)) is not None:
             arrays[f"{name}/path"] = np.asarray([paths[i] for i in out["index"]], dtype=str)
-    np.savez_compressed(os.path.join(workdir, SCORES), **arrays)
+    with write_whole(os.path.join(workdir, SCORES), "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def keep_earlier(workdir: str) -> str | None:

@@ -576,6 +576,25 @@ def test_report_without_score_rows_shows_the_id_accuracy():
     )
 
 
+def test_a_report_stopped_as_it_is_written_leaves_none_of_it_cut_short(tmp_path):
+    """results.json was written in place: a stop (Ctrl-C, SIGTERM: raised wherever the writing is) or a full disk
+    midway left it cut short, a report `jaxood.summarize` cannot read. results.md is written first, results.json
+    (the report's mark) last, each whole."""
+    from jaxood import report
+
+    class StoppedHere:
+        def __str__(self):
+            raise KeyboardInterrupt
+
+    results = {"ood": {}, "counts": {"id": 3}, "id_accuracy": {"zero-shot": 0.5}, "config": {"x": StoppedHere()}}
+    with pytest.raises(KeyboardInterrupt):
+        report.write(str(tmp_path), results)
+    assert os.listdir(tmp_path) == ["results.md"]
+    results["config"]["x"] = "written"
+    report.write(str(tmp_path), results)
+    assert json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["config"] == {"x": "written"}
+
+
 def test_without_an_ood_set_the_report_is_the_id_accuracy_alone(tmp_path):
     """SOT-GLP's first objective is few-shot classification (its Table 1: 11 datasets, accuracy alone), but a run
     without an OOD set was refused before work ("names no OOD set: name at least one"). Now `ood_datasets` may be
