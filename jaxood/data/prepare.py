@@ -27,6 +27,7 @@ from jaxood.data.sources import (
     ARRAY_RECORD,
     TFRECORD,
     DatasetMissing,
+    dataset_folder,
     file_formats,
     is_prepared,
     open_tfds_builder,
@@ -59,11 +60,11 @@ def prepare(dataset: str, data_dir: str, manual_dir: str | None = None) -> str:
     if is_prepared(builder):  # where its archives are gone, or offline, this asked for them or for network
         return _complete(dataset, builder)
     if os.path.isdir(data_dir) and (meant := prepared_elsewhere(dataset, data_dir)):  # a new data_dir is a new store
-        own = os.path.join(data_dir, dataset.split(":")[0].split("/")[0])
         raise InvalidInput(
             f"{dataset} is prepared already, in {meant}, not in --data_dir {data_dir}: give --data_dir={meant} "
             f"(this finds it prepared there and downloads nothing), and {meant} as the dataset's data_dir or as "
-            f"TFDS_DATA_DIR to read it. To prepare another copy in {data_dir}, make the folder {own} first"
+            f"TFDS_DATA_DIR to read it. To prepare another copy in {data_dir}, make the folder "
+            f"{dataset_folder(dataset, data_dir)} first"
         )
     builder = open_tfds_builder(dataset, data_dir, file_format=ARRAY_RECORD)
     if "://" not in data_dir and (problem := writable_folder_problem(data_dir)):  # TFDS failed with its traceback

@@ -645,12 +645,17 @@ def _prepared_in(folder: str) -> bool:
     return any(glob.glob(pattern) for pattern in prepared)
 
 
+def dataset_folder(name: str, data_dir: str) -> str:
+    """TFDS dataset `name`'s own folder in `data_dir` (`<data_dir>/<dataset>`, without its config or version)."""
+    return os.path.join(data_dir, name.split(":")[0].split("/")[0])
+
+
 def prepared_elsewhere(name: str, data_dir: str) -> str | None:
     """The data dir a level off from `data_dir` (`_elsewhere`) where TFDS dataset `name` is prepared, where it has no
     folder in `data_dir` itself. A version folder that is not there (5.1.0, where 5.0.0 is prepared) lies in its
     dataset's folder: a data_dir not there is taken from its deepest folder that is."""
     existing = data_dir if "://" in data_dir else nearest_existing(os.path.abspath(data_dir), os.path.isdir)
-    own = os.path.join(existing, name.split(":")[0].split("/")[0])
+    own = dataset_folder(name, existing)
     if os.path.isdir(own) or (elsewhere := _elsewhere(own, _prepared_in)) is None:
         return None
     return elsewhere[2]
