@@ -1513,6 +1513,12 @@ def test_prepare_leaves_a_dataset_tfds_wrote_as_parquet_as_it_is(tmp_path, capsy
     assert sorted(TfdsSource("tiny_parquet", "train", data_dir=str(tmp_path)).labels()) == [0, 0, 1]
 
 
+def _tfrecord_dataset(data_dir: pathlib.Path) -> pathlib.Path:
+    """`TinyTfrecords` as TFDS prepared it (`tests/assets/tfds_tfrecord`) copied into `data_dir`: its version folder."""
+    shutil.copytree(pathlib.Path(__file__).parent / "assets" / "tfds_tfrecord", data_dir, dirs_exist_ok=True)
+    return data_dir / "tiny_tfrecords" / "1.0.0"
+
+
 def _framed_records(dataset, path, records, progress):
     """A tfrecord file's records read by its framing (each a length, its checksum, the record, its checksum), the
     checksums unchecked, for `jaxood.data.prepare._records_of` (TensorFlow's reading) where TensorFlow is not."""
@@ -1536,8 +1542,7 @@ def test_a_dataset_tfds_prepared_as_tfrecord_gets_array_record_copies_that_jaxoo
 
     from jaxood.data import prepare
 
-    folder = tmp_path / "tiny_tfrecords" / "1.0.0"
-    shutil.copytree(pathlib.Path(__file__).parent / "assets" / "tfds_tfrecord", tmp_path, dirs_exist_ok=True)
+    folder = _tfrecord_dataset(tmp_path)
     as_prepared = {name: (folder / name).read_bytes() for name in os.listdir(folder)}
     argv = ("--dataset=tiny_tfrecords", f"--data_dir={tmp_path}")
     refused = r"prepared as tfrecord files, which jaxood does not read: `python -m jaxood\.data\.prepare --dataset="
@@ -1581,8 +1586,7 @@ def test_ctrl_c_during_prepare_says_what_it_kept_and_the_same_command_goes_on(tm
     message for a stop; it now says what prepare keeps, and keeps no copy half-written."""
     from jaxood.data import prepare
 
-    folder = tmp_path / "tiny_tfrecords" / "1.0.0"
-    shutil.copytree(pathlib.Path(__file__).parent / "assets" / "tfds_tfrecord", tmp_path, dirs_exist_ok=True)
+    folder = _tfrecord_dataset(tmp_path)
     as_prepared = sorted(os.listdir(folder))
 
     def stopped_at_record_2(*args):
