@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import glob
 import hashlib
@@ -268,6 +269,14 @@ RESULTS_JSON, RESULTS_MD, SCORES = "results.json", "results.md", "scores.npz"
 PLOT_KINDS = ("hist", "roc")  # one figure of each per score row
 PLOT_NAME = "{kind}_{name}.png"  # name: the row's slug (plot_file), or a glob
 PLOT_GLOBS = tuple(PLOT_NAME.format(kind=kind, name="*") for kind in PLOT_KINDS)  # every plot of a report
+REPORT_FILES = (RESULTS_JSON, RESULTS_MD, SCORES, *PLOT_GLOBS)  # a report's files in its folder, as globs
+
+
+def report_holding(path: str) -> str | None:
+    """The folder of the jaxood report (its results.json) that `path` is one of the files of, else None."""
+    folder = os.path.normpath(os.path.dirname(os.path.expanduser(path)) or ".")
+    named = any(fnmatch.fnmatchcase(os.path.basename(path), pattern) for pattern in REPORT_FILES)
+    return folder if named and os.path.isfile(os.path.join(folder, RESULTS_JSON)) else None
 
 
 def write(workdir: str, results: dict) -> str:
@@ -319,7 +328,7 @@ def keep_earlier(workdir: str) -> str | None:
         n += 1
         dest = os.path.join(workdir, EARLIER, f"{stamp}-{n}")
     os.makedirs(dest)
-    for pattern in (RESULTS_JSON, RESULTS_MD, SCORES, *PLOT_GLOBS):
+    for pattern in REPORT_FILES:
         for name in glob.glob(pattern, root_dir=workdir):
             os.replace(os.path.join(workdir, name), os.path.join(dest, name))
     return dest

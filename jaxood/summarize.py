@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxood.cache import OUT_KEPT, write_out
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
-from jaxood.report import RESULTS_JSON, code_name, pct
+from jaxood.report import RESULTS_JSON, code_name, pct, report_holding
 from jaxood.run_folders import run_holding
 
 
@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="also write the summary to this markdown file")
     args = ap.parse_args(argv)
     rows = [row.strip() for row in args.rows.split(",") if row.strip()] if args.rows is not None else None
+    if args.out is not None and (report := report_holding(args.out)):
+        raise InvalidInput(
+            f"--out {args.out} is a file of the jaxood report in {report}, which the summary would write over: give "
+            f"another --out, as {os.path.join(report, 'summary.md')}"
+        )
     text = summary(args.runs, rows)
     print(text, end="")
     if args.out is not None:

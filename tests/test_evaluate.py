@@ -382,6 +382,34 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
             summarize.summary(runs)
 
 
+@pytest.mark.parametrize("name", ["results.md", "results.json", "scores.npz", "roc_sot_glp_gl_mcm.png"])
+def test_summarize_refuses_an_out_that_is_a_reports_own_file(tmp_path, capsys, name):
+    """`--out` given as a report's file (`--out=runs/pets/results.md`, the name the summary is written in) wrote the
+    summary over it: the run's tables lost, or its results.json, which summarize then could not read. It is refused
+    before anything is read, naming the report; the report's files are as they were."""
+    from jaxood import summarize
+    from jaxood.cache import OUT_KEPT
+    from jaxood.errors import report_user_errors
+
+    run = tmp_path / "pets"
+    run.mkdir()
+    report = {"id_accuracy": {"SOT-GLP": 0.9}, "ood": {}, "counts": {"id": 10}}
+    (run / "results.json").write_text(json.dumps(report))
+    (run / name).write_bytes((run / name).read_bytes() if name == "results.json" else b"the run's own")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    main = report_user_errors(summarize.main, OUT_KEPT)
+    out = f"{run}/../pets/{name}"
+    assert main([str(run), f"--out={out}"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[0] == (
+        f"error: --out {out} is a file of the jaxood report in {run}, which the summary would write over: give "
+        f"another --out, as {run / 'summary.md'}"
+    )
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+    assert main([str(run), f"--out={run / 'summary.md'}"]) == 0  # a file of its own in the run's folder is fine
+
+
 def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
     """Every missing dataset is named in one error: ImageNet and MOS' four OOD sets took five runs to learn of."""
     cmd = [
