@@ -360,9 +360,20 @@ def training_curves(workdir: str, records: list[dict]) -> str | None:
         ax.axis("off")
     fig.tight_layout()
     path = os.path.join(workdir, CURVES)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
+
+
+def save_figure(fig, path: str) -> None:
+    """`fig` as a PNG at `path`, whole or not at all (`write_whole`): saved in place, a stop or a full disk midway
+    left a cut PNG where a whole one had been; then closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with write_whole(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=90)
+    finally:
+        plt.close(fig)
 
 
 def slug(row: str) -> str:
@@ -391,8 +402,7 @@ def plots(workdir: str, table: dict, id_out: dict, ood_outs: dict) -> list[str]:
     def save(fig, kind, row):
         fig.tight_layout()
         path = os.path.join(workdir, plot_file(kind, row))
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        save_figure(fig, path)
         written.append(path)
 
     finite = lambda x: x[np.isfinite(x)]  # noqa: E731  (what a histogram can bin; NaN has no metrics either)

@@ -1,7 +1,9 @@
 """`python -m jaxood.evaluate` end to end on the toy world with a small random CLIP."""
 
+import contextlib
 import functools
 import glob
+import io
 import json
 import os
 import re
@@ -777,6 +779,39 @@ def test_training_curves_plot_every_logged_scalar(tmp_path):
     # 3 panels of 3.6 x 2.8 inches at 90 dpi in one row: 2.8 x 90 is 251.99999999999997 in floats, which matplotlib
     # 3.11.2 rounds to 252 pixels, and 3.7.0 to 3.11.0 (the versions tried) cut to 251
     assert width == 3 * 324 and height in (251, 252)
+
+
+def test_a_plot_stopped_as_it_is_saved_is_the_one_saved_before(tmp_path, monkeypatch):
+    """The plots and training_curves.png were saved in place (`savefig` on the path): a stop (Ctrl-C, SIGTERM: raised
+    wherever the saving is) or a full disk midway left a PNG cut short where a whole one had been. Each is saved
+    whole; a stop midway, played here in matplotlib's writing after its first bytes, leaves the one before."""
+    import matplotlib.figure
+
+    from jaxood import report
+
+    records = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
+    ids, ood = np.array([0.9, 0.8, 0.7], np.float32), np.array([0.1, 0.75, 0.2], np.float32)
+    table = {"m / s": {"a": metrics.ood_metrics(ids, ood)}}
+    saved = [
+        report.training_curves(str(tmp_path), records),
+        *report.plots(str(tmp_path), table, {"m / s": ids}, {"a": {"m / s": ood}}),
+    ]
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    assert sorted(before) == sorted(os.path.basename(path) for path in saved) and len(before) == 3
+    whole = matplotlib.figure.Figure.savefig
+
+    def stopped_midway(fig, fname, **kwargs):
+        whole(fig, png := io.BytesIO(), **{"format": "png", **kwargs})
+        with contextlib.nullcontext(fname) if hasattr(fname, "write") else open(fname, "wb") as f:
+            f.write(png.getvalue()[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", stopped_midway)
+    with pytest.raises(KeyboardInterrupt):
+        report.training_curves(str(tmp_path), [*records, {"step": 3, "loss": 0.25}])
+    with pytest.raises(KeyboardInterrupt):
+        report.plots(str(tmp_path), table, {"m / s": ids}, {"a": {"m / s": ood[::-1]}})
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
 
 
 def test_plots_of_saturated_scores_are_drawn(tmp_path):
