@@ -169,13 +169,37 @@ def _config_argument(argv: list[str]) -> str | None:
 
 
 def _missing_config_file(argv: list[str]) -> str | None:
-    """ml_collections keeps a missing config file's error until the config is first used."""
+    """ml_collections keeps a missing config file's error until the config is first used. Where the file's folder
+    holds config files, the nearest is named, or those there: "run from" the checkout was said in it."""
     if (given := _config_argument(argv)) is None or os.path.isfile(path := given.split(":", 1)[0]):
         return None
+    missing = f"--config={given}: there is no config file {path}"
+    if configs := _config_files(folder := os.path.dirname(path)):
+        if near := difflib.get_close_matches(os.path.basename(path), configs, n=1, cutoff=0.75):
+            return f"{missing} (did you mean --config={given.replace(path, os.path.join(folder, near[0]), 1)}?)"
+        listed = f"{', '.join(configs[:-1])} and {configs[-1]}" if len(configs) > 1 else configs[0]
+        return f"{missing}; {folder or 'the current folder'} holds the config files {listed}"
     return (
-        f"--config={given}: there is no config file {path} (from the current folder {os.getcwd()}); the configs "
-        "ship in the jaxood checkout's configs/: run from there, or give the file's path"
+        f"{missing} (from the current folder {os.getcwd()}); the configs ship in the jaxood checkout's configs/: run "
+        "from there, or give the file's path"
     )
+
+
+def _config_files(folder: str) -> list[str]:
+    """The Python files in `folder` (the current one for "") that define `get_config`, as ml_collections loads."""
+    try:
+        names = sorted(name for name in os.listdir(folder or ".") if name.endswith(".py"))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                if re.search(r"^def get_config\(", f.read(), re.MULTILINE):
+                    found.append(name)
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
 
 
 def _json_config_file(argv: list[str]) -> str | None:

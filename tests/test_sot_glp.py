@@ -2278,11 +2278,17 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot_glp.py:demo", "--config.variant=noproj"],
          "--config.variant: the variant is chosen by the config file's argument, as in "
          "--config=configs/sot_glp.py:<variant>, which sets its values"),
-        (["--config", "configs/sot-glp.py:demo"],
-         "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py (from the current folder "
-         f"{ROOT})"),
+        (["--config", "configs/sot-glp.py:demo"],  # said "run from" the checkout, run from there
+         "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py (did you mean "
+         "--config=configs/sot_glp.py:demo?)\n"),
         (["--config=configs/sot-glp.py:demo", "--config.batch_size=8"],
          "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py "),
+        (["--config=configs/dot_ood.py"],  # a method jaxood does not have yet
+         "--config=configs/dot_ood.py: there is no config file configs/dot_ood.py; configs holds the config files "
+         "sot_glp.py, toy_clip.py and zeroshot.py\n"),
+        (["--config=sot_glp.py:demo"],
+         "--config=sot_glp.py:demo: there is no config file sot_glp.py (from the current folder "
+         f"{ROOT}); the configs ship in the jaxood checkout's configs/: run from there, or give the file's path\n"),
         (["--config=configs/sot_glp.py:demo", "--config.train_dataset.root=/data/x"],
          "--config.train_dataset.root: the config has no key train_dataset.root; a dataset of another kind is given "
          "whole, as in --config.train_dataset=\"{'kind': 'folder', 'root': '/path/to/images'}\""),
