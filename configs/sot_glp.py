@@ -63,19 +63,19 @@ RELEASED_FEW_SHOT = {
 
 
 VARIANTS = ("paper", "reference", "noproj", "novv", "shared", "demo")
+BENCHMARKS = (*sorted(zeroshot.IMAGENET_OOD), *COOP_DATASETS)  # what all variants but demo may name after a comma
+ARGS = (*VARIANTS, *(f"{v},{b}" for v in VARIANTS[:-1] for b in BENCHMARKS))  # --config=configs/sot_glp.py:<arg>
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, _, benchmark = (arg or "paper").partition(",")
-    coop = benchmark in COOP_DATASETS
-    if variant not in VARIANTS or (
-        benchmark and (variant == "demo" or not (coop or benchmark in zeroshot.IMAGENET_OOD))
-    ):
+    if (arg or "paper") not in ARGS:
         raise ValueError(
             f"unknown variant {arg!r}: choose {', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}; all but demo may name "
             f"ImageNet's OOD benchmark after a comma ({', '.join(sorted(zeroshot.IMAGENET_OOD))}; default mos), or a "
             f"CoOp dataset to train and test on instead ({', '.join(COOP_DATASETS)})"
         )
+    variant, _, benchmark = (arg or "paper").partition(",")
+    coop = benchmark in COOP_DATASETS
     imagenet = ",".join(filter(None, ("imagenet", benchmark)))
     c = zeroshot.get_config("toy" if variant == "demo" else f"coop,{benchmark}" if coop else imagenet)
     common.add_trainer_defaults(c)

@@ -32,14 +32,22 @@ IMAGENET_OOD = {"mos": "/data/mos", "openood_v15": "/data/openood"}  # ImageNet'
 COOP_ROOT = "/data/coop"  # CoOp's datasets (its DATASETS.md's $DATA), default root
 
 
+# --config=configs/zeroshot.py:<arg>
+ARGS = (
+    "imagenet",
+    *(f"imagenet,{b}" for b in IMAGENET_OOD),
+    *(f"coop,{d}" for d in COOP_DATASETS),
+    "toy",
+)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, _, benchmark = (arg or "imagenet").partition(",")
-    after_comma = {"imagenet": IMAGENET_OOD, "coop": COOP_DATASETS}
-    if (benchmark or variant == "coop") and benchmark not in after_comma.get(variant, ()):
+    if (arg or "imagenet") not in ARGS:
         raise ValueError(
             f"unknown variant {arg!r}: choose imagenet, imagenet,<one of {', '.join(IMAGENET_OOD)}>, coop,<one of "
             f"{', '.join(COOP_DATASETS)}> or toy"
         )
+    variant, _, benchmark = (arg or "imagenet").partition(",")
     c = ml_collections.ConfigDict()
     c.model = "openai/clip-vit-base-patch16"
     c.dtype = "auto"  # bfloat16 compute on accelerators, float32 on CPU; params stay float32
@@ -88,7 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.id_dataset = ml_collections.ConfigDict(under_root(c, "coop_root", coop_split(benchmark, "ROOT", "test")))
         c.ood_datasets = ml_collections.ConfigDict({})
         c.mcm_template = COOP_DATASETS[benchmark][3]  # CoOp's zero-shot CLIP prompt for the dataset
-    elif variant == "toy":
+    else:  # toy
         benchmark = "toy"
         c.model = "toy"
         toy = {"per_class": 50, "size": 64, "seed": 1}
@@ -97,8 +105,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.neglabel.max_candidates = 3000
         c.csp.max_candidates = 1000
         c.csp.n_groups = 10
-    else:
-        raise ValueError(f"unknown variant {variant!r}: choose imagenet, coop,<dataset> or toy")
     c.ood_groups = ml_collections.ConfigDict(ood_groups(benchmark), sort_keys=False)  # OpenOOD's near, then far
     return c
 

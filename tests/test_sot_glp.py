@@ -2275,6 +2275,9 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot_glp.py:demo", "--config.sot_glp.top_k.x=3"],
          "--config.sot_glp.top_k.x: sot_glp.top_k is a value (int), not a group of keys"),
         (["--config=configs/sot_glp.py:fast"], "--config=configs/sot_glp.py:fast: unknown variant 'fast': choose "),
+        (["--config=configs/zeroshot.py:toyy"],  # said "choose imagenet, coop,<dataset> or toy" of any but a benchmark
+         "--config=configs/zeroshot.py:toyy: unknown variant 'toyy': choose imagenet, imagenet,<one of mos, "
+         "openood_v15>, coop,<one of caltech101, "),
         (["--config=configs/sot_glp.py:demo", "--config.variant=noproj"],
          "--config.variant: the variant is chosen by the config file's argument, as in "
          "--config=configs/sot_glp.py:<variant>, which sets its values"),
