@@ -50,6 +50,7 @@ from jaxood.models import clip
 from jaxood.models.tokenizer import get_tokenizer
 from jaxood.preemption import StopsAtOnce, raise_if_stopped
 from jaxood.progress import Progress
+from jaxood.run_folders import EXPORT, PRETRAINING, run_method
 from jaxood.scores import logits as logits_lib
 from jaxood.scores import mcm as mcm_lib
 from jaxood.scores import metrics, neglabel
@@ -661,6 +662,17 @@ def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: b
     )
 
 
+def _runs_are_evaluated_by(method: str) -> str:
+    """Why jaxood.evaluate refuses a training config or a training run's workdir, and what evaluates a run of
+    `method` (jaxood.pretrain a CLIP's pretraining, jaxood.train the others)."""
+    command = "jaxood.pretrain" if method == PRETRAINING else "jaxood.train"
+    return (
+        "jaxood.evaluate scores a CLIP as it is (the zero-shot rows), and would replace the trained report in the "
+        f"workdir with those. To evaluate a trained run, run `python -m {command}` with its config and --workdir: it "
+        "resumes at its last checkpoint and evaluates it (the evaluation settings may change)."
+    )
+
+
 def evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -678,11 +690,15 @@ def evaluate(
     (`jaxood.train.trained_by`), recorded in the report)."""
     if scorer is None and "method" in config:
         raise InvalidInput(
-            f"{config.method!r} in this config is a training method, but jaxood.evaluate scores a CLIP as it is "
-            "(the zero-shot rows), and would replace the trained report in the workdir with those. To evaluate a "
-            "trained run, run `python -m jaxood.train` with its config and --workdir: it resumes at its last "
-            "checkpoint and evaluates it (the evaluation settings may change). For zero-shot rows alone use "
-            "configs/zeroshot.py."
+            f"{config.method!r} in this config is a training method, but {_runs_are_evaluated_by(config.method)} For "
+            "zero-shot rows alone use configs/zeroshot.py."
+        )
+    if scorer is None and (method := run_method(os.path.expanduser(workdir))):
+        export = os.path.join(workdir, EXPORT)
+        raise InvalidInput(
+            f"--workdir {workdir} is the workdir of a training run (its config.json: method {method!r}), but "
+            f"{_runs_are_evaluated_by(method)} For zero-shot rows alone give another --workdir"
+            + (f"; the CLIP it pretrained is --config.model={export}" if method == PRETRAINING else "")
         )
     distributed.maybe_initialize()
     id_source, ood_sources, _ = inputs or open_inputs(config)

@@ -18,8 +18,9 @@ from jaxood import distributed
 from jaxood.cache import can_hold_a_folder
 from jaxood.errors import InvalidInput
 from jaxood.models import clip, convert
+from jaxood.run_folders import EXPORT, PRETRAINING
 
-METHOD = "clip_pretrain"
+METHOD = PRETRAINING
 
 INSTALL = flags.DEFINE_bool("install", False, "Copy the exported checkpoint into the package (the embedded default).")
 
@@ -51,7 +52,7 @@ def export(workdir: str, config, params, install: bool) -> str | None:
     # The trained CLIP's architecture: `model_arch` for random weights, else its config file (a hub id's from the
     # cache the trainer fetched it into).
     cfg = architecture(config)
-    out = convert.save(os.path.join(os.path.expanduser(workdir), "export"), cfg, params["clip"], half=True)
+    out = convert.save(os.path.join(os.path.expanduser(workdir), EXPORT), cfg, params["clip"], half=True)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
     print(f"exported {out} ({size:.1f} MiB)", flush=True)
     if install:  # the same checkpoint, its files each written whole (a copy in place left them cut short)

@@ -8,6 +8,8 @@ import json
 import os
 
 RUN_CHECKPOINTS = "checkpoints"  # the folder of a training run's checkpoints in its workdir, beside its config.json
+PRETRAINING = "clip_pretrain"  # the method of jaxood.pretrain's runs
+EXPORT = "export"  # the folder of the CLIP a jaxood.pretrain run exported, in its workdir
 
 
 def run_holding(path: str) -> str | None:
@@ -22,18 +24,20 @@ def run_holding(path: str) -> str | None:
         if parts[at] != RUN_CHECKPOINTS or not all(step.isdigit() for step in parts[at + 1 : at + 2]):
             continue
         run = os.sep.join(parts[:at]) or os.sep
-        if holds_a_run_config(run):
+        if run_method(run):
             return run if os.path.isabs(given) else os.path.relpath(run)
     return None
 
 
-def holds_a_run_config(folder: str) -> bool:
-    """`folder/config.json` is the settings of a jaxood run, as `jaxood.train` saves them."""
+def run_method(folder: str) -> str | None:
+    """The method of the jaxood run whose workdir `folder` is (its config.json holds the run's settings, as
+    `jaxood.train` saves them), else None."""
     try:
         with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            return is_run_settings(json.load(f))
+            settings = json.load(f)
     except (OSError, ValueError):
-        return False
+        return None
+    return str(settings["method"]) if is_run_settings(settings) else None
 
 
 def is_run_settings(settings) -> bool:

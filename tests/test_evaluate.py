@@ -118,6 +118,30 @@ def test_training_config_is_refused_before_work(tmp_path):
     assert sorted(os.listdir(run)) == ["results.json"]
 
 
+@pytest.mark.parametrize("method", ["sot_glp", "clip_pretrain"])
+def test_a_training_runs_workdir_is_refused_before_work(tmp_path, method):
+    """jaxood.evaluate given a training run's workdir (to score the trained run on other OOD sets) scored the CLIP
+    zero-shot and moved the run's report aside, the run's folder then holding a zero-shot report that summarize read
+    as the run's. A pretraining run's is evaluated by jaxood.pretrain, and the CLIP it trained is its export."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": method}), encoding="utf-8")
+    (run / "results.json").write_text("{}", encoding="utf-8")
+    cmd = [sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={run}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    command = "jaxood.pretrain" if method == "clip_pretrain" else "jaxood.train"
+    said = (
+        f"error: --workdir {run} is the workdir of a training run (its config.json: method {method!r}), but "
+        "jaxood.evaluate scores a CLIP as it is (the zero-shot rows), and would replace the trained report in the "
+        f"workdir with those. To evaluate a trained run, run `python -m {command}` with its config and --workdir: "
+        "it resumes at its last checkpoint and evaluates it (the evaluation settings may change). For zero-shot rows "
+        "alone give another --workdir"
+    )
+    exported = f"; the CLIP it pretrained is --config.model={run}/export\n" if method == "clip_pretrain" else "\n"
+    assert out.returncode == 1 and out.stderr.startswith(said + exported), out.stderr
+    assert sorted(os.listdir(run)) == ["config.json", "results.json"]
+
+
 def test_workdir_url_is_refused_before_work(tiny_hf, tmp_path):
     out = _evaluate("gs://bucket/run", tiny_hf[0], tmp_path / "c")
     assert out.returncode != 0 and "--workdir must be a folder of the local file system, not a URL" in out.stderr

@@ -29,7 +29,7 @@ import numpy as np
 from jaxood.cache import write_whole
 from jaxood.errors import InputMissing, InvalidInput, UserError
 from jaxood.models.clip import CLIP, CLIPConfig, param_shapes, read_json_mapping
-from jaxood.run_folders import RUN_CHECKPOINTS, holds_a_run_config
+from jaxood.run_folders import EXPORT, RUN_CHECKPOINTS, run_method
 
 JAXOOD_CONFIG = "jaxood_clip.json"
 JAXOOD_PARAMS = "params.msgpack"
@@ -409,11 +409,11 @@ def _refuse_training_state(directory: str) -> None:
             "a step checkpoint of a jaxood.train run",
             os.path.dirname(os.path.dirname(os.path.normpath(directory))),
         )
-    elif holds(RUN_CHECKPOINTS) and holds_a_run_config(directory):
+    elif holds(RUN_CHECKPOINTS) and run_method(directory):
         what, workdir = "a jaxood.train workdir", directory
     else:
         return
-    export = os.path.join(workdir, "export")
+    export = os.path.join(workdir, EXPORT)
     if os.path.exists(os.path.join(export, JAXOOD_CONFIG)):
         instead = f"the CLIP this run exported, {export}"
     else:
