@@ -2,7 +2,8 @@
 
     python -m jaxood.summarize runs/pets runs/dtd runs/eurosat [--rows="SOT-GLP / GL-MCM"] [--out=summary.md]
 
-Each run is a workdir that holds a `results.json` (`jaxood.train` and `jaxood.evaluate` write it). The summary has
+Each run is a workdir that holds a `results.json` (`jaxood.train` and `jaxood.evaluate` write it), or a file of its
+report (`runs/*/results.json`). The summary has
 
 - ID accuracy (%): a row per run and a column per method (SOT-GLP, zero-shot, ...), then their mean over the
   runs and their sample standard deviation ("SD", n - 1): SOT-GLP's Table 1 is a run per dataset and their
@@ -33,7 +34,9 @@ from jaxood.run_folders import run_holding
 
 
 def read_reports(runs: list[str]) -> dict[str, dict]:
-    """Each run's `results.json`, by the run as given; every run without a readable one is named in one error."""
+    """Each run's `results.json`, by the run as given (a report's file for its run's folder: `runs/*/results.json`, as
+    a shell's glob gives); every run without a readable one is named in one error."""
+    runs = [report_holding(run) or run for run in runs]
     reports, problems = {}, []
     real = [os.path.realpath(os.path.expanduser(run)) for run in runs]
     if twice := [run for i, run in enumerate(runs) if real[i] in real[:i]]:
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m jaxood.summarize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("runs", nargs="+", metavar="RUN", help="a workdir with a results.json")
+    ap.add_argument("runs", nargs="+", metavar="RUN", help="a workdir with a results.json, or that file")
     ap.add_argument("--rows", help="the score rows to show, comma-separated (default all), as 'SOT-GLP / GL-MCM'")
     ap.add_argument("--out", help="also write the summary to this markdown file")
     args = ap.parse_args(argv)

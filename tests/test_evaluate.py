@@ -380,6 +380,9 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
     assert "different code" not in text
     only = summarize.summary(runs, ["SOT-GLP / MCM"])
     assert "GL-MCM" not in only and f"| {dtd} | SOT-GLP / MCM |" in only
+    # A report's file for its run (`runs/*/results.json`, as a shell's glob gives): "has no results.json" before
+    (tmp_path / "dtd" / "results.md").write_text("dtd's tables", encoding="utf-8")
+    assert summarize.summary([f"{pets}/results.json", f"{dtd}/./results.md"]) == text
     main = report_user_errors(summarize.main, OUT_KEPT)
     assert main([*runs, "--rows=SOT-GLP / MCM", f"--out={tmp_path / 'summary.md'}"]) == 0
     assert (tmp_path / "summary.md").read_text(encoding="utf-8") == only
