@@ -1458,6 +1458,29 @@ def test_the_ablation_variants_and_a_run_saved_before_their_keys(tiny_model, tin
         resume(load_config("sot_glp", "paper", **{"sot_glp.class_specific_locals": False}))
 
 
+@pytest.mark.parametrize("saved_as, given_as, key", [("paper", "noproj", "variant"), ("toy_clip", "demo", "method")])
+def test_a_workdir_of_another_variant_or_method_is_refused_naming_it(tmp_path, saved_as, given_as, key):
+    """A run's workdir given to a config of another variant or method (`:noproj` on a `:paper` run, the demo on a
+    pretraining run's) was refused listing every setting of the two that differ (twenty for a method), to be set back
+    one by one, the variant or method among them."""
+    from conftest import load_config
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "2").mkdir(parents=True)
+    saved = load_config(*(["toy_clip"] if saved_as == "toy_clip" else ["sot_glp", saved_as]))
+    (run / "config.json").write_text(saved.to_json_best_effort(), encoding="utf-8")
+    now = load_config("sot_glp", given_as)
+    there, here = saved[key], now[key]
+    with pytest.raises(InvalidInput) as refused:
+        trainer.check_resume(now, str(run), sot_glp.RESUME_MAY_CHANGE, sot_glp.ADDED_KEYS)
+    assert re.fullmatch(
+        rf"{re.escape(str(run))} holds checkpoints of a run of {key} {there!r}, and this config's {key} is {here!r} "
+        rf"\(\d+ settings differ\): resuming would continue that run and report it under this config\. Use a new "
+        rf"--workdir \(the run's config is {re.escape(str(run / 'config.json'))}\)\.",
+        str(refused.value),
+    ), refused.value
+
+
 def test_reference_few_shot_variants_take_each_datasets_released_script():
     """The released code trains each few-shot dataset by its own script (`run_<dataset>.sh`: 200 epochs and that
     dataset's batch size, learning rate and local prompts per class; FGVC Aircraft on its trainval split; the ID
