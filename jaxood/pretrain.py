@@ -20,8 +20,6 @@ from jaxood.errors import InvalidInput
 from jaxood.models import clip, convert
 from jaxood.run_folders import EXPORT, PRETRAINING
 
-METHOD = PRETRAINING
-
 INSTALL = flags.DEFINE_bool("install", False, "Copy the exported checkpoint into the package (the embedded default).")
 
 
@@ -29,10 +27,10 @@ def check_pretraining(config, install: bool = False) -> None:
     """The config trains a CLIP: another method's (SOT-GLP's, on a frozen CLIP) trained it and then exported the
     frozen CLIP as if pretrained, silently. With `install`, the package folder can be written: a system-wide
     install's could not, which failed after the whole pretraining."""
-    if config.get("method") != METHOD:
+    if config.get("method") != PRETRAINING:
         raise InvalidInput(
-            f"jaxood.pretrain trains a CLIP (config.method {METHOD!r}, as in configs/toy_clip.py), but this config's "
-            f"method is {config.get('method')!r}: train it with jaxood.train"
+            f"jaxood.pretrain trains a CLIP (config.method {PRETRAINING!r}, as in configs/toy_clip.py), but this "
+            f"config's method is {config.get('method')!r}: train it with jaxood.train"
         )
     if install and not can_hold_a_folder(clip.TOY_CLIP_DIR):
         raise InvalidInput(

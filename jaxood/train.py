@@ -127,7 +127,7 @@ def check_resume(
         for key in sorted(now)
         if saved[key] != now[key] and not any(key == f or key.startswith(f + ".") for f in free)
     ]
-    if kind := next((key for key in ("method", "variant") if key in changed), None):  # set back, it is another run
+    if kind := next((key for key in ("method", "variant") if key in changed), None):  # another run: none to set back
         raise InvalidInput(
             f"{workdir} holds checkpoints of a run of {kind} {saved[kind]!r}, and this config's {kind} is "
             f"{now[kind]!r} ({len(changed)} settings differ): resuming would continue that run and report it under "
