@@ -342,3 +342,19 @@ def test_an_out_file_that_cannot_be_written_is_named_with_the_fix(command, tmp_p
         f"(No space left on device). Free space in {tmp_path}, or give another --out"
     )
     assert (tmp_path / "file").read_text() == "kept"
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["jaxood.summarize", "jaxood.data.prepare", "jaxood.scores.wordnet", "jaxood.bench.sot_glp", "jaxood.bench.data"],
+)
+def test_a_commands_usage_names_how_it_is_run(module, capsys):
+    """argparse named the command by its file (`usage: prepare.py`, `prepare.py: error: ...`), which cannot be run
+    as such: each says `python -m <module>`, as it is run."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(module).main(["--no_such_flag"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: python -m {module} ") and f"\npython -m {module}: error: " in err, err

@@ -90,7 +90,9 @@ def _rate(loader_iter, steps: int, batch: int) -> float:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m jaxood.bench.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--images", type=count(), default=256)
     ap.add_argument("--batch", type=count(), default=64)
     ap.add_argument("--steps", type=count(), default=12)

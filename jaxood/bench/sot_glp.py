@@ -69,7 +69,9 @@ def _config(args):
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m jaxood.bench.sot_glp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--classes", type=count(1, len(imagenet_classnames())), default=1000, help="ImageNet's first C")
     ap.add_argument("--batch", type=count(), default=4)
     ap.add_argument("--repeats", type=count(), default=1)

@@ -106,7 +106,11 @@ def load_pool() -> Pool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m jaxood.scores.wordnet",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--wordnet_dir", default="/usr/share/wordnet")
     ap.add_argument("--out", default=POOL_PATH)
     args = ap.parse_args(argv)
