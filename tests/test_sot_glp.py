@@ -1461,8 +1461,8 @@ def test_the_ablation_variants_and_a_run_saved_before_their_keys(tiny_model, tin
 @pytest.mark.parametrize("saved_as, given_as, key", [("paper", "noproj", "variant"), ("toy_clip", "demo", "method")])
 def test_a_workdir_of_another_variant_or_method_is_refused_naming_it(tmp_path, saved_as, given_as, key):
     """A run's workdir given to a config of another variant or method (`:noproj` on a `:paper` run, the demo on a
-    pretraining run's) was refused listing every setting of the two that differ (twenty for a method), to be set back
-    one by one, the variant or method among them."""
+    pretraining run's) was refused listing every setting of the two that differ (36 for the demo's run given to
+    jaxood.pretrain), each to be set back, the variant or method among them."""
     from conftest import load_config
 
     run = tmp_path / "run"
@@ -2298,7 +2298,7 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot_glp.py:demo", "--config.sot_glp.top_k.x=3"],
          "--config.sot_glp.top_k.x: sot_glp.top_k is a value (int), not a group of keys"),
         (["--config=configs/sot_glp.py:fast"], "--config=configs/sot_glp.py:fast: unknown variant 'fast': choose "),
-        (["--config=configs/zeroshot.py:toyy"],  # said "choose imagenet, coop,<dataset> or toy" of any but a benchmark
+        (["--config=configs/zeroshot.py:toyy"],  # a second check's shorter list before
          "--config=configs/zeroshot.py:toyy: unknown variant 'toyy': choose imagenet, imagenet,<one of mos, "
          "openood_v15>, coop,<one of caltech101, "),
         (["--config=configs/sot_glp.py:demo", "--config.variant=noproj"],
