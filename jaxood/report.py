@@ -18,6 +18,8 @@ import numpy as np
 
 from jaxood import distributed
 from jaxood.cache import write_whole
+from jaxood.metric_log import METRICS, SUPERSEDED
+from jaxood.run_folders import RUN_CONFIG, TRAINED_BY, run_method
 
 PACKAGES = ("jaxood", "jax", "jaxlib", "flax", "optax", "ott-jax", "numpy", "transformers")
 
@@ -270,13 +272,17 @@ PLOT_KINDS = ("hist", "roc")  # one figure of each per score row
 PLOT_NAME = "{kind}_{name}.png"  # name: the row's slug (plot_file), or a glob
 PLOT_GLOBS = tuple(PLOT_NAME.format(kind=kind, name="*") for kind in PLOT_KINDS)  # every plot of a report
 REPORT_FILES = (RESULTS_JSON, RESULTS_MD, SCORES, *PLOT_GLOBS)  # a report's files in its folder, as globs
+CURVES = "training_curves.png"
+RUN_FILES = (RUN_CONFIG, TRAINED_BY, METRICS, SUPERSEDED, CURVES)  # a training run's own files in its workdir
 
 
-def report_holding(path: str) -> str | None:
-    """The folder of the jaxood report (its results.json) that `path` is one of the files of, else None."""
+def written_in(path: str) -> str | None:
+    """The folder of the jaxood report or training run (its results.json, or the run's config.json) that `path` is
+    one of the files of (`REPORT_FILES`, `RUN_FILES`), else None."""
     folder = os.path.normpath(os.path.dirname(os.path.expanduser(path)) or ".")
-    named = any(fnmatch.fnmatchcase(os.path.basename(path), pattern) for pattern in REPORT_FILES)
-    return folder if named and os.path.isfile(os.path.join(folder, RESULTS_JSON)) else None
+    named = any(fnmatch.fnmatchcase(os.path.basename(path), pattern) for pattern in (*REPORT_FILES, *RUN_FILES))
+    held = os.path.isfile(os.path.join(folder, RESULTS_JSON)) or run_method(folder)
+    return folder if named and held else None
 
 
 def write(workdir: str, results: dict) -> str:
@@ -332,9 +338,6 @@ def keep_earlier(workdir: str) -> str | None:
         for name in glob.glob(pattern, root_dir=workdir):
             os.replace(os.path.join(workdir, name), os.path.join(dest, name))
     return dest
-
-
-CURVES = "training_curves.png"
 
 
 def training_curves(workdir: str, records: list[dict]) -> str | None:

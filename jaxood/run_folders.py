@@ -8,6 +8,8 @@ import json
 import os
 
 RUN_CHECKPOINTS = "checkpoints"  # the folder of a training run's checkpoints in its workdir, beside its config.json
+RUN_CONFIG = "config.json"  # a training run's settings, which a resumed run is checked against
+TRAINED_BY = "trained_by.json"  # the code that trained which steps of a run
 PRETRAINING = "clip_pretrain"  # the method of jaxood.pretrain's runs
 EXPORT = "export"  # the folder of the CLIP a jaxood.pretrain run exported, in its workdir
 
@@ -33,7 +35,7 @@ def run_method(folder: str) -> str | None:
     """The method of the jaxood run whose workdir `folder` is (its config.json holds the run's settings, as
     `jaxood.train` saves them), else None."""
     try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        with open(os.path.join(folder, RUN_CONFIG), encoding="utf-8") as f:
             settings = json.load(f)
     except (OSError, ValueError):
         return None

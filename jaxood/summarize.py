@@ -29,14 +29,14 @@ import numpy as np
 
 from jaxood.cache import OUT_KEPT, write_out
 from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
-from jaxood.report import RESULTS_JSON, code_name, pct, report_holding
+from jaxood.report import RESULTS_JSON, code_name, pct, written_in
 from jaxood.run_folders import run_holding
 
 
 def read_reports(runs: list[str]) -> dict[str, dict]:
     """Each run's `results.json`, by the run as given (a report's file for its run's folder: `runs/*/results.json`, as
     a shell's glob gives); every run without a readable one is named in one error."""
-    runs = [report_holding(run) or run for run in runs]
+    runs = [written_in(run) or run for run in runs]
     reports, problems = {}, []
     real = [os.path.realpath(os.path.expanduser(run)) for run in runs]
     if twice := [run for i, run in enumerate(runs) if real[i] in real[:i]]:
@@ -187,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="also write the summary to this markdown file")
     args = ap.parse_args(argv)
     rows = [row.strip() for row in args.rows.split(",") if row.strip()] if args.rows is not None else None
-    if args.out is not None and (report := report_holding(args.out)):
+    if args.out is not None and (folder := written_in(args.out)):
         raise InvalidInput(
-            f"--out {args.out} is a file of the jaxood report in {report}, which the summary would write over: give "
-            f"another --out, as {os.path.join(report, 'summary.md')}"
+            f"--out {args.out} is one of the files jaxood wrote in {folder}, which the summary would write over: give "
+            f"another --out, as {os.path.join(folder, 'summary.md')}"
         )
     text = summary(args.runs, rows)
     print(text, end="")

@@ -75,7 +75,7 @@ from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
 from jaxood.progress import Progress
-from jaxood.run_folders import RUN_CHECKPOINTS
+from jaxood.run_folders import RUN_CHECKPOINTS, RUN_CONFIG, TRAINED_BY
 
 # ------------------------------------------------------------------- resume
 
@@ -103,7 +103,7 @@ def check_resume(
     Without this a changed setting (another seed, learning rate, dataset) silently
     resumed the old run and reported its results under the new config.
     """
-    saved_path, ckpt_dir = os.path.join(workdir, "config.json"), _checkpoint_dir(workdir)
+    saved_path, ckpt_dir = os.path.join(workdir, RUN_CONFIG), _checkpoint_dir(workdir)
     if not (os.path.isfile(saved_path) and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
         return None
     try:
@@ -144,9 +144,6 @@ def check_resume(
             f"(its config is {saved_path}).{moved}"
         )
     return saved
-
-
-TRAINED_BY = "trained_by.json"
 
 
 def trained_by(workdir: str, start: int, remaining: int) -> list[dict]:
@@ -754,7 +751,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")
     if distributed.is_first_host():  # whole or not at all (a run killed while writing it could not be resumed)
-        with write_whole(os.path.join(workdir, "config.json")) as f:
+        with write_whole(os.path.join(workdir, RUN_CONFIG)) as f:
             f.write(config.to_json_best_effort(indent=1))
         if remaining:
             with write_whole(os.path.join(workdir, TRAINED_BY)) as f:

@@ -411,11 +411,16 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
             summarize.summary(runs)
 
 
-@pytest.mark.parametrize("name", ["results.md", "results.json", "scores.npz", "roc_sot_glp_gl_mcm.png"])
-def test_summarize_refuses_an_out_that_is_a_reports_own_file(tmp_path, capsys, name):
-    """`--out` given as a report's file (`--out=runs/pets/results.md`, the name the summary is written in) wrote the
-    summary over it: the run's tables lost, or its results.json, which summarize then could not read. It is refused
-    before anything is read, naming the report; the report's files are as they were."""
+@pytest.mark.parametrize(
+    "name, reported",
+    [("results.md", True), ("results.json", True), ("scores.npz", True), ("roc_sot_glp_gl_mcm.png", True),
+     ("config.json", True), ("metrics.jsonl", False), ("trained_by.json", False), ("training_curves.png", False)],
+)  # fmt: skip
+def test_summarize_refuses_an_out_that_jaxood_wrote_in_a_run(tmp_path, capsys, name, reported):
+    """`--out` given as a file of a run's report or training (`--out=runs/pets/results.md`, the name the summary is
+    written in) wrote the summary over it: the run's tables lost, or its results.json, which summarize then could not
+    read, or its config.json, which a resumed run is checked against. It is refused before anything is read, in a
+    run's folder with its report or, a run still training, without one; the run's files are as they were."""
     from jaxood import summarize
     from jaxood.cache import OUT_KEPT
     from jaxood.errors import report_user_errors
@@ -423,8 +428,11 @@ def test_summarize_refuses_an_out_that_is_a_reports_own_file(tmp_path, capsys, n
     run = tmp_path / "pets"
     run.mkdir()
     report = {"id_accuracy": {"SOT-GLP": 0.9}, "ood": {}, "counts": {"id": 10}}
-    (run / "results.json").write_text(json.dumps(report))
-    (run / name).write_bytes((run / name).read_bytes() if name == "results.json" else b"the run's own")
+    (run / "config.json").write_text(json.dumps({"method": "sot_glp"}), encoding="utf-8")
+    if reported:
+        (run / "results.json").write_text(json.dumps(report))
+    if not (run / name).exists():
+        (run / name).write_bytes(b"the run's own")
     before = {path.name: path.read_bytes() for path in run.iterdir()}
     main = report_user_errors(summarize.main, OUT_KEPT)
     out = f"{run}/../pets/{name}"
@@ -432,11 +440,12 @@ def test_summarize_refuses_an_out_that_is_a_reports_own_file(tmp_path, capsys, n
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines()[0] == (
-        f"error: --out {out} is a file of the jaxood report in {run}, which the summary would write over: give "
+        f"error: --out {out} is one of the files jaxood wrote in {run}, which the summary would write over: give "
         f"another --out, as {run / 'summary.md'}"
     )
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
-    assert main([str(run), f"--out={run / 'summary.md'}"]) == 0  # a file of its own in the run's folder is fine
+    if reported:  # a file of its own in the run's folder is written
+        assert main([str(run), f"--out={run / 'summary.md'}"]) == 0
 
 
 def test_evaluate_missing_dataset_fails_before_work(tiny_hf, tmp_path):
