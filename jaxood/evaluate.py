@@ -50,7 +50,7 @@ from jaxood.models import clip
 from jaxood.models.tokenizer import get_tokenizer
 from jaxood.preemption import StopsAtOnce, raise_if_stopped
 from jaxood.progress import Progress
-from jaxood.run_folders import EXPORT, PRETRAINING, run_method
+from jaxood.run_folders import EXPORT, PRETRAINING, last_saved_step, run_method
 from jaxood.scores import logits as logits_lib
 from jaxood.scores import mcm as mcm_lib
 from jaxood.scores import metrics, neglabel
@@ -662,14 +662,15 @@ def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: b
     )
 
 
-def _runs_are_evaluated_by(method: str) -> str:
+def _runs_are_evaluated_by(method: str, saved: str = "its last checkpoint") -> str:
     """Why jaxood.evaluate refuses a training config or a training run's workdir, and what evaluates a run of
-    `method` (jaxood.pretrain a CLIP's pretraining, jaxood.train the others)."""
+    `method` (jaxood.pretrain a CLIP's pretraining, jaxood.train the others) that saved `saved` ("" for none)."""
     command = "jaxood.pretrain" if method == PRETRAINING else "jaxood.train"
+    resumes = f"resumes at {saved}" if saved else "has saved no checkpoint, so it trains from step 0"
     return (
         "jaxood.evaluate scores a CLIP as it is (the zero-shot rows), and would replace the trained report in the "
         f"workdir with those. To evaluate a trained run, run `python -m {command}` with its config and --workdir: it "
-        "resumes at its last checkpoint and evaluates it (the evaluation settings may change)."
+        f"{resumes} and evaluates it (the evaluation settings may change)."
     )
 
 
@@ -695,9 +696,11 @@ def evaluate(
         )
     if scorer is None and (method := run_method(os.path.expanduser(workdir))):
         export = os.path.join(workdir, EXPORT)
+        step = last_saved_step(os.path.expanduser(workdir))
+        saved = f"its checkpoint of step {step}" if step is not None else ""
         raise InvalidInput(
             f"--workdir {workdir} is the workdir of a training run (its config.json: method {method!r}), but "
-            f"{_runs_are_evaluated_by(method)} For zero-shot rows alone give another --workdir"
+            f"{_runs_are_evaluated_by(method, saved)} For zero-shot rows alone give another --workdir"
             + (f"; the CLIP it pretrained is --config.model={export}" if method == PRETRAINING else "")
         )
     distributed.maybe_initialize()

@@ -42,6 +42,16 @@ def run_method(folder: str) -> str | None:
     return str(settings["method"]) if is_run_settings(settings) else None
 
 
+def last_saved_step(workdir: str) -> int | None:
+    """The last step whose checkpoint the run in `workdir` saved (a step's folder in its checkpoints folder; one
+    orbax did not finish is named `<step>.orbax-checkpoint-tmp`), else None."""
+    try:
+        steps = [int(name) for name in os.listdir(os.path.join(workdir, RUN_CHECKPOINTS)) if name.isdigit()]
+    except OSError:
+        return None
+    return max(steps, default=None)
+
+
 def is_run_settings(settings) -> bool:
     """`settings`, read from JSON, are a jaxood run's (a method's): a run's config.json, or its results.json's
     "config"."""

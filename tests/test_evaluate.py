@@ -118,28 +118,41 @@ def test_training_config_is_refused_before_work(tmp_path):
     assert sorted(os.listdir(run)) == ["results.json"]
 
 
-@pytest.mark.parametrize("method", ["sot_glp", "clip_pretrain"])
-def test_a_training_runs_workdir_is_refused_before_work(tmp_path, method):
+@pytest.mark.parametrize(
+    "method, saved",
+    [("sot_glp", ()), ("sot_glp", ("20", "40", "60.orbax-checkpoint-tmp")), ("clip_pretrain", ("100",))],
+    ids=["no checkpoint", "checkpoints", "pretraining"],
+)
+def test_a_training_runs_workdir_is_refused_before_work(tmp_path, method, saved):
     """jaxood.evaluate given a training run's workdir (to score the trained run on other OOD sets) scored the CLIP
     zero-shot and moved the run's report aside, the run's folder then holding a zero-shot report that summarize read
-    as the run's. A pretraining run's is evaluated by jaxood.pretrain, and the CLIP it trained is its export."""
+    as the run's. A pretraining run's is evaluated by jaxood.pretrain, and the CLIP it trained is its export. The
+    command named resumes at the run's last checkpoint (not one orbax left unfinished), or, with none (a run stopped
+    before its first, which the message said it resumed at), trains from step 0."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"method": method}), encoding="utf-8")
     (run / "results.json").write_text("{}", encoding="utf-8")
+    for step in saved:
+        (run / "checkpoints" / step).mkdir(parents=True)
     cmd = [sys.executable, "-m", "jaxood.evaluate", "--config=configs/zeroshot.py:toy", f"--workdir={run}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     command = "jaxood.pretrain" if method == "clip_pretrain" else "jaxood.train"
+    resumes = {
+        (): "has saved no checkpoint, so it trains from step 0",
+        ("20", "40", "60.orbax-checkpoint-tmp"): "resumes at its checkpoint of step 40",
+        ("100",): "resumes at its checkpoint of step 100",
+    }[saved]
     said = (
         f"error: --workdir {run} is the workdir of a training run (its config.json: method {method!r}), but "
         "jaxood.evaluate scores a CLIP as it is (the zero-shot rows), and would replace the trained report in the "
         f"workdir with those. To evaluate a trained run, run `python -m {command}` with its config and --workdir: "
-        "it resumes at its last checkpoint and evaluates it (the evaluation settings may change). For zero-shot rows "
-        "alone give another --workdir"
+        f"it {resumes} and evaluates it (the evaluation settings may change). For zero-shot rows alone give another "
+        "--workdir"
     )
     exported = f"; the CLIP it pretrained is --config.model={run}/export\n" if method == "clip_pretrain" else "\n"
     assert out.returncode == 1 and out.stderr.startswith(said + exported), out.stderr
-    assert sorted(os.listdir(run)) == ["config.json", "results.json"]
+    assert sorted(os.listdir(run)) == sorted(["config.json", "results.json"] + ["checkpoints"] * bool(saved))
 
 
 def test_workdir_url_is_refused_before_work(tiny_hf, tmp_path):
