@@ -7,6 +7,9 @@ loader, TFDS, torch's CLIP), print every figure it promises and return positive,
 import importlib.util
 import math
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from conftest import ROOT
@@ -51,6 +54,35 @@ def test_sot_glp_benchmark_names_a_model_it_cannot_load(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sot_glp.main(["--model", str(tmp_path / "nowhere")])
     assert f"error: --model: '{tmp_path / 'nowhere'}' is neither a directory nor" in capsys.readouterr().err
+
+
+# Ctrl-C, played in each benchmark: the data one's as it writes its second temporary image, the SOT-GLP one's as
+# it reads its arguments.
+CTRL_C_AT = {
+    "data": "PIL.Image.Image.save = lambda self, path, **kw: open(path, 'wb').close() if '0.jpg' in path else stop()",
+    "sot_glp": "argparse.ArgumentParser.parse_args = stop",
+}
+
+
+@pytest.mark.parametrize("bench", sorted(CTRL_C_AT))
+def test_a_benchmark_stopped_by_ctrl_c_says_so_in_one_line(bench, tmp_path):
+    """A Ctrl-C ended a benchmark on the traceback of what it was running (JAX's compile, one of its loops), unlike
+    jaxood's other commands; it says what was kept, with a shell's status for SIGINT, and its temporary files are
+    gone."""
+    from jaxood.bench import KEPT
+    from jaxood.errors import INTERRUPTED, INTERRUPTED_STATUS
+
+    script = textwrap.dedent(f"""
+        import argparse, runpy, PIL.Image
+        def stop(*args, **kwargs):
+            raise KeyboardInterrupt
+        {CTRL_C_AT[bench]}
+        runpy.run_module("jaxood.bench.{bench}", run_name="__main__")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "JAXOOD_TRACEBACK"} | {"TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stderr) == (INTERRUPTED_STATUS, f"{INTERRUPTED} {KEPT}\n"), out.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_clip_vs_torch_benchmark_compares_then_times(tiny_hf, capsys):

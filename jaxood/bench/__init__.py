@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from jaxood import settings
+from jaxood.errors import exit_with, report_user_errors
+
+# What a Ctrl-C kept of a benchmark (`report_user_errors`): nothing, as it writes no file outside its temporary ones.
+KEPT = "A benchmark keeps no file: its temporary files are removed, and the same command times it again."
+
+
+def run(main: Callable[[list[str]], dict]) -> NoReturn:
+    """A benchmark's `main` (which returns its figures) as a command: exit status 0 once its figures are printed; a
+    Ctrl-C, where it ended on the traceback of whatever JAX was compiling or running, is one line (`KEPT`) and the
+    status of a command stopped by SIGINT, as jaxood's other commands end (`report_user_errors`)."""
+
+    def command(argv: list[str]) -> int:
+        main(argv)
+        return 0
+
+    exit_with(report_user_errors(command, KEPT)(sys.argv[1:]))
+
 
 # ViT-B/16 as in openai/clip-vit-base-patch16's config.json: Hugging Face `CLIPConfig` arguments for the benchmarks
 # and tests that build one with random weights.

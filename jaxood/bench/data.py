@@ -24,7 +24,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from jaxood.bench import count
+from jaxood.bench import count, run
 from jaxood.data import preprocess, toy_world
 from jaxood.data.pipeline import DecodeCheck, Loader, usable_cpus
 from jaxood.data.sources import FolderSource, TfdsSource
@@ -135,4 +135,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

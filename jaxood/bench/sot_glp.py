@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxood import loss_scale
-from jaxood.bench import VIT_B16, count
+from jaxood.bench import VIT_B16, count, run
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.pipeline import data_mesh
 from jaxood.errors import UserError
@@ -204,4 +204,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
