@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from jaxood.bench import VIT_B16, count, positive
+from jaxood.bench import VIT_B16, count, positive, run
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.models import clip
 from jaxood.models.tokenizer import tokenize
@@ -128,4 +128,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

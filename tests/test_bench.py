@@ -56,11 +56,21 @@ def test_sot_glp_benchmark_names_a_model_it_cannot_load(tmp_path, capsys):
     assert f"error: --model: '{tmp_path / 'nowhere'}' is neither a directory nor" in capsys.readouterr().err
 
 
-# Ctrl-C, played in each benchmark: the data one's as it writes its second temporary image, the SOT-GLP one's as
-# it reads its arguments.
+# Each benchmark as its command runs it, and the Ctrl-C played in it: the data one's as it writes its second temporary
+# image, the others' as they read their arguments.
 CTRL_C_AT = {
-    "data": "PIL.Image.Image.save = lambda self, path, **kw: open(path, 'wb').close() if '0.jpg' in path else stop()",
-    "sot_glp": "argparse.ArgumentParser.parse_args = stop",
+    "data": (
+        "runpy.run_module('jaxood.bench.data', run_name='__main__')",
+        "PIL.Image.Image.save = lambda self, path, **kw: open(path, 'wb').close() if '0.jpg' in path else stop()",
+    ),
+    "sot_glp": (
+        "runpy.run_module('jaxood.bench.sot_glp', run_name='__main__')",
+        "argparse.ArgumentParser.parse_args = stop",
+    ),
+    "clip_vs_torch": (
+        f"runpy.run_path({os.path.join(ROOT, 'benchmarks', 'clip_vs_torch.py')!r}, run_name='__main__')",
+        "argparse.ArgumentParser.parse_args = stop",
+    ),
 }
 
 
@@ -72,12 +82,13 @@ def test_a_benchmark_stopped_by_ctrl_c_says_so_in_one_line(bench, tmp_path):
     from jaxood.bench import KEPT
     from jaxood.errors import INTERRUPTED, INTERRUPTED_STATUS
 
+    command, stopped = CTRL_C_AT[bench]
     script = textwrap.dedent(f"""
         import argparse, runpy, PIL.Image
         def stop(*args, **kwargs):
             raise KeyboardInterrupt
-        {CTRL_C_AT[bench]}
-        runpy.run_module("jaxood.bench.{bench}", run_name="__main__")
+        {stopped}
+        {command}
     """)
     env = {k: v for k, v in os.environ.items() if k != "JAXOOD_TRACEBACK"} | {"TMPDIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
