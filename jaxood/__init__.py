@@ -10,3 +10,10 @@ __version__ = "0.1.0"
 # `--xla_cpu_use_xnnpack=...` in XLA_FLAGS wins.
 if "xla_cpu_use_xnnpack" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_xnnpack=true").strip()
+
+# A Ctrl-C handled inside JAX's garbage-collection callback (often while JAX and Flax import) was dropped and the
+# command went on; it is raised again (`jaxood.errors.keep_interrupts`). Every other exception Python drops is
+# reported as before.
+from jaxood.errors import keep_interrupts  # noqa: E402
+
+keep_interrupts()
