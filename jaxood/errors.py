@@ -141,7 +141,8 @@ INTERRUPTED = "stopped by Ctrl-C."
 
 def keep_interrupts() -> None:
     """Let no Ctrl-C be lost where Python drops the KeyboardInterrupt it raised (`_interrupt_again`), as it drops
-    any exception raised in a garbage-collection callback or a finaliser."""
+    any exception raised in a garbage-collection callback or a finaliser; and a stop that jaxood raises again be
+    said once."""
     global _unraisable_before
     if sys.unraisablehook is not _interrupt_again:
         _unraisable_before, sys.unraisablehook = sys.unraisablehook, _interrupt_again
@@ -158,13 +159,17 @@ def _interrupt_again(unraisable) -> None:
     "Exception ignored in: <function _xla_gc_callback>", and the command went on (in 9 of 32 Ctrl-Cs 0.6-1.2 s into
     jaxood.evaluate, which wrote its whole report and exited 0). The signal is simulated again a moment later, from
     a thread, once this hook has returned (simulated here, its handler ran in this hook, which dropped it too): the
-    handler then runs where the main thread is, out of the callback, or in a later one, which comes back here. Any
-    other exception goes to the hook there was."""
+    handler then runs where the main thread is, out of the callback, or in a later one, which comes back here.
+
+    A `StoppedAtOnce` dropped so (an evaluation's stop: 3, then 2, of 21 SIGTERMs 1-3 s into jaxood.evaluate) is
+    kept by its handler and raised again before the next batch or the report (`jaxood.preemption.raise_if_stopped`):
+    it is not said here, where its traceback came before the stop's own line. Any other exception goes to the hook
+    there was."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt) and not sys.is_finalizing():
         again = threading.Timer(INTERRUPT_AGAIN_SECONDS, _thread.interrupt_main)
         again.daemon = True  # an exit meanwhile does not wait for it
         again.start()
-    else:
+    elif not isinstance(unraisable.exc_value, StoppedAtOnce):
         _unraisable_before(unraisable)
 
 

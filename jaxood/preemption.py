@@ -237,7 +237,7 @@ class StopsAtOnce(_Handling):
     handler's exception: in JAX's garbage-collection callback it printed "Exception ignored in
     <function _xla_gc_callback>" and the evaluation went on to write its report (2 of 30 SIGTERMs while
     jaxood.evaluate compiled). So the stop is kept too, and `raise_if_stopped` raises it again where the work
-    asks, before each batch and before the report.
+    asks, before each batch and before the report; the one dropped is not said (`jaxood.errors.keep_interrupts`).
     """
 
     pending = ""  # the message of a stop whose exception has not ended the block yet
