@@ -2,6 +2,8 @@
 
 import os
 
+from jaxood.errors import keep_interrupts
+
 __version__ = "0.1.0"
 
 # XLA:CPU runs dots through XNNPACK with this flag: measured ~10% faster CLIP
@@ -12,8 +14,5 @@ if "xla_cpu_use_xnnpack" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_xnnpack=true").strip()
 
 # A Ctrl-C handled inside JAX's garbage-collection callback (often while JAX and Flax import) was dropped and the
-# command went on; it is raised again (`jaxood.errors.keep_interrupts`). Every other exception Python drops is
-# reported as before.
-from jaxood.errors import keep_interrupts  # noqa: E402
-
+# command went on: it is raised again, and an evaluation's stop dropped there is said once (`keep_interrupts`).
 keep_interrupts()
