@@ -662,15 +662,14 @@ def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: b
     )
 
 
-def _runs_are_evaluated_by(method: str, saved: str = "its last checkpoint") -> str:
-    """Why jaxood.evaluate refuses a training config or a training run's workdir, and what evaluates a run of
-    `method` (jaxood.pretrain a CLIP's pretraining, jaxood.train the others) that saved `saved` ("" for none)."""
+def _runs_are_evaluated_by(method: str, it: str = "resumes at its last checkpoint") -> str:
+    """Why jaxood.evaluate refuses a training config or a training run's workdir, what evaluates a run of `method`
+    (jaxood.pretrain a CLIP's pretraining, jaxood.train the others), and what that command does with the run (`it`)."""
     command = "jaxood.pretrain" if method == PRETRAINING else "jaxood.train"
-    resumes = f"resumes at {saved}" if saved else "has saved no checkpoint, so it trains from step 0"
     return (
         "jaxood.evaluate scores a CLIP as it is (the zero-shot rows), and would replace the trained report in the "
         f"workdir with those. To evaluate a trained run, run `python -m {command}` with its config and --workdir: it "
-        f"{resumes} and evaluates it (the evaluation settings may change)."
+        f"{it} and evaluates it (the evaluation settings may change)."
     )
 
 
@@ -697,10 +696,14 @@ def evaluate(
     if scorer is None and (method := run_method(os.path.expanduser(workdir))):
         export = os.path.join(workdir, EXPORT)
         step = last_saved_step(os.path.expanduser(workdir))
-        saved = f"its checkpoint of step {step}" if step is not None else ""
+        it = (
+            f"resumes at its checkpoint of step {step}"
+            if step is not None
+            else "has saved no checkpoint, so it trains from step 0"
+        )
         raise InvalidInput(
             f"--workdir {workdir} is the workdir of a training run (its config.json: method {method!r}), but "
-            f"{_runs_are_evaluated_by(method, saved)} For zero-shot rows alone give another --workdir"
+            f"{_runs_are_evaluated_by(method, it)} For zero-shot rows alone give another --workdir"
             + (f"; the CLIP it pretrained is --config.model={export}" if method == PRETRAINING else "")
         )
     distributed.maybe_initialize()

@@ -10,8 +10,9 @@ from typing import NoReturn
 from jaxood import settings
 from jaxood.errors import exit_with, report_user_errors
 
-# What a Ctrl-C kept of a benchmark (`report_user_errors`): nothing, as it writes no file outside its temporary ones.
-KEPT = "A benchmark keeps no file: its temporary files are removed, and the same command times it again."
+# What a Ctrl-C kept of a benchmark (`report_user_errors`): nothing, as it writes no file outside its temporary ones
+# (a CLIP it downloads is in Hugging Face's cache, which keeps it).
+KEPT = "A benchmark writes no file of its own (its temporary ones are removed): the same command times it again."
 
 
 def run(main: Callable[[list[str]], dict]) -> NoReturn:
