@@ -41,6 +41,7 @@ import os
 import ml_collections
 
 from jaxood.data.datasets import COOP_DATASETS, coop_split
+from jaxood.errors import joined
 
 
 def _sibling(name):
@@ -70,7 +71,7 @@ ARGS = (*VARIANTS, *(f"{v},{b}" for v in VARIANTS[:-1] for b in BENCHMARKS))  # 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if (arg or "paper") not in ARGS:
         raise ValueError(
-            f"unknown variant {arg!r}: choose {', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}; all but demo may name "
+            f"unknown variant {arg!r}: choose {joined(VARIANTS, 'or')}; all but demo may name "
             f"ImageNet's OOD benchmark after a comma ({', '.join(sorted(zeroshot.IMAGENET_OOD))}; default mos), or a "
             f"CoOp dataset to train and test on instead ({', '.join(COOP_DATASETS)})"
         )

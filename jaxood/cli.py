@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from jaxood.cache import can_hold_a_folder
 from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
-from jaxood.errors import exit_with, report_user_errors
+from jaxood.errors import exit_with, joined, report_user_errors
 from jaxood.run_folders import is_run_settings, run_holding
 
 
@@ -177,8 +177,7 @@ def _missing_config_file(argv: list[str]) -> str | None:
     if configs := _config_files(folder := os.path.dirname(path)):
         if near := difflib.get_close_matches(os.path.basename(path), configs, n=1, cutoff=0.75):
             return f"{missing} (did you mean --config={given.replace(path, os.path.join(folder, near[0]), 1)}?)"
-        listed = f"{', '.join(configs[:-1])} and {configs[-1]}" if len(configs) > 1 else configs[0]
-        return f"{missing}; {folder or 'the current folder'} holds the config files {listed}"
+        return f"{missing}; {folder or 'the current folder'} holds the config files {joined(configs)}"
     return (
         f"{missing} (from the current folder {os.getcwd()}); the configs ship in the jaxood checkout's configs/: run "
         "from there, or give the file's path"

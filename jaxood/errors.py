@@ -126,6 +126,12 @@ def first_ten(items) -> str:
     return ", ".join(items[:10]) + (", ..." if len(items) > 10 else "")
 
 
+def joined(items, last: str = "and") -> str:
+    """`items` (text) as a message lists them: "a, b and c" (`last` "or": "a, b or c"); one alone as it is."""
+    items = list(items)
+    return f"{', '.join(items[:-1])} {last} {items[-1]}" if len(items) > 1 else "".join(items)
+
+
 def first_line(err: BaseException) -> str:
     """The first line of `err`'s message (another library's, for a one-line error of jaxood's), or its type's name."""
     text = str(err).strip()

@@ -44,7 +44,7 @@ from jaxood.data.datasets import make_sources
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
 from jaxood.data.sources import Source
-from jaxood.errors import InvalidInput, NotSaved, write_fix
+from jaxood.errors import InvalidInput, NotSaved, joined, write_fix
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.models.tokenizer import get_tokenizer
@@ -658,7 +658,7 @@ def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: b
     raise InvalidInput(
         f"config.id_dataset has one class ({name!r}), and {why}. Give the ID set its classes (a folder: one "
         "sub-folder per class)"
-        + ("" if classifier else f", or score it with {', '.join(others[:-1])} or {others[-1]} alone (config.scores)")
+        + ("" if classifier else f", or score it with {joined(others, 'or')} alone (config.scores)")
     )
 
 

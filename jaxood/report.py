@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxood import distributed
 from jaxood.cache import write_whole
+from jaxood.errors import joined
 from jaxood.metric_log import METRICS, SUPERSEDED
 from jaxood.run_folders import RUN_CONFIG, TRAINED_BY, run_method
 
@@ -302,7 +303,7 @@ def where_written(workdir: str, n_plots: int) -> str:
     files = [f"{RESULTS_MD} (these tables)", RESULTS_JSON, f"{SCORES} (each example's scores)"]
     if n_plots:
         files.append(f"{n_plots} plots ({', '.join(PLOT_GLOBS)})")
-    return f"Report in {workdir}: {', '.join(files[:-1])} and {files[-1]}"
+    return f"Report in {workdir}: {joined(files)}"
 
 
 def write_scores(workdir: str, outs: dict[str, dict], sources: dict) -> None:
