@@ -693,9 +693,9 @@ def evaluate(
             f"{config.method!r} in this config is a training method, but {_runs_are_evaluated_by(config.method)} For "
             "zero-shot rows alone use configs/zeroshot.py."
         )
-    if scorer is None and (method := run_method(os.path.expanduser(workdir))):
+    if scorer is None and (method := run_method(folder := os.path.expanduser(workdir))):
         export = os.path.join(workdir, EXPORT)
-        step = last_saved_step(os.path.expanduser(workdir))
+        step = last_saved_step(folder)
         it = (
             f"resumes at its checkpoint of step {step}"
             if step is not None
