@@ -2,7 +2,7 @@
 
 import os
 
-from jaxood.errors import keep_interrupts
+from jaxood.errors import keep_interrupts, say_a_stop_while_starting
 
 __version__ = "0.1.0"
 
@@ -16,3 +16,7 @@ if "xla_cpu_use_xnnpack" not in os.environ.get("XLA_FLAGS", ""):
 # A Ctrl-C handled inside JAX's garbage-collection callback (often while JAX and Flax import) was dropped and the
 # command went on: it is raised again, and an evaluation's stop dropped there is said once (`keep_interrupts`).
 keep_interrupts()
+
+# A Ctrl-C as a command starts (its modules importing) ends on one line, as later ones do, not on a traceback
+# through the imports (`say_a_stop_while_starting`).
+say_a_stop_while_starting()

@@ -182,6 +182,57 @@ def _interrupt_again(unraisable) -> None:
 INTERRUPT_AGAIN_SECONDS = 0.01  # how long after a dropped Ctrl-C it is simulated again (`_interrupt_again`)
 
 
+# What a Ctrl-C kept of a command stopped as it started, before its own handler ran (`say_a_stop_while_starting`).
+STARTING_KEPT = (
+    "It stopped as it started (importing its modules, reading its flags), before any work: nothing was written."
+)
+
+
+def say_a_stop_while_starting() -> None:
+    """A jaxood command (`python -m jaxood.<command>`) stopped by Ctrl-C before its own handler runs
+    (`report_user_errors`: most often as its modules import, 1.8 s of jaxood.train's start here) ends on
+    `INTERRUPTED` and `STARTING_KEPT` with `INTERRUPTED_STATUS`, as a later Ctrl-C does, where it ended on Python's
+    traceback through the imports (`sys.excepthook`, `_stopped_while_starting`). Other programs that import jaxood
+    keep their hook."""
+    global _excepthook_before
+    if _a_jaxood_command_starts() and sys.excepthook is not _stopped_while_starting:
+        _excepthook_before, sys.excepthook = sys.excepthook, _stopped_while_starting
+
+
+_excepthook_before = sys.__excepthook__
+
+
+def _a_jaxood_command_starts() -> bool:
+    """Whether `python -m jaxood.<command>` is importing the package: Python holds `-m` as `sys.argv[0]` until it has
+    found the module, which follows `-m` (`-m name` or `-mname`) just before the command's own arguments."""
+    if sys.argv[:1] != ["-m"] or len(sys.orig_argv) < len(sys.argv) + 1:
+        return False
+    return sys.orig_argv[-len(sys.argv)].removeprefix("-m").startswith("jaxood.")
+
+
+def _stopped_while_starting(kind, value, trace) -> None:
+    """`sys.excepthook` of a jaxood command: a Ctrl-C that no handler caught (`_from_a_ctrl_c`) says `STARTING_KEPT` and
+    exits at once with `INTERRUPTED_STATUS` (an XLA start it interrupted may run on in a thread of its own,
+    `exit_with`); `JAXOOD_TRACEBACK=1` shows where it was, and any other exception is said by the hook there was."""
+    if _from_a_ctrl_c(value) and not os.environ.get("JAXOOD_TRACEBACK"):
+        print(f"{INTERRUPTED} {STARTING_KEPT}", file=sys.stderr, flush=True)
+        os._exit(INTERRUPTED_STATUS)
+    _excepthook_before(kind, value, trace)
+
+
+def _from_a_ctrl_c(err: BaseException | None) -> bool:
+    """Whether `err` is a KeyboardInterrupt or was raised from one: a compiled module whose import it interrupted
+    raises `ImportError: initialization failed` from it (pybind11's: tensorstore's as orbax imports it, seen 1.2-1.3 s
+    into jaxood.train)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 # A command whose output's reader left (`| head` that read its lines): its exit status, a shell's for a command
 # stopped by SIGPIPE, as Unix tools stop there.
 OUTPUT_CLOSED_STATUS = 141

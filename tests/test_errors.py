@@ -129,6 +129,38 @@ def test_a_ctrl_c_python_drops_in_a_gc_callback_stops_the_command(raised):
         assert (done.stdout, done.stderr) == ({"ctrl-c": "stopped\n", "stop": "went on\n"}[raised], "")
 
 
+@pytest.mark.parametrize("case", ["ctrl-c", "ctrl-c in a compiled module", "traceback", "error", "library"])
+def test_a_ctrl_c_as_a_command_starts_is_said_in_one_line(case, tmp_path):
+    """Ctrl-C in a command's first seconds, as its modules import (1.8 s of jaxood.train's start), ended on Python's
+    traceback through Flax's and JAX's imports: it says jaxood's line, with nothing written and status 130, as a
+    later Ctrl-C does, and so does one that a compiled module's import turned into an ImportError (tensorstore's,
+    seen 1.2-1.3 s into jaxood.train). `JAXOOD_TRACEBACK=1` keeps the traceback; an error in the imports
+    is said as Python says it, and so is a Ctrl-C in another program that imported jaxood. The Ctrl-C is raised by
+    a Flax that shadows the real one, where `jaxood.train` imports it."""
+    from jaxood.errors import INTERRUPTED, STARTING_KEPT
+
+    (tmp_path / "flax").mkdir()
+    raises = {
+        "error": "raise ImportError('a broken flax')",
+        # pybind11's module init (tensorstore's, as orbax imports it), where Ctrl-C interrupted it
+        "ctrl-c in a compiled module": "raise ImportError('initialization failed') from KeyboardInterrupt()",
+    }.get(case, "raise KeyboardInterrupt")
+    (tmp_path / "flax" / "__init__.py").write_text(raises + "\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "JAXOOD_TRACEBACK"} | {"PYTHONPATH": str(tmp_path)}
+    if case == "traceback":
+        env["JAXOOD_TRACEBACK"] = "1"
+    run = ["-m", "jaxood.train", "--config=configs/sot_glp.py:demo", f"--workdir={tmp_path / 'run'}"]
+    if case == "library":
+        run = ["-c", "import jaxood, flax"]
+    done = subprocess.run([sys.executable, *run], capture_output=True, text=True, env=env, timeout=120)
+    assert not (tmp_path / "run").exists()
+    if case.startswith("ctrl-c"):
+        assert (done.returncode, done.stderr) == (130, f"{INTERRUPTED} {STARTING_KEPT}\n")
+    else:
+        assert done.returncode != 130 and "Traceback" in done.stderr
+        assert done.stderr.rstrip().endswith("ImportError: a broken flax" if case == "error" else "KeyboardInterrupt")
+
+
 def test_other_errors_keep_their_traceback(monkeypatch):
     monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
     with pytest.raises(ZeroDivisionError):
