@@ -10,6 +10,7 @@ also derives from the built-in error it refines, so `except ValueError` and
 from __future__ import annotations
 
 import _thread
+import difflib
 import errno
 import logging
 import os
@@ -130,6 +131,18 @@ def joined(items, last: str = "and") -> str:
     """`items` (text) as a message lists them: "a, b and c" (`last` "or": "a, b or c"); one alone as it is."""
     items = list(items)
     return f"{', '.join(items[:-1])} {last} {items[-1]}" if len(items) > 1 else "".join(items)
+
+
+def not_one_of(name: str, value: Any, choices) -> str:
+    """The message for a `value` of `name` that is none of `choices`: "name must be one of 'a', 'b' or 'c', got 'x'",
+    and the nearest choice where one is close (" (did you mean 'b'?)"), as a mistyped config key or config file is
+    answered. One form for every such setting, where each message listed its choices its own way."""
+    choices = list(choices)
+    by_case = {str(c).lower(): c for c in choices}  # a choice in another case ('MOS') is answered with its own
+    near = difflib.get_close_matches(value.lower(), list(by_case), n=1) if isinstance(value, str) else []
+    hint = f" (did you mean {by_case[near[0]]!r}?)" if near else ""
+    allowed = f"one of {joined(map(repr, choices), 'or')}" if len(choices) > 1 else repr(choices[0])
+    return f"{name} must be {allowed}, got {value!r}{hint}"
 
 
 def first_line(err: BaseException) -> str:

@@ -44,7 +44,7 @@ from jaxood.data.datasets import make_sources
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
 from jaxood.data.sources import Source
-from jaxood.errors import InvalidInput, NotSaved, joined, write_fix
+from jaxood.errors import InvalidInput, NotSaved, joined, not_one_of, write_fix
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.models.tokenizer import get_tokenizer
@@ -441,8 +441,8 @@ def _check_score_settings(config: ml_collections.ConfigDict) -> None:
     settings.number(config, "gl_mcm.lambda_local", least=0)
     if config.gl_mcm.local_features not in GL_MCM_LOCAL_FEATURES:
         raise InvalidInput(
-            f"gl_mcm.local_features must be one of {', '.join(GL_MCM_LOCAL_FEATURES)} (GL-MCM's own, or the V-V "
-            f"stream SOT-GLP reads), got {config.gl_mcm.local_features!r}"
+            f"{not_one_of('gl_mcm.local_features', config.gl_mcm.local_features, GL_MCM_LOCAL_FEATURES)}: 'value' is "
+            "GL-MCM's own local features, 'vv' the V-V stream SOT-GLP reads"
         )
     for s in ("neglabel", "csp"):
         settings.number(config, f"{s}.temperature", above=0)

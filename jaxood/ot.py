@@ -30,6 +30,8 @@ from ott.geometry import geometry
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
+from jaxood.errors import not_one_of
+
 GRAD_MODES = ("stop", "unrolled")
 MIN_ITERATIONS = 2  # the iterations run in blocks of 2 or more (above)
 # The least epsilon for costs of order 1 (SOT-GLP's 1 - cos). The plan is exp((f + g - C) / epsilon), with the
@@ -80,7 +82,7 @@ def sinkhorn_plan(
 ) -> jax.Array:
     """Transport plans `(..., n, m)` for costs `(..., n, m)`; marginals default to uniform 1/n and 1/m."""
     if grad not in GRAD_MODES:
-        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+        raise ValueError(not_one_of("grad", grad, GRAD_MODES))
     if iterations < MIN_ITERATIONS:
         raise ValueError(f"need at least {MIN_ITERATIONS} Sinkhorn iterations, got {iterations}")
     *batch, n, m = cost.shape

@@ -13,7 +13,7 @@ import math
 
 import ml_collections
 
-from jaxood.errors import InvalidInput
+from jaxood.errors import InvalidInput, not_one_of
 
 
 def whole(config: ml_collections.ConfigDict, key: str, least: int, most: int | None = None) -> int:
@@ -71,7 +71,7 @@ def choice(config: ml_collections.ConfigDict, key: str, allowed: tuple) -> objec
     """`config[key]` (dotted) is one of `allowed`; returned."""
     value = _at(config, key)
     if value not in allowed:
-        raise InvalidInput(f"{key} must be one of {allowed}, got {value!r}")
+        raise InvalidInput(not_one_of(key, value, allowed))
     return value
 
 

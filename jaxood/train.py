@@ -68,7 +68,7 @@ from jaxood.data.pipeline import (
 )
 from jaxood.data.preprocess import clip_eval, clip_train
 from jaxood.data.sampling import SHOT_SAMPLINGS, few_shot_indices, sampling_name, shot_quota
-from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, write_fix
+from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, not_one_of, write_fix
 from jaxood.memory import compile_within_memory
 from jaxood.metric_log import TENSORBOARD, MetricWriter, accuracy_record, logged_at, records, write_evaluation
 from jaxood.models import clip, convert
@@ -619,7 +619,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         if err.name != f"jaxood.methods.{config.method}":
             raise  # the method exists but imports something missing
         methods = sorted(m.name for m in pkgutil.iter_modules(jaxood.methods.__path__))
-        raise InvalidInput(f"config.method {config.method!r} is not one of {methods}") from None
+        raise InvalidInput(not_one_of("config.method", config.method, methods)) from None
     # The method's rules name its optimiser groups: a misspelt override fails here, not once the weights load.
     rules = method_module.trainable_rules(config)
     groups = {group for _, group in rules} - {"frozen"}

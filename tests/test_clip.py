@@ -351,7 +351,7 @@ def test_pytorch_model_bin_without_torch_import(tiny_hf, tmp_path):
 @pytest.mark.parametrize(
     "vision, message",
     [
-        ({"hidden_act": "relu"}, r"vision hidden_act must be one of \['gelu', .*\], got 'relu'"),
+        ({"hidden_act": "relu"}, r"vision hidden_act must be one of 'gelu', .* or 'quick_gelu', got 'relu'"),
         ({"image_size": [224, 256]}, r"non-square sizes are not supported: \[224, 256\]"),
     ],
 )

@@ -320,7 +320,11 @@ def test_coop_split_file_source(tmp_path):
     assert train.class_names == test.class_names and train.labels().tolist() == [0, 1]
     assert train.identity != test.identity and not train.records() & test.records()
     assert make_source({**entry, "class_names": ["cat", "dog"]}).class_names == ("cat", "dog")
-    with pytest.raises(InvalidInput, match=r"^config\.x: split 'valid' of a CoOp split file is not one of train, "):
+    with pytest.raises(
+        InvalidInput,
+        match=r"^config\.x: the split of a CoOp split file must be one of 'train', 'val' or 'test', got 'valid' "
+        r"\(did you mean 'val'\?\)$",
+    ):
         make_source({**entry, "split": "valid"}, "x")
     with pytest.raises(DatasetMissing, match=r"^CoOp split file \S+split_zhou_Pets.json not found \(CoOp's split_z"):
         make_source({**entry, "split_file": str(tmp_path / "split_zhou_Pets.json")})
@@ -367,7 +371,11 @@ def test_fgvc_aircraft_source_reads_its_archive_as_coop_does(tmp_path):
     assert train.labels().tolist() == [2, 0, 1] and test.labels().tolist() == [1]
     assert train.read(0) == (str(root / "images" / "0034309.jpg"), 2)
     assert train.identity != test.identity and not train.records() & test.records()
-    with pytest.raises(InvalidInput, match=r"^config\.x: split 'valid' of FGVC Aircraft is not one of train, val, "):
+    with pytest.raises(
+        InvalidInput,
+        match=r"^config\.x: the split of FGVC Aircraft must be one of 'train', 'val', 'trainval' or 'test', "
+        r"got 'valid' \(did you mean 'val'\?\)$",
+    ):
         make_source({**entry, "split": "valid"}, "x")
     with pytest.raises(DatasetMissing, match=r"images_variant_val\.txt not found \(FGVC Aircraft's archive, .*\. To "
                        r"get it: CoOp's DATASETS\.md .*section FGVCAircraft: wget https://www\.robots\.ox\.ac\.uk/"
@@ -1846,7 +1854,9 @@ def test_stratified_shots_take_each_class_its_share_as_scikit_learns_split_does(
                        rf"more than the training set's {sizes.sum()}: lower --config.shots, or set it to 0 to train "
                        r"on every image$"):  # fmt: skip
         sampling.few_shot_indices(labels, 200, sampling="stratified")
-    with pytest.raises(InvalidInput, match=r"^few-shot sampling 'balanced' is not one of \('per_class', 'strat"):
+    with pytest.raises(
+        InvalidInput, match=r"^few-shot sampling must be one of 'per_class' or 'stratified', got 'balanced'"
+    ):
         sampling.few_shot_indices(labels, 2, sampling="balanced")
 
 
@@ -2111,8 +2121,15 @@ def test_dataset_descriptions(folder, tmp_path):
     assert make_source({"kind": "toy", "split": "far_ood", "per_class": 1}).split == "far_ood"
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['sise'\]"):
         make_source({"kind": "toy", "split": "test", "sise": 3})
-    with pytest.raises(ValueError, match="dataset kind 'hdf5'"):
+    with pytest.raises(ValueError, match=r"^dataset kind must be one of 'coop', .* or 'toy', got 'hdf5'; the entry's"):
         make_source({"kind": "hdf5"})
+    # A mistyped choice is answered with the nearest (errors.not_one_of, for every such setting).
+    with pytest.raises(ValueError, match=r"got 'folders' \(did you mean 'folder'\?\); the entry's other keys: \{'ro"):
+        make_source({"kind": "folders", "root": folder})
+    with pytest.raises(ValueError, match=r"^OOD benchmark must be one of 'mos', 'openood_v15' or 'toy', got 'MOS' \("):
+        ood_benchmark("MOS")
+    with pytest.raises(ValueError, match=r"^toy world split must be one of 'train', .*, got 'far' \(did you mean '"):
+        make_source({"kind": "toy", "split": "far"})
     # A path where the description goes (--config.ood_datasets="{'iNat': '/data/inat'}"): a ValueError of dict().
     with pytest.raises(InvalidInput, match=r"^config\.ood_datasets\.iNat: '/data/inat' is not a dataset description"):
         make_source("/data/inat", "ood_datasets.iNat")

@@ -110,7 +110,7 @@ def test_captions_required_for_image_text_training(tmp_path):
     [
         ("model_arch.vision.heads", 3, r"model_arch.vision.width 128 is not a multiple of model_arch.vision.heads 3"),
         ("model_arch.text.layers", 0, "model_arch.text.layers must be a whole number of at least 1, got 0"),
-        ("model_arch.vision.act", "relu", r"model_arch.vision.act must be one of \['gelu', 'gelu_new', 'quick_g"),
+        ("model_arch.vision.act", "relu", r"model_arch.vision.act must be one of 'gelu', 'gelu_new' or 'quick_g"),
         ("model_arch.text.eps", 0.0, "model_arch.text.eps must be a number > 0, got 0.0"),
         ("model_arch.patch_size", 7, "model_arch.image_size 64 is not a multiple of model_arch.patch_size 7"),
         ("model_arch.patch_size", 65, "model_arch.patch_size must be a whole number from 1 to 64, got 65"),

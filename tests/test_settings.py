@@ -40,7 +40,7 @@ def test_values_in_range_are_returned():
         (lambda c: settings.number(_set(c, "x", float("-inf")), "a.x"), "a.x must be a finite number, got -inf"),
         (
             lambda c: settings.choice(c, "a.name", ("small", "medium")),
-            "a.name must be one of ('small', 'medium'), got 'big'",
+            "a.name must be one of 'small' or 'medium', got 'big'",
         ),
     ],
 )

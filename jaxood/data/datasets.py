@@ -40,7 +40,7 @@ from jaxood.data.sources import (
     TfdsSource,
 )
 from jaxood.data.toy_world import ToyWorld
-from jaxood.errors import InvalidInput, UserError
+from jaxood.errors import InvalidInput, UserError, not_one_of
 
 _PATHS = ("root", "list_file", "split_file", "data_dir")
 _TEXT = {
@@ -164,7 +164,7 @@ def _at(keys: list[str], message) -> str:
 def _open(spec: dict):
     kind = spec.pop("kind", None)
     if kind not in ENTRY_KEYS:
-        raise InvalidInput(f"dataset kind {kind!r} is not one of {sorted(ENTRY_KEYS)} (in {spec})")
+        raise InvalidInput(f"{not_one_of('dataset kind', kind, sorted(ENTRY_KEYS))}; the entry's other keys: {spec}")
     unknown = set(spec) - ENTRY_KEYS[kind]
     if unknown:
         raise InvalidInput(
@@ -272,7 +272,7 @@ def ood_benchmark(name: str, root: str = "", toy: Mapping | None = None) -> dict
         toy = dict(toy or {})
         return {k: {"kind": "toy", "split": s, **toy} for k, s in
                 (("near", "near_ood"), ("far", "far_ood"), ("spurious", "spurious_ood"))}  # fmt: skip
-    raise InvalidInput(f"unknown OOD benchmark {name!r}; choose mos, openood_v15 or toy")
+    raise InvalidInput(not_one_of("OOD benchmark", name, ("mos", "openood_v15", "toy")))
 
 
 # CoOp's few-shot datasets but ImageNet, as its DATASETS.md lays them out under one root: the image folder the
@@ -297,7 +297,7 @@ def coop_split(name: str, root: str, split: str) -> dict:
     """Split `split` (train, val or test) of CoOp's dataset `name` (`COOP_DATASETS`) under `root`, as a dataset
     description with the download hint of CoOp's DATASETS.md."""
     if name not in COOP_DATASETS:
-        raise InvalidInput(f"unknown CoOp dataset {name!r}; choose one of {', '.join(COOP_DATASETS)}")
+        raise InvalidInput(not_one_of("CoOp dataset", name, COOP_DATASETS))
     images, file, section, _ = COOP_DATASETS[name]
     folder = images.split("/")[0]
     how = f"CoOp's DATASETS.md (https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md), section {section}: "

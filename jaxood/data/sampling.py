@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxood.errors import InvalidInput, first_ten
+from jaxood.errors import InvalidInput, first_ten, not_one_of
 
 SHOT_SAMPLINGS = ("per_class", "stratified")
 
@@ -24,7 +24,7 @@ def shot_quota(per_class: np.ndarray, shots: int, seed: int = 0, sampling: str =
     if sampling == "per_class":
         return np.full(per_class.shape, shots, np.int64)
     if sampling != "stratified":
-        raise InvalidInput(f"few-shot sampling {sampling!r} is not one of {SHOT_SAMPLINGS}")
+        raise InvalidInput(not_one_of("few-shot sampling", sampling, SHOT_SAMPLINGS))
     want, total = shots * per_class.size, int(per_class.sum())
     if want > total:
         raise InvalidInput(

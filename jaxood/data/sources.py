@@ -40,6 +40,7 @@ from jaxood.errors import (
     InputMissing,
     InvalidInput,
     first_line,
+    not_one_of,
     open_files_error,
     out_of_open_files,
 )
@@ -410,7 +411,7 @@ class CoopSplitSource(_FileListSource):
 
     def __init__(self, root: str, split_file: str, split: str, class_names: tuple[str, ...] | None = None):
         if split not in self.SPLITS:
-            raise InvalidInput(f"split {split!r} of a CoOp split file is not one of {', '.join(self.SPLITS)}")
+            raise InvalidInput(not_one_of("the split of a CoOp split file", split, self.SPLITS))
         text = _read_text(split_file, "CoOp split file", self.WHERE_FROM)
         try:
             splits = json.loads(text)
@@ -466,7 +467,7 @@ class AircraftSource(_FileListSource):
 
     def __init__(self, root: str, split: str, class_names: tuple[str, ...] | None = None):
         if split not in self.SPLITS:
-            raise InvalidInput(f"split {split!r} of FGVC Aircraft is not one of {', '.join(self.SPLITS)}")
+            raise InvalidInput(not_one_of("the split of FGVC Aircraft", split, self.SPLITS))
         variants_file = os.path.join(root, "variants.txt")
         split_file = os.path.join(root, f"images_variant_{split}.txt")
         text = _read_text(variants_file, "FGVC Aircraft's", self.WHERE_FROM)

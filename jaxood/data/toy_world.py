@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxood import settings
-from jaxood.errors import InvalidInput
+from jaxood.errors import InvalidInput, not_one_of
 
 ID_CLASSES = (
     "circle", "triangle", "square", "pentagon", "hexagon", "star",
@@ -257,7 +257,7 @@ class ToyWorld:
 
     def __init__(self, split: str, per_class: int = 50, size: int = 64, seed: int = 0, spurious_p: float = 0.8):
         if split not in SPLITS:
-            raise InvalidInput(f"unknown toy world split {split!r}; choose from {SPLITS}")
+            raise InvalidInput(not_one_of("toy world split", split, SPLITS))
         given = {"per_class": per_class, "size": size, "seed": seed, "spurious_p": spurious_p}
         try:  # out of range they failed in NumPy or PIL while rendering, or (spurious_p) ran as 0 or 1, silently
             settings.whole(given, "per_class", 1)

@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxood import ot, settings
 from jaxood.data.pipeline import split_rows
-from jaxood.errors import InvalidInput
+from jaxood.errors import InvalidInput, not_one_of
 from jaxood.evaluate import Scorer
 from jaxood.methods import Method, masked_accuracy, masked_mean
 from jaxood.models import clip
@@ -80,7 +80,7 @@ def sparse_transport(
 def transported_similarity(plan: jax.Array, support: jax.Array, reduction: str = "sum") -> jax.Array:
     """`phi (B, C)` from `sparse_transport`'s plan and support; see `local_score`."""
     if reduction not in LOCAL_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {LOCAL_REDUCTIONS}, got {reduction!r}")
+        raise ValueError(not_one_of("reduction", reduction, LOCAL_REDUCTIONS))
     phi = jnp.sum(plan * support, axis=(-2, -1))
     return phi / support.shape[-1] if reduction == "mean" else phi
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxood import settings
-from jaxood.errors import InputMissing, InvalidInput
+from jaxood.errors import InputMissing, InvalidInput, not_one_of
 from jaxood.models.tokenizer import CONTEXT_LENGTH, VOCAB_SIZE
 
 Array = jax.Array
@@ -314,7 +314,7 @@ class VisionTransformer(nn.Module):
         """Returns `(pooled (B, W), patches (B, N, W) or None)`, both after `post_layernorm`: the patch tokens of
         `patches` (`PATCH_STREAMS`), none by default."""
         if patches not in (None, *PATCH_STREAMS):
-            raise ValueError(f"patches {patches!r} is not one of {', '.join(PATCH_STREAMS)}")
+            raise ValueError(not_one_of("patches", patches, (None, *PATCH_STREAMS)))
         x = self.pre_layrnorm(self.embeddings(images))
         x, x_vv, x_value = self.encoder(x, None, patches == "vv", vv_layer0_ori, patches == "value")
         pooled = self.post_layernorm(x[:, 0])
@@ -450,7 +450,7 @@ COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 def check_activation(act: str, key: str) -> None:
     """`act` (the setting `key`, from a Hugging Face config or `model_arch`) is an activation the model has."""
     if act not in _ACTIVATIONS:
-        raise InvalidInput(f"{key} must be one of {sorted(_ACTIVATIONS)}, got {act!r}")
+        raise InvalidInput(not_one_of(key, act, sorted(_ACTIVATIONS)))
 
 
 def check_arch(config, key: str = "model_arch") -> None:
@@ -483,7 +483,7 @@ def check_arch(config, key: str = "model_arch") -> None:
 def compute_dtype(name: str):
     """`"auto"`: bfloat16 on accelerators, float32 on CPU; otherwise the named dtype."""
     if name not in COMPUTE_DTYPES:
-        raise InvalidInput(f"dtype {name!r} is not one of {COMPUTE_DTYPES}")
+        raise InvalidInput(not_one_of("dtype", name, COMPUTE_DTYPES))
     if name == "auto":
         return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
     return jnp.dtype(name)
