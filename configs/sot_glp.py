@@ -41,7 +41,7 @@ import os
 import ml_collections
 
 from jaxood.data.datasets import COOP_DATASETS, coop_split
-from jaxood.errors import joined
+from jaxood.errors import joined, unknown_argument
 
 
 def _sibling(name):
@@ -71,7 +71,7 @@ ARGS = (*VARIANTS, *(f"{v},{b}" for v in VARIANTS[:-1] for b in BENCHMARKS))  # 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if (arg or "paper") not in ARGS:
         raise ValueError(
-            f"unknown variant {arg!r}: choose {joined(VARIANTS, 'or')}; all but demo may name "
+            f"{unknown_argument('variant', arg, ARGS)}: choose {joined(VARIANTS, 'or')}; all but demo may name "
             f"ImageNet's OOD benchmark after a comma ({', '.join(sorted(zeroshot.IMAGENET_OOD))}; default mos), or a "
             f"CoOp dataset to train and test on instead ({', '.join(COOP_DATASETS)})"
         )

@@ -27,6 +27,7 @@ Variants:
 import ml_collections
 
 from jaxood.data.datasets import COOP_DATASETS, coop_split, id_test_set, ood_benchmark, ood_groups
+from jaxood.errors import unknown_argument
 
 IMAGENET_OOD = {"mos": "/data/mos", "openood_v15": "/data/openood"}  # ImageNet's OOD benchmarks, default roots
 COOP_ROOT = "/data/coop"  # CoOp's datasets (its DATASETS.md's $DATA), default root
@@ -44,8 +45,8 @@ ARGS = (
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if (arg or "imagenet") not in ARGS:
         raise ValueError(
-            f"unknown variant {arg!r}: choose imagenet, imagenet,<one of {', '.join(IMAGENET_OOD)}>, coop,<one of "
-            f"{', '.join(COOP_DATASETS)}> or toy"
+            f"{unknown_argument('variant', arg, ARGS)}: choose imagenet, imagenet,<one of {', '.join(IMAGENET_OOD)}>, "
+            f"coop,<one of {', '.join(COOP_DATASETS)}> or toy"
         )
     variant, _, benchmark = (arg or "imagenet").partition(",")
     c = ml_collections.ConfigDict()

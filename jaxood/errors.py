@@ -135,14 +135,46 @@ def joined(items, last: str = "and") -> str:
 
 def not_one_of(name: str, value: Any, choices) -> str:
     """The message for a `value` of `name` that is none of `choices`: "name must be one of 'a', 'b' or 'c', got 'x'",
-    and the nearest choice where one is close (" (did you mean 'b'?)"), as a mistyped config key or config file is
-    answered. One form for every such setting, where each message listed its choices its own way."""
+    and the nearest choice where one is close (" (did you mean 'b'?)", `_nearest_choice`), as a mistyped config key
+    or config file is answered. One form for every such setting, where each message listed its choices its own way."""
     choices = list(choices)
-    by_case = {str(c).lower(): c for c in choices}  # a choice in another case ('MOS') is answered with its own
-    near = difflib.get_close_matches(value.lower(), list(by_case), n=1) if isinstance(value, str) else []
-    hint = f" (did you mean {by_case[near[0]]!r}?)" if near else ""
+    near = _nearest_choice(value, choices)
+    hint = f" (did you mean {near!r}?)" if near is not None else ""
     allowed = f"one of {joined(map(repr, choices), 'or')}" if len(choices) > 1 else repr(choices[0])
     return f"{name} must be {allowed}, got {value!r}{hint}"
+
+
+def _nearest_choice(value: Any, choices) -> Any:
+    """The choice nearest to `value` (a string), in any case (`MOS`: 'mos'): difflib's closest, else the one choice
+    that holds it (`pets`: 'oxford_pets', `aircraft`: 'fgvc_aircraft'); None where none is near."""
+    if not isinstance(value, str):
+        return None
+    by_case = {str(c).lower(): c for c in choices}
+    if near := difflib.get_close_matches(value.lower(), list(by_case), n=1):
+        return by_case[near[0]]
+    holding = [c for lower, c in by_case.items() if len(value) >= 3 and value.lower() in lower]
+    return holding[0] if len(holding) == 1 else None
+
+
+def unknown_argument(what: str, given: str, arguments) -> str:
+    """The message "unknown <what> 'given'", with the nearest of `arguments` where one is near (`_nearest_argument`),
+    as a config file's `get_config` refuses its argument: "unknown variant 'reference,pets' (did you mean
+    reference,oxford_pets?)"."""
+    near = _nearest_argument(given, arguments)
+    return f"unknown {what} {given!r}" + (f" (did you mean {near}?)" if near else "")
+
+
+def _nearest_argument(given: str, arguments) -> str | None:
+    """The one of `arguments` (comma-separated parts, as a config file's `reference,oxford_pets`) nearest to `given`,
+    part by part (`_nearest_choice`): `reference,oxford_pets` for `refrence,pets`; None where a part has none near."""
+    parts, picked = given.split(","), []
+    for i, part in enumerate(parts):
+        options = {a.split(",")[i] for a in arguments if a.count(",") == len(parts) - 1 and a.split(",")[:i] == picked}
+        pick = part if part in options else _nearest_choice(part, sorted(options))
+        if pick is None:
+            return None
+        picked.append(pick)
+    return ",".join(picked)
 
 
 def first_line(err: BaseException) -> str:

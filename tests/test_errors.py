@@ -168,12 +168,20 @@ def test_a_ctrl_c_as_a_command_starts_is_said_in_one_line(case, tmp_path):
         ("MOS", ("mos", "toy"), "x must be one of 'mos' or 'toy', got 'MOS' (did you mean 'mos'?)"),
         ("fp16", ("auto", "float32", "float16"), "x must be one of 'auto', 'float32' or 'float16', got 'fp16'"),
         ("b", ("a",), "x must be 'a', got 'b'"),
+        (
+            "pets",
+            ("caltech101", "oxford_pets"),
+            "x must be one of 'caltech101' or 'oxford_pets', got 'pets' (did you mean 'oxford_pets'?)",
+        ),
+        ("ox", ("caltech101", "oxford_pets"), "x must be one of 'caltech101' or 'oxford_pets', got 'ox'"),
+        ("ford", ("oxford_pets", "oxford_flowers"), "x must be one of 'oxford_pets' or 'oxford_flowers', got 'ford'"),
         (3, (None, "vv"), "x must be one of None or 'vv', got 3"),
     ],
 )
 def test_a_setting_none_of_its_choices_is_answered_with_the_nearest(value, choices, message):
     """Every setting with a fixed set of choices words its refusal as `not_one_of` does, with the nearest choice where
-    one is close (difflib, in any case), as a mistyped config key is answered; each listed its choices its own way."""
+    one is close (difflib, in any case), or the one choice that holds it (not two, nor a part shorter than 3), as a
+    mistyped config key is answered; each listed its choices its own way."""
     from jaxood.errors import not_one_of
 
     assert not_one_of("x", value, choices) == message

@@ -2299,8 +2299,11 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "--config.sot_glp.top_k.x: sot_glp.top_k is a value (int), not a group of keys"),
         (["--config=configs/sot_glp.py:fast"], "--config=configs/sot_glp.py:fast: unknown variant 'fast': choose "),
         (["--config=configs/zeroshot.py:toyy"],  # a second check's shorter list before
-         "--config=configs/zeroshot.py:toyy: unknown variant 'toyy': choose imagenet, imagenet,<one of mos, "
-         "openood_v15>, coop,<one of caltech101, "),
+         "--config=configs/zeroshot.py:toyy: unknown variant 'toyy' (did you mean toy?): choose imagenet, "
+         "imagenet,<one of mos, openood_v15>, coop,<one of caltech101, "),
+        (["--config=configs/sot_glp.py:refrence,pets"],  # the nearest variant, part by part: every one was listed
+         "--config=configs/sot_glp.py:refrence,pets: unknown variant 'refrence,pets' (did you mean "
+         "reference,oxford_pets?): choose paper, "),
         (["--config=configs/sot_glp.py:demo", "--config.variant=noproj"],
          "--config.variant: the variant is chosen by the config file's argument, as in "
          "--config=configs/sot_glp.py:<variant>, which sets its values"),
