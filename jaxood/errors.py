@@ -237,14 +237,21 @@ def say_a_stop_while_starting() -> None:
     """A jaxood command (`python -m jaxood.<command>`) stopped by Ctrl-C before its own handler runs
     (`report_user_errors`: most often as its modules import, 1.8 s of jaxood.train's start here) ends on
     `INTERRUPTED` and `STARTING_KEPT` with `INTERRUPTED_STATUS`, as a later Ctrl-C does, where it ended on Python's
-    traceback through the imports (`sys.excepthook`, `_stopped_while_starting`). Other programs that import jaxood
-    keep their hook."""
+    traceback through the imports (`sys.excepthook`, `_stopped_while_starting`); once that handler runs, the hook is
+    Python's again (`_started`). Other programs that import jaxood keep their hook."""
     global _excepthook_before
     if _a_jaxood_command_starts() and sys.excepthook is not _stopped_while_starting:
         _excepthook_before, sys.excepthook = sys.excepthook, _stopped_while_starting
 
 
 _excepthook_before = sys.__excepthook__
+
+
+def _started() -> None:
+    """The command's own handler runs (`report_user_errors`): a Ctrl-C that escapes it from now on (a second one as
+    it says the first) is no stop as it started, which wrote nothing, and gets Python's hook back."""
+    if sys.excepthook is _stopped_while_starting:
+        sys.excepthook = _excepthook_before
 
 
 def _a_jaxood_command_starts() -> bool:
@@ -316,6 +323,7 @@ def report_user_errors(main: Callable[[list[str]], Any], kept: str) -> Callable[
     instead, `jaxood.preemption`)."""
 
     def guarded(argv: list[str]) -> Any:
+        _started()
         _escape_unencodable_output()
         try:
             status = main(argv)

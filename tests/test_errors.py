@@ -187,6 +187,32 @@ def test_a_setting_none_of_its_choices_is_answered_with_the_nearest(value, choic
     assert not_one_of("x", value, choices) == message
 
 
+@pytest.mark.parametrize(
+    "orig_argv, argv, hooked",
+    [
+        (["python", "-m", "jaxood.train", "--workdir=w"], ["-m", "--workdir=w"], True),
+        (["python", "-X", "importtime", "-mjaxood.evaluate"], ["-m"], True),
+        (["python", "-m", "pytest", "tests"], ["-m", "tests"], False),  # a program that imports jaxood
+        (["python", "-c", "import jaxood", "-m", "jaxood.train"], ["-c", "-m", "jaxood.train"], False),
+    ],
+)
+def test_the_hook_for_a_stop_as_a_command_starts_gives_way_to_its_handler(orig_argv, argv, hooked, monkeypatch):
+    """`python -m jaxood.<command>` alone gets the hook that says a Ctrl-C as it starts, and only until its own handler
+    runs (`report_user_errors`): a Ctrl-C that escaped that handler (a second one as it said the first) would have
+    said "nothing was written" of a run that saved checkpoints."""
+    from jaxood import errors
+
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    monkeypatch.setattr(errors, "_excepthook_before", sys.__excepthook__)
+    errors.say_a_stop_while_starting()
+    assert (sys.excepthook is errors._stopped_while_starting) == hooked
+    in_the_handler = []
+    report_user_errors(lambda argv: in_the_handler.append(sys.excepthook), KEPT)([])
+    assert in_the_handler == [sys.__excepthook__]
+
+
 def test_other_errors_keep_their_traceback(monkeypatch):
     monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
     with pytest.raises(ZeroDivisionError):
