@@ -91,7 +91,10 @@ def test_a_command_stopped_by_a_signal_exits_without_finalising(stop, status, sa
 
 
 _DROPPED = """
-import gc, sys, time
+import gc, signal, sys, time
+# A Ctrl-C presupposes Python's SIGINT handler; a pytest run started in the background without job control (or under
+# nohup) passes SIGINT on ignored, and the simulated Ctrl-C (`_thread.interrupt_main`) then does nothing.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import jaxood
 raised = []
 def callback(phase, info):  # as JAX's gc callback, where Ctrl-C's handler runs if the main thread is in it
