@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from jaxood.cache import can_hold_a_folder
 from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
-from jaxood.errors import exit_with, joined, report_user_errors
+from jaxood.errors import exit_with, joined, nearest_choice, report_user_errors
 from jaxood.run_folders import is_run_settings, run_holding
 
 
@@ -266,7 +266,7 @@ def _override_problem(argv: list[str]) -> str | None:
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
             if part not in node:
                 near = [".".join([*path, key]) for key in difflib.get_close_matches(part, list(node.keys()), n=1)]
-                near += _keys_named(node, part, path)
+                near += _keys_named(node, part, path) or ([] if near else _keys_named(node, part, path, _near))
                 hint = f" (did you mean {' or '.join(near)}?)" if near else ""
                 if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
                     # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
@@ -305,15 +305,25 @@ _VALUE_KINDS = {
 }
 
 
-def _keys_named(node: ml_collections.ConfigDict, name: str, path: list[str]) -> list[str]:
+def _keys_named(node: ml_collections.ConfigDict, name: str, path: list[str], match=None) -> list[str]:
     """The dotted paths of the keys called `name` in the groups below `node` (itself at `path`), named after the key
     of `node` nearest `name`: a method's or the optimiser's key given at the top (`--config.n_local` for
-    `sot_glp.n_local`, `--config.lr` for `optim.lr`) got no hint, its name being no misspelling of a top-level key."""
+    `sot_glp.n_local`, `--config.lr` for `optim.lr`) got no hint, its name being no misspelling of a top-level key.
+    `match` (`_near`) takes each group's key near `name` instead, where no key of the config is named so or near it
+    at the top (`--config.topk` for `sot_glp.top_k`, `--config.LR` for `optim.lr`)."""
     found = []
     for key, value in node.items():
         if isinstance(value, ml_collections.ConfigDict):
-            found += [".".join([*path, key, name])] * (name in value) + _keys_named(value, name, [*path, key])
+            hit = match(name, list(value.keys())) if match else name if name in value else None
+            found += [".".join([*path, key, hit])] if hit is not None else []
+            found += _keys_named(value, name, [*path, key], match)
     return found
+
+
+def _near(name: str, keys: list[str]):
+    """A group's key near a key name given at the top (`_keys_named`): closer than a top-level hint must be (0.8 alike,
+    where difflib's default is 0.6), as every group is searched: at 0.6, `steps` named four `eps` keys."""
+    return nearest_choice(name, keys, cutoff=0.8)
 
 
 def _whole_entry(key: str) -> str:

@@ -135,22 +135,23 @@ def joined(items, last: str = "and") -> str:
 
 def not_one_of(name: str, value: Any, choices) -> str:
     """The message for a `value` of `name` that is none of `choices`: "name must be one of 'a', 'b' or 'c', got 'x'",
-    and the nearest choice where one is close (" (did you mean 'b'?)", `_nearest_choice`), as a mistyped config key
+    and the nearest choice where one is close (" (did you mean 'b'?)", `nearest_choice`), as a mistyped config key
     or config file is answered. One form for every such setting, where each message listed its choices its own way."""
     choices = list(choices)
-    near = _nearest_choice(value, choices)
+    near = nearest_choice(value, choices)
     hint = f" (did you mean {near!r}?)" if near is not None else ""
     allowed = f"one of {joined(map(repr, choices), 'or')}" if len(choices) > 1 else repr(choices[0])
     return f"{name} must be {allowed}, got {value!r}{hint}"
 
 
-def _nearest_choice(value: Any, choices) -> Any:
-    """The choice nearest to `value` (a string), in any case (`MOS`: 'mos'): difflib's closest, else the one choice
-    that holds it (`pets`: 'oxford_pets', `aircraft`: 'fgvc_aircraft'); None where none is near."""
+def nearest_choice(value: Any, choices, cutoff: float = 0.6) -> Any:
+    """The choice nearest to `value` (a string), in any case (`MOS`: 'mos'): difflib's closest (at least `cutoff`
+    alike), else the one choice that holds it (`pets`: 'oxford_pets', `aircraft`: 'fgvc_aircraft'); None where none
+    is near."""
     if not isinstance(value, str):
         return None
     by_case = {str(c).lower(): c for c in choices}
-    if near := difflib.get_close_matches(value.lower(), list(by_case), n=1):
+    if near := difflib.get_close_matches(value.lower(), list(by_case), n=1, cutoff=cutoff):
         return by_case[near[0]]
     holding = [c for lower, c in by_case.items() if len(value) >= 3 and value.lower() in lower]
     return holding[0] if len(holding) == 1 else None
@@ -166,11 +167,11 @@ def unknown_argument(what: str, given: str, arguments) -> str:
 
 def _nearest_argument(given: str, arguments) -> str | None:
     """The one of `arguments` (comma-separated parts, as a config file's `reference,oxford_pets`) nearest to `given`,
-    part by part (`_nearest_choice`): `reference,oxford_pets` for `refrence,pets`; None where a part has none near."""
+    part by part (`nearest_choice`): `reference,oxford_pets` for `refrence,pets`; None where a part has none near."""
     parts, picked = given.split(","), []
     for i, part in enumerate(parts):
         options = {a.split(",")[i] for a in arguments if a.count(",") == len(parts) - 1 and a.split(",")[:i] == picked}
-        pick = part if part in options else _nearest_choice(part, sorted(options))
+        pick = part if part in options else nearest_choice(part, sorted(options))
         if pick is None:
             return None
         picked.append(pick)

@@ -2283,6 +2283,12 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
         (["--config=configs/sot_glp.py:demo", "--config.n_local=2"],  # a method's key given at the top
          "--config.n_local: the config has no key n_local (did you mean sot_glp.n_local?)"),
+        (["--config=configs/sot_glp.py:demo", "--config.topk=3"],  # a group's key mistyped at the top
+         "--config.topk: the config has no key topk (did you mean sot_glp.top_k?)"),
+        (["--config=configs/sot_glp.py:demo", "--config.LR=0.1", "--config.steps=3"],  # in another case; the first
+         "--config.LR: the config has no key LR (did you mean optim.lr?)"),
+        (["--config=configs/sot_glp.py:demo", "--config.steps=3"],  # a top-level key near it: no group's is searched
+         "--config.steps: the config has no key steps (did you mean num_steps?)"),
         (["--config=configs/sot_glp.py:demo", "--config.temperature=2"],
          "--config.temperature: the config has no key temperature (did you mean mcm_template or csp.temperature or "
          "gl_mcm.temperature or iodin.temperature or mcm.temperature or neglabel.temperature or odin.temperature?)"),
