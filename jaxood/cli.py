@@ -10,7 +10,6 @@ that every host mounts at the same path.
 """
 
 import ast
-import difflib
 import importlib.util
 import json
 import os
@@ -175,8 +174,8 @@ def _missing_config_file(argv: list[str]) -> str | None:
         return None
     missing = f"--config={given}: there is no config file {path}"
     if configs := _config_files(folder := os.path.dirname(path)):
-        if near := difflib.get_close_matches(os.path.basename(path), configs, n=1, cutoff=0.75):
-            return f"{missing} (did you mean --config={given.replace(path, os.path.join(folder, near[0]), 1)}?)"
+        if near := nearest_choice(os.path.basename(path), configs, cutoff=0.75):
+            return f"{missing} (did you mean --config={given.replace(path, os.path.join(folder, near), 1)}?)"
         return f"{missing}; {folder or 'the current folder'} holds the config files {joined(configs)}"
     return (
         f"{missing} (from the current folder {os.getcwd()}); the configs ship in the jaxood checkout's configs/: run "
@@ -265,7 +264,7 @@ def _override_problem(argv: list[str]) -> str | None:
             if not isinstance(node, ml_collections.ConfigDict):
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
             if part not in node:
-                near = [".".join([*path, key]) for key in difflib.get_close_matches(part, list(node.keys()), n=1)]
+                near = [".".join([*path, key]) for key in [nearest_choice(part, list(node.keys()))] if key is not None]
                 near += _keys_named(node, part, path) or ([] if near else _keys_named(node, part, path, _near))
                 hint = f" (did you mean {' or '.join(near)}?)" if near else ""
                 if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
