@@ -2283,6 +2283,8 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
         (["--config=configs/sot_glp.py:demo", "--config.n_local=2"],  # a method's key given at the top
          "--config.n_local: the config has no key n_local (did you mean sot_glp.n_local?)"),
+        (["--config=configs/sot_glp.py:demo", "--config.sot_glp.TOP_K=3"],  # in another case
+         "--config.sot_glp.TOP_K: the config has no key sot_glp.TOP_K (did you mean sot_glp.top_k?)"),
         (["--config=configs/sot_glp.py:demo", "--config.topk=3"],  # a group's key mistyped at the top
          "--config.topk: the config has no key topk (did you mean sot_glp.top_k?)"),
         (["--config=configs/sot_glp.py:demo", "--config.LR=0.1", "--config.steps=3"],  # in another case; the first
