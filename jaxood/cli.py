@@ -265,7 +265,9 @@ def _override_problem(argv: list[str]) -> str | None:
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
             if part not in node:
                 near = [".".join([*path, key]) for key in [nearest_choice(part, list(node.keys()))] if key is not None]
-                near += _keys_named(node, part, path) or ([] if near else _keys_named(node, part, path, _near))
+                near += _keys_named(node, part, path)
+                if not near:  # no key named so or near it at this level: the groups' keys near it
+                    near = _keys_named(node, part, path, _near)
                 hint = f" (did you mean {' or '.join(near)}?)" if near else ""
                 if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
                     # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
@@ -304,7 +306,12 @@ _VALUE_KINDS = {
 }
 
 
-def _keys_named(node: ml_collections.ConfigDict, name: str, path: list[str], match=None) -> list[str]:
+def _named(name: str, keys: list[str]) -> str | None:
+    """A group's key called `name` (`_keys_named`)."""
+    return name if name in keys else None
+
+
+def _keys_named(node: ml_collections.ConfigDict, name: str, path: list[str], match=_named) -> list[str]:
     """The dotted paths of the keys called `name` in the groups below `node` (itself at `path`), named after the key
     of `node` nearest `name`: a method's or the optimiser's key given at the top (`--config.n_local` for
     `sot_glp.n_local`, `--config.lr` for `optim.lr`) got no hint, its name being no misspelling of a top-level key.
@@ -313,7 +320,7 @@ def _keys_named(node: ml_collections.ConfigDict, name: str, path: list[str], mat
     found = []
     for key, value in node.items():
         if isinstance(value, ml_collections.ConfigDict):
-            hit = match(name, list(value.keys())) if match else name if name in value else None
+            hit = match(name, list(value.keys()))
             found += [".".join([*path, key, hit])] if hit is not None else []
             found += _keys_named(value, name, [*path, key], match)
     return found

@@ -153,7 +153,7 @@ def nearest_choice(value: Any, choices, cutoff: float = 0.6) -> Any:
     by_case = {str(c).lower(): c for c in choices}
     if near := difflib.get_close_matches(value.lower(), list(by_case), n=1, cutoff=cutoff):
         return by_case[near[0]]
-    holding = [c for lower, c in by_case.items() if len(value) >= 3 and value.lower() in lower]
+    holding = [c for lower, c in by_case.items() if value.lower() in lower] if len(value) >= 3 else []
     return holding[0] if len(holding) == 1 else None
 
 
@@ -169,8 +169,9 @@ def _nearest_argument(given: str, arguments) -> str | None:
     """The one of `arguments` (comma-separated parts, as a config file's `reference,oxford_pets`) nearest to `given`,
     part by part (`nearest_choice`): `reference,oxford_pets` for `refrence,pets`; None where a part has none near."""
     parts, picked = given.split(","), []
+    alike = [a.split(",") for a in arguments if a.count(",") == len(parts) - 1]  # as many parts as `given`
     for i, part in enumerate(parts):
-        options = {a.split(",")[i] for a in arguments if a.count(",") == len(parts) - 1 and a.split(",")[:i] == picked}
+        options = {a[i] for a in alike if a[:i] == picked}
         pick = part if part in options else nearest_choice(part, sorted(options))
         if pick is None:
             return None
