@@ -266,11 +266,12 @@ def _a_jaxood_command_starts() -> bool:
 
 def _stopped_while_starting(kind, value, trace) -> None:
     """`sys.excepthook` of a jaxood command: a Ctrl-C that no handler caught (`_from_a_ctrl_c`) says `STARTING_KEPT` and
-    exits at once with `INTERRUPTED_STATUS` (an XLA start it interrupted may run on in a thread of its own,
-    `exit_with`); `JAXOOD_TRACEBACK=1` shows where it was, and any other exception is said by the hook there was."""
+    leaves as a command's handler leaves after a stop (`exit_with`, at once: an XLA start it interrupted may run on in
+    a thread of its own); `JAXOOD_TRACEBACK=1` shows where it was, and any other exception is said by the hook there
+    was."""
     if _from_a_ctrl_c(value) and not os.environ.get("JAXOOD_TRACEBACK"):
         print(f"{INTERRUPTED} {STARTING_KEPT}", file=sys.stderr, flush=True)
-        os._exit(INTERRUPTED_STATUS)
+        exit_with(AtOnce(INTERRUPTED_STATUS))
     _excepthook_before(kind, value, trace)
 
 
