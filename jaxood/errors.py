@@ -138,10 +138,14 @@ def not_one_of(name: str, value: Any, choices) -> str:
     and the nearest choice where one is close (" (did you mean 'b'?)", `nearest_choice`), as a mistyped config key
     or config file is answered. One form for every such setting, where each message listed its choices its own way."""
     choices = list(choices)
-    near = nearest_choice(value, choices)
-    hint = f" (did you mean {near!r}?)" if near is not None else ""
     allowed = f"one of {joined(map(repr, choices), 'or')}" if len(choices) > 1 else repr(choices[0])
-    return f"{name} must be {allowed}, got {value!r}{hint}"
+    return f"{name} must be {allowed}, got {value!r}{nearest_hint(value, choices)}"
+
+
+def nearest_hint(value: Any, choices) -> str:
+    """The hint " (did you mean 'b'?)" for the choice nearest to `value` (`nearest_choice`); "" where none is near."""
+    near = nearest_choice(value, choices)
+    return f" (did you mean {near!r}?)" if near is not None else ""
 
 
 def nearest_choice(value: Any, choices, cutoff: float = 0.6) -> Any:

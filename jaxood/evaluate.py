@@ -44,7 +44,7 @@ from jaxood.data.datasets import make_sources
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
 from jaxood.data.sources import Source
-from jaxood.errors import InvalidInput, NotSaved, joined, not_one_of, write_fix
+from jaxood.errors import InvalidInput, NotSaved, joined, nearest_hint, not_one_of, write_fix
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.models.tokenizer import get_tokenizer
@@ -351,9 +351,12 @@ def _mean(computed: list[dict | None]) -> dict | None:
 def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     """The zero-shot scores `config.scores` names (comma-separated; spaces around names and repeats are ignored)."""
     names = tuple(dict.fromkeys(s.strip() for s in config.scores.split(",") if s.strip()))
-    unknown = set(names) - set(ZERO_SHOT_SCORES)
-    if unknown:
-        raise InvalidInput(f"unknown score(s) {sorted(unknown)} in config.scores; zero-shot scores: {ZERO_SHOT_SCORES}")
+    if unknown := [name for name in names if name not in ZERO_SHOT_SCORES]:
+        each = joined(f"{name!r}{nearest_hint(name, ZERO_SHOT_SCORES)}" for name in unknown)
+        raise InvalidInput(
+            f"config.scores names {'unknown scores' if len(unknown) > 1 else 'an unknown score'} {each}; the zero-shot "
+            f"scores: {joined(map(repr, ZERO_SHOT_SCORES))}"
+        )
     return names
 
 

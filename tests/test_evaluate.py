@@ -520,6 +520,28 @@ def test_score_names_ignore_spaces_and_repeats():
     assert zero_shot_score_names(load_config("zeroshot", "toy", scores=" mcm, gl_mcm,mcm ,")) == ("mcm", "gl_mcm")
 
 
+@pytest.mark.parametrize(
+    "scores, message",
+    [
+        ("mcm,glmcm", "config.scores names an unknown score 'glmcm' (did you mean 'gl_mcm'?); the zero-shot scores: "
+         "'mcm', 'gl_mcm', 'max_logit', 'msp', 'energy', 'neglabel', 'csp', 'odin' and 'iodin'"),
+        ("MCM,knn,i-odin", "config.scores names unknown scores 'MCM' (did you mean 'mcm'?), 'knn' and 'i-odin' (did "
+         "you mean 'iodin'?); the zero-shot scores: 'mcm', "),
+    ],
+)  # fmt: skip
+def test_an_unknown_score_is_named_with_the_nearest(scores, message):
+    """An unknown score was named in a sorted list with every zero-shot score after it, and no nearest one, where a
+    setting with a few choices is answered with its nearest (`errors.not_one_of`)."""
+    from conftest import load_config
+
+    from jaxood.errors import InvalidInput
+    from jaxood.evaluate import zero_shot_score_names
+
+    with pytest.raises(InvalidInput) as raised:
+        zero_shot_score_names(load_config("zeroshot", "toy", scores=scores))
+    assert str(raised.value).startswith(message)
+
+
 def test_compute_results_uses_masked_scores_only():
     from jaxood.evaluate import Scorer, compute_results
 
