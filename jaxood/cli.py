@@ -2,14 +2,16 @@
 
 `--config=configs/<file>.py[:variant]` is an ml_collections config file read
 with `lock_config=True`, so `--config.<key>=...` with an unknown key fails
-before any work starts. So do an empty `--workdir`, one that names a file (or lies under one, or
-in a folder jaxood may not write), one in a run's checkpoints folder and a `--workdir` URL: jaxood writes its workdir
-with the local file system (orbax included), which would turn `gs://b/run`
-into a local folder `gs:/b/run` on each host; multi-host runs need a folder
+before any work starts. So do a missing `--config` or `--workdir`, an empty
+`--workdir`, one that names a file (or lies under one, or in a folder jaxood may
+not write), one in a run's checkpoints folder and a `--workdir` URL: jaxood
+writes its workdir with the local file system (orbax included), which would turn
+`gs://b/run` into a local folder `gs:/b/run` on each host; multi-host runs need a folder
 that every host mounts at the same path.
 """
 
 import ast
+import functools
 import importlib.util
 import json
 import os
@@ -44,44 +46,53 @@ except flags.CantOpenFlagFileError as err:  # ml_collections reads the command's
         raise
     _exit(f"error: {str(err).removeprefix('ERROR:: ')}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder: its checkpoints, logs and report. Required.")
-flags.mark_flags_as_required(["config", "workdir"])
-flags.register_validator(
-    "workdir",
-    lambda workdir: workdir != "",
-    "--workdir is empty (a shell variable that is not set, as in --workdir=$RUN?): give the folder for the run's "
-    "checkpoints, logs and results.",
-)  # it failed in os.makedirs('') with a traceback
-flags.register_validator(
-    "workdir",
-    lambda workdir: workdir is None or "://" not in workdir,
-    "--workdir must be a folder of the local file system, not a URL: jaxood writes it with the local file system "
-    "(a gs:// path would become a local folder named 'gs:'). On a pod or cluster use a folder every host mounts at "
-    "the same path (NFS, Filestore).",
-)
 
 
-flags.register_validator(
-    "workdir",
-    lambda workdir: workdir is None or "://" in workdir or can_hold_a_folder(workdir),
-    "--workdir must be a folder jaxood can write, or a path where it can make one; this one (or the nearest part "
-    "of it that exists) is a file or a folder it may not write.",
-)  # jaxood.evaluate used to find out only when writing its report, after the whole evaluation
+def _missing_flags(usage: str) -> str | None:
+    """`--config` or `--workdir` not given, named with what each is and the command's usual line (`usage`), where
+    absl said "FATAL Flags parsing error: flag --config=None: Flag --config must have a value other than None"."""
+    what = {"config": "the config file (after a colon its variant)", "workdir": "the run's folder"}
+    missing = [name for name in what if flags.FLAGS[name].value is None]
+    if not missing:
+        return None
+    flags_missing = joined(f"--{name}" for name in missing) + (" are" if len(missing) > 1 else " is")
+    return f"{flags_missing} missing: give {joined(what[name] for name in missing)}, as in {usage}"
 
 
-def _outside_a_run(workdir: str | None) -> bool:
+def _workdir_problem(workdir: str) -> str | None:
+    """What is wrong with `--workdir`, found before any work: empty (it failed in os.makedirs('') with a traceback),
+    a URL, a path jaxood cannot make a folder at (jaxood.evaluate found out only when writing its report, after the
+    whole evaluation), or a run's checkpoints folder (`_in_a_run`)."""
+    if workdir == "":
+        return (
+            "--workdir is empty (a shell variable that is not set, as in --workdir=$RUN?): give the folder for the "
+            "run's checkpoints, logs and results."
+        )
+    if "://" in workdir:
+        return (
+            "--workdir must be a folder of the local file system, not a URL: jaxood writes it with the local file "
+            "system (a gs:// path would become a local folder named 'gs:'). On a pod or cluster use a folder every "
+            "host mounts at the same path (NFS, Filestore)."
+        )
+    if not can_hold_a_folder(workdir):
+        return (
+            "--workdir must be a folder jaxood can write, or a path where it can make one; this one (or the nearest "
+            "part of it that exists) is a file or a folder it may not write."
+        )
+    return _in_a_run(workdir)
+
+
+def _in_a_run(workdir: str) -> str | None:
     """A `--workdir` in a run's checkpoints folder (`run_holding`) is refused naming the run's workdir: given to go
     on with the run, it started a new one there from step 0 (on ImageNet, hours before anyone noticed), its files
     mixed with the run's checkpoints."""
-    if workdir and (run := run_holding(workdir)):
-        raise flags.ValidationError(
+    if run := run_holding(workdir):
+        return (
             f"--workdir {workdir} is in the checkpoints of the run in {run}: give --workdir={run} to go on with "
             "that run (the same command resumes it, or reports it again where it ended); a new run or report "
             "needs a folder outside that run's checkpoints"
         )
-    return True
-
-
-flags.register_validator("workdir", _outside_a_run)
+    return None
 
 
 # What a Ctrl-C kept of training, evaluation or pretraining, where no handler saved first (`report_user_errors`).
@@ -91,24 +102,26 @@ RUN_KEPT = (
 )
 
 
-def run(main) -> None:
-    """`absl.app.run(main)`, with jaxood's own errors (`jaxood.errors.UserError`) and what is wrong in the config
-    (`_parse_flags`) printed as their message alone."""
+def run(main, usage: str) -> None:
+    """`absl.app.run(main)`, with jaxood's own errors (`jaxood.errors.UserError`) and what is wrong in the command
+    line (`_parse_flags`) printed as their message alone; `usage` is the command's usual line, named where a flag it
+    needs is missing."""
     for name in ("config", "workdir"):  # `--help` lists the main module's flags, and these are jaxood.cli's
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
-    app.run(lambda argv: exit_with(report_user_errors(main, RUN_KEPT)(argv)), flags_parser=_parse_flags)
+    parse = functools.partial(_parse_flags, usage=usage)
+    app.run(lambda argv: exit_with(report_user_errors(main, RUN_KEPT)(argv)), flags_parser=parse)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def _parse_flags(argv: list[str], usage: str) -> list[str]:
     """absl's flag parsing, with what is wrong in the config said in one line as jaxood's own errors are: an override
     of a key the config does not have (before: a 40-line traceback of ml_collections' internals), a config file that
     is not there (the same, at the config's first use), a config whose `get_config` refuses its argument (absl's
     message held that function's traceback), and `--config.variant=...` (`_variant_override`), on the command line or
-    in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. An argument that
-    is no flag (`_stray_arguments`) is refused either way."""
+    in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. The command line's
+    own problems (`_command_line_problem`) are refused either way."""
     if os.environ.get("JAXOOD_TRACEBACK"):
         rest = app.parse_flags_with_usage(argv)
-        if problem := _stray_arguments(rest):
+        if problem := _command_line_problem(rest, usage):
             _exit(f"error: {problem}")
         return rest
     rest = []
@@ -117,7 +130,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
         problem = _json_config_file(argv)  # before ml_collections runs it as Python
         if problem is None:
             rest = flags.FLAGS(argv)
-            problem = _missing_config_file(argv) or _variant_override(argv) or _stray_arguments(rest)
+            problem = _missing_config_file(argv) or _variant_override(argv) or _command_line_problem(rest, usage)
     except (flags.Error, AttributeError, KeyError, OSError) as err:
         problem = _missing_config_file(argv) or _refused_config(err) or _override_problem(argv)
         if problem is None and not isinstance(err, flags.Error):
@@ -127,6 +140,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if problem:
         _exit(f"error: {problem}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
     return rest
+
+
+def _command_line_problem(rest: list[str], usage: str) -> str | None:
+    """A flag the command needs not given (`_missing_flags`), a `--workdir` it cannot use (`_workdir_problem`), or an
+    argument that is no flag (`_stray_arguments`): jaxood's checks of a command line absl parsed."""
+    return _missing_flags(usage) or _workdir_problem(flags.FLAGS.workdir) or _stray_arguments(rest)
 
 
 # Dashes a document or a chat turns `--` into (en dash, em dash, ...): a flag pasted from one is read as an argument.

@@ -779,4 +779,4 @@ def main(argv):
 if __name__ == "__main__":
     from jaxood import cli
 
-    cli.run(main)
+    cli.run(main, "python -m jaxood.evaluate --config=configs/zeroshot.py:toy --workdir=runs/zeroshot")

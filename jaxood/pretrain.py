@@ -75,4 +75,4 @@ def main(argv):
 if __name__ == "__main__":
     from jaxood import cli
 
-    cli.run(main)
+    cli.run(main, "python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=runs/toy_clip")

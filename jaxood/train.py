@@ -911,4 +911,4 @@ def main(argv):
 if __name__ == "__main__":
     from jaxood import cli
 
-    cli.run(main)
+    cli.run(main, "python -m jaxood.train --config=configs/sot_glp.py:demo --workdir=runs/demo")

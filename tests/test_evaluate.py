@@ -182,8 +182,6 @@ def test_a_workdir_in_a_runs_checkpoints_is_refused_naming_the_run(tmp_path, mon
     """A run's checkpoints folder (or a step's in it) given as the workdir, to go on with the run, started a new run
     there from step 0, its files mixed with the run's checkpoints; jaxood.evaluate wrote its report there. Given to
     jaxood.summarize as a run, it had no report, the run unnamed."""
-    from absl import flags
-
     from jaxood import cli, summarize
     from jaxood.errors import InputMissing
 
@@ -200,18 +198,16 @@ def test_a_workdir_in_a_runs_checkpoints_is_refused_naming_the_run(tmp_path, mon
     assert out.returncode == 1 and said in out.stderr, out.stderr
     assert os.listdir(run / "checkpoints") == ["6"]
     for workdir in (f"{run}/checkpoints/6", f"{run}/checkpoints/6/x/"):
-        with pytest.raises(flags.ValidationError, match=f"in the checkpoints of the run in {re.escape(str(run))}: "):
-            cli._outside_a_run(workdir)
+        assert f"in the checkpoints of the run in {run}: " in cli._in_a_run(workdir)
     named = f"checkpoints/6 has no results.json (it is in the checkpoints of the run in {run}: give {run}); "
     with pytest.raises(InputMissing, match=re.escape(named)):
         summarize.read_reports([f"{run}/checkpoints/6", str(run)])
     monkeypatch.chdir(run / "checkpoints")  # a relative workdir: the run is named relative to the current folder
-    with pytest.raises(flags.ValidationError, match=r"^--workdir 6 is in the checkpoints of the run in \.\.: give"):
-        cli._outside_a_run("6")
-    assert cli._outside_a_run(f"{run}/checkpoints/runs") and cli._outside_a_run(str(tmp_path / "new"))
+    assert cli._in_a_run("6").startswith("--workdir 6 is in the checkpoints of the run in ..: give")
+    assert cli._in_a_run(f"{run}/checkpoints/runs") is None and cli._in_a_run(str(tmp_path / "new")) is None
     # A folder named checkpoints beside another tool's config.json (a project's) is a workdir as any other.
     (run / "config.json").write_text('{"model": "x"}', encoding="utf-8")
-    assert cli._outside_a_run(f"{run}/checkpoints") and cli._outside_a_run(f"{run}/checkpoints/6")
+    assert cli._in_a_run(f"{run}/checkpoints") is None and cli._in_a_run(f"{run}/checkpoints/6") is None
 
 
 @pytest.mark.parametrize("variant", ["imagenet", "imagenet,openood_v15", "coop,dtd", "toy"])

@@ -2385,6 +2385,33 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
         load_config("fast")
 
 
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        ("train", [], "--config and --workdir are missing: give the config file (after a colon its variant) and the "
+         "run's folder, as in python -m jaxood.train --config=configs/sot_glp.py:demo --workdir=runs/demo\n"),
+        ("evaluate", ["--workdir={tmp_path}/w"], "--config is missing: give the config file (after a colon its "
+         "variant), as in python -m jaxood.evaluate --config=configs/zeroshot.py:toy --workdir=runs/zeroshot\n"),
+        ("pretrain", ["--config=configs/toy_clip.py", "--install"], "--workdir is missing: give the run's folder, as "
+         "in python -m jaxood.pretrain --config=configs/toy_clip.py --workdir=runs/toy_clip\n"),
+        ("train", ["--config=configs/sot_glp.py:demo", "--workdir="], "--workdir is empty (a shell variable that is "
+         "not set, as in --workdir=$RUN?): give the folder for the run's checkpoints, logs and results.\n"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("traceback", [False, True])
+def test_a_missing_or_empty_flag_is_named_with_the_line_the_command_needs(command, args, message, traceback, tmp_path):
+    """`--config` or `--workdir` left out was absl's "FATAL Flags parsing error: flag --config=None: Flag --config must
+    have a value other than None", and an empty `--workdir`'s own message came after absl's "FATAL Flags parsing
+    error: flag --workdir=:", where jaxood's other refusals of a command line say `error:` and the fix."""
+    args = [arg.replace("{tmp_path}", str(tmp_path)) for arg in args]
+    env = dict(os.environ, JAXOOD_TRACEBACK="1") if traceback else None
+    cmd = [sys.executable, "-m", f"jaxood.{command}", *args]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    hint = "" if traceback else "(JAXOOD_TRACEBACK=1 shows where it was raised)\n"
+    assert out.returncode == 1 and out.stderr == f"error: {message}{hint}", out.stderr
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "pretrain"])
 def test_help_lists_the_commands_own_flags(command):
     """absl's --help lists the main module's flags, and --config and --workdir are jaxood.cli's: it showed the
