@@ -132,7 +132,12 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
             rest = flags.FLAGS(argv)
             problem = _missing_config_file(argv) or _variant_override(argv) or _command_line_problem(rest, usage)
     except (flags.Error, AttributeError, KeyError, OSError) as err:
-        problem = _missing_config_file(argv) or _refused_config(err) or _override_problem(argv)
+        problem = (
+            _missing_config_file(argv)
+            or _refused_config(err)
+            or _override_problem(argv)
+            or _overrides_without_config(err, argv, usage)
+        )
         if problem is None and not isinstance(err, flags.Error):
             raise
         if problem is None:  # absl's own report, as `app.parse_flags_with_usage` words it
@@ -140,6 +145,14 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     if problem:
         _exit(f"error: {problem}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
     return rest
+
+
+def _overrides_without_config(err: Exception, argv: list[str], usage: str) -> str | None:
+    """`--config.<key>=...` with no `--config` is the missing `--config` (`_missing_flags`), where absl said "Unknown
+    command line flag 'config.seed'. Did you mean: config ?"."""
+    if isinstance(err, flags.UnrecognizedFlagError) and err.flagname.startswith("config."):
+        return _missing_flags(usage) if _config_argument(argv) is None else None
+    return None
 
 
 def _command_line_problem(rest: list[str], usage: str) -> str | None:

@@ -2352,6 +2352,9 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config={tmp_path}/results.json:demo"], "--config={tmp_path}/results.json:demo: a config file is Python, "
          "with its variant after a colon (configs/sot_glp.py:demo); {tmp_path}/results.json is JSON, the settings of a "
          "run (method 'sot_glp', "),
+        (["--config.seed=1"],  # an override with no config file: absl's "Unknown command line flag 'config.seed'"
+         "--config is missing: give the config file (after a colon its variant), as in python -m jaxood.train "
+         "--config=configs/sot_glp.py:demo --workdir=runs/demo\n"),
         (["--config=configs/sot_glp.py:demo", "config.sot_glp.top_k=3"],
          "unexpected argument(s) 'config.sot_glp.top_k=3': jaxood's commands take flags only "
          "(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without it (did you mean "
