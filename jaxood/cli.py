@@ -6,8 +6,8 @@ before any work starts. So do a missing `--config` or `--workdir`, an empty
 `--workdir`, one that names a file (or lies under one, or in a folder jaxood may
 not write), one in a run's checkpoints folder and a `--workdir` URL: jaxood
 writes its workdir with the local file system (orbax included), which would turn
-`gs://b/run` into a local folder `gs:/b/run` on each host; multi-host runs need a folder
-that every host mounts at the same path.
+`gs://b/run` into a local folder `gs:/b/run` on each host; multi-host runs need
+a folder that every host mounts at the same path.
 """
 
 import ast
@@ -150,9 +150,8 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
 def _overrides_without_config(err: Exception, argv: list[str], usage: str) -> str | None:
     """`--config.<key>=...` with no `--config` is the missing `--config` (`_missing_flags`), where absl said "Unknown
     command line flag 'config.seed'. Did you mean: config ?"."""
-    if isinstance(err, flags.UnrecognizedFlagError) and err.flagname.startswith("config."):
-        return _missing_flags(usage) if _config_argument(argv) is None else None
-    return None
+    overrides = isinstance(err, flags.UnrecognizedFlagError) and err.flagname.startswith("config.")
+    return _missing_flags(usage) if overrides and _config_argument(argv) is None else None
 
 
 def _command_line_problem(rest: list[str], usage: str) -> str | None:
