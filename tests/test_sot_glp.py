@@ -1949,7 +1949,7 @@ def test_a_signal_while_evaluating_stops_at_once_saying_what_to_rerun(sig, tiny_
         evaluate.score_dataset = signal_at_the_first_ood_set
         sys.argv = ["jaxood.evaluate", "--config=configs/zeroshot.py:toy", "--workdir={tmp_path / "zero_shot"}",
                     "--config.model={tiny_hf[0]}", "--config.cache_dir={tmp_path / "cache"}", "--config.scores=mcm"]
-        cli.run(evaluate.main)
+        cli.run(evaluate.main, "python -m jaxood.evaluate --config=configs/zeroshot.py:toy --workdir=DIR")
     """)
     with _signals_handled():
         out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
