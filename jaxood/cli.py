@@ -137,6 +137,7 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
             or _refused_config(err)
             or _override_problem(argv)
             or _overrides_without_config(err, argv, usage)
+            or _config_key_as_a_flag(err, argv)
         )
         if problem is None and not isinstance(err, flags.Error):
             raise
@@ -152,6 +153,37 @@ def _overrides_without_config(err: Exception, argv: list[str], usage: str) -> st
     command line flag 'config.seed'. Did you mean: config ?"."""
     overrides = isinstance(err, flags.UnrecognizedFlagError) and err.flagname.startswith("config.")
     return _missing_flags(usage) if overrides and _config_argument(argv) is None else None
+
+
+def _config_key_as_a_flag(err: Exception, argv: list[str]) -> str | None:
+    """A config key given as a flag of its own (`--seed=3`, `--lr=0.1`, `--noplots`), named with the override it may
+    mean (`--config.seed=3`, `--config.optim.lr=0.1`, `--config.plots=false`), where absl said "Unknown command line
+    flag 'seed'"."""
+    if not isinstance(err, flags.UnrecognizedFlagError) or (config := _config_of(argv)) is None:
+        return None
+    name = err.flagname
+    given = next((arg for arg in argv[1:] if re.match(rf"--?{re.escape(name)}(=|$)", arg)), None)
+    if given is None:
+        return None
+    value = "".join(given.partition("=")[1:])
+    known = name.split(".")[0] in config  # a key of the config, or one in its group (--sot_glp.top_k)
+    if not known and "Did you mean" in str(err):  # near a flag of the command (--workir): absl's report names it
+        return None
+    meant = [f"{key}{value}" for key in ([name] if known else _keys_near(config, name, []))]
+    if name.startswith("no") and not known:  # absl's --noX for a yes-or-no X
+        switched = [f"{key}=false" for key in _keys_near(config, name[2:], []) if _is_switch(config, key)]
+        meant = switched or meant
+    if not meant:
+        return None
+    return (
+        f"{given}: the config's keys are set as --config.<key>=value (did you mean "
+        f"{' or '.join(f'--config.{m}' for m in meant)}?)"
+    )
+
+
+def _is_switch(config: ml_collections.ConfigDict, key: str) -> bool:
+    """Whether the config's `key` (dotted) holds True or False."""
+    return isinstance(functools.reduce(lambda node, part: node[part], key.split("."), config), bool)
 
 
 def _command_line_problem(rest: list[str], usage: str) -> str | None:
@@ -279,13 +311,7 @@ def _override_problem(argv: list[str]) -> str | None:
     """The first `--config.<key>=...` of `argv` whose key the config does not have, named with the nearest one, or
     that gives a group of keys (a dataset entry) something other than a dict (`--config.id_dataset=/data/x`: before,
     ml_collections' parse error of the path, with no word of the form it wants)."""
-    path, colon, variant = (_config_argument(argv) or "").partition(":")
-    try:  # loaded again as ml_collections loads it: its own loader is private, and the failed parse kept nothing
-        spec = importlib.util.spec_from_file_location("jaxood_config_keys", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        config = module.get_config(*([variant] if colon else []))
-    except Exception:  # noqa: BLE001 -- a config that does not load keeps the library's own report
+    if (config := _config_of(argv)) is None:  # a config that does not load keeps the library's own report
         return None
     for arg in argv[1:]:
         if not (found := re.match(r"--config\.([^=]+)", arg)):
@@ -295,10 +321,7 @@ def _override_problem(argv: list[str]) -> str | None:
             if not isinstance(node, ml_collections.ConfigDict):
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
             if part not in node:
-                near = [".".join([*path, key]) for key in [nearest_choice(part, list(node.keys()))] if key is not None]
-                near += _keys_named(node, part, path)
-                if not near:  # no key named so or near it at this level: the groups' keys near it
-                    near = _keys_named(node, part, path, _near)
+                near = _keys_near(node, part, path)
                 hint = f" (did you mean {' or '.join(near)}?)" if near else ""
                 if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
                     # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
@@ -335,6 +358,27 @@ _VALUE_KINDS = {
     int: ("a whole number", flags.IntegerParser()),
     float: ("a number", flags.FloatParser()),
 }
+
+
+def _config_of(argv: list[str]) -> ml_collections.ConfigDict | None:
+    """The config `argv`'s `--config` names, loaded again as ml_collections loads it (its own loader is private, and a
+    failed parse kept nothing); None where there is none or it does not load."""
+    path, colon, variant = (_config_argument(argv) or "").partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("jaxood_config_keys", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config(*([variant] if colon else []))
+    except Exception:  # noqa: BLE001 -- no config file, or one that fails: its own report says so
+        return None
+
+
+def _keys_near(node: ml_collections.ConfigDict, name: str, path: list[str]) -> list[str]:
+    """The keys a mistyped key `name` under `node` (itself at `path`) may mean: its nearest key there, and the keys of
+    that name in the groups below (`_keys_named`); where there is none, the groups' keys near it."""
+    near = [".".join([*path, key]) for key in [nearest_choice(name, list(node.keys()))] if key is not None]
+    near += _keys_named(node, name, path)
+    return near or _keys_named(node, name, path, _near)
 
 
 def _named(name: str, keys: list[str]) -> str | None:

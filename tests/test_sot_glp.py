@@ -2352,6 +2352,12 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config={tmp_path}/results.json:demo"], "--config={tmp_path}/results.json:demo: a config file is Python, "
          "with its variant after a colon (configs/sot_glp.py:demo); {tmp_path}/results.json is JSON, the settings of a "
          "run (method 'sot_glp', "),
+        (["--config=configs/sot_glp.py:demo", "--seed=3"],  # a config key as a flag: absl's "Unknown command line flag"
+         "--seed=3: the config's keys are set as --config.<key>=value (did you mean --config.seed=3?)\n"),
+        (["--config=configs/sot_glp.py:demo", "--topk=3"],
+         "--topk=3: the config's keys are set as --config.<key>=value (did you mean --config.sot_glp.top_k=3?)\n"),
+        (["--config=configs/sot_glp.py:demo", "--noplots"],  # absl's --noX
+         "--noplots: the config's keys are set as --config.<key>=value (did you mean --config.plots=false?)\n"),
         (["--config.seed=1"],  # an override with no config file: absl's "Unknown command line flag 'config.seed'"
          "--config is missing: give the config file (after a colon its variant), as in python -m jaxood.train "
          "--config=configs/sot_glp.py:demo --workdir=runs/demo\n"),
