@@ -116,9 +116,11 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     """absl's flag parsing, with what is wrong in the config said in one line as jaxood's own errors are: an override
     of a key the config does not have (before: a 40-line traceback of ml_collections' internals), a config file that
     is not there (the same, at the config's first use), a config whose `get_config` refuses its argument (absl's
-    message held that function's traceback), and `--config.variant=...` (`_variant_override`), on the command line or
+    message held that function's traceback), `--config.variant=...` (`_variant_override`), overrides with no config
+    (`_overrides_without_config`) and a config key given as a flag (`_config_key_as_a_flag`), on the command line or
     in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. The command line's
-    own problems (`_command_line_problem`) are refused either way."""
+    own problems (`_command_line_problem`: a missing flag, the workdir, an argument that is no flag) are refused
+    either way."""
     if os.environ.get("JAXOOD_TRACEBACK"):
         rest = app.parse_flags_with_usage(argv)
         if problem := _command_line_problem(rest, usage):
@@ -162,17 +164,16 @@ def _config_key_as_a_flag(err: Exception, argv: list[str]) -> str | None:
     if not isinstance(err, flags.UnrecognizedFlagError) or (config := _config_of(argv)) is None:
         return None
     name = err.flagname
-    given = next((arg for arg in argv[1:] if re.match(rf"--?{re.escape(name)}(=|$)", arg)), None)
-    if given is None:
-        return None
+    given = next((arg for arg in argv[1:] if re.match(rf"--?{re.escape(name)}(=|$)", arg)), f"--{name}")
     value = "".join(given.partition("=")[1:])
-    known = name.split(".")[0] in config  # a key of the config, or one in its group (--sot_glp.top_k)
-    if not known and "Did you mean" in str(err):  # near a flag of the command (--workir): absl's report names it
+    if name.split(".")[0] in config:  # a key of the config, or one in its group (--sot_glp.top_k)
+        meant = [f"{name}{value}"]
+    elif "Did you mean" in str(err):  # near a flag of the command (--workir): absl's report names it
         return None
-    meant = [f"{key}{value}" for key in ([name] if known else _keys_near(config, name, []))]
-    if name.startswith("no") and not known:  # absl's --noX for a yes-or-no X
-        switched = [f"{key}=false" for key in _keys_near(config, name[2:], []) if _is_switch(config, key)]
-        meant = switched or meant
+    else:  # absl's --noX for a yes-or-no X first
+        negated = _keys_near(config, name[2:], []) if name.startswith("no") else []
+        meant = [f"{key}=false" for key in negated if _is_switch(config, key)]
+        meant = meant or [f"{key}{value}" for key in _keys_near(config, name, [])]
     if not meant:
         return None
     return (
