@@ -2375,7 +2375,9 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     same mistakes in a `--flagfile` kept the traceback, as did a flag file
     that is not there (ml_collections reads the flag files as jaxood.cli defines --config). A setting without its
     dashes was passed over, and the run trained with the config's value. A run's saved config.json (or results.json)
-    given as the config file, to run its settings again, was run as Python: a NameError's traceback at `true`."""
+    given as the config file, to run its settings again, was run as Python: a NameError's traceback at `true`. A
+    config key given as a flag of its own (`--seed=3`), or an override with no `--config`, was absl's "Unknown command
+    line flag", with no word of `--config.<key>` or of the missing `--config`."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
     saved = {"method": "sot_glp", "variant": "demo", "plots": True}
     (tmp_path / "config.json").write_text(json.dumps(saved), encoding="utf-8")
