@@ -2119,8 +2119,16 @@ def test_dataset_descriptions(folder, tmp_path):
 
     assert len(make_source({"kind": "folder", "root": folder})) == 13
     assert make_source({"kind": "toy", "split": "far_ood", "per_class": 1}).split == "far_ood"
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['sise'\]"):
+    with pytest.raises(ValueError, match=r"^unknown key 'sise' \(did you mean 'size'\?\) for a 'toy' dataset; all"):
         make_source({"kind": "toy", "split": "test", "sise": 3})
+    # An entry whose kind alone was changed (--config.id_dataset.kind=folder) keeps the other kind's keys.
+    with pytest.raises(InvalidInput) as err:
+        make_source({"kind": "folder", "split": "test", "per_class": 2}, "id_dataset")
+    assert str(err.value) == (
+        "config.id_dataset: unknown keys 'split' and 'per_class' for a 'folder' dataset; allowed: 'class_names', "
+        "'download' and 'root'. They are keys of another kind: an entry changed to another kind is given whole, with "
+        "that kind's keys, as {'kind': 'folder', 'root': ...} (README, 'Datasets', has every kind)"
+    )
     with pytest.raises(ValueError, match=r"^dataset kind must be one of 'coop', .* or 'toy', got 'hdf5'; the entry's"):
         make_source({"kind": "hdf5"})
     # A mistyped choice is answered with the nearest (errors.not_one_of, for every such setting).

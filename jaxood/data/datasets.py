@@ -40,7 +40,7 @@ from jaxood.data.sources import (
     TfdsSource,
 )
 from jaxood.data.toy_world import ToyWorld
-from jaxood.errors import InvalidInput, UserError, not_one_of
+from jaxood.errors import InvalidInput, UserError, joined, nearest_hint, not_one_of
 
 _PATHS = ("root", "list_file", "split_file", "data_dir")
 _TEXT = {
@@ -165,11 +165,8 @@ def _open(spec: dict):
     kind = spec.pop("kind", None)
     if kind not in ENTRY_KEYS:
         raise InvalidInput(f"{not_one_of('dataset kind', kind, sorted(ENTRY_KEYS))}; the entry's other keys: {spec}")
-    unknown = set(spec) - ENTRY_KEYS[kind]
-    if unknown:
-        raise InvalidInput(
-            f"unknown key(s) {sorted(unknown)} for a {kind!r} dataset; allowed: {sorted(ENTRY_KEYS[kind])}"
-        )
+    if unknown := [key for key in spec if key not in ENTRY_KEYS[kind]]:
+        raise InvalidInput(_unknown_keys(kind, unknown))
     if missing := REQUIRED_KEYS[kind] - set(spec):  # a KeyError (a TypeError for the toy world) before
         raise InvalidInput(
             f"a {kind!r} dataset needs {' and '.join(map(repr, sorted(missing)))}, missing from "
@@ -191,6 +188,23 @@ def _open(spec: dict):
         if not download.strip():
             raise
         raise DatasetMissing(f"{err}. To get it: {download}") from err
+
+
+def _unknown_keys(kind: str, unknown: list[str]) -> str:
+    """Keys a `kind` dataset does not take, each with its nearest (`sise`: 'size'); where all are another kind's
+    (an entry whose kind alone was changed, as `--config.id_dataset.kind=folder` on the toy world's entry), how to
+    change it. Before: a sorted list of the keys, which the user of a kind-only change had not given."""
+    allowed = sorted(ENTRY_KEYS[kind])
+    each = joined(f"{key!r}{nearest_hint(key, allowed)}" for key in unknown)
+    said = f"unknown key{'s' if len(unknown) > 1 else ''} {each} for a {kind!r} dataset; allowed: "
+    said += joined(map(repr, allowed))
+    if set(unknown) <= set().union(*ENTRY_KEYS.values()):
+        needed = "".join(f", {key!r}: ..." for key in sorted(REQUIRED_KEYS[kind]))
+        said += (
+            ". They are keys of another kind: an entry changed to another kind is given whole, with that kind's keys, "
+            f"as {{'kind': {kind!r}{needed}}} (README, 'Datasets', has every kind)"
+        )
+    return said
 
 
 def _source(kind: str, spec: dict):
