@@ -22,6 +22,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxood import settings
 from jaxood.cache import can_hold_a_folder
 from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
 from jaxood.errors import exit_with, joined, nearest_choice, report_user_errors
@@ -116,8 +117,8 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     """absl's flag parsing, with what is wrong in the config said in one line as jaxood's own errors are: an override
     of a key the config does not have (before: a 40-line traceback of ml_collections' internals), a config file that
     is not there (the same, at the config's first use), a config whose `get_config` refuses its argument (absl's
-    message held that function's traceback), `--config.variant=...` (`_variant_override`), overrides with no config
-    (`_overrides_without_config`) and a config key given as a flag (`_config_key_as_a_flag`), on the command line or
+    message held that function's traceback), `--config.variant=...` (`_variant_override`), and an override with no
+    config or a config key given as a flag (`_unknown_flag`), on the command line or
     in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. The command line's
     own problems (`_command_line_problem`: a missing flag, the workdir, an argument that is no flag) are refused
     either way."""
@@ -138,8 +139,7 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
             _missing_config_file(argv)
             or _refused_config(err)
             or _override_problem(argv)
-            or _overrides_without_config(err, argv, usage)
-            or _config_key_as_a_flag(err, argv)
+            or _unknown_flag(err, argv, usage)
         )
         if problem is None and not isinstance(err, flags.Error):
             raise
@@ -150,20 +150,18 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     return rest
 
 
-def _overrides_without_config(err: Exception, argv: list[str], usage: str) -> str | None:
-    """`--config.<key>=...` with no `--config` is the missing `--config` (`_missing_flags`), where absl said "Unknown
-    command line flag 'config.seed'. Did you mean: config ?"."""
-    overrides = isinstance(err, flags.UnrecognizedFlagError) and err.flagname.startswith("config.")
-    return _missing_flags(usage) if overrides and _config_argument(argv) is None else None
-
-
-def _config_key_as_a_flag(err: Exception, argv: list[str]) -> str | None:
-    """A config key given as a flag of its own (`--seed=3`, `--lr=0.1`, `--noplots`), named with the override it may
-    mean (`--config.seed=3`, `--config.optim.lr=0.1`, `--config.plots=false`), where absl said "Unknown command line
-    flag 'seed'"."""
-    if not isinstance(err, flags.UnrecognizedFlagError) or (config := _config_of(argv)) is None:
+def _unknown_flag(err: Exception, argv: list[str], usage: str) -> str | None:
+    """A flag absl does not know ("Unknown command line flag 'seed'") that is a config key: an override with no
+    `--config` (`--config.seed=1` alone) is the missing `--config` (`_missing_flags`); a config key given as a flag
+    of its own (`--seed=3`, `--lr=0.1`, `--noplots`) is named with the override it may mean (`--config.seed=3`,
+    `--config.optim.lr=0.1`, `--config.plots=false`)."""
+    if not isinstance(err, flags.UnrecognizedFlagError):
         return None
     name = err.flagname
+    if name.startswith("config.") and _config_argument(argv) is None:
+        return _missing_flags(usage)
+    if (config := _config_of(argv)) is None:
+        return None
     given = next((arg for arg in argv[1:] if re.match(rf"--?{re.escape(name)}(=|$)", arg)), f"--{name}")
     value = "".join(given.partition("=")[1:])
     if name.split(".")[0] in config:  # a key of the config, or one in its group (--sot_glp.top_k)
@@ -172,7 +170,7 @@ def _config_key_as_a_flag(err: Exception, argv: list[str]) -> str | None:
         return None
     else:  # absl's --noX for a yes-or-no X first
         negated = _keys_near(config, name[2:], []) if name.startswith("no") else []
-        meant = [f"{key}=false" for key in negated if _is_switch(config, key)]
+        meant = [f"{key}=false" for key in negated if isinstance(settings.at(config, key), bool)]
         meant = meant or [f"{key}{value}" for key in _keys_near(config, name, [])]
     if not meant:
         return None
@@ -180,11 +178,6 @@ def _config_key_as_a_flag(err: Exception, argv: list[str]) -> str | None:
         f"{given}: the config's keys are set as --config.<key>=value (did you mean "
         f"{' or '.join(f'--config.{m}' for m in meant)}?)"
     )
-
-
-def _is_switch(config: ml_collections.ConfigDict, key: str) -> bool:
-    """Whether the config's `key` (dotted) holds True or False."""
-    return isinstance(functools.reduce(lambda node, part: node[part], key.split("."), config), bool)
 
 
 def _command_line_problem(rest: list[str], usage: str) -> str | None:

@@ -18,7 +18,7 @@ from jaxood.errors import InvalidInput, not_one_of
 
 def whole(config: ml_collections.ConfigDict, key: str, least: int, most: int | None = None) -> int:
     """`config[key]` (dotted) is a whole number in `[least, most]`; returned."""
-    value = _at(config, key)
+    value = at(config, key)
     if problem := whole_problem(value, least, most):
         raise InvalidInput(f"{key} {problem}")
     return value
@@ -43,7 +43,7 @@ def number(
 ) -> float:
     """`config[key]` (dotted) is a real number `>= least`, `> above`, `<= most` and `< below` (each where given);
     returned. `why` (a bound's reason) follows the error's message."""
-    value = _at(config, key)
+    value = at(config, key)
     if problem := number_problem(value, least, above, most, below):
         raise InvalidInput(f"{key} {problem}" + (f": {why}" if why else ""))
     return value
@@ -69,13 +69,14 @@ def number_problem(
 
 def choice(config: ml_collections.ConfigDict, key: str, allowed: tuple) -> object:
     """`config[key]` (dotted) is one of `allowed`; returned."""
-    value = _at(config, key)
+    value = at(config, key)
     if value not in allowed:
         raise InvalidInput(not_one_of(key, value, allowed))
     return value
 
 
-def _at(config: ml_collections.ConfigDict, key: str):
+def at(config: ml_collections.ConfigDict, key: str):
+    """The value of the config's `key`, dotted (`optim.lr`)."""
     for part in key.split("."):
         config = config[part]
     return config
