@@ -139,10 +139,17 @@ def not_one_of(name: str, value: Any, choices) -> str:
     or config file is answered. One form for every such setting, where each message listed its choices its own way."""
     choices = list(choices)
     allowed = f"one of {joined(map(repr, choices), 'or')}" if len(choices) > 1 else repr(choices[0])
-    return f"{name} must be {allowed}, got {value!r}{nearest_hint(value, choices)}"
+    return f"{name} must be {allowed}, got {value!r}{_nearest_hint(value, choices)}"
 
 
-def nearest_hint(value: Any, choices) -> str:
+def each_with_nearest(values, choices) -> str:
+    """`values` none of `choices` listed as a message lists them, each with its nearest choice where one is near:
+    "'glmcm' (did you mean 'gl_mcm'?) and 'knn'"."""
+    choices = list(choices)
+    return joined(f"{value!r}{_nearest_hint(value, choices)}" for value in values)
+
+
+def _nearest_hint(value: Any, choices) -> str:
     """The hint " (did you mean 'b'?)" for the choice nearest to `value` (`nearest_choice`); "" where none is near."""
     near = nearest_choice(value, choices)
     return f" (did you mean {near!r}?)" if near is not None else ""

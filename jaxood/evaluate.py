@@ -44,7 +44,7 @@ from jaxood.data.datasets import make_sources
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
 from jaxood.data.sources import Source
-from jaxood.errors import InvalidInput, NotSaved, joined, nearest_hint, not_one_of, write_fix
+from jaxood.errors import InvalidInput, NotSaved, each_with_nearest, joined, not_one_of, write_fix
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.models.tokenizer import get_tokenizer
@@ -352,11 +352,9 @@ def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     """The zero-shot scores `config.scores` names (comma-separated; spaces around names and repeats are ignored)."""
     names = tuple(dict.fromkeys(s.strip() for s in config.scores.split(",") if s.strip()))
     if unknown := [name for name in names if name not in ZERO_SHOT_SCORES]:
-        each = joined(f"{name!r}{nearest_hint(name, ZERO_SHOT_SCORES)}" for name in unknown)
-        raise InvalidInput(
-            f"config.scores names {'unknown scores' if len(unknown) > 1 else 'an unknown score'} {each}; the zero-shot "
-            f"scores: {joined(map(repr, ZERO_SHOT_SCORES))}"
-        )
+        what = "unknown scores" if len(unknown) > 1 else "an unknown score"
+        named = f"{what} {each_with_nearest(unknown, ZERO_SHOT_SCORES)}"
+        raise InvalidInput(f"config.scores names {named}; the zero-shot scores: {joined(map(repr, ZERO_SHOT_SCORES))}")
     return names
 
 

@@ -40,7 +40,7 @@ from jaxood.data.sources import (
     TfdsSource,
 )
 from jaxood.data.toy_world import ToyWorld
-from jaxood.errors import InvalidInput, UserError, joined, nearest_hint, not_one_of
+from jaxood.errors import InvalidInput, UserError, each_with_nearest, joined, not_one_of
 
 _PATHS = ("root", "list_file", "split_file", "data_dir")
 _TEXT = {
@@ -195,9 +195,8 @@ def _unknown_keys(kind: str, unknown: list[str]) -> str:
     (an entry whose kind alone was changed, as `--config.id_dataset.kind=folder` on the toy world's entry), how to
     change it. Before: a sorted list of the keys, which the user of a kind-only change had not given."""
     allowed = sorted(ENTRY_KEYS[kind])
-    each = joined(f"{key!r}{nearest_hint(key, allowed)}" for key in unknown)
-    said = f"unknown key{'s' if len(unknown) > 1 else ''} {each} for a {kind!r} dataset; allowed: "
-    said += joined(map(repr, allowed))
+    keys = f"key{'s' if len(unknown) > 1 else ''} {each_with_nearest(unknown, allowed)}"
+    said = f"unknown {keys} for a {kind!r} dataset; allowed: {joined(map(repr, allowed))}"
     if set(unknown) <= set().union(*ENTRY_KEYS.values()):
         needed = "".join(f", {key!r}: ..." for key in sorted(REQUIRED_KEYS[kind]))
         said += (
