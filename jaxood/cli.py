@@ -117,11 +117,11 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     """absl's flag parsing, with what is wrong in the config said in one line as jaxood's own errors are: an override
     of a key the config does not have (before: a 40-line traceback of ml_collections' internals), a config file that
     is not there (the same, at the config's first use), a config whose `get_config` refuses its argument (absl's
-    message held that function's traceback), `--config.variant=...` (`_variant_override`), and an override with no
-    config or a config key given as a flag (`_unknown_flag`), on the command line or
-    in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. The command line's
-    own problems (`_command_line_problem`: a missing flag, the workdir, an argument that is no flag) are refused
-    either way."""
+    message held that function's traceback), `--config.variant=...` (`_variant_override`), and a flag the command
+    does not have (`_unknown_flag`: an override with no config, a config key given as a flag, any other), on the
+    command line or in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. The
+    command line's own problems (`_command_line_problem`: a missing flag, the workdir, an argument that is no flag)
+    are refused either way."""
     if os.environ.get("JAXOOD_TRACEBACK"):
         rest = app.parse_flags_with_usage(argv)
         if problem := _command_line_problem(rest, usage):
@@ -151,33 +151,52 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
 
 
 def _unknown_flag(err: Exception, argv: list[str], usage: str) -> str | None:
-    """A flag absl does not know ("Unknown command line flag 'seed'") that is a config key: an override with no
-    `--config` (`--config.seed=1` alone) is the missing `--config` (`_missing_flags`); a config key given as a flag
-    of its own (`--seed=3`, `--lr=0.1`, `--noplots`) is named with the override it may mean (`--config.seed=3`,
-    `--config.optim.lr=0.1`, `--config.plots=false`)."""
+    """A flag absl does not know ("Unknown command line flag 'seed'"): an override with no `--config`
+    (`--config.seed=1` alone) is the missing `--config` (`_missing_flags`); a config key given as a flag of its own
+    (`--seed=3`, `--lr=0.1`, `--sot_glp.topk=3`, `--noplots`) is named with the override it may mean
+    (`--config.seed=3`, `--config.optim.lr=0.1`, `--config.sot_glp.top_k=3`, `--config.plots=false`); any other is
+    named with the command's flags and absl's nearest (`--workir`: `--workdir`), where absl said "FATAL Flags parsing
+    error" with no word of `--config.<key>`."""
     if not isinstance(err, flags.UnrecognizedFlagError):
         return None
     name = err.flagname
     if name.startswith("config.") and _config_argument(argv) is None:
         return _missing_flags(usage)
-    if (config := _config_of(argv)) is None:
-        return None
     given = next((arg for arg in argv[1:] if re.match(rf"--?{re.escape(name)}(=|$)", arg)), f"--{name}")
-    value = "".join(given.partition("=")[1:])
-    if name.split(".")[0] in config:  # a key of the config, or one in its group (--sot_glp.top_k)
-        meant = [f"{name}{value}"]
-    elif "Did you mean" in str(err):  # near a flag of the command (--workir): absl's report names it
-        return None
-    else:  # absl's --noX for a yes-or-no X first
-        negated = _keys_near(config, name[2:], []) if name.startswith("no") else []
+    near_flags = re.search(r"Did you mean: (.+) \?", str(err))  # absl's, of the command's flags and its own
+    config = _config_of(argv)
+    if config is not None and ((in_config := name.split(".")[0] in config) or not near_flags):
+        negated = _keys_near(config, name[2:], []) if name.startswith("no") and not in_config else []  # absl's --noX
         meant = [f"{key}=false" for key in negated if isinstance(settings.at(config, key), bool)]
-        meant = meant or [f"{key}{value}" for key in _keys_near(config, name, [])]
-    if not meant:
-        return None
+        value = "".join(given.partition("=")[1:])
+        meant = meant or [f"{key}{value}" for key in _keys_meant(config, name)]
+        if meant:
+            return (
+                f"{given}: the config's keys are set as --config.<key>=value (did you mean "
+                f"{' or '.join(f'--config.{m}' for m in meant)}?)"
+            )
+    hint = f" (did you mean {' or '.join(f'--{f}' for f in near_flags[1].split(', '))}?)" if near_flags else ""
+    own = sorted(flag.name for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0]))
+    command = usage.split()[2]  # python -m jaxood.train ...
     return (
-        f"{given}: the config's keys are set as --config.<key>=value (did you mean "
-        f"{' or '.join(f'--config.{m}' for m in meant)}?)"
+        f"{given}: {command} has no flag --{name}{hint}; its flags are "
+        f"{joined(f'--{flag}' for flag in own)} (--helpshort says what each takes), and the config's keys are set "
+        "as --config.<key>=value"
     )
+
+
+def _keys_meant(config: ml_collections.ConfigDict, name: str) -> list[str]:
+    """The config keys a dotted `name` may mean: itself where its groups are the config's (the part past a value is
+    the override's own refusal), else the keys near its first part the config lacks (`sot_glp.topk`:
+    `sot_glp.top_k`, `topk`: `sot_glp.top_k`), the rest kept."""
+    node, parts = config, name.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict):
+            break
+        if part not in node:
+            return [".".join([key, *parts[i + 1 :]]) for key in _keys_near(node, part, parts[:i])]
+        node = node[part]
+    return [name]
 
 
 def _command_line_problem(rest: list[str], usage: str) -> str | None:

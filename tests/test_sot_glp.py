@@ -2358,6 +2358,15 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "--topk=3: the config's keys are set as --config.<key>=value (did you mean --config.sot_glp.top_k=3?)\n"),
         (["--config=configs/sot_glp.py:demo", "--noplots"],  # absl's --noX
          "--noplots: the config's keys are set as --config.<key>=value (did you mean --config.plots=false?)\n"),
+        (["--config=configs/sot_glp.py:demo", "--sot_glp.topk=3"],  # a group's key mistyped: one step, not two
+         "--sot_glp.topk=3: the config's keys are set as --config.<key>=value (did you mean "
+         "--config.sot_glp.top_k=3?)\n"),
+        (["--config=configs/sot_glp.py:demo", "--workir=runs/x"],  # near a flag of the command: absl's nearest
+         "--workir=runs/x: jaxood.train has no flag --workir (did you mean --workdir?); its flags are --config and "
+         "--workdir (--helpshort says what each takes), and the config's keys are set as --config.<key>=value\n"),
+        (["--config=configs/sot_glp.py:demo", "--nothing=1"],  # near no flag and no key
+         "--nothing=1: jaxood.train has no flag --nothing; its flags are --config and --workdir (--helpshort says "
+         "what each takes), and the config's keys are set as --config.<key>=value\n"),
         (["--config.seed=1"],  # an override with no config file: absl's "Unknown command line flag 'config.seed'"
          "--config is missing: give the config file (after a colon its variant), as in python -m jaxood.train "
          "--config=configs/sot_glp.py:demo --workdir=runs/demo\n"),
@@ -2377,7 +2386,9 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     dashes was passed over, and the run trained with the config's value. A run's saved config.json (or results.json)
     given as the config file, to run its settings again, was run as Python: a NameError's traceback at `true`. A
     config key given as a flag of its own (`--seed=3`), or an override with no `--config`, was absl's "Unknown command
-    line flag", with no word of `--config.<key>` or of the missing `--config`."""
+    line flag", with no word of `--config.<key>` or of the missing `--config`, as was any other flag the command does
+    not have (`--workir`, `--nothing`); a group's key mistyped as a flag (`--sot_glp.topk=3`) was answered with
+    `--config.sot_glp.topk=3`, refused in turn."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
     saved = {"method": "sot_glp", "variant": "demo", "plots": True}
     (tmp_path / "config.json").write_text(json.dumps(saved), encoding="utf-8")
