@@ -2,9 +2,10 @@
 
 `--config=configs/<file>.py[:variant]` is an ml_collections config file read
 with `lock_config=True`, so `--config.<key>=...` with an unknown key fails
-before any work starts. So do a missing `--config` or `--workdir`, an empty
-`--workdir`, one that names a file (or lies under one, or in a folder jaxood may
-not write), one in a run's checkpoints folder and a `--workdir` URL: jaxood
+before any work starts. So do a missing or empty `--config` or `--workdir`, a
+flag the command does not have or one given a value it does not take, a
+`--workdir` that names a file (or lies under one, or in a folder jaxood may not
+write), one in a run's checkpoints folder and a `--workdir` URL: jaxood
 writes its workdir with the local file system (orbax included), which would turn
 `gs://b/run` into a local folder `gs:/b/run` on each host; multi-host runs need
 a folder that every host mounts at the same path.
@@ -42,22 +43,46 @@ try:
         "with --config.<key>=value, as --config.seed=1. Required.",
         lock_config=True,
     )
-except flags.CantOpenFlagFileError as err:  # ml_collections reads the command's flag files as it defines the flag
+except flags.Error as err:  # ml_collections reads the command's flag files as it defines the flag
     if os.environ.get("JAXOOD_TRACEBACK"):
         raise
-    _exit(f"error: {str(err).removeprefix('ERROR:: ')}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
+    message = str(err).removeprefix("ERROR:: ")
+    if isinstance(err, flags.IllegalFlagValueError):  # absl's "--flagfile with no argument"
+        message = "--flagfile has no value: give the flag file's path, as --flagfile=FILE"
+    _exit(f"error: {message}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder: its checkpoints, logs and report. Required.")
+
+
+# The flags every command needs, and what each is.
+_REQUIRED = {"config": "the config file (after a colon its variant)", "workdir": "the run's folder"}
 
 
 def _missing_flags(usage: str) -> str | None:
     """`--config` or `--workdir` not given, named with what each is and the command's usual line (`usage`), where
     absl said "FATAL Flags parsing error: flag --config=None: Flag --config must have a value other than None"."""
-    what = {"config": "the config file (after a colon its variant)", "workdir": "the run's folder"}
-    missing = [name for name in what if flags.FLAGS[name].value is None]
+    missing = [name for name in _REQUIRED if flags.FLAGS[name].value is None]
     if not missing:
         return None
     flags_missing = joined(f"--{name}" for name in missing) + (" are" if len(missing) > 1 else " is")
-    return f"{flags_missing} missing: give {joined(what[name] for name in missing)}, as in {usage}"
+    return f"{flags_missing} missing: give {joined(_REQUIRED[name] for name in missing)}, as in {usage}"
+
+
+def _value_problem(err: Exception, usage: str) -> str | None:
+    """A flag given no value, as `--workdir $RUN` with RUN not set (absl's "Missing value for flag --workdir"), a
+    yes-or-no flag given another word (`--install=maybe`: absl's "flag --install=maybe: ('Non-boolean argument to
+    boolean flag', 'maybe')"), or its `--noX` form given one (`--noinstall=x`: a ValueError's traceback)."""
+    if found := re.fullmatch(r"Missing value for flag --(\S+)", str(err)):
+        name = found[1]
+        if name in _REQUIRED:
+            return f"--{name} has no value (a shell variable that is not set?): give {_REQUIRED[name]}, as in {usage}"
+        return f"--{name} has no value: give it one, as --{name}=VALUE"
+    if found := re.match(r"flag --(\w+)=(.*): \('Non-boolean argument to boolean flag'", str(err)):
+        name, given = found[1], found[2]
+        return f"--{name}={given}: --{name} is yes or no: give --{name} or --no{name} (or =true, =false), not {given!r}"
+    if found := re.fullmatch(r"--no(\S+?)=.* does not take an argument", str(err)):  # absl's ValueError
+        name = found[1]
+        return f"{str(err).split(' ')[0]}: --no{name} takes no value: give --no{name} alone, or --{name}=false"
+    return None
 
 
 def _workdir_problem(workdir: str) -> str | None:
@@ -117,11 +142,11 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     """absl's flag parsing, with what is wrong in the config said in one line as jaxood's own errors are: an override
     of a key the config does not have (before: a 40-line traceback of ml_collections' internals), a config file that
     is not there (the same, at the config's first use), a config whose `get_config` refuses its argument (absl's
-    message held that function's traceback), `--config.variant=...` (`_variant_override`), and a flag the command
-    does not have (`_unknown_flag`: an override with no config, a config key given as a flag, any other), on the
-    command line or in a `--flagfile`. Other flag errors keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. The
-    command line's own problems (`_command_line_problem`: a missing flag, the workdir, an argument that is no flag)
-    are refused either way."""
+    message held that function's traceback), `--config.variant=...` (`_variant_override`), a flag the command does
+    not have (`_unknown_flag`: an override with no config, a config key given as a flag, any other) and one given no
+    value or a value it does not take (`_value_problem`), on the command line or in a `--flagfile`. Other flag errors
+    keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. The command line's own problems
+    (`_command_line_problem`: a missing flag, the workdir, an argument that is no flag) are refused either way."""
     if os.environ.get("JAXOOD_TRACEBACK"):
         rest = app.parse_flags_with_usage(argv)
         if problem := _command_line_problem(rest, usage):
@@ -133,13 +158,14 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
         problem = _json_config_file(argv)  # before ml_collections runs it as Python
         if problem is None:
             rest = flags.FLAGS(argv)
-            problem = _missing_config_file(argv) or _variant_override(argv) or _command_line_problem(rest, usage)
-    except (flags.Error, AttributeError, KeyError, OSError) as err:
+            problem = _missing_config_file(argv, usage) or _variant_override(argv) or _command_line_problem(rest, usage)
+    except (flags.Error, AttributeError, KeyError, OSError, ValueError) as err:
         problem = (
-            _missing_config_file(argv)
+            _missing_config_file(argv, usage)
             or _refused_config(err)
             or _override_problem(argv)
             or _unknown_flag(err, argv, usage)
+            or _value_problem(err, usage)
         )
         if problem is None and not isinstance(err, flags.Error):
             raise
@@ -243,11 +269,14 @@ def _config_argument(argv: list[str]) -> str | None:
     return value
 
 
-def _missing_config_file(argv: list[str]) -> str | None:
+def _missing_config_file(argv: list[str], usage: str) -> str | None:
     """ml_collections keeps a missing config file's error until the config is first used. Where the file's folder
-    holds config files, the nearest is named, or those there: "run from" the checkout was said in it."""
+    holds config files, the nearest is named, or those there: "run from" the checkout was said in it. An empty
+    `--config=` is named with the command's usual line (`usage`)."""
     if (given := _config_argument(argv)) is None or os.path.isfile(path := given.split(":", 1)[0]):
         return None
+    if not given:
+        return f"--config is empty (a shell variable that is not set?): give {_REQUIRED['config']}, as in {usage}"
     missing = f"--config={given}: there is no config file {path}"
     if configs := _config_files(folder := os.path.dirname(path)):
         if near := nearest_choice(os.path.basename(path), configs, cutoff=0.75):

@@ -2434,6 +2434,41 @@ def test_a_missing_or_empty_flag_is_named_with_the_line_the_command_needs(comman
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        ("train", ["--config=configs/sot_glp.py:demo", "--workdir"], "--workdir has no value (a shell variable that "
+         "is not set?): give the run's folder, as in python -m jaxood.train --config=configs/sot_glp.py:demo "
+         "--workdir=runs/demo\n"),
+        ("evaluate", ["--workdir={tmp_path}/w", "--config="], "--config is empty (a shell variable that is not set?): "
+         "give the config file (after a colon its variant), as in python -m jaxood.evaluate "
+         "--config=configs/zeroshot.py:toy --workdir=runs/zeroshot\n"),
+        ("train", ["--config=configs/sot_glp.py:demo", "--workdir={tmp_path}/w", "--config.seed"],
+         "--config.seed has no value: give it one, as --config.seed=VALUE\n"),
+        ("pretrain", ["--config=configs/toy_clip.py", "--workdir={tmp_path}/w", "--install=maybe"],
+         "--install=maybe: --install is yes or no: give --install or --noinstall (or =true, =false), not 'maybe'\n"),
+        ("pretrain", ["--config=configs/toy_clip.py", "--workdir={tmp_path}/w", "--noinstall=x"],
+         "--noinstall=x: --noinstall takes no value: give --noinstall alone, or --install=false\n"),
+        ("pretrain", ["--config=configs/toy_clip.py", "--workdir={tmp_path}/w", "--instal"],
+         "--instal: jaxood.pretrain has no flag --instal (did you mean --install?); its flags are --config, --install "
+         "and --workdir (--helpshort says what each takes), and the config's keys are set as --config.<key>=value\n"),
+        ("train", ["--config=configs/sot_glp.py:demo", "--workdir={tmp_path}/w", "--flagfile"],
+         "--flagfile has no value: give the flag file's path, as --flagfile=FILE\n"),
+    ],
+)  # fmt: skip
+def test_a_flag_without_its_value_or_with_one_it_does_not_take_is_named_with_the_fix(command, args, message, tmp_path):
+    """A flag left last with no value (`--workdir $RUN`, RUN not set) was absl's "FATAL Flags parsing error: Missing
+    value for flag --workdir", `--install=maybe` its "('Non-boolean argument to boolean flag', 'maybe')", and
+    `--noinstall=x` and a bare `--flagfile` were tracebacks; an empty `--config=` was "there is no config file  (from
+    the current folder ...)"; a flag the command lacks (pretrain's `--instal`) named no flag of the command."""
+    args = [arg.replace("{tmp_path}", str(tmp_path)) for arg in args]
+    cmd = [sys.executable, "-m", f"jaxood.{command}", *args]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr == f"error: {message}(JAXOOD_TRACEBACK=1 shows where it was raised)\n", out.stderr
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "pretrain"])
 def test_help_lists_the_commands_own_flags(command):
     """absl's --help lists the main module's flags, and --config and --workdir are jaxood.cli's: it showed the
