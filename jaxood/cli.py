@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+import traceback
 
 import ml_collections
 from absl import app, flags
@@ -142,7 +143,8 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     """absl's flag parsing, with what is wrong in the config said in one line as jaxood's own errors are: an override
     of a key the config does not have (before: a 40-line traceback of ml_collections' internals), a config file that
     is not there (the same, at the config's first use), a config whose `get_config` refuses its argument (absl's
-    message held that function's traceback), `--config.variant=...` (`_variant_override`), a flag the command does
+    message held that function's traceback), one that does not load (`_unloadable_config`, `_no_config_returned`) or
+    has an empty variant (`_empty_variant`), `--config.variant=...` (`_variant_override`), a flag the command does
     not have (`_unknown_flag`: an override with no config, a config key given as a flag, any other) and one given no
     value or a value it does not take (`_value_problem`), on the command line or in a `--flagfile`. Other flag errors
     keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. The command line's own problems
@@ -158,10 +160,17 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
         problem = _json_config_file(argv)  # before ml_collections runs it as Python
         if problem is None:
             rest = flags.FLAGS(argv)
-            problem = _missing_config_file(argv, usage) or _variant_override(argv) or _command_line_problem(rest, usage)
-    except (flags.Error, AttributeError, KeyError, OSError, ValueError) as err:
+            problem = (
+                _missing_config_file(argv, usage)
+                or _empty_variant(argv)
+                or _no_config_returned(argv)
+                or _variant_override(argv)
+                or _command_line_problem(rest, usage)
+            )
+    except Exception as err:  # noqa: BLE001 -- a config file's own code raises anything; what no check names is raised
         problem = (
             _missing_config_file(argv, usage)
+            or _unloadable_config(err, argv)
             or _refused_config(err)
             or _override_problem(argv)
             or _unknown_flag(err, argv, usage)
@@ -328,6 +337,48 @@ def _json_config_file(argv: list[str]) -> str | None:
         f"--config={given}: a config file is Python, with its variant after a colon (configs/sot_glp.py:demo); {path} "
         f"is JSON{made}"
     )
+
+
+def _unloadable_config(err: Exception, argv: list[str]) -> str | None:
+    """A config file that ml_collections could not load, each a traceback before: a file that is not Python (a
+    README given by mistake: its SyntaxError), Python without `get_config` (`configs/common.py`: an AttributeError),
+    or one whose own code failed as it loaded (a NameError or ImportError), named with its line."""
+    given = _config_argument(argv) or ""
+    path = given.split(":", 1)[0]
+    if isinstance(err, SyntaxError):
+        where = f"line {err.lineno}: " if err.lineno else ""
+        return (
+            f"--config={given}: a config file is Python, with its variant after a colon (configs/sot_glp.py:demo); "
+            f"{path} does not read as Python ({where}{err.msg})"
+        )
+    if isinstance(err, AttributeError) and str(err).endswith("has no attribute 'get_config'"):
+        configs = _config_files(folder := os.path.dirname(path))
+        there = f"; {folder or 'the current folder'} holds the config files {joined(configs)}" if configs else ""
+        return f"--config={given}: a config file defines get_config(variant), which {path} does not{there}"
+    here = os.path.abspath(path)
+    frames = [frame for frame in traceback.extract_tb(err.__traceback__) if os.path.abspath(frame.filename) == here]
+    if not frames or isinstance(err, flags.Error):  # flags.Error: get_config's own refusal (`_refused_config`)
+        return None
+    line = frames[-1]
+    return f"--config={given}: {path} failed at line {line.lineno} ({line.line}): {type(err).__name__}: {err}"
+
+
+def _empty_variant(argv: list[str]) -> str | None:
+    """`--config=FILE:` with nothing after the colon (`FILE:$VARIANT`, VARIANT not set) ran the file's default
+    variant (the paper's, on ImageNet, where the demo was meant)."""
+    if not (given := _config_argument(argv) or "").endswith(":"):
+        return None
+    return (
+        f"--config={given}: the variant after the colon is empty (a shell variable that is not set?): name one, or "
+        f"give {given[:-1]} alone for its default"
+    )
+
+
+def _no_config_returned(argv: list[str]) -> str | None:
+    """A config file whose `get_config` returned None (no `return`), which was said to be a missing `--config`."""
+    if (given := _config_argument(argv)) is None or flags.FLAGS["config"].value is not None:
+        return None
+    return f"--config={given}: its get_config returned None (a missing return?): it returns the config, a ConfigDict"
 
 
 def _variant_override(argv: list[str]) -> str | None:
