@@ -195,8 +195,13 @@ def _unknown_flag(err: Exception, argv: list[str], usage: str) -> str | None:
     if not isinstance(err, flags.UnrecognizedFlagError):
         return None
     name = err.flagname
-    if name.startswith("config.") and _config_argument(argv) is None:
-        return _missing_flags(usage)
+    if name.startswith("config.") and _config_argument(argv) is None:  # a `config=FILE` without dashes named first
+        return _stray_arguments([argv[0], *(arg for arg in argv[1:] if arg[:1] != "-")]) or _missing_flags(usage)
+    if len(spaced := name.split(None, 1)) == 2:  # a --flagfile's line `--config configs/sot_glp.py` is one argument
+        return (
+            f"--{name}: a flag's value follows an = in a --flagfile's line (or a quoted argument), as "
+            f"--{spaced[0]}={spaced[1]}"
+        )
     given = next((arg for arg in argv[1:] if re.match(rf"--?{re.escape(name)}(=|$)", arg)), f"--{name}")
     near_flags = re.search(r"Did you mean: (.+) \?", str(err))  # absl's, of the command's flags and its own
     config = _config_of(argv)
@@ -235,9 +240,10 @@ def _keys_meant(config: ml_collections.ConfigDict, name: str) -> list[str]:
 
 
 def _command_line_problem(rest: list[str], usage: str) -> str | None:
-    """A flag the command needs not given (`_missing_flags`), a `--workdir` it cannot use (`_workdir_problem`), or an
-    argument that is no flag (`_stray_arguments`): jaxood's checks of a command line absl parsed."""
-    return _missing_flags(usage) or _workdir_problem(flags.FLAGS.workdir) or _stray_arguments(rest)
+    """An argument that is no flag (`_stray_arguments`: first, as `config=...` for a `--config` then missing), a flag
+    the command needs not given (`_missing_flags`) or a `--workdir` it cannot use (`_workdir_problem`): jaxood's
+    checks of a command line absl parsed."""
+    return _stray_arguments(rest) or _missing_flags(usage) or _workdir_problem(flags.FLAGS.workdir)
 
 
 # Dashes a document or a chat turns `--` into (en dash, em dash, ...): a flag pasted from one is read as an argument.

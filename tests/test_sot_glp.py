@@ -2342,6 +2342,13 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "scale) or key by key (--config.augment.<key>=...)"),
         (["--flagfile={tmp_path}/flags"],
          "--config.sot_glp.topk: the config has no key sot_glp.topk (did you mean sot_glp.top_k?)"),
+        (["--flagfile={tmp_path}/spaced_flags"],  # one argument: absl's "Unknown command line flag 'config configs/..."
+         "--config configs/sot_glp.py:demo: a flag's value follows an = in a --flagfile's line (or a quoted "
+         "argument), as --config=configs/sot_glp.py:demo\n"),
+        (["--flagfile={tmp_path}/undashed_flags", "--config.seed=1"],  # was "--config is missing"
+         "unexpected argument(s) 'config=configs/sot_glp.py:demo': jaxood's commands take flags only "),
+        (["config=configs/sot_glp.py:demo"],  # the same on the command line, with no override
+         "unexpected argument(s) 'config=configs/sot_glp.py:demo': jaxood's commands take flags only "),
         (["--flagfile={tmp_path}/no_flags"],
          "Unable to open flagfile: [Errno 2] No such file or directory: '{tmp_path}/no_flags'"),
         (["--config={tmp_path}/config.json", "--config.seed=1"],
@@ -2388,8 +2395,11 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     config key given as a flag of its own (`--seed=3`), or an override with no `--config`, was absl's "Unknown command
     line flag", with no word of `--config.<key>` or of the missing `--config`, as was any other flag the command does
     not have (`--workir`, `--nothing`); a group's key mistyped as a flag (`--sot_glp.topk=3`) was answered with
-    `--config.sot_glp.topk=3`, refused in turn."""
+    `--config.sot_glp.topk=3`, refused in turn. A flag file's `--config FILE` line was an unknown flag of that name,
+    and its `config=FILE` line (as one on the command line) a missing `--config`."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
+    (tmp_path / "spaced_flags").write_text("--config configs/sot_glp.py:demo\n")
+    (tmp_path / "undashed_flags").write_text("config=configs/sot_glp.py:demo\n")
     saved = {"method": "sot_glp", "variant": "demo", "plots": True}
     (tmp_path / "config.json").write_text(json.dumps(saved), encoding="utf-8")
     (tmp_path / "results.json").write_text(json.dumps({"step": 6, "config": saved}), encoding="utf-8")
