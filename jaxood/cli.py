@@ -44,7 +44,8 @@ try:
         "with --config.<key>=value, as --config.seed=1. Required.",
         lock_config=True,
     )
-except flags.Error as err:  # ml_collections reads the command's flag files as it defines the flag
+except (flags.CantOpenFlagFileError, flags.IllegalFlagValueError) as err:
+    # ml_collections reads the command's flag files as it defines the flag: one that is not there, or a bare --flagfile
     if os.environ.get("JAXOOD_TRACEBACK"):
         raise
     message = str(err).removeprefix("ERROR:: ")
@@ -72,7 +73,7 @@ def _value_problem(err: Exception, usage: str) -> str | None:
     """A flag given no value, as `--workdir $RUN` with RUN not set (absl's "Missing value for flag --workdir"), a
     yes-or-no flag given another word (`--install=maybe`: absl's "flag --install=maybe: ('Non-boolean argument to
     boolean flag', 'maybe')"), or its `--noX` form given one (`--noinstall=x`: a ValueError's traceback)."""
-    if found := re.fullmatch(r"Missing value for flag --(\S+)", str(err)):
+    if found := re.fullmatch(r"Missing value for flag --?(\S+)", str(err)):  # --workdir or -workdir
         name = found[1]
         if name in _REQUIRED:
             return f"--{name} has no value (a shell variable that is not set?): give {_REQUIRED[name]}, as in {usage}"
