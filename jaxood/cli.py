@@ -69,6 +69,11 @@ def _missing_flags(usage: str) -> str | None:
     return f"{flags_missing} missing: give {joined(_REQUIRED[name] for name in missing)}, as in {usage}"
 
 
+def _unset(name: str, state: str, usage: str) -> str:
+    """A flag every command needs given empty or with no value (`state`), as a shell variable that is not set gives."""
+    return f"--{name} {state} (a shell variable that is not set?): give {_REQUIRED[name]}, as in {usage}"
+
+
 def _value_problem(err: Exception, usage: str) -> str | None:
     """A flag given no value, as `--workdir $RUN` with RUN not set (absl's "Missing value for flag --workdir"), a
     yes-or-no flag given another word (`--install=maybe`: absl's "flag --install=maybe: ('Non-boolean argument to
@@ -76,7 +81,7 @@ def _value_problem(err: Exception, usage: str) -> str | None:
     if found := re.fullmatch(r"Missing value for flag --?(\S+)", str(err)):  # --workdir or -workdir
         name = found[1]
         if name in _REQUIRED:
-            return f"--{name} has no value (a shell variable that is not set?): give {_REQUIRED[name]}, as in {usage}"
+            return _unset(name, "has no value", usage)
         return f"--{name} has no value: give it one, as --{name}=VALUE"
     if found := re.match(r"flag --(\w+)=(.*): \('Non-boolean argument to boolean flag'", str(err)):
         name, given = found[1], found[2]
@@ -230,14 +235,22 @@ def _keys_meant(config: ml_collections.ConfigDict, name: str) -> list[str]:
     """The config keys a dotted `name` may mean: itself where its groups are the config's (the part past a value is
     the override's own refusal), else the keys near its first part the config lacks (`sot_glp.topk`:
     `sot_glp.top_k`, `topk`: `sot_glp.top_k`), the rest kept."""
-    node, parts = config, name.split(".")
-    for i, part in enumerate(parts):
-        if not isinstance(node, ml_collections.ConfigDict):
-            break
-        if part not in node:
-            return [".".join([key, *parts[i + 1 :]]) for key in _keys_near(node, part, parts[:i])]
+    parts = name.split(".")
+    node, depth = _deepest(config, parts)
+    if depth == len(parts) or not isinstance(node, ml_collections.ConfigDict):
+        return [name]
+    return [".".join([key, *parts[depth + 1 :]]) for key in _keys_near(node, parts[depth], parts[:depth])]
+
+
+def _deepest(config: ml_collections.ConfigDict, parts: list[str]) -> tuple[object, int]:
+    """The node a dotted key's `parts` reach in `config`, and how many of them led there: all, or those before the
+    first the config lacks or the first past a value (`sot_glp.top_k.x`: top_k's value, 2)."""
+    node = config
+    for depth, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return node, depth
         node = node[part]
-    return [name]
+    return node, len(parts)
 
 
 def _command_line_problem(rest: list[str], usage: str) -> str | None:
@@ -292,16 +305,21 @@ def _missing_config_file(argv: list[str], usage: str) -> str | None:
     if (given := _config_argument(argv)) is None or os.path.isfile(path := given.split(":", 1)[0]):
         return None
     if not given:
-        return f"--config is empty (a shell variable that is not set?): give {_REQUIRED['config']}, as in {usage}"
+        return _unset("config", "is empty", usage)
     missing = f"--config={given}: there is no config file {path}"
     if configs := _config_files(folder := os.path.dirname(path)):
         if near := nearest_choice(os.path.basename(path), configs, cutoff=0.75):
             return f"{missing} (did you mean --config={given.replace(path, os.path.join(folder, near), 1)}?)"
-        return f"{missing}; {folder or 'the current folder'} holds the config files {joined(configs)}"
+        return f"{missing}; {_holding(folder, configs)}"
     return (
         f"{missing} (from the current folder {os.getcwd()}); the configs ship in the jaxood checkout's configs/: run "
         "from there, or give the file's path"
     )
+
+
+def _holding(folder: str, configs: list[str]) -> str:
+    """The config files `folder` holds (`_config_files`), said as the refusals of a config file name them."""
+    return f"{folder or 'the current folder'} holds the config files {joined(configs)}"
 
 
 def _config_files(folder: str) -> list[str]:
@@ -360,7 +378,7 @@ def _unloadable_config(err: Exception, argv: list[str]) -> str | None:
         )
     if isinstance(err, AttributeError) and str(err).endswith("has no attribute 'get_config'"):
         configs = _config_files(folder := os.path.dirname(path))
-        there = f"; {folder or 'the current folder'} holds the config files {joined(configs)}" if configs else ""
+        there = f"; {_holding(folder, configs)}" if configs else ""
         return f"--config={given}: a config file defines get_config(variant), which {path} does not{there}"
     here = os.path.abspath(path)
     frames = [frame for frame in traceback.extract_tb(err.__traceback__) if os.path.abspath(frame.filename) == here]
@@ -416,24 +434,24 @@ def _override_problem(argv: list[str]) -> str | None:
     for arg in argv[1:]:
         if not (found := re.match(r"--config\.([^=]+)", arg)):
             continue
-        node, path, given = config, [], arg[found.end() :].removeprefix("=")
-        for part in found[1].split("."):
+        given, parts = arg[found.end() :].removeprefix("="), found[1].split(".")
+        node, depth = _deepest(config, parts)
+        path = parts[:depth]
+        if depth < len(parts):
             if not isinstance(node, ml_collections.ConfigDict):
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
-            if part not in node:
-                near = _keys_near(node, part, path)
-                hint = f" (did you mean {' or '.join(near)}?)" if near else ""
-                if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
-                    # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
-                    entry = repr({"kind": node.kind, **node.to_dict(), part: _literal(given, given)})
-                    hint = f"; a key this {node.kind!r} entry may have is given with the whole entry, as in " + (
-                        f'--config.{".".join(path)}="{entry}"'
-                    )
-                elif "kind" in node:  # a dataset entry (jaxood.data.datasets): another kind brings its own keys
-                    hint += f"; a dataset of another kind is given whole, as in {_whole_entry('.'.join(path))}"
-                return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
-            node = node[part]
-            path.append(part)
+            part = parts[depth]  # the first part the config lacks
+            near = _keys_near(node, part, path)
+            hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+            if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
+                # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
+                entry = repr({"kind": node.kind, **node.to_dict(), part: _literal(given, given)})
+                hint = f"; a key this {node.kind!r} entry may have is given with the whole entry, as in " + (
+                    f'--config.{".".join(path)}="{entry}"'
+                )
+            elif "kind" in node:  # a dataset entry (jaxood.data.datasets): another kind brings its own keys
+                hint += f"; a dataset of another kind is given whole, as in {_whole_entry('.'.join(path))}"
+            return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
         if isinstance(node, ml_collections.ConfigDict) and arg[found.end() :] and not isinstance(_literal(given), dict):
             key = ".".join(path)
             example = f"as in {_whole_entry(key)}" if "kind" in node else f"its keys now: {', '.join(node.keys())}"
