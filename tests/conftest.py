@@ -41,12 +41,17 @@ def this_platform():
     return first.platform, first.device_kind, "float32" if first.platform == "cpu" else "bfloat16"
 
 
-def load_config(name, variant=None, **overrides):
-    """`configs/<name>.py`'s `get_config(variant)` with dotted-key overrides."""
+def config_module(name):
+    """`configs/<name>.py`, loaded as a module (its `get_config`, and its `ARGS` where it has variants)."""
     spec = importlib.util.spec_from_file_location(f"{name}_config", os.path.join(ROOT, "configs", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    c = mod.get_config(variant)
+    return mod
+
+
+def load_config(name, variant=None, **overrides):
+    """`configs/<name>.py`'s `get_config(variant)` with dotted-key overrides."""
+    c = config_module(name).get_config(variant)
     for key, value in overrides.items():
         node = c
         *parents, leaf = key.split(".")

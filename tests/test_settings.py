@@ -1,6 +1,7 @@
 """`jaxood.settings`: the range checks every config value goes through, and the messages they give."""
 
 import argparse
+import os
 
 import ml_collections
 import pytest
@@ -77,3 +78,48 @@ def test_benchmark_number_flags():
     for parse, text in ((count(1, 3), "4"), (count(), "x"), (positive, "0"), (positive, "nan")):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+# Where docs/config.md names one row for a whole value: the dataset entries (README's Datasets gives their forms) and
+# the groups given as dicts.
+WHOLE_VALUES = ("id_dataset", "train_dataset", "ood_datasets", "ood_groups", "optim.groups")
+CONFIG_FILES = ("sot_glp", "zeroshot", "toy_clip")  # docs/config.md's default columns, in order
+
+
+def _keys(node, prefix=""):
+    """A config's dotted keys (of its `to_dict()`) and their values, down to the leaves or a `WHOLE_VALUES` key."""
+    out = {}
+    for name, value in node.items():
+        key = prefix + name
+        if isinstance(value, dict) and key not in WHOLE_VALUES:
+            out.update(_keys(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+
+def test_docs_config_md_names_every_config_key_with_its_default():
+    """docs/config.md is the config keys' reference: a row per key of any variant of the three config files, no
+    other, each with its default variant's value per file (an em dash where that has none); a key added to a config,
+    or a default changed, without the page fails here."""
+    from conftest import ROOT, config_module
+
+    with open(os.path.join(ROOT, "docs", "config.md"), encoding="utf-8") as f:
+        rows = [line.split(" | ") for line in f if line.startswith("| `")]
+    documented = {row[0].removeprefix("| `").removesuffix("`"): row[1:4] for row in rows}
+    assert len(documented) == len(rows), "a key has two rows"
+    modules = [config_module(name) for name in CONFIG_FILES]
+    variants = [mod.get_config(arg).to_dict() for mod in modules for arg in getattr(mod, "ARGS", (None,))]
+    every = {key for config in variants for key in _keys(config)}
+    assert sorted(set(documented) - every) == [], "docs/config.md names keys no config has"
+    assert sorted(every - set(documented)) == [], "docs/config.md lacks these keys"
+    for column, mod in enumerate(modules):
+        defaults = _keys(mod.get_config().to_dict())
+        for key, cells in documented.items():
+            cell, value = cells[column], defaults.get(key)
+            if key not in defaults:
+                assert cell == "\u2014", (key, CONFIG_FILES[column], cell)
+            elif isinstance(value, dict) and value:  # a dataset entry: said in words
+                assert cell not in ("\u2014", ""), (key, CONFIG_FILES[column], cell)
+            else:
+                assert cell == f"`{value!r}`", (key, CONFIG_FILES[column], cell, value)
