@@ -40,8 +40,8 @@ try:
     CONFIG = config_flags.DEFINE_config_file(
         "config",
         None,
-        "A config file, and after a colon its variant: configs/sot_glp.py:demo. Its keys (in the file) are changed "
-        "with --config.<key>=value, as --config.seed=1. Required.",
+        "A config file, and after a colon its variant: configs/sot_glp.py:demo. Its keys (docs/config.md says what "
+        "each does) are changed with --config.<key>=value, as --config.seed=1. Required.",
         lock_config=True,
     )
 except (flags.CantOpenFlagFileError, flags.IllegalFlagValueError) as err:

@@ -2523,6 +2523,7 @@ def test_help_lists_the_commands_own_flags(command):
     assert "\nflags:\n" in out.stdout, (out.stdout, out.stderr)  # absl's --help exits 1
     flags_part = " ".join(out.stdout[out.stdout.index("\nflags:\n") :].split())  # absl wraps at 80 columns
     assert "--config: A config file, and after a colon its variant: configs/sot_glp.py:demo." in flags_part
+    assert "Its keys (docs/config.md says what each does) are changed with --config.<key>=value" in flags_part
     assert "--workdir: The run's folder: its checkpoints, logs and report. Required." in flags_part
 
 
