@@ -442,7 +442,7 @@ def _override_problem(argv: list[str]) -> str | None:
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
             part = parts[depth]  # the first part the config lacks
             near = _keys_near(node, part, path)
-            hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+            hint = f" (did you mean {' or '.join(near)}?)" if near else _keys_listed(node, path, parts[depth:], given)
             if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
                 # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
                 entry = repr({"kind": node.kind, **node.to_dict(), part: _literal(given, given)})
@@ -467,6 +467,23 @@ def _override_problem(argv: list[str]) -> str | None:
                 key = ".".join(path)
                 return f"--config.{key}={given}: {key} is {words} (the config's is {node!r}), not {given!r}"
     return None
+
+
+def _keys_listed(node: ml_collections.ConfigDict, path: list[str], rest: list[str], given: str) -> str:
+    """Where no key is near the one given: a group's keys (`sot_glp`'s 16), the dict an empty group is given whole as
+    (`--config.optim.groups.prompts.lr=0.1`: `--config.optim.groups="{'prompts': {'lr': 0.1}}"`), or for the
+    config's own keys (some 50) the page that lists them; a dataset entry's are its kind's (`_override_problem`)."""
+    if "kind" in node:
+        return ""
+    key = ".".join(path)
+    if path and not node.keys():
+        whole = _literal(given, given)
+        for part in reversed(rest):
+            whole = {part: whole}
+        return f'; {key} is empty, and is given whole, as in --config.{key}="{whole!r}"'
+    if path:
+        return f" ({key}'s keys: {', '.join(node.keys())})"
+    return " (docs/config.md lists every key, and what it does)"
 
 
 # What a key of each type takes, and the parser ml_collections reads its flag with: a value it could not read

@@ -2297,6 +2297,14 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/zeroshot.py", "--config.root=/data"],  # the nearest key first, then those of that name
          "--config.root: the config has no key root (did you mean ood_root or ood_datasets.iNaturalist.root or "
          "ood_datasets.SUN.root or ood_datasets.Places.root or ood_datasets.Textures.root?)"),
+        (["--config=configs/sot_glp.py:demo", "--config.zzzqq=1"],  # no key near it: it named none
+         "--config.zzzqq: the config has no key zzzqq (docs/config.md lists every key, and what it does)"),
+        (["--config=configs/sot_glp.py:demo", "--config.model_arch.vision.zzzqq=1"],
+         "--config.model_arch.vision.zzzqq: the config has no key model_arch.vision.zzzqq (model_arch.vision's keys: "
+         "act, eps, heads, layers, mlp_dim, width)"),
+        (["--config=configs/sot_glp.py:demo", "--config.optim.groups.prompts.lr=0.1"],  # an empty group's key
+         "--config.optim.groups.prompts.lr: the config has no key optim.groups.prompts; optim.groups is empty, and is "
+         "given whole, as in --config.optim.groups=\"{'prompts': {'lr': 0.1}}\""),
         (["--config=configs/sot_glp.py:demo", "--config.seed=1.5"],  # absl's "invalid literal for int()" before
          "--config.seed=1.5: seed is a whole number (the config's is 0), not '1.5'\n"),
         (["--config=configs/sot_glp.py:demo", "--config.epochs=10", "--config.plots=maybe"],
