@@ -472,7 +472,8 @@ def _override_problem(argv: list[str]) -> str | None:
 def _keys_listed(node: ml_collections.ConfigDict, path: list[str], rest: list[str], given: str) -> str:
     """Where no key is near the one given: a group's keys (`sot_glp`'s 16), the dict an empty group is given whole as
     (`--config.optim.groups.prompts.lr=0.1`: `--config.optim.groups="{'prompts': {'lr': 0.1}}"`), or for the
-    config's own keys (some 50) the page that lists them; a dataset entry's are its kind's (`_override_problem`)."""
+    config's own keys (17 to 40 of them) the page that lists them; a dataset entry's are its kind's
+    (`_override_problem`)."""
     if "kind" in node:
         return ""
     key = ".".join(path)
