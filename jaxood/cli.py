@@ -55,6 +55,9 @@ except (flags.CantOpenFlagFileError, flags.IllegalFlagValueError) as err:
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder: its checkpoints, logs and report. Required.")
 
 
+# jaxood's config files and the command each is for: a key one of them has, given to another, is named with them.
+SHIPPED_CONFIGS = {"sot_glp.py": "jaxood.train", "zeroshot.py": "jaxood.evaluate", "toy_clip.py": "jaxood.pretrain"}
+
 # The flags every command needs, and what each is.
 _REQUIRED = {"config": "the config file (after a colon its variant)", "workdir": "the run's folder"}
 
@@ -211,6 +214,8 @@ def _unknown_flag(err: Exception, argv: list[str], usage: str) -> str | None:
     given = next((arg for arg in argv[1:] if re.match(rf"--?{re.escape(name)}(=|$)", arg)), f"--{name}")
     near_flags = re.search(r"Did you mean: (.+) \?", str(err))  # absl's, of the command's flags and its own
     config = _config_of(argv)
+    if config is not None and name.split(".")[0] not in config and (other := _key_of_another_config(argv, name)):
+        return f"{given}: {other} (a config's keys are set as --config.<key>=value)"
     if config is not None and ((in_config := name.split(".")[0] in config) or not near_flags):
         negated = _keys_near(config, name[2:], []) if name.startswith("no") and not in_config else []  # absl's --noX
         meant = [f"{key}=false" for key in negated if isinstance(settings.at(config, key), bool)]
@@ -441,6 +446,8 @@ def _override_problem(argv: list[str]) -> str | None:
             if not isinstance(node, ml_collections.ConfigDict):
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
             part = parts[depth]  # the first part the config lacks
+            if elsewhere := _key_of_another_config(argv, found[1]):
+                return f"{found[0]}: {elsewhere}"
             near = _keys_near(node, part, path)
             hint = f" (did you mean {' or '.join(near)}?)" if near else _keys_listed(node, path, parts[depth:], given)
             if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
@@ -500,13 +507,34 @@ def _config_of(argv: list[str]) -> ml_collections.ConfigDict | None:
     """The config `argv`'s `--config` names, loaded again as ml_collections loads it (its own loader is private, and a
     failed parse kept nothing); None where there is none or it does not load."""
     path, colon, variant = (_config_argument(argv) or "").partition(":")
+    return _loaded(path, *([variant] if colon else []))
+
+
+def _loaded(path: str, *variant: str) -> ml_collections.ConfigDict | None:
+    """The config file `path`'s `get_config(*variant)`; None where there is none or it does not load."""
     try:
         spec = importlib.util.spec_from_file_location("jaxood_config_keys", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        return module.get_config(*([variant] if colon else []))
+        return module.get_config(*variant)
     except Exception:  # noqa: BLE001 -- no config file, or one that fails: its own report says so
         return None
+
+
+def _key_of_another_config(argv: list[str], key: str) -> str | None:
+    """A key the config lacks that another of jaxood's config files beside it has (`--config.epochs` given to
+    configs/zeroshot.py, copied from a training command), named with those files and their commands: it was answered
+    with a key near it in this config (`shots`: `plots`; `seed`: `csp.seed`)."""
+    path, parts = (_config_argument(argv) or "").partition(":")[0], key.split(".")
+    folder = os.path.dirname(path)
+    holders = [
+        f"{os.path.join(folder, name)} ({command})"
+        for name, command in SHIPPED_CONFIGS.items()
+        if name != os.path.basename(path)
+        and (other := _loaded(os.path.join(folder, name))) is not None
+        and _deepest(other, parts)[1] == len(parts)
+    ]
+    return f"{key} is a key of {joined(holders)}, not of {path}, the config given" if holders else None
 
 
 def _keys_near(node: ml_collections.ConfigDict, name: str, path: list[str]) -> list[str]:

@@ -2521,6 +2521,31 @@ def test_a_flag_without_its_value_or_with_one_it_does_not_take_is_named_with_the
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        ("evaluate", ["--config=configs/zeroshot.py:toy", "--config.shots=4"],
+         "--config.shots: shots is a key of configs/sot_glp.py (jaxood.train) and configs/toy_clip.py "
+         "(jaxood.pretrain), not of configs/zeroshot.py, the config given\n"),
+        ("evaluate", ["--config=configs/zeroshot.py:toy", "--seed=3"],
+         "--seed=3: seed is a key of configs/sot_glp.py (jaxood.train) and configs/toy_clip.py (jaxood.pretrain), "
+         "not of configs/zeroshot.py, the config given (a config's keys are set as --config.<key>=value)\n"),
+        ("pretrain", ["--config=configs/toy_clip.py", "--config.sot_glp.top_k=5"],
+         "--config.sot_glp.top_k: sot_glp.top_k is a key of configs/sot_glp.py (jaxood.train), not of "
+         "configs/toy_clip.py, the config given\n"),
+    ],
+)  # fmt: skip
+def test_a_key_of_another_config_file_is_named_with_the_files_that_have_it(command, args, message, tmp_path):
+    """A training key copied into a zero-shot evaluation's command line (or one config file's key given to another)
+    was answered with a key near it in the config given: `--config.shots=4` with `plots`, `--seed=3` with
+    `--config.csp.seed=3` and five more seeds, `--config.sot_glp.top_k=5` with nothing."""
+    cmd = [sys.executable, "-m", f"jaxood.{command}", *args, f"--workdir={tmp_path / 'w'}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr == f"error: {message}(JAXOOD_TRACEBACK=1 shows where it was raised)\n", out.stderr
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "pretrain"])
 def test_help_lists_the_commands_own_flags(command):
     """absl's --help lists the main module's flags, and --config and --workdir are jaxood.cli's: it showed the
