@@ -522,19 +522,21 @@ def _loaded(path: str, *variant: str) -> ml_collections.ConfigDict | None:
 
 
 def _key_of_another_config(argv: list[str], key: str) -> str | None:
-    """A key the config lacks that another of jaxood's config files beside it has (`--config.epochs` given to
-    configs/zeroshot.py, copied from a training command), named with those files and their commands: it was answered
-    with a key near it in this config (`shots`: `plots`; `seed`: `csp.seed`)."""
-    path, parts = (_config_argument(argv) or "").partition(":")[0], key.split(".")
-    folder = os.path.dirname(path)
-    holders = [
-        f"{os.path.join(folder, name)} ({command})"
-        for name, command in SHIPPED_CONFIGS.items()
-        if name != os.path.basename(path)
-        and (other := _loaded(os.path.join(folder, name))) is not None
-        and _deepest(other, parts)[1] == len(parts)
-    ]
-    return f"{key} is a key of {joined(holders)}, not of {path}, the config given" if holders else None
+    """A key the config lacks that another of jaxood's config files has (the file of that name beside it), or its
+    own file's default variant where a variant was given: `--config.epochs` given to configs/zeroshot.py (copied from
+    a training command), `--config.ood_root` to configs/sot_glp.py:demo, named with those files and their commands.
+    A key near it in the config was named (`shots`: `plots`; `seed`: `csp.seed`; `ood_root`: `ood_groups`)."""
+    given = _config_argument(argv) or ""
+    path, colon, _ = given.partition(":")
+    holders = []
+    for name, command in SHIPPED_CONFIGS.items():
+        same = name == os.path.basename(path)
+        if same and not colon:  # the config given
+            continue
+        other = _loaded(file := os.path.join(os.path.dirname(path), name))
+        if other is not None and _deepest(other, key.split("."))[1] == len(key.split(".")):
+            holders.append(f"{path}'s default variant" if same else f"{file} ({command})")
+    return f"{key} is a key of {joined(holders)}, not of {given}, the config given" if holders else None
 
 
 def _keys_near(node: ml_collections.ConfigDict, name: str, path: list[str]) -> list[str]:
