@@ -446,7 +446,7 @@ def _override_problem(argv: list[str]) -> str | None:
             if not isinstance(node, ml_collections.ConfigDict):
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
             part = parts[depth]  # the first part the config lacks
-            if elsewhere := _key_of_another_config(argv, found[1]):
+            if "kind" not in node and (elsewhere := _key_of_another_config(argv, found[1])):  # an entry's: its kind's
                 return f"{found[0]}: {elsewhere}"
             near = _keys_near(node, part, path)
             hint = f" (did you mean {' or '.join(near)}?)" if near else _keys_listed(node, path, parts[depth:], given)
@@ -528,13 +528,13 @@ def _key_of_another_config(argv: list[str], key: str) -> str | None:
     A key near it in the config was named (`shots`: `plots`; `seed`: `csp.seed`; `ood_root`: `ood_groups`)."""
     given = _config_argument(argv) or ""
     path, colon, _ = given.partition(":")
-    holders = []
+    parts, holders = key.split("."), []
     for name, command in SHIPPED_CONFIGS.items():
         same = name == os.path.basename(path)
         if same and not colon:  # the config given
             continue
         other = _loaded(file := os.path.join(os.path.dirname(path), name))
-        if other is not None and _deepest(other, key.split("."))[1] == len(key.split(".")):
+        if other is not None and _deepest(other, parts)[1] == len(parts):
             holders.append(f"{path}'s default variant" if same else f"{file} ({command})")
     return f"{key} is a key of {joined(holders)}, not of {given}, the config given" if holders else None
 

@@ -2536,13 +2536,17 @@ def test_a_flag_without_its_value_or_with_one_it_does_not_take_is_named_with_the
         ("train", ["--config=configs/sot_glp.py:demo", "--config.ood_root=/data/x"],  # the toy world's sets: no root
          "--config.ood_root: ood_root is a key of configs/sot_glp.py's default variant and configs/zeroshot.py "
          "(jaxood.evaluate), not of configs/sot_glp.py:demo, the config given\n"),
+        ("train", ["--config=configs/sot_glp.py:demo", "--config.id_dataset.name=x"],  # a dataset entry's: its kind's
+         "--config.id_dataset.name: the config has no key id_dataset.name; a dataset of another kind is given whole, "
+         "as in --config.id_dataset=\"{'kind': 'folder', 'root': '/path/to/images'}\" (README, 'Datasets')\n"),
     ],
 )  # fmt: skip
 def test_a_key_of_another_config_file_is_named_with_the_files_that_have_it(command, args, message, tmp_path):
     """A training key copied into a zero-shot evaluation's command line (or one config file's key given to another)
     was answered with a key near it in the config given: `--config.shots=4` with `plots`, `--seed=3` with
     `--config.csp.seed=3` and five more seeds, `--config.sot_glp.top_k=5` with nothing, and a key of the file's other
-    variants (`ood_root`, which the demo's toy sets have none of) with `ood_groups`."""
+    variants (`ood_root`, which the demo's toy sets have none of) with `ood_groups`. A dataset entry's key keeps the
+    hint of the entry's kinds: another config's entry of that name may be of another kind."""
     cmd = [sys.executable, "-m", f"jaxood.{command}", *args, f"--workdir={tmp_path / 'w'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr
