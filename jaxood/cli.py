@@ -214,9 +214,10 @@ def _unknown_flag(err: Exception, argv: list[str], usage: str) -> str | None:
     given = next((arg for arg in argv[1:] if re.match(rf"--?{re.escape(name)}(=|$)", arg)), f"--{name}")
     near_flags = re.search(r"Did you mean: (.+) \?", str(err))  # absl's, of the command's flags and its own
     config = _config_of(argv)
-    if config is not None and name.split(".")[0] not in config and (other := _key_of_another_config(argv, name)):
+    in_config = config is not None and name.split(".")[0] in config
+    if config is not None and not in_config and (other := _key_of_another_config(argv, name)):
         return f"{given}: {other} (a config's keys are set as --config.<key>=value)"
-    if config is not None and ((in_config := name.split(".")[0] in config) or not near_flags):
+    if config is not None and (in_config or not near_flags):
         negated = _keys_near(config, name[2:], []) if name.startswith("no") and not in_config else []  # absl's --noX
         meant = [f"{key}=false" for key in negated if isinstance(settings.at(config, key), bool)]
         value = "".join(given.partition("=")[1:])
@@ -446,10 +447,8 @@ def _override_problem(argv: list[str]) -> str | None:
             if not isinstance(node, ml_collections.ConfigDict):
                 return f"{found[0]}: {'.'.join(path)} is a value ({type(node).__name__}), not a group of keys"
             part = parts[depth]  # the first part the config lacks
-            if "kind" not in node and (elsewhere := _key_of_another_config(argv, found[1])):  # an entry's: its kind's
-                return f"{found[0]}: {elsewhere}"
             near = _keys_near(node, part, path)
-            hint = f" (did you mean {' or '.join(near)}?)" if near else _keys_listed(node, path, parts[depth:], given)
+            hint = f" (did you mean {' or '.join(near)}?)" if near else ""
             if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
                 # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
                 entry = repr({"kind": node.kind, **node.to_dict(), part: _literal(given, given)})
@@ -458,6 +457,10 @@ def _override_problem(argv: list[str]) -> str | None:
                 )
             elif "kind" in node:  # a dataset entry (jaxood.data.datasets): another kind brings its own keys
                 hint += f"; a dataset of another kind is given whole, as in {_whole_entry('.'.join(path))}"
+            elif elsewhere := _key_of_another_config(argv, found[1]):  # not an entry's: those are their kinds'
+                return f"{found[0]}: {elsewhere}"
+            elif not near:
+                hint = _keys_listed(node, path, parts[depth:], given)
             return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
         if isinstance(node, ml_collections.ConfigDict) and arg[found.end() :] and not isinstance(_literal(given), dict):
             key = ".".join(path)
@@ -477,12 +480,10 @@ def _override_problem(argv: list[str]) -> str | None:
 
 
 def _keys_listed(node: ml_collections.ConfigDict, path: list[str], rest: list[str], given: str) -> str:
-    """Where no key is near the one given: a group's keys (`sot_glp`'s 16), the dict an empty group is given whole as
-    (`--config.optim.groups.prompts.lr=0.1`: `--config.optim.groups="{'prompts': {'lr': 0.1}}"`), or for the
-    config's own keys (17 to 40 of them) the page that lists them; a dataset entry's are its kind's
-    (`_override_problem`)."""
-    if "kind" in node:
-        return ""
+    """Where no key is near the one given (not in a dataset entry, whose keys are its kind's: `_override_problem`): a
+    group's keys (`sot_glp`'s 16), the dict an empty group is given whole as (`--config.optim.groups.prompts.lr=0.1`:
+    `--config.optim.groups="{'prompts': {'lr': 0.1}}"`), or for the config's own keys (17 to 40 of them) the page
+    that lists them."""
     key = ".".join(path)
     if path and not node.keys():
         whole = _literal(given, given)
