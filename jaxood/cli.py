@@ -441,6 +441,7 @@ def _override_problem(argv: list[str]) -> str | None:
         if not (found := re.match(r"--config\.([^=]+)", arg)):
             continue
         given, parts = arg[found.end() :].removeprefix("="), found[1].split(".")
+        value = _literal(given) if arg[found.end() :] else _LeftOut()  # a bare --config.<key>: no value
         node, depth = _deepest(config, parts)
         path = parts[:depth]
         if depth < len(parts):
@@ -451,7 +452,7 @@ def _override_problem(argv: list[str]) -> str | None:
             hint = f" (did you mean {' or '.join(near)}?)" if near else ""
             if part in ENTRY_KEYS.get(node.get("kind"), ()):  # a key the entry may have, as class_names on TFDS
                 # kind first, then the entry's keys (to_dict sorts them, kind among them) and the one given
-                entry = repr({"kind": node.kind, **node.to_dict(), part: _literal(given, given)})
+                entry = repr({"kind": node.kind, **node.to_dict(), part: value})
                 hint = f"; a key this {node.kind!r} entry may have is given with the whole entry, as in " + (
                     f'--config.{".".join(path)}="{entry}"'
                 )
@@ -460,9 +461,9 @@ def _override_problem(argv: list[str]) -> str | None:
             elif elsewhere := _key_of_another_config(argv, found[1]):  # not an entry's: those are their kinds'
                 return f"{found[0]}: {elsewhere}"
             elif not near:
-                hint = _keys_listed(node, path, parts[depth:], given)
+                hint = _keys_listed(node, path, parts[depth:], value)
             return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
-        if isinstance(node, ml_collections.ConfigDict) and arg[found.end() :] and not isinstance(_literal(given), dict):
+        if isinstance(node, ml_collections.ConfigDict) and arg[found.end() :] and not isinstance(value, dict):
             key = ".".join(path)
             example = f"as in {_whole_entry(key)}" if "kind" in node else f"its keys now: {', '.join(node.keys())}"
             return (
@@ -479,14 +480,14 @@ def _override_problem(argv: list[str]) -> str | None:
     return None
 
 
-def _keys_listed(node: ml_collections.ConfigDict, path: list[str], rest: list[str], given: str) -> str:
+def _keys_listed(node: ml_collections.ConfigDict, path: list[str], rest: list[str], value: object) -> str:
     """Where no key is near the one given (not in a dataset entry, whose keys are its kind's: `_override_problem`): a
     group's keys (`sot_glp`'s 16), the dict an empty group is given whole as (`--config.optim.groups.prompts.lr=0.1`:
     `--config.optim.groups="{'prompts': {'lr': 0.1}}"`), or for the config's own keys (17 to 40 of them) the page
-    that lists them."""
+    that lists them. `value` is the one given, read as ml_collections reads it."""
     key = ".".join(path)
     if path and not node.keys():
-        whole = _literal(given, given)
+        whole = value
         for part in reversed(rest):
             whole = {part: whole}
         return f'; {key} is empty, and is given whole, as in --config.{key}="{whole!r}"'
@@ -574,14 +575,23 @@ def _near(name: str, keys: list[str]):
     return nearest_choice(name, keys, cutoff=0.8)
 
 
+class _LeftOut:
+    """The value of a key given bare (`--config.ood_groups.near`), shown as VALUE in the whole form it is given in,
+    where its empty string was shown (`--config.ood_groups="{'near': ''}"`)."""
+
+    def __repr__(self) -> str:
+        return "VALUE"
+
+
 def _whole_entry(key: str) -> str:
     """A dataset entry given whole on the command line."""
     return f"--config.{key}=\"{EXAMPLE_ENTRY}\" (README, 'Datasets')"
 
 
-def _literal(text: str, otherwise=None):
-    """The Python literal `text` spells, as ml_collections reads a flag's value; `otherwise` if it spells none."""
+def _literal(text: str):
+    """The Python literal `text` spells, as ml_collections reads a flag's value; `text` itself (a string) if it spells
+    none."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return otherwise
+        return text

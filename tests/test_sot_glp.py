@@ -2305,6 +2305,13 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot_glp.py:demo", "--config.optim.groups.prompts.lr=0.1"],  # an empty group's key
          "--config.optim.groups.prompts.lr: the config has no key optim.groups.prompts; optim.groups is empty, and is "
          "given whole, as in --config.optim.groups=\"{'prompts': {'lr': 0.1}}\""),
+        (["--config=configs/sot_glp.py:demo", "--config.ood_groups.near"],  # bare: its empty string was shown
+         "--config.ood_groups.near: the config has no key ood_groups.near; ood_groups is empty, and is given whole, as "
+         "in --config.ood_groups=\"{'near': VALUE}\"\n"),
+        (["--config=configs/sot_glp.py", "--config.id_dataset.class_names"],
+         "--config.id_dataset.class_names: the config has no key id_dataset.class_names; a key this 'tfds' entry may "
+         "have is given with the whole entry, as in --config.id_dataset=\"{'kind': 'tfds', 'data_dir': '', 'name': "
+         "'imagenet2012', 'split': 'validation', 'class_names': VALUE}\"\n"),
         (["--config=configs/sot_glp.py:demo", "--config.seed=1.5"],  # absl's "invalid literal for int()" before
          "--config.seed=1.5: seed is a whole number (the config's is 0), not '1.5'\n"),
         (["--config=configs/sot_glp.py:demo", "--config.epochs=10", "--config.plots=maybe"],
@@ -2404,7 +2411,8 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     line flag", with no word of `--config.<key>` or of the missing `--config`, as was any other flag the command does
     not have (`--workir`, `--nothing`); a group's key mistyped as a flag (`--sot_glp.topk=3`) was answered with
     `--config.sot_glp.topk=3`, refused in turn. A flag file's `--config FILE` line was an unknown flag of that name,
-    and its `config=FILE` line (as one on the command line) a missing `--config`."""
+    and its `config=FILE` line (as one on the command line) a missing `--config`. A key given bare (no value) that
+    an empty group or a dataset entry lacks was shown in the whole form with an empty string, '' (`{'near': ''}`)."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
     (tmp_path / "spaced_flags").write_text("--config configs/sot_glp.py:demo\n")
     (tmp_path / "undashed_flags").write_text("config=configs/sot_glp.py:demo\n")
