@@ -334,15 +334,16 @@ def _config_files(folder: str) -> list[str]:
         names = sorted(name for name in os.listdir(folder or ".") if name.endswith(".py"))
     except OSError:
         return []
-    found = []
-    for name in names:
-        try:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
-                if re.search(r"^def get_config\(", f.read(), re.MULTILINE):
-                    found.append(name)
-        except (OSError, UnicodeDecodeError):
-            continue
-    return found
+    return [name for name in names if _defines_get_config(os.path.join(folder, name))]
+
+
+def _defines_get_config(path: str) -> bool:
+    """Whether the file `path` defines `get_config`, as a config file ml_collections loads does; read, not run."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return re.search(r"^def get_config\(", f.read(), re.MULTILINE) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _json_config_file(argv: list[str]) -> str | None:
@@ -524,8 +525,9 @@ def _loaded(path: str, *variant: str) -> ml_collections.ConfigDict | None:
 
 
 def _key_of_another_config(argv: list[str], key: str) -> str | None:
-    """A key the config lacks that another of jaxood's config files has (the file of that name beside it), or its
-    own file's default variant where a variant was given: `--config.epochs` given to configs/zeroshot.py (copied from
+    """A key the config lacks that another of jaxood's config files has (the file of that name beside it, where it
+    defines get_config: a script of that name is not run), or its own file's default variant where a variant was
+    given: `--config.epochs` given to configs/zeroshot.py (copied from
     a training command), `--config.ood_root` to configs/sot_glp.py:demo, named with those files and their commands.
     A key near it in the config was named (`shots`: `plots`; `seed`: `csp.seed`; `ood_root`: `ood_groups`)."""
     given = _config_argument(argv) or ""
@@ -535,7 +537,8 @@ def _key_of_another_config(argv: list[str], key: str) -> str | None:
         same = name == os.path.basename(path)
         if same and not colon:  # the config given
             continue
-        other = _loaded(file := os.path.join(os.path.dirname(path), name))
+        file = os.path.join(os.path.dirname(path), name)
+        other = _loaded(file) if _defines_get_config(file) else None  # a script of that name is not run
         if other is not None and _deepest(other, parts)[1] == len(parts):
             holders.append(f"{path}'s default variant" if same else f"{file} ({command})")
     return f"{key} is a key of {joined(holders)}, not of {given}, the config given" if holders else None

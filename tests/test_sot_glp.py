@@ -2563,6 +2563,23 @@ def test_a_key_of_another_config_file_is_named_with_the_files_that_have_it(comma
     _assert_refused_in_one_line(command, [*args, f"--workdir={tmp_path / 'w'}"], message, tmp_path)
 
 
+def test_a_script_named_as_a_config_file_is_not_run_to_name_a_key(tmp_path):
+    """The files named as jaxood's config files beside the config given are run to name a key it lacks: a script of
+    such a name in a user's own config folder (a `zeroshot.py` that starts an evaluation) was run as well, for the
+    refusal of a mistyped key. A file that defines no get_config is read, not run."""
+    folder, run = tmp_path / "configs", tmp_path / "run"
+    folder.mkdir()
+    run.mkdir()
+    config = "import ml_collections\n\n\ndef get_config():\n    return ml_collections.ConfigDict({{{}: 0}})\n"
+    (folder / "mine.py").write_text(config.format("'seed'"), encoding="utf-8")
+    (folder / "sot_glp.py").write_text(config.format("'shots'"), encoding="utf-8")
+    (folder / "zeroshot.py").write_text("open(__file__ + '.ran', 'w').close()\n", encoding="utf-8")
+    message = f"--config.shots: shots is a key of {folder}/sot_glp.py (jaxood.train), not of {folder}/mine.py, the "
+    args = [f"--config={folder}/mine.py", "--config.shots=4", f"--workdir={run}/w"]
+    _assert_refused_in_one_line("evaluate", args, message + "config given\n", run)
+    assert sorted(os.listdir(folder)) == ["mine.py", "sot_glp.py", "zeroshot.py"]
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "pretrain"])
 def test_help_lists_the_commands_own_flags(command):
     """absl's --help lists the main module's flags, and --config and --workdir are jaxood.cli's: it showed the
