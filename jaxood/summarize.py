@@ -62,8 +62,9 @@ def read_reports(runs: list[str]) -> dict[str, dict]:
             continue
         reports[run] = report
     if problems:
+        without = f"{len(problems)} of the {len(runs)} runs {'has' if len(problems) == 1 else 'have'}"
         raise InputMissing(
-            f"{len(problems)} of the {len(runs)} runs have no report to summarise: " + "; ".join(problems) + ". A "
+            f"{'the run has' if len(runs) == 1 else without} no report to summarise: " + "; ".join(problems) + ". A "
             f"run's report is its workdir's {RESULTS_JSON}, which jaxood.train writes as its run ends (its same "
             "command again finishes a run that stopped) and jaxood.evaluate as it ends"
         )

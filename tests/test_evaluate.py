@@ -399,6 +399,9 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
     for argv, message in [
         ([pets, str(tmp_path / "none"), str(tmp_path)], r"error: 2 of the 3 runs have no report to summarise: \S+none "
          r"does not exist; \S+ has no results\.json\. A run's report is its workdir's results\.json, which "),
+        ([pets, str(tmp_path / "none")], r"error: 1 of the 2 runs has no report to summarise: \S+none does not "
+         r"exist\. A run's report"),  # "1 of the 2 runs have" before, and "1 of the 1 runs" for one
+        ([str(tmp_path / "none")], r"error: the run has no report to summarise: \S+none does not exist\. A run's "),
         ([pets, pets + "/"], r"error: \S+pets/: given twice \(the same folder as an earlier run\)"),
         ([pets, "--rows=SOT-GLP/MCM"], r"error: --rows names 'SOT-GLP/MCM', which no run has: the runs' score rows are "
          r"'SOT-GLP / GL-MCM'\n"),
