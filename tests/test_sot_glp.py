@@ -2570,13 +2570,16 @@ def test_a_script_named_as_a_config_file_is_not_run_to_name_a_key(tmp_path):
     folder, run = tmp_path / "configs", tmp_path / "run"
     folder.mkdir()
     run.mkdir()
-    config = "import ml_collections\n\n\ndef get_config():\n    return ml_collections.ConfigDict({{{}: 0}})\n"
-    (folder / "mine.py").write_text(config.format("'seed'"), encoding="utf-8")
-    (folder / "sot_glp.py").write_text(config.format("'shots'"), encoding="utf-8")
+    config = "import ml_collections\n\n\ndef get_config():\n    return ml_collections.ConfigDict({%r: 0})\n"
+    (folder / "mine.py").write_text(config % "seed", encoding="utf-8")
+    (folder / "sot_glp.py").write_text(config % "shots", encoding="utf-8")
     (folder / "zeroshot.py").write_text("open(__file__ + '.ran', 'w').close()\n", encoding="utf-8")
-    message = f"--config.shots: shots is a key of {folder}/sot_glp.py (jaxood.train), not of {folder}/mine.py, the "
+    message = (
+        f"--config.shots: shots is a key of {folder}/sot_glp.py (jaxood.train), not of {folder}/mine.py, the config "
+        "given\n"
+    )
     args = [f"--config={folder}/mine.py", "--config.shots=4", f"--workdir={run}/w"]
-    _assert_refused_in_one_line("evaluate", args, message + "config given\n", run)
+    _assert_refused_in_one_line("evaluate", args, message, run)
     assert sorted(os.listdir(folder)) == ["mine.py", "sot_glp.py", "zeroshot.py"]
 
 
