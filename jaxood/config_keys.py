@@ -64,8 +64,9 @@ def override_problem(argv: list[str]) -> str | None:
     for arg in argv[1:]:
         if not (found := re.match(r"--config\.([^=]+)", arg)):
             continue
-        given, parts = arg[found.end() :].removeprefix("="), found[1].split(".")
-        value = _literal(given) if arg[found.end() :] else _LeftOut()  # a bare --config.<key>: no value
+        after = arg[found.end() :]  # "=value", or "" for a bare --config.<key>
+        given, parts = after.removeprefix("="), found[1].split(".")
+        value = _literal(given) if after else _LeftOut()
         node, depth = _deepest(config, parts)
         path = parts[:depth]
         if depth < len(parts):
@@ -87,14 +88,14 @@ def override_problem(argv: list[str]) -> str | None:
             elif not near:
                 hint = _keys_listed(node, path, parts[depth:], value)
             return f"{found[0]}: the config has no key {'.'.join([*path, part])}{hint}"
-        if isinstance(node, ml_collections.ConfigDict) and arg[found.end() :] and not isinstance(value, dict):
+        if isinstance(node, ml_collections.ConfigDict) and after and not isinstance(value, dict):
             key = ".".join(path)
             example = f"as in {_whole_entry(key)}" if "kind" in node else f"its keys now: {', '.join(node.keys())}"
             return (
                 f"--config.{key}={given}: config.{key} is a group of keys, given whole as a Python dict ({example}) "
                 f"or key by key (--config.{key}.<key>=...)"
             )
-        if arg[found.end() :] and (kind := _VALUE_KINDS.get(type(node))):
+        if after and (kind := _VALUE_KINDS.get(type(node))):
             words, parser = kind
             try:
                 parser.parse(given)
@@ -132,9 +133,9 @@ _VALUE_KINDS = {
 def key_of_another_config(argv: list[str], key: str) -> str | None:
     """A key the config lacks that another of jaxood's config files has (the file of that name beside it, where it
     defines get_config: a script of that name is not run), or its own file's default variant where a variant was
-    given: `--config.epochs` given to configs/zeroshot.py (copied from
-    a training command), `--config.ood_root` to configs/sot_glp.py:demo, named with those files and their commands.
-    A key near it in the config was named (`shots`: `plots`; `seed`: `csp.seed`; `ood_root`: `ood_groups`)."""
+    given: `--config.epochs` given to configs/zeroshot.py (copied from a training command), `--config.ood_root` to
+    configs/sot_glp.py:demo, named with those files and their commands. A key near it in the config was named
+    (`shots`: `plots`; `seed`: `csp.seed`; `ood_root`: `ood_groups`)."""
     given = config_argument(argv) or ""
     path, colon, _ = given.partition(":")
     parts, holders = key.split("."), []
