@@ -127,6 +127,12 @@ def first_ten(items) -> str:
     return ", ".join(items[:10]) + (", ..." if len(items) > 10 else "")
 
 
+def agreeing(count: int, one: str, more: str) -> str:
+    """`one` where `count` is 1, else `more`: the words a message's count governs ("1 of 12 classes has", "2 of 12
+    classes have")."""
+    return one if count == 1 else more
+
+
 def joined(items, last: str = "and") -> str:
     """`items` (text) as a message lists them: "a, b and c" (`last` "or": "a, b or c"); one alone as it is."""
     items = list(items)

@@ -31,6 +31,7 @@ Multi-host: `jax.distributed.initialize()` runs when the launcher says so
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import itertools
 import json
@@ -68,7 +69,16 @@ from jaxood.data.pipeline import (
 )
 from jaxood.data.preprocess import clip_eval, clip_train
 from jaxood.data.sampling import SHOT_SAMPLINGS, few_shot_indices, sampling_name, shot_quota
-from jaxood.errors import InvalidInput, LossNotFinite, NotSaved, Preempted, first_ten, not_one_of, write_fix
+from jaxood.errors import (
+    InvalidInput,
+    LossNotFinite,
+    NotSaved,
+    Preempted,
+    agreeing,
+    first_ten,
+    not_one_of,
+    write_fix,
+)
 from jaxood.memory import compile_within_memory
 from jaxood.metric_log import TENSORBOARD, MetricWriter, accuracy_record, logged_at, records, write_evaluation
 from jaxood.models import clip, convert
@@ -534,22 +544,26 @@ def _training_images(config: ml_collections.ConfigDict, source, labels: np.ndarr
     per_class = np.bincount(labels[labels >= 0], minlength=len(class_names))
     quota = shot_quota(per_class, config.shots, config.seed, config.shot_sampling)
     if (empty := np.flatnonzero(quota == 0)).size:  # stratified: a small class's share rounds down to none
+        words = functools.partial(agreeing, empty.size)
         distributed.log(
-            f"warning: {sampled} gives {empty.size} of {len(class_names)} classes no training image, their shares "
-            f"of {config.shots} x {len(class_names)} rounding down to 0 (class (images): "
-            f"{first_ten(f'{class_names[c]} ({per_class[c]})' for c in empty)}): nothing trains toward them, as in "
-            f"SOT-GLP's released code; shot_sampling 'per_class' takes {config.shots} of each class"
+            f"warning: {sampled} gives {empty.size} of {len(class_names)} classes no training image, "
+            f"{words('its share', 'their shares')} of {config.shots} x {len(class_names)} rounding down to 0 (class "
+            f"(images): {first_ten(f'{class_names[c]} ({per_class[c]})' for c in empty)}): nothing trains toward "
+            f"{words('it', 'them')}, as in SOT-GLP's released code; shot_sampling 'per_class' takes {config.shots} of "
+            "each class"
         )
     if (short := np.flatnonzero(have < quota)).size:
         share = config.shot_sampling == "stratified"
         shown = first_ten(f"{class_names[c]} ({have[c]}{f' of {quota[c]}' if share else ''})" for c in short)
         of_share = " of its share" if share else ""
+        words = functools.partial(agreeing, short.size)
+        fewer = f"{words('its stratified share', 'their stratified shares')} of" if share else config.shots
+        train_on = words("its share", "their shares") if share else config.shots
         distributed.log(
-            f"warning: {short.size} of {len(class_names)} classes have fewer than "
-            f"{'their stratified shares of' if share else config.shots} decodable training images and train on those "
-            f"they have (class (decodable images{of_share}): {shown}): replace the undecodable ones "
-            f"and start a new run to train on {'their shares' if share else config.shots} (a resumed run would change "
-            "its images at the step it resumes)"
+            f"warning: {short.size} of {len(class_names)} classes {words('has', 'have')} fewer than {fewer} decodable "
+            f"training images and {words('trains on those it has', 'train on those they have')} (class (decodable "
+            f"images{of_share}): {shown}): replace the undecodable ones and start a new run to train on {train_on} (a "
+            "resumed run would change its images at the step it resumes)"
         )
     per = f"{sampled}: {have.min()} to {have.max()}" if config.shot_sampling == "stratified" else config.shots
     return indices, check.total, f"{per} per class"

@@ -1772,7 +1772,7 @@ def test_few_shot_exact_and_deterministic():
         np.testing.assert_array_equal(a, sampling.few_shot_indices(labels, k, seed=3))
     assert not np.array_equal(sampling.few_shot_indices(labels, 4, 0), sampling.few_shot_indices(labels, 4, 1))
     assert len(sampling.few_shot_indices(labels, None)) == 300 - 7
-    with pytest.raises(ValueError, match=r"^training on every image: 1 of 11 classes have no example \(class \(ex"):
+    with pytest.raises(ValueError, match=r"^training on every image: 1 of 11 classes has no example \(class \(ex"):
         sampling.few_shot_indices(labels, None, num_classes=11)  # a class without an image trained on nothing
     with pytest.raises(ValueError, match=r"10 of 10 classes have fewer than 40 examples \(class \(examples\): 0 \("):
         sampling.few_shot_indices(labels, 40)
@@ -1815,8 +1815,8 @@ def test_few_shot_sampling_passes_over_undecodable_picks_for_the_next_of_their_c
         [orders[0][4]],
     ]
     # A class with no decodable example trains on nothing: refused, naming it.
-    with pytest.raises(InvalidInput, match=r"^3-shot sampling: 1 of 3 classes have no decodable example \(class: 2\); "
-                       r"replace their undecodable images \(the log names them\)$"):  # fmt: skip
+    with pytest.raises(InvalidInput, match=r"^3-shot sampling: 1 of 3 classes has no decodable example \(class: 2\); "
+                       r"replace its undecodable images \(the log names them\)$"):  # fmt: skip
         sampling.few_shot_indices(labels, 3, seed=7, decodes=decodes_except(orders[2]))
 
 
@@ -1847,7 +1847,7 @@ def test_stratified_shots_take_each_class_its_share_as_scikit_learns_split_does(
     quotas = {tuple(sampling.shot_quota(np.array([6, 2, 2]), 1, seed, "stratified")) for seed in range(10)}
     assert quotas == {(2, 1, 0), (2, 0, 1)}
     assert sampling.shot_quota(np.array([6, 2, 2]), 1, 0).tolist() == [1, 1, 1]  # "per_class" by default
-    with pytest.raises(InvalidInput, match=r"^stratified 2-shot sampling: 1 of 38 classes have no example \(class "
+    with pytest.raises(InvalidInput, match=r"^stratified 2-shot sampling: 1 of 38 classes has no example \(class "
                        r"\(examples\): 37 \(0\)\); check that the training set is complete$"):  # fmt: skip
         sampling.few_shot_indices(labels, 2, num_classes=38, sampling="stratified")
     with pytest.raises(InvalidInput, match=rf"^stratified 200-shot sampling takes 200 x 37 classes = 7400 examples, "
@@ -1876,7 +1876,7 @@ def test_stratified_shots_pass_over_undecodable_picks_within_each_class():
     got = sampling.few_shot_indices(labels, 2, seed=0, decodes=decodes, sampling="stratified")
     assert np.bincount(labels[got], minlength=3).tolist() == [4, 2, 0]
     assert not np.isin(bad, got).any() and len(np.setdiff1d(plain, got)) == 2
-    with pytest.raises(InvalidInput, match=r"^stratified 2-shot sampling: 1 of 3 classes have no decodable example "
+    with pytest.raises(InvalidInput, match=r"^stratified 2-shot sampling: 1 of 3 classes has no decodable example "
                        r"\(class: 1\)"):  # fmt: skip
         sampling.few_shot_indices(labels, 2, decodes=lambda i: labels[i] != 1, sampling="stratified")
 

@@ -1122,7 +1122,7 @@ def test_few_shot_training_passes_over_undecodable_picks_and_counts_them(tiny_hf
 
     with monkeypatch.context() as m:
         m.setattr(clip, "load", no_loading)
-        with pytest.raises(InvalidInput, match=r"^4-shot sampling: 1 of 12 classes have no decodable example \(cl"):
+        with pytest.raises(InvalidInput, match=r"^4-shot sampling: 1 of 12 classes has no decodable example \(cl"):
             trainer.train(config, str(tmp_path / "refused"))
     assert "[train] 4-shot sampling passed over 5 undecodable image(s), taking the next image of its class for each " \
         "where there is one: #" in capsys.readouterr().out  # fmt: skip
@@ -1137,7 +1137,7 @@ def test_few_shot_training_passes_over_undecodable_picks_and_counts_them(tiny_hf
         f"each where there is one: #{first} record: cannot identify" in out  # fmt: skip
     names = source.class_names
     assert (
-        f"warning: 1 of 12 classes have fewer than 4 decodable training images and train on those they have (class "
+        f"warning: 1 of 12 classes has fewer than 4 decodable training images and trains on those it has (class "
         f"(decodable images): {names[1]} (3)): replace the undecodable ones and start a new run to train on 4 (a "
         "resumed run would change its images at the step it resumes)\n"
     ) in out
@@ -1556,7 +1556,7 @@ def test_reference_takes_stratified_shots_as_the_released_code_does(tiny_hf, tmp
         return (b"not an image" if self.split == "train" and index in bad else image), label
 
     monkeypatch.setattr(toy_world.ToyWorld, "read", broken)
-    with pytest.raises(InvalidInput, match=r"^2-shot sampling: 1 of 12 classes have fewer than 2 examples \(class "):
+    with pytest.raises(InvalidInput, match=r"^2-shot sampling: 1 of 12 classes has fewer than 2 examples \(class "):
         trainer.train(
             small_config(tiny_hf[0], tmp_path, shots=2, **{"train_dataset.per_class": 5}), str(tmp_path / "x")
         )
@@ -1565,15 +1565,14 @@ def test_reference_takes_stratified_shots_as_the_released_code_does(tiny_hf, tmp
     names = source.class_names
     assert "[train] stratified 2-shot sampling passed over 3 undecodable image(s), taking the next image" in out
     assert (
-        f"warning: stratified 2-shot sampling gives 1 of 12 classes no training image, their shares of 2 x 12 "
-        f"rounding down to 0 (class (images): {names[11]} (1)): nothing trains toward them, as in SOT-GLP's released "
-        "code; shot_sampling 'per_class' takes 2 of each class\n"
+        f"warning: stratified 2-shot sampling gives 1 of 12 classes no training image, its share of 2 x 12 rounding "
+        f"down to 0 (class (images): {names[11]} (1)): nothing trains toward it, as in SOT-GLP's released code; "
+        "shot_sampling 'per_class' takes 2 of each class\n"
     ) in out
     assert (
-        f"warning: 1 of 12 classes have fewer than their stratified shares of decodable training images and train on "
-        f"those they have (class (decodable images of its share): {names[6]} (1 of 2)): replace the undecodable ones "
-        "and start a new run to train on their shares (a resumed run would change its images at the step it "
-        "resumes)\n"
+        f"warning: 1 of 12 classes has fewer than its stratified share of decodable training images and trains on "
+        f"those it has (class (decodable images of its share): {names[6]} (1 of 2)): replace the undecodable ones and "
+        "start a new run to train on its share (a resumed run would change its images at the step it resumes)\n"
     ) in out
     assert "23 training images (stratified 2-shot sampling: 0 to 3 per class, 12 classes)" in out
     assert results["unreadable"]["train"] == 3
@@ -2879,7 +2878,7 @@ def test_training_images_without_a_label_are_said(monkeypatch, tmp_path, capsys)
         "trained on" in capsys.readouterr().out  # fmt: skip
     # A class with no image at all is refused, training on every image as with shots (it trained on nothing).
     (tmp_path / "train.txt").write_text("\n".join(lines[1:]) + "\n")
-    with pytest.raises(InvalidInput, match=r"^training on every image: 1 of 12 classes have no example \(class "
+    with pytest.raises(InvalidInput, match=r"^training on every image: 1 of 12 classes has no example \(class "
                        r"\(examples\): 0 \(0\)\); check that the training set is complete$"):  # fmt: skip
         trainer.train(config, str(tmp_path / "run"))
 

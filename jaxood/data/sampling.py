@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxood.errors import InvalidInput, first_ten, not_one_of
+from jaxood.errors import InvalidInput, agreeing, first_ten, not_one_of
 
 SHOT_SAMPLINGS = ("per_class", "stratified")
 
@@ -76,8 +76,8 @@ def few_shot_indices(
         fewer = f"fewer than {least} examples" if least > 1 else "no example"
         fix = ", or lower --config.shots" if least > 1 else ""
         raise InvalidInput(
-            f"{sampled}: {short.size} of {per_class.size} classes have {fewer} (class (examples): {shown}); check "
-            f"that the training set is complete{fix}"
+            f"{sampled}: {short.size} of {per_class.size} classes {agreeing(short.size, 'has', 'have')} {fewer} "
+            f"(class (examples): {shown}); check that the training set is complete{fix}"
         )
     if shots is None:
         return np.flatnonzero(labels >= 0)
@@ -110,7 +110,8 @@ def _decodable_picks(
     if none := [c for c, (p, q) in enumerate(zip(picked, quota)) if q and not len(p)]:
         shown = first_ten(map(str, none))
         raise InvalidInput(
-            f"{sampled}: {len(none)} of {len(orders)} classes have no decodable example (class: {shown}); "
-            "replace their undecodable images (the log names them)"
+            f"{sampled}: {len(none)} of {len(orders)} classes {agreeing(len(none), 'has', 'have')} no decodable "
+            f"example (class: {shown}); replace {agreeing(len(none), 'its', 'their')} undecodable images (the log "
+            "names them)"
         )
     return picked
