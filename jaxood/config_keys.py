@@ -8,6 +8,7 @@ import ast
 import importlib.util
 import os
 import re
+from collections.abc import Iterator
 
 import ml_collections
 from absl import flags
@@ -47,12 +48,27 @@ def _loaded(path: str, *variant: str) -> ml_collections.ConfigDict | None:
 
 
 def defines_get_config(path: str) -> bool:
-    """Whether the file `path` defines `get_config`, as a config file ml_collections loads does; read, not run."""
+    """Whether the file `path` defines `get_config` as a config file ml_collections loads does, in the module itself
+    (a `def`, under an `if` or `try` too, an assignment or an import); parsed, not run."""
     try:
         with open(path, encoding="utf-8") as f:
-            return re.search(r"^def get_config\(", f.read(), re.MULTILINE) is not None
-    except (OSError, UnicodeDecodeError):
+            module = ast.parse(f.read(), path)
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):  # ValueError: a null byte, on Python 3.11
         return False
+    return "get_config" in set(_module_names(module))
+
+
+def _module_names(node: ast.AST) -> Iterator[str]:
+    """The names `node`'s statements bind in its module: not those bound inside a function or class body."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield child.name
+        elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+            yield child.id
+        elif isinstance(child, ast.alias):
+            yield (child.asname or child.name).partition(".")[0]
+        elif not isinstance(child, ast.Lambda):
+            yield from _module_names(child)
 
 
 def override_problem(argv: list[str]) -> str | None:

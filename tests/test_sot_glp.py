@@ -2582,6 +2582,37 @@ def test_a_script_named_as_a_config_file_is_not_run_to_name_a_key(tmp_path):
     assert sorted(os.listdir(folder)) == ["mine.py", "sot_glp.py", "zeroshot.py"]
 
 
+@pytest.mark.parametrize(
+    "text, defines",
+    [
+        ("def get_config(variant=None):\n    return None\n", True),
+        ("import sys\n\nif sys.version_info >= (3, 11):\n    def get_config():\n        return None\n", True),
+        ("try:\n    import jax\nexcept ImportError:\n    pass\nelse:\n    def get_config():\n        pass\n", True),
+        ("from configs.base import get_config\n", True),  # one config file giving another's settings
+        ("from configs import base\n\nget_config = base.get_config\n", True),
+        ("import functools\n\nget_config: object = functools.partial(print)\n", True),
+        ('"""Run this file.\n\ndef get_config(): is what a config file has."""\n', False),  # in a docstring
+        ("# def get_config():\n", False),
+        ("class Settings:\n    def get_config(self):\n        pass\n", False),  # a method
+        ("def main():\n    get_config = None\n    return get_config\n", False),  # a function's own name
+        ("def get_config(:\n", False),  # not Python
+        ("def get_config():\n    return '\0'\n", False),  # a null byte: not Python either
+    ],
+    ids=["def", "def under if", "def under try", "import", "assignment", "annotated assignment", "docstring",
+         "comment", "method", "function's own name", "not Python", "null byte"],
+)  # fmt: skip
+def test_a_config_file_is_told_by_the_get_config_it_defines_read_not_run(text, defines, tmp_path):
+    """`defines_get_config` tells a config file from another Python file (a script beside it, which is not run to
+    name a key) by its `get_config`: it read lines starting `def get_config(`, so a config file that defined it
+    under an `if`, by an assignment or an import (one config file giving another's settings) was passed over, and
+    such a line in a docstring counted."""
+    from jaxood.config_keys import defines_get_config
+
+    path = tmp_path / "config.py"
+    path.write_text(text, encoding="utf-8")
+    assert defines_get_config(str(path)) is defines, text
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "pretrain"])
 def test_help_lists_the_commands_own_flags(command):
     """absl's --help lists the main module's flags, and --config and --workdir are jaxood.cli's: it showed the
