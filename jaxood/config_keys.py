@@ -55,7 +55,7 @@ def defines_get_config(path: str) -> bool:
             module = ast.parse(f.read(), path)
     except (OSError, UnicodeDecodeError, SyntaxError, ValueError):  # ValueError: a null byte, on Python 3.11
         return False
-    return "get_config" in set(_module_names(module))
+    return "get_config" in _module_names(module)
 
 
 def _module_names(node: ast.AST) -> Iterator[str]:

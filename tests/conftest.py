@@ -14,6 +14,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The CPU computes float32 in full either way. Set before JAX is imported, so the commands the tests start inherit it;
 # and set in JAX below, in case a pytest plugin imported JAX first.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+# The suite runs JAX in several processes at once (README's `-n 2`, and the commands the tests start): on a GPU, each
+# would take 75% of its memory as it starts (JAX's preallocation), leaving the next too little. Off unless set; it
+# changes nothing on a CPU.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
