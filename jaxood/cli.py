@@ -28,6 +28,7 @@ from jaxood.config_keys import (
     config_argument,
     config_of,
     defines_get_config,
+    flag_values,
     key_of_another_config,
     keys_meant,
     keys_near,
@@ -161,9 +162,10 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     value or a value it does not take (`_value_problem`), on the command line or in a `--flagfile`. Other flag errors
     keep absl's report; JAXOOD_TRACEBACK=1 keeps it for all. The command line's own problems
     (`_command_line_problem`: a missing flag, the workdir, an argument that is no flag) are refused either way."""
+    typed = argv  # its flag files' lines not in place
     if os.environ.get("JAXOOD_TRACEBACK"):
         rest = app.parse_flags_with_usage(argv)
-        if problem := _command_line_problem(rest, usage):
+        if problem := _command_line_problem(rest, usage, typed):
             _exit(f"error: {problem}")
         return rest
     rest = []
@@ -177,7 +179,7 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
                 or _empty_variant(argv)
                 or _no_config_returned(argv)
                 or _variant_override(argv)
-                or _command_line_problem(rest, usage)
+                or _command_line_problem(rest, usage, typed)
             )
     except Exception as err:  # noqa: BLE001 -- a config file's own code raises anything; what no check names is raised
         problem = (
@@ -185,7 +187,7 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
             or _unloadable_config(err, argv)
             or _refused_config(err)
             or override_problem(argv)
-            or _unknown_flag(err, argv, usage)
+            or _unknown_flag(err, argv, usage, typed)
             or _value_problem(err, usage)
         )
         if problem is None and not isinstance(err, flags.Error):
@@ -197,7 +199,7 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     return rest
 
 
-def _unknown_flag(err: Exception, argv: list[str], usage: str) -> str | None:
+def _unknown_flag(err: Exception, argv: list[str], usage: str, typed: list[str]) -> str | None:
     """A flag absl does not know ("Unknown command line flag 'seed'"): an override with no `--config`
     (`--config.seed=1` alone) is the missing `--config` (`_missing_flags`); a config key given as a flag of its own
     (`--seed=3`, `--lr=0.1`, `--sot_glp.topk=3`, `--noplots`) is named with the override it may mean
@@ -208,7 +210,7 @@ def _unknown_flag(err: Exception, argv: list[str], usage: str) -> str | None:
         return None
     name = err.flagname
     if name.startswith("config.") and config_argument(argv) is None:  # a `config=FILE` without dashes named first
-        return _stray_arguments([argv[0], *(arg for arg in argv[1:] if arg[:1] != "-")]) or _missing_flags(usage)
+        return _stray_arguments([argv[0], *(arg for arg in argv[1:] if arg[:1] != "-")], typed) or _missing_flags(usage)
     if len(spaced := name.split(None, 1)) == 2:  # a --flagfile's line `--config configs/sot_glp.py` is one argument
         return (
             f"--{name}: a flag's value follows an = in a --flagfile's line (or a quoted argument), as "
@@ -240,24 +242,26 @@ def _unknown_flag(err: Exception, argv: list[str], usage: str) -> str | None:
     )
 
 
-def _command_line_problem(rest: list[str], usage: str) -> str | None:
+def _command_line_problem(rest: list[str], usage: str, typed: list[str]) -> str | None:
     """An argument that is no flag (`_stray_arguments`: first, as `config=...` for a `--config` then missing), a flag
     the command needs not given (`_missing_flags`) or a `--workdir` it cannot use (`_workdir_problem`): jaxood's
-    checks of a command line absl parsed."""
-    return _stray_arguments(rest) or _missing_flags(usage) or _workdir_problem(flags.FLAGS.workdir)
+    checks of a command line absl parsed (`typed`: as typed, its flag files' lines not in place)."""
+    return _stray_arguments(rest, typed) or _missing_flags(usage) or _workdir_problem(flags.FLAGS.workdir)
 
 
 # Dashes a document or a chat turns `--` into (en dash, em dash, ...): a flag pasted from one is read as an argument.
 TYPOGRAPHIC_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
 
 
-def _stray_arguments(rest: list[str]) -> str | None:
+def _stray_arguments(rest: list[str], typed: list[str]) -> str | None:
     """absl hands the arguments that are no flags to the command, and jaxood's commands take none: a setting
     without its dashes (`config.epochs=3`), with a pasted typographic dash (`\u2014config.epochs=3`) or after a bare
     `--` (absl reads no flag after it) was passed over, and the run went on with the config's value; `--install
-    false` installed."""
+    false` installed. One that is a flag file's line, not in the command line as `typed`, is said to be one."""
     if not (stray := rest[1:]):
         return None
+    files = [f"--flagfile={path}" for path in flag_values(typed, "flagfile")]
+    from_file = f" (from {joined(files, 'or')})" if files and not set(stray) <= set(typed[1:]) else ""
     first = stray[0]
     if re.match(r"--?\w", first):  # absl would have refused it as a flag: it came after a bare --
         hint = "; absl reads no flag after a bare --: remove the --"
@@ -270,7 +274,7 @@ def _stray_arguments(rest: list[str]) -> str | None:
     else:
         hint = ""
     return (
-        f"unexpected argument(s) {' '.join(map(repr, stray))}: jaxood's commands take flags only "
+        f"unexpected argument(s) {' '.join(map(repr, stray))}{from_file}: jaxood's commands take flags only "
         f"(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without "
         f"{'it' if len(stray) == 1 else 'them'}{hint}"
     )

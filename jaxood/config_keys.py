@@ -22,11 +22,17 @@ SHIPPED_CONFIGS = {"sot_glp.py": "jaxood.train", "zeroshot.py": "jaxood.evaluate
 
 def config_argument(argv: list[str]) -> str | None:
     """The `--config` value on the command line (`configs/sot_glp.py:demo`), the last one given; None without one."""
-    value = None
+    return (flag_values(argv, "config") or [None])[-1]
+
+
+def flag_values(argv: list[str], name: str) -> list[str | None]:
+    """The values `argv` gives the flag `name`, in order, as `--name=value` or `--name value` (None: given last, with
+    no value after it)."""
+    values = []
     for i, arg in enumerate(argv[1:], 1):
-        if found := re.match(r"--?config(=|$)", arg):
-            value = arg[found.end() :] if found[1] else (argv[i + 1] if i + 1 < len(argv) else None)
-    return value
+        if found := re.match(rf"--?{name}(=|$)", arg):
+            values.append(arg[found.end() :] if found[1] else (argv[i + 1] if i + 1 < len(argv) else None))
+    return values
 
 
 def config_of(argv: list[str]) -> ml_collections.ConfigDict | None:

@@ -2360,7 +2360,8 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "--config configs/sot_glp.py:demo: a flag's value follows an = in a --flagfile's line (or a quoted "
          "argument), as --config=configs/sot_glp.py:demo\n"),
         (["--flagfile={tmp_path}/undashed_flags", "--config.seed=1"],  # was "--config is missing"
-         "unexpected argument(s) 'config=configs/sot_glp.py:demo': jaxood's commands take flags only "),
+         "unexpected argument(s) 'config=configs/sot_glp.py:demo' (from --flagfile={tmp_path}/undashed_flags): "
+         "jaxood's commands take flags only "),
         (["config=configs/sot_glp.py:demo"],  # the same on the command line, with no override
          "unexpected argument(s) 'config=configs/sot_glp.py:demo': jaxood's commands take flags only "),
         (["--flagfile={tmp_path}/no_flags"],
@@ -2410,7 +2411,8 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     line flag", with no word of `--config.<key>` or of the missing `--config`, as was any other flag the command does
     not have (`--workir`, `--nothing`); a group's key mistyped as a flag (`--sot_glp.topk=3`) was answered with
     `--config.sot_glp.topk=3`, refused in turn. A flag file's `--config FILE` line was an unknown flag of that name,
-    and its `config=FILE` line (as one on the command line) a missing `--config`. A key given bare (no value) that
+    and its `config=FILE` line (as one on the command line) a missing `--config`, then an argument with no word of
+    the flag file it came from. A key given bare (no value) that
     an empty group or a dataset entry lacks was shown in the whole form with an empty string, '' (`{'near': ''}`)."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
     (tmp_path / "spaced_flags").write_text("--config configs/sot_glp.py:demo\n")
@@ -2654,14 +2656,18 @@ def test_an_argument_that_is_no_flag_is_refused_with_tracebacks_asked_for_too(tm
 )  # fmt: skip
 def test_an_argument_that_is_no_flag_is_refused_with_what_it_may_have_meant(rest, hint):
     """The arguments absl leaves after the flags (`jaxood.cli._stray_arguments`): each case was passed over, and
-    `jaxood.pretrain --install false` installed. The first one's form gives the hint."""
+    `jaxood.pretrain --install false` installed. The first one's form gives the hint. Those not on the command line
+    as typed came from its flag files' lines, which are named."""
     from jaxood import cli
 
-    assert cli._stray_arguments(["x"]) is None
-    assert cli._stray_arguments(rest) == (
-        f"unexpected argument(s) {' '.join(map(repr, rest[1:]))}: jaxood's commands take flags only "
-        f"(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without {hint}"
-    )
+    assert cli._stray_arguments(["x"], ["x"]) is None
+    stray = " ".join(map(repr, rest[1:]))
+    said = f": jaxood's commands take flags only (--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and " \
+        f"would have run without {hint}"  # fmt: skip
+    assert cli._stray_arguments(rest, rest) == f"unexpected argument(s) {stray}{said}"
+    typed = ["x", "--flagfile=f", "--flagfile", "g"]
+    from_files = " (from --flagfile=f or --flagfile=g)"
+    assert cli._stray_arguments(rest, typed) == f"unexpected argument(s) {stray}{from_files}{said}"
 
 
 def test_freezing_rules_must_cover_every_leaf_and_leave_one_trainable():
