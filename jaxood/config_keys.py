@@ -30,7 +30,7 @@ def flag_values(argv: list[str], name: str) -> list[str | None]:
     no value after it)."""
     values = []
     for i, arg in enumerate(argv[1:], 1):
-        if found := re.match(rf"--?{name}(=|$)", arg):
+        if found := re.match(rf"--?{re.escape(name)}(=|$)", arg):
             values.append(arg[found.end() :] if found[1] else (argv[i + 1] if i + 1 < len(argv) else None))
     return values
 
