@@ -34,7 +34,7 @@ from jaxood.config_keys import (
     keys_near,
     override_problem,
 )
-from jaxood.errors import exit_with, joined, nearest_choice, report_user_errors
+from jaxood.errors import agreeing, exit_with, joined, nearest_choice, report_user_errors
 from jaxood.run_folders import is_run_settings, run_holding
 
 
@@ -276,7 +276,7 @@ def _stray_arguments(rest: list[str], typed: list[str]) -> str | None:
     return (
         f"unexpected argument(s) {' '.join(map(repr, stray))}{from_file}: jaxood's commands take flags only "
         f"(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without "
-        f"{'it' if len(stray) == 1 else 'them'}{hint}"
+        f"{agreeing(len(stray), 'it', 'them')}{hint}"
     )
 
 

@@ -44,7 +44,7 @@ from jaxood.data.datasets import make_sources
 from jaxood.data.pipeline import Loader, check_batch, data_mesh, replicate
 from jaxood.data.preprocess import clip_eval
 from jaxood.data.sources import Source
-from jaxood.errors import InvalidInput, NotSaved, each_with_nearest, joined, not_one_of, write_fix
+from jaxood.errors import InvalidInput, NotSaved, agreeing, each_with_nearest, joined, not_one_of, write_fix
 from jaxood.memory import compile_within_memory
 from jaxood.models import clip
 from jaxood.models.tokenizer import get_tokenizer
@@ -596,7 +596,7 @@ def _check_sets_apart(config: ml_collections.ConfigDict, id_source, ood_sources:
         if same := [name for name, ood in ood_sources.items() if ood.identity == source.identity]:
             raise InvalidInput(
                 f"{', '.join(f'config.ood_datasets.{name}' for name in same)} "
-                f"{'reads' if len(same) == 1 else 'read'} the same images as config.{key} ({dict(config[key])}): "
+                f"{agreeing(len(same), 'reads', 'read')} the same images as config.{key} ({dict(config[key])}): "
                 f"{why}. Name another dataset."
             )
         for name, mine in ood_records.items():

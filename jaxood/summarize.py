@@ -28,7 +28,7 @@ import sys
 import numpy as np
 
 from jaxood.cache import OUT_KEPT, write_out
-from jaxood.errors import InputMissing, InvalidInput, exit_with, report_user_errors
+from jaxood.errors import InputMissing, InvalidInput, agreeing, exit_with, report_user_errors
 from jaxood.report import RESULTS_JSON, code_name, pct, written_in
 from jaxood.run_folders import run_holding
 
@@ -62,7 +62,7 @@ def read_reports(runs: list[str]) -> dict[str, dict]:
             continue
         reports[run] = report
     if problems:
-        without = f"{len(problems)} of the {len(runs)} runs {'has' if len(problems) == 1 else 'have'}"
+        without = f"{len(problems)} of the {len(runs)} runs {agreeing(len(problems), 'has', 'have')}"
         raise InputMissing(
             f"{'the run has' if len(runs) == 1 else without} no report to summarise: " + "; ".join(problems) + ". A "
             f"run's report is its workdir's {RESULTS_JSON}, which jaxood.train writes as its run ends (its same "
