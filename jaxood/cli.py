@@ -257,26 +257,32 @@ def _stray_arguments(rest: list[str], typed: list[str]) -> str | None:
     """absl hands the arguments that are no flags to the command, and jaxood's commands take none: a setting
     without its dashes (`config.epochs=3`), with a pasted typographic dash (`\u2014config.epochs=3`) or after a bare
     `--` (absl reads no flag after it) was passed over, and the run went on with the config's value; `--install
-    false` installed. One that is a flag file's line, not in the command line as `typed`, is said to be one."""
+    false` installed. Each one's form gives its hint. Those not in the command line as `typed` are said to be flag
+    files' lines."""
     if not (stray := rest[1:]):
         return None
     files = [f"--flagfile={path}" for path in flag_values(typed, "flagfile")]
-    from_file = f" (from {joined(files, 'or')})" if files and not set(stray) <= set(typed[1:]) else ""
-    first = stray[0]
-    if re.match(r"--?\w", first):  # absl would have refused it as a flag: it came after a bare --
-        hint = "; absl reads no flag after a bare --: remove the --"
-    elif first[:1] in TYPOGRAPHIC_DASHES:
-        hint = f"; {first!r} begins with a typographic dash, as text pasted from a document has: type it as --"
-    elif first.lower() in ("true", "false"):  # pretrain's `--install false` installed
-        hint = "; a yes-or-no flag takes its value after =, as --install=false, or none: --install, --noinstall"
-    elif re.match(r"(config|workdir|flagfile)\b", first):
-        hint = f" (did you mean --{first}?)"
-    else:
-        hint = ""
+    from_files = [arg for arg in stray if files and arg not in typed[1:]]
+    stray = [arg for arg in stray if arg not in from_files] + from_files  # the typed ones first, as listed
+    listed = " ".join(map(repr, stray[: len(stray) - len(from_files)]))
+    if from_files:
+        listed += f"{', and ' if listed else ''}{' '.join(map(repr, from_files))} (from {joined(files, 'or')})"
+    meant = [f"--{arg}" for arg in stray if re.match(r"(config|workdir|flagfile)\b", arg)]
+    pasted = [repr(arg) for arg in stray if arg[:1] in TYPOGRAPHIC_DASHES]
+    hints = [f" (did you mean {' or '.join(meant)}?)"] if meant else []
+    if any(re.match(r"--?\w", arg) for arg in stray):  # absl would have refused it as a flag: it came after a bare --
+        hints.append("; absl reads no flag after a bare --: remove the --")
+    if pasted:
+        hints.append(
+            f"; {' '.join(pasted)} {agreeing(len(pasted), 'begins', 'begin')} with a typographic dash, as text "
+            f"pasted from a document has: type {agreeing(len(pasted), 'it', 'each')} as --"
+        )
+    if any(arg.lower() in ("true", "false") for arg in stray):  # pretrain's `--install false` installed
+        hints.append("; a yes-or-no flag takes its value after =, as --install=false, or none: --install, --noinstall")
     return (
-        f"unexpected argument(s) {' '.join(map(repr, stray))}{from_file}: jaxood's commands take flags only "
-        f"(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without "
-        f"{agreeing(len(stray), 'it', 'them')}{hint}"
+        f"unexpected argument(s) {listed}: jaxood's commands take flags only (--config=FILE[:variant], "
+        f"--config.<key>=value, --workdir=DIR), and would have run without {agreeing(len(stray), 'it', 'them')}"
+        + "".join(hints)
     )
 
 

@@ -2652,12 +2652,18 @@ def test_an_argument_that_is_no_flag_is_refused_with_tracebacks_asked_for_too(tm
          "--noinstall"),
         (["x", "workdir=runs/x", "more"], "them (did you mean --workdir=runs/x?)"),
         (["x", "-", ":noproj"], "them"),
+        (["x", "true", "config.epochs=3", "--workdir=runs/x"], "them (did you mean --config.epochs=3?); absl reads "
+         "no flag after a bare --: remove the --; a yes-or-no flag takes its value after =, as --install=false, or "
+         "none: --install, --noinstall"),
+        (["x", "\u2014seed=1", "workdir=w", "\u2013plots"], "them (did you mean --workdir=w?); '\u2014seed=1' "
+         "'\u2013plots' begin with a typographic dash, as text pasted from a document has: type each as --"),
     ],
 )  # fmt: skip
 def test_an_argument_that_is_no_flag_is_refused_with_what_it_may_have_meant(rest, hint):
     """The arguments absl leaves after the flags (`jaxood.cli._stray_arguments`): each case was passed over, and
-    `jaxood.pretrain --install false` installed. The first one's form gives the hint. Those not on the command line
-    as typed came from its flag files' lines, which are named."""
+    `jaxood.pretrain --install false` installed. Each one's form gives its hint (the first one's alone did). Those not
+    on the command line as typed came from its flag files' lines, which are named: apart from those typed, where
+    some were (all were said to come from the flag files)."""
     from jaxood import cli
 
     assert cli._stray_arguments(["x"], ["x"]) is None
@@ -2668,6 +2674,18 @@ def test_an_argument_that_is_no_flag_is_refused_with_what_it_may_have_meant(rest
     typed = ["x", "--flagfile=f", "--flagfile", "g"]
     from_files = " (from --flagfile=f or --flagfile=g)"
     assert cli._stray_arguments(rest, typed) == f"unexpected argument(s) {stray}{from_files}{said}"
+    typed_too = [*typed, rest[1]]
+    if len(rest) > 2:
+        stray = f"{rest[1]!r}, and {' '.join(map(repr, rest[2:]))}"
+    assert cli._stray_arguments(rest, typed_too) == (
+        f"unexpected argument(s) {stray}{from_files if len(rest) > 2 else ''}{said}"
+    )
+    # the typed ones first, in the list and in the hints alike
+    assert cli._stray_arguments(["x", "config=c.py", "workdir=w"], ["x", "--flagfile=f", "workdir=w"]) == (
+        "unexpected argument(s) 'workdir=w', and 'config=c.py' (from --flagfile=f): jaxood's commands take flags only "
+        "(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without them (did you "
+        "mean --workdir=w or --config=c.py?)"
+    )
 
 
 def test_freezing_rules_must_cover_every_leaf_and_leave_one_trainable():
