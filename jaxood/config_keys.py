@@ -64,17 +64,25 @@ def defines_get_config(path: str) -> bool:
     return "get_config" in _module_names(module)
 
 
-def _module_names(node: ast.AST) -> Iterator[str]:
-    """The names `node`'s statements bind in its module: not those bound inside a function or class body."""
+def _module_names(node: ast.AST, in_comprehension: bool = False) -> Iterator[str]:
+    """The names `node`'s statements bind in its module: not those bound inside a function or class body, nor a
+    comprehension's own (`[x for x in ...]` binds no `x` in the module; `(y := ...)` in it binds `y` there)."""
     for child in ast.iter_child_nodes(node):
         if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             yield child.name
+        elif isinstance(child, ast.NamedExpr):
+            yield child.target.id
+            yield from _module_names(child.value, in_comprehension)
         elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
-            yield child.id
+            if not in_comprehension:
+                yield child.id
         elif isinstance(child, ast.alias):
             yield (child.asname or child.name).partition(".")[0]
         elif not isinstance(child, ast.Lambda):
-            yield from _module_names(child)
+            yield from _module_names(child, in_comprehension or isinstance(child, _COMPREHENSIONS))
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
 def override_problem(argv: list[str]) -> str | None:

@@ -2599,15 +2599,17 @@ def test_a_script_named_as_a_config_file_is_not_run_to_name_a_key(tmp_path):
         ("def main():\n    get_config = None\n    return get_config\n", False),  # a function's own name
         ("def get_config(:\n", False),  # not Python
         ("def get_config():\n    return '\0'\n", False),  # a null byte: not Python either
+        ("names = [get_config for get_config in ('a', 'b')]\n", False),  # a comprehension's own name
+        ("import os\n\nfound = [(get_config := os.getcwd) for _ in 'a']\n", True),  # := binds it in the module
     ],
     ids=["def", "def under if", "def under try", "import", "assignment", "annotated assignment", "docstring",
-         "comment", "method", "function's own name", "not Python", "null byte"],
+         "comment", "method", "function's own name", "not Python", "null byte", "comprehension", "named expression"],
 )  # fmt: skip
 def test_a_config_file_is_told_by_the_get_config_it_defines_read_not_run(text, defines, tmp_path):
     """`defines_get_config` tells a config file from another Python file (a script beside it, which is not run to
     name a key) by its `get_config`: it read lines starting `def get_config(`, so a config file that defined it
     under an `if`, by an assignment or an import (one config file giving another's settings) was passed over, and
-    such a line in a docstring counted."""
+    such a line in a docstring counted. A comprehension's name is its own, as Python scopes it (it counted)."""
     from jaxood.config_keys import defines_get_config
 
     path = tmp_path / "config.py"
