@@ -71,9 +71,9 @@ ARGS = (*VARIANTS, *(f"{v},{b}" for v in VARIANTS[:-1] for b in BENCHMARKS))  # 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if (arg or "paper") not in ARGS:
         raise ValueError(
-            f"{unknown_argument('variant', arg, ARGS)}: choose {joined(VARIANTS, 'or')}; all but demo may name "
-            f"ImageNet's OOD benchmark after a comma ({', '.join(sorted(zeroshot.IMAGENET_OOD))}; default mos), or a "
-            f"CoOp dataset to train and test on instead ({', '.join(COOP_DATASETS)})"
+            f"{unknown_argument('variant', arg, ARGS)}: choose {joined(VARIANTS, 'or')} (the toy world); all but demo "
+            f"may name ImageNet's OOD benchmark after a comma ({', '.join(sorted(zeroshot.IMAGENET_OOD))}; default "
+            f"mos), or a CoOp dataset to train and test on instead ({', '.join(COOP_DATASETS)})"
         )
     variant, _, benchmark = (arg or "paper").partition(",")
     coop = benchmark in COOP_DATASETS

@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if (arg or "imagenet") not in ARGS:
         raise ValueError(
             f"{unknown_argument('variant', arg, ARGS)}: choose imagenet, imagenet,<one of {', '.join(IMAGENET_OOD)}>, "
-            f"coop,<one of {', '.join(COOP_DATASETS)}> or toy"
+            f"coop,<one of {', '.join(COOP_DATASETS)}> or toy (the toy world, which sot_glp.py's demo trains on)"
         )
     variant, _, benchmark = (arg or "imagenet").partition(",")
     c = ml_collections.ConfigDict()

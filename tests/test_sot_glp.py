@@ -2323,6 +2323,13 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/zeroshot.py:toyy"],  # a second check's shorter list before
          "--config=configs/zeroshot.py:toyy: unknown variant 'toyy' (did you mean toy?): choose imagenet, "
          "imagenet,<one of mos, openood_v15>, coop,<one of caltech101, "),
+        (["--config=configs/zeroshot.py:demo"],  # sot_glp.py's name for the toy world: the list named no world
+         "--config=configs/zeroshot.py:demo: unknown variant 'demo': choose imagenet, imagenet,<one of mos, "
+         "openood_v15>, coop,<one of caltech101, oxford_pets, stanford_cars, oxford_flowers, food101, fgvc_aircraft, "
+         "sun397, dtd, eurosat, ucf101> or toy (the toy world, which sot_glp.py's demo trains on)\n"),
+        (["--config=configs/sot_glp.py:toy"],
+         "--config=configs/sot_glp.py:toy: unknown variant 'toy': choose paper, reference, noproj, novv, shared or "
+         "demo (the toy world); all but demo may name "),
         (["--config=configs/sot_glp.py:refrence,pets"],  # the nearest variant, part by part: every one was listed
          "--config=configs/sot_glp.py:refrence,pets: unknown variant 'refrence,pets' (did you mean "
          "reference,oxford_pets?): choose paper, "),
