@@ -85,7 +85,7 @@ from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
 from jaxood.progress import Progress
-from jaxood.run_folders import RUN_CHECKPOINTS, RUN_CONFIG, TRAINED_BY
+from jaxood.run_folders import PRETRAINING, RUN_CHECKPOINTS, RUN_CONFIG, TRAINED_BY
 
 # ------------------------------------------------------------------- resume
 
@@ -919,6 +919,12 @@ def main(argv):
     from jaxood.cli import CONFIG, WORKDIR
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint operation at INFO
+    if CONFIG.value.get("method") == PRETRAINING:  # it pretrained for hours and exported nothing
+        raise InvalidInput(
+            f"this config pretrains a CLIP (config.method {PRETRAINING!r}), which jaxood.pretrain does and then "
+            "exports (WORKDIR/export, the CLIP a method's --config.model names); jaxood.train would export nothing: "
+            "run python -m jaxood.pretrain with the same flags"
+        )
     train(CONFIG.value, WORKDIR.value)
 
 

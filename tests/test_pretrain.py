@@ -144,7 +144,8 @@ def test_bad_architecture_or_caption_length_fails_before_work(key, value, messag
 
 def test_pretrain_refuses_another_methods_config_and_train_a_config_without_method(tmp_path):
     """`jaxood.pretrain` with SOT-GLP's config trained SOT-GLP and exported its frozen CLIP as if pretrained;
-    `jaxood.train` with a zero-shot config failed with a KeyError on its first training setting."""
+    `jaxood.train` with a zero-shot config failed with a KeyError on its first training setting, and with the
+    pretraining config pretrained for its 9000 steps and exported nothing."""
     from jaxood import train as trainer
     from jaxood.errors import InvalidInput
 
@@ -152,6 +153,14 @@ def test_pretrain_refuses_another_methods_config_and_train_a_config_without_meth
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "but this config's method is 'sot_glp': train it with jaxood.train" in out.stderr
     assert not (tmp_path / "p").exists()
+    cmd = [sys.executable, "-m", "jaxood.train", "--config=configs/toy_clip.py", f"--workdir={tmp_path / 't'}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and out.stderr == (
+        "error: this config pretrains a CLIP (config.method 'clip_pretrain'), which jaxood.pretrain does and then "
+        "exports (WORKDIR/export, the CLIP a method's --config.model names); jaxood.train would export nothing: run "
+        "python -m jaxood.pretrain with the same flags\n(JAXOOD_TRACEBACK=1 shows where it was raised)\n"
+    ), out.stderr
+    assert not (tmp_path / "t").exists()
     with pytest.raises(InvalidInput, match=r"this config names no training method \(config.method\)"):
         trainer.train(load_config("zeroshot", "toy"), str(tmp_path / "z"))
 
