@@ -1394,6 +1394,13 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
     err = run("--dataset=cifar_ten")
     assert "TFDS cannot open the dataset 'cifar_ten'" in err and "Did you mean" in err
     assert len(err.splitlines()) == 2  # the message and the JAXOOD_TRACEBACK hint, not every dataset TFDS knows
+    assert "jaxood's configs read" not in err
+    # TFDS's guess for `imagenet` is imagenette (10 of ImageNet's classes); jaxood's ImageNet is named after it
+    err = run("--dataset=imagenet")
+    line = err.splitlines()[0]
+    assert line.startswith("error: TFDS cannot open the dataset 'imagenet' in ") and line.endswith(
+        "; jaxood's configs read imagenet2012"
+    ), err
     # Empty flags (a shell variable not set): TFDS's "Parsing builder name string failed", or a data_dir of "".
     err = run("--dataset=")
     assert err.startswith("error: --dataset is empty (a shell variable that is not set, as in --dataset=$NAME?): give "

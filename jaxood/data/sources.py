@@ -40,6 +40,7 @@ from jaxood.errors import (
     InputMissing,
     InvalidInput,
     first_line,
+    nearest_choice,
     not_one_of,
     open_files_error,
     out_of_open_files,
@@ -627,15 +628,19 @@ def open_tfds_builder(name: str, data_dir: str, **kwargs):
     """`tfds.builder(name, data_dir=...)`, with TFDS's own error cut to one line (`DatasetMissing`).
 
     An unknown name's error lists every dataset TFDS knows; the line kept
-    names the problem, and TFDS's "Did you mean" guess follows it.
+    names the problem, and TFDS's "Did you mean" guess follows it, then the
+    name jaxood's configs read where one is near (`imagenet`: TFDS guessed
+    imagenette, 10 of ImageNet's classes; jaxood's ImageNet is imagenet2012).
     """
     import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.registered import DatasetNotFoundError
 
     try:
         return tfds.builder(name, data_dir=data_dir, **kwargs)
     except Exception as err:
         guess = [line.strip() for line in str(err).strip().splitlines()[1:] if line.startswith("Did you mean")]
-        message = " ".join([first_line(err), *guess])
+        ours = nearest_choice(name, _MANUAL) if isinstance(err, DatasetNotFoundError) else None
+        message = " ".join([first_line(err), *guess]) + (f"; jaxood's configs read {ours}" if ours else "")
         raise DatasetMissing(f"TFDS cannot open the dataset {name!r} in {data_dir}: {message}") from None
 
 
