@@ -41,6 +41,7 @@ import os
 import ml_collections
 
 from jaxood.data.datasets import COOP_DATASETS, coop_split
+from jaxood.data.sources import IMAGENET_TFDS
 from jaxood.errors import joined, unknown_argument
 
 
@@ -86,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train_dataset = ml_collections.ConfigDict(
         zeroshot.under_root(c, "coop_root", coop_split(benchmark, "ROOT", "train"))
         if coop
-        else {"kind": "tfds", "name": "imagenet2012", "split": "train", "data_dir": ""}
+        else {"kind": "tfds", "name": IMAGENET_TFDS, "split": "train", "data_dir": ""}
     )
     c.shots = 16
     # "per_class": exactly `shots` of each class (the paper's "16 shots per class"); "stratified": the released code's

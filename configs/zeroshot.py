@@ -27,6 +27,7 @@ Variants:
 import ml_collections
 
 from jaxood.data.datasets import COOP_DATASETS, coop_split, id_test_set, ood_benchmark, ood_groups
+from jaxood.data.sources import IMAGENET_TFDS
 from jaxood.errors import unknown_argument
 
 IMAGENET_OOD = {"mos": "/data/mos", "openood_v15": "/data/openood"}  # ImageNet's OOD benchmarks, default roots
@@ -85,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         benchmark = benchmark or "mos"
         c.ood_root = ml_collections.FieldReference(IMAGENET_OOD[benchmark], field_type=str)
         # ImageNet-1k's validation split, or the part of it the benchmark tests on (OpenOOD v1.5's 45,000)
-        own = id_test_set(benchmark, "ROOT") or {"kind": "tfds", "name": "imagenet2012", "split": "validation",
+        own = id_test_set(benchmark, "ROOT") or {"kind": "tfds", "name": IMAGENET_TFDS, "split": "validation",
                                                   "data_dir": ""}  # fmt: skip
         c.id_dataset = ml_collections.ConfigDict(under_root(c, "ood_root", own))
         c.ood_datasets = ml_collections.ConfigDict(

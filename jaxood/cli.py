@@ -263,8 +263,9 @@ def _stray_arguments(rest: list[str], typed: list[str]) -> str | None:
         return None
     files = [f"--flagfile={path}" for path in flag_values(typed, "flagfile")]
     from_files = [arg for arg in stray if files and arg not in typed[1:]]
-    stray = [arg for arg in stray if arg not in from_files] + from_files  # the typed ones first, as listed
-    listed = " ".join(map(repr, stray[: len(stray) - len(from_files)]))
+    on_the_line = [arg for arg in stray if arg not in from_files]
+    stray = on_the_line + from_files  # the typed ones first, in the list and the hints alike
+    listed = " ".join(map(repr, on_the_line))
     if from_files:
         listed += f"{', and ' if listed else ''}{' '.join(map(repr, from_files))} (from {joined(files, 'or')})"
     meant = [f"--{arg}" for arg in stray if re.match(r"(config|workdir|flagfile)\b", arg)]

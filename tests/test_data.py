@@ -1399,7 +1399,7 @@ def test_prepare_errors_name_the_fix(tmp_path, monkeypatch, capsys):
     err = run("--dataset=imagenet")
     line = err.splitlines()[0]
     assert line.startswith("error: TFDS cannot open the dataset 'imagenet' in ") and line.endswith(
-        "; jaxood's configs read imagenet2012"
+        "; jaxood's ImageNet configs read imagenet2012"
     ), err
     # Empty flags (a shell variable not set): TFDS's "Parsing builder name string failed", or a data_dir of "".
     err = run("--dataset=")

@@ -618,8 +618,9 @@ def _text_encoding(path: str) -> str:
     return "utf-16" if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
 
 
+IMAGENET_TFDS = "imagenet2012"  # ImageNet-1k's TFDS name: what jaxood's ImageNet configs train and test on
 _MANUAL = {
-    "imagenet2012": "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org into {manual}, "
+    IMAGENET_TFDS: "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org into {manual}, "
     "then run `python -m jaxood.data.prepare --dataset=imagenet2012 --data_dir={data_dir}`",
 }
 
@@ -628,9 +629,9 @@ def open_tfds_builder(name: str, data_dir: str, **kwargs):
     """`tfds.builder(name, data_dir=...)`, with TFDS's own error cut to one line (`DatasetMissing`).
 
     An unknown name's error lists every dataset TFDS knows; the line kept
-    names the problem, and TFDS's "Did you mean" guess follows it, then the
-    name jaxood's configs read where one is near (`imagenet`: TFDS guessed
-    imagenette, 10 of ImageNet's classes; jaxood's ImageNet is imagenet2012).
+    names the problem, and TFDS's "Did you mean" guess follows it, then
+    ImageNet-1k's name where it is near (`imagenet`: TFDS guessed imagenette,
+    10 of ImageNet's classes).
     """
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core.registered import DatasetNotFoundError
@@ -639,8 +640,9 @@ def open_tfds_builder(name: str, data_dir: str, **kwargs):
         return tfds.builder(name, data_dir=data_dir, **kwargs)
     except Exception as err:
         guess = [line.strip() for line in str(err).strip().splitlines()[1:] if line.startswith("Did you mean")]
-        ours = nearest_choice(name, _MANUAL) if isinstance(err, DatasetNotFoundError) else None
-        message = " ".join([first_line(err), *guess]) + (f"; jaxood's configs read {ours}" if ours else "")
+        message = " ".join([first_line(err), *guess])
+        if isinstance(err, DatasetNotFoundError) and nearest_choice(name, [IMAGENET_TFDS]):
+            message += f"; jaxood's ImageNet configs read {IMAGENET_TFDS}"
         raise DatasetMissing(f"TFDS cannot open the dataset {name!r} in {data_dir}: {message}") from None
 
 
