@@ -210,7 +210,8 @@ def _unknown_flag(err: Exception, argv: list[str], usage: str, typed: list[str])
         return None
     name = err.flagname
     if name.startswith("config.") and config_argument(argv) is None:  # a `config=FILE` without dashes named first
-        return _stray_arguments([argv[0], *(arg for arg in argv[1:] if arg[:1] != "-")], typed) or _missing_flags(usage)
+        left = flags.FLAGS(argv, known_only=True)  # absl's leftovers: the unknown flags, and the arguments no flag took
+        return _stray_arguments([left[0], *(arg for arg in left[1:] if arg[:1] != "-")], typed) or _missing_flags(usage)
     if len(spaced := name.split(None, 1)) == 2:  # a --flagfile's line `--config configs/sot_glp.py` is one argument
         return (
             f"--{name}: a flag's value follows an = in a --flagfile's line (or a quoted argument), as "

@@ -2369,6 +2369,9 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--flagfile={tmp_path}/undashed_flags", "--config.seed=1"],  # was "--config is missing"
          "unexpected argument(s) 'config=configs/sot_glp.py:demo' (from --flagfile={tmp_path}/undashed_flags): "
          "jaxood's commands take flags only "),
+        (["config=configs/sot_glp.py:demo", "--config.seed=1", "--workdir", "{tmp_path}/v"],  # --workdir's value too
+         "unexpected argument(s) 'config=configs/sot_glp.py:demo': jaxood's commands take flags only "
+         "(--config=FILE[:variant], --config.<key>=value, --workdir=DIR), and would have run without it (did "),
         (["config=configs/sot_glp.py:demo"],  # the same on the command line, with no override
          "unexpected argument(s) 'config=configs/sot_glp.py:demo': jaxood's commands take flags only "),
         (["--flagfile={tmp_path}/no_flags"],
@@ -2419,7 +2422,8 @@ def test_what_is_wrong_in_the_config_is_one_line_before_work(tmp_path, args, mes
     not have (`--workir`, `--nothing`); a group's key mistyped as a flag (`--sot_glp.topk=3`) was answered with
     `--config.sot_glp.topk=3`, refused in turn. A flag file's `--config FILE` line was an unknown flag of that name,
     and its `config=FILE` line (as one on the command line) a missing `--config`, then an argument with no word of
-    the flag file it came from. A key given bare (no value) that
+    the flag file it came from; with an override too, a flag's value given after a space (`--workdir DIR`) was
+    listed among the arguments. A key given bare (no value) that
     an empty group or a dataset entry lacks was shown in the whole form with an empty string, '' (`{'near': ''}`)."""
     (tmp_path / "flags").write_text("--config=configs/sot_glp.py:demo\n--config.sot_glp.topk=3\n")
     (tmp_path / "spaced_flags").write_text("--config configs/sot_glp.py:demo\n")
