@@ -716,6 +716,12 @@ def evaluate(
         mesh = data_mesh()
         if scorer is None:
             scorer = zero_shot_scorer(config, model, params, id_source.class_names)
+        if ood_sources and not scorer.rows:  # an empty config.scores, and no score of the method's own
+            distributed.log(
+                f"config.scores names no score, so the OOD sets ({', '.join(ood_sources)}) are not read: the report "
+                "gives the ID accuracy alone"
+            )
+            ood_sources = {}
         transform = clip_eval(model.cfg.image_size)
         id_out = score_dataset("ID", id_source, scorer, transform, config.eval_batch_size, mesh)
         ood_outs = {

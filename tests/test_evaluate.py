@@ -676,6 +676,26 @@ def test_report_without_score_rows_shows_the_id_accuracy():
     )
 
 
+def test_without_a_score_row_the_ood_sets_are_not_read(tmp_path, capsys):
+    """An empty config.scores (no score row) read every OOD set's images for a report of the ID accuracy alone."""
+    from conftest import load_config
+
+    from jaxood.evaluate import evaluate
+
+    config = load_config("zeroshot", "toy", scores="", cache_dir=str(tmp_path / "cache"))
+    config.id_dataset.per_class = 2
+    results = evaluate(config, str(tmp_path / "run"))
+    assert results["counts"] == {"id": 24} and results["ood"] == {} and results["id_accuracy"]["zero-shot"] >= 0
+    out = capsys.readouterr().out
+    assert (
+        "config.scores names no score, so the OOD sets (near, far, spurious) are not read: the report gives the ID "
+        "accuracy alone\n"
+    ) in out
+    assert "ID examples: 24; OOD: none\n\nNo score rows (config.scores names none). ID accuracy (%): zero-shot" in out
+    assert "[near]" not in out
+    assert sorted(np.load(tmp_path / "run" / "scores.npz")) == ["id/index", "id/label", "id/pred/zero-shot"]
+
+
 def test_a_report_stopped_as_it_is_written_leaves_none_of_it_cut_short(tmp_path):
     """results.json was written in place: a stop (Ctrl-C, SIGTERM: raised wherever the writing is) or a full disk
     midway left it cut short, a report `jaxood.summarize` cannot read. results.md is written first, results.json
