@@ -27,10 +27,16 @@ def check_pretraining(config, install: bool = False) -> None:
     """The config trains a CLIP: another method's (SOT-GLP's, on a frozen CLIP) trained it and then exported the
     frozen CLIP as if pretrained, silently. With `install`, the package folder can be written: a system-wide
     install's could not, which failed after the whole pretraining."""
-    if config.get("method") != PRETRAINING:
+    if (method := config.get("method")) != PRETRAINING:  # a zero-shot config, without one, was sent to jaxood.train
+        runs_it = (
+            f"config's method is {method!r}: train it with jaxood.train"
+            if method
+            else "config names no method (config.method): a CLIP as it is (the zero-shot rows) is evaluated by "
+            "jaxood.evaluate"
+        )
         raise InvalidInput(
             f"jaxood.pretrain trains a CLIP (config.method {PRETRAINING!r}, as in configs/toy_clip.py), but this "
-            f"config's method is {config.get('method')!r}: train it with jaxood.train"
+            f"{runs_it}"
         )
     if install and not can_hold_a_folder(clip.TOY_CLIP_DIR):
         raise InvalidInput(

@@ -145,7 +145,9 @@ def test_bad_architecture_or_caption_length_fails_before_work(key, value, messag
 def test_pretrain_refuses_another_methods_config_and_train_a_config_without_method(tmp_path):
     """`jaxood.pretrain` with SOT-GLP's config trained SOT-GLP and exported its frozen CLIP as if pretrained;
     `jaxood.train` with a zero-shot config failed with a KeyError on its first training setting, and with the
-    pretraining config pretrained for its 9000 steps and exported nothing."""
+    pretraining config pretrained for its 9000 steps and exported nothing; `jaxood.pretrain` sent a zero-shot config
+    to `jaxood.train` ("this config's method is None: train it with jaxood.train"), which refuses it."""
+    from jaxood import pretrain
     from jaxood import train as trainer
     from jaxood.errors import InvalidInput
 
@@ -163,6 +165,12 @@ def test_pretrain_refuses_another_methods_config_and_train_a_config_without_meth
     assert not (tmp_path / "t").exists()
     with pytest.raises(InvalidInput, match=r"this config names no training method \(config.method\)"):
         trainer.train(load_config("zeroshot", "toy"), str(tmp_path / "z"))
+    with pytest.raises(InvalidInput) as refused:
+        pretrain.check_pretraining(load_config("zeroshot", "toy"))
+    assert str(refused.value) == (
+        "jaxood.pretrain trains a CLIP (config.method 'clip_pretrain', as in configs/toy_clip.py), but this config "
+        "names no method (config.method): a CLIP as it is (the zero-shot rows) is evaluated by jaxood.evaluate"
+    )
 
 
 def test_toy_clip_config_has_no_variants():
