@@ -2778,6 +2778,12 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("sot_glp.local_reduction", "max", "sot_glp.local_reduction must be one of .* got 'max'"),
         ("sot_glp.local_stream", "value", "sot_glp.local_stream must be one of 'vv' or 'tokens', got 'value'"),
         ("method", "sotglp", r"config.method must be one of 'clip_pretrain' or 'sot_glp', got 'sotglp' \(did you mean"),
+        (  # a method the README says is planned was answered with the list alone
+            "method",
+            "DOT-OOD",
+            r"config.method 'DOT-OOD': DOT-OOD is planned, not yet in jaxood \(README, Status\); the methods it trains "
+            r"are 'clip_pretrain' and 'sot_glp'$",
+        ),
         ("dtype", "fp16", "dtype must be one of 'auto', 'float32', 'bfloat16' or 'float16', got 'fp16'"),
         ("log_every", 0, "log_every must be a whole number of at least 1, got 0"),
         ("checkpoint_every", 0, "checkpoint_every must be a whole number of at least 1, got 0"),

@@ -48,6 +48,16 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+# The methods jaxood is to implement and does not yet (README's Status), by their config.method name: a config naming
+# one is told so, where the list of the methods it has said nothing of them.
+PLANNED = {"dot_ood": "DOT-OOD", "cma": "CMA", "ascood": "ASCOOD"}
+
+
+def planned_method(name: str) -> str | None:
+    """The title of the planned method `name` means, however written ("DOT-OOD", "dotood"), else None."""
+    key = "".join(ch for ch in str(name).lower() if ch.isalnum())
+    return next((title for method, title in PLANNED.items() if method.replace("_", "") == key), None)
+
 
 @dataclasses.dataclass
 class Method:
