@@ -2341,9 +2341,9 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "--config=configs/sot_glp.py:demo?)\n"),
         (["--config=configs/sot-glp.py:demo", "--config.batch_size=8"],
          "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py "),
-        (["--config=configs/dot_ood.py"],  # a method jaxood does not have yet
-         "--config=configs/dot_ood.py: there is no config file configs/dot_ood.py; configs holds the config files "
-         "sot_glp.py, toy_clip.py and zeroshot.py\n"),
+        (["--config=configs/dot_ood.py"],  # a method jaxood does not have yet: the list said nothing of it
+         "--config=configs/dot_ood.py: there is no config file configs/dot_ood.py (DOT-OOD is planned, not yet in "
+         "jaxood: README, Status); configs holds the config files sot_glp.py, toy_clip.py and zeroshot.py\n"),
         (["--config=sot_glp.py:demo"],
          "--config=sot_glp.py:demo: there is no config file sot_glp.py (from the current folder "
          f"{ROOT}); the configs ship in the jaxood checkout's configs/: run from there, or give the file's path\n"),
