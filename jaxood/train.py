@@ -239,11 +239,12 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         raise InvalidInput("num_steps and epochs are both 0, which trains no step: set one of them to at least 1")
     if "caption_length" in config:  # image-text training: SOT, at least one token, EOT
         settings.whole(config, "caption_length", 3, CONTEXT_LENGTH)
-        if config.eval_every and not config.eval_zero_shot:  # it scored the ID set for nothing, logging no figure
+        if not config.eval_zero_shot:  # each evaluation scored the ID set for nothing, the closing one reporting none
+            periodic = f" and eval_every {config.eval_every}'s" if config.eval_every else ""
             raise InvalidInput(
-                f"eval_every {config.eval_every} scores the predictions that training changes, and image-text "
-                "pretraining has only the zero-shot one of the CLIP it trains, which eval_zero_shot False leaves out: "
-                "set eval_zero_shot True, or eval_every 0"
+                "image-text pretraining's only prediction and score rows are the zero-shot ones of the CLIP it "
+                f"trains, which eval_zero_shot False leaves out: its closing evaluation{periodic} would score the ID "
+                "set for no figure. Set eval_zero_shot True"
             )
         if config.shots:  # ignored, silently: the captioned images carry no class to pick shots of
             raise InvalidInput(

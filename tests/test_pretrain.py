@@ -120,25 +120,37 @@ def test_captions_required_for_image_text_training(tmp_path):
         ("caption_length", 0, "caption_length must be a whole number from 3 to 77, got 0"),
         ("caption_length", 78, "caption_length must be a whole number from 3 to 77, got 78"),
         ("shots", 16, r"shots 16 picks training images per class, but image-text pretraining \(caption_length 20\)"),
-        (
-            "eval_zero_shot",
-            False,
-            r"eval_every 1000 scores the predictions that training changes, and image-text pretraining has only the "
-            r"zero-shot one .*: set eval_zero_shot True, or eval_every 0",
-        ),
     ],
 )
 def test_bad_architecture_or_caption_length_fails_before_work(key, value, message, tmp_path):
     """An architecture the model cannot build used to fail in the first traced call with JAX's reshape (heads,
     patches) or lookup (activation) errors; a vocabulary smaller than the tokenizer's made NaN embeddings and a NaN
     loss; a caption length of 0 trained CLIP pretraining as a classifier, failing on its 28 classes against the
-    ID set's 12; `shots` was ignored, silently (pretraining learns from every captioned image); `eval_every` without
-    the zero-shot rows scored the ID set for no figure."""
+    ID set's 12; `shots` was ignored, silently (pretraining learns from every captioned image)."""
     from jaxood import train as trainer
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):
         trainer.train(load_config("toy_clip", num_steps=2, **{key: value}), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("eval_every, periodic", [(1000, " and eval_every 1000's"), (0, "")])
+def test_pretraining_without_its_zero_shot_rows_fails_before_work(eval_every, periodic, tmp_path):
+    """`eval_every` without the zero-shot rows (pretraining's only prediction) scored the ID set for no figure; so
+    did the closing evaluation, whose report said "No score rows (config.scores names none). ID accuracy (%): none"
+    of a config whose scores named two."""
+    from jaxood import train as trainer
+    from jaxood.errors import InvalidInput
+
+    config = load_config("toy_clip", num_steps=2, eval_zero_shot=False, eval_every=eval_every)
+    with pytest.raises(InvalidInput) as refused:
+        trainer.train(config, str(tmp_path / "run"))
+    assert str(refused.value) == (
+        "image-text pretraining's only prediction and score rows are the zero-shot ones of the CLIP it trains, which "
+        f"eval_zero_shot False leaves out: its closing evaluation{periodic} would score the ID set for no figure. Set "
+        "eval_zero_shot True"
+    )
     assert not (tmp_path / "run").exists()
 
 
