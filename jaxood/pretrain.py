@@ -17,6 +17,7 @@ from absl import flags
 from jaxood import distributed
 from jaxood.cache import can_hold_a_folder
 from jaxood.errors import InvalidInput
+from jaxood.methods import planned_method
 from jaxood.models import clip, convert
 from jaxood.run_folders import EXPORT, PRETRAINING
 
@@ -28,12 +29,15 @@ def check_pretraining(config, install: bool = False) -> None:
     frozen CLIP as if pretrained, silently. With `install`, the package folder can be written: a system-wide
     install's could not, which failed after the whole pretraining."""
     if (method := config.get("method")) != PRETRAINING:  # a zero-shot config, without one, was sent to jaxood.train
-        runs_it = (
-            f"config's method is {method!r}: train it with jaxood.train"
-            if method
-            else "config names no method (config.method): a CLIP as it is (the zero-shot rows) is evaluated by "
-            "jaxood.evaluate"
-        )
+        if not method:
+            runs_it = (
+                "config names no method (config.method): a CLIP as it is (the zero-shot rows) is evaluated by "
+                "jaxood.evaluate"
+            )
+        elif title := planned_method(method):  # jaxood.train would only say so
+            runs_it = f"config's method is {method!r}: {title} is planned, not yet in jaxood (README, Status)"
+        else:
+            runs_it = f"config's method is {method!r}: train it with jaxood.train"
         raise InvalidInput(
             f"jaxood.pretrain trains a CLIP (config.method {PRETRAINING!r}, as in configs/toy_clip.py), but this "
             f"{runs_it}"

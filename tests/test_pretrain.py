@@ -158,7 +158,8 @@ def test_pretrain_refuses_another_methods_config_and_train_a_config_without_meth
     """`jaxood.pretrain` with SOT-GLP's config trained SOT-GLP and exported its frozen CLIP as if pretrained;
     `jaxood.train` with a zero-shot config failed with a KeyError on its first training setting, and with the
     pretraining config pretrained for its 9000 steps and exported nothing; `jaxood.pretrain` sent a zero-shot config
-    to `jaxood.train` ("this config's method is None: train it with jaxood.train"), which refuses it."""
+    to `jaxood.train` ("this config's method is None: train it with jaxood.train"), which refuses it, as it sent a
+    planned method's, which `jaxood.train` then said is planned."""
     from jaxood import pretrain
     from jaxood import train as trainer
     from jaxood.errors import InvalidInput
@@ -183,6 +184,8 @@ def test_pretrain_refuses_another_methods_config_and_train_a_config_without_meth
         "jaxood.pretrain trains a CLIP (config.method 'clip_pretrain', as in configs/toy_clip.py), but this config "
         "names no method (config.method): a CLIP as it is (the zero-shot rows) is evaluated by jaxood.evaluate"
     )
+    with pytest.raises(InvalidInput, match=r"but this config's method is 'CMA': CMA is planned, not yet in jaxood"):
+        pretrain.check_pretraining(load_config("sot_glp", "demo", method="CMA"))
 
 
 def test_toy_clip_config_has_no_variants():
