@@ -476,7 +476,9 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Input
     checking the settings evaluation reads at its end: bad input fails here, before any work, and every missing
     dataset is named in one error (train calls this first and passes the sources to `evaluate`)."""
     _check_settings(config)
-    ood = config.ood_datasets
+    # jaxood.evaluate's score rows are config.scores' alone: with none, its OOD sets are not read (`evaluate`), and
+    # one missing is no reason to refuse the run (a CLIP's zero-shot ImageNet accuracy, without the OOD sets)
+    ood = config.ood_datasets if train or zero_shot_score_names(config) else {}
     opened = make_sources({
         **({"train_dataset": config.train_dataset} if train else {}),
         "id_dataset": config.id_dataset,
@@ -716,9 +718,9 @@ def evaluate(
         mesh = data_mesh()
         if scorer is None:
             scorer = zero_shot_scorer(config, model, params, id_source.class_names)
-        if ood_sources and not scorer.rows:  # an empty config.scores, and no score of the method's own
+        if (ood_names := given_order(config.ood_datasets)) and not scorer.rows:  # no score of the method's own
             distributed.log(
-                f"config.scores names no score, so the OOD sets ({', '.join(ood_sources)}) are not read: the report "
+                f"config.scores names no score, so the OOD sets ({', '.join(ood_names)}) are not read: the report "
                 "gives the ID accuracy alone"
             )
             ood_sources = {}

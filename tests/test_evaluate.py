@@ -677,19 +677,21 @@ def test_report_without_score_rows_shows_the_id_accuracy():
 
 
 def test_without_a_score_row_the_ood_sets_are_not_read(tmp_path, capsys):
-    """An empty config.scores (no score row) read every OOD set's images for a report of the ID accuracy alone."""
+    """An empty config.scores (no score row) read every OOD set's images for a report of the ID accuracy alone, and
+    refused the run where one was missing (a CLIP's zero-shot accuracy on ImageNet asked for the MOS sets)."""
     from conftest import load_config
 
     from jaxood.evaluate import evaluate
 
     config = load_config("zeroshot", "toy", scores="", cache_dir=str(tmp_path / "cache"))
     config.id_dataset.per_class = 2
+    config.ood_datasets.gone = {"kind": "folder", "root": str(tmp_path / "gone")}
     results = evaluate(config, str(tmp_path / "run"))
     assert results["counts"] == {"id": 24} and results["ood"] == {} and results["id_accuracy"]["zero-shot"] >= 0
     out = capsys.readouterr().out
     assert (
-        "config.scores names no score, so the OOD sets (near, far, spurious) are not read: the report gives the ID "
-        "accuracy alone\n"
+        "config.scores names no score, so the OOD sets (near, far, spurious, gone) are not read: the report gives "
+        "the ID accuracy alone\n"
     ) in out
     assert "ID examples: 24; OOD: none\n\nNo score rows (config.scores names none). ID accuracy (%): zero-shot" in out
     assert "[near]" not in out
