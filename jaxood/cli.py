@@ -35,7 +35,7 @@ from jaxood.config_keys import (
     override_problem,
 )
 from jaxood.errors import agreeing, exit_with, joined, nearest_choice, report_user_errors
-from jaxood.methods import planned_method
+from jaxood.methods import planned_method_note
 from jaxood.run_folders import is_run_settings, run_holding
 
 
@@ -298,8 +298,8 @@ def _missing_config_file(argv: list[str], usage: str) -> str | None:
     if not given:
         return _unset("config", "is empty", usage)
     missing = f"--config={given}: there is no config file {path}"
-    if title := planned_method(os.path.splitext(os.path.basename(path))[0]):  # configs/dot_ood.py, as sot_glp.py
-        missing += f" ({title} is planned, not yet in jaxood: README, Status)"
+    if planned := planned_method_note(os.path.splitext(os.path.basename(path))[0]):  # configs/dot_ood.py
+        missing += f" ({planned})"
     if configs := _config_files(folder := os.path.dirname(path)):
         if near := nearest_choice(os.path.basename(path), configs, cutoff=0.75):
             return f"{missing} (did you mean --config={given.replace(path, os.path.join(folder, near), 1)}?)"

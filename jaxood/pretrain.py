@@ -17,7 +17,7 @@ from absl import flags
 from jaxood import distributed
 from jaxood.cache import can_hold_a_folder
 from jaxood.errors import InvalidInput
-from jaxood.methods import planned_method
+from jaxood.methods import planned_method_note
 from jaxood.models import clip, convert
 from jaxood.run_folders import EXPORT, PRETRAINING
 
@@ -34,8 +34,8 @@ def check_pretraining(config, install: bool = False) -> None:
                 "config names no method (config.method): a CLIP as it is (the zero-shot rows) is evaluated by "
                 "jaxood.evaluate"
             )
-        elif title := planned_method(method):  # jaxood.train would only say so
-            runs_it = f"config's method is {method!r}: {title} is planned, not yet in jaxood (README, Status)"
+        elif planned := planned_method_note(method):  # jaxood.train would only say so
+            runs_it = f"config's method is {method!r}: {planned}"
         else:
             runs_it = f"config's method is {method!r}: train it with jaxood.train"
         raise InvalidInput(

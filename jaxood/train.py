@@ -635,10 +635,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         if err.name != f"jaxood.methods.{config.method}":
             raise  # the method exists but imports something missing
         methods = sorted(m.name for m in pkgutil.iter_modules(jaxood.methods.__path__))
-        if title := jaxood.methods.planned_method(config.method):
+        if planned := jaxood.methods.planned_method_note(config.method):
             raise InvalidInput(
-                f"config.method {config.method!r}: {title} is planned, not yet in jaxood (README, Status); the "
-                f"methods it trains are {joined(map(repr, methods))}"
+                f"config.method {config.method!r}: {planned}; the methods it trains are {joined(map(repr, methods))}"
             ) from None
         raise InvalidInput(not_one_of("config.method", config.method, methods)) from None
     # The method's rules name its optimiser groups: a misspelt override fails here, not once the weights load.

@@ -184,7 +184,7 @@ def test_pretrain_refuses_another_methods_config_and_train_a_config_without_meth
         "jaxood.pretrain trains a CLIP (config.method 'clip_pretrain', as in configs/toy_clip.py), but this config "
         "names no method (config.method): a CLIP as it is (the zero-shot rows) is evaluated by jaxood.evaluate"
     )
-    with pytest.raises(InvalidInput, match=r"but this config's method is 'CMA': CMA is planned, not yet in jaxood"):
+    with pytest.raises(InvalidInput, match=r"but this config's method is 'CMA': CMA is planned and not yet in jaxood"):
         pretrain.check_pretraining(load_config("sot_glp", "demo", method="CMA"))
 
 

@@ -2342,8 +2342,9 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
         (["--config=configs/sot-glp.py:demo", "--config.batch_size=8"],
          "--config=configs/sot-glp.py:demo: there is no config file configs/sot-glp.py "),
         (["--config=configs/dot_ood.py"],  # a method jaxood does not have yet: the list said nothing of it
-         "--config=configs/dot_ood.py: there is no config file configs/dot_ood.py (DOT-OOD is planned, not yet in "
-         "jaxood: README, Status); configs holds the config files sot_glp.py, toy_clip.py and zeroshot.py\n"),
+         "--config=configs/dot_ood.py: there is no config file configs/dot_ood.py (DOT-OOD is planned and not yet "
+         "in jaxood, as README's Status says); configs holds the config files sot_glp.py, toy_clip.py and "
+         "zeroshot.py\n"),
         (["--config=sot_glp.py:demo"],
          "--config=sot_glp.py:demo: there is no config file sot_glp.py (from the current folder "
          f"{ROOT}); the configs ship in the jaxood checkout's configs/: run from there, or give the file's path\n"),
@@ -2781,8 +2782,8 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         (  # a method the README says is planned was answered with the list alone
             "method",
             "DOT-OOD",
-            r"config.method 'DOT-OOD': DOT-OOD is planned, not yet in jaxood \(README, Status\); the methods it trains "
-            r"are 'clip_pretrain' and 'sot_glp'$",
+            r"config.method 'DOT-OOD': DOT-OOD is planned and not yet in jaxood, as README's Status says; the methods "
+            r"it trains are 'clip_pretrain' and 'sot_glp'$",
         ),
         ("dtype", "fp16", "dtype must be one of 'auto', 'float32', 'bfloat16' or 'float16', got 'fp16'"),
         ("log_every", 0, "log_every must be a whole number of at least 1, got 0"),

@@ -53,10 +53,11 @@ import jax.numpy as jnp
 PLANNED = {"dot_ood": "DOT-OOD", "cma": "CMA", "ascood": "ASCOOD"}
 
 
-def planned_method(name: str) -> str | None:
-    """The title of the planned method `name` means, however written ("DOT-OOD", "dotood"), else None."""
+def planned_method_note(name: str) -> str | None:
+    """Where `name` means a planned method, however written ("DOT-OOD", "dotood"), the words that say so; else None."""
     key = "".join(ch for ch in str(name).lower() if ch.isalnum())
-    return next((title for method, title in PLANNED.items() if method.replace("_", "") == key), None)
+    title = next((title for method, title in PLANNED.items() if method.replace("_", "") == key), None)
+    return f"{title} is planned and not yet in jaxood, as README's Status says" if title else None
 
 
 @dataclasses.dataclass
