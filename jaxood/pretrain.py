@@ -17,7 +17,7 @@ from absl import flags
 from jaxood import distributed
 from jaxood.cache import can_hold_a_folder
 from jaxood.errors import InvalidInput
-from jaxood.methods import planned_method_note
+from jaxood.methods import NO_METHOD_IS_EVALUATED, planned_method_note
 from jaxood.models import clip, convert
 from jaxood.run_folders import EXPORT, PRETRAINING
 
@@ -30,10 +30,7 @@ def check_pretraining(config, install: bool = False) -> None:
     install's could not, which failed after the whole pretraining."""
     if (method := config.get("method")) != PRETRAINING:  # a zero-shot config, without one, was sent to jaxood.train
         if not method:
-            runs_it = (
-                "config names no method (config.method): a CLIP as it is (the zero-shot rows) is evaluated by "
-                "jaxood.evaluate"
-            )
+            runs_it = f"config names no method (config.method): {NO_METHOD_IS_EVALUATED}"
         elif planned := planned_method_note(method):  # jaxood.train would only say so
             runs_it = f"config's method is {method!r}: {planned}"
         else:

@@ -611,7 +611,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     if "method" not in config:  # its training settings are missing too: a KeyError on the first one, before
         raise InvalidInput(
             "this config names no training method (config.method): jaxood.train trains a method's config, such as "
-            "configs/sot_glp.py; a CLIP as it is (the zero-shot rows) is evaluated by jaxood.evaluate"
+            f"configs/sot_glp.py; {jaxood.methods.NO_METHOD_IS_EVALUATED}"
         )
     check_train_settings(config)
     distributed.maybe_initialize()

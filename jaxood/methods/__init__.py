@@ -51,6 +51,8 @@ import jax.numpy as jnp
 # The methods jaxood is to implement and does not yet (README's Status), by their config.method name: a config naming
 # one is told so, where the list of the methods it has said nothing of them.
 PLANNED = {"dot_ood": "DOT-OOD", "cma": "CMA", "ascood": "ASCOOD"}
+# What a config naming no method is for, said where jaxood.train and jaxood.pretrain refuse one.
+NO_METHOD_IS_EVALUATED = "a CLIP as it is (the zero-shot rows) is evaluated by jaxood.evaluate"
 
 
 def planned_method_note(name: str) -> str | None:
