@@ -471,14 +471,17 @@ class Inputs(NamedTuple):
     train: Source | None = None  # a training run's training set
 
 
-def open_inputs(config: ml_collections.ConfigDict, train: bool = False) -> Inputs:
+def open_inputs(config: ml_collections.ConfigDict, train: bool = False, method_rows: tuple[str, ...] = ()) -> Inputs:
     """The ID source and the OOD sources by name (and `train`: the training set, `config.train_dataset`), after
     checking the settings evaluation reads at its end: bad input fails here, before any work, and every missing
-    dataset is named in one error (train calls this first and passes the sources to `evaluate`)."""
+    dataset is named in one error (train calls this first and passes the sources to `evaluate`). `method_rows`: a
+    training run's score rows of its method's own (its module's `SCORE_ROWS`)."""
     _check_settings(config)
-    # jaxood.evaluate's score rows are config.scores' alone: with none, its OOD sets are not read (`evaluate`), and
-    # one missing is no reason to refuse the run (a CLIP's zero-shot ImageNet accuracy, without the OOD sets)
-    ood = config.ood_datasets if train or zero_shot_score_names(config) else {}
+    # A run's score rows are its method's and config.scores' zero-shot ones (where training keeps them,
+    # eval_zero_shot): with none, its OOD sets are not read (`evaluate`), and one missing is no reason to refuse the
+    # run (a CLIP's zero-shot ImageNet accuracy without the OOD sets, pretraining scored on its ID accuracy alone)
+    zero_shot_rows = config.get("eval_zero_shot", True) and zero_shot_score_names(config)
+    ood = config.ood_datasets if method_rows or zero_shot_rows else {}
     opened = make_sources({
         **({"train_dataset": config.train_dataset} if train else {}),
         "id_dataset": config.id_dataset,

@@ -620,17 +620,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
         return _train(config, workdir)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
-    """`train` in its workdir, which this run holds."""
-    # Input first: a missing dataset fails before any model work, and every missing one in one error.
-    eval_inputs = evaluation.open_inputs(config, train=True)
-    mesh = data_mesh()
-    check_batch(config.batch_size, mesh, "batch_size")  # split over the devices, as open_inputs checks eval's
-    caption_length = config.get("caption_length", 0)
-    if not caption_length:  # the trained method predicts the training classes, and is scored on the ID labels
-        check_same_classes(eval_inputs.train.class_names, eval_inputs.id.class_names)
+def _method_module(config: ml_collections.ConfigDict):
+    """The module `jaxood.methods.<config.method>`; a name that is none, or a planned method's, is refused."""
     try:
-        method_module = importlib.import_module(f"jaxood.methods.{config.method}")
+        return importlib.import_module(f"jaxood.methods.{config.method}")
     except ModuleNotFoundError as err:
         if err.name != f"jaxood.methods.{config.method}":
             raise  # the method exists but imports something missing
@@ -640,6 +633,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 f"config.method {config.method!r}: {planned}; the methods it trains are {joined(map(repr, methods))}"
             ) from None
         raise InvalidInput(not_one_of("config.method", config.method, methods)) from None
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
+    """`train` in its workdir, which this run holds."""
+    method_module = _method_module(config)
+    # Input first: a missing dataset fails before any model work, and every missing one in one error.
+    eval_inputs = evaluation.open_inputs(config, train=True, method_rows=method_module.SCORE_ROWS)
+    mesh = data_mesh()
+    check_batch(config.batch_size, mesh, "batch_size")  # split over the devices, as open_inputs checks eval's
+    caption_length = config.get("caption_length", 0)
+    if not caption_length:  # the trained method predicts the training classes, and is scored on the ID labels
+        check_same_classes(eval_inputs.train.class_names, eval_inputs.id.class_names)
     # The method's rules name its optimiser groups: a misspelt override fails here, not once the weights load.
     rules = method_module.trainable_rules(config)
     groups = {group for _, group in rules} - {"frozen"}

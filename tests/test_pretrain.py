@@ -375,3 +375,22 @@ def test_pretrain_command_is_reproducible_across_processes(tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
         exports.append((workdir / "export" / "params.msgpack").read_bytes())
     assert exports[0] == exports[1]
+
+
+def test_pretraining_without_a_score_row_reads_no_ood_set(tmp_path, capsys):
+    """Pretraining has no score row of its own, so with `config.scores` empty it reports the ID accuracy alone; its
+    OOD sets were opened all the same, and a missing one refused the run. SOT-GLP's own rows still score them."""
+    from jaxood.errors import InputMissing
+    from jaxood.train import train
+
+    c = tiny_pretrain_config(tmp_path)
+    c.scores = ""
+    c.ood_datasets.gone = {"kind": "folder", "root": str(tmp_path / "gone")}
+    results, _ = train(c, str(tmp_path / "run"))
+    assert results["ood"] == {} and set(results["id_accuracy"]) == {"zero-shot"}
+    assert "config.scores names no score, so the OOD sets (near, far, spurious, gone) are not read" in (
+        capsys.readouterr().out
+    )
+    method = load_config("sot_glp", "demo", scores="", **{"ood_datasets.gone": c.ood_datasets.gone.to_dict()})
+    with pytest.raises(InputMissing, match=r"ood_datasets\.gone"):
+        train(method, str(tmp_path / "sot_glp"))

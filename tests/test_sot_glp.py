@@ -1835,7 +1835,7 @@ def _sot_glp_with_loss(monkeypatch, name: str, change) -> None:
     monkeypatch.setitem(
         sys.modules,
         f"jaxood.methods.{name}",
-        types.SimpleNamespace(build=build, trainable_rules=sot_glp.trainable_rules),
+        types.SimpleNamespace(build=build, trainable_rules=sot_glp.trainable_rules, SCORE_ROWS=sot_glp.SCORE_ROWS),
     )
 
 

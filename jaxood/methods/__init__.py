@@ -31,6 +31,9 @@ returns has:
   solver); the trainer logs a warning with the message the first time a logged
   value exceeds its most.
 
+The module also names `SCORE_ROWS`, the rows its `scorer` gives, in table order: the trainer reads them before
+it opens the data, as a run with no score row (none of the method's, none in `config.scores`) reads no OOD set.
+
 A module may also have `check_settings(config, arch)`, which refuses its own settings' bad values for a CLIP of
 architecture `arch` (`jaxood.models.clip.CLIPConfig`): the trainer calls it before any work where the
 architecture is known without loading the weights (not for a hub id), and `build` should call it too.

@@ -17,6 +17,8 @@ from jaxood.evaluate import Scorer
 from jaxood.methods import Method, masked_accuracy, masked_mean
 from jaxood.scores.mcm import normalize
 
+SCORE_ROWS = ()  # none of its own: evaluation shows the zero-shot rows of the trained CLIP (config.scores)
+
 
 def contrastive_loss(img: jax.Array, txt: jax.Array, logit_scale: jax.Array, mask: jax.Array):
     """Mean of image->text and text->image cross-entropy on normalised features; masked pairs excluded."""
@@ -47,7 +49,7 @@ def build(config, model, clip_params, class_names, mesh) -> Method:
         value, acc = contrastive_loss(img, txt, params["clip"]["logit_scale"], batch["mask"])
         return value, ({"loss": value, "pair_acc": acc, "logit_scale": jnp.exp(params["clip"]["logit_scale"])}, state)
 
-    def scorer(params) -> Scorer:  # evaluation shows the zero-shot rows of the trained CLIP
-        return Scorer(lambda args, images: {}, (), ())
+    def scorer(params) -> Scorer:
+        return Scorer(lambda args, images: {}, (), SCORE_ROWS)
 
     return Method(params={"clip": clip_params}, loss=loss, scorer=scorer)

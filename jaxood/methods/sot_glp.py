@@ -59,6 +59,7 @@ LOCAL_STREAMS = ("vv", "tokens")  # the local patch features: the V-V stream, or
 # The training log's largest marginal error of a step's plans (jaxood.ot.marginal_error), over its real images.
 OT_ERROR = "ot_marginal_error"
 SCORE_PARTS = ("GL-MCM", "MCM", "L-MCM", "MaxLogit")  # the OOD score, its global and local terms, the prediction's
+SCORE_ROWS = tuple(f"{NAME} / {part}" for part in SCORE_PARTS)  # its scorer's rows, in table order
 
 
 def patch_prompt_similarity(local: jax.Array, local_text: jax.Array) -> jax.Array:
@@ -313,9 +314,7 @@ def build(config: ml_collections.ConfigDict, model: clip.CLIP, clip_params, clas
 
     def scorer(params) -> Scorer:
         args = (params, *jax.jit(text_features)(params))
-        return Scorer(
-            lambda a, images: predict_and_score(*a, images), args, tuple(f"{NAME} / {k}" for k in SCORE_PARTS)
-        )
+        return Scorer(lambda a, images: predict_and_score(*a, images), args, SCORE_ROWS)
 
     fixes = (
         f"--config.sot_glp.prompt_chunk to fewer than the {chunk} prompts per device "
