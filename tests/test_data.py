@@ -1280,6 +1280,11 @@ def test_tfds_missing_dataset_fails_offline(tmp_path, monkeypatch):
                                  "TFDS_DATA_DIR")  # fmt: skip
     with pytest.raises(DatasetMissing, match=r"ILSVRC2012_img_train.tar .*downloads/manual"):
         TfdsSource("imagenet2012", "validation", data_dir=str(data))
+    # The version asked for is the one to prepare: the hint named imagenet2012 alone, whose newest version left it
+    # missing still.
+    with pytest.raises(DatasetMissing, match=r"downloads/manual, then run `python -m jaxood.data.prepare "
+                       r"--dataset=imagenet2012:5\.0\.0 --data_dir="):  # fmt: skip
+        TfdsSource("imagenet2012:5.0.0", "validation", data_dir=str(data))
     with pytest.raises(DatasetMissing, match=r"'cifar_ten' .*: Dataset cifar_ten not found") as unknown:
         TfdsSource("cifar_ten", "train", data_dir=str(data))
     assert len(str(unknown.value).splitlines()) == 1  # not TFDS's list of every dataset it knows

@@ -621,7 +621,7 @@ def _text_encoding(path: str) -> str:
 IMAGENET_TFDS = "imagenet2012"  # ImageNet-1k's TFDS name: what jaxood's ImageNet configs train and test on
 _MANUAL = {
     IMAGENET_TFDS: "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org into {manual}, "
-    "then run `python -m jaxood.data.prepare --dataset=imagenet2012 --data_dir={data_dir}`",
+    "then run `python -m jaxood.data.prepare --dataset={name} --data_dir={data_dir}`",
 }
 
 
