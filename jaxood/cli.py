@@ -150,7 +150,28 @@ def run(main, usage: str) -> None:
     for name in ("config", "workdir"):  # `--help` lists the main module's flags, and these are jaxood.cli's
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
     parse = functools.partial(_parse_flags, usage=usage)
-    app.run(lambda argv: exit_with(report_user_errors(main, RUN_KEPT)(argv)), flags_parser=parse)
+    try:
+        app.run(lambda argv: exit_with(report_user_errors(main, RUN_KEPT)(argv)), flags_parser=parse)
+    except SystemExit as exit_:
+        # absl exits with status 1 once it has printed the help asked for, where jaxood's other commands (argparse's)
+        # exit with 0: `python -m jaxood.train --help && ...` stopped there
+        if exit_.code == 1 and _asks_for_help(sys.argv):
+            raise SystemExit(0) from None
+        raise
+
+
+HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?")  # absl's, each of which prints help and exits
+
+
+def _asks_for_help(argv: list[str]) -> bool:
+    """Whether `argv` gives one of absl's help flags (`--help`, `-?`, `--helpfull=true`; not `--help=false`, nor a
+    flag after `--`, which ends them)."""
+    flags_given = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    for arg in flags_given:
+        name, equals, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name in HELP_FLAGS and (not equals or value.lower() in ("true", "t", "1")):
+            return True
+    return False
 
 
 def _parse_flags(argv: list[str], usage: str) -> list[str]:

@@ -2632,15 +2632,30 @@ def test_a_config_file_is_told_by_the_get_config_it_defines_read_not_run(text, d
 @pytest.mark.parametrize("command", ["train", "evaluate", "pretrain"])
 def test_help_lists_the_commands_own_flags(command):
     """absl's --help lists the main module's flags, and --config and --workdir are jaxood.cli's: it showed the
-    command's docstring and "Try --helpfull", which lists every flag of every library, with no word of them."""
+    command's docstring and "Try --helpfull", which lists every flag of every library, with no word of them. It
+    exits with status 0, as jaxood's argparse commands' --help does (absl's exits with 1)."""
     out = subprocess.run(
         [sys.executable, "-m", f"jaxood.{command}", "--help"], cwd=ROOT, capture_output=True, text=True
     )
-    assert "\nflags:\n" in out.stdout, (out.stdout, out.stderr)  # absl's --help exits 1
+    assert out.returncode == 0 and "\nflags:\n" in out.stdout, (out.stdout, out.stderr)
     flags_part = " ".join(out.stdout[out.stdout.index("\nflags:\n") :].split())  # absl wraps at 80 columns
     assert "--config: A config file, and after a colon its variant: configs/sot_glp.py:demo." in flags_part
     assert "Its keys (docs/config.md says what each does) are changed with --config.<key>=value" in flags_part
     assert "--workdir: The run's folder: its checkpoints, logs and report. Required." in flags_part
+
+
+@pytest.mark.parametrize(
+    "args, asks",
+    [(["--help"], True), (["-?"], True), (["--helpfull=true"], True), (["-helpshort"], True),
+     (["--help=false"], False), (["--nohelp"], False), (["--config=c.py", "--", "--help"], False),
+     (["--workdir=help"], False)],
+)  # fmt: skip
+def test_a_help_flag_is_told_from_one_set_false_or_after_the_flags_end(args, asks):
+    """absl exits with status 1 after the help it was asked for; jaxood maps that to 0 where a help flag asked for
+    it, and not for a help flag set false or given after `--` (absl's errors exit with 1 then)."""
+    from jaxood.cli import _asks_for_help
+
+    assert _asks_for_help(["jaxood.train", *args]) is asks
 
 
 def test_an_argument_that_is_no_flag_is_refused_with_tracebacks_asked_for_too(tmp_path):
