@@ -5,6 +5,7 @@ it does not take, named with the form.
 """
 
 import ast
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -55,13 +56,63 @@ def _loaded(path: str, *variant: str) -> ml_collections.ConfigDict | None:
 
 def defines_get_config(path: str) -> bool:
     """Whether the file `path` defines `get_config` as a config file ml_collections loads does, in the module itself
-    (a `def`, under an `if` or `try` too, an assignment or an import); parsed, not run."""
+    (a `def`, under an `if` or `try` too, an assignment or an import, `from module import *` where that module's file
+    does); parsed, not run."""
+    module = _parsed(path)
+    return module is not None and _binds_get_config(module, {os.path.realpath(path)})
+
+
+def _parsed(path: str) -> ast.Module | None:
+    """The Python file `path`, parsed; None where it cannot be read or is not Python."""
     try:
         with open(path, encoding="utf-8") as f:
-            module = ast.parse(f.read(), path)
+            return ast.parse(f.read(), path)
     except (OSError, UnicodeDecodeError, SyntaxError, ValueError):  # ValueError: a null byte, on Python 3.11
-        return False
-    return "get_config" in _module_names(module)
+        return None
+
+
+def _binds_get_config(module: ast.Module, seen: set[str]) -> bool:
+    """Whether `module` binds `get_config`: itself, or through a `from <module> import *` of a file (found as Python
+    imports it, from sys.path, and not run) whose `__all__`, where it gives one, names it; `seen`: the files read,
+    which a cycle of such imports would read again."""
+    if "get_config" in _module_names(module):
+        return True
+    for node in ast.walk(module):  # Python allows `import *` in a module's own statements alone
+        if not (isinstance(node, ast.ImportFrom) and not node.level and node.names[0].name == "*"):
+            continue
+        origin = _module_file(node.module)
+        if origin is None or (origin := os.path.realpath(origin)) in seen or (other := _parsed(origin)) is None:
+            continue
+        seen.add(origin)
+        if _star_takes(other, "get_config") and _binds_get_config(other, seen):
+            return True
+    return False
+
+
+def _module_file(name: str) -> str | None:
+    """The source file Python's import of module `name` finds on sys.path, found without importing it or its
+    packages; None where there is none, or it is not a `.py` file (a compiled or built-in module)."""
+    parts, where, spec = name.split("."), None, None
+    for depth in range(1, len(parts) + 1):
+        if depth > 1 and where is None:  # `name`'s parent is a module, not a package
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), where)
+        if spec is None:
+            return None
+        where = spec.submodule_search_locations
+    return spec.origin if spec.origin and spec.origin.endswith(".py") else None
+
+
+def _star_takes(module: ast.Module, name: str) -> bool:
+    """Whether `from module import *` takes `name` where `module` binds it: its `__all__` names it, where that is
+    written out (one built by code is not read, and counts as naming it), else a name not starting with `_` is taken."""
+    for node in module.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]:
+            try:
+                return name in ast.literal_eval(node.value)
+            except (ValueError, TypeError):
+                return True
+    return not name.startswith("_")
 
 
 def _module_names(node: ast.AST, in_comprehension: bool = False) -> Iterator[str]:

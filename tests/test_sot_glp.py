@@ -2629,6 +2629,43 @@ def test_a_config_file_is_told_by_the_get_config_it_defines_read_not_run(text, d
     assert defines_get_config(str(path)) is defines, text
 
 
+def test_a_config_file_taking_another_ones_get_config_by_import_star_is_one(tmp_path, monkeypatch):
+    """`from configs.base import *` gives a config file another's `get_config`, and `defines_get_config` passed it
+    over (it read the name `*`), so a folder's config files were listed without it. The module's file is found on
+    sys.path as Python imports it, and read, not run; its `__all__` is heeded, and a cycle of such imports ends."""
+    from jaxood.config_keys import defines_get_config
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = tmp_path / "base"  # a folder without __init__.py (a namespace package), as configs/ is
+    base.mkdir()
+    files = {
+        "conf.py": "open(__file__ + '.ran', 'w').close()\n\n\ndef get_config():\n    return None\n",
+        "chain.py": "from base.conf import *\n",
+        "hidden.py": "__all__ = ['other']\n\n\ndef get_config():\n    return None\n",
+        "plain.py": "x = 1\n",
+        "loop_a.py": "from base.loop_b import *\n",
+        "loop_b.py": "from base.loop_a import *\n",
+    }
+    for name, text in files.items():
+        (base / name).write_text(text, encoding="utf-8")
+    cases = {
+        "from base.conf import *\n": True,
+        "import os\n\nif os.name:\n    from base.chain import *\n": True,  # under an if, through another
+        "from base.hidden import *\n": False,  # its __all__ leaves get_config out
+        "from base.plain import *\n": False,
+        "from base.loop_a import *\n": False,
+        "from base.missing import *\n": False,
+        "from base.conf.sub import *\n": False,  # conf is a module, not a package
+        "from math import *\n": False,  # not a .py file
+        "from os import *\n": False,
+    }
+    for text, defines in cases.items():
+        path = tmp_path / "config.py"
+        path.write_text(text, encoding="utf-8")
+        assert defines_get_config(str(path)) is defines, text
+    assert not (base / "conf.py.ran").exists()
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "pretrain"])
 def test_help_lists_the_commands_own_flags(command):
     """absl's --help lists the main module's flags, and --config and --workdir are jaxood.cli's: it showed the
