@@ -164,8 +164,12 @@ HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?")  # absl's, each o
 
 
 def _asks_for_help(argv: list[str]) -> bool:
-    """Whether `argv` gives one of absl's help flags (`--help`, `-?`, `--helpfull=true`; not `--help=false`, nor a
-    flag after `--`, which ends them)."""
+    """Whether `argv` gives one of absl's help flags (`--help`, `-?`, `--helpfull=true`, on the command line or in a
+    `--flagfile`; not `--help=false`, nor a flag after `--`, which ends them)."""
+    try:
+        argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]  # a --flagfile's lines in place
+    except flags.Error:  # a flag file that cannot be read: absl said so, and printed no help
+        return False
     flags_given = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
     for arg in flags_given:
         name, equals, value = arg.lstrip("-").partition("=")

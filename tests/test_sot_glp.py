@@ -2695,6 +2695,18 @@ def test_a_help_flag_is_told_from_one_set_false_or_after_the_flags_end(args, ask
     assert _asks_for_help(["jaxood.train", *args]) is asks
 
 
+def test_a_help_flag_in_a_flag_file_exits_zero(tmp_path):
+    """absl reads a `--flagfile`'s lines as typed flags, `--help` among them, and exited with status 1 after that
+    help too; a flag file that is not there is absl's error, and keeps status 1."""
+    (tmp_path / "flags.txt").write_text("--help\n", encoding="utf-8")
+    for flagfile, status in ((tmp_path / "flags.txt", 0), (tmp_path / "missing.txt", 1)):
+        out = subprocess.run(
+            [sys.executable, "-m", "jaxood.train", f"--flagfile={flagfile}"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert out.returncode == status, (out.stdout, out.stderr)
+    assert "\nflags:\n" not in out.stdout and "missing.txt" in out.stderr
+
+
 def test_an_argument_that_is_no_flag_is_refused_with_tracebacks_asked_for_too(tmp_path):
     """JAXOOD_TRACEBACK=1 keeps absl's own flag parsing (`jaxood.cli._parse_flags`); an argument that is no flag is
     still refused before any work there, with no hint of JAXOOD_TRACEBACK, which is set."""
