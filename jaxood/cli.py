@@ -167,7 +167,7 @@ def _asks_for_help(argv: list[str]) -> bool:
     """Whether `argv` gives one of absl's help flags (`--help`, `-?`, `--helpfull=true`, on the command line or in a
     `--flagfile`; not `--help=false`, nor a flag after `--`, which ends them)."""
     try:
-        argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]  # a --flagfile's lines in place
+        argv = _flag_files_read(argv)
     except flags.Error:  # a flag file that cannot be read: absl said so, and printed no help
         return False
     flags_given = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
@@ -176,6 +176,11 @@ def _asks_for_help(argv: list[str]) -> bool:
         if arg.startswith("-") and name in HELP_FLAGS and (not equals or value.lower() in ("true", "t", "1")):
             return True
     return False
+
+
+def _flag_files_read(argv: list[str]) -> list[str]:
+    """`argv` with each `--flagfile`'s lines in its place, as absl reads them (`flags.Error`: one cannot be read)."""
+    return [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]
 
 
 def _parse_flags(argv: list[str], usage: str) -> list[str]:
@@ -196,7 +201,7 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
         return rest
     rest = []
     try:
-        argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]  # a --flagfile's lines in place
+        argv = _flag_files_read(argv)
         problem = _json_config_file(argv)  # before ml_collections runs it as Python
         if problem is None:
             rest = flags.FLAGS(argv)
