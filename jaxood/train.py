@@ -621,7 +621,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
 
 
 def _method_module(config: ml_collections.ConfigDict):
-    """The module `jaxood.methods.<config.method>`; a name that is none, or a planned method's, is refused."""
+    """The module `jaxood.methods.<config.method>`; a name no method module has is refused (a planned method's as
+    planned), before any work."""
     try:
         return importlib.import_module(f"jaxood.methods.{config.method}")
     except ModuleNotFoundError as err:
