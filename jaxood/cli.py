@@ -250,11 +250,14 @@ def _unknown_flag(err: Exception, argv: list[str], usage: str, typed: list[str])
         )
     given = next((arg for arg in argv[1:] if re.match(rf"--?{re.escape(name)}(=|$)", arg)), f"--{name}")
     near_flags = re.search(r"Did you mean: (.+) \?", str(err))  # absl's, of the command's flags and its own
+    own = sorted(flag.name for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0]))
+    # A key near it comes before absl's own flags near it (`--shot`: shots, not absl's --showprefixforinfo)
+    near_own = near_flags is not None and bool(set(near_flags[1].split(", ")) & set(own))
     config = config_of(argv)
     in_config = config is not None and name.split(".")[0] in config
     if config is not None and not in_config and (other := key_of_another_config(argv, name)):
         return f"{given}: {other} (a config's keys are set as --config.<key>=value)"
-    if config is not None and (in_config or not near_flags):
+    if config is not None and (in_config or not near_own):
         negated = keys_near(config, name[2:], []) if name.startswith("no") and not in_config else []  # absl's --noX
         meant = [f"{key}=false" for key in negated if isinstance(settings.at(config, key), bool)]
         value = "".join(given.partition("=")[1:])
@@ -265,7 +268,6 @@ def _unknown_flag(err: Exception, argv: list[str], usage: str, typed: list[str])
                 f"{' or '.join(f'--config.{m}' for m in meant)}?)"
             )
     hint = f" (did you mean {' or '.join(f'--{f}' for f in near_flags[1].split(', '))}?)" if near_flags else ""
-    own = sorted(flag.name for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0]))
     command = usage.split()[2]  # python -m jaxood.train ...
     return (
         f"{given}: {command} has no flag --{name}{hint}; its flags are "

@@ -2389,6 +2389,8 @@ def test_damaged_checkpoint_names_its_folder_and_moving_it_aside_resumes_from_th
          "--seed=3: the config's keys are set as --config.<key>=value (did you mean --config.seed=3?)\n"),
         (["--config=configs/sot_glp.py:demo", "--topk=3"],
          "--topk=3: the config's keys are set as --config.<key>=value (did you mean --config.sot_glp.top_k=3?)\n"),
+        (["--config=configs/sot_glp.py:demo", "--shot=4"],  # near a key and absl's --showprefixforinfo: the key
+         "--shot=4: the config's keys are set as --config.<key>=value (did you mean --config.shots=4?)\n"),
         (["--config=configs/sot_glp.py:demo", "--noplots"],  # absl's --noX
          "--noplots: the config's keys are set as --config.<key>=value (did you mean --config.plots=false?)\n"),
         (["--config=configs/sot_glp.py:demo", "--sot_glp.topk=3"],  # a group's key mistyped: one step, not two
