@@ -173,9 +173,17 @@ def _asks_for_help(argv: list[str]) -> bool:
     flags_given = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
     for arg in flags_given:
         name, equals, value = arg.lstrip("-").partition("=")
-        if arg.startswith("-") and name in HELP_FLAGS and (not equals or value.lower() in ("true", "t", "1")):
+        if arg.startswith("-") and name in HELP_FLAGS and (not equals or _true(value)):
             return True
     return False
+
+
+def _true(value: str) -> bool:
+    """Whether absl reads a boolean flag's `value` as true (False also for one it refuses, as `maybe`)."""
+    try:
+        return flags.BooleanParser().parse(value)
+    except ValueError:
+        return False
 
 
 def _flag_files_read(argv: list[str]) -> list[str]:
