@@ -478,10 +478,15 @@ def open_inputs(config: ml_collections.ConfigDict, train: bool = False, method_r
     training run's score rows of its method's own (its module's `SCORE_ROWS`)."""
     _check_settings(config)
     # A run's score rows are its method's and config.scores' zero-shot ones (where training keeps them,
-    # eval_zero_shot): with none, its OOD sets are not read (`evaluate`), and one missing is no reason to refuse the
-    # run (a CLIP's zero-shot ImageNet accuracy without the OOD sets, pretraining scored on its ID accuracy alone)
+    # eval_zero_shot): with none, its OOD sets are not read, and one missing is no reason to refuse the run (a CLIP's
+    # zero-shot ImageNet accuracy without the OOD sets, pretraining scored on its ID accuracy alone)
     zero_shot_rows = config.get("eval_zero_shot", True) and zero_shot_score_names(config)
     ood = config.ood_datasets if method_rows or zero_shot_rows else {}
+    if not ood and (unread := given_order(config.ood_datasets)):
+        distributed.log(
+            f"config.scores names no score, so the OOD sets ({', '.join(unread)}) are not read: the report gives the "
+            "ID accuracy alone"
+        )
     opened = make_sources({
         **({"train_dataset": config.train_dataset} if train else {}),
         "id_dataset": config.id_dataset,
@@ -721,12 +726,6 @@ def evaluate(
         mesh = data_mesh()
         if scorer is None:
             scorer = zero_shot_scorer(config, model, params, id_source.class_names)
-        if (ood_names := given_order(config.ood_datasets)) and not scorer.rows:  # no score of the method's own
-            distributed.log(
-                f"config.scores names no score, so the OOD sets ({', '.join(ood_names)}) are not read: the report "
-                "gives the ID accuracy alone"
-            )
-            ood_sources = {}
         transform = clip_eval(model.cfg.image_size)
         id_out = score_dataset("ID", id_source, scorer, transform, config.eval_batch_size, mesh)
         ood_outs = {
