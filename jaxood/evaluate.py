@@ -46,6 +46,7 @@ from jaxood.data.preprocess import clip_eval
 from jaxood.data.sources import Source
 from jaxood.errors import InvalidInput, NotSaved, agreeing, each_with_nearest, joined, not_one_of, write_fix
 from jaxood.memory import compile_within_memory
+from jaxood.methods import check_command, command_for
 from jaxood.models import clip
 from jaxood.models.tokenizer import get_tokenizer
 from jaxood.preemption import StopsAtOnce, raise_if_stopped
@@ -673,17 +674,6 @@ def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: b
     )
 
 
-def _runs_are_evaluated_by(method: str, it: str = "resumes at its last checkpoint") -> str:
-    """Why jaxood.evaluate refuses a training config or a training run's workdir, what evaluates a run of `method`
-    (jaxood.pretrain a CLIP's pretraining, jaxood.train the others), and what that command does with the run (`it`)."""
-    command = "jaxood.pretrain" if method == PRETRAINING else "jaxood.train"
-    return (
-        "jaxood.evaluate scores a CLIP as it is (the zero-shot rows), and would replace the trained report in the "
-        f"workdir with those. To evaluate a trained run, run `python -m {command}` with its config and --workdir: it "
-        f"{it} and evaluates it (the evaluation settings may change)."
-    )
-
-
 def evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -699,11 +689,8 @@ def evaluate(
     `unreadable`: undecodable images of sets read before, {"train": n} from training, reported first; `step`: the
     training step whose parameters the trained rows are, and `trained_by`, the code that trained which steps
     (`jaxood.train.trained_by`), recorded in the report)."""
-    if scorer is None and "method" in config:
-        raise InvalidInput(
-            f"{config.method!r} in this config is a training method, but {_runs_are_evaluated_by(config.method)} For "
-            "zero-shot rows alone use configs/zeroshot.py."
-        )
+    if scorer is None:  # the command's run (training evaluates with its method's scorer)
+        check_command("jaxood.evaluate", config)
     if scorer is None and (method := run_method(folder := os.path.expanduser(workdir))):
         export = os.path.join(workdir, EXPORT)
         step = last_saved_step(folder)
@@ -714,7 +701,10 @@ def evaluate(
         )
         raise InvalidInput(
             f"--workdir {workdir} is the workdir of a training run (its config.json: method {method!r}), but "
-            f"{_runs_are_evaluated_by(method, it)} For zero-shot rows alone give another --workdir"
+            "jaxood.evaluate scores a CLIP as it is (the zero-shot rows), and would replace the trained report in the "
+            f"workdir with those. To evaluate a trained run, run `python -m {command_for(method)}` with its config and "
+            f"--workdir: it {it} and evaluates it (the evaluation settings may change). For zero-shot rows alone give "
+            "another --workdir"
             + (f"; the CLIP it pretrained is --config.model={export}" if method == PRETRAINING else "")
         )
     distributed.maybe_initialize()

@@ -17,9 +17,9 @@ from absl import flags
 from jaxood import distributed
 from jaxood.cache import can_hold_a_folder
 from jaxood.errors import InvalidInput
-from jaxood.methods import NO_METHOD_IS_EVALUATED, planned_method_note
+from jaxood.methods import check_command
 from jaxood.models import clip, convert
-from jaxood.run_folders import EXPORT, PRETRAINING
+from jaxood.run_folders import EXPORT
 
 INSTALL = flags.DEFINE_bool("install", False, "Copy the exported checkpoint into the package (the embedded default).")
 
@@ -28,17 +28,7 @@ def check_pretraining(config, install: bool = False) -> None:
     """The config trains a CLIP: another method's (SOT-GLP's, on a frozen CLIP) trained it and then exported the
     frozen CLIP as if pretrained, silently. With `install`, the package folder can be written: a system-wide
     install's could not, which failed after the whole pretraining."""
-    if (method := config.get("method")) != PRETRAINING:  # a zero-shot config, without one, was sent to jaxood.train
-        if not method:
-            runs_it = f"config names no method (config.method): {NO_METHOD_IS_EVALUATED}"
-        elif planned := planned_method_note(method):  # jaxood.train would only say so
-            runs_it = f"config's method is {method!r}: {planned}"
-        else:
-            runs_it = f"config's method is {method!r}: train it with jaxood.train"
-        raise InvalidInput(
-            f"jaxood.pretrain trains a CLIP (config.method {PRETRAINING!r}, as in configs/toy_clip.py), but this "
-            f"{runs_it}"
-        )
+    check_command("jaxood.pretrain", config)
     if install and not can_hold_a_folder(clip.TOY_CLIP_DIR):
         raise InvalidInput(
             f"--install copies the exported CLIP into {clip.TOY_CLIP_DIR}, which this user may not write: run without "

@@ -86,7 +86,7 @@ from jaxood.models import clip, convert
 from jaxood.models.tokenizer import CONTEXT_LENGTH
 from jaxood.preemption import PreemptionNotice, StopsAtOnce
 from jaxood.progress import Progress
-from jaxood.run_folders import PRETRAINING, RUN_CHECKPOINTS, RUN_CONFIG, TRAINED_BY
+from jaxood.run_folders import RUN_CHECKPOINTS, RUN_CONFIG, TRAINED_BY
 
 # ------------------------------------------------------------------- resume
 
@@ -608,11 +608,8 @@ class PeriodicAccuracy:
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
-    if "method" not in config:  # its training settings are missing too: a KeyError on the first one, before
-        raise InvalidInput(
-            "this config names no training method (config.method): jaxood.train trains a method's config, such as "
-            f"configs/sot_glp.py; {jaxood.methods.NO_METHOD_IS_EVALUATED}"
-        )
+    if not config.get("method"):  # a zero-shot config, which lacks the training settings (main refuses it first)
+        jaxood.methods.check_command("jaxood.train", config)
     check_train_settings(config)
     distributed.maybe_initialize()
     workdir = os.path.expanduser(workdir)  # a shell leaves `--workdir=~/runs/x` as it is
@@ -931,12 +928,7 @@ def main(argv):
     from jaxood.cli import CONFIG, WORKDIR
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint operation at INFO
-    if CONFIG.value.get("method") == PRETRAINING:  # it pretrained for hours and exported nothing
-        raise InvalidInput(
-            f"this config pretrains a CLIP (config.method {PRETRAINING!r}), which jaxood.pretrain does and then "
-            "exports (WORKDIR/export, the CLIP a method's --config.model names); jaxood.train would export nothing: "
-            "run python -m jaxood.pretrain with the same flags"
-        )
+    jaxood.methods.check_command("jaxood.train", CONFIG.value)  # the pretraining's would export nothing
     train(CONFIG.value, WORKDIR.value)
 
 

@@ -113,8 +113,8 @@ def test_training_config_is_refused_before_work(tmp_path):
     (run / "results.json").write_text("{}")
     cmd = [sys.executable, "-m", "jaxood.evaluate", "--config=configs/sot_glp.py:demo", f"--workdir={run}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1 and "'sot_glp' in this config is a training method" in out.stderr
-    assert "run `python -m jaxood.train` with its config and --workdir" in out.stderr
+    assert out.returncode == 1 and "jaxood.evaluate scores a CLIP as it is" in out.stderr
+    assert "but this config's method is 'sot_glp': run python -m jaxood.train with the same flags" in out.stderr
     assert sorted(os.listdir(run)) == ["results.json"]
 
 

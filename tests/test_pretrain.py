@@ -16,6 +16,7 @@ from conftest import ROOT, load_config, write_image
 from jaxood.data import preprocess, toy_world
 from jaxood.data.pipeline import Loader
 from jaxood.data.sources import FolderSource
+from jaxood.methods import COMMANDS, check_command
 from jaxood.methods.clip_pretrain import contrastive_loss
 from jaxood.models import clip, convert
 
@@ -166,26 +167,60 @@ def test_pretrain_refuses_another_methods_config_and_train_a_config_without_meth
 
     cmd = [sys.executable, "-m", "jaxood.pretrain", "--config=configs/sot_glp.py:demo", f"--workdir={tmp_path / 'p'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1 and "but this config's method is 'sot_glp': train it with jaxood.train" in out.stderr
+    assert out.returncode == 1 and "but this config's method is 'sot_glp': run python -m jaxood.train" in out.stderr
     assert not (tmp_path / "p").exists()
     cmd = [sys.executable, "-m", "jaxood.train", "--config=configs/toy_clip.py", f"--workdir={tmp_path / 't'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and out.stderr == (
-        "error: this config pretrains a CLIP (config.method 'clip_pretrain'), which jaxood.pretrain does and then "
-        "exports (WORKDIR/export, the CLIP a method's --config.model names); jaxood.train would export nothing: run "
-        "python -m jaxood.pretrain with the same flags\n(JAXOOD_TRACEBACK=1 shows where it was raised)\n"
+        f"error: jaxood.train {COMMANDS['jaxood.train']}, but this config's method is 'clip_pretrain': run python -m "
+        f"jaxood.pretrain with the same flags, which {COMMANDS['jaxood.pretrain']}\n(JAXOOD_TRACEBACK=1 shows where it "
+        "was raised)\n"
     ), out.stderr
     assert not (tmp_path / "t").exists()
-    with pytest.raises(InvalidInput, match=r"this config names no training method \(config.method\)"):
+    with pytest.raises(InvalidInput, match=r"but this config names no method \(config.method\): run python -m jaxo"):
         trainer.train(load_config("zeroshot", "toy"), str(tmp_path / "z"))
     with pytest.raises(InvalidInput) as refused:
         pretrain.check_pretraining(load_config("zeroshot", "toy"))
     assert str(refused.value) == (
-        "jaxood.pretrain trains a CLIP (config.method 'clip_pretrain', as in configs/toy_clip.py), but this config "
-        "names no method (config.method): a CLIP as it is (the zero-shot rows) is evaluated by jaxood.evaluate"
+        "jaxood.pretrain pretrains a CLIP (config.method 'clip_pretrain', as in configs/toy_clip.py), evaluates it and "
+        "exports it (WORKDIR/export, the CLIP a method's --config.model names), resuming a run's --workdir at its last "
+        "checkpoint, but this config names no method (config.method): run python -m jaxood.evaluate with the same "
+        "flags, which scores a CLIP as it is (the zero-shot rows, as in configs/zeroshot.py)"
     )
     with pytest.raises(InvalidInput, match=r"but this config's method is 'CMA': CMA is planned and not yet in jaxood"):
         pretrain.check_pretraining(load_config("sot_glp", "demo", method="CMA"))
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize(
+    "config, takes_it",
+    [
+        (("zeroshot", "toy"), "jaxood.evaluate"),
+        (("toy_clip",), "jaxood.pretrain"),
+        (("sot_glp", "demo"), "jaxood.train"),
+        (("sot_glp", "demo", "DOT-OOD"), None),
+    ],
+    ids=["zeroshot", "toy_clip", "sot_glp", "planned"],
+)
+def test_each_command_takes_its_own_configs(command, config, takes_it):
+    """jaxood.train, jaxood.pretrain and jaxood.evaluate each refused another's config in its own words, and
+    jaxood.evaluate a planned method's as a training method; one check names the command that takes it."""
+    from jaxood.errors import InvalidInput
+
+    config = load_config(*config[:2], **({"method": config[2]} if len(config) > 2 else {}))
+    if command == (takes_it or "jaxood.train"):  # jaxood.train names the methods it has (its method module)
+        check_command(command, config)
+        return
+    method = config.get("method")
+    this = f"this config's method is {method!r}" if method else "this config names no method (config.method)"
+    fix = (
+        f"run python -m {takes_it} with the same flags, which {COMMANDS[takes_it]}"
+        if takes_it
+        else "DOT-OOD is planned and not yet in jaxood, as README's Status says"
+    )
+    with pytest.raises(InvalidInput) as refused:
+        check_command(command, config)
+    assert str(refused.value) == f"{command} {COMMANDS[command]}, but {this}: {fix}"
 
 
 def test_toy_clip_config_has_no_variants():

@@ -51,11 +51,43 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxood.errors import InvalidInput
+from jaxood.run_folders import PRETRAINING
+
 # The methods jaxood is to implement and does not yet (README's Status), by their config.method name: a config naming
 # one is told so, where the list of the methods it has said nothing of them.
 PLANNED = {"dot_ood": "DOT-OOD", "cma": "CMA", "ascood": "ASCOOD"}
-# What a config naming no method is for, said where jaxood.train and jaxood.pretrain refuse one.
-NO_METHOD_IS_EVALUATED = "a CLIP as it is (the zero-shot rows) is evaluated by jaxood.evaluate"
+# What each command does with the configs it takes (`command_for`), said where another command refuses one.
+COMMANDS = {
+    "jaxood.train": "trains a method's config (config.method, as in configs/sot_glp.py) and evaluates it, resuming a "
+    "run's --workdir at its last checkpoint",
+    "jaxood.pretrain": f"pretrains a CLIP (config.method {PRETRAINING!r}, as in configs/toy_clip.py), evaluates it and "
+    "exports it (WORKDIR/export, the CLIP a method's --config.model names), resuming a run's --workdir at its last "
+    "checkpoint",
+    "jaxood.evaluate": "scores a CLIP as it is (the zero-shot rows, as in configs/zeroshot.py)",
+}
+
+
+def command_for(method: str | None) -> str:
+    """The command that takes a config of `config.method` `method`: jaxood.evaluate one naming none (zero-shot),
+    jaxood.pretrain the CLIP pretraining's, jaxood.train every other method's."""
+    if not method:
+        return "jaxood.evaluate"
+    return "jaxood.pretrain" if method == PRETRAINING else "jaxood.train"
+
+
+def check_command(command: str, config) -> None:
+    """Refuse, before any work, a config that `command` does not take (`command_for`), naming the command that does;
+    a planned method's config is told that the method is planned."""
+    method = config.get("method")
+    if (takes_it := command_for(method)) == command:
+        return
+    this = f"this config's method is {method!r}" if method else "this config names no method (config.method)"
+    fix = planned_method_note(method) if method else None
+    raise InvalidInput(
+        f"{command} {COMMANDS[command]}, but {this}: "
+        + (fix or f"run python -m {takes_it} with the same flags, which {COMMANDS[takes_it]}")
+    )
 
 
 def planned_method_note(name: str) -> str | None:
