@@ -16,9 +16,10 @@ from absl import flags
 
 from jaxood.data.datasets import ENTRY_KEYS, EXAMPLE_ENTRY
 from jaxood.errors import joined, nearest_choice
+from jaxood.methods import command_for
 
-# jaxood's config files and the command each is for: a key one of them has, given to another, is named with them.
-SHIPPED_CONFIGS = {"sot_glp.py": "jaxood.train", "zeroshot.py": "jaxood.evaluate", "toy_clip.py": "jaxood.pretrain"}
+# jaxood's config files: a key one of them has, given to another, is named with them and the commands that take them.
+SHIPPED_CONFIGS = ("sot_glp.py", "zeroshot.py", "toy_clip.py")
 
 
 def config_argument(argv: list[str]) -> str | None:
@@ -220,14 +221,14 @@ def key_of_another_config(argv: list[str], key: str) -> str | None:
     given = config_argument(argv) or ""
     path, colon, _ = given.partition(":")
     parts, holders = key.split("."), []
-    for name, command in SHIPPED_CONFIGS.items():
+    for name in SHIPPED_CONFIGS:
         same = name == os.path.basename(path)
         if same and not colon:  # the config given
             continue
         file = os.path.join(os.path.dirname(path), name)
         other = _loaded(file) if defines_get_config(file) else None  # a script of that name is not run
         if other is not None and _deepest(other, parts)[1] == len(parts):
-            holders.append(f"{path}'s default variant" if same else f"{file} ({command})")
+            holders.append(f"{path}'s default variant" if same else f"{file} ({command_for(other.get('method'))})")
     return f"{key} is a key of {joined(holders)}, not of {given}, the config given" if holders else None
 
 

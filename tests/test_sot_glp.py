@@ -2581,7 +2581,8 @@ def test_a_key_of_another_config_file_is_named_with_the_files_that_have_it(comma
 def test_a_script_named_as_a_config_file_is_not_run_to_name_a_key(tmp_path):
     """The files named as jaxood's config files beside the config given are run to name a key it lacks: a script of
     such a name in a user's own config folder (a `zeroshot.py` that starts an evaluation) was run as well, for the
-    refusal of a mistyped key. A file that defines no get_config is read, not run."""
+    refusal of a mistyped key. A file that defines no get_config is read, not run. The file is named with the command
+    that takes its config (its method's), not the one the shipped file of that name is for: this one names no method."""
     folder, run = tmp_path / "configs", tmp_path / "run"
     folder.mkdir()
     run.mkdir()
@@ -2590,8 +2591,8 @@ def test_a_script_named_as_a_config_file_is_not_run_to_name_a_key(tmp_path):
     (folder / "sot_glp.py").write_text(config % "shots", encoding="utf-8")
     (folder / "zeroshot.py").write_text("open(__file__ + '.ran', 'w').close()\n", encoding="utf-8")
     message = (
-        f"--config.shots: shots is a key of {folder}/sot_glp.py (jaxood.train), not of {folder}/mine.py, the config "
-        "given\n"
+        f"--config.shots: shots is a key of {folder}/sot_glp.py (jaxood.evaluate), not of {folder}/mine.py, the "
+        "config given\n"
     )
     args = [f"--config={folder}/mine.py", "--config.shots=4", f"--workdir={run}/w"]
     _assert_refused_in_one_line("evaluate", args, message, run)
