@@ -14,6 +14,7 @@ at the same path.
 
 import functools
 import json
+import logging
 import os
 import re
 import sys
@@ -204,10 +205,11 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
     typed = argv  # its flag files' lines not in place
     if os.environ.get("JAXOOD_TRACEBACK"):
         rest = app.parse_flags_with_usage(argv)
-        if problem := _command_line_problem(rest, usage, typed):
+        if problem := _no_config_returned(argv, False) or _command_line_problem(rest, usage, typed):
             _exit(f"error: {problem}")
         return rest
-    rest = []
+    rest, returned_none = [], _ConfigReturnedNone()
+    logging.getLogger("absl").addFilter(returned_none)
     try:
         argv = _flag_files_read(argv)
         problem = _json_config_file(argv)  # before ml_collections runs it as Python
@@ -216,7 +218,7 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
             problem = (
                 _missing_config_file(argv, usage)
                 or _empty_variant(argv)
-                or _no_config_returned(argv)
+                or _no_config_returned(argv, returned_none.seen)
                 or _variant_override(argv)
                 or _command_line_problem(rest, usage, typed)
             )
@@ -225,6 +227,7 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
             _missing_config_file(argv, usage)
             or _unloadable_config(err, argv)
             or _refused_config(err)
+            or _no_config_returned(argv, returned_none.seen)
             or override_problem(argv)
             or _unknown_flag(err, argv, usage, typed)
             or _value_problem(err, usage)
@@ -233,6 +236,8 @@ def _parse_flags(argv: list[str], usage: str) -> list[str]:
             raise
         if problem is None:  # absl's own report, as `app.parse_flags_with_usage` words it
             _exit(f"FATAL Flags parsing error: {err}\nPass --helpshort or --helpfull to see help on flags.")
+    finally:
+        logging.getLogger("absl").removeFilter(returned_none)
     if problem:
         _exit(f"error: {problem}\n(JAXOOD_TRACEBACK=1 shows where it was raised)")
     return rest
@@ -424,9 +429,26 @@ def _empty_variant(argv: list[str]) -> str | None:
     )
 
 
-def _no_config_returned(argv: list[str]) -> str | None:
-    """A config file whose `get_config` returned None (no `return`), which was said to be a missing `--config`."""
-    if (given := config_argument(argv)) is None or flags.FLAGS["config"].value is not None:
+class _ConfigReturnedNone(logging.Filter):
+    """ml_collections' warning that a config file's `get_config` returned None, kept from stderr (`_no_config_returned`
+    says so, with the fix, in jaxood's one line) and noted in `seen`."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        said = record.module == "config_flags" and "returned None" in str(record.msg)
+        self.seen |= said
+        return not said
+
+
+def _no_config_returned(argv: list[str], seen: bool) -> str | None:
+    """A config file whose `get_config` returned None (no `return`), which was said to be a missing `--config`, and
+    with an override a KeyError's traceback of ml_collections' internals (`seen`: ml_collections warned of it; the
+    flag's value None where it did not)."""
+    config = flags.FLAGS["config"]
+    if (given := config_argument(argv)) is None or not (seen or config.present and config.value is None):
         return None
     return f"--config={given}: its get_config returned None (a missing return?): it returns the config, a ConfigDict"
 

@@ -2486,6 +2486,8 @@ def test_a_missing_or_empty_flag_is_named_with_the_line_the_command_needs(comman
          "jaxood_no_such_module): ModuleNotFoundError: No module named 'jaxood_no_such_module'\n"),
         ("{tmp_path}/returns_none.py", "--config={tmp_path}/returns_none.py: its get_config returned None (a missing "
          "return?): it returns the config, a ConfigDict\n"),
+        ("{tmp_path}/returns_none.py --config.seed=3", "--config={tmp_path}/returns_none.py: its get_config returned "
+         "None (a missing return?): it returns the config, a ConfigDict\n"),
         ("configs/sot_glp.py:", "--config=configs/sot_glp.py:: the variant after the colon is empty (a shell variable "
          "that is not set?): name one, or give configs/sot_glp.py alone for its default\n"),
     ],
@@ -2493,16 +2495,21 @@ def test_a_missing_or_empty_flag_is_named_with_the_line_the_command_needs(comman
 def test_a_config_file_that_does_not_load_is_named_with_the_fix(config, message, tmp_path):
     """A file that is not Python given as the config file (notes, a README) was a SyntaxError's traceback, a Python
     file without get_config (`configs/common.py`) an AttributeError's, and a config whose own code failed as it
-    loaded that error's traceback; a get_config that returned None was said to be a missing `--config`, and an empty
-    variant after the colon (`FILE:$VARIANT`, VARIANT not set) trained the file's default variant."""
+    loaded that error's traceback; a get_config that returned None was said to be a missing `--config` (after
+    ml_collections' own warning of it, with absl's line of logging before flag parsing), and with an override was a
+    KeyError's traceback; an empty variant after the colon (`FILE:$VARIANT`, VARIANT not set) trained the file's
+    default variant."""
     (tmp_path / "notes.txt").write_text("Run the demo with --config=configs/sot_glp.py:demo\n", encoding="utf-8")
     (tmp_path / "imports.py").write_text("import os\nimport jaxood_no_such_module\n", encoding="utf-8")
     (tmp_path / "returns_none.py").write_text("def get_config():\n    pass\n", encoding="utf-8")
-    config, message = config.replace("{tmp_path}", str(tmp_path)), message.replace("{tmp_path}", str(tmp_path))
-    cmd = [sys.executable, "-m", "jaxood.train", f"--config={config}", f"--workdir={tmp_path / 'w'}"]
+    (config, *overrides), message = (
+        config.replace("{tmp_path}", str(tmp_path)).split(" "),
+        message.replace("{tmp_path}", str(tmp_path)),
+    )
+    cmd = [sys.executable, "-m", "jaxood.train", f"--config={config}", *overrides, f"--workdir={tmp_path / 'w'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr
-    error, hint = out.stderr.splitlines()[-2:]  # after ml_collections' own warning of a get_config returning None
+    error, hint = out.stderr.splitlines()  # jaxood's two lines alone
     whole = message.endswith("\n")  # the line whole, or its start
     assert error == f"error: {message[:-1]}" if whole else error.startswith(f"error: {message}"), out.stderr
     assert hint == "(JAXOOD_TRACEBACK=1 shows where it was raised)", out.stderr
