@@ -674,6 +674,26 @@ def _check_one_class(config: ml_collections.ConfigDict, name: str, classifier: b
     )
 
 
+def _check_not_a_training_run(workdir: str) -> None:
+    """Refuse a training run's workdir (its config.json names a method), naming the command that evaluates it."""
+    if not (method := run_method(folder := os.path.expanduser(workdir))):
+        return
+    export = os.path.join(workdir, EXPORT)
+    step = last_saved_step(folder)
+    it = (
+        f"resumes at its checkpoint of step {step}"
+        if step is not None
+        else "has saved no checkpoint, so it trains from step 0"
+    )
+    raise InvalidInput(
+        f"--workdir {workdir} is the workdir of a training run (its config.json: method {method!r}), but "
+        "jaxood.evaluate scores a CLIP as it is (the zero-shot rows), and would replace the trained report in the "
+        f"workdir with those. To evaluate a trained run, run `python -m {command_for(method)}` with its config and "
+        f"--workdir: it {it} and evaluates it (the evaluation settings may change). For zero-shot rows alone give "
+        "another --workdir" + (f"; the CLIP it pretrained is --config.model={export}" if method == PRETRAINING else "")
+    )
+
+
 def evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -691,22 +711,7 @@ def evaluate(
     (`jaxood.train.trained_by`), recorded in the report)."""
     if scorer is None:  # the command's run (training evaluates with its method's scorer)
         check_command("jaxood.evaluate", config)
-    if scorer is None and (method := run_method(folder := os.path.expanduser(workdir))):
-        export = os.path.join(workdir, EXPORT)
-        step = last_saved_step(folder)
-        it = (
-            f"resumes at its checkpoint of step {step}"
-            if step is not None
-            else "has saved no checkpoint, so it trains from step 0"
-        )
-        raise InvalidInput(
-            f"--workdir {workdir} is the workdir of a training run (its config.json: method {method!r}), but "
-            "jaxood.evaluate scores a CLIP as it is (the zero-shot rows), and would replace the trained report in the "
-            f"workdir with those. To evaluate a trained run, run `python -m {command_for(method)}` with its config and "
-            f"--workdir: it {it} and evaluates it (the evaluation settings may change). For zero-shot rows alone give "
-            "another --workdir"
-            + (f"; the CLIP it pretrained is --config.model={export}" if method == PRETRAINING else "")
-        )
+        _check_not_a_training_run(workdir)
     distributed.maybe_initialize()
     id_source, ood_sources, _ = inputs or open_inputs(config)
     workdir = os.path.expanduser(workdir)  # a shell leaves `--workdir=~/runs/x` as it is
