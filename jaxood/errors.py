@@ -202,6 +202,40 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def missing_config_key(err: BaseException) -> InvalidInput | None:
+    """Where `err` is ml_collections' KeyError (`config["x"]`, `jaxood.settings`) or AttributeError (`config.x`) for
+    a key the config lacks (a config file written by hand, or for an earlier jaxood), the error that names the key,
+    dotted from the config's root, and the fix; else None. ml_collections' own error names the key's last part alone,
+    in a traceback of its internals."""
+    config_dict = sys.modules.get("ml_collections.config_dict.config_dict")
+    if not isinstance(err, KeyError | AttributeError) or config_dict is None:
+        return None
+    frames = [frame for frame, _ in traceback.walk_tb(err.__traceback__)]
+    reading = frames and frames[-1].f_code.co_filename == config_dict.__file__
+    read = frames[-1].f_locals if reading and frames[-1].f_code.co_name in ("__getitem__", "__getattr__") else {}
+    lacking, key = read.get("self"), read.get("key", read.get("attribute"))
+    config_type = config_dict.ConfigDict
+    if not isinstance(lacking, config_type) or not isinstance(key, str) or key in lacking:
+        return None
+    roots = [value for frame in frames for value in frame.f_locals.values() if isinstance(value, config_type)]
+    path = max((path for root in roots if (path := _path_to(lacking, root, config_type)) is not None), key=len)
+    return InvalidInput(
+        f"the config has no key {'.'.join([*path, key])}, which this command reads: a config file written by hand, or "
+        "for an earlier jaxood, holds every key of the shipped config file it follows (docs/config.md lists them, with "
+        "their defaults)"
+    )
+
+
+def _path_to(target, config, config_type: type, path: tuple = ()) -> tuple | None:
+    """The keys from `config` down to `target`, one of its ConfigDicts (`config_type`) or itself; None if not in it."""
+    if config is target:
+        return path
+    for name, value in config.items():
+        if isinstance(value, config_type) and (found := _path_to(target, value, config_type, (*path, str(name)))):
+            return found
+    return None
+
+
 # A command stopped by Ctrl-C where no handler saves first (loading, compiling, a second Ctrl-C in training): its
 # exit status (a shell's for a command stopped by SIGINT), and its message, which each command ends with what the
 # stop kept (`report_user_errors`'s `kept`).
@@ -331,8 +365,8 @@ class AtOnce(int):
 
 
 def report_user_errors(main: Callable[[list[str]], Any], kept: str) -> Callable[[list[str]], Any]:
-    """`main` for a command line: a `UserError`, or a `PermissionError` (a file this user may not read or write),
-    prints `error: <message>` on stderr and returns exit status 1; Ctrl-C
+    """`main` for a command line: a `UserError`, a `PermissionError` (a file this user may not read or write), or a
+    key the config lacks (`missing_config_key`), prints `error: <message>` on stderr and returns exit status 1; Ctrl-C
     (KeyboardInterrupt: before training, where it was a traceback of whatever was running) prints `INTERRUPTED`
     followed by `kept`, what the stop kept of the command's work (each command's own: one message for all spoke of
     a training run's checkpoint after a dataset's preparation), and returns `INTERRUPTED_STATUS`, as a shell
@@ -346,7 +380,12 @@ def report_user_errors(main: Callable[[list[str]], Any], kept: str) -> Callable[
         _started()
         _escape_unencodable_output()
         try:
-            status = main(argv)
+            try:
+                status = main(argv)
+            except (KeyError, AttributeError) as err:
+                if (missing := missing_config_key(err)) is None:
+                    raise
+                raise missing from err
             sys.stdout.flush()  # output to a closed pipe fails here, not in the interpreter's exit
             return status
         except (UserError, KeyboardInterrupt, PermissionError) as err:

@@ -378,9 +378,10 @@ def text_cache_dir(config: ml_collections.ConfigDict) -> str:
 
 
 def _check_settings(config: ml_collections.ConfigDict) -> None:
-    """The settings evaluation reads only at its end (scores, OOD set names, prompt, cache folder, batch), and the
-    CLIP's compute dtype (training read it only once the training labels were read: minutes for ImageNet)."""
+    """The settings evaluation reads only at its end (scores, OOD set names, prompt, plots, cache folder, batch), and
+    the CLIP's compute dtype (training read it only once the training labels were read: minutes for ImageNet)."""
     settings.choice(config, "dtype", clip.COMPUTE_DTYPES)
+    settings.choice(config, "plots", (True, False))
     zero_shot_score_names(config)
     # None (ID accuracy alone: few-shot classification), or sets not named as the results name the ID set and the mean
     if reserved := {"id", "mean"} & set(config.ood_datasets):

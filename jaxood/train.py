@@ -230,6 +230,8 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     settings.whole(config, "eval_every", 0)
     settings.choice(config, "eval_unit", UNITS)
     settings.choice(config, "loss_scale", loss_scale.CHOICES)
+    for key in ("eval_zero_shot", "tensorboard"):  # else read once the training is done, or has started
+        settings.choice(config, key, (True, False))
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
     # Seconds between progress lines: a negative one (or NaN) printed at every step, unsaid; 0 asks for that.
     settings.number(config, "progress_every", least=0, why="the seconds between progress lines (0: every step)")

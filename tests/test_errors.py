@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from jaxood.data.sources import DatasetMissing
 from jaxood.errors import InvalidInput, UserError, report_user_errors, write_fix
 from jaxood.models.convert import CheckpointMismatch
+from jaxood.settings import whole
 
 
 def _raising(err):
@@ -214,6 +216,52 @@ def test_the_hook_for_a_stop_as_a_command_starts_gives_way_to_its_handler(orig_a
     in_the_handler = []
     report_user_errors(lambda argv: in_the_handler.append(sys.excepthook), KEPT)([])
     assert in_the_handler == [sys.__excepthook__]
+
+
+def _lacking(read):
+    def main(argv):
+        config = ml_collections.ConfigDict({"seed": 1, "optim": {"lr": 0.1, "momentum": 0.9}})
+        read(config)
+
+    return main
+
+
+@pytest.mark.parametrize(
+    "read, key",
+    [
+        (lambda config: config.optim.warmup, "optim.warmup"),
+        (lambda config: config["optim"]["wd"], "optim.wd"),
+        (lambda config: whole(config, "optim.steps", 1), "optim.steps"),
+        (lambda config: config.dtype, "dtype"),
+    ],
+)
+def test_a_key_the_config_lacks_is_named_with_the_fix(read, key, capsys, monkeypatch):
+    """A config file written by hand, or for an earlier jaxood, that lacks a key the command reads was a KeyError's
+    (`config["x"]`, `jaxood.settings`) or AttributeError's (`config.x`) traceback of ml_collections' internals, naming
+    the key's last part alone."""
+    monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
+    assert report_user_errors(_lacking(read), KEPT)([]) == 1
+    assert capsys.readouterr().err == (
+        f"error: the config has no key {key}, which this command reads: a config file written by hand, or for an "
+        "earlier jaxood, holds every key of the shipped config file it follows (docs/config.md lists them, with "
+        "their defaults)\n(JAXOOD_TRACEBACK=1 shows where it was raised)\n"
+    )
+    monkeypatch.setenv("JAXOOD_TRACEBACK", "1")
+    with pytest.raises(InvalidInput):
+        report_user_errors(_lacking(read), KEPT)([])
+
+
+def test_a_config_write_jaxood_did_not_mean_keeps_its_traceback(monkeypatch):
+    """A key added to a locked config is ml_collections' KeyError too, from `__setitem__`: jaxood's bug, not a key
+    the config lacks."""
+    monkeypatch.delenv("JAXOOD_TRACEBACK", raising=False)
+
+    def add(config):
+        config.lock()
+        config.optim.warmup = 5
+
+    with pytest.raises(AttributeError, match="warmup"):
+        report_user_errors(_lacking(add), KEPT)([])
 
 
 def test_other_errors_keep_their_traceback(monkeypatch):

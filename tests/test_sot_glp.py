@@ -2516,6 +2516,21 @@ def test_a_config_file_that_does_not_load_is_named_with_the_fix(config, message,
     assert not (tmp_path / "w").exists()
 
 
+def test_a_config_file_that_lacks_a_key_is_named_before_any_work(tmp_path):
+    """A config file for an earlier jaxood, or written by hand, without a key the command reads was a KeyError's
+    traceback of ml_collections' internals, naming the key's last part alone (`'top_k'`)."""
+    (tmp_path / "older.py").write_text(
+        "from configs.sot_glp import get_config as shipped\n\n\ndef get_config(variant='demo'):\n"
+        "    config = shipped(variant)\n    del config.sot_glp['top_k']\n    return config\n",
+        encoding="utf-8",
+    )
+    cmd = [sys.executable, "-m", "jaxood.train", f"--config={tmp_path / 'older.py'}", f"--workdir={tmp_path / 'w'}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("error: the config has no key sot_glp.top_k, which this command reads: "), out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize(
     "command, args, message",
     [
@@ -2866,6 +2881,9 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ("eval_every", -1, "eval_every must be a whole number of at least 0, got -1"),
         ("eval_unit", "epochs", r"eval_unit must be one of 'step' or 'epoch', got 'epochs' \(did you mean 'epoch'\?\)"),
         ("loss_scale", "fp16", "loss_scale must be one of 'none' or 'dynamic', got 'fp16'"),
+        ("eval_zero_shot", None, "eval_zero_shot must be one of True or False, got None"),
+        ("tensorboard", None, "tensorboard must be one of True or False, got None"),
+        ("plots", None, "plots must be one of True or False, got None"),
         ("batch_size", 0, "batch_size must be a whole number of at least 1, got 0"),
         ("eval_batch_size", 0, "eval_batch_size must be a whole number of at least 1, got 0"),
         ("batch_size", 256, r"192 training images are fewer than one batch \(batch_size 256\): lower batch_size"),
@@ -2947,7 +2965,9 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     iteration too, with jaxood.ot's ValueError), a reversed crop scale and a negative seed with NumPy's. An empty
     init_text failed with a ZeroDivisionError, and one so long that a class name no longer fitted in CLIP's context
     cut the name off the prompt, silently. A toy world set of 0 images per class failed after training, at its
-    metrics; a spurious-background probability of 2 ran as 1."""
+    metrics; a spurious-background probability of 2 ran as 1. `eval_zero_shot`, `tensorboard` or `plots` None left
+    the zero-shot rows, TensorBoard's files or the plots out, silently (and one a config lacked failed once the
+    training was done, or had started)."""
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):
