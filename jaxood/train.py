@@ -239,7 +239,9 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     num_steps, epochs = settings.whole(config, "num_steps", 0), settings.whole(config, "epochs", 0)
     if num_steps == epochs == 0:
         raise InvalidInput("num_steps and epochs are both 0, which trains no step: set one of them to at least 1")
-    if "caption_length" in config:  # image-text training: SOT, at least one token, EOT
+    # Image-text training (the CLIP pretraining's: a config of it without the key is named here, not trained as a
+    # classifier on its captions' objects): SOT, at least one token, EOT.
+    if "caption_length" in config or config.get("method") == jaxood.methods.PRETRAINING:
         settings.whole(config, "caption_length", 3, CONTEXT_LENGTH)
         if not config.eval_zero_shot:  # each evaluation scored the ID set for nothing, the closing one reporting none
             periodic = f" and eval_every {config.eval_every}'s" if config.eval_every else ""

@@ -2516,18 +2516,28 @@ def test_a_config_file_that_does_not_load_is_named_with_the_fix(config, message,
     assert not (tmp_path / "w").exists()
 
 
-def test_a_config_file_that_lacks_a_key_is_named_before_any_work(tmp_path):
+@pytest.mark.parametrize(
+    "command, config, key",
+    [("train", "sot_glp:demo", "sot_glp.top_k"), ("pretrain", "toy_clip", "caption_length")],
+)
+def test_a_config_file_that_lacks_a_key_is_named_before_any_work(command, config, key, tmp_path):
     """A config file for an earlier jaxood, or written by hand, without a key the command reads was a KeyError's
-    traceback of ml_collections' internals, naming the key's last part alone (`'top_k'`)."""
-    (tmp_path / "older.py").write_text(
-        "from configs.sot_glp import get_config as shipped\n\n\ndef get_config(variant='demo'):\n"
-        "    config = shipped(variant)\n    del config.sot_glp['top_k']\n    return config\n",
+    traceback of ml_collections' internals, naming the key's last part alone (`'top_k'`); the CLIP pretraining's
+    without `caption_length` was trained as a classifier (here refused: the toy world's 28 objects are not the ID
+    test set's 12 classes)."""
+    shipped, *variant = config.split(":")
+    *parents, leaf = key.split(".")
+    (tmp_path / "older.py").write_text(  # the shipped file's config less `key`
+        f"from configs.{shipped} import get_config as shipped\n\n\ndef get_config(*variant):\n"
+        f"    config = shipped(*variant)\n    del config{''.join(f'.{part}' for part in parents)}[{leaf!r}]\n"
+        "    return config\n",
         encoding="utf-8",
     )
-    cmd = [sys.executable, "-m", "jaxood.train", f"--config={tmp_path / 'older.py'}", f"--workdir={tmp_path / 'w'}"]
+    given = ":".join([str(tmp_path / "older.py"), *variant])
+    cmd = [sys.executable, "-m", f"jaxood.{command}", f"--config={given}", f"--workdir={tmp_path / 'w'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr
-    assert out.stderr.startswith("error: the config has no key sot_glp.top_k, which this command reads: "), out.stderr
+    assert out.stderr.startswith(f"error: the config has no key {key}, which this command reads: "), out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()
 
 
