@@ -2537,7 +2537,9 @@ def test_a_config_file_that_lacks_a_key_is_named_before_any_work(command, config
     cmd = [sys.executable, "-m", f"jaxood.{command}", f"--config={given}", f"--workdir={tmp_path / 'w'}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr
-    assert out.stderr.startswith(f"error: the config has no key {key}, which this command reads: "), out.stderr
+    error, hint = out.stderr.splitlines()[-2:]  # after orbax 0.11's INFO lines of its import, where it logs them
+    assert error.startswith(f"error: the config has no key {key}, which this command reads: "), out.stderr
+    assert hint == "(JAXOOD_TRACEBACK=1 shows where it was raised)", out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()
 
 
