@@ -2159,13 +2159,13 @@ def test_dataset_descriptions(folder, tmp_path):
     for spec, message in (
         ({"kind": "list", "root": folder, "list_file": None}, "list_file must be a string (a path), got None"),
         ({"kind": "folder", "root": 5}, "root must be a string (a path), got 5"),
-        ({"kind": "tfds", "name": 3}, "name must be a string (a TFDS dataset's name), got 3"),
+        ({"kind": "tfds", "name": 3, "split": "test"}, "name must be a string (a TFDS dataset's name), got 3"),
         ({"kind": "toy", "split": 1}, "split must be a string (a split's name), got 1"),
         # Empty, as a shell variable not set leaves it: "image folder not found at :", TFDS's "Parsing builder name
         # string failed".
         ({"kind": "folder", "root": ""}, "root is empty (a shell variable that is not set?): give a path"),
         (
-            {"kind": "tfds", "name": " "},
+            {"kind": "tfds", "name": " ", "split": "test"},
             "name is empty (a shell variable that is not set?): give a TFDS dataset's name",
         ),
         (
@@ -2180,6 +2180,8 @@ def test_dataset_descriptions(folder, tmp_path):
     for spec, missing in (
         ({"kind": "folder"}, "'root'"),
         ({"kind": "tfds", "split": "train"}, "'name'"),
+        # A TFDS entry without its split read "test", a training set's too (trained on a test split, unsaid).
+        ({"kind": "tfds", "name": "oxford_iiit_pet"}, "'split'"),
         ({"kind": "list"}, "'list_file' and 'root'"),
         ({"kind": "toy", "per_class": 1}, "'split'"),
     ):

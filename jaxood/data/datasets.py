@@ -57,8 +57,8 @@ ENTRY_KEYS = {
     "toy": {"split", "per_class", "size", "seed", "spurious_p"},
 }
 REQUIRED_KEYS = {
-    "tfds": {"name"}, "folder": {"root"}, "list": {"root", "list_file"}, "coop": {"root", "split_file", "split"},
-    "fgvc_aircraft": {"root", "split"}, "toy": {"split"},
+    "tfds": {"name", "split"}, "folder": {"root"}, "list": {"root", "list_file"},
+    "coop": {"root", "split_file", "split"}, "fgvc_aircraft": {"root", "split"}, "toy": {"split"},
 }  # fmt: skip
 # The text that is nothing when empty (a shell variable not set: a folder "not found at :"); a list's root may be
 # empty, its paths then relative to the current folder.
@@ -209,7 +209,7 @@ def _unknown_keys(kind: str, unknown: list[str]) -> str:
 def _source(kind: str, spec: dict):
     names = _class_names(spec.get("class_names"))
     if kind == "tfds":
-        return TfdsSource(spec["name"], spec.get("split", "test"), spec.get("data_dir"), names)
+        return TfdsSource(spec["name"], spec["split"], spec.get("data_dir"), names)
     if kind == "folder":
         return FolderSource(spec["root"], names)
     if kind == "list":
