@@ -351,6 +351,7 @@ def _mean(computed: list[dict | None]) -> dict | None:
 
 def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     """The zero-shot scores `config.scores` names (comma-separated; spaces around names and repeats are ignored)."""
+    settings.text(config, "scores", "the zero-shot scores' names, comma-separated")
     names = tuple(dict.fromkeys(s.strip() for s in config.scores.split(",") if s.strip()))
     if unknown := [name for name in names if name not in ZERO_SHOT_SCORES]:
         what = "unknown scores" if len(unknown) > 1 else "an unknown score"
@@ -380,6 +381,9 @@ def text_cache_dir(config: ml_collections.ConfigDict) -> str:
 def _check_settings(config: ml_collections.ConfigDict) -> None:
     """The settings evaluation reads only at its end (scores, OOD set names, prompt, plots, cache folder, batch), and
     the CLIP's compute dtype (training read it only once the training labels were read: minutes for ImageNet)."""
+    settings.text(config, "model", "a Hugging Face hub id, a CLIP's folder, toy or scratch", path=True)
+    settings.text(config, "mcm_template", "the zero-shot prompt, with {} where the class name goes")
+    settings.text(config, "cache_dir", "the text-feature cache's folder, '' for the default", path=True)
     settings.choice(config, "dtype", clip.COMPUTE_DTYPES)
     settings.choice(config, "plots", (True, False))
     zero_shot_score_names(config)

@@ -10,6 +10,7 @@ with a meaning nobody meant (0 training steps evaluated the untrained prompts;
 from __future__ import annotations
 
 import math
+import os
 
 import ml_collections
 
@@ -65,6 +66,20 @@ def number_problem(
         span = "".join(f" and {op} {b}" for b, op, _ in bounds if b is not None).removeprefix(" and")
         return f"must be a {'finite ' if infinite else ''}number{span}, got {value!r}"
     return ""
+
+
+def text(config: ml_collections.ConfigDict, key: str, what: str, path: bool = False) -> str | os.PathLike:
+    """`config[key]` (dotted) is a string (`what` says what it holds), or a path object where it is a `path`;
+    returned. A number or None failed where it was read, with a TypeError's traceback from os or str.format."""
+    value = at(config, key)
+    if problem := text_problem(os.fspath(value) if path and isinstance(value, os.PathLike) else value, what):
+        raise InvalidInput(f"{key} {problem}")
+    return value
+
+
+def text_problem(value, what: str) -> str:
+    """What is wrong with `value` as a string holding `what` ("must be a string (...), got ..."); "" when nothing."""
+    return "" if isinstance(value, str) else f"must be a string ({what}), got {value!r}"
 
 
 def choice(config: ml_collections.ConfigDict, key: str, allowed: tuple) -> object:

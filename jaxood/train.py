@@ -204,7 +204,7 @@ OPTIM_RANGES = {
     "b2": {"least": 0, "below": 1},
 }  # fmt: skip
 UNITS = ("step", "epoch")  # what `optim.schedule_unit` steps the schedule by, and what `eval_every` counts
-OPTIM_CHOICES = {"name": ("sgd", "adamw"), "schedule_unit": UNITS}
+OPTIM_CHOICES = {"name": ("sgd", "adamw"), "schedule_unit": UNITS, "nesterov": (True, False)}
 
 
 def _check_optim(config: ml_collections.ConfigDict, key: str) -> None:
@@ -230,7 +230,7 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     settings.whole(config, "eval_every", 0)
     settings.choice(config, "eval_unit", UNITS)
     settings.choice(config, "loss_scale", loss_scale.CHOICES)
-    for key in ("eval_zero_shot", "tensorboard"):  # else read once the training is done, or has started
+    for key in ("eval_zero_shot", "tensorboard", "remat"):  # else read once the work has started, or taken as truth
         settings.choice(config, key, (True, False))
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
     # Seconds between progress lines: a negative one (or NaN) printed at every step, unsaid; 0 asks for that.
@@ -260,8 +260,10 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         settings.choice(config, "shot_sampling", SHOT_SAMPLINGS)
     if config.model == "scratch":
         clip.check_arch(config)
-    scale = tuple(config.augment.scale)
-    if not (len(scale) == 2 and all(isinstance(v, int | float) for v in scale) and 0 < scale[0] <= scale[1] <= 1):
+    settings.choice(config, "augment.flip", (True, False))
+    scale = config.augment.scale
+    pair = isinstance(scale, tuple | list) and len(scale) == 2 and all(isinstance(v, int | float) for v in scale)
+    if not (pair and 0 < scale[0] <= scale[1] <= 1):
         raise InvalidInput(
             f"augment.scale must be (low, high) with 0 < low <= high <= 1, the crops' areas as fractions of the "
             f"image's; got {scale!r}"

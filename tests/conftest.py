@@ -61,7 +61,8 @@ def load_config(name, variant=None, **overrides):
         *parents, leaf = key.split(".")
         for part in parents:
             node = node[part]
-        node[leaf] = value
+        with node.ignore_type():  # a config file may hold any type, as a hand-written one does
+            node[leaf] = value
     return c
 
 

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import pathlib
 
 import ml_collections
 import pytest
@@ -22,6 +23,10 @@ def _set(config, key, value):
 def test_values_in_range_are_returned():
     c = _config()
     assert settings.whole(c, "a.n", 1, 3) == 3 and settings.number(c, "a.x", above=0, most=0.5) == 0.5
+    assert settings.text(c, "a.name", "a size") == "big"
+    with c.ignore_type():
+        c.a.name = pathlib.Path("~/clip")
+    assert settings.text(c, "a.name", "a folder", path=True) == pathlib.Path("~/clip")  # a path object, as os takes
 
 
 @pytest.mark.parametrize(
@@ -32,6 +37,8 @@ def test_values_in_range_are_returned():
         (lambda c: settings.whole(c, "a.flag", 0), "a.flag must be a whole number of at least 0, got True"),
         (lambda c: settings.number(c, "a.x", least=0, below=0.5), "a.x must be a number >= 0 and < 0.5, got 0.5"),
         (lambda c: settings.number(c, "a.name"), "a.name must be a number, got 'big'"),  # no bound: no stray space
+        (lambda c: settings.text(c, "a.n", "a size"), "a.n must be a string (a size), got 3"),
+        (lambda c: settings.text(c, "a.flag", "a folder", path=True), "a.flag must be a string (a folder), got True"),
         # An infinite temperature gave every image the same score (AUROC 50), silently; an infinite tau trained on
         # zero logits.
         (

@@ -2909,6 +2909,20 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
             r"progress_every must be a number >= 0, got -5.0: the seconds between progress lines \(0: every step\)",
         ),
         ("augment.scale", (0.5, 0.1), r"augment.scale must be \(low, high\) with 0 < low <= high <= 1"),
+        # A value of another type in a config file: a traceback of tuple(), os.path or str.format where it was read
+        # (augment.flip "no" flipped the crops, silently).
+        ("augment.scale", 3, r"augment.scale must be \(low, high\) with 0 < low <= high <= 1, .*; got 3$"),
+        ("augment.flip", "no", r"augment.flip must be one of True or False, got 'no'"),
+        ("optim.nesterov", "no", r"optim.nesterov must be one of True or False, got 'no'"),
+        ("remat", "no", r"remat must be one of True or False, got 'no'"),
+        ("scores", None, r"scores must be a string \(the zero-shot scores' names, comma-separated\), got None"),
+        ("sot_glp.init_text", 7, r"sot_glp.init_text must be a string \(the words the global prompts start from\)"),
+        ("sot_glp.learn_proj", "no", r"sot_glp.learn_proj must be one of True or False, got 'no'"),
+        ("sot_glp.class_specific_locals", "no", r"sot_glp.class_specific_locals must be one of True or False"),
+        ("sot_glp.vv_layer0_ori", "no", r"sot_glp.vv_layer0_ori must be one of True or False, got 'no'"),
+        ("model", None, r"model must be a string \(a Hugging Face hub id, a CLIP's folder, toy or scratch\), got None"),
+        ("mcm_template", 7, r"mcm_template must be a string \(the zero-shot prompt, with {} where the class name goes"),
+        ("cache_dir", 7, r"cache_dir must be a string \(the text-feature cache's folder, '' for the default\), got 7"),
         ("optim.lr", -1.0, "optim.lr must be a number >= 0, got -1.0"),
         ("optim.momentum", 1.0, "optim.momentum must be a number >= 0 and < 1, got 1.0"),
         ("optim.groups", {"prompts": {"lrr": 0.1}}, r"optim.groups.prompts.lrr: 'lrr' is not an optimiser setting"),
@@ -2979,7 +2993,9 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     cut the name off the prompt, silently. A toy world set of 0 images per class failed after training, at its
     metrics; a spurious-background probability of 2 ran as 1. `eval_zero_shot`, `tensorboard` or `plots` None left
     the zero-shot rows, TensorBoard's files or the plots out, silently (and one a config lacked failed once the
-    training was done, or had started)."""
+    training was done, or had started). A value of another type in a config file failed with a traceback where it
+    was read (`augment.scale` 3, `model` None, `mcm_template` 7, `scores` None, `sot_glp.init_text` 7), or ran
+    as True (`augment.flip`, `optim.nesterov`, `remat`, `sot_glp.learn_proj` or `class_specific_locals` "no")."""
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):

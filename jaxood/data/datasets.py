@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from jaxood import distributed
+from jaxood import distributed, settings
 from jaxood.data.classnames import imagenet_classnames
 from jaxood.data.sources import (
     AircraftSource,
@@ -176,8 +176,8 @@ def _open(spec: dict):
         value = os.fspath(spec[field]) if field in _PATHS and isinstance(spec[field], os.PathLike) else spec[field]
         if field == "data_dir" and value is None:  # TFDS's default folder
             continue
-        if not isinstance(value, str):
-            raise InvalidInput(f"{field} must be a string ({_TEXT[field]}), got {value!r}")
+        if problem := settings.text_problem(value, _TEXT[field]):
+            raise InvalidInput(f"{field} {problem}")
         if field in NOT_EMPTY[kind] and not value.strip():
             raise InvalidInput(f"{field} is empty (a shell variable that is not set?): give {_TEXT[field]}")
         spec[field] = os.path.expanduser(value) if field in _PATHS else value

@@ -153,6 +153,9 @@ def check_settings(config: ml_collections.ConfigDict, arch: clip.CLIPConfig) -> 
     (0 prompts: a division by zero; more patches than the image has: JAX's top_k), before it (an empty init_text:
     a division by zero) or trained on nothing (no patch, no Sinkhorn iteration)."""
     c = config.sot_glp
+    settings.text(config, "sot_glp.init_text", "the words the global prompts start from")
+    for key in ("learn_proj", "class_specific_locals", "vv_layer0_ori"):  # else taken as truth
+        settings.choice(config, f"sot_glp.{key}", (True, False))
     if not get_tokenizer().encode(c.init_text):
         raise InvalidInput(
             f"sot_glp.init_text {c.init_text!r} has no words: its tokens set the prompts' context length and "
