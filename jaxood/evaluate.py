@@ -363,7 +363,8 @@ def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 def text_cache_dir(config: ml_collections.ConfigDict) -> str:
     """The text-feature cache's folder: `config.cache_dir`, else `jaxood.cache.DEFAULT_CACHE` ($JAXOOD_CACHE,
     $XDG_CACHE_HOME/jaxood or ~/.cache/jaxood)."""
-    path = os.path.expanduser(config.cache_dir or DEFAULT_CACHE)
+    given = settings.text(config, "cache_dir", "the text-feature cache's folder, '' for the default", path=True)
+    path = os.path.expanduser(given or DEFAULT_CACHE)
     if "://" in path:
         raise InvalidInput(
             f"the text-feature cache {path!r} is a URL, but jaxood writes it with the local file system (it would "
@@ -382,8 +383,6 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
     """The settings evaluation reads only at its end (scores, OOD set names, prompt, plots, cache folder, batch), and
     the CLIP's compute dtype (training read it only once the training labels were read: minutes for ImageNet)."""
     settings.text(config, "model", "a Hugging Face hub id, a CLIP's folder, toy or scratch", path=True)
-    settings.text(config, "mcm_template", "the zero-shot prompt, with {} where the class name goes")
-    settings.text(config, "cache_dir", "the text-feature cache's folder, '' for the default", path=True)
     settings.choice(config, "dtype", clip.COMPUTE_DTYPES)
     settings.choice(config, "plots", (True, False))
     zero_shot_score_names(config)
@@ -399,9 +398,10 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
             f"config.ood_datasets / ood_groups: {', '.join(map(repr, broken))} holds '|' or a line break, which would "
             "split or end a row of results.md's tables, where the names are column titles: rename it"
         )
-    fields = [field for _, field, _, _ in string.Formatter().parse(config.mcm_template) if field is not None]
+    template = settings.text(config, "mcm_template", "the zero-shot prompt, with {} where the class name goes")
+    fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
     if fields != [""]:
-        raise InvalidInput(f"mcm_template {config.mcm_template!r} needs exactly one {{}}, where the class name goes")
+        raise InvalidInput(f"mcm_template {template!r} needs exactly one {{}}, where the class name goes")
     ood_groups(config)
     text_cache_dir(config)
     check_batch(settings.whole(config, "eval_batch_size", 1), data_mesh(), "eval_batch_size")

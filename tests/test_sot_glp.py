@@ -2995,7 +2995,8 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     the zero-shot rows, TensorBoard's files or the plots out, silently (and one a config lacked failed once the
     training was done, or had started). A value of another type in a config file failed with a traceback where it
     was read (`augment.scale` 3, `model` None, `mcm_template` 7, `scores` None, `sot_glp.init_text` 7), or ran
-    as True (`augment.flip`, `optim.nesterov`, `remat`, `sot_glp.learn_proj` or `class_specific_locals` "no")."""
+    as True (`augment.flip`, `optim.nesterov`, `remat`, `sot_glp.learn_proj`, `class_specific_locals` or
+    `vv_layer0_ori` "no")."""
     from jaxood.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):
