@@ -1,8 +1,10 @@
 """`jaxood.settings`: the range checks every config value goes through, and the messages they give."""
 
 import argparse
+import functools
 import os
 import pathlib
+import re
 
 import ml_collections
 import pytest
@@ -130,3 +132,82 @@ def test_docs_config_md_names_every_config_key_with_its_default():
                 assert cell not in ("\u2014", ""), (key, CONFIG_FILES[column], cell)
             else:
                 assert cell == f"`{value!r}`", (key, CONFIG_FILES[column], cell, value)
+
+
+class _WorkStarted(Exception):
+    """Raised where a command loads or makes its CLIP: every setting it checks was taken."""
+
+
+def _leaves(config, prefix=""):
+    """Every leaf of a config, dotted, with its value: the dataset entries' and groups' keys too."""
+    for name, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _leaves(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, value
+
+
+def _of_other_types(value) -> list:
+    """Values of other types than `value`'s, as a config file written by hand may hold. Not True for a float key:
+    ml_collections makes it 1.0."""
+    if isinstance(value, bool):
+        return ["yes"]
+    if isinstance(value, float):
+        return ["x", None]
+    if isinstance(value, int):
+        return ["x", None, True]
+    if isinstance(value, str):
+        return [7, None]
+    if isinstance(value, (tuple, list)):
+        return ["x", 3]
+    return ["x"]
+
+
+# The keys of a config that its command does not read (their values pass unchecked): the variant's name, a record of
+# it, and the architecture of random weights, which the demo's `model` "toy" does not take.
+NOT_READ = {"sot_glp": ("variant", "model_arch.")}
+
+
+@pytest.mark.parametrize(
+    "name, variant, command",
+    [("sot_glp", "demo", "train"), ("toy_clip", None, "train"), ("zeroshot", "toy", "evaluate")],
+)
+def test_a_value_of_another_type_is_refused_by_its_key_before_any_work(name, variant, command, monkeypatch, tmp_path):
+    """Each key of the toy configs set in turn to a value of another type, as a config file written by hand may hold
+    (`model` None and `mcm_template` 7 failed with a TypeError's traceback where they were read, `remat` "no" ran as
+    True, before each was checked): each is refused in one line that names its key before the command loads its
+    CLIP, but for the keys `NOT_READ` lists, which reach it. A key added to a config without its check fails here."""
+    from conftest import load_config
+
+    import jaxood.evaluate
+    import jaxood.train
+    from jaxood.errors import UserError
+    from jaxood.models import clip
+
+    def work(*args, **kwargs):
+        raise _WorkStarted
+
+    monkeypatch.setattr(clip, "load", work)
+    monkeypatch.setattr(clip, "init_params", work)
+    run = {"train": jaxood.train.train, "evaluate": jaxood.evaluate.evaluate}[command]
+    not_read, wrong = NOT_READ.get(name, ()), []
+    for i, (key, value) in enumerate(_leaves(load_config(name, variant))):
+        for other in _of_other_types(value):
+            config = load_config(name, variant)
+            *parents, leaf = key.split(".")
+            node = functools.reduce(lambda node, part: node[part], parents, config)
+            with node.ignore_type():
+                node[leaf] = other
+            try:
+                run(config, str(tmp_path / f"run{i}"))
+                outcome = "ran"
+            except _WorkStarted:
+                outcome = "reached the CLIP"
+            except UserError as err:
+                outcome = None if re.search(rf"\b{leaf}\b", str(err)) else f"refused without its key: {err}"
+            except Exception as err:  # failed where the value was read, with a traceback
+                outcome = f"{type(err).__name__}: {err}"
+            expected = "reached the CLIP" if key.startswith(not_read) else None  # None: refused by its key
+            if outcome != expected:
+                wrong.append(f"{key} = {other!r}: {outcome or 'refused by its key, where NOT_READ lists it'}")
+    assert not wrong, "\n".join(wrong)
