@@ -272,10 +272,15 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         _check_optim(config, f"optim.{key}")
     for group, overrides in config.optim.get("groups", {}).items():
         for key in overrides.keys():
+            if key == "clip_norm":  # ignored, silently: make_optimizer clips with the base settings' one
+                raise InvalidInput(
+                    f"optim.groups.{group}.clip_norm: clip_norm clips every group's gradients together, by their "
+                    "global norm, so a group has none of its own: set optim.clip_norm"
+                )
             if key not in config.optim or key == "groups":
                 raise InvalidInput(
                     f"optim.groups.{group}.{key}: {key!r} is not an optimiser setting; a group may override "
-                    f"{sorted(set(config.optim.keys()) - {'groups'})}"
+                    f"{sorted(set(config.optim.keys()) - {'groups', 'clip_norm'})}"
                 )
             _check_optim(config, f"optim.groups.{group}.{key}")
     for group in (None, *config.optim.get("groups", {}).keys()):  # the base settings, then each group's

@@ -2944,6 +2944,11 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
             {"prompts": {"schedule_unit": "epochs"}},
             "optim.groups.prompts.schedule_unit must be one of 'step' or 'epoch', got 'epochs'",
         ),
+        (
+            "optim.groups",
+            {"prompts": {"clip_norm": 1.0}},
+            r"optim.groups.prompts.clip_norm: clip_norm clips every group's gradients together, by their global norm",
+        ),
         ("sot_glp.n_global", 0, "sot_glp.n_global must be a whole number of at least 1, got 0"),
         ("sot_glp.top_k", 65, "sot_glp.top_k must be a whole number from 1 to 64, got 65"),
         ("sot_glp.tau", 0.0, "sot_glp.tau must be a number > 0, got 0.0"),
@@ -2984,9 +2989,9 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     with a ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently. Training
     on other classes than the ID test set's scored the predictions against the wrong labels, silently. So did
     0 epochs, or a batch larger than the training set (both made 0 steps), and -1 shots (all but one image per
-    class), a misspelt optimiser override or group (ignored) and a min_lr above lr (the cosine rose to it) ran
-    silently (a misspelt optimiser or schedule
-    unit failed once the weights had loaded and the training labels were read); a batch of 0, 0 global prompts and
+    class), a misspelt optimiser override or group or a group's clip_norm (ignored) and a min_lr above lr (the cosine
+    rose to it) ran silently (a misspelt optimiser or schedule unit failed once the weights had loaded and the
+    training labels were read); a batch of 0, 0 global prompts and
     more patches than the image has failed in the step or the loader with Python's or JAX's errors (one Sinkhorn
     iteration too, with jaxood.ot's ValueError), a reversed crop scale and a negative seed with NumPy's. An empty
     init_text failed with a ZeroDivisionError, and one so long that a class name no longer fitted in CLIP's context
