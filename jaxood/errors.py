@@ -219,10 +219,14 @@ def missing_config_key(err: BaseException) -> InvalidInput | None:
         return None
     roots = [value for frame in frames for value in frame.f_locals.values() if isinstance(value, config_type)]
     path = max((path for root in roots if (path := _path_to(lacking, root, config_type)) is not None), key=len)
+    return lacking_config_key(".".join([*path, key]))
+
+
+def lacking_config_key(key: str) -> InvalidInput:
+    """The error for a key, dotted, that the config lacks and the command reads."""
     return InvalidInput(
-        f"the config has no key {'.'.join([*path, key])}, which this command reads: a config file written by hand, or "
-        "for an earlier jaxood, holds every key of the shipped config file it follows (docs/config.md lists them, with "
-        "their defaults)"
+        f"the config has no key {key}, which this command reads: a config file written by hand, or for an earlier "
+        "jaxood, holds every key of the shipped config file it follows (docs/config.md lists them, with their defaults)"
     )
 
 

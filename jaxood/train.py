@@ -77,6 +77,7 @@ from jaxood.errors import (
     agreeing,
     first_ten,
     joined,
+    lacking_config_key,
     not_one_of,
     write_fix,
 )
@@ -205,6 +206,10 @@ OPTIM_RANGES = {
 }  # fmt: skip
 UNITS = ("step", "epoch")  # what `optim.schedule_unit` steps the schedule by, and what `eval_every` counts
 OPTIM_CHOICES = {"name": ("sgd", "adamw"), "schedule_unit": UNITS, "nesterov": (True, False)}
+# The settings a group's optimiser reads: every optimiser's (its name, `schedule`'s, the weight decay), then its own
+# (`_group_tx`). `clip_norm` is the base settings' alone: it clips every group's gradients together, by their norm.
+GROUP_SETTINGS = ("name", "lr", "min_lr", "warmup_epochs", "schedule_unit", "weight_decay")
+OPTIMISER_OWN = {"sgd": ("momentum", "nesterov"), "adamw": ("b1", "b2")}
 
 
 def _check_optim(config: ml_collections.ConfigDict, key: str) -> None:
@@ -285,6 +290,11 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
             _check_optim(config, f"optim.groups.{group}.{key}")
     for group in (None, *config.optim.get("groups", {}).keys()):  # the base settings, then each group's
         opt = config.optim if group is None else group_optim(config, group)
+        # A config that lacks one is named here, not once the CLIP has loaded and the optimiser is made.
+        base = ("clip_norm",) if group is None else ()
+        for key in (*GROUP_SETTINGS, *OPTIMISER_OWN.get(opt.get("name"), ()), *base):
+            if key not in opt:
+                raise lacking_config_key(f"optim.{key}")
         if opt.min_lr > opt.lr:  # the cosine rose to it, silently: a rate given as a fraction of lr, say
             named = "optim" if group is None else f"optimiser group {group} (optim with optim.groups.{group})"
             raise InvalidInput(

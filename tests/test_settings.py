@@ -138,6 +138,39 @@ class _WorkStarted(Exception):
     """Raised where a command loads or makes its CLIP: every setting it checks was taken."""
 
 
+@pytest.fixture
+def command_until_the_clip(monkeypatch):
+    """`take(command, config, workdir, key)`: how `jaxood.<command>` took `config` until it would load its CLIP,
+    None where it refused it in one line that names `key`'s last part, else what it did."""
+    import jaxood.evaluate
+    import jaxood.train
+    from jaxood.errors import UserError, missing_config_key
+    from jaxood.models import clip
+
+    def work(*args, **kwargs):
+        raise _WorkStarted
+
+    monkeypatch.setattr(clip, "load", work)
+    monkeypatch.setattr(clip, "init_params", work)
+    commands = {"train": jaxood.train.train, "evaluate": jaxood.evaluate.evaluate}
+
+    def take(command, config, workdir, key) -> str | None:
+        try:
+            commands[command](config, workdir)
+            return "ran"
+        except _WorkStarted:
+            return "reached the CLIP"
+        except (UserError, KeyError, AttributeError) as err:  # a lacking key's, as the command line names it
+            refusal = err if isinstance(err, UserError) else missing_config_key(err)
+            if refusal is None:
+                return f"{type(err).__name__}: {err}"
+            return None if re.search(rf"\b{key.rsplit('.', 1)[-1]}\b", str(refusal)) else f"refused unnamed: {refusal}"
+        except Exception as err:  # failed where the value was read, with a traceback
+            return f"{type(err).__name__}: {err}"
+
+    return take
+
+
 def _leaves(config, prefix=""):
     """Every leaf of a config, dotted, with its value: the dataset entries' and groups' keys too."""
     for name, value in config.items():
@@ -163,51 +196,76 @@ def _of_other_types(value) -> list:
     return ["x"]
 
 
-# The keys of a config that its command does not read (their values pass unchecked): the variant's name, a record of
-# it, and the architecture of random weights, which the demo's `model` "toy" does not take.
+def _leaves_of(name, variant) -> list:
+    from conftest import load_config
+
+    return list(_leaves(load_config(name, variant)))
+
+
+REMOVED = object()
+
+
+def _changed(name, variant, key, value):
+    """`configs/<name>.py`'s config with `key` (dotted) set to `value` of any type, or removed (`REMOVED`)."""
+    from conftest import load_config
+
+    config = load_config(name, variant)
+    *parents, leaf = key.split(".")
+    node = functools.reduce(lambda node, part: node[part], parents, config)
+    if value is REMOVED:
+        del node[leaf]
+    else:
+        with node.ignore_type():
+            node[leaf] = value
+    return config
+
+
+TOY_CONFIGS = [("sot_glp", "demo", "train"), ("toy_clip", None, "train"), ("zeroshot", "toy", "evaluate")]
+# Keys a config's command does not read, whose values pass unchecked: the variant's name, a record of it, and the
+# architecture of random weights, which the demo's `model` "toy" does not take.
 NOT_READ = {"sot_glp": ("variant", "model_arch.")}
 
 
-@pytest.mark.parametrize(
-    "name, variant, command",
-    [("sot_glp", "demo", "train"), ("toy_clip", None, "train"), ("zeroshot", "toy", "evaluate")],
-)
-def test_a_value_of_another_type_is_refused_by_its_key_before_any_work(name, variant, command, monkeypatch, tmp_path):
+@pytest.mark.parametrize("name, variant, command", TOY_CONFIGS)
+def test_a_value_of_another_type_is_refused_by_its_key_before_any_work(
+    name, variant, command, command_until_the_clip, tmp_path
+):
     """Each key of the toy configs set in turn to a value of another type, as a config file written by hand may hold
     (`model` None and `mcm_template` 7 failed with a TypeError's traceback where they were read, `remat` "no" ran as
     True, before each was checked): each is refused in one line that names its key before the command loads its
     CLIP, but for the keys `NOT_READ` lists, which reach it. A key added to a config without its check fails here."""
-    from conftest import load_config
-
-    import jaxood.evaluate
-    import jaxood.train
-    from jaxood.errors import UserError
-    from jaxood.models import clip
-
-    def work(*args, **kwargs):
-        raise _WorkStarted
-
-    monkeypatch.setattr(clip, "load", work)
-    monkeypatch.setattr(clip, "init_params", work)
-    run = {"train": jaxood.train.train, "evaluate": jaxood.evaluate.evaluate}[command]
-    not_read, wrong = NOT_READ.get(name, ()), []
-    for i, (key, value) in enumerate(_leaves(load_config(name, variant))):
+    wrong = []
+    for i, (key, value) in enumerate(_leaves_of(name, variant)):
         for other in _of_other_types(value):
-            config = load_config(name, variant)
-            *parents, leaf = key.split(".")
-            node = functools.reduce(lambda node, part: node[part], parents, config)
-            with node.ignore_type():
-                node[leaf] = other
-            try:
-                run(config, str(tmp_path / f"run{i}"))
-                outcome = "ran"
-            except _WorkStarted:
-                outcome = "reached the CLIP"
-            except UserError as err:
-                outcome = None if re.search(rf"\b{leaf}\b", str(err)) else f"refused without its key: {err}"
-            except Exception as err:  # failed where the value was read, with a traceback
-                outcome = f"{type(err).__name__}: {err}"
-            expected = "reached the CLIP" if key.startswith(not_read) else None  # None: refused by its key
+            config = _changed(name, variant, key, other)
+            outcome = command_until_the_clip(command, config, str(tmp_path / f"run{i}"), key)
+            expected = "reached the CLIP" if key.startswith(NOT_READ.get(name, ())) else None  # None: refused
             if outcome != expected:
                 wrong.append(f"{key} = {other!r}: {outcome or 'refused by its key, where NOT_READ lists it'}")
+    assert not wrong, "\n".join(wrong)
+
+
+# Keys a config may lack: those its command does not read (`NOT_READ`'s, and the other optimiser's settings), and a
+# toy world entry's but its split, which have defaults.
+MAY_LACK = {
+    "sot_glp": (*NOT_READ["sot_glp"], "optim.b1", "optim.b2"),
+    "toy_clip": ("optim.momentum", "optim.nesterov"),
+}
+
+
+@pytest.mark.parametrize("name, variant, command", TOY_CONFIGS)
+def test_a_lacking_key_is_named_before_any_work(name, variant, command, command_until_the_clip, tmp_path):
+    """Each key of the toy configs removed in turn, as from a config file written by hand or for an earlier jaxood: a
+    lacking `optim.name`, `optim.momentum` or `optim.clip_norm` was named once the CLIP had loaded (a hub model's
+    download), where the optimiser was made; `eval_zero_shot`, `tensorboard` or `plots` once work had started. Each
+    is named in one line before the command loads its CLIP, but for the keys it may lack (`MAY_LACK`), which reach
+    it."""
+    wrong = []
+    for i, (key, _) in enumerate(_leaves_of(name, variant)):
+        config = _changed(name, variant, key, REMOVED)
+        outcome = command_until_the_clip(command, config, str(tmp_path / f"run{i}"), key)
+        entry_default = re.fullmatch(r"(id_dataset|train_dataset|ood_datasets\.\w+)\.(?!split$|kind$)\w+", key)
+        may_lack = key.startswith(MAY_LACK.get(name, ())) or entry_default
+        if outcome != ("reached the CLIP" if may_lack else None):
+            wrong.append(f"{key} removed: {outcome or 'named, where it may be lacked'}")
     assert not wrong, "\n".join(wrong)
