@@ -2946,6 +2946,12 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
         ),
         (
             "optim.groups",
+            {"prompts": {"b1": 0.5}},
+            r"optim.groups.prompts.b1: the group's optimiser, sgd, does not read b1 \(adamw's\), so it would be "
+            "ignored: leave it out, or set optim.groups.prompts.name 'adamw'",
+        ),
+        (
+            "optim.groups",
             {"prompts": {"clip_norm": 1.0}},
             r"optim.groups.prompts.clip_norm: clip_norm clips every group's gradients together, by their global norm",
         ),
@@ -2989,10 +2995,10 @@ def test_bad_setting_fails_before_training(key, value, message, tmp_path):
     with a ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently. Training
     on other classes than the ID test set's scored the predictions against the wrong labels, silently. So did
     0 epochs, or a batch larger than the training set (both made 0 steps), and -1 shots (all but one image per
-    class), a misspelt optimiser override or group or a group's clip_norm (ignored) and a min_lr above lr (the cosine
-    rose to it) ran silently (a misspelt optimiser or schedule unit failed once the weights had loaded and the
-    training labels were read); a batch of 0, 0 global prompts and
-    more patches than the image has failed in the step or the loader with Python's or JAX's errors (one Sinkhorn
+    class), a misspelt optimiser override or group, a group's clip_norm or another optimiser's setting (ignored)
+    and a min_lr above lr (the cosine rose to it) ran silently (a misspelt optimiser or schedule unit failed once
+    the weights had loaded and the training labels were read); a batch of 0, 0 global prompts and more patches
+    than the image has failed in the step or the loader with Python's or JAX's errors (one Sinkhorn
     iteration too, with jaxood.ot's ValueError), a reversed crop scale and a negative seed with NumPy's. An empty
     init_text failed with a ZeroDivisionError, and one so long that a class name no longer fitted in CLIP's context
     cut the name off the prompt, silently. A toy world set of 0 images per class failed after training, at its
