@@ -290,18 +290,18 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
             _check_optim(config, f"optim.groups.{group}.{key}")
     for group in (None, *config.optim.get("groups", {}).keys()):  # the base settings, then each group's
         opt = config.optim if group is None else group_optim(config, group)
-        # A config that lacks one is named here, not once the CLIP has loaded and the optimiser is made.
+        # The settings its optimiser reads: one the config lacks is named here, not once the CLIP has loaded.
         read = (*GROUP_SETTINGS, *OPTIMISER_OWN.get(opt.get("name"), ()))
         for key in (*read, "clip_norm") if group is None else read:
             if key not in opt:
                 raise lacking_config_key(f"optim.{key}")
-        # A group's override of another optimiser's own setting (b1 for sgd) was ignored, silently.
-        if group is not None and (unread := [key for key in config.optim.groups[group].keys() if key not in read]):
-            owner = next(name for name, own in OPTIMISER_OWN.items() if unread[0] in own)
-            raise InvalidInput(
-                f"optim.groups.{group}.{unread[0]}: the group's optimiser, {opt.name}, does not read {unread[0]} "
-                f"({owner}'s), so it would be ignored: leave it out, or set optim.groups.{group}.name {owner!r}"
-            )
+        for key in config.optim.groups[group].keys() if group is not None else ():
+            owner = next((name for name, own in OPTIMISER_OWN.items() if key in own), opt.name)
+            if owner != opt.name:  # another optimiser's own setting (b1 for sgd): ignored, silently
+                raise InvalidInput(
+                    f"optim.groups.{group}.{key}: the group's optimiser, {opt.name}, does not read {key} "
+                    f"({owner}'s), so it would be ignored: leave it out, or set optim.groups.{group}.name {owner!r}"
+                )
         if opt.min_lr > opt.lr:  # the cosine rose to it, silently: a rate given as a fraction of lr, say
             named = "optim" if group is None else f"optimiser group {group} (optim with optim.groups.{group})"
             raise InvalidInput(
