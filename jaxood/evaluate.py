@@ -427,6 +427,11 @@ def ood_groups(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
                 f"OOD sets, {', '.join(given_order(config.ood_datasets))} (OOD sets given on the command line need "
                 "their groups given too, --config.ood_groups=\"{'near': 'A,B'}\", or none: --config.ood_groups=\"{}\")"
             )
+        if twice := sorted({s for s in sets if sets.count(s) > 1}):  # weighed twice in the group's average, unsaid
+            raise InvalidInput(
+                f"ood_groups.{group} names {', '.join(twice)} more than once ({', '.join(sets)}): each set counts once "
+                "in its group's average, so name each once"
+            )
     return groups
 
 

@@ -612,7 +612,7 @@ def test_tied_id_and_ood_scores_are_counted_and_said_where_they_move_auroc():
 
 def test_openood_near_and_far_averages_are_reported_beside_the_average_of_all(tmp_path):
     """OpenOOD v1.5 reports near-OOD (SSB-hard, NINCO) and far-OOD averages: the report had only the average of all
-    five sets, which no OpenOOD table has."""
+    five sets, which no OpenOOD table has. A group that named a set twice weighed it twice in its average."""
     from conftest import load_config
 
     from jaxood import report
@@ -649,6 +649,10 @@ def test_openood_near_and_far_averages_are_reported_beside_the_average_of_all(tm
     # A group naming a set the config does not have is refused before work.
     config.ood_groups.near = "SSB-hard,NINC0"
     with pytest.raises(InvalidInput, match=r"ood_groups\.near names NINC0: each group names one or more of the OOD"):
+        ood_groups(config)
+    # One named twice was weighed twice in the group's average, silently.
+    config.ood_groups.near = "SSB-hard,NINCO,SSB-hard"
+    with pytest.raises(InvalidInput, match=r"ood_groups\.near names SSB-hard more than once \(SSB-hard, NINCO, SSB-h"):
         ood_groups(config)
     # OOD sets replaced on the command line leave the benchmark's groups naming the old ones: the way on is said.
     config.ood_datasets = {"x": {"kind": "folder", "root": "/data/x"}}
