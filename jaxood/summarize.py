@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", help="the score rows to show, comma-separated (default all), as 'SOT-GLP / GL-MCM'")
     ap.add_argument("--out", help="also write the summary to this markdown file")
     args = ap.parse_args(argv)
-    rows = [row.strip() for row in args.rows.split(",") if row.strip()] if args.rows is not None else None
+    # A row named twice is shown once (its runs' lines and statistics were shown twice), as config.scores' repeats are.
+    rows = list(dict.fromkeys(r.strip() for r in args.rows.split(",") if r.strip())) if args.rows is not None else None
     if args.out is not None and (folder := written_in(args.out)):
         raise InvalidInput(
             f"--out {args.out} is one of the files jaxood wrote in {folder}, which the summary would write over: give "

@@ -395,6 +395,8 @@ def test_summarize_puts_several_runs_reports_in_one_table(tmp_path, capsys):
     main = report_user_errors(summarize.main, OUT_KEPT)
     assert main([*runs, "--rows=SOT-GLP / MCM", f"--out={tmp_path / 'summary.md'}"]) == 0
     assert (tmp_path / "summary.md").read_text(encoding="utf-8") == only
+    assert main([*runs, "--rows=SOT-GLP / MCM,SOT-GLP / MCM ", f"--out={tmp_path / 'twice.md'}"]) == 0  # shown once
+    assert (tmp_path / "twice.md").read_text(encoding="utf-8") == only
     capsys.readouterr()
     for argv, message in [
         ([pets, str(tmp_path / "none"), str(tmp_path)], r"error: 2 of the 3 runs have no report to summarise: \S+none "
