@@ -236,9 +236,9 @@ def test_a_value_of_another_type_is_refused_by_its_key_before_any_work(
     CLIP, but for the keys `NOT_READ` lists, which reach it. A key added to a config without its check fails here."""
     wrong = []
     for i, (key, value) in enumerate(_leaves_of(name, variant)):
-        for other in _of_other_types(value):
+        for j, other in enumerate(_of_other_types(value)):
             config = _changed(name, variant, key, other)
-            outcome = command_until_the_clip(command, config, str(tmp_path / f"run{i}"), key)
+            outcome = command_until_the_clip(command, config, str(tmp_path / f"run{i}_{j}"), key)
             expected = "reached the CLIP" if key.startswith(NOT_READ.get(name, ())) else None  # None: refused
             if outcome != expected:
                 wrong.append(f"{key} = {other!r}: {outcome or 'refused by its key, where NOT_READ lists it'}")
@@ -246,7 +246,7 @@ def test_a_value_of_another_type_is_refused_by_its_key_before_any_work(
 
 
 # Keys a config may lack: those its command does not read (`NOT_READ`'s, and the other optimiser's settings), and a
-# toy world entry's but its split, which have defaults.
+# toy world entry's but its kind and split, which have defaults.
 MAY_LACK = {
     "sot_glp": (*NOT_READ["sot_glp"], "optim.b1", "optim.b2"),
     "toy_clip": ("optim.momentum", "optim.nesterov"),
