@@ -398,6 +398,11 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
             f"config.ood_datasets / ood_groups: {', '.join(map(repr, broken))} holds '|' or a line break, which would "
             "split or end a row of results.md's tables, where the names are column titles: rename it"
         )
+    if blank := [name for name in titles if not name.strip()]:  # an untitled column, a key '' in results.json
+        raise InvalidInput(
+            f"config.ood_datasets / ood_groups: a name of spaces alone ({', '.join(map(repr, blank))}) would title "
+            "its column of results.md's tables with nothing: name it"
+        )
     template = settings.text(config, "mcm_template", "the zero-shot prompt, with {} where the class name goes")
     fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
     if fields != [""]:

@@ -1373,6 +1373,8 @@ def test_text_features_are_cached_per_compute_dtype(tiny_hf, tmp_path):
         ("ood_datasets", {"mean": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r"an OOD set \['mean'\]"),
         ("ood_datasets", {"a|b": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r": 'a\|b' holds '\|' or a"),
         ("ood_groups", {"far\nfar": "far"}, r"'far\\nfar' holds '\|' or a line break, which would split or end a row"),
+        ("ood_datasets", {" ": {"kind": "toy", "split": "far_ood", "per_class": 1}}, r"a name of spaces alone \(' '\)"),
+        ("ood_groups", {"": "far"}, r"a name of spaces alone \(''\) would title its column of results.md's table"),
         ("mcm.temperature", 0.0, r"mcm.temperature must be a number > 0, got 0.0"),
         ("mcm.temperature", float("inf"), r"mcm.temperature must be a finite number > 0, got inf"),
         ("dtype", "float64", "dtype must be one of 'auto', 'float32', 'bfloat16' or 'float16', got 'float64'"),
@@ -1400,7 +1402,7 @@ def test_bad_evaluation_setting_is_refused_before_work(entry, key, value, messag
     names (a toy OOD split) failed at JAX's argmax of no class prompts. An eval batch larger than the host's memory
     failed with NumPy's "Unable to allocate" traceback as the ID set's first batch was read (jaxood.evaluate refuses
     it as its loader starts, before any image is read). An OOD set or group named with '|' split its column of
-    results.md's tables. Now nothing starts."""
+    results.md's tables; one named with spaces alone left its column untitled. Now nothing starts."""
     from conftest import load_config
 
     from jaxood.errors import InvalidInput
