@@ -207,9 +207,10 @@ OPTIM_RANGES = {
 UNITS = ("step", "epoch")  # what `optim.schedule_unit` steps the schedule by, and what `eval_every` counts
 OPTIM_CHOICES = {"name": ("sgd", "adamw"), "schedule_unit": UNITS, "nesterov": (True, False)}
 # The settings a group's optimiser reads: every optimiser's (its name, `schedule`'s, the weight decay), then its own
-# (`_group_tx`). `clip_norm` is the base settings' alone: it clips every group's gradients together, by their norm.
+# (`_group_tx`); and those the base settings hold for all groups at once (`make_optimizer`), with what each does.
 GROUP_SETTINGS = ("name", "lr", "min_lr", "warmup_epochs", "schedule_unit", "weight_decay")
 OPTIMISER_OWN = {"sgd": ("momentum", "nesterov"), "adamw": ("b1", "b2")}
+BASE_ONLY = {"clip_norm": "clips every group's gradients together, by their global norm"}
 
 
 def _check_optim(config: ml_collections.ConfigDict, key: str) -> None:
@@ -277,31 +278,22 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         _check_optim(config, f"optim.{key}")
     for group, overrides in config.optim.get("groups", {}).items():
         for key in overrides.keys():
-            if key == "clip_norm":  # ignored, silently: make_optimizer clips with the base settings' one
-                raise InvalidInput(
-                    f"optim.groups.{group}.clip_norm: clip_norm clips every group's gradients together, by their "
-                    "global norm, so a group has none of its own: set optim.clip_norm"
-                )
             if key not in config.optim or key == "groups":
                 raise InvalidInput(
                     f"optim.groups.{group}.{key}: {key!r} is not an optimiser setting; a group may override "
-                    f"{sorted(set(config.optim.keys()) - {'groups', 'clip_norm'})}"
+                    f"{sorted(set(config.optim.keys()) - {'groups', *BASE_ONLY})}"
                 )
             _check_optim(config, f"optim.groups.{group}.{key}")
     for group in (None, *config.optim.get("groups", {}).keys()):  # the base settings, then each group's
         opt = config.optim if group is None else group_optim(config, group)
         # The settings its optimiser reads: one the config lacks is named here, not once the CLIP has loaded.
         read = (*GROUP_SETTINGS, *OPTIMISER_OWN.get(opt.get("name"), ()))
-        for key in (*read, "clip_norm") if group is None else read:
+        for key in (*read, *BASE_ONLY) if group is None else read:
             if key not in opt:
                 raise lacking_config_key(f"optim.{key}")
         for key in config.optim.groups[group].keys() if group is not None else ():
-            owner = next((name for name, own in OPTIMISER_OWN.items() if key in own), opt.name)
-            if owner != opt.name:  # another optimiser's own setting (b1 for sgd): ignored, silently
-                raise InvalidInput(
-                    f"optim.groups.{group}.{key}: the group's optimiser, {opt.name}, does not read {key} "
-                    f"({owner}'s), so it would be ignored: leave it out, or set optim.groups.{group}.name {owner!r}"
-                )
+            if key not in read and (why := _unread_override(group, key, opt.name)):  # ignored, silently
+                raise InvalidInput(why)
         if opt.min_lr > opt.lr:  # the cosine rose to it, silently: a rate given as a fraction of lr, say
             named = "optim" if group is None else f"optimiser group {group} (optim with optim.groups.{group})"
             raise InvalidInput(
@@ -309,6 +301,19 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
                 f"learning rate to {opt.min_lr:g} instead of lowering it. min_lr is the rate the run ends at, in lr's "
                 "units (not a fraction of lr): set it at most lr"
             )
+
+
+def _unread_override(group: str, key: str, name: str) -> str:
+    """Why `optim.groups.<group>.<key>`, which the group's optimiser `name` does not read, is refused ("" where no
+    table names the key): a base-only setting, or another optimiser's own."""
+    if key in BASE_ONLY:
+        return f"optim.groups.{group}.{key}: {key} {BASE_ONLY[key]}, so a group has none of its own: set optim.{key}"
+    if owner := next((other for other, own in OPTIMISER_OWN.items() if key in own), None):
+        return (
+            f"optim.groups.{group}.{key}: the group's optimiser, {name}, does not read {key} ({owner}'s), so it "
+            f"would be ignored: leave it out, or set optim.groups.{group}.name {owner!r}"
+        )
+    return ""
 
 
 def check_same_classes(train: tuple[str, ...], test: tuple[str, ...]) -> None:
