@@ -53,8 +53,8 @@ def config_module(name):
     return mod
 
 
-def load_config(name, variant=None, **overrides):
-    """`configs/<name>.py`'s `get_config(variant)` with dotted-key overrides."""
+def load_config(name, variant=None, /, **overrides):
+    """`configs/<name>.py`'s `get_config(variant)` with dotted-key overrides (a `variant` key too)."""
     c = config_module(name).get_config(variant)
     for key, value in overrides.items():
         node = c

@@ -95,13 +95,13 @@ WHOLE_VALUES = ("id_dataset", "train_dataset", "ood_datasets", "ood_groups", "op
 CONFIG_FILES = ("sot_glp", "zeroshot", "toy_clip")  # docs/config.md's default columns, in order
 
 
-def _keys(node, prefix=""):
-    """A config's dotted keys (of its `to_dict()`) and their values, down to the leaves or a `WHOLE_VALUES` key."""
+def _keys(node, prefix="", whole=WHOLE_VALUES):
+    """A config's dotted keys (of its `to_dict()`) and their values, down to the leaves or a `whole` key."""
     out = {}
     for name, value in node.items():
         key = prefix + name
-        if isinstance(value, dict) and key not in WHOLE_VALUES:
-            out.update(_keys(value, key + "."))
+        if isinstance(value, dict) and key not in whole:
+            out.update(_keys(value, key + ".", whole))
         else:
             out[key] = value
     return out
@@ -171,15 +171,6 @@ def command_until_the_clip(monkeypatch):
     return take
 
 
-def _leaves(config, prefix=""):
-    """Every leaf of a config, dotted, with its value: the dataset entries' and groups' keys too."""
-    for name, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict):
-            yield from _leaves(value, f"{prefix}{name}.")
-        else:
-            yield prefix + name, value
-
-
 def _of_other_types(value) -> list:
     """Values of other types than `value`'s, as a config file written by hand may hold. Not True for a float key:
     ml_collections makes it 1.0."""
@@ -196,27 +187,20 @@ def _of_other_types(value) -> list:
     return ["x"]
 
 
-def _leaves_of(name, variant) -> list:
+def _leaves_of(name, variant) -> dict:
+    """Every leaf of `configs/<name>.py`'s config, dotted, with its value: the dataset entries' and groups' keys too."""
     from conftest import load_config
 
-    return list(_leaves(load_config(name, variant)))
+    return _keys(load_config(name, variant).to_dict(), whole=())
 
 
-REMOVED = object()
-
-
-def _changed(name, variant, key, value):
-    """`configs/<name>.py`'s config with `key` (dotted) set to `value` of any type, or removed (`REMOVED`)."""
+def _without(name, variant, key):
+    """`configs/<name>.py`'s config without `key` (dotted)."""
     from conftest import load_config
 
     config = load_config(name, variant)
     *parents, leaf = key.split(".")
-    node = functools.reduce(lambda node, part: node[part], parents, config)
-    if value is REMOVED:
-        del node[leaf]
-    else:
-        with node.ignore_type():
-            node[leaf] = value
+    del functools.reduce(lambda node, part: node[part], parents, config)[leaf]
     return config
 
 
@@ -234,10 +218,12 @@ def test_a_value_of_another_type_is_refused_by_its_key_before_any_work(
     (`model` None and `mcm_template` 7 failed with a TypeError's traceback where they were read, `remat` "no" ran as
     True, before each was checked): each is refused in one line that names its key before the command loads its
     CLIP, but for the keys `NOT_READ` lists, which reach it. A key added to a config without its check fails here."""
+    from conftest import load_config
+
     wrong = []
-    for i, (key, value) in enumerate(_leaves_of(name, variant)):
+    for i, (key, value) in enumerate(_leaves_of(name, variant).items()):
         for j, other in enumerate(_of_other_types(value)):
-            config = _changed(name, variant, key, other)
+            config = load_config(name, variant, **{key: other})
             outcome = command_until_the_clip(command, config, str(tmp_path / f"run{i}_{j}"), key)
             expected = "reached the CLIP" if key.startswith(NOT_READ.get(name, ())) else None  # None: refused
             if outcome != expected:
@@ -261,8 +247,8 @@ def test_a_lacking_key_is_named_before_any_work(name, variant, command, command_
     is named in one line before the command loads its CLIP, but for the keys it may lack (`MAY_LACK`), which reach
     it."""
     wrong = []
-    for i, (key, _) in enumerate(_leaves_of(name, variant)):
-        config = _changed(name, variant, key, REMOVED)
+    for i, key in enumerate(_leaves_of(name, variant)):
+        config = _without(name, variant, key)
         outcome = command_until_the_clip(command, config, str(tmp_path / f"run{i}"), key)
         entry_default = re.fullmatch(r"(id_dataset|train_dataset|ood_datasets\.\w+)\.(?!split$|kind$)\w+", key)
         may_lack = key.startswith(MAY_LACK.get(name, ())) or entry_default
