@@ -384,7 +384,7 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
     the CLIP's compute dtype (training read it only once the training labels were read: minutes for ImageNet)."""
     settings.text(config, "model", "a Hugging Face hub id, a CLIP's folder, toy or scratch", path=True)
     settings.choice(config, "dtype", clip.COMPUTE_DTYPES)
-    settings.choice(config, "plots", (True, False))
+    settings.choice(config, "plots", settings.TRUE_OR_FALSE)
     zero_shot_score_names(config)
     # None (ID accuracy alone: few-shot classification), or sets not named as the results name the ID set and the mean
     if reserved := {"id", "mean"} & set(config.ood_datasets):

@@ -82,6 +82,9 @@ def text_problem(value, what: str) -> str:
     return "" if isinstance(value, str) else f"must be a string ({what}), got {value!r}"
 
 
+TRUE_OR_FALSE = (True, False)  # a switch's choices: a string ("no") was taken as True where a config file gave one
+
+
 def choice(config: ml_collections.ConfigDict, key: str, allowed: tuple) -> object:
     """`config[key]` (dotted) is one of `allowed`; returned."""
     value = at(config, key)

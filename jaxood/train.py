@@ -205,7 +205,7 @@ OPTIM_RANGES = {
     "b2": {"least": 0, "below": 1},
 }  # fmt: skip
 UNITS = ("step", "epoch")  # what `optim.schedule_unit` steps the schedule by, and what `eval_every` counts
-OPTIM_CHOICES = {"name": ("sgd", "adamw"), "schedule_unit": UNITS, "nesterov": (True, False)}
+OPTIM_CHOICES = {"name": ("sgd", "adamw"), "schedule_unit": UNITS, "nesterov": settings.TRUE_OR_FALSE}
 # The settings a group's optimiser reads: every optimiser's (its name, `schedule`'s, the weight decay), then its own
 # (`_group_tx`); and those the base settings hold for all groups at once (`make_optimizer`), with what each does.
 GROUP_SETTINGS = ("name", "lr", "min_lr", "warmup_epochs", "schedule_unit", "weight_decay")
@@ -237,7 +237,7 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
     settings.choice(config, "eval_unit", UNITS)
     settings.choice(config, "loss_scale", loss_scale.CHOICES)
     for key in ("eval_zero_shot", "tensorboard", "remat"):  # else read once the work has started, or taken as truth
-        settings.choice(config, key, (True, False))
+        settings.choice(config, key, settings.TRUE_OR_FALSE)
     settings.whole(config, "seed", 0, 2**32 - 1)  # NumPy's seeds (data order, few-shot subsets, initialisation)
     # Seconds between progress lines: a negative one (or NaN) printed at every step, unsaid; 0 asks for that.
     settings.number(config, "progress_every", least=0, why="the seconds between progress lines (0: every step)")
@@ -266,7 +266,7 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         settings.choice(config, "shot_sampling", SHOT_SAMPLINGS)
     if config.model == "scratch":
         clip.check_arch(config)
-    settings.choice(config, "augment.flip", (True, False))
+    settings.choice(config, "augment.flip", settings.TRUE_OR_FALSE)
     scale = config.augment.scale
     pair = isinstance(scale, tuple | list) and len(scale) == 2 and all(isinstance(v, int | float) for v in scale)
     if not (pair and 0 < scale[0] <= scale[1] <= 1):

@@ -155,7 +155,7 @@ def check_settings(config: ml_collections.ConfigDict, arch: clip.CLIPConfig) -> 
     c = config.sot_glp
     settings.text(config, "sot_glp.init_text", "the words the global prompts start from")
     for key in ("learn_proj", "class_specific_locals", "vv_layer0_ori"):  # else taken as truth
-        settings.choice(config, f"sot_glp.{key}", (True, False))
+        settings.choice(config, f"sot_glp.{key}", settings.TRUE_OR_FALSE)
     if not get_tokenizer().encode(c.init_text):
         raise InvalidInput(
             f"sot_glp.init_text {c.init_text!r} has no words: its tokens set the prompts' context length and "
