@@ -64,6 +64,11 @@ except (flags.CantOpenFlagFileError, flags.IllegalFlagValueError) as err:
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder: its checkpoints, logs and report. Required.")
 
 
+def typed_keys() -> tuple[str, ...]:
+    """The config keys set on the command line or in a --flagfile (`--config.<key>=...`), dotted, once parsed."""
+    return tuple(config_flags.get_override_values(flags.FLAGS["config"]))
+
+
 # The flags every command needs, and what each is.
 _REQUIRED = {"config": "the config file (after a colon its variant)", "workdir": "the run's folder"}
 

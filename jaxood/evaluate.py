@@ -28,7 +28,7 @@ import itertools
 import json
 import os
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
@@ -358,6 +358,23 @@ def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
         named = f"{what} {each_with_nearest(unknown, ZERO_SHOT_SCORES)}"
         raise InvalidInput(f"config.scores names {named}; the zero-shot scores: {joined(map(repr, ZERO_SHOT_SCORES))}")
     return names
+
+
+def unread_keys(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The zero-shot scores' settings that `config`'s run does not read, each with why and the setting that would
+    read them: those of a score `config.scores` does not name, or all where training leaves the zero-shot rows out
+    (`eval_zero_shot` False). One set on the command line is refused (`settings.refuse_unread`)."""
+    held = [s for s in ZERO_SHOT_SCORES if s in config]  # the scores with settings of their own
+    if not config.get("eval_zero_shot", True):
+        why = "eval_zero_shot False drops the zero-shot rows. Leave it out, or set --config.eval_zero_shot=true"
+        return {s: f"{s} holds the zero-shot {SCORE_TITLES[s]} row's settings, and {why}" for s in held}
+    named = zero_shot_score_names(config)
+    return {
+        s: f"{s} holds the zero-shot {SCORE_TITLES[s]} row's settings, and config.scores ({config.scores!r}) names no "
+        f"such row. Leave it out, or add {s} to --config.scores"
+        for s in held
+        if s not in named
+    }
 
 
 def text_cache_dir(config: ml_collections.ConfigDict) -> str:
@@ -719,14 +736,17 @@ def evaluate(
     unreadable: dict[str, int] | None = None,
     step: int | None = None,
     trained_by: list[dict] | None = None,
+    typed: Iterable[str] = (),
 ) -> dict:
     """Run the evaluation of `config` and write the report into `workdir` (`inputs`: `open_inputs(config)`;
     `unreadable`: undecodable images of sets read before, {"train": n} from training, reported first; `step`: the
     training step whose parameters the trained rows are, and `trained_by`, the code that trained which steps
-    (`jaxood.train.trained_by`), recorded in the report)."""
+    (`jaxood.train.trained_by`), recorded in the report; `typed`: the keys set on the command line, refused where
+    the run would not read them)."""
     if scorer is None:  # the command's run (training evaluates with its method's scorer)
         check_command("jaxood.evaluate", config)
         _check_not_a_training_run(workdir)
+        settings.refuse_unread(typed, unread_keys(config))
     distributed.maybe_initialize()
     id_source, ood_sources, _ = inputs or open_inputs(config)
     workdir = os.path.expanduser(workdir)  # a shell leaves `--workdir=~/runs/x` as it is
@@ -787,11 +807,11 @@ def main(argv):
     del argv
     from absl import logging
 
-    from jaxood.cli import CONFIG, WORKDIR
+    from jaxood.cli import CONFIG, WORKDIR, typed_keys
 
     logging.set_verbosity(logging.WARNING)
     with StopsAtOnce(WORKDIR.value, "while evaluating; no report was written. Run the same command again."):
-        evaluate(CONFIG.value, WORKDIR.value)
+        evaluate(CONFIG.value, WORKDIR.value, typed=typed_keys())
 
 
 if __name__ == "__main__":

@@ -60,12 +60,12 @@ def main(argv):
     del argv
     from absl import logging
 
-    from jaxood.cli import CONFIG, WORKDIR
+    from jaxood.cli import CONFIG, WORKDIR, typed_keys
     from jaxood.train import train
 
     logging.set_verbosity(logging.WARNING)
     check_pretraining(CONFIG.value, INSTALL.value)
-    _, params = train(CONFIG.value, WORKDIR.value)
+    _, params = train(CONFIG.value, WORKDIR.value, typed_keys())
     export(WORKDIR.value, CONFIG.value, params, INSTALL.value)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
 
 import ml_collections
 
@@ -91,6 +92,16 @@ def choice(config: ml_collections.ConfigDict, key: str, allowed: tuple) -> objec
     if value not in allowed:
         raise InvalidInput(not_one_of(key, value, allowed))
     return value
+
+
+def refuse_unread(typed: Iterable[str], unread: Mapping[str, str]) -> None:
+    """Refuse a key set on the command line or in a --flagfile (`typed`, dotted: `cli.typed_keys`) that this run does
+    not read, which was ignored, silently (`--config.optim.b1=0.5` with SGD). `unread`: a key, or a group of keys,
+    that the run does not read -> why, and the setting that would read it. A config file's value of such a key is
+    taken: the shipped files hold every key, so one given there cannot be told from a default."""
+    for key in typed:
+        if name := next((name for name in unread if key == name or key.startswith(f"{name}.")), None):
+            raise InvalidInput(f"--config.{key} would be ignored: {unread[name]}")
 
 
 def at(config: ml_collections.ConfigDict, key: str):

@@ -39,7 +39,7 @@ import os
 import pkgutil
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import flax
@@ -314,6 +314,38 @@ def _unread_override(group: str, key: str, name: str) -> str:
             f"would be ignored: leave it out, or set optim.groups.{group}.name {owner!r}"
         )
     return ""
+
+
+def unread_keys(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The trainer's keys (or groups of keys) that `config`'s run does not read, each with why and the setting that
+    would read it: one set on the command line is refused (`settings.refuse_unread`; the closing evaluation's are
+    `evaluation.unread_keys`)."""
+    unread = {}
+    if config.model != "scratch":
+        unread["model_arch"] = (
+            f"model_arch is the architecture of a CLIP from random weights (model 'scratch'), and model "
+            f"{config.model!r} brings its own. Leave it out, or set --config.model=scratch"
+        )
+    if "shot_sampling" in config and not config.shots:
+        unread["shot_sampling"] = (
+            "shot_sampling picks the few-shot images, and shots 0 trains on every image. Leave it out, or set "
+            "--config.shots above 0"
+        )
+    if not config.eval_every:
+        unread["eval_unit"] = (
+            "eval_unit is what eval_every counts, and eval_every 0 scores the ID set after training alone. Leave it "
+            "out, or set --config.eval_every above 0"
+        )
+    overrides = config.optim.get("groups", {})
+    for owner, own in OPTIMISER_OWN.items():
+        for key in own:  # read by the base optimiser, and by each group of its own name that does not override it
+            names = {config.optim.name, *(group_optim(config, g).name for g in overrides if key not in overrides[g])}
+            if owner not in names:
+                unread[f"optim.{key}"] = (
+                    f"optim.{key} is {owner}'s, and this run's optimiser is {config.optim.name} (optim.name). Leave it "
+                    f"out, or set --config.optim.name={owner}"
+                )
+    return unread
 
 
 def check_same_classes(train: tuple[str, ...], test: tuple[str, ...]) -> None:
@@ -639,11 +671,13 @@ class PeriodicAccuracy:
         return None if out is None else evaluation.accuracies(out)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
-    """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params)."""
+def train(config: ml_collections.ConfigDict, workdir: str, typed: Iterable[str] = ()) -> tuple[dict, dict]:
+    """Train `config.method`, checkpointing and resuming in `workdir`; then evaluate. Returns (results, params).
+    `typed`: the keys set on the command line (`cli.typed_keys`), refused where the run would not read them."""
     if not config.get("method"):  # a zero-shot config, which lacks the training settings (main refuses it first)
         jaxood.methods.check_command("jaxood.train", config)
     check_train_settings(config)
+    settings.refuse_unread(typed, {**unread_keys(config), **evaluation.unread_keys(config)})
     distributed.maybe_initialize()
     workdir = os.path.expanduser(workdir)  # a shell leaves `--workdir=~/runs/x` as it is
     with workdir_lock.holding(workdir, shared=True):  # every host writes and reads the checkpoints there
@@ -958,11 +992,11 @@ def main(argv):
     del argv
     from absl import logging
 
-    from jaxood.cli import CONFIG, WORKDIR
+    from jaxood.cli import CONFIG, WORKDIR, typed_keys
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint operation at INFO
     jaxood.methods.check_command("jaxood.train", CONFIG.value)  # the pretraining's would export nothing
-    train(CONFIG.value, WORKDIR.value)
+    train(CONFIG.value, WORKDIR.value, typed_keys())
 
 
 if __name__ == "__main__":

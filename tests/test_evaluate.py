@@ -1498,7 +1498,8 @@ def test_fewer_negative_labels_than_groups_are_refused_before_work(entry, kind, 
 def test_csp_keeping_fewer_negatives_than_groups_after_its_similarity_cut_is_named(tiny_hf, tmp_path):
     """CSP drops the candidates closer than `max_id_similarity` to an ID class before it keeps `percent`: how many
     remain is known once they are encoded. Too few for its groups failed with group_negatives' bare ValueError."""
-    out = _evaluate(tmp_path / "run", tiny_hf[0], tmp_path / "c", "--config.scores=mcm,csp",
+    # NegLabel's row too: _evaluate sets its max_candidates, which a run without it would not read (refused)
+    out = _evaluate(tmp_path / "run", tiny_hf[0], tmp_path / "c", "--config.scores=mcm,neglabel,csp",
                     "--config.csp.max_id_similarity=-1.0")  # fmt: skip
     assert out.returncode == 1, out.stderr[-3000:]
     assert (

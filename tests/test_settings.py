@@ -140,8 +140,9 @@ class _WorkStarted(Exception):
 
 @pytest.fixture
 def command_until_the_clip(monkeypatch):
-    """`take(command, config, workdir, key)`: how `jaxood.<command>` took `config` until it would load its CLIP,
-    None where it refused it in one line that names `key`'s last part, else what it did."""
+    """`take(command, config, workdir, key, typed=())`: how `jaxood.<command>` took `config` (`typed`: the keys set
+    on the command line) until it would load its CLIP, None where it refused it in one line that names `key`'s last
+    part, else what it did."""
     import jaxood.evaluate
     import jaxood.train
     from jaxood.errors import UserError, missing_config_key
@@ -154,9 +155,9 @@ def command_until_the_clip(monkeypatch):
     monkeypatch.setattr(clip, "init_params", work)
     commands = {"train": jaxood.train.train, "evaluate": jaxood.evaluate.evaluate}
 
-    def take(command, config, workdir, key) -> str | None:
+    def take(command, config, workdir, key, typed=()) -> str | None:
         try:
-            commands[command](config, workdir)
+            commands[command](config, workdir, typed=typed)
             return "ran"
         except _WorkStarted:
             return "reached the CLIP"
@@ -255,3 +256,76 @@ def test_a_lacking_key_is_named_before_any_work(name, variant, command, command_
         if outcome != ("reached the CLIP" if may_lack else None):
             wrong.append(f"{key} removed: {outcome or 'named, where it may be lacked'}")
     assert not wrong, "\n".join(wrong)
+
+
+# The keys each toy config's run does not read: the other optimiser's settings, the settings of the zero-shot scores
+# `scores` does not name, and (the demo's `model` "toy") the architecture of random weights.
+UNREAD_TYPED = {
+    "sot_glp": ("optim.b1", "optim.b2", "neglabel.", "csp.", "odin.", "iodin.", "model_arch."),
+    "toy_clip": ("optim.momentum", "optim.nesterov", "neglabel.", "csp.", "odin.", "iodin."),
+    "zeroshot": ("odin.", "iodin."),
+}
+
+
+@pytest.mark.parametrize("name, variant, command", TOY_CONFIGS)
+def test_a_key_set_on_the_command_line_that_the_run_does_not_read_is_refused(
+    name, variant, command, command_until_the_clip, tmp_path
+):
+    """Each key of the toy configs set on the command line in turn, to its own value: `--config.optim.b1=0.5` with
+    SGD, `--config.model_arch.vision.layers=6` with the embedded CLIP or `--config.odin.eps=0.01` where `scores`
+    names no ODIN row trained or evaluated as if it had not been given, silently. Each is refused by its key before
+    the command loads its CLIP where the run does not read it (`UNREAD_TYPED`); every other key reaches it."""
+    from conftest import load_config
+
+    wrong = []
+    for i, key in enumerate(_leaves_of(name, variant)):
+        if key == "variant":  # the file's argument sets it: jaxood.cli refuses --config.variant (test_sot_glp.py)
+            continue
+        config = load_config(name, variant)
+        outcome = command_until_the_clip(command, config, str(tmp_path / f"run{i}"), key, typed=[key])
+        expected = None if key.startswith(UNREAD_TYPED[name]) else "reached the CLIP"  # None: refused
+        if outcome != expected:
+            wrong.append(f"--config.{key}: {outcome or 'refused, where the run reads it'}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    "overrides, typed, message",
+    [
+        ({}, "optim.b1", "optim.b1 is adamw's, and this run's optimiser is sgd (optim.name). Leave it out, or set "
+         "--config.optim.name=adamw"),
+        ({"optim.name": "adamw"}, "optim.b1", None),
+        ({"optim.groups": {"prompts": {"name": "adamw"}}}, "optim.b1", None),  # the group reads the base setting
+        ({"optim.groups": {"prompts": {"name": "adamw", "b1": 0.5}}}, "optim.b1", "optim.b1 is adamw's"),
+        ({}, "model_arch.vision.layers", "model_arch is the architecture of a CLIP from random weights (model "
+         "'scratch'), and model 'toy' brings its own. Leave it out, or set --config.model=scratch"),
+        ({"model": "scratch"}, "model_arch.vision.layers", None),
+        ({"shots": 0}, "shot_sampling", "shot_sampling picks the few-shot images, and shots 0 trains on every image. "
+         "Leave it out, or set --config.shots above 0"),
+        ({"eval_every": 0}, "eval_unit", "eval_unit is what eval_every counts, and eval_every 0 scores the ID set "
+         "after training alone. Leave it out, or set --config.eval_every above 0"),
+        ({}, "odin.eps", "odin holds the zero-shot ODIN row's settings, and config.scores ('mcm,gl_mcm,max_logit') "
+         "names no such row. Leave it out, or add odin to --config.scores"),
+        ({"scores": "mcm, odin"}, "odin.eps", None),
+        ({"eval_zero_shot": False}, "gl_mcm", "gl_mcm holds the zero-shot GL-MCM row's settings, and eval_zero_shot "
+         "False drops the zero-shot rows. Leave it out, or set --config.eval_zero_shot=true"),
+    ],
+)  # fmt: skip
+def test_whether_a_key_is_read_follows_the_settings_that_read_it(
+    overrides, typed, message, command_until_the_clip, tmp_path
+):
+    """A key set on the command line is refused where the other settings leave it unread (the demo's: SGD, the
+    embedded CLIP, 16 shots, ID accuracy every 20 steps, the zero-shot MCM, GL-MCM and MaxLogit rows), and taken
+    where they read it: `b1` where an optimiser group is AdamW without a `b1` of its own."""
+    from conftest import load_config
+
+    import jaxood.train
+
+    config = load_config("sot_glp", "demo", **overrides)
+    if message is None:
+        assert command_until_the_clip("train", config, str(tmp_path / "w"), typed, typed=[typed]) == "reached the CLIP"
+        return
+    with pytest.raises(InvalidInput) as refused:  # command_until_the_clip stops the command at its CLIP
+        jaxood.train.train(config, str(tmp_path / "w"), typed=[typed])
+    assert str(refused.value).startswith(f"--config.{typed} would be ignored: {message}")
+    assert not (tmp_path / "w").exists()

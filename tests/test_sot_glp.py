@@ -2546,6 +2546,35 @@ def test_a_config_file_that_lacks_a_key_is_named_before_any_work(command, config
 @pytest.mark.parametrize(
     "command, args, message",
     [
+        ("train", ["--config=configs/sot_glp.py:demo", "--config.optim.b1=0.5"], "--config.optim.b1 would be "
+         "ignored: optim.b1 is adamw's, and this run's optimiser is sgd (optim.name). Leave it out, or set "
+         "--config.optim.name=adamw"),
+        ("pretrain", ["--config=configs/toy_clip.py", "--flagfile={tmp_path}/flags"], "--config.optim.momentum would "
+         "be ignored: optim.momentum is sgd's, and this run's optimiser is adamw (optim.name). Leave it out, or set "
+         "--config.optim.name=sgd"),
+        ("evaluate", ["--config=configs/zeroshot.py:toy", "--config.scores=mcm", "--config.csp.seed=3"],
+         "--config.csp.seed would be ignored: csp holds the zero-shot CSP row's settings, and config.scores ('mcm') "
+         "names no such row. Leave it out, or add csp to --config.scores"),
+    ],
+)  # fmt: skip
+def test_each_command_refuses_a_key_set_on_its_command_line_that_it_does_not_read(command, args, message, tmp_path):
+    """`--config.optim.b1=0.5` with SOT-GLP's SGD trained as if it had not been given, silently; so did a --flagfile's
+    `--config.optim.momentum=0.5` with the pretraining's AdamW, and `--config.csp.seed=3` evaluated rows without
+    CSP's. Each command passes the keys set on its command line to the check (tests/test_settings.py's tests)."""
+    (tmp_path / "flags").write_text("--config.optim.momentum=0.5\n", encoding="utf-8")
+    args = [arg.replace("{tmp_path}", str(tmp_path)) for arg in args]
+    cmd = [sys.executable, "-m", f"jaxood.{command}", *args, f"--workdir={tmp_path / 'w'}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    error, hint = out.stderr.splitlines()[-2:]  # after orbax 0.11's INFO lines of its import, where it logs them
+    assert error == f"error: {message}", out.stderr
+    assert hint == "(JAXOOD_TRACEBACK=1 shows where it was raised)", out.stderr
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
         ("train", ["--config=configs/sot_glp.py:demo", "--workdir"], "--workdir has no value (a shell variable that "
          "is not set?): give the run's folder, as in python -m jaxood.train --config=configs/sot_glp.py:demo "
          "--workdir=runs/demo\n"),
