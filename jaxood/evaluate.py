@@ -67,6 +67,9 @@ SCORE_TITLES = {
     "csp": "CSP", "odin": "ODIN", "iodin": "i-ODIN",
 }  # fmt: skip
 ZERO_SHOT_SCORES = tuple(SCORE_TITLES)  # what config.scores may name
+# What the zero-shot rows read besides their scores' own settings: their names and class prompt. (Their text-feature
+# cache, `cache_dir`, changes no figure: a command that always names one is taken with the rows off.)
+ZERO_SHOT_SETTINGS = ("scores", "mcm_template")
 # The zero-shot scores that are a softmax over the ID classes: with one class, 1 for every image.
 OVER_ID_CLASSES = ("mcm", "gl_mcm", "msp", "odin", "iodin")
 # Scores of CLIP's logits `exp(logit_scale) cos` (T = 1), as a classifier's.
@@ -361,13 +364,16 @@ def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def unread_keys(config: ml_collections.ConfigDict) -> dict[str, str]:
-    """The zero-shot scores' settings that `config`'s run does not read, each with why and the setting that would
+    """The zero-shot rows' settings that `config`'s run does not read, each with why and the setting that would
     read them: those of a score `config.scores` does not name, or all where training leaves the zero-shot rows out
     (`eval_zero_shot` False). One set on the command line is refused (`settings.refuse_unread`)."""
     held = [s for s in ZERO_SHOT_SCORES if s in config]  # the scores with settings of their own
     if not config.get("eval_zero_shot", True):
-        why = "eval_zero_shot False drops the zero-shot rows. Leave it out, or set --config.eval_zero_shot=true"
-        return {s: f"{s} holds the zero-shot {SCORE_TITLES[s]} row's settings, and {why}" for s in held}
+        return {
+            key: f"{key} is a setting of the zero-shot rows, and eval_zero_shot False drops them. Leave it out, or "
+            "set --config.eval_zero_shot=true"
+            for key in (*ZERO_SHOT_SETTINGS, *held)
+        }
     named = zero_shot_score_names(config)
     return {
         s: f"{s} holds the zero-shot {SCORE_TITLES[s]} row's settings, and config.scores ({config.scores!r}) names no "

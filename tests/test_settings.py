@@ -307,8 +307,11 @@ def test_a_key_set_on_the_command_line_that_the_run_does_not_read_is_refused(
         ({}, "odin.eps", "odin holds the zero-shot ODIN row's settings, and config.scores ('mcm,gl_mcm,max_logit') "
          "names no such row. Leave it out, or add odin to --config.scores"),
         ({"scores": "mcm, odin"}, "odin.eps", None),
-        ({"eval_zero_shot": False}, "gl_mcm", "gl_mcm holds the zero-shot GL-MCM row's settings, and eval_zero_shot "
-         "False drops the zero-shot rows. Leave it out, or set --config.eval_zero_shot=true"),
+        ({"eval_zero_shot": False}, "gl_mcm", "gl_mcm is a setting of the zero-shot rows, and eval_zero_shot False "
+         "drops them. Leave it out, or set --config.eval_zero_shot=true"),
+        ({"eval_zero_shot": False}, "mcm_template", "mcm_template is a setting of the zero-shot rows"),
+        ({"eval_zero_shot": False}, "scores", "scores is a setting of the zero-shot rows"),
+        ({"eval_zero_shot": False}, "cache_dir", None),  # where features are kept changes no figure
     ],
 )  # fmt: skip
 def test_whether_a_key_is_read_follows_the_settings_that_read_it(
