@@ -294,8 +294,13 @@ def check_train_settings(config: ml_collections.ConfigDict) -> None:
         for key in config.optim.groups[group].keys() if group is not None else ():
             if key not in read and (why := _unread_override(group, key, opt.name)):  # ignored, silently
                 raise InvalidInput(why)
+        named = "optim" if group is None else f"optimiser group {group} (optim with optim.groups.{group})"
+        if opt.name == "sgd" and opt.nesterov and not opt.momentum:  # optax's plain SGD, silently; PyTorch refuses it
+            raise InvalidInput(
+                f"{named}: nesterov True with momentum 0 is plain SGD, as Nesterov's step looks ahead along the "
+                "momentum (PyTorch's SGD refuses it): set momentum above 0, or nesterov False"
+            )
         if opt.min_lr > opt.lr:  # the cosine rose to it, silently: a rate given as a fraction of lr, say
-            named = "optim" if group is None else f"optimiser group {group} (optim with optim.groups.{group})"
             raise InvalidInput(
                 f"{named}: min_lr {opt.min_lr:g} is above lr {opt.lr:g}, so the cosine schedule would raise the "
                 f"learning rate to {opt.min_lr:g} instead of lowering it. min_lr is the rate the run ends at, in lr's "

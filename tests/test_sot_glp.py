@@ -2979,6 +2979,12 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
             r"optim.groups.prompts.b1: the group's optimiser, sgd, does not read b1 \(adamw's\), so it would be "
             "ignored: leave it out, or set optim.groups.prompts.name 'adamw'",
         ),
+        (  # optax's plain SGD, silently, where PyTorch's SGD refuses it
+            "optim.groups",
+            {"prompts": {"nesterov": True, "momentum": 0.0}},
+            r"optimiser group prompts \(optim with optim.groups.prompts\): nesterov True with momentum 0 is plain "
+            "SGD, as Nesterov's step looks ahead along the momentum",
+        ),
         (
             "optim.groups",
             {"prompts": {"clip_norm": 1.0}},
@@ -3018,24 +3024,24 @@ def test_optimizer_steps_equal_pytorch_with_the_same_schedule_and_clipping(name)
     ],
 )
 def test_bad_setting_fails_before_training(key, value, message, tmp_path):
-    """A misspelt prediction mode used to train and evaluate with the paper's prediction, silently; a misspelt
-    local reduction failed inside the first traced step as a bare ValueError, a method as ModuleNotFoundError and a
-    dtype as TypeError, with tracebacks instead of the allowed values. A log or checkpoint interval of 0 failed
-    with a ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently. Training
-    on other classes than the ID test set's scored the predictions against the wrong labels, silently. So did
-    0 epochs, or a batch larger than the training set (both made 0 steps), and -1 shots (all but one image per
-    class), a misspelt optimiser override or group, a group's clip_norm or another optimiser's setting (ignored)
-    and a min_lr above lr (the cosine rose to it) ran silently (a misspelt optimiser or schedule unit failed once
-    the weights had loaded and the training labels were read); a batch of 0, 0 global prompts and more patches
-    than the image has failed in the step or the loader with Python's or JAX's errors (one Sinkhorn
-    iteration too, with jaxood.ot's ValueError), a reversed crop scale and a negative seed with NumPy's. An empty
-    init_text failed with a ZeroDivisionError, and one so long that a class name no longer fitted in CLIP's context
-    cut the name off the prompt, silently. A toy world set of 0 images per class failed after training, at its
-    metrics; a spurious-background probability of 2 ran as 1. `eval_zero_shot`, `tensorboard` or `plots` None left
-    the zero-shot rows, TensorBoard's files or the plots out, silently (and one a config lacked failed once the
+    """A misspelt prediction mode used to train and evaluate with the paper's prediction, silently; a misspelt local
+    reduction failed inside the first traced step as a bare ValueError, a method as ModuleNotFoundError and a dtype
+    as TypeError, with tracebacks instead of the allowed values. A log or checkpoint interval of 0 failed with a
+    ZeroDivisionError once the step had compiled, and keeping 0 checkpoints kept none, silently. Training on other
+    classes than the ID test set's scored the predictions against the wrong labels, silently. So did 0 epochs, or a
+    batch larger than the training set (both made 0 steps), and -1 shots (all but one image per class), a misspelt
+    optimiser override or group, a group's clip_norm or another optimiser's setting (ignored), Nesterov SGD without
+    momentum (plain SGD) and a min_lr above lr (the cosine rose to it) ran silently (a misspelt optimiser or
+    schedule unit failed once the weights had loaded and the training labels were read); a batch of 0, 0 global
+    prompts and more patches than the image has failed in the step or the loader with Python's or JAX's errors (one
+    Sinkhorn iteration too, with jaxood.ot's ValueError), a reversed crop scale and a negative seed with NumPy's. An
+    empty init_text failed with a ZeroDivisionError, and one so long that a class name no longer fitted in CLIP's
+    context cut the name off the prompt, silently. A toy world set of 0 images per class failed after training, at
+    its metrics; a spurious-background probability of 2 ran as 1. `eval_zero_shot`, `tensorboard` or `plots` None
+    left the zero-shot rows, TensorBoard's files or the plots out, silently (and one a config lacked failed once the
     training was done, or had started). A value of another type in a config file failed with a traceback where it
-    was read (`augment.scale` 3, `model` None, `mcm_template` 7, `scores` None, `sot_glp.init_text` 7), or ran
-    as True (`augment.flip`, `optim.nesterov`, `remat`, `sot_glp.learn_proj`, `class_specific_locals` or
+    was read (`augment.scale` 3, `model` None, `mcm_template` 7, `scores` None, `sot_glp.init_text` 7), or ran as
+    True (`augment.flip`, `optim.nesterov`, `remat`, `sot_glp.learn_proj`, `class_specific_locals` or
     `vv_layer0_ori` "no")."""
     from jaxood.errors import InvalidInput
 
