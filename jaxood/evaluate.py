@@ -365,8 +365,9 @@ def zero_shot_score_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def unread_keys(config: ml_collections.ConfigDict) -> dict[str, str]:
     """The zero-shot rows' settings that `config`'s run does not read, each with why and the setting that would
-    read them: those of a score `config.scores` does not name, or all where training leaves the zero-shot rows out
-    (`eval_zero_shot` False). One set on the command line is refused (`settings.refuse_unread`)."""
+    read them: those of a score `config.scores` does not name (and NegLabel's seed with one group), or all where
+    training leaves the zero-shot rows out (`eval_zero_shot` False). One set on the command line is refused
+    (`settings.refuse_unread`)."""
     held = [s for s in ZERO_SHOT_SCORES if s in config]  # the scores with settings of their own
     if not config.get("eval_zero_shot", True):
         return {
@@ -375,12 +376,18 @@ def unread_keys(config: ml_collections.ConfigDict) -> dict[str, str]:
             for key in (*ZERO_SHOT_SETTINGS, *held)
         }
     named = zero_shot_score_names(config)
-    return {
+    unread = {
         s: f"{s} holds the zero-shot {SCORE_TITLES[s]} row's settings, and config.scores ({config.scores!r}) names no "
         f"such row. Leave it out, or add {s} to --config.scores"
         for s in held
         if s not in named
     }
+    if "neglabel" in named and config.neglabel.n_groups == 1:  # CSP's seed draws its candidates too
+        unread["neglabel.seed"] = (
+            "neglabel.seed permutes the negative labels into groups, and neglabel.n_groups 1 keeps them in one, so "
+            "every seed scores alike. Leave it out, or set --config.neglabel.n_groups above 1"
+        )
+    return unread
 
 
 def text_cache_dir(config: ml_collections.ConfigDict) -> str:

@@ -259,11 +259,12 @@ def test_a_lacking_key_is_named_before_any_work(name, variant, command, command_
 
 
 # The keys each toy config's run does not read: the other optimiser's settings, the settings of the zero-shot scores
-# `scores` does not name, and (the demo's `model` "toy") the architecture of random weights.
+# `scores` does not name (and NegLabel's seed with one group), and (the demo's `model` "toy") the architecture of
+# random weights.
 UNREAD_TYPED = {
     "sot_glp": ("optim.b1", "optim.b2", "neglabel.", "csp.", "odin.", "iodin.", "model_arch."),
     "toy_clip": ("optim.momentum", "optim.nesterov", "neglabel.", "csp.", "odin.", "iodin."),
-    "zeroshot": ("odin.", "iodin."),
+    "zeroshot": ("odin.", "iodin.", "neglabel.seed"),  # NegLabel's one group: its seed permutes none
 }
 
 
@@ -312,6 +313,11 @@ def test_a_key_set_on_the_command_line_that_the_run_does_not_read_is_refused(
         ({"eval_zero_shot": False}, "mcm_template", "mcm_template is a setting of the zero-shot rows"),
         ({"eval_zero_shot": False}, "scores", "scores is a setting of the zero-shot rows"),
         ({"eval_zero_shot": False}, "cache_dir", None),  # where features are kept changes no figure
+        ({"scores": "neglabel"}, "neglabel.seed", "neglabel.seed permutes the negative labels into groups, and "
+         "neglabel.n_groups 1 keeps them in one, so every seed scores alike. Leave it out, or set "
+         "--config.neglabel.n_groups above 1"),
+        ({"scores": "neglabel", "neglabel.n_groups": 2}, "neglabel.seed", None),
+        ({"scores": "csp", "csp.n_groups": 1}, "csp.seed", None),  # CSP's seed draws its candidates too
     ],
 )  # fmt: skip
 def test_whether_a_key_is_read_follows_the_settings_that_read_it(
