@@ -2038,8 +2038,8 @@ def test_a_closed_terminal_or_pipe_saves_the_step_it_ends_at_with_the_output_aft
     else:
         with _signals_handled():
             process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        while not process.stdout.readline().startswith(b"[step 3]"):
-            pass
+        while not (line := process.stdout.readline()).startswith(b"[step 3]"):
+            assert line, "the run ended before step 3"  # else readline's b"" at the end of its output, forever
         process.stdout.close()
         why = CLOSED_PIPE
     try:
