@@ -322,10 +322,10 @@ def _unread_override(group: str, key: str, name: str) -> str:
 
 
 def unread_keys(config: ml_collections.ConfigDict) -> dict[str, str]:
-    """The trainer's keys (or groups of keys) that `config`'s run does not read, each with why and the setting that
-    would read it: one set on the command line is refused (`settings.refuse_unread`; the closing evaluation's are
-    `evaluation.unread_keys`)."""
-    unread = {}
+    """The keys (or groups of keys) that `config`'s training run does not read, the closing evaluation's
+    (`evaluation.unread_keys`) among them, each with why and the setting that would read it: one set on the command
+    line is refused (`settings.refuse_unread`)."""
+    unread = evaluation.unread_keys(config)
     if config.model != "scratch":
         unread["model_arch"] = (
             f"model_arch is the architecture of a CLIP from random weights (model 'scratch'), and model "
@@ -682,7 +682,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, typed: Iterable[str] 
     if not config.get("method"):  # a zero-shot config, which lacks the training settings (main refuses it first)
         jaxood.methods.check_command("jaxood.train", config)
     check_train_settings(config)
-    settings.refuse_unread(typed, {**unread_keys(config), **evaluation.unread_keys(config)})
+    settings.refuse_unread(typed, unread_keys(config))
     distributed.maybe_initialize()
     workdir = os.path.expanduser(workdir)  # a shell leaves `--workdir=~/runs/x` as it is
     with workdir_lock.holding(workdir, shared=True):  # every host writes and reads the checkpoints there
