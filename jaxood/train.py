@@ -341,11 +341,10 @@ def unread_keys(config: ml_collections.ConfigDict) -> dict[str, str]:
             "eval_unit is what eval_every counts, and eval_every 0 scores the ID set after training alone. Leave it "
             "out, or set --config.eval_every above 0"
         )
-    overrides = config.optim.get("groups", {})
+    groups = config.optim.get("groups", {}).values()
     for owner, own in OPTIMISER_OWN.items():
-        for key in own:  # read by the base optimiser, and by each group of its own name that does not override it
-            names = {config.optim.name, *(group_optim(config, g).name for g in overrides if key not in overrides[g])}
-            if owner not in names:
+        for key in own if config.optim.name != owner else ():  # the base optimiser's own are read
+            if not any(group.get("name") == owner and key not in group for group in groups):  # nor by a group's
                 unread[f"optim.{key}"] = (
                     f"optim.{key} is {owner}'s, and this run's optimiser is {config.optim.name} (optim.name). Leave it "
                     f"out, or set --config.optim.name={owner}"
