@@ -110,7 +110,8 @@ def check_resume(
     """Refuse to continue checkpoints in `workdir` that were trained under other settings than `config`'s; the
     saved config (flattened, dotted keys), or None when there is nothing to resume. `added` gives the keys added to
     a config since runs were saved (the trainer's and the method's `ADDED_KEYS`), each with the value that trains as
-    a run saved without it did: such a run resumes under that value.
+    a run saved without it did: such a run resumes under that value. A key the run does not read (`unread_keys`: another
+    optimiser's setting, `model_arch` of a CLIP with weights) is not compared: its value trained nothing.
 
     Without this a changed setting (another seed, learning rate, dataset) silently
     resumed the old run and reported its results under the new config.
@@ -133,7 +134,7 @@ def check_resume(
     saved = {**(added or {}), **flax.traverse_util.flatten_dict(saved, sep=".")}
     now = flax.traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
     saved, now = ({k: tree.get(k, "(absent)") for k in set(saved) | set(now)} for tree in (saved, now))
-    free = RESUME_MAY_CHANGE + tuple(may_change)
+    free = RESUME_MAY_CHANGE + tuple(may_change) + tuple(unread_keys(config))
     changed = [
         key
         for key in sorted(now)

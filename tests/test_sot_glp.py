@@ -1481,6 +1481,31 @@ def test_a_workdir_of_another_variant_or_method_is_refused_naming_it(tmp_path, s
     ), refused.value
 
 
+def test_a_resumed_run_does_not_compare_keys_the_run_does_not_read(tmp_path):
+    """A run saved with other values of keys it does not read (`train.unread_keys`: AdamW's `b1` under SGD,
+    `model_arch` of a CLIP with weights, `shot_sampling` with `shots` 0) resumes: those values trained nothing. They
+    were compared with every other key, so a run whose command typed one (taken before such keys were refused on the
+    command line) could not resume: with the key the command is refused, without it the key was named as changed. A
+    key the run reads still is."""
+    from conftest import load_config
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "2").mkdir(parents=True)
+    now = load_config("sot_glp", "paper", shots=0)
+    saved = json.loads(now.to_json_best_effort())
+    saved["optim"]["b1"], saved["model_arch"]["vision"]["layers"], saved["shot_sampling"] = 0.5, 6, "stratified"
+    assert now.optim.name == "sgd" and now.model != "scratch" and now.shot_sampling != "stratified"
+    (run / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    resume = functools.partial(
+        trainer.check_resume, workdir=str(run), may_change=sot_glp.RESUME_MAY_CHANGE, added=sot_glp.ADDED_KEYS
+    )
+    assert resume(now)["optim.b1"] == 0.5
+    with pytest.raises(InvalidInput, match=r"\(optim\.momentum: 0\.9 there, 0\.5 here\)"):
+        resume(load_config("sot_glp", "paper", shots=0, **{"optim.momentum": 0.5}))
+    with pytest.raises(InvalidInput, match=r"\(optim\.b1: 0\.5 there, 0\.9 here; optim\.name: 'sgd' there, 'adamw'"):
+        resume(load_config("sot_glp", "paper", shots=0, **{"optim.name": "adamw"}))
+
+
 def test_reference_few_shot_variants_take_each_datasets_released_script():
     """The released code trains each few-shot dataset by its own script (`run_<dataset>.sh`: 200 epochs and that
     dataset's batch size, learning rate and local prompts per class; FGVC Aircraft on its trainval split; the ID
