@@ -472,13 +472,23 @@ def warmup_outlasting_the_run(config: ml_collections.ConfigDict, groups, steps_p
     return "; ".join(said)
 
 
+def group_rates(config, labels: dict, steps_per_epoch: int, total_steps: int) -> dict[str, optax.Schedule]:
+    """The learning-rate schedule of each optimiser group the trainable leaves (`labels`) are in, by group."""
+    groups = sorted(set(jax.tree.leaves(labels)))
+    return {group: schedule(group_optim(config, group), steps_per_epoch, total_steps) for group in groups}
+
+
+def rate_metric(group: str, rates: dict) -> str:
+    """The log's name for `group`'s learning rate: `lr` where one group trains (each method's now), else
+    `lr/<group>`. It was the base settings' rate, which a group that overrides them does not train at."""
+    return "lr" if len(rates) == 1 else f"lr/{group}"
+
+
 def make_optimizer(config, labels: dict, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
     """optax.multi_transform over the trainable leaves' groups (`config.optim` per group, overrides in `groups`)."""
-    groups, txs = sorted(set(jax.tree.leaves(labels))), {}
-    check_optim_groups(config, groups)
-    for group in groups:
-        opt = group_optim(config, group)
-        txs[group] = _group_tx(opt, schedule(opt, steps_per_epoch, total_steps))
+    rates = group_rates(config, labels, steps_per_epoch, total_steps)
+    check_optim_groups(config, rates)
+    txs = {group: _group_tx(group_optim(config, group), rate) for group, rate in rates.items()}
     tx = optax.multi_transform(txs, labels)
     return optax.chain(optax.clip_by_global_norm(config.optim.clip_norm), tx) if config.optim.clip_norm else tx
 
@@ -575,16 +585,22 @@ def architecture(config: ml_collections.ConfigDict) -> clip.CLIPConfig | None:
     return convert.local_config(name) or (convert.hub_config(name) if convert.is_hub_id(name) else None)
 
 
-def _log_schedule_change(optim, saved: dict, steps_per_epoch: int, start: int, total: int) -> None:
-    """A resumed run of another length (`num_steps`, `epochs`) stretches its learning-rate schedule over the new
-    total from the step it resumes at: say so, with the rate there before and now (a longer cosine run goes back up)."""
+def _log_schedule_change(config, labels: dict, saved: dict, steps_per_epoch: int, start: int, total: int) -> None:
+    """A resumed run of another length (`num_steps`, `epochs`) stretches its learning-rate schedules over the new
+    total from the step it resumes at: say so, with each optimiser group's rate there before and now (a longer
+    cosine run goes back up)."""
     before = saved.get("num_steps") or saved.get("epochs", 0) * steps_per_epoch
     if not isinstance(before, int) or before in (0, total):
         return
-    old_lr, new_lr = (float(schedule(optim, steps_per_epoch, t)(start)) for t in (before, total))
+    old, new = (group_rates(config, labels, steps_per_epoch, t) for t in (before, total))
+    said = "; ".join(
+        f"the learning rate of group {group} is {float(rate(start)):.4g}, where the {before}-step schedule had "
+        f"{float(old[group](start)):.4g}"
+        for group, rate in new.items()
+    )
     distributed.log(
         f"the run's length changed from {before} to {total} steps, and its learning-rate schedule with it: at step "
-        f"{start} the base learning rate is {new_lr:.4g}, where the {before}-step schedule had {old_lr:.4g}"
+        f"{start} {said}"
     )
 
 
@@ -827,7 +843,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         left = f"{remaining} steps to go" if remaining else f"at or past the config's {total} steps: evaluating it"
         distributed.log(f"resumed from the checkpoint at step {start}, {left}")
         if saved_config and remaining:
-            _log_schedule_change(config.optim, saved_config, loader.steps_per_epoch, start, total)
+            _log_schedule_change(config, labels, saved_config, loader.steps_per_epoch, start, total)
     code = trained_by(workdir, start, remaining)
 
     step_fn = jax.jit(
@@ -874,7 +890,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 f"{kept(last_good)}. {fix}, then run the same command again to resume."
             ) from err
 
-    lr_at = schedule(config.optim, loader.steps_per_epoch, total)  # the base group's, for the log
+    rates = group_rates(config, labels, loader.steps_per_epoch, total)  # for the log
     limits = dict(method.metric_limits)  # the ones not yet exceeded
 
     def scores_accuracy(step: int) -> bool:  # eval_every's steps; the last is the closing evaluation's
@@ -927,7 +943,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
                 for name in [k for k, (most, _) in limits.items() if values[k] > most]:
                     most, message = limits.pop(name)  # said once: the log's later lines show how it goes
                     distributed.log(f"warning: {name}={values[name]:.4g} at step {done} is above {most}: {message}")
-                values["lr"] = float(lr_at(step))
+                values.update({rate_metric(group, rates): float(rate(step)) for group, rate in rates.items()})
                 now = time.monotonic()
                 values["steps_per_s"] = (done - last_line[0]) / (now - last_line[1])  # since the line before
                 last_line = (done, now)

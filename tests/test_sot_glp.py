@@ -1822,15 +1822,17 @@ def test_a_longer_resumed_run_says_how_its_learning_rate_changes(tiny_hf, tmp_pa
     old, new = (float(trainer.schedule(longer.optim, 6, total)(8)) for total in (8, 16))  # 6 steps an epoch
     assert old == 0.0 and new == pytest.approx(0.05 * 0.5 * (1 + np.cos(np.pi * 2 / 10)))  # warm-up: 6 steps
     assert (
-        f"the run's length changed from 8 to 16 steps, and its learning-rate schedule with it: at step 8 the base "
-        f"learning rate is {new:.4g}, where the 8-step schedule had {old:.4g}"
+        f"the run's length changed from 8 to 16 steps, and its learning-rate schedule with it: at step 8 the "
+        f"learning rate of group prompts is {new:.4g}, where the 8-step schedule had {old:.4g}"
     ) in capsys.readouterr().out
 
 
 def test_a_warm_up_as_long_as_the_run_is_said(tiny_hf, tmp_path, capsys):
     """The paper config's 5 warm-up epochs in a short run (`--config.epochs=3`) kept the learning rate rising to the
     end, below the one set, and never started its cosine decay, unsaid. Here 6 steps an epoch: a 1-epoch warm-up
-    outlasts a 4-step run, and a per-group override is read as the optimiser reads it."""
+    outlasts a 4-step run, and a per-group override is read as the optimiser reads it. The log's `lr` is the rate
+    the group trains at: it was the base settings' (here 0.05 with a 6-step warm-up, where the group's is 0.02
+    with 3)."""
     trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False), str(tmp_path / "short"))
     assert (
         "optim.warmup_epochs 1 of group prompts is 6 steps, the run 4: its learning rate only rises, to 0.03333 of "
@@ -1838,9 +1840,32 @@ def test_a_warm_up_as_long_as_the_run_is_said(tiny_hf, tmp_path, capsys):
     ) in capsys.readouterr().out
     assert [r["lr"] for r in _logged(tmp_path / "short")] == pytest.approx([0.05 * s / 6 for s in range(1, 5)])
     config = small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False)
-    config.optim.groups = {"prompts": {"warmup_epochs": 0.5}}  # 3 steps: the cosine starts
+    config.optim.groups = {"prompts": {"warmup_epochs": 0.5, "lr": 0.02}}  # 3 steps: the cosine starts
     trainer.train(config, str(tmp_path / "override"))
     assert "warmup_epochs" not in capsys.readouterr().out
+    assert [r["lr"] for r in _logged(tmp_path / "override")] == pytest.approx([0.02 / 3, 0.04 / 3, 0.02, 0.02])
+
+
+def test_each_optimiser_group_logs_its_own_learning_rate(tiny_hf, tmp_path, monkeypatch, capsys):
+    """Where the trainable parameters are in several optimiser groups (SOT-GLP's local projection in a group of its
+    own here), the log has each group's rate, `lr/<group>`, and a longer resumed run names each group's rate."""
+    rules = sot_glp.trainable_rules
+    own_group = ((r"^local_proj$", "proj"),)
+    monkeypatch.setattr(sot_glp, "trainable_rules", lambda config: own_group + rules(config)[:1] + rules(config)[2:])
+    config = small_config(tiny_hf[0], tmp_path, num_steps=2, eval_zero_shot=False)
+    config.optim.groups = {"proj": {"lr": 0.02, "warmup_epochs": 0.0}}
+    trainer.train(config, str(tmp_path / "run"))
+    logged = _logged(tmp_path / "run")
+    assert [sorted(k for k in r if k.startswith("lr")) for r in logged] == [["lr/proj", "lr/prompts"]] * 2
+    assert [r["lr/prompts"] for r in logged] == pytest.approx([0.05 / 6, 0.1 / 6])  # warm-up: 6 steps
+    assert [r["lr/proj"] for r in logged] == pytest.approx([0.02, 0.02 * 0.5 * (1 + np.cos(np.pi / 2))])
+    capsys.readouterr()
+    config.num_steps = 4
+    trainer.train(config, str(tmp_path / "run"))
+    assert (
+        "at step 2 the learning rate of group proj is 0.01, where the 2-step schedule had 0; the learning rate of "
+        "group prompts is 0.025, where the 2-step schedule had 0.025\n"
+    ) in capsys.readouterr().out
 
 
 def _sot_glp_with_loss(monkeypatch, name: str, change) -> None:
