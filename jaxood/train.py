@@ -342,14 +342,34 @@ def unread_keys(config: ml_collections.ConfigDict) -> dict[str, str]:
             "eval_unit is what eval_every counts, and eval_every 0 scores the ID set after training alone. Leave it "
             "out, or set --config.eval_every above 0"
         )
-    groups = config.optim.get("groups", {}).values()
-    for owner, own in OPTIMISER_OWN.items():
-        for key in own if config.optim.name != owner else ():  # the base optimiser's own are read
-            if not any(group.get("name") == owner and key not in group for group in groups):  # nor by a group's
-                unread[f"optim.{key}"] = (
-                    f"optim.{key} is {owner}'s, and this run's optimiser is {config.optim.name} (optim.name). Leave it "
-                    f"out, or set --config.optim.name={owner}"
-                )
+    return {**unread, **_unread_base_optim(config)}
+
+
+def _unread_base_optim(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The base optimiser settings that no optimiser group of the run reads, each with why: a group reads the base
+    value of each setting it does not override that its optimiser reads (`OPTIMISER_OWN`: the other's are not)."""
+    overrides = config.optim.get("groups", {})
+    groups = sorted({group for _, group in _method_module(config).trainable_rules(config)} - {"frozen"})
+    sets = {group: set(overrides.get(group, {}).keys()) for group in groups}  # the keys each group sets itself
+    runs = {group: overrides.get(group, {}).get("name", config.optim.name) for group in groups}  # its optimiser
+    unread = {}
+    for key in sorted(set(config.optim.keys()) - {"groups", *BASE_ONLY}):
+        owner = next((name for name, own in OPTIMISER_OWN.items() if key in own), None)
+        readers = [group for group in groups if owner in (None, runs[group])]  # the groups whose optimiser reads it
+        if any(key not in sets[group] for group in readers):
+            continue
+        if readers:
+            own = ", ".join(f"optim.groups.{group}.{key}" for group in readers)
+            why = f"each optimiser group that reads optim.{key} sets its own ({own}), so the base value trains none"
+            fix = "set it in those groups"
+        elif any("name" in sets[group] for group in groups):
+            names = "; ".join(f"{group}: {runs[group]}" for group in groups)
+            why = f"optim.{key} is {owner}'s, and no optimiser group of this run is {owner} ({names})"
+            fix = f"set a group's name to {owner} (optim.groups.<group>.name)"
+        else:
+            why = f"optim.{key} is {owner}'s, and this run's optimiser is {config.optim.name} (optim.name)"
+            fix = f"set --config.optim.name={owner}"
+        unread[f"optim.{key}"] = f"{why}. Leave it out, or {fix}"
     return unread
 
 

@@ -300,7 +300,17 @@ def test_a_key_set_on_the_command_line_that_the_run_does_not_read_is_refused(nam
          "--config.optim.name=adamw"),
         ({"optim.name": "adamw"}, "optim.b1", None),
         ({"optim.groups": {"prompts": {"name": "adamw"}}}, "optim.b1", None),  # the group reads the base setting
-        ({"optim.groups": {"prompts": {"name": "adamw", "b1": 0.5}}}, "optim.b1", "optim.b1 is adamw's"),
+        ({"optim.groups": {"prompts": {"name": "adamw", "b1": 0.5}}}, "optim.b1", "each optimiser group that reads "
+         "optim.b1 sets its own (optim.groups.prompts.b1), so the base value trains none. Leave it out, or set it in "
+         "those groups"),
+        ({"optim.groups": {"prompts": {"lr": 0.01}}}, "optim.lr", "each optimiser group that reads optim.lr sets its "
+         "own (optim.groups.prompts.lr)"),
+        ({"optim.groups": {"prompts": {"lr": 0.01}}}, "optim.momentum", None),
+        ({"optim.groups": {"prompts": {"name": "adamw"}}}, "optim.momentum", "optim.momentum is sgd's, and no "
+         "optimiser group of this run is sgd (prompts: adamw). Leave it out, or set a group's name to sgd "
+         "(optim.groups.<group>.name)"),
+        ({"optim.groups": {"prompts": {"name": "adamw"}}}, "optim.name", "each optimiser group that reads optim.name "
+         "sets its own (optim.groups.prompts.name)"),
         ({}, "model_arch.vision.layers", "model_arch is the architecture of a CLIP from random weights (model "
          "'scratch'), and model 'toy' brings its own. Leave it out, or set --config.model=scratch"),
         ({"model": "scratch"}, "model_arch.vision.layers", None),
@@ -328,7 +338,9 @@ def test_whether_a_key_is_read_follows_the_settings_that_read_it(
 ):
     """A key set on the command line is refused where the other settings leave it unread (the demo's: SGD, the
     embedded CLIP, 16 shots, ID accuracy every 20 steps, the zero-shot MCM, GL-MCM and MaxLogit rows), and taken
-    where they read it: `b1` where an optimiser group is AdamW without a `b1` of its own."""
+    where they read it: `b1` where an optimiser group is AdamW without a `b1` of its own. A base optimiser setting
+    that every group reading it overrides (`optim.lr` with `optim.groups.prompts.lr`, SOT-GLP's one group) trained
+    nothing, silently: refused, as is SGD's momentum where every group is AdamW (`optim.groups.prompts.name`)."""
     from conftest import load_config
 
     import jaxood.train
