@@ -349,7 +349,7 @@ def _unread_base_optim(config: ml_collections.ConfigDict) -> dict[str, str]:
     """The base optimiser settings that no optimiser group of the run reads, each with why: a group reads the base
     value of each setting it does not override that its optimiser reads (`OPTIMISER_OWN`: the other's are not)."""
     overrides = config.optim.get("groups", {})
-    groups = sorted({group for _, group in _method_module(config).trainable_rules(config)} - {"frozen"})
+    groups = trained_groups(_method_module(config).trainable_rules(config))
     sets = {group: set(overrides.get(group, {}).keys()) for group in groups}  # the keys each group sets itself
     runs = {group: overrides.get(group, {}).get("name", config.optim.name) for group in groups}  # its optimiser
     unread = {}
@@ -393,6 +393,11 @@ def check_same_classes(train: tuple[str, ...], test: tuple[str, ...]) -> None:
 
 def _checkpoint_dir(workdir: str) -> str:
     return os.path.join(workdir, RUN_CHECKPOINTS)
+
+
+def trained_groups(rules) -> list[str]:
+    """The optimiser groups a method's `rules` (`trainable_rules`) train parameters in, sorted: all but "frozen"."""
+    return sorted({group for _, group in rules} - {"frozen"})
 
 
 def partition(params: dict, rules) -> tuple[dict, dict, dict]:
@@ -753,7 +758,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
         check_same_classes(eval_inputs.train.class_names, eval_inputs.id.class_names)
     # The method's rules name its optimiser groups: a misspelt override fails here, not once the weights load.
     rules = method_module.trainable_rules(config)
-    groups = {group for _, group in rules} - {"frozen"}
+    groups = trained_groups(rules)
     check_optim_groups(config, groups)
     arch = architecture(config)
     if arch and hasattr(method_module, "check_settings"):  # else build checks them, once the model is loaded
