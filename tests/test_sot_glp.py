@@ -2584,13 +2584,21 @@ def test_a_config_file_that_lacks_a_key_is_named_before_any_work(command, config
         encoding="utf-8",
     )
     given = ":".join([str(tmp_path / "older.py"), *variant])
-    cmd = [sys.executable, "-m", f"jaxood.{command}", f"--config={given}", f"--workdir={tmp_path / 'w'}"]
+    error = _refusal(command, [f"--config={given}", f"--workdir={tmp_path / 'w'}"])
+    assert error.startswith(f"error: the config has no key {key}, which this command reads: "), error
+    assert not (tmp_path / "w").exists()
+
+
+def _refusal(command: str, args: list[str]) -> str:
+    """The error line with which `python -m jaxood.<command> args` is refused: exit status 1, no traceback, the
+    line before the traceback hint (after orbax 0.11's INFO lines of its import, where it logs them)."""
+    cmd = [sys.executable, "-m", f"jaxood.{command}", *args]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr
-    error, hint = out.stderr.splitlines()[-2:]  # after orbax 0.11's INFO lines of its import, where it logs them
-    assert error.startswith(f"error: the config has no key {key}, which this command reads: "), out.stderr
+    error, hint = out.stderr.splitlines()[-2:]
     assert hint == "(JAXOOD_TRACEBACK=1 shows where it was raised)", out.stderr
-    assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()
+    assert "Traceback" not in out.stderr, out.stderr
+    return error
 
 
 @pytest.mark.parametrize(
@@ -2613,12 +2621,7 @@ def test_each_command_refuses_a_key_set_on_its_command_line_that_it_does_not_rea
     CSP's. Each command passes the keys set on its command line to the check (tests/test_settings.py's tests)."""
     (tmp_path / "flags").write_text("--config.optim.momentum=0.5\n", encoding="utf-8")
     args = [arg.replace("{tmp_path}", str(tmp_path)) for arg in args]
-    cmd = [sys.executable, "-m", f"jaxood.{command}", *args, f"--workdir={tmp_path / 'w'}"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1, out.stderr
-    error, hint = out.stderr.splitlines()[-2:]  # after orbax 0.11's INFO lines of its import, where it logs them
-    assert error == f"error: {message}", out.stderr
-    assert hint == "(JAXOOD_TRACEBACK=1 shows where it was raised)", out.stderr
+    assert _refusal(command, [*args, f"--workdir={tmp_path / 'w'}"]) == f"error: {message}"
     assert not (tmp_path / "w").exists()
 
 
