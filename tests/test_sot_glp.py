@@ -2067,9 +2067,13 @@ def test_a_closed_terminal_or_pipe_saves_the_step_it_ends_at_with_the_output_aft
     it); the next line a command prints into a pipe no one reads any more fails (EPIPE). SIGHUP killed the run, and
     the failed line stopped it before it saved: every step since the last checkpoint was lost (here all of them).
     Now the output from then on goes to `after_hangup.log` in the workdir, and the step that ends next saves and
-    stops the run, saying so there."""
+    stops the run, saying so there. The terminal is read on until the run lets go of it (its output moved), so that
+    the SIGHUP is what it says: closed at once, a line printed before the signal came failed (EIO) and moved the
+    output first, saying so (CI, stop 94: a closed terminal or pipe (printing to it failed: Input/output error))."""
     import pty
+    import select
     import signal
+    import time
 
     run = tmp_path / "run"
     command = _train_command(tiny_hf[0], tmp_path, run, num_steps=400, checkpoint_every=400, eval_zero_shot=False)
@@ -2082,8 +2086,12 @@ def test_a_closed_terminal_or_pipe_saves_the_step_it_ends_at_with_the_output_aft
         printed = b""
         while b"[step 3]" not in printed:
             printed += os.read(ours, 4096)
-        os.close(ours)
         process.send_signal(signal.SIGHUP)
+        held = time.monotonic() + 300  # a run that never lets go fails in the wait below, not here
+        with contextlib.suppress(OSError):  # EIO: no process holds the terminal's other end any more
+            while select.select([ours], [], [], max(0, held - time.monotonic()))[0] and os.read(ours, 4096):
+                pass
+        os.close(ours)
         why = "a closed terminal (SIGHUP)"
     else:
         with _signals_handled():
