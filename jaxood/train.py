@@ -351,7 +351,7 @@ def _unread_base_optim(config: ml_collections.ConfigDict) -> dict[str, str]:
     overrides = config.optim.get("groups", {})
     groups = trained_groups(_method_module(config).trainable_rules(config))
     sets = {group: set(overrides.get(group, {}).keys()) for group in groups}  # the keys each group sets itself
-    runs = {group: overrides.get(group, {}).get("name", config.optim.name) for group in groups}  # its optimiser
+    runs = {group: group_optim(config, group).name for group in groups}  # its optimiser
     unread = {}
     for key in sorted(set(config.optim.keys()) - {"groups", *BASE_ONLY}):
         owner = next((name for name, own in OPTIMISER_OWN.items() if key in own), None)
