@@ -214,6 +214,11 @@ OPTIMISER_OWN = {"sgd": ("momentum", "nesterov"), "adamw": ("b1", "b2")}
 BASE_ONLY = {"clip_norm": "clips every group's gradients together, by their global norm"}
 
 
+def optimiser_owning(key: str) -> str | None:
+    """The optimiser whose own setting `key` is (`OPTIMISER_OWN`), or None for a setting every optimiser reads."""
+    return next((name for name, own in OPTIMISER_OWN.items() if key in own), None)
+
+
 def _check_optim(config: ml_collections.ConfigDict, key: str) -> None:
     """One optimiser setting, `key` dotted (`optim.lr`, `optim.groups.prompts.lr`), in its range or its choices."""
     name = key.rsplit(".", 1)[1]
@@ -314,7 +319,7 @@ def _unread_override(group: str, key: str, name: str) -> str:
     table names the key): a base-only setting, or another optimiser's own."""
     if key in BASE_ONLY:
         return f"optim.groups.{group}.{key}: {key} {BASE_ONLY[key]}, so a group has none of its own: set optim.{key}"
-    if owner := next((other for other, own in OPTIMISER_OWN.items() if key in own), None):
+    if owner := optimiser_owning(key):
         return (
             f"optim.groups.{group}.{key}: the group's optimiser, {name}, does not read {key} ({owner}'s), so it "
             f"would be ignored: leave it out, or set optim.groups.{group}.name {owner!r}"
@@ -354,7 +359,7 @@ def _unread_base_optim(config: ml_collections.ConfigDict) -> dict[str, str]:
     runs = {group: group_optim(config, group).name for group in groups}  # its optimiser
     unread = {}
     for key in sorted(set(config.optim.keys()) - {"groups", *BASE_ONLY}):
-        owner = next((name for name, own in OPTIMISER_OWN.items() if key in own), None)
+        owner = optimiser_owning(key)
         readers = [group for group in groups if owner in (None, runs[group])]  # the groups whose optimiser reads it
         if any(key not in sets[group] for group in readers):
             continue
