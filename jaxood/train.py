@@ -891,7 +891,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]
     # The run's config, once nothing before its first step has refused it (a refused run leaves no workdir).
     if jax.process_count() > 1:  # every host has read the saved config before host 0 replaces it
         multihost_utils.sync_global_devices("jaxood.train: resume checked")
-    if distributed.is_first_host():  # whole or not at all (a run killed while writing it could not be resumed)
+    # Whole or not at all (a run killed while writing it could not be resumed). A rerun that trains no step keeps the
+    # saved one: its length is the one the checkpoints were trained to, with which a resume compares its schedule.
+    if distributed.is_first_host() and (remaining or saved_config is None):
         with write_whole(os.path.join(workdir, RUN_CONFIG)) as f:
             f.write(config.to_json_best_effort(indent=1))
         if remaining:

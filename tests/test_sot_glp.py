@@ -1812,9 +1812,13 @@ def test_the_first_logged_steps_per_s_leaves_out_the_log_writers_set_up(tiny_hf,
 
 def test_a_longer_resumed_run_says_how_its_learning_rate_changes(tiny_hf, tmp_path, capsys):
     """Lengthening a finished cosine run restarts its learning rate from near zero to mid-schedule, which the log
-    did not mention: it names both rates at the step it resumes from."""
+    did not mention: it names both rates at the step it resumes from. A rerun between them that trained no step
+    (a shorter length: it evaluates the last checkpoint) replaced the run's config.json, so the log compared with
+    that rerun's 4-step schedule, which trained nothing; it keeps the run's."""
     run = tmp_path / "run"
     trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=8, eval_zero_shot=False), str(run))
+    trainer.train(small_config(tiny_hf[0], tmp_path, num_steps=4, eval_zero_shot=False), str(run))
+    assert json.loads((run / "config.json").read_text())["num_steps"] == 8
     capsys.readouterr()
     longer = small_config(tiny_hf[0], tmp_path, num_steps=16, eval_zero_shot=False, plots=True)
     trainer.train(longer, str(run))
