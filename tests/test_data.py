@@ -1522,9 +1522,7 @@ def test_prepare_of_a_dataset_prepared_already_asks_for_nothing(tiny_tfds, tmp_p
 
 def test_prepare_leaves_a_dataset_tfds_wrote_as_parquet_as_it_is(tmp_path, capsys):
     """TFDS reads a record of a dataset it wrote as parquet by its index, as it reads array_record, and so does
-    jaxood's reader; prepare refused it as a format jaxood does not read. (pyarrow, which TFDS writes and reads
-    parquet with, needs NumPy 2 in its newest releases: with the oldest NumPy jaxood supports, this is skipped.)"""
-    pytest.importorskip("pyarrow")
+    jaxood's reader; prepare refused it as a format jaxood does not read."""
     _prepare_tiny_versions(str(tmp_path), file_format="parquet", name="TinyParquet")  # tiny_versions: registered here
     folder = tmp_path / "tiny_parquet" / "1.0.0"
     assert _prepare(capsys, "--dataset=tiny_parquet", f"--data_dir={tmp_path}") == (
