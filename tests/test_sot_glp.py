@@ -741,6 +741,41 @@ def test_two_hosts_train_and_evaluate_as_one_host_with_two_devices(tiny_hf, tmp_
     assert [results[w]["unreadable"].get("train") for w in ("one", "hosts", "hosts_on_one")] == [0, 0, None]
 
 
+def test_two_hosts_swap_shards_in_an_all_to_all():
+    """The train step's compiled code moves shards between the hosts with all-to-alls (GSPMD's, three in the toy
+    step). With jaxlib 0.12.1 the two-host stop tests below hung in the train step, both hosts waiting in the
+    all-to-all of CPU processes (Gloo), and here, where the first host alone also compiles it ahead of time to look
+    at its code, both hosts wait at its first call (setup.cfg excludes that version; 0.12.0.1's returns).
+    Two hosts turn a batch split by rows into one split by columns, in two minutes, each getting its columns."""
+    script = textwrap.dedent("""
+        import json
+        import jax
+        import numpy as np
+        from jax.sharding import NamedSharding, PartitionSpec
+        from jaxood import distributed
+        from jaxood.data.pipeline import DATA_AXIS, data_mesh, split_rows
+        distributed.maybe_initialize()
+        rows = np.arange(16.0).reshape(4, 4)[2 * jax.process_index():][:2]
+        batch = jax.make_array_from_process_local_data(split_rows(), rows)
+        columns = NamedSharding(data_mesh(), PartitionSpec(None, DATA_AXIS))
+        by_columns = jax.jit(lambda x: jax.lax.with_sharding_constraint(2 * x, columns))
+        if distributed.is_first_host():
+            assert "all-to-all(" in by_columns.lower(batch).compile().as_text()
+        print(json.dumps(np.asarray(by_columns(batch).addressable_data(0)).tolist()))
+    """)
+    hosts = _start_two_hosts([sys.executable, "-c", script])
+    try:
+        logs = [host.communicate(timeout=120)[0] for host in hosts]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the two hosts' all-to-all did not return in 120 s (jax {jax.__version__})")
+    finally:
+        for host in hosts:
+            host.kill()
+    assert [host.returncode for host in hosts] == [0, 0], logs
+    columns = [json.loads(log.splitlines()[-1]) for log in logs]
+    assert columns == [np.arange(0.0, 32, 2).reshape(4, 4)[:, 2 * i : 2 * i + 2].tolist() for i in (0, 1)]
+
+
 CLOSED_PIPE = "a closed terminal or pipe (printing to it failed: Broken pipe)"
 
 
