@@ -746,7 +746,8 @@ def test_two_hosts_swap_shards_in_an_all_to_all():
     step). With jaxlib 0.12.1 the two-host stop tests below hung in the train step, both hosts waiting in the
     all-to-all of CPU processes (Gloo), and here, where the first host alone also compiles it ahead of time to look
     at its code, both hosts wait at its first call (setup.cfg excludes that version; 0.12.0.1's returns).
-    Two hosts turn a batch split by rows into one split by columns, in two minutes, each getting its columns."""
+    Two hosts turn a batch split by rows into one split by columns, each getting its columns, in two minutes (a
+    host that waits longer is killed: `subprocess.TimeoutExpired`)."""
     script = textwrap.dedent("""
         import json
         import jax
@@ -763,16 +764,7 @@ def test_two_hosts_swap_shards_in_an_all_to_all():
             assert "all-to-all(" in by_columns.lower(batch).compile().as_text()
         print(json.dumps(np.asarray(by_columns(batch).addressable_data(0)).tolist()))
     """)
-    hosts = _start_two_hosts([sys.executable, "-c", script])
-    try:
-        logs = [host.communicate(timeout=120)[0] for host in hosts]
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the two hosts' all-to-all did not return in 120 s (jax {jax.__version__})")
-    finally:
-        for host in hosts:
-            host.kill()
-    assert [host.returncode for host in hosts] == [0, 0], logs
-    columns = [json.loads(log.splitlines()[-1]) for log in logs]
+    columns = [json.loads(log.splitlines()[-1]) for log in _run_two_hosts([sys.executable, "-c", script], timeout=120)]
     assert columns == [np.arange(0.0, 32, 2).reshape(4, 4)[:, 2 * i : 2 * i + 2].tolist() for i in (0, 1)]
 
 
