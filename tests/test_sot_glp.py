@@ -756,7 +756,7 @@ def test_two_hosts_swap_shards_in_an_all_to_all():
         from jaxood import distributed
         from jaxood.data.pipeline import DATA_AXIS, data_mesh, split_rows
         distributed.maybe_initialize()
-        rows = np.arange(16.0).reshape(4, 4)[2 * jax.process_index():][:2]
+        rows = np.split(np.arange(16.0).reshape(4, 4), 2)[jax.process_index()]
         batch = jax.make_array_from_process_local_data(split_rows(), rows)
         columns = NamedSharding(data_mesh(), PartitionSpec(None, DATA_AXIS))
         by_columns = jax.jit(lambda x: jax.lax.with_sharding_constraint(2 * x, columns))
@@ -765,7 +765,7 @@ def test_two_hosts_swap_shards_in_an_all_to_all():
         print(json.dumps(np.asarray(by_columns(batch).addressable_data(0)).tolist()))
     """)
     columns = [json.loads(log.splitlines()[-1]) for log in _run_two_hosts([sys.executable, "-c", script], timeout=120)]
-    assert columns == [np.arange(0.0, 32, 2).reshape(4, 4)[:, 2 * i : 2 * i + 2].tolist() for i in (0, 1)]
+    assert columns == [half.tolist() for half in np.split(2 * np.arange(16.0).reshape(4, 4), 2, axis=1)]
 
 
 CLOSED_PIPE = "a closed terminal or pipe (printing to it failed: Broken pipe)"
